@@ -1,0 +1,54 @@
+# splitmq — developer entry points.
+#   make test    create .venv, install everything (Mosquitto too), run the whole suite
+#   make lint    ruff + mypy
+#   make bench   the benchmark scripts (figures printed, not asserted)
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# tflite-runtime 2.14 needs numpy < 2: it gets an environment of its own.
+VENV_TFLITE := .venv-tflite214
+STAMP := $(VENV)/.installed
+STAMP_TFLITE := $(VENV_TFLITE)/.installed
+
+.PHONY: test lint bench venv mosquitto clean
+
+venv: $(STAMP) $(STAMP_TFLITE)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[agent,convert,dev]"
+	touch $@
+
+$(STAMP_TFLITE): pyproject.toml
+	$(PYTHON) -m venv $(VENV_TFLITE)
+	$(VENV_TFLITE)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV_TFLITE)/bin/python -m pip install --quiet "numpy<2" "tflite-runtime==2.14.0" "psutil>=5.9"
+	$(VENV_TFLITE)/bin/python -m pip install --quiet -e .
+	touch $@
+
+# Mosquitto from Debian's packages when it is missing (CI runs as root).
+mosquitto:
+	@if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then \
+		echo "installing mosquitto from Debian's packages"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq mosquitto mosquitto-clients openssl; \
+	fi
+
+test: venv mosquitto
+	SPLITMQ_TFLITE214_PYTHON=$(CURDIR)/$(VENV_TFLITE)/bin/python $(PY) -m pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+bench: venv mosquitto
+	@for script in benchmarks/bench_*.py; do \
+		echo "== $$script"; $(PY) $$script || exit 1; \
+	done
+
+clean:
+	rm -rf $(VENV) $(VENV_TFLITE) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,91 @@
+"""The one exception tree of splitmq.
+
+Every error splitmq raises on purpose derives from :class:`SplitMQError`, carries its
+context as attributes and says in its message what went wrong and what to do next.
+Library errors (cbor2, paho-mqtt, TFLite) are translated once, at the boundary where
+they are caught, into one of these.
+
+::
+
+    SplitMQError
+    ├── WireError                 a message could not be encoded or decoded
+    │   ├── DecodeError           hostile, malformed or incompatible bytes
+    │   └── EncodeError           a message that cannot be put on the wire
+    ├── TransportError            the broker connection
+    │   ├── PayloadTooLarge       a payload above the broker's packet limit
+    │   └── NotConnected          publishing while no connection is up
+    ├── ConfigError               a setting that cannot work (bad URL, missing file)
+    └── ConversionError           the converter and the cutter (see splitmq.converter)
+"""
+
+from __future__ import annotations
+
+
+class SplitMQError(Exception):
+    """Root of every error splitmq raises on purpose."""
+
+
+class WireError(SplitMQError):
+    """A message could not be put on, or taken off, the wire."""
+
+
+class DecodeError(WireError):
+    """Bytes that are not a valid splitmq message.
+
+    Attributes:
+        reason: what is wrong, in words (also the start of ``str(error)``).
+        field: dotted path of the offending field, when one is to blame.
+        topic: the topic the bytes arrived on, when the caller knows it.
+    """
+
+    def __init__(self, reason: str, *, field: str | None = None, topic: str | None = None):
+        self.reason = reason
+        self.field = field
+        self.topic = topic
+        where = f" in field {field!r}" if field else ""
+        on = f" (topic {topic!r})" if topic else ""
+        super().__init__(f"{reason}{where}{on}")
+
+    def with_topic(self, topic: str) -> DecodeError:
+        """The same error, naming the topic the bytes came from."""
+        return DecodeError(self.reason, field=self.field, topic=topic)
+
+
+class EncodeError(WireError):
+    """A message that cannot be encoded (a value of a type the wire does not carry)."""
+
+
+class TransportError(SplitMQError):
+    """Something went wrong between us and the broker."""
+
+
+class PayloadTooLarge(TransportError):
+    """A payload larger than the broker accepts; publishing it would never succeed.
+
+    Attributes:
+        topic: where it was to go.
+        size_bytes: the size of the MQTT packet it would make.
+        limit_bytes: the largest packet the broker accepts.
+    """
+
+    def __init__(self, topic: str, size_bytes: int, limit_bytes: int):
+        self.topic = topic
+        self.size_bytes = size_bytes
+        self.limit_bytes = limit_bytes
+        super().__init__(
+            f"payload for {topic!r} makes a {size_bytes}-byte packet, above the broker's "
+            f"limit of {limit_bytes} bytes: send smaller tensors (an int8 variant, another "
+            f"cut point) or raise max_packet_size in the broker configuration"
+        )
+
+
+class NotConnected(TransportError):
+    """The transport is closed, or has never connected."""
+
+
+class ConfigError(SplitMQError):
+    """A setting that cannot work: a malformed broker URL, a missing certificate file."""
+
+
+class ConversionError(SplitMQError):
+    """The converter or the cutter cannot do what was asked (see :mod:`splitmq.converter`)."""

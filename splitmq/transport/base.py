@@ -1,0 +1,203 @@
+"""The transport seam: what the agent, coordinator and client need from a broker.
+
+Two implementations: :class:`splitmq.transport.mqtt.MqttTransport` over paho-mqtt, and
+:class:`splitmq.transport.memory.MemoryTransport` for fast component tests. Both hand
+inbound messages to handlers on worker threads through a bounded :class:`Inbox`, never
+on a network thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from splitmq.wire.topics import matches
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class InboundMessage:
+    """A message as it arrived: topic, payload, and when (``time.monotonic()``)."""
+
+    topic: str
+    payload: bytes
+    qos: int = 0
+    retain: bool = False
+    received_s: float = field(default_factory=time.monotonic)
+
+
+Handler = Callable[[InboundMessage], None]
+ConnectionListener = Callable[[bool], None]
+"""Called with True after every (re)connection and re-subscription, False on a loss."""
+
+
+@dataclass(frozen=True, slots=True)
+class Will:
+    """The last will the broker publishes for us if we vanish without a clean close."""
+
+    topic: str
+    payload: bytes
+    qos: int = 1
+    retain: bool = True
+
+
+@dataclass(slots=True)
+class TransportStats:
+    """Counters of traffic through one transport (payload bytes, not packet bytes)."""
+
+    msgs_in: int = 0
+    msgs_out: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    dropped_in: int = 0
+    reconnects: int = 0
+
+
+class Receipt(Protocol):
+    """What ``publish`` returns: wait for it to know the broker accepted the message."""
+
+    def wait(self, timeout_s: float | None = None) -> None:
+        """Block until the broker acknowledged (QoS 1) or the message left (QoS 0).
+
+        Raises:
+            TransportError: the broker refused it, or ``timeout_s`` passed.
+        """
+
+
+class Transport(Protocol):
+    """Publish and subscribe, with handlers run off the network thread."""
+
+    @property
+    def client_id(self) -> str: ...
+
+    @property
+    def connected(self) -> bool: ...
+
+    @property
+    def stats(self) -> TransportStats: ...
+
+    @property
+    def max_payload_bytes(self) -> int:
+        """The largest payload that fits the broker's packet limit on the longest topic."""
+
+    def start(self, timeout_s: float = 10.0) -> None:
+        """Connect and start the worker threads; block until connected."""
+
+    def close(self) -> None:
+        """Disconnect cleanly (the will is not published) and stop every thread."""
+
+    def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        qos: int = 1,
+        retain: bool = False,
+        expiry_s: float | None = None,
+    ) -> Receipt:
+        """Send ``payload``; raise ``PayloadTooLarge`` before sending what cannot fit."""
+
+    def subscribe(
+        self, topic_filter: str, handler: Handler, *, qos: int = 1, timeout_s: float = 10.0
+    ) -> None:
+        """Deliver messages matching ``topic_filter`` to ``handler``; kept across reconnects."""
+
+    def unsubscribe(self, topic_filter: str) -> None: ...
+
+    def add_connection_listener(self, listener: ConnectionListener) -> None: ...
+
+
+OverflowHandler = Callable[[InboundMessage], None]
+
+
+class Inbox:
+    """A bounded queue of inbound messages and the worker threads that dispatch them.
+
+    ``put`` never blocks: it is called on the network thread. When the queue is full
+    the message is dropped, counted, and ``on_overflow`` (if set) is called with it so
+    the owner can tell the sender (it must be quick: it runs on the network thread).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        stats: TransportStats,
+        *,
+        size: int,
+        workers: int = 1,
+        on_overflow: OverflowHandler | None = None,
+    ):
+        self._queue: queue.Queue[InboundMessage | None] = queue.Queue(maxsize=size)
+        self._routes: list[tuple[str, Handler]] = []
+        self._lock = threading.Lock()
+        self._stats = stats
+        self._on_overflow = on_overflow
+        self._threads = [
+            threading.Thread(target=self._run, name=f"{name}-inbox-{i}", daemon=True)
+            for i in range(workers)
+        ]
+        self._started = False
+
+    def start(self) -> None:
+        if not self._started:
+            self._started = True
+            for thread in self._threads:
+                thread.start()
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        if not self._started:
+            return
+        for _ in self._threads:
+            self._queue.put(None)
+        for thread in self._threads:
+            if thread is not threading.current_thread():
+                thread.join(timeout_s)
+        self._started = False
+
+    def route(self, topic_filter: str, handler: Handler) -> None:
+        with self._lock:
+            self._routes = [r for r in self._routes if r[0] != topic_filter]
+            self._routes.append((topic_filter, handler))
+
+    def unroute(self, topic_filter: str) -> None:
+        with self._lock:
+            self._routes = [r for r in self._routes if r[0] != topic_filter]
+
+    def filters(self) -> list[str]:
+        with self._lock:
+            return [f for f, _ in self._routes]
+
+    @property
+    def depth(self) -> int:
+        return self._queue.qsize()
+
+    def put(self, message: InboundMessage) -> None:
+        try:
+            self._queue.put_nowait(message)
+        except queue.Full:
+            self._stats.dropped_in += 1
+            log.warning("inbox full, dropped a message on %s", message.topic)
+            if self._on_overflow is not None:
+                try:
+                    self._on_overflow(message)
+                except Exception:
+                    log.exception("overflow handler failed for %s", message.topic)
+
+    def _run(self) -> None:
+        while True:
+            message = self._queue.get()
+            if message is None:
+                return
+            routes = self._routes  # replaced, never mutated: safe to read unlocked
+            for topic_filter, handler in routes:
+                if matches(topic_filter, message.topic):
+                    try:
+                        handler(message)
+                    except Exception:
+                        log.exception("handler for %s failed on %s", topic_filter, message.topic)

@@ -1,0 +1,129 @@
+"""How to reach the broker: one frozen config, and the broker URL parser."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from splitmq.errors import ConfigError
+
+DEFAULT_PORT = 1883
+DEFAULT_TLS_PORT = 8883
+DEFAULT_MAX_PACKET_BYTES = 8 * 1024 * 1024
+"""Matches ``max_packet_size`` in broker-config/dev.conf and secure.conf."""
+
+
+class MqttVersion(StrEnum):
+    V5 = "5"
+    V311 = "3.1.1"
+
+
+@dataclass(frozen=True)
+class TransportConfig:
+    """Settings of one broker connection.
+
+    Attributes:
+        host: broker host name or address.
+        port: broker port.
+        client_id: MQTT client id; unique per connection (a fresh one when empty).
+        version: MQTT 5 (default) or 3.1.1; routing never depends on MQTT 5 features.
+        tls: connect over TLS.
+        ca_certs: CA bundle that signed the broker's certificate (TLS).
+        certfile: client certificate, for brokers that require one (TLS).
+        keyfile: the client certificate's key (TLS).
+        tls_insecure: skip the broker host name check (development CAs only).
+        username: MQTT user name.
+        password: MQTT password.
+        keepalive_s: MQTT keep-alive interval.
+        max_packet_bytes: the largest packet we send; with MQTT 5 the broker's own
+            limit from CONNACK lowers it further.
+        inbox_size: inbound messages queued for the workers before new ones are dropped.
+        inbox_workers: threads dispatching inbound messages (1 keeps arrival order).
+        outbox_size: QoS 1 messages paho may hold while disconnected or in flight.
+        max_inflight: QoS 1 messages sent but not yet acknowledged.
+        reconnect_min_s: first reconnect delay (jittered exponential backoff).
+        reconnect_max_s: largest reconnect delay.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    client_id: str = ""
+    version: MqttVersion = MqttVersion.V5
+    tls: bool = False
+    ca_certs: Path | None = None
+    certfile: Path | None = None
+    keyfile: Path | None = None
+    tls_insecure: bool = False
+    username: str | None = None
+    password: str | None = None
+    keepalive_s: int = 30
+    max_packet_bytes: int = DEFAULT_MAX_PACKET_BYTES
+    inbox_size: int = 1000
+    inbox_workers: int = 1
+    outbox_size: int = 1000
+    max_inflight: int = 100
+    reconnect_min_s: float = 0.1
+    reconnect_max_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.port < 65536:
+            raise ConfigError(f"broker port {self.port} is not a TCP port (1-65535)")
+        if self.reconnect_min_s <= 0 or self.reconnect_max_s < self.reconnect_min_s:
+            raise ConfigError(
+                "reconnect delays must satisfy 0 < reconnect_min_s <= reconnect_max_s"
+            )
+        for name in ("ca_certs", "certfile", "keyfile"):
+            path = getattr(self, name)
+            if path is not None and not Path(path).is_file():
+                raise ConfigError(f"{name} {path} does not exist or is not a file")
+        if (self.certfile is None) != (self.keyfile is None):
+            raise ConfigError("give both certfile and keyfile, or neither")
+        if self.inbox_size < 1 or self.inbox_workers < 1:
+            raise ConfigError("inbox_size and inbox_workers must be at least 1")
+
+    def with_client_id(self, client_id: str) -> TransportConfig:
+        return replace(self, client_id=client_id)
+
+    def resolved_client_id(self) -> str:
+        return self.client_id or f"splitmq-{uuid.uuid4().hex[:12]}"
+
+    @property
+    def url(self) -> str:
+        """The broker URL, without credentials."""
+        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
+
+
+def parse_broker_url(url: str, **overrides: object) -> TransportConfig:
+    """A :class:`TransportConfig` from ``mqtt://[user[:password]@]host[:port]``.
+
+    ``mqtts://`` (or ``ssl://``) turns TLS on and defaults to port 8883; ``tcp://`` is
+    ``mqtt://``. Keyword arguments set any other field.
+    """
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme in ("mqtt", "tcp"):
+        tls = False
+    elif scheme in ("mqtts", "ssl", "tls"):
+        tls = True
+    else:
+        raise ConfigError(
+            f"broker URL {url!r} must start with mqtt:// or mqtts:// (e.g. mqtt://127.0.0.1:1883)"
+        )
+    if not parts.hostname:
+        raise ConfigError(f"broker URL {url!r} names no host")
+    try:
+        port = parts.port or (DEFAULT_TLS_PORT if tls else DEFAULT_PORT)
+    except ValueError as error:
+        raise ConfigError(f"broker URL {url!r}: {error}") from None
+    fields: dict[str, object] = {
+        "host": parts.hostname,
+        "port": port,
+        "tls": tls,
+        "username": unquote(parts.username) if parts.username else None,
+        "password": unquote(parts.password) if parts.password else None,
+    }
+    fields.update({k: v for k, v in overrides.items() if v is not None})
+    return TransportConfig(**fields)  # type: ignore[arg-type]

@@ -1,0 +1,432 @@
+"""Every message splitmq sends, each defined once as a frozen dataclass.
+
+A message's class names its ``KIND`` (the ``kind`` field on the wire) and its schema
+``VERSION`` (the ``v`` field). Field names are the CBOR map keys. Fields with a default
+are optional on the wire; fields a reader does not know are ignored, so an older agent
+reads a newer coordinator's messages. Units are in the names (``_ms``, ``_bytes``,
+``_j``, ``_pct``); times are Unix epoch milliseconds unless the name says otherwise.
+
+The codec (:mod:`splitmq.wire.codec`) turns these into bytes and back; the topic table
+(:mod:`splitmq.wire.topics`) says which message goes where.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import ClassVar
+
+from splitmq.wire.tensors import Tensor
+
+REQUEST_ID_BYTES = 16
+
+# A route lists, per stage, the agents that can run it: the chosen one first, then
+# its fallbacks in the order to try them.
+Route = tuple[tuple[str, ...], ...]
+
+
+def _check_request_id(request_id: bytes) -> None:
+    if not isinstance(request_id, bytes) or len(request_id) != REQUEST_ID_BYTES:
+        raise ValueError(f"request_id must be {REQUEST_ID_BYTES} bytes")
+
+
+class AgentState(StrEnum):
+    ONLINE = "online"
+    OFFLINE = "offline"
+
+
+class ErrorCode(StrEnum):
+    """Why a request failed at a stage (the ``code`` of an :class:`ErrorMessage`)."""
+
+    BAD_MESSAGE = "bad_message"
+    UNKNOWN_DEPLOYMENT = "unknown_deployment"
+    SHAPE_MISMATCH = "shape_mismatch"
+    DEADLINE_EXCEEDED = "deadline_exceeded"
+    OVERLOADED = "overloaded"
+    SHARD_NOT_LOADED = "shard_not_loaded"
+    INTERNAL = "internal"
+
+
+class EnergyLevel(StrEnum):
+    PERFORMANCE = "performance"
+    BALANCED = "balanced"
+    SAVER = "saver"
+
+
+class DeploymentState(StrEnum):
+    ACTIVE = "active"
+    RETIRED = "retired"
+
+
+@dataclass(frozen=True)
+class Message:
+    """Base of every wire message."""
+
+    KIND: ClassVar[str] = ""
+    VERSION: ClassVar[int] = 1
+
+
+# --- shared parts ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Battery:
+    """A device's battery: real (psutil) or simulated from its profile."""
+
+    pct: float
+    plugged: bool
+    simulated: bool = False
+
+
+@dataclass(frozen=True)
+class Link:
+    """A device's (possibly emulated) network link."""
+
+    bandwidth_mbps: float
+    latency_ms: float
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """What a tensor at a shard boundary must look like."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    scale: float | None = None
+    zero_point: int | None = None
+
+
+@dataclass(frozen=True)
+class TraceEntry:
+    """One stage's pass over a request, as the agent that ran it saw it."""
+
+    stage: int
+    agent_id: str
+    received_ms: float
+    started_ms: float
+    finished_ms: float
+    bytes_in: int = 0
+    attempt: int = 0
+
+
+# --- presence and telemetry -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AgentStatus(Message):
+    """Retained on ``agents/{agent}/status``: the birth message, or the will (offline)."""
+
+    KIND: ClassVar[str] = "status"
+
+    agent_id: str
+    state: AgentState
+    ts_ms: int = 0
+    version: str = ""
+    runtime: str = ""
+    runtime_version: str = ""
+    cores: int = 0
+    memory_bytes: int = 0
+    profile: str = ""
+    cached_shards: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Telemetry(Message):
+    """Retained on ``agents/{agent}/telemetry`` every period."""
+
+    KIND: ClassVar[str] = "telemetry"
+
+    agent_id: str
+    ts_ms: int
+    period_s: float
+    cpu_pct: float
+    mem_free_bytes: int
+    battery: Battery
+    profile: str = ""
+    temperature_c: float | None = None
+    queue_depth: dict[str, int] = field(default_factory=dict)
+    compute_ms: dict[str, float] = field(default_factory=dict)
+    msgs_in: int = 0
+    msgs_out: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    broker_rtt_ms: float | None = None
+    energy_j: float = 0.0
+    link: Link | None = None
+
+
+# --- commands (coordinator -> agent) and events (agent -> coordinator) -------------
+
+
+@dataclass(frozen=True)
+class LoadShard(Message):
+    """Fetch (unless cached), verify and load a shard to host ``stage`` of a deployment."""
+
+    KIND: ClassVar[str] = "cmd.load"
+
+    command_id: str
+    issuer: str
+    deployment: str
+    stage: int
+    digest: str
+    size_bytes: int
+    inputs: tuple[TensorSpec, ...] = ()
+    outputs: tuple[TensorSpec, ...] = ()
+    threads: int | None = None
+
+
+@dataclass(frozen=True)
+class UnloadShard(Message):
+    """Stop hosting ``stage`` of ``deployment`` and free its shard."""
+
+    KIND: ClassVar[str] = "cmd.unload"
+
+    command_id: str
+    issuer: str
+    deployment: str
+    stage: int
+
+
+@dataclass(frozen=True)
+class Ping(Message):
+    KIND: ClassVar[str] = "cmd.ping"
+
+    command_id: str
+    issuer: str
+    sent_ms: float
+
+
+@dataclass(frozen=True)
+class CommandReply(Message):
+    """An agent's answer to a command: done, or failed with a reason."""
+
+    KIND: ClassVar[str] = "event.reply"
+
+    command_id: str
+    agent_id: str
+    ok: bool
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class ShardReady(Message):
+    """A shard is loaded, benchmarked and its stage is being served."""
+
+    KIND: ClassVar[str] = "event.shard_ready"
+
+    command_id: str
+    agent_id: str
+    deployment: str
+    stage: int
+    digest: str
+    runtime: str
+    bench_ms: float
+
+
+@dataclass(frozen=True)
+class Pong(Message):
+    KIND: ClassVar[str] = "event.pong"
+
+    command_id: str
+    agent_id: str
+    sent_ms: float
+    ts_ms: float
+
+
+# --- model pool -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FetchShard(Message):
+    """On ``pool/fetch``: send bytes ``[offset, offset + length)`` of shard ``digest``."""
+
+    KIND: ClassVar[str] = "pool.fetch"
+
+    agent_id: str
+    digest: str
+    offset: int
+    length: int
+
+
+@dataclass(frozen=True)
+class ShardChunk(Message):
+    """On ``agents/{agent}/pool``: bytes ``[offset, offset + len(data))`` of a shard."""
+
+    KIND: ClassVar[str] = "pool.chunk"
+
+    digest: str
+    offset: int
+    total_bytes: int
+    data: bytes
+
+
+@dataclass(frozen=True)
+class FetchFailed(Message):
+    """On ``agents/{agent}/pool``: the pool cannot serve the shard asked for."""
+
+    KIND: ClassVar[str] = "pool.error"
+
+    digest: str
+    message: str
+
+
+# --- requests -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Activation(Message):
+    """Tensors on their way into ``stage``: the input of a request, or a stage's output."""
+
+    KIND: ClassVar[str] = "activation"
+
+    request_id: bytes
+    attempt: int
+    deployment: str
+    stage: int
+    route: Route
+    callback: str
+    deadline_ms: int
+    tensors: tuple[Tensor, ...]
+    trace: tuple[TraceEntry, ...] = ()
+    client_id: str = ""
+
+    def __post_init__(self) -> None:
+        _check_request_id(self.request_id)
+
+
+@dataclass(frozen=True)
+class Result(Message):
+    """The last stage's output, on the requester's callback topic."""
+
+    KIND: ClassVar[str] = "result"
+
+    request_id: bytes
+    attempt: int
+    deployment: str
+    tensors: tuple[Tensor, ...]
+    trace: tuple[TraceEntry, ...] = ()
+    agent_id: str = ""
+
+    def __post_init__(self) -> None:
+        _check_request_id(self.request_id)
+
+
+@dataclass(frozen=True)
+class ErrorMessage(Message):
+    """A request failed at ``stage`` on ``agent_id``, on the requester's callback topic."""
+
+    KIND: ClassVar[str] = "error"
+
+    request_id: bytes
+    attempt: int
+    stage: int
+    agent_id: str
+    code: ErrorCode
+    message: str
+    deployment: str = ""
+
+    def __post_init__(self) -> None:
+        _check_request_id(self.request_id)
+
+
+# --- plans and deployments --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PlanRequest(Message):
+    """A client asks for a route through a model within its budgets."""
+
+    KIND: ClassVar[str] = "plan.request"
+
+    request_id: str
+    client_id: str
+    model: str
+    version: str | None = None
+    max_latency_ms: float | None = None
+    min_fidelity: float | None = None
+    energy_j: float | None = None
+    energy_level: EnergyLevel = EnergyLevel.BALANCED
+    client_battery: Battery | None = None
+
+
+@dataclass(frozen=True)
+class Plan(Message):
+    """The coordinator's answer: a route with fallbacks, valid for a deployment epoch."""
+
+    KIND: ClassVar[str] = "plan"
+
+    request_id: str
+    deployment: str
+    epoch: int
+    model: str
+    version: str
+    variant: str
+    route: Route
+    predicted_latency_ms: float
+    predicted_energy_j: float
+
+
+@dataclass(frozen=True)
+class PlanRefused(Message):
+    """No plan meets the request: ``constraint`` names the one that failed."""
+
+    KIND: ClassVar[str] = "plan.refused"
+
+    request_id: str
+    model: str
+    constraint: str
+    message: str
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """One stage of a deployment: operators ``[start_op, end_op)`` of the model."""
+
+    stage: int
+    start_op: int
+    end_op: int
+    digest: str
+    size_bytes: int
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    replicas: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Deployment(Message):
+    """Retained on ``deployments/{deployment}``: how a model is spread over the fleet."""
+
+    KIND: ClassVar[str] = "deployment"
+
+    deployment: str
+    model: str
+    version: str
+    variant: str
+    epoch: int
+    stages: tuple[StageSpec, ...]
+    state: DeploymentState = DeploymentState.ACTIVE
+    created_ms: int = 0
+    objective: str = ""
+
+
+MESSAGE_TYPES: tuple[type[Message], ...] = (
+    AgentStatus,
+    Telemetry,
+    LoadShard,
+    UnloadShard,
+    Ping,
+    CommandReply,
+    ShardReady,
+    Pong,
+    FetchShard,
+    ShardChunk,
+    FetchFailed,
+    Activation,
+    Result,
+    ErrorMessage,
+    PlanRequest,
+    Plan,
+    PlanRefused,
+    Deployment,
+)

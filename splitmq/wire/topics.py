@@ -1,0 +1,247 @@
+"""The topic table: every topic splitmq uses, as an object that knows its pattern,
+payload types, QoS and retain flag.
+
+Topics live under a namespace prefix (default ``splitmq/v1``)::
+
+    >>> STATUS.name(agent="rpi-1")
+    'splitmq/v1/agents/rpi-1/status'
+    >>> STAGE.filter(deployment="d1")
+    'splitmq/v1/stage/d1/+/+'
+    >>> STAGE.parse("splitmq/v1/stage/d1/0/rpi-1")
+    {'deployment': 'd1', 'stage': '0', 'agent': 'rpi-1'}
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from splitmq.wire.messages import (
+    Activation,
+    AgentStatus,
+    CommandReply,
+    Deployment,
+    ErrorMessage,
+    FetchFailed,
+    FetchShard,
+    LoadShard,
+    Message,
+    Ping,
+    Plan,
+    PlanRefused,
+    PlanRequest,
+    Pong,
+    Result,
+    ShardChunk,
+    ShardReady,
+    Telemetry,
+    UnloadShard,
+)
+
+DEFAULT_NAMESPACE = "splitmq/v1"
+ANY_AGENT = "any"
+"""The agent segment of a stage topic that any replica may take (shared subscription)."""
+
+_PARAM = re.compile(r"\{(\w+)\}")
+_FORBIDDEN = re.compile(r"[/+#\x00]")
+
+
+def check_segment(name: str, value: str) -> str:
+    """``value`` if it can stand as one topic level, else ``ValueError`` naming ``name``."""
+    if not value or _FORBIDDEN.search(value) or value.startswith("$"):
+        raise ValueError(
+            f"{name} {value!r} cannot be a topic level: it must be non-empty and hold "
+            "no '/', '+', '#', NUL, nor start with '$'"
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class Topic:
+    """One row of the topic table.
+
+    Attributes:
+        pattern: the topic below the namespace, with ``{param}`` levels.
+        payload: the message types that may be published on it.
+        qos: the MQTT QoS to publish and subscribe with.
+        retain: whether publications are retained by the broker.
+        description: who publishes it, for whom.
+    """
+
+    pattern: str
+    payload: tuple[type[Message], ...]
+    qos: int
+    retain: bool
+    description: str
+    params: tuple[str, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "params", tuple(_PARAM.findall(self.pattern)))
+
+    def name(self, namespace: str = DEFAULT_NAMESPACE, **params: str | int) -> str:
+        """The concrete topic; every parameter must be given."""
+        missing = set(self.params) - params.keys()
+        if missing:
+            raise ValueError(f"topic {self.pattern!r} needs {sorted(missing)}")
+        return self._render(namespace, params, wildcard=None)
+
+    def filter(self, namespace: str = DEFAULT_NAMESPACE, **params: str | int) -> str:
+        """A subscription filter: parameters not given become ``+``."""
+        return self._render(namespace, params, wildcard="+")
+
+    def shared_filter(
+        self, group: str, namespace: str = DEFAULT_NAMESPACE, **params: str | int
+    ) -> str:
+        """A shared subscription (``$share/group/...``): one subscriber of ``group`` gets each."""
+        return f"$share/{check_segment('group', group)}/{self.filter(namespace, **params)}"
+
+    def parse(self, topic: str, namespace: str = DEFAULT_NAMESPACE) -> dict[str, str] | None:
+        """The parameters of a concrete ``topic`` of this row, or None if it is not one."""
+        prefix = namespace + "/"
+        if not topic.startswith(prefix):
+            return None
+        levels = topic[len(prefix) :].split("/")
+        pattern_levels = self.pattern.split("/")
+        if len(levels) != len(pattern_levels):
+            return None
+        params: dict[str, str] = {}
+        for level, pattern_level in zip(levels, pattern_levels, strict=True):
+            match = _PARAM.fullmatch(pattern_level)
+            if match:
+                params[match.group(1)] = level
+            elif level != pattern_level:
+                return None
+        return params
+
+    def _render(self, namespace: str, params: dict[str, str | int], wildcard: str | None) -> str:
+        unknown = params.keys() - set(self.params)
+        if unknown:
+            raise ValueError(f"topic {self.pattern!r} has no parameter {sorted(unknown)}")
+
+        def level(match: re.Match[str]) -> str:
+            key = match.group(1)
+            if key not in params and wildcard is not None:
+                return wildcard
+            return check_segment(key, str(params[key]))
+
+        return f"{namespace}/{_PARAM.sub(level, self.pattern)}"
+
+
+STATUS = Topic(
+    "agents/{agent}/status",
+    (AgentStatus,),
+    qos=1,
+    retain=True,
+    description="agent birth; the broker publishes its will (offline)",
+)
+TELEMETRY = Topic(
+    "agents/{agent}/telemetry",
+    (Telemetry,),
+    qos=0,
+    retain=True,
+    description="agent -> coordinator, every period",
+)
+COMMANDS = Topic(
+    "agents/{agent}/cmd",
+    (LoadShard, UnloadShard, Ping),
+    qos=1,
+    retain=False,
+    description="coordinator -> agent: load, unload, ping",
+)
+EVENTS = Topic(
+    "agents/{agent}/events",
+    (CommandReply, ShardReady, Pong),
+    qos=1,
+    retain=False,
+    description="agent -> coordinator: replies, shard ready, errors",
+)
+POOL_FETCH = Topic(
+    "pool/fetch",
+    (FetchShard,),
+    qos=1,
+    retain=False,
+    description="agent -> model pool: send me a chunk of a shard",
+)
+POOL_CHUNKS = Topic(
+    "agents/{agent}/pool",
+    (ShardChunk, FetchFailed),
+    qos=1,
+    retain=False,
+    description="model pool -> agent: shard chunks",
+)
+STAGE = Topic(
+    "stage/{deployment}/{stage}/{agent}",
+    (Activation,),
+    qos=1,
+    retain=False,
+    description="previous hop -> the agent hosting that stage ('any': shared by replicas)",
+)
+PLAN_REQUESTS = Topic(
+    "plans/request",
+    (PlanRequest,),
+    qos=1,
+    retain=False,
+    description="client -> coordinators (shared subscription $share/coordinators/...)",
+)
+PLANS = Topic(
+    "clients/{client}/plan",
+    (Plan, PlanRefused),
+    qos=1,
+    retain=False,
+    description="coordinator -> client",
+)
+RESULTS = Topic(
+    "clients/{client}/result",
+    (Result, ErrorMessage),
+    qos=1,
+    retain=False,
+    description="last stage (or a failing one) -> client: the callback topic",
+)
+DEPLOYMENTS = Topic(
+    "deployments/{deployment}",
+    (Deployment,),
+    qos=1,
+    retain=True,
+    description="coordinator: how a model is spread over the fleet",
+)
+
+TOPICS: tuple[Topic, ...] = (
+    STATUS,
+    TELEMETRY,
+    COMMANDS,
+    EVENTS,
+    POOL_FETCH,
+    POOL_CHUNKS,
+    STAGE,
+    PLAN_REQUESTS,
+    PLANS,
+    RESULTS,
+    DEPLOYMENTS,
+)
+
+COORDINATORS_GROUP = "coordinators"
+
+
+def matches(topic_filter: str, topic: str) -> bool:
+    """Whether ``topic`` matches the MQTT subscription ``topic_filter``.
+
+    Handles ``+``, ``#`` and shared subscriptions (``$share/group/filter``). As in
+    MQTT, wildcards at the first level do not match topics starting with ``$``.
+    """
+    if topic_filter.startswith("$share/"):
+        parts = topic_filter.split("/", 2)
+        if len(parts) < 3:
+            return False
+        topic_filter = parts[2]
+    filter_levels = topic_filter.split("/")
+    topic_levels = topic.split("/")
+    if topic.startswith("$") and filter_levels[0] in ("+", "#"):
+        return False
+    for i, level in enumerate(filter_levels):
+        if level == "#":
+            return True
+        if i >= len(topic_levels):
+            return False
+        if level != "+" and level != topic_levels[i]:
+            return False
+    return len(filter_levels) == len(topic_levels)
