@@ -1,0 +1,87 @@
+"""Session fixtures for the converter tests: each model is built and converted once."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+CALIBRATION_SAMPLES = 8
+
+
+@pytest.fixture(scope="session")
+def pool_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("pool")
+
+
+@pytest.fixture(scope="session")
+def application_entry(pool_dir: Path) -> Callable[[str, int], object]:
+    """``application_entry(name, size)``: a float32 + int8 pool entry, converted once."""
+    from splitmq.converter import PoolEntry, convert
+
+    cache: dict[tuple[str, int], PoolEntry] = {}
+
+    def get(name: str, size: int) -> PoolEntry:
+        key = (name, size)
+        if key not in cache:
+            rng = np.random.default_rng(1)
+            calibration = rng.uniform(0, 255, (CALIBRATION_SAMPLES, size, size, 3))
+            cache[key] = convert(
+                name,
+                name=f"{name.lower()}-{size}",
+                pool_dir=pool_dir,
+                variants=("float32", "int8"),
+                calibration=calibration.astype(np.float32),
+                input_size=size,
+            )
+        return cache[key]
+
+    return get
+
+
+def build_two_io_model() -> object:
+    """Two inputs, two outputs, a residual join and a squeeze-excite style multiply."""
+    import keras
+
+    keras.utils.set_random_seed(3)
+    image = keras.Input((16, 16, 3), name="image")
+    meta = keras.Input((5,), name="meta")
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv_a")(image)
+    y = keras.layers.Conv2D(8, 3, padding="same", name="conv_b")(x)
+    x = keras.layers.Add(name="residual")([x, y])
+    squeeze = keras.layers.GlobalAveragePooling2D(keepdims=True, name="squeeze")(x)
+    squeeze = keras.layers.Dense(8, activation="hard_sigmoid", name="excite")(squeeze)
+    x = keras.layers.Multiply(name="scale")([x, squeeze])
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    m = keras.layers.Dense(8, activation="relu", name="meta_dense")(meta)
+    joined = keras.layers.Concatenate(name="join")([x, m])
+    classes = keras.layers.Dense(4, activation="softmax", name="classes")(joined)
+    value = keras.layers.Dense(2, name="value")(m)
+    return keras.Model([image, meta], [classes, value], name="two_io")
+
+
+@pytest.fixture(scope="session")
+def two_io_entry(pool_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> object:
+    from splitmq.converter import convert
+
+    model = build_two_io_model()
+    path = tmp_path_factory.mktemp("two_io") / "two_io.keras"
+    model.save(path)  # type: ignore[attr-defined]
+    rng = np.random.default_rng(2)
+    calibration = {
+        "image": rng.uniform(0, 1, (CALIBRATION_SAMPLES, 16, 16, 3)).astype(np.float32),
+        "meta": rng.uniform(0, 1, (CALIBRATION_SAMPLES, 5)).astype(np.float32),
+    }
+    return convert(path, name="two-io", pool_dir=pool_dir, calibration=calibration)
+
+
+@pytest.fixture(scope="session")
+def digits_entry(pool_dir: Path) -> object:
+    from splitmq.converter.digits import train_and_convert
+
+    return train_and_convert(pool_dir)

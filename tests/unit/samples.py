@@ -1,0 +1,138 @@
+"""One representative instance of every wire message, for round-trip tests."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from splitmq.wire import (
+    Activation,
+    AgentState,
+    AgentStatus,
+    Battery,
+    CommandReply,
+    Deployment,
+    DeploymentState,
+    EnergyLevel,
+    ErrorCode,
+    ErrorMessage,
+    FetchFailed,
+    FetchShard,
+    Link,
+    LoadShard,
+    Message,
+    Ping,
+    Plan,
+    PlanRefused,
+    PlanRequest,
+    Pong,
+    Result,
+    ShardChunk,
+    ShardReady,
+    StageSpec,
+    Telemetry,
+    Tensor,
+    TensorSpec,
+    TraceEntry,
+    UnloadShard,
+)
+
+REQUEST_ID = bytes(range(16))
+SPEC_IN = TensorSpec("input_1", (1, 224, 224, 3), "float32")
+SPEC_Q = TensorSpec("block_3/add", (1, 28, 28, 40), "int8", scale=0.0235, zero_point=-128)
+TRACE = (
+    TraceEntry(0, "rpi-1", 1700000000000.5, 1700000000001.0, 1700000000012.25, 602112, 0),
+    TraceEntry(1, "phone-1", 1700000000013.0, 1700000000013.5, 1700000000020.0, 31360, 0),
+)
+
+
+def sample_messages() -> list[Message]:
+    rng = np.random.default_rng(7)
+    image = rng.random((1, 8, 8, 3), dtype=np.float32)
+    quantized = rng.integers(-128, 128, (1, 4, 4, 8), dtype=np.int8)
+    return [
+        AgentStatus(
+            "rpi-1",
+            AgentState.ONLINE,
+            ts_ms=1700000000000,
+            version="0.1.0",
+            runtime="ai-edge-litert",
+            runtime_version="2.3.0",
+            cores=4,
+            memory_bytes=4 << 30,
+            profile="rpi4",
+            cached_shards=("ab" * 32,),
+        ),
+        AgentStatus("rpi-1", AgentState.OFFLINE),
+        Telemetry(
+            agent_id="phone-1",
+            ts_ms=1700000000000,
+            period_s=1.0,
+            cpu_pct=37.5,
+            mem_free_bytes=1 << 30,
+            battery=Battery(81.5, plugged=False, simulated=True),
+            profile="phone",
+            temperature_c=41.0,
+            queue_depth={"d1/0": 2},
+            compute_ms={"ab" * 32: 12.5},
+            msgs_in=10,
+            msgs_out=9,
+            bytes_in=1 << 20,
+            bytes_out=1 << 19,
+            broker_rtt_ms=0.4,
+            energy_j=3.25,
+            link=Link(bandwidth_mbps=100.0, latency_ms=1.0),
+        ),
+        LoadShard("c1", "coordinator", "d1", 0, "ab" * 32, 123456, (SPEC_IN,), (SPEC_Q,), threads=2),
+        UnloadShard("c2", "coordinator", "d1", 0),
+        Ping("c3", "coordinator", 1700000000000.25),
+        CommandReply("c1", "rpi-1", ok=False, message="shard digest mismatch"),
+        ShardReady("c1", "rpi-1", "d1", 0, "ab" * 32, "ai-edge-litert", 11.75),
+        Pong("c3", "rpi-1", 1700000000000.25, 1700000000000.75),
+        FetchShard("rpi-1", "ab" * 32, 262144, 262144),
+        ShardChunk("ab" * 32, 262144, 1000000, bytes(range(256)) * 4),
+        FetchFailed("ab" * 32, "no such shard in the pool"),
+        Activation(
+            request_id=REQUEST_ID,
+            attempt=1,
+            deployment="d1",
+            stage=1,
+            route=(("rpi-1", "laptop-1"), ("phone-1",)),
+            callback="splitmq/v1/clients/alice/result",
+            deadline_ms=1700000000500,
+            tensors=(
+                Tensor("input_1", image),
+                Tensor("block_3/add", quantized, scale=0.0235, zero_point=-128),
+            ),
+            trace=TRACE,
+            client_id="alice",
+        ),
+        Result(REQUEST_ID, 0, "d1", (Tensor("logits", image.reshape(1, -1)),), TRACE, "phone-1"),
+        ErrorMessage(REQUEST_ID, 0, 1, "phone-1", ErrorCode.SHAPE_MISMATCH, "expected (1, 4)"),
+        PlanRequest(
+            "p1",
+            "alice",
+            "mobilenet_v3_large",
+            version=None,
+            max_latency_ms=150.0,
+            min_fidelity=0.98,
+            energy_j=2.5,
+            energy_level=EnergyLevel.SAVER,
+            client_battery=Battery(20.0, plugged=False),
+        ),
+        Plan("p1", "d1", 3, "mobilenet_v3_large", "v1a2b", "int8", (("a",), ("b", "c")), 42.0, 1.5),
+        PlanRefused("p2", "mobilenet_v3_large", "energy_j", "needs 3.1 J, budget 0.5 J"),
+        Deployment(
+            deployment="d1",
+            model="mobilenet_v3_large",
+            version="v1a2b",
+            variant="float32",
+            epoch=3,
+            stages=(
+                StageSpec(0, 0, 40, "ab" * 32, 2_000_000, (SPEC_IN,), (SPEC_Q,), ("rpi-1", "laptop-1")),
+                StageSpec(1, 40, 120, "cd" * 32, 3_000_000, (SPEC_Q,), (), ("phone-1",)),
+            ),
+            state=DeploymentState.ACTIVE,
+            created_ms=1700000000000,
+            objective="latency",
+        ),
+    ]

@@ -1,0 +1,115 @@
+"""The in-memory transport keeps the MQTT semantics the components rely on."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from splitmq.errors import PayloadTooLarge
+from splitmq.transport import InboundMessage, MemoryBroker, Will
+
+
+class Collector:
+    def __init__(self) -> None:
+        self.messages: list[InboundMessage] = []
+        self.threads: set[str] = set()
+        self._cond = threading.Condition()
+
+    def __call__(self, message: InboundMessage) -> None:
+        with self._cond:
+            self.messages.append(message)
+            self.threads.add(threading.current_thread().name)
+            self._cond.notify_all()
+
+    def wait_for(self, count: int, timeout_s: float = 5.0) -> list[InboundMessage]:
+        with self._cond:
+            assert self._cond.wait_for(lambda: len(self.messages) >= count, timeout_s), (
+                f"got {len(self.messages)} of {count} messages"
+            )
+            return list(self.messages)
+
+
+def test_wildcards_retained_and_handler_threads() -> None:
+    broker = MemoryBroker()
+    publisher, subscriber = broker.transport("p"), broker.transport("s")
+    publisher.start()
+    subscriber.start()
+    publisher.publish("ns/status/a", b"online", retain=True)
+    got = Collector()
+    subscriber.subscribe("ns/status/+", got)
+    publisher.publish("ns/status/b", b"online")
+    publisher.publish("ns/other", b"x")
+    messages = got.wait_for(2)
+    assert [(m.topic, m.retain) for m in messages] == [("ns/status/a", True), ("ns/status/b", False)]
+    assert got.threads == {"s-inbox-0"}
+    publisher.close()
+    subscriber.close()
+
+
+def test_shared_subscription_gives_each_message_to_one_member() -> None:
+    broker = MemoryBroker()
+    publisher = broker.transport("p")
+    members = [broker.transport(f"m{i}") for i in range(3)]
+    collectors = [Collector() for _ in members]
+    publisher.start()
+    for member, collector in zip(members, collectors, strict=True):
+        member.start()
+        member.subscribe("$share/g/jobs/+", collector)
+    for i in range(9):
+        publisher.publish(f"jobs/{i}", b"")
+    for collector in collectors:
+        collector.wait_for(3)
+    assert sum(len(c.messages) for c in collectors) == 9
+
+
+def test_will_on_crash_not_on_close() -> None:
+    broker = MemoryBroker()
+    watcher = broker.transport("w")
+    watcher.start()
+    got = Collector()
+    watcher.subscribe("status/#", got)
+    clean = broker.transport("clean", will=Will("status/clean", b"offline"))
+    crashing = broker.transport("crash", will=Will("status/crash", b"offline"))
+    clean.start()
+    crashing.start()
+    clean.close()
+    crashing.crash()
+    assert [m.topic for m in got.wait_for(1)] == ["status/crash"]
+    assert broker.retained("status/crash") == b"offline"
+    assert broker.retained("status/clean") is None
+
+
+def test_overflow_is_counted_and_reported() -> None:
+    broker = MemoryBroker()
+    busy, release = threading.Event(), threading.Event()
+    overflowed: list[str] = []
+
+    def handler(_message: InboundMessage) -> None:
+        busy.set()
+        release.wait(5)
+
+    slow = broker.transport("slow", inbox_size=2, on_overflow=lambda m: overflowed.append(m.topic))
+    slow.start()
+    slow.subscribe("t/#", handler)
+    sender = broker.transport("sender")
+    sender.start()
+    sender.publish("t/0", b"")
+    assert busy.wait(5)
+    for i in range(1, 10):
+        sender.publish(f"t/{i}", b"")
+    deadline = time.monotonic() + 5
+    while slow.stats.dropped_in < 7 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    release.set()
+    assert slow.stats.dropped_in == 7  # one in the handler, two queued
+    assert overflowed == [f"t/{i}" for i in range(3, 10)]
+
+
+def test_payload_size_is_checked() -> None:
+    broker = MemoryBroker(max_packet_bytes=1000)
+    transport = broker.transport("t")
+    transport.start()
+    with pytest.raises(PayloadTooLarge, match="above the broker's limit of 1000 bytes"):
+        transport.publish("x", bytes(2000))

@@ -1,0 +1,87 @@
+"""Transport pieces that need no broker: URLs, packet sizes, backoff, config rendering."""
+
+from __future__ import annotations
+
+import random
+import statistics
+from pathlib import Path
+
+import pytest
+
+from splitmq.broker import config_dir, render_config
+from splitmq.errors import ConfigError
+from splitmq.transport import MqttVersion, parse_broker_url
+from splitmq.transport.mqtt import backoff_delay, packet_size
+
+
+def test_parse_broker_url() -> None:
+    config = parse_broker_url("mqtt://127.0.0.1:1884")
+    assert (config.host, config.port, config.tls) == ("127.0.0.1", 1884, False)
+    secure = parse_broker_url("mqtts://rpi%40lab:s3cr%2Ft@broker.local")
+    assert (secure.port, secure.tls, secure.username, secure.password) == (
+        8883,
+        True,
+        "rpi@lab",
+        "s3cr/t",
+    )
+    assert parse_broker_url("mqtt://h", version=MqttVersion.V311).version is MqttVersion.V311
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("http://h:1", "must start with mqtt://"),
+        ("mqtt://", "names no host"),
+        ("mqtt://h:99999", "(?i)port"),
+    ],
+)
+def test_bad_urls_say_what_is_wrong(url: str, reason: str) -> None:
+    with pytest.raises(ConfigError, match=reason):
+        parse_broker_url(url)
+
+
+def test_missing_certificate_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="ca_certs .* does not exist"):
+        parse_broker_url("mqtts://h", ca_certs=tmp_path / "nope.crt")
+
+
+def test_packet_size_matches_the_mqtt_encoding() -> None:
+    # 3.1.1 QoS 0: 1 fixed byte + 1 length byte + 2 + len(topic) + payload.
+    assert packet_size("ab", 10, 0, MqttVersion.V311) == 1 + 1 + 2 + 2 + 10
+    # 200 bytes remaining need two length bytes.
+    assert packet_size("ab", 194, 1, MqttVersion.V311) == 1 + 2 + 2 + 2 + 2 + 194
+    assert packet_size("ab", 10, 1, MqttVersion.V5) > packet_size("ab", 10, 1, MqttVersion.V311)
+
+
+def test_backoff_is_jittered_exponential_and_capped() -> None:
+    rng = random.Random(0)
+    for attempt in range(12):
+        delays = [backoff_delay(attempt, 0.1, 5.0, rng) for _ in range(200)]
+        ceiling = min(5.0, 0.1 * 2**attempt)
+        assert all(0.1 <= d <= max(0.1, ceiling) for d in delays)
+        if ceiling > 0.4:
+            assert statistics.pstdev(delays) > 0.05 * ceiling, "no jitter"
+    assert backoff_delay(1000, 0.1, 5.0, rng) <= 5.0
+
+
+def test_render_config_sets_port_and_absolute_paths(tmp_path: Path) -> None:
+    template = (config_dir() / "secure.conf").read_text()
+    rendered = render_config(template, port=12345, base_dir=tmp_path, log_file=tmp_path / "log")
+    lines = rendered.splitlines()
+    assert "listener 12345 127.0.0.1" in lines
+    assert f"password_file {tmp_path / 'passwd'}" in lines
+    assert f"cafile {tmp_path / 'certs' / 'ca.crt'}" in lines
+    assert f"log_dest file {tmp_path / 'log'}" in lines
+    assert "allow_anonymous false" in lines
+
+
+def test_broker_configs_set_the_limits_on_purpose() -> None:
+    for name in ("dev.conf", "secure.conf"):
+        words = {
+            line.split()[0]: line.split()[1:]
+            for line in (config_dir() / name).read_text().splitlines()
+            if line.strip() and not line.startswith("#")
+        }
+        assert words["set_tcp_nodelay"] == ["true"]
+        assert words["max_packet_size"] == ["8388608"]
+        assert "max_queued_messages" in words and "max_queued_bytes" in words
