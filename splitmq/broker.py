@@ -59,7 +59,8 @@ def render_config(
     """``template`` with the first listener on ``port`` and absolute file paths."""
     lines = []
     listener_done = False
-    for line in template.splitlines():
+    for original in template.splitlines():
+        line = original
         words = line.split()
         if words and words[0] == "listener" and not listener_done:
             bind = words[2] if len(words) > 2 else "127.0.0.1"
@@ -137,8 +138,9 @@ class Mosquitto:
                     f"mosquitto exited with {self._process.returncode} at start:\n"
                     f"{stderr}{self.log_tail()}"
                 )
-            with contextlib.suppress(OSError), socket.create_connection(
-                (self.host, self.port), timeout=0.2
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection((self.host, self.port), timeout=0.2),
             ):
                 return self
             time.sleep(0.02)

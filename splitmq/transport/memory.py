@@ -186,8 +186,9 @@ class MemoryTransport:
     ) -> _Done:
         if not self._connected:
             raise NotConnected(f"transport {self._client_id} is not connected")
-        if len(payload) + len(topic) + 16 > self._broker.max_packet_bytes:
-            raise PayloadTooLarge(topic, len(payload) + len(topic) + 16, self._broker.max_packet_bytes)
+        size = len(payload) + len(topic) + 16
+        if size > self._broker.max_packet_bytes:
+            raise PayloadTooLarge(topic, size, self._broker.max_packet_bytes)
         self._stats.msgs_out += 1
         self._stats.bytes_out += len(payload)
         self._broker._publish(topic, bytes(payload), retain)

@@ -306,6 +306,10 @@ class _Reader:
             return True
         if info == 22:
             return None
+        if info == 31:
+            raise DecodeError("malformed CBOR: a break byte outside an indefinite-length item")
+        if 28 <= info <= 30:
+            raise DecodeError(f"malformed CBOR: reserved additional information {info}")
         unpack, size = {25: (_F16, 2), 26: (_F32, 4), 27: (_F64, 8)}.get(info, (None, 0))
         if unpack is None:
             raise DecodeError(f"CBOR simple value {info} is not part of the splitmq wire format")

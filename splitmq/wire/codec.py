@@ -43,13 +43,33 @@ def encode(message: Message) -> bytes:
         raise EncodeError(f"cannot encode {type(message).__name__}: {error}") from error
 
 
+@typing.overload
 def decode(
     data: bytes | bytearray | memoryview,
     *,
-    expect: type[M] | tuple[type[M], ...] | None = None,
+    expect: None = None,
+    limits: Limits = ...,
+    topic: str | None = None,
+) -> Message: ...
+
+
+@typing.overload
+def decode(
+    data: bytes | bytearray | memoryview,
+    *,
+    expect: type[M] | tuple[type[M], ...],
+    limits: Limits = ...,
+    topic: str | None = None,
+) -> M: ...
+
+
+def decode(
+    data: bytes | bytearray | memoryview,
+    *,
+    expect: type[Message] | tuple[type[Message], ...] | None = None,
     limits: Limits = DEFAULT_LIMITS,
     topic: str | None = None,
-) -> M:
+) -> Message:
     """Decode one message; raise :class:`DecodeError` for anything that is not one.
 
     Args:
@@ -59,7 +79,7 @@ def decode(
         topic: the topic the payload came from, quoted in errors.
     """
     try:
-        return typing.cast(M, _decode(data, expect, limits))
+        return _decode(data, expect, limits)
     except DecodeError as error:
         if topic is not None and error.topic is None:
             raise error.with_topic(topic) from None

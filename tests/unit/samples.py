@@ -82,7 +82,9 @@ def sample_messages() -> list[Message]:
             energy_j=3.25,
             link=Link(bandwidth_mbps=100.0, latency_ms=1.0),
         ),
-        LoadShard("c1", "coordinator", "d1", 0, "ab" * 32, 123456, (SPEC_IN,), (SPEC_Q,), threads=2),
+        LoadShard(
+            "c1", "coordinator", "d1", 0, "ab" * 32, 123456, (SPEC_IN,), (SPEC_Q,), threads=2
+        ),
         UnloadShard("c2", "coordinator", "d1", 0),
         Ping("c3", "coordinator", 1700000000000.25),
         CommandReply("c1", "rpi-1", ok=False, message="shard digest mismatch"),
@@ -128,7 +130,9 @@ def sample_messages() -> list[Message]:
             variant="float32",
             epoch=3,
             stages=(
-                StageSpec(0, 0, 40, "ab" * 32, 2_000_000, (SPEC_IN,), (SPEC_Q,), ("rpi-1", "laptop-1")),
+                StageSpec(
+                    0, 0, 40, "ab" * 32, 2_000_000, (SPEC_IN,), (SPEC_Q,), ("rpi-1", "laptop-1")
+                ),
                 StageSpec(1, 40, 120, "cd" * 32, 3_000_000, (SPEC_Q,), (), ("phone-1",)),
             ),
             state=DeploymentState.ACTIVE,

@@ -67,11 +67,16 @@ def test_exact_bytes_of_a_ping() -> None:
     payload = encode(Ping("c1", "coord", 1.5))
     expected = bytes.fromhex(
         "a5"  # map of 5
-        "646b696e64" "68636d642e70696e67"  # "kind": "cmd.ping"
-        "6176" "01"  # "v": 1
-        "6a636f6d6d616e645f6964" "626331"  # "command_id": "c1"
-        "66697373756572" "65636f6f7264"  # "issuer": "coord"
-        "6773656e745f6d73" "fb3ff8000000000000"  # "sent_ms": 1.5
+        "646b696e64"
+        "68636d642e70696e67"  # "kind": "cmd.ping"
+        "6176"
+        "01"  # "v": 1
+        "6a636f6d6d616e645f6964"
+        "626331"  # "command_id": "c1"
+        "66697373756572"
+        "65636f6f7264"  # "issuer": "coord"
+        "6773656e745f6d73"
+        "fb3ff8000000000000"  # "sent_ms": 1.5
     )
     assert payload == expected
 
@@ -118,7 +123,10 @@ def test_we_read_what_plain_cbor2_writes() -> None:
             "callback": "cb",
             "deadline_ms": 5,
             "tensors": [
-                {"name": "x", "data": cbor2.CBORTag(40, [[3, 4], cbor2.CBORTag(85, array.tobytes())])}
+                {
+                    "name": "x",
+                    "data": cbor2.CBORTag(40, [[3, 4], cbor2.CBORTag(85, array.tobytes())]),
+                }
             ],
             "a_field_from_the_future": {"ignored": True},
         }
@@ -142,13 +150,13 @@ def test_tensor_dtypes_round_trip(dtype: str, decoder_path: str) -> None:
 @pytest.mark.parametrize("shape", [(), (0,), (3, 0, 2), (1,)])
 def test_scalar_and_empty_tensors(shape: tuple[int, ...], decoder_path: str) -> None:
     tensor = Tensor("t", np.zeros(shape, dtype=np.float32))
-    assert decode(encode(activation(tensor))).tensors[0] == tensor
+    assert decode(encode(activation(tensor)), expect=Activation).tensors[0] == tensor
 
 
 def test_non_contiguous_and_big_endian_arrays_are_sent_as_little_endian() -> None:
     base = np.arange(24, dtype=">i4").reshape(4, 6)
     view = base[:, ::2]
-    decoded = decode(encode(activation(Tensor("t", view)))).tensors[0].array
+    decoded = decode(encode(activation(Tensor("t", view))), expect=Activation).tensors[0].array
     assert decoded.dtype == np.dtype("<i4")
     assert np.array_equal(decoded, view)
 
@@ -157,7 +165,7 @@ def test_large_tensors_decode_without_a_copy() -> None:
     array = np.random.default_rng(3).random((1, 112, 112, 16), dtype=np.float32)
     payload = encode(activation(Tensor("t", array)))
     assert len(payload) > wire_cbor.ZERO_COPY_THRESHOLD
-    decoded = decode(payload).tensors[0].array
+    decoded = decode(payload, expect=Activation).tensors[0].array
     assert np.shares_memory(decoded, np.frombuffer(payload, dtype=np.uint8))
     assert not decoded.flags.writeable
     assert np.array_equal(decoded, array)
@@ -219,20 +227,60 @@ HOSTILE = {
     "not a map": (cbor2.dumps([1, 2, 3]), "must be a CBOR map"),
     "no kind": (_map(v=1), "needs a text 'kind'"),
     "unknown kind": (_map(kind="launch_missiles", v=1), "unknown message kind 'launch_missiles'"),
-    "newer version": (_map(kind="cmd.ping", v=99, command_id="c", issuer="i", sent_ms=0.0), "newer"),
+    "newer version": (
+        _map(kind="cmd.ping", v=99, command_id="c", issuer="i", sent_ms=0.0),
+        "newer",
+    ),
     "bad version": (_map(kind="cmd.ping", v="1", command_id="c", issuer="i", sent_ms=0.0), "'v'"),
-    "missing field": (_map(kind="cmd.ping", v=1, command_id="c", sent_ms=0.0), "missing required field 'issuer'"),
-    "mistyped field": (_map(kind="cmd.ping", v=1, command_id=7, issuer="i", sent_ms=0.0), "expected str, got an integer in field 'command_id'"),
-    "bool for int": (_map(kind="cmd.unload", v=1, command_id="c", issuer="i", deployment="d", stage=True), "expected int, got a boolean"),
+    "missing field": (
+        _map(kind="cmd.ping", v=1, command_id="c", sent_ms=0.0),
+        "missing required field 'issuer'",
+    ),
+    "mistyped field": (
+        _map(kind="cmd.ping", v=1, command_id=7, issuer="i", sent_ms=0.0),
+        "expected str, got an integer in field 'command_id'",
+    ),
+    "bool for int": (
+        _map(kind="cmd.unload", v=1, command_id="c", issuer="i", deployment="d", stage=True),
+        "expected int, got a boolean",
+    ),
     "bad enum": (_map(kind="status", v=1, agent_id="a", state="asleep"), "'asleep' is not one of"),
-    "shape mismatch": (_tensor_payload([2, 3], 85, bytes(20)), "needs 24 bytes, the typed array has 20"),
-    "absurd shape": (_tensor_payload([1 << 40, 1 << 40], 85, b""), "absurdly large|above the limit"),
+    "shape mismatch": (
+        _tensor_payload([2, 3], 85, bytes(20)),
+        "needs 24 bytes, the typed array has 20",
+    ),
+    "absurd shape": (
+        _tensor_payload([1 << 40, 1 << 40], 85, b""),
+        "absurdly large|above the limit",
+    ),
     "huge element count": (_tensor_payload([1 << 20, 1 << 20], 85, b""), "above the limit"),
     "negative dim": (_tensor_payload([-1], 85, b""), "non-negative"),
     "deep rank": (_tensor_payload([1] * 20, 85, bytes(4)), "rank 20"),
     "big endian float": (_tensor_payload([1], 81, bytes(4)), "little-endian RFC 8746 typed array"),
-    "not tag 40": (_map(kind="result", v=1, request_id=REQUEST_ID, attempt=0, deployment="d", tensors=[{"name": "x", "data": b"\x00"}]), "tag 40"),
-    "short request id": (_map(kind="error", v=1, request_id=b"x", attempt=0, stage=0, agent_id="a", code="internal", message="m"), "16 bytes"),
+    "not tag 40": (
+        _map(
+            kind="result",
+            v=1,
+            request_id=REQUEST_ID,
+            attempt=0,
+            deployment="d",
+            tensors=[{"name": "x", "data": b"\x00"}],
+        ),
+        "tag 40",
+    ),
+    "short request id": (
+        _map(
+            kind="error",
+            v=1,
+            request_id=b"x",
+            attempt=0,
+            stage=0,
+            agent_id="a",
+            code="internal",
+            message="m",
+        ),
+        "16 bytes",
+    ),
     "deep nesting": (_nested(10_000), "depth|nesting"),
     "trailing bytes": (cbor2.dumps({"kind": "cmd.ping"}) + b"\x00", "trailing"),
     "shared reference": (bytes.fromhex("d81c81d81d00"), "tag 28|semantic tag|malformed"),
@@ -240,7 +288,10 @@ HOSTILE = {
     "duplicate keys": (b"\xa2\x64kind\x01\x64kind\x02", "(?i)duplicate"),
     "invalid utf-8": (b"\xa1\x62\xff\xfe\x00", "utf-8|UTF-8|malformed"),
     "huge declared bytes": (b"\x5b\x00\x00\x10\x00\x00\x00\x00\x00", "truncated|malformed"),
-    "huge declared array": (b"\x9b\x00\x00\x10\x00\x00\x00\x00\x00", "truncated|malformed|cannot fit"),
+    "huge declared array": (
+        b"\x9b\x00\x00\x10\x00\x00\x00\x00\x00",
+        "truncated|malformed|cannot fit",
+    ),
 }
 
 

@@ -10,25 +10,7 @@ import pytest
 from splitmq.errors import PayloadTooLarge
 from splitmq.transport import InboundMessage, MemoryBroker, Will
 
-
-class Collector:
-    def __init__(self) -> None:
-        self.messages: list[InboundMessage] = []
-        self.threads: set[str] = set()
-        self._cond = threading.Condition()
-
-    def __call__(self, message: InboundMessage) -> None:
-        with self._cond:
-            self.messages.append(message)
-            self.threads.add(threading.current_thread().name)
-            self._cond.notify_all()
-
-    def wait_for(self, count: int, timeout_s: float = 5.0) -> list[InboundMessage]:
-        with self._cond:
-            assert self._cond.wait_for(lambda: len(self.messages) >= count, timeout_s), (
-                f"got {len(self.messages)} of {count} messages"
-            )
-            return list(self.messages)
+from ..helpers import Collector
 
 
 def test_wildcards_retained_and_handler_threads() -> None:
@@ -42,7 +24,10 @@ def test_wildcards_retained_and_handler_threads() -> None:
     publisher.publish("ns/status/b", b"online")
     publisher.publish("ns/other", b"x")
     messages = got.wait_for(2)
-    assert [(m.topic, m.retain) for m in messages] == [("ns/status/a", True), ("ns/status/b", False)]
+    assert [(m.topic, m.retain) for m in messages] == [
+        ("ns/status/a", True),
+        ("ns/status/b", False),
+    ]
     assert got.threads == {"s-inbox-0"}
     publisher.close()
     subscriber.close()

@@ -41,7 +41,7 @@ def test_bad_urls_say_what_is_wrong(url: str, reason: str) -> None:
 
 
 def test_missing_certificate_is_a_config_error(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="ca_certs .* does not exist"):
+    with pytest.raises(ConfigError, match=r"ca_certs .* does not exist"):
         parse_broker_url("mqtts://h", ca_certs=tmp_path / "nope.crt")
 
 

@@ -1,0 +1,232 @@
+"""The MQTT transport against a real Mosquitto started from broker-config/dev.conf."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from splitmq.broker import Mosquitto, config_dir, free_port
+from splitmq.errors import PayloadTooLarge
+from splitmq.transport import (
+    InboundMessage,
+    MqttTransport,
+    MqttVersion,
+    TransportConfig,
+    Will,
+    parse_broker_url,
+)
+from splitmq.wire import Activation, AgentState, AgentStatus, Tensor, decode, encode
+from splitmq.wire.topics import STAGE, STATUS
+
+from ..helpers import Collector, wait_until
+
+pytestmark = pytest.mark.integration
+
+
+def connect(broker: Mosquitto, **overrides: object) -> MqttTransport:
+    transport = MqttTransport(parse_broker_url(broker.url(), **overrides))
+    transport.start()
+    return transport
+
+
+@pytest.mark.parametrize("version", [MqttVersion.V5, MqttVersion.V311])
+def test_activation_round_trip_off_the_network_thread(
+    mosquitto: Mosquitto, version: MqttVersion
+) -> None:
+    sender, receiver = connect(mosquitto, version=version), connect(mosquitto, version=version)
+    try:
+        topic = STAGE.name(deployment=f"d-{version}", stage=0, agent="rpi-1")
+        got = Collector()
+        receiver.subscribe(topic, got)
+        image = np.random.default_rng(0).random((1, 224, 224, 3), dtype=np.float32)
+        message = Activation(
+            request_id=os.urandom(16),
+            attempt=0,
+            deployment="d",
+            stage=0,
+            route=(("rpi-1",),),
+            callback="cb",
+            deadline_ms=0,
+            tensors=(Tensor("input_1", image),),
+        )
+        sender.publish(topic, encode(message)).wait()
+        (arrived,) = got.wait_for(1)
+        assert decode(arrived.payload, expect=Activation) == message
+        assert got.threads == {f"{receiver.client_id}-inbox-0"}, "handled on paho's thread"
+    finally:
+        sender.close()
+        receiver.close()
+
+
+def test_sockets_have_tcp_nodelay(mosquitto: Mosquitto) -> None:
+    transport = connect(mosquitto)
+    try:
+        sock: Any = transport._client.socket()
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+    finally:
+        transport.close()
+
+
+def test_oversized_payload_is_refused_before_sending(mosquitto: Mosquitto) -> None:
+    transport = connect(mosquitto)
+    try:
+        got = Collector()
+        transport.subscribe("big/#", got)
+        assert transport.max_packet_bytes == 8 * 1024 * 1024  # the broker's, from CONNACK
+        with pytest.raises(PayloadTooLarge) as info:
+            transport.publish("big/one", bytes(transport.max_packet_bytes))
+        assert info.value.limit_bytes == transport.max_packet_bytes
+        transport.publish("big/ok", bytes(transport.max_payload_bytes)).wait()
+        assert [m.topic for m in got.wait_for(1)] == ["big/ok"]
+        assert transport.stats.reconnects == 0
+    finally:
+        transport.close()
+
+
+def test_retained_status_reaches_late_subscribers(mosquitto: Mosquitto) -> None:
+    agent, watcher = connect(mosquitto), connect(mosquitto)
+    try:
+        topic = STATUS.name(agent="retained-agent")
+        status = encode(AgentStatus("retained-agent", AgentState.ONLINE))
+        agent.publish(topic, status, retain=True).wait()
+        got = Collector()
+        watcher.subscribe(STATUS.filter(), got)
+        retained = [m for m in got.wait_for(1) if m.topic == topic]
+        assert retained and retained[0].retain
+    finally:
+        agent.publish(STATUS.name(agent="retained-agent"), b"", retain=True).wait()
+        agent.close()
+        watcher.close()
+
+
+WILL_SCRIPT = textwrap.dedent(
+    """
+    import sys, time
+    from splitmq.transport import MqttTransport, Will, parse_broker_url
+    from splitmq.wire import AgentState, AgentStatus, encode
+    will = Will(sys.argv[2], encode(AgentStatus("doomed", AgentState.OFFLINE)))
+    transport = MqttTransport(parse_broker_url(sys.argv[1]), will=will)
+    transport.start()
+    print("ready", flush=True)
+    time.sleep(60)
+    """
+)
+
+
+def test_last_will_fires_when_the_process_is_killed(mosquitto: Mosquitto) -> None:
+    topic = STATUS.name(agent="doomed")
+    watcher = connect(mosquitto)
+    got = Collector()
+    watcher.subscribe(topic, got)
+    process = subprocess.Popen(
+        [sys.executable, "-c", WILL_SCRIPT, mosquitto.url(), topic],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None and process.stdout.readline().strip() == "ready"
+        process.send_signal(signal.SIGKILL)
+        process.wait(10)
+        (will,) = got.wait_for(1)
+        assert decode(will.payload, expect=AgentStatus).state is AgentState.OFFLINE
+    finally:
+        process.kill()
+        watcher.publish(topic, b"", retain=True).wait()
+        watcher.close()
+
+
+def test_reconnects_with_backoff_and_resubscribes_after_a_broker_restart(tmp_path: Path) -> None:
+    port = free_port()
+    broker = Mosquitto(config_dir() / "dev.conf", tmp_path, port=port).start()
+    events: list[bool] = []
+    reconnected = threading.Event()
+
+    def listener(up: bool) -> None:
+        events.append(up)
+        if up and False in events:
+            reconnected.set()
+
+    config = TransportConfig(port=port, reconnect_min_s=0.05, reconnect_max_s=0.5)
+    transport = MqttTransport(config)
+    transport.add_connection_listener(listener)
+    transport.start()
+    got = Collector()
+    transport.subscribe("after/#", got)
+    try:
+        broker.stop()
+        wait_until(lambda: not transport.connected, what="the loss of the broker")
+        broker = Mosquitto(config_dir() / "dev.conf", tmp_path, port=port).start()
+        assert reconnected.wait(15), f"no reconnection, events {events}"
+        assert transport.stats.reconnects >= 1
+        other = MqttTransport(TransportConfig(port=port))
+        other.start()
+        other.publish("after/restart", b"hello").wait()
+        other.close()
+        assert [m.payload for m in got.wait_for(1)] == [b"hello"]
+    finally:
+        transport.close()
+        broker.stop()
+
+
+def test_a_slow_handler_fills_a_bounded_inbox_without_blocking_paho(mosquitto: Mosquitto) -> None:
+    release = threading.Event()
+    busy = threading.Event()
+    overflowed: list[str] = []
+
+    def slow(_message: InboundMessage) -> None:
+        busy.set()
+        release.wait(10)
+
+    config = parse_broker_url(mosquitto.url(), inbox_size=5)
+    receiver = MqttTransport(config, on_overflow=lambda m: overflowed.append(m.topic))
+    receiver.start()
+    sender = connect(mosquitto)
+    try:
+        receiver.subscribe("flood/#", slow)
+        sender.publish("flood/0", b"").wait()
+        assert busy.wait(10)
+        for i in range(1, 51):
+            sender.publish(f"flood/{i}", b"x" * 100)
+        wait_until(lambda: receiver.stats.msgs_in == 51, what="all 51 messages at the socket")
+        assert receiver.stats.dropped_in == 45  # 1 in the handler, 5 queued
+        assert len(overflowed) == 45
+        # paho's network thread kept going: the connection is alive and answers.
+        got = Collector()
+        receiver.subscribe("alive", got)
+    finally:
+        release.set()
+    sender.publish("alive", b"").wait()
+    got.wait_for(1)
+    sender.close()
+    receiver.close()
+
+
+def test_clean_close_does_not_publish_the_will(mosquitto: Mosquitto) -> None:
+    watcher = connect(mosquitto)
+    got = Collector()
+    watcher.subscribe("wills/#", got)
+    leaving = MqttTransport(
+        parse_broker_url(mosquitto.url()), will=Will("wills/clean", b"offline", retain=False)
+    )
+    leaving.start()
+    leaving.close()
+    crashing = MqttTransport(
+        parse_broker_url(mosquitto.url()), will=Will("wills/marker", b"m", retain=False)
+    )
+    crashing.start()
+    sock: Any = crashing._client.socket()
+    sock.close()  # vanish without DISCONNECT
+    messages = got.wait_for(1)
+    assert [m.topic for m in messages] == ["wills/marker"]
+    crashing.close()
+    watcher.close()
