@@ -46,6 +46,8 @@ class TransportConfig:
         max_inflight: QoS 1 messages sent but not yet acknowledged.
         reconnect_min_s: first reconnect delay (jittered exponential backoff).
         reconnect_max_s: largest reconnect delay.
+        tcp_nodelay: disable Nagle's algorithm on the socket. Leave it on: off only
+            exists to measure what Nagle costs (benchmarks/bench_hops.py).
     """
 
     host: str = "127.0.0.1"
@@ -67,6 +69,7 @@ class TransportConfig:
     max_inflight: int = 100
     reconnect_min_s: float = 0.1
     reconnect_max_s: float = 30.0
+    tcp_nodelay: bool = True
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:

@@ -362,6 +362,8 @@ class MqttTransport:
     # paho callbacks: all run on paho's network thread, none may block.
 
     def _on_socket_open(self, _client: paho.Client, _userdata: Any, sock: Any) -> None:
+        if not self.config.tcp_nodelay:
+            return
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except (OSError, AttributeError) as error:
