@@ -1,0 +1,406 @@
+"""The per-request planner: a pure function from a request and the fleet to a route.
+
+``plan(request, deployments, fleet, config)`` returns a :class:`~splitmq.wire.Plan` —
+for every stage of the chosen deployment an ordered list of agents, the chosen one
+first, then its fallbacks — or a :class:`~splitmq.wire.PlanRefused` naming the
+constraint that failed. No I/O: the coordinator's service shell gathers the views and
+publishes what this returns.
+
+The cost model (design.md, "Energy model"), for a route ``a_0 .. a_{S-1}``:
+
+- latency = the client's send of the input + for every stage its compute time on its
+  agent + the agent's send of the stage's output (link latency + bytes / bandwidth,
+  plus one broker hop), except when the next stage runs on the same agent (in-process);
+- energy (J) = for every stage, active power x compute time + radio J/MB x MB sent and
+  received by the agent;
+- weighted energy = each agent's energy times ``1 + low_battery_weight * (1 - pct/100)^2``
+  when it runs on battery (1 when plugged): energy drawn from a low battery weighs more.
+
+Agents offline, or below the battery floor and unplugged, are left out. The variant
+comes from the deployments whose fidelity meets ``min_fidelity``. The energy level
+picks the objective among routes that meet the latency and energy budgets:
+``performance`` the lowest latency, ``saver`` the lowest weighted energy, ``balanced``
+the lowest sum of both, each divided by its best value over the feasible routes.
+
+The search keeps, per stage and agent, the Pareto set of partial routes over
+(latency, weighted energy, energy): exact for any of these objectives under the two
+budgets, and small in practice. ``tests/coordinator/test_planner.py`` checks it against
+brute force on random fleets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from splitmq.wire import Battery, EnergyLevel, Plan, PlanRefused, PlanRequest
+
+MB = 1_000_000
+
+
+@dataclass(frozen=True)
+class AgentView:
+    """What the planner knows of one agent (from its status and telemetry).
+
+    Attributes:
+        agent_id: the agent.
+        online: alive by its last telemetry.
+        battery_pct: battery charge, 0-100.
+        plugged: on mains power.
+        active_w: power drawn while computing (W).
+        radio_j_per_mb: radio energy per MB sent or received (J/MB).
+        bandwidth_mbps: its link's bandwidth (Mbit/s).
+        link_latency_ms: its link's one-way latency (ms).
+    """
+
+    agent_id: str
+    online: bool = True
+    battery_pct: float = 100.0
+    plugged: bool = True
+    active_w: float = 5.0
+    radio_j_per_mb: float = 0.1
+    bandwidth_mbps: float = 1000.0
+    link_latency_ms: float = 0.0
+
+    def send_ms(self, size_bytes: int) -> float:
+        return self.link_latency_ms + size_bytes * 8 / (self.bandwidth_mbps * 1e3)
+
+
+@dataclass(frozen=True)
+class StageView:
+    """One stage of a deployment as the planner sees it.
+
+    Attributes:
+        stage: index in the chain.
+        replicas: agents that host it (in the deployment's preference order).
+        compute_ms: measured compute time of the stage's shard, per agent.
+        input_bytes: bytes of the tensors entering the stage.
+        output_bytes: bytes of the tensors leaving it.
+    """
+
+    stage: int
+    replicas: tuple[str, ...]
+    compute_ms: Mapping[str, float]
+    input_bytes: int
+    output_bytes: int
+
+
+@dataclass(frozen=True)
+class DeploymentView:
+    """A deployment of one variant of a model."""
+
+    deployment: str
+    epoch: int
+    model: str
+    version: str
+    variant: str
+    fidelity: float
+    stages: tuple[StageView, ...]
+
+
+@dataclass(frozen=True)
+class PlannerConfig:
+    """Planner settings.
+
+    Attributes:
+        battery_floor_pct: agents below this charge are left out unless plugged.
+        low_battery_weight: how much more energy from an empty battery weighs.
+        hop_ms: the broker's own cost of one hop.
+        max_fallbacks: fallbacks listed per stage after the chosen agent.
+    """
+
+    battery_floor_pct: float = 15.0
+    low_battery_weight: float = 3.0
+    hop_ms: float = 0.5
+    max_fallbacks: int = 2
+
+
+@dataclass(frozen=True, order=True)
+class Cost:
+    """What a (partial) route costs."""
+
+    latency_ms: float
+    weighted_energy_j: float
+    energy_j: float
+
+    def __add__(self, other: Cost) -> Cost:
+        return Cost(
+            self.latency_ms + other.latency_ms,
+            self.weighted_energy_j + other.weighted_energy_j,
+            self.energy_j + other.energy_j,
+        )
+
+    def dominates(self, other: Cost) -> bool:
+        return (
+            self.latency_ms <= other.latency_ms
+            and self.weighted_energy_j <= other.weighted_energy_j
+            and self.energy_j <= other.energy_j
+        )
+
+
+ZERO = Cost(0.0, 0.0, 0.0)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A complete route through one deployment, with its cost."""
+
+    deployment: DeploymentView
+    agents: tuple[str, ...]
+    cost: Cost = field(compare=False)
+
+
+def battery_weight(agent: AgentView, config: PlannerConfig) -> float:
+    if agent.plugged:
+        return 1.0
+    empty = 1.0 - min(100.0, max(0.0, agent.battery_pct)) / 100.0
+    return 1.0 + config.low_battery_weight * empty * empty
+
+
+def eligible(agent: AgentView | None, config: PlannerConfig) -> bool:
+    return (
+        agent is not None
+        and agent.online
+        and (agent.plugged or agent.battery_pct >= config.battery_floor_pct)
+    )
+
+
+def _compute(stage: StageView, agent: AgentView, config: PlannerConfig) -> Cost:
+    compute_ms = stage.compute_ms[agent.agent_id]
+    energy = agent.active_w * compute_ms / 1e3
+    return Cost(compute_ms, energy * battery_weight(agent, config), energy)
+
+
+def _radio(agent: AgentView, size_bytes: int, latency_ms: float, config: PlannerConfig) -> Cost:
+    energy = agent.radio_j_per_mb * size_bytes / MB
+    return Cost(latency_ms, energy * battery_weight(agent, config), energy)
+
+
+def _send(agent: AgentView, size_bytes: int, config: PlannerConfig) -> Cost:
+    return _radio(agent, size_bytes, agent.send_ms(size_bytes) + config.hop_ms, config)
+
+
+def _receive(agent: AgentView, size_bytes: int, config: PlannerConfig) -> Cost:
+    return _radio(agent, size_bytes, 0.0, config)
+
+
+def _client_send(
+    deployment: DeploymentView, client: AgentView | None, config: PlannerConfig
+) -> Cost:
+    input_bytes = deployment.stages[0].input_bytes
+    return Cost((client.send_ms(input_bytes) if client else 0.0) + config.hop_ms, 0.0, 0.0)
+
+
+def route_cost(
+    deployment: DeploymentView,
+    agents: Sequence[str],
+    fleet: Mapping[str, AgentView],
+    config: PlannerConfig,
+    client: AgentView | None = None,
+) -> Cost:
+    """The cost of one complete route, written plainly: the reference for the search.
+
+    Stage i on agent a_i computes; it receives its input unless a_(i-1) is a_i (then the
+    tensors stay in-process), and sends its output unless a_(i+1) is a_i.
+    """
+    total = _client_send(deployment, client, config)
+    for i, (stage, agent_id) in enumerate(zip(deployment.stages, agents, strict=True)):
+        agent = fleet[agent_id]
+        if i == 0 or agents[i - 1] != agent_id:
+            total = total + _receive(agent, stage.input_bytes, config)
+        total = total + _compute(stage, agent, config)
+        if i == len(agents) - 1 or agents[i + 1] != agent_id:
+            total = total + _send(agent, stage.output_bytes, config)
+    return total
+
+
+Front = list[tuple[Cost, tuple[str, ...]]]
+
+
+def _pareto_insert(front: Front, cost: Cost, path: tuple[str, ...]) -> None:
+    if any(existing.dominates(cost) for existing, _ in front):
+        return
+    front[:] = [(c, p) for c, p in front if not cost.dominates(c)]
+    front.append((cost, path))
+
+
+def pareto_routes(
+    deployment: DeploymentView,
+    fleet: Mapping[str, AgentView],
+    config: PlannerConfig,
+    client: AgentView | None = None,
+) -> list[Candidate]:
+    """Every route through ``deployment`` not dominated in (latency, weighted energy, energy).
+
+    Whether a stage sends its output depends on who runs the next stage, so partial
+    routes are kept per last agent, with that agent's send settled one step later.
+    """
+    fronts: dict[str | None, Front] = {None: [(_client_send(deployment, client, config), ())]}
+    previous_stage: StageView | None = None
+    for stage in deployment.stages:
+        options = [
+            a for a in stage.replicas if eligible(fleet.get(a), config) and a in stage.compute_ms
+        ]
+        new: dict[str | None, Front] = {}
+        for agent_id in options:
+            agent = fleet[agent_id]
+            here = _compute(stage, agent, config)
+            moved = _receive(agent, stage.input_bytes, config) + here
+            front: Front = []
+            for last, partials in fronts.items():
+                step = here
+                if last != agent_id:
+                    step = moved
+                    if last is not None and previous_stage is not None:
+                        step = step + _send(fleet[last], previous_stage.output_bytes, config)
+                for cost, path in partials:
+                    _pareto_insert(front, cost + step, (*path, agent_id))
+            new[agent_id] = front
+        if not new:
+            return []
+        fronts = new
+        previous_stage = stage
+    routes: list[Candidate] = []
+    for last, partials in fronts.items():
+        if last is None or previous_stage is None:
+            continue
+        final = _send(fleet[last], previous_stage.output_bytes, config)
+        routes.extend(Candidate(deployment, path, cost + final) for cost, path in partials)
+    return _pareto_filter(routes)
+
+
+def _pareto_filter(candidates: list[Candidate]) -> list[Candidate]:
+    kept: list[Candidate] = []
+    for candidate in sorted(candidates, key=lambda c: c.cost):
+        if not any(k.cost.dominates(candidate.cost) for k in kept):
+            kept.append(candidate)
+    return kept
+
+
+def objective(
+    level: EnergyLevel, cost: Cost, best_latency: float, best_energy: float
+) -> tuple[float, float]:
+    """The key a route is ranked by (lower is better), with a tie-breaker."""
+    if level is EnergyLevel.PERFORMANCE:
+        return (cost.latency_ms, cost.weighted_energy_j)
+    if level is EnergyLevel.SAVER:
+        return (cost.weighted_energy_j, cost.latency_ms)
+    latency_part = cost.latency_ms / best_latency if best_latency > 0 else 0.0
+    energy_part = cost.weighted_energy_j / best_energy if best_energy > 0 else 0.0
+    return (latency_part + energy_part, cost.latency_ms)
+
+
+def within_budgets(cost: Cost, request: PlanRequest) -> bool:
+    return (request.max_latency_ms is None or cost.latency_ms <= request.max_latency_ms) and (
+        request.energy_j is None or cost.energy_j <= request.energy_j
+    )
+
+
+def choose(candidates: Sequence[Candidate], level: EnergyLevel) -> Candidate:
+    best_latency = min(c.cost.latency_ms for c in candidates)
+    best_energy = min(c.cost.weighted_energy_j for c in candidates)
+    return min(candidates, key=lambda c: objective(level, c.cost, best_latency, best_energy))
+
+
+def plan(
+    request: PlanRequest,
+    deployments: Sequence[DeploymentView],
+    fleet: Mapping[str, AgentView],
+    config: PlannerConfig = PlannerConfig(),
+    *,
+    client: AgentView | None = None,
+) -> Plan | PlanRefused:
+    """The route for ``request``, or the reason there is none. Pure: no I/O."""
+
+    def refuse(constraint: str, message: str) -> PlanRefused:
+        return PlanRefused(request.request_id, request.model, constraint, message)
+
+    of_model = [
+        d
+        for d in deployments
+        if d.model == request.model and (request.version is None or d.version == request.version)
+    ]
+    if not of_model:
+        version = f" version {request.version}" if request.version else ""
+        return refuse("model", f"no deployment of {request.model}{version}: deploy it first")
+    if request.min_fidelity is not None:
+        good = [d for d in of_model if d.fidelity >= request.min_fidelity]
+        if not good:
+            top = max(d.fidelity for d in of_model)
+            return refuse(
+                "min_fidelity",
+                f"the best deployed variant of {request.model} has fidelity {top:.4f}, "
+                f"below the {request.min_fidelity:.4f} asked for",
+            )
+        of_model = good
+    routes = [r for d in of_model for r in pareto_routes(d, fleet, config, client)]
+    if not routes:
+        return refuse(
+            "battery",
+            "a stage has no replica that is online and above the battery floor "
+            f"({config.battery_floor_pct:.0f}%) or plugged in",
+        )
+    feasible = [r for r in routes if within_budgets(r.cost, request)]
+    if not feasible:
+        fastest = min(r.cost.latency_ms for r in routes)
+        thriftiest = min(r.cost.energy_j for r in routes)
+        late = request.max_latency_ms is not None and fastest > request.max_latency_ms
+        costly = request.energy_j is not None and thriftiest > request.energy_j
+        if late:
+            return refuse(
+                "max_latency_ms",
+                f"the fastest route takes {fastest:.1f} ms, above the "
+                f"{request.max_latency_ms:.1f} ms allowed",
+            )
+        if costly:
+            return refuse(
+                "energy_j",
+                f"the thriftiest route needs {thriftiest:.3f} J, above the budget of "
+                f"{request.energy_j:.3f} J",
+            )
+        return refuse(
+            "max_latency_ms+energy_j",
+            f"routes within {request.max_latency_ms} ms need more than {request.energy_j} J, "
+            "and routes within the energy budget are too slow",
+        )
+    best = choose(feasible, request.energy_level)
+    return Plan(
+        request_id=request.request_id,
+        deployment=best.deployment.deployment,
+        epoch=best.deployment.epoch,
+        model=best.deployment.model,
+        version=best.deployment.version,
+        variant=best.deployment.variant,
+        route=_with_fallbacks(best, fleet, config),
+        predicted_latency_ms=best.cost.latency_ms,
+        predicted_energy_j=best.cost.energy_j,
+    )
+
+
+def _with_fallbacks(
+    best: Candidate, fleet: Mapping[str, AgentView], config: PlannerConfig
+) -> tuple[tuple[str, ...], ...]:
+    """Per stage: the chosen agent, then the other eligible replicas, cheapest first."""
+    route = []
+    for stage, chosen in zip(best.deployment.stages, best.agents, strict=True):
+        others = [
+            a
+            for a in stage.replicas
+            if a != chosen and eligible(fleet.get(a), config) and a in stage.compute_ms
+        ]
+        others.sort(
+            key=lambda a: (
+                (
+                    _compute(stage, fleet[a], config) + _send(fleet[a], stage.output_bytes, config)
+                ).latency_ms
+            )
+        )
+        route.append((chosen, *others[: config.max_fallbacks]))
+    return tuple(route)
+
+
+def client_battery_view(client_id: str, battery: Battery | None) -> AgentView | None:
+    """The client's own device, when the request says how its battery is."""
+    if battery is None:
+        return None
+    return AgentView(client_id, battery_pct=battery.pct, plugged=battery.plugged)

@@ -1,0 +1,226 @@
+"""The per-request planner: tables of expected choices, and brute force on random fleets."""
+
+from __future__ import annotations
+
+import itertools
+import random
+
+import pytest
+
+from splitmq.coordinator.planner import (
+    AgentView,
+    Candidate,
+    DeploymentView,
+    PlannerConfig,
+    StageView,
+    choose,
+    eligible,
+    objective,
+    plan,
+    route_cost,
+    within_budgets,
+)
+from splitmq.wire import Battery, EnergyLevel, Plan, PlanRefused, PlanRequest
+
+CONFIG = PlannerConfig()
+
+
+def fleet(*agents: AgentView) -> dict[str, AgentView]:
+    return {a.agent_id: a for a in agents}
+
+
+def deployment(
+    stages: list[dict[str, float]],
+    *,
+    variant: str = "float32",
+    fidelity: float = 1.0,
+    name: str = "d1",
+    bytes_between: int = 100_000,
+) -> DeploymentView:
+    return DeploymentView(
+        deployment=name,
+        epoch=1,
+        model="m",
+        version="v1",
+        variant=variant,
+        fidelity=fidelity,
+        stages=tuple(
+            StageView(i, tuple(times), times, bytes_between, bytes_between)
+            for i, times in enumerate(stages)
+        ),
+    )
+
+
+def request(**kwargs: object) -> PlanRequest:
+    return PlanRequest(request_id="r1", client_id="c", model="m", **kwargs)  # type: ignore[arg-type]
+
+
+LAPTOP = AgentView("laptop", active_w=15.0, plugged=True)
+PHONE = AgentView("phone", active_w=3.0, plugged=False, battery_pct=80.0)
+PI = AgentView("pi", active_w=4.0, plugged=True)
+
+
+def test_performance_takes_the_fastest_route_saver_the_thriftiest() -> None:
+    d = deployment([{"laptop": 10.0, "phone": 40.0}, {"laptop": 10.0, "phone": 40.0}])
+    agents = fleet(LAPTOP, PHONE)
+    fast = plan(request(energy_level=EnergyLevel.PERFORMANCE), [d], agents)
+    thrifty = plan(request(energy_level=EnergyLevel.SAVER), [d], agents)
+    assert isinstance(fast, Plan) and isinstance(thrifty, Plan)
+    assert [stage[0] for stage in fast.route] == ["laptop", "laptop"]
+    # 15 W x 20 ms = 0.3 J on the laptop; 3 W x 80 ms = 0.24 J on the phone, but its
+    # battery (80%) weighs 1 + 3 * 0.04 = 1.12: 0.27 J -- still the thriftier.
+    assert [stage[0] for stage in thrifty.route] == ["phone", "phone"]
+    assert fast.predicted_latency_ms < thrifty.predicted_latency_ms
+    assert thrifty.predicted_energy_j < fast.predicted_energy_j
+
+
+def test_fallbacks_follow_the_chosen_agent() -> None:
+    d = deployment([{"laptop": 10.0, "phone": 40.0, "pi": 20.0}])
+    result = plan(request(energy_level=EnergyLevel.PERFORMANCE), [d], fleet(LAPTOP, PHONE, PI))
+    assert isinstance(result, Plan)
+    assert result.route == (("laptop", "pi", "phone"),)
+
+
+def test_low_battery_agents_are_left_out_unless_plugged() -> None:
+    d = deployment([{"phone": 1.0, "pi": 50.0}])
+    flat = AgentView("phone", battery_pct=5.0, plugged=False)
+    result = plan(request(energy_level=EnergyLevel.PERFORMANCE), [d], fleet(flat, PI))
+    assert isinstance(result, Plan) and result.route == (("pi",),)
+    charging = AgentView("phone", battery_pct=5.0, plugged=True)
+    result = plan(request(energy_level=EnergyLevel.PERFORMANCE), [d], fleet(charging, PI))
+    assert isinstance(result, Plan) and result.route[0][0] == "phone"
+
+
+def test_energy_from_a_low_battery_weighs_more() -> None:
+    d = deployment([{"a": 10.0, "b": 10.0}])
+    full = AgentView("a", battery_pct=100.0, plugged=False, active_w=5.0)
+    low = AgentView("b", battery_pct=20.0, plugged=False, active_w=4.0)
+    result = plan(request(energy_level=EnergyLevel.SAVER), [d], fleet(full, low))
+    assert isinstance(result, Plan) and result.route[0][0] == "a"
+
+
+def test_min_fidelity_picks_the_variant() -> None:
+    f32 = deployment([{"pi": 40.0}], variant="float32", fidelity=1.0, name="d-f32")
+    i8 = deployment([{"pi": 10.0}], variant="int8", fidelity=0.97, name="d-i8")
+    quick = plan(request(energy_level=EnergyLevel.PERFORMANCE), [f32, i8], fleet(PI))
+    exact = plan(request(min_fidelity=0.99), [f32, i8], fleet(PI))
+    assert isinstance(quick, Plan) and quick.variant == "int8"
+    assert isinstance(exact, Plan) and exact.variant == "float32"
+
+
+def test_the_next_stage_on_the_same_agent_costs_no_transfer() -> None:
+    slow_link = AgentView("a", bandwidth_mbps=1.0)
+    d = deployment([{"a": 1.0}, {"a": 1.0}], bytes_between=125_000)  # 1 s at 1 Mbit/s
+    together = route_cost(d, ["a", "a"], fleet(slow_link), CONFIG)
+    assert together.latency_ms == pytest.approx(0.5 + 1 + 1 + 1000 + 0.5)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "constraint"),
+    [
+        ({"max_latency_ms": 5.0}, "max_latency_ms"),
+        ({"energy_j": 0.0001}, "energy_j"),
+        ({"min_fidelity": 0.999}, "min_fidelity"),
+        ({"version": "v9"}, "model"),
+    ],
+)
+def test_refusals_name_the_constraint(kwargs: dict[str, object], constraint: str) -> None:
+    d = deployment([{"pi": 20.0}], fidelity=0.98)
+    result = plan(request(**kwargs), [d], fleet(PI))
+    assert isinstance(result, PlanRefused)
+    assert result.constraint == constraint
+    assert result.message
+
+
+def test_no_eligible_replica_is_refused_with_the_reason() -> None:
+    d = deployment([{"phone": 1.0}])
+    dead = AgentView("phone", online=False)
+    result = plan(request(), [d], fleet(dead))
+    assert isinstance(result, PlanRefused) and result.constraint == "battery"
+
+
+def random_case(
+    rng: random.Random,
+) -> tuple[list[DeploymentView], dict[str, AgentView], PlanRequest]:
+    agents = {
+        f"a{i}": AgentView(
+            f"a{i}",
+            online=rng.random() > 0.1,
+            battery_pct=rng.uniform(0, 100),
+            plugged=rng.random() < 0.4,
+            active_w=rng.uniform(1, 20),
+            radio_j_per_mb=rng.uniform(0.01, 2.0),
+            bandwidth_mbps=rng.choice([5.0, 20.0, 100.0, 1000.0]),
+            link_latency_ms=rng.uniform(0, 20),
+        )
+        for i in range(rng.randint(2, 7))
+    }
+    names = list(agents)
+    deployments = []
+    for k, (variant, fidelity) in enumerate([("float32", 1.0), ("int8", rng.uniform(0.9, 1.0))]):
+        stages = []
+        for s in range(rng.randint(1, 4)):
+            replicas = rng.sample(names, rng.randint(1, min(3, len(names))))
+            times = {a: rng.uniform(1, 100) for a in replicas}
+            stages.append(
+                StageView(s, tuple(replicas), times, rng.randint(1, 10**6), rng.randint(1, 10**6))
+            )
+        deployments.append(
+            DeploymentView(f"d{k}", k + 1, "m", "v1", variant, fidelity, tuple(stages))
+        )
+    req = PlanRequest(
+        request_id="r",
+        client_id="c",
+        model="m",
+        max_latency_ms=rng.choice([None, rng.uniform(20, 400)]),
+        min_fidelity=rng.choice([None, 0.95]),
+        energy_j=rng.choice([None, rng.uniform(0.05, 3.0)]),
+        energy_level=rng.choice(list(EnergyLevel)),
+        client_battery=Battery(50.0, plugged=True),
+    )
+    return deployments, agents, req
+
+
+def brute_force_feasible(
+    deployments: list[DeploymentView], agents: dict[str, AgentView], req: PlanRequest
+) -> list[Candidate]:
+    feasible = []
+    for d in deployments:
+        if req.min_fidelity is not None and d.fidelity < req.min_fidelity:
+            continue
+        options = [[a for a in s.replicas if eligible(agents.get(a), CONFIG)] for s in d.stages]
+        for route in itertools.product(*options):
+            cost = route_cost(d, route, agents, CONFIG)
+            if within_budgets(cost, req):
+                feasible.append(Candidate(d, tuple(route), cost))
+    return feasible
+
+
+def brute_force(
+    deployments: list[DeploymentView], agents: dict[str, AgentView], req: PlanRequest
+) -> Candidate | None:
+    feasible = brute_force_feasible(deployments, agents, req)
+    return choose(feasible, req.energy_level) if feasible else None
+
+
+@pytest.mark.parametrize("seed", range(300))
+def test_the_planner_finds_the_brute_force_optimum(seed: int) -> None:
+    deployments, agents, req = random_case(random.Random(seed))
+    expected = brute_force(deployments, agents, req)
+    result = plan(req, deployments, agents, CONFIG)
+    if expected is None:
+        assert isinstance(result, PlanRefused), result
+        return
+    assert isinstance(result, Plan), result
+    chosen = next(d for d in deployments if d.deployment == result.deployment)
+    agents_chosen = [stage[0] for stage in result.route]
+    cost = route_cost(chosen, agents_chosen, agents, CONFIG)
+    assert cost.latency_ms == pytest.approx(result.predicted_latency_ms)
+    assert within_budgets(cost, req)
+    # The same optimum (a tie may pick another route of equal value).
+    feasible = brute_force_feasible(deployments, agents, req)
+    best_latency = min(c.cost.latency_ms for c in feasible)
+    best_energy = min(c.cost.weighted_energy_j for c in feasible)
+    ours = objective(req.energy_level, cost, best_latency, best_energy)
+    theirs = objective(req.energy_level, expected.cost, best_latency, best_energy)
+    assert ours[0] == pytest.approx(theirs[0])
