@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from splitmq.wire import Battery, EnergyLevel, Plan, PlanRefused, PlanRequest
 
@@ -115,15 +116,16 @@ class PlannerConfig:
     max_fallbacks: int = 2
 
 
-@dataclass(frozen=True, order=True)
-class Cost:
-    """What a (partial) route costs."""
+class Cost(NamedTuple):
+    """What a (partial) route costs. A named tuple: the search adds millions of these."""
 
     latency_ms: float
     weighted_energy_j: float
     energy_j: float
 
-    def __add__(self, other: Cost) -> Cost:
+    def __add__(self, other: tuple[object, ...]) -> Cost:
+        if not isinstance(other, Cost):
+            return NotImplemented
         return Cost(
             self.latency_ms + other.latency_ms,
             self.weighted_energy_j + other.weighted_energy_j,
@@ -218,9 +220,14 @@ Front = list[tuple[Cost, tuple[str, ...]]]
 
 
 def _pareto_insert(front: Front, cost: Cost, path: tuple[str, ...]) -> None:
-    if any(existing.dominates(cost) for existing, _ in front):
-        return
-    front[:] = [(c, p) for c, p in front if not cost.dominates(c)]
+    # The hot loop of the search: dominance spelled out on tuple fields.
+    latency, weighted, energy = cost
+    for existing, _ in front:
+        if existing[0] <= latency and existing[1] <= weighted and existing[2] <= energy:
+            return
+    front[:] = [
+        (c, p) for c, p in front if not (latency <= c[0] and weighted <= c[1] and energy <= c[2])
+    ]
     front.append((cost, path))
 
 
@@ -242,6 +249,11 @@ def pareto_routes(
             a for a in stage.replicas if eligible(fleet.get(a), config) and a in stage.compute_ms
         ]
         new: dict[str | None, Front] = {}
+        sends = {
+            last: _send(fleet[last], previous_stage.output_bytes, config)
+            for last in fronts
+            if last is not None and previous_stage is not None
+        }
         for agent_id in options:
             agent = fleet[agent_id]
             here = _compute(stage, agent, config)
@@ -251,8 +263,8 @@ def pareto_routes(
                 step = here
                 if last != agent_id:
                     step = moved
-                    if last is not None and previous_stage is not None:
-                        step = step + _send(fleet[last], previous_stage.output_bytes, config)
+                    if last is not None:
+                        step = step + sends[last]
                 for cost, path in partials:
                     _pareto_insert(front, cost + step, (*path, agent_id))
             new[agent_id] = front

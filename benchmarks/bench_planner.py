@@ -1,0 +1,71 @@
+"""Plan time per request for fleets of 10, 100 and 1000 simulated agents.
+
+Each fleet carries 5 deployments of one model (float32, float16, int8 variants and
+two more partitions), 4 stages each, 3 replicas per stage drawn from the fleet; the
+agents have random batteries, links and power figures. Goal (issue 5): under 1 ms per
+plan at 100 agents.
+
+    .venv/bin/python benchmarks/bench_planner.py
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+
+from _report import median_time_s, report
+
+from splitmq.coordinator.planner import AgentView, DeploymentView, StageView, plan
+from splitmq.wire import EnergyLevel, Plan, PlanRequest
+
+
+def fleet_and_deployments(
+    size: int, seed: int = 0
+) -> tuple[dict[str, AgentView], list[DeploymentView]]:
+    rng = random.Random(seed)
+    agents = {
+        f"agent-{i}": AgentView(
+            f"agent-{i}",
+            battery_pct=rng.uniform(10, 100),
+            plugged=rng.random() < 0.3,
+            active_w=rng.uniform(2, 20),
+            radio_j_per_mb=rng.uniform(0.05, 1.0),
+            bandwidth_mbps=rng.choice([10.0, 100.0, 1000.0]),
+            link_latency_ms=rng.uniform(0.1, 10),
+        )
+        for i in range(size)
+    }
+    names = list(agents)
+    deployments = []
+    for k, (variant, fidelity) in enumerate(
+        [("float32", 1.0), ("float16", 0.999), ("int8", 0.97), ("float32", 1.0), ("int8", 0.97)]
+    ):
+        stages = []
+        for s in range(4):
+            replicas = tuple(rng.sample(names, min(3, len(names))))
+            stages.append(
+                StageView(s, replicas, {a: rng.uniform(2, 30) for a in replicas}, 200_000, 200_000)
+            )
+        deployments.append(DeploymentView(f"d{k}", 1, "m", "v1", variant, fidelity, tuple(stages)))
+    return agents, deployments
+
+
+def main() -> None:
+    rows = []
+    figures: dict[str, float] = {}
+    request = PlanRequest(
+        "r", "c", "m", max_latency_ms=200.0, min_fidelity=0.95, energy_level=EnergyLevel.BALANCED
+    )
+    for size in (10, 100, 1000):
+        agents, deployments = fleet_and_deployments(size)
+        if not isinstance(plan(request, deployments, agents), Plan):
+            raise SystemExit(f"no plan for the {size}-agent fleet")
+        call = functools.partial(plan, request, deployments, agents)
+        seconds = median_time_s(call, repeat=15, number=200)
+        rows.append((f"plan, {size} agents", f"{seconds * 1e3:.3f} ms", "< 1 ms at 100"))
+        figures[f"plan_ms_{size}"] = seconds * 1e3
+    report("per-request planner", rows, figures)
+
+
+if __name__ == "__main__":
+    main()
