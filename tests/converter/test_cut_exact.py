@@ -77,7 +77,9 @@ def test_keras_applications_chain_bit_exact(
     entry = application_entry(architecture, size)
     model = entry.variant_path(variant).read_bytes()
     graph = Graph.load(model)
-    multi = assert_chain_exact(model, random_inputs(graph, seed=size), seed=hash(architecture) % 1000)
+    multi = assert_chain_exact(
+        model, random_inputs(graph, seed=size), seed=hash(architecture) % 1000
+    )
     assert multi > 0, "no cut set exercised a multi-tensor frontier"
 
 

@@ -1,0 +1,132 @@
+"""The ``splitmq`` command line.
+
+Each subcommand is a pair of small functions: ``_add_<name>(subparsers)`` declares its
+arguments and ``_run_<name>(args)`` runs it, importing heavy modules lazily. The
+environment and the command line are read here only. Subcommands still to come
+(agent, coordinator, deploy, infer, fleet, report, demo) plug in the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from splitmq.errors import SplitMQError
+
+__all__ = ["main"]
+
+Runner = Callable[[argparse.Namespace], int]
+DEFAULT_POOL = Path("pool")
+
+
+def _add_convert(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "convert",
+        help="convert a model into a model pool entry",
+        description="Convert a .keras/.h5 file, a SavedModel directory, a .tflite file or a "
+        "keras.applications architecture (built with weights=None) into POOL/NAME/VERSION.",
+    )
+    parser.add_argument("model", help="model file, SavedModel directory or architecture name")
+    parser.add_argument("--name", required=True, help="the model's name in the pool")
+    parser.add_argument("--pool", type=Path, default=DEFAULT_POOL, help="pool directory")
+    parser.add_argument(
+        "--variants",
+        default="float32,float16,int8",
+        help="comma-separated: float32, float16, int8 (default: all three)",
+    )
+    parser.add_argument("--calibration", type=Path, help=".npy (N, *input_shape[1:]) or .npz")
+    parser.add_argument("--labels", type=Path, help=".npy of integer labels, one per sample")
+    parser.add_argument("--weights", type=Path, help="weights for an architecture name")
+    parser.add_argument("--input-size", type=int, help="input side for an architecture name")
+    parser.add_argument("--report", action="store_true", help="print the cut point table")
+    parser.add_argument("--plot", type=Path, help="write the activation/compute plot (PNG)")
+    parser.set_defaults(run=_run_convert)
+
+
+def _run_convert(args: argparse.Namespace) -> int:
+    from splitmq.converter import convert
+    from splitmq.converter.report import cut_point_table, plot, summary
+
+    entry = convert(
+        args.model,
+        name=args.name,
+        pool_dir=args.pool,
+        variants=[v.strip() for v in args.variants.split(",") if v.strip()],
+        calibration=args.calibration,
+        labels=args.labels,
+        weights=args.weights,
+        input_size=args.input_size,
+    )
+    print(summary(entry.manifest))
+    print(f"\nwritten to {entry.path}")
+    if args.report:
+        print()
+        print(cut_point_table(entry.manifest))
+    if args.plot:
+        print(f"plot: {plot(entry.manifest, args.plot)}")
+    return 0
+
+
+def _add_inspect(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "inspect",
+        help="show a pool entry's variants and cut points",
+        description="Print a model's variants and its cut point table; optionally plot "
+        "activation size and cumulative compute along the network.",
+    )
+    parser.add_argument("name", help="model name in the pool, or an entry directory")
+    parser.add_argument("--pool", type=Path, default=DEFAULT_POOL, help="pool directory")
+    parser.add_argument("--version", help="entry version (default: the latest)")
+    parser.add_argument("--plot", type=Path, help="write the plot to this PNG file")
+    parser.set_defaults(run=_run_inspect)
+
+
+def _run_inspect(args: argparse.Namespace) -> int:
+    from splitmq.converter.manifest import load_manifest
+    from splitmq.converter.pool import open_entry
+    from splitmq.converter.report import cut_point_table, plot, summary
+
+    if Path(args.name).is_dir():
+        manifest = load_manifest(args.name)
+    else:
+        manifest = open_entry(args.pool, args.name, args.version).manifest
+    print(summary(manifest))
+    print()
+    print(cut_point_table(manifest))
+    if args.plot:
+        print(f"\nplot: {plot(manifest, args.plot)}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="splitmq", description="Run one deep neural network across several small devices."
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_convert, _add_inspect):
+        add(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``splitmq`` command; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO,
+        format="splitmq: %(message)s",
+        stream=sys.stderr,
+    )
+    run: Runner = args.run
+    try:
+        return run(args)
+    except SplitMQError as error:
+        print(f"splitmq {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,306 @@
+"""Cutting a ``.tflite`` model into shards, one per stage. No TensorFlow.
+
+A stage is the half-open operator range ``[start, end)`` of the model's execution
+order; cut points ``[k1, k2, ...]`` (strictly increasing, each in ``1..n-1``) give the
+stages ``[0, k1), [k1, k2), ..., [km, n)``. Each shard is a complete TFLite model:
+
+* its operators are the stage's live operators plus every constant operator they
+  depend on (float16 ``DEQUANTIZE`` of weights, say), in the original order;
+* its inputs are the non-constant tensors its operators read that it does not produce
+  (model inputs or earlier stages' outputs); its outputs are the tensors it produces
+  that a later stage reads or that are model outputs -- both keep their original names;
+* tensors, buffers and operator codes it does not use are left out, so a shard carries
+  only its own weights; weight buffers are 16-byte aligned like the converter's.
+
+Running the shards in order, feeding each the named tensors the earlier ones produced,
+gives bit for bit the output of the unsplit model (see ``run_chain``).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from splitmq.converter.errors import CutPointError
+from splitmq.converter.graph import Graph, TensorSpec, raise_cut_point_range, read_model
+
+__all__ = ["Shard", "cut", "cut_graph", "validate_cut_points"]
+
+_BUFFER_ALIGNMENT = 16
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One stage's model.
+
+    Attributes:
+        stage: position in the chain, from 0.
+        start: first operator of the stage (inclusive).
+        end: end of the stage's operator range (exclusive): ``[start, end)``.
+        data: the shard's ``.tflite`` bytes.
+        sha256: hex digest of ``data`` (shards are content-addressed).
+        inputs: tensors the shard reads, named as in the original graph, in the
+            order of the shard's own input list.
+        outputs: tensors the shard writes, same conventions.
+        path: where the shard was written, when ``cut`` was given ``out_dir``.
+    """
+
+    stage: int
+    start: int
+    end: int
+    data: bytes = field(repr=False)
+    sha256: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    path: Path | None = None
+
+    @property
+    def size_bytes(self) -> int:
+        return len(self.data)
+
+
+def validate_cut_points(cut_points: Sequence[int], graph: Graph) -> list[tuple[int, int]]:
+    """Check cut points and return the stages' ``[start, end)`` ranges.
+
+    Raises:
+        CutPointError: a cut point out of ``1..n-1``, not strictly increasing, or a
+            stage without a single live operator.
+    """
+    n = graph.num_operators
+    points = [int(k) for k in cut_points]
+    for k in points:
+        if not 0 < k < n:
+            raise_cut_point_range(k, n)
+    for previous, k in itertools.pairwise(points):
+        if k <= previous:
+            raise CutPointError(
+                f"cut points must be strictly increasing, got {points}; sort them and drop "
+                "duplicates",
+                cut_point=k,
+                num_operators=n,
+            )
+    bounds = [0, *points, n]
+    stages = list(itertools.pairwise(bounds))
+    for start, end in stages:
+        if not any(graph.is_live(i) for i in range(start, end)):
+            raise CutPointError(
+                f"stage [{start}, {end}) holds only constant operators (weights "
+                "preparation) and no computation; move the cut point past operator "
+                f"{end} (`splitmq inspect` lists the candidates)",
+                cut_point=start if start > 0 else end,
+                num_operators=n,
+            )
+    return stages
+
+
+def cut(
+    model: bytes | bytearray | str | Path,
+    cut_points: Sequence[int],
+    out_dir: str | Path | None = None,
+) -> list[Shard]:
+    """Cut a ``.tflite`` model (bytes or file) at ``cut_points`` into ``len+1`` shards.
+
+    With ``out_dir`` each shard is also written as ``stage-<i>-<sha256[:12]>.tflite``.
+
+    Raises:
+        ModelReadError: not a TFLite model.
+        UncuttableGraphError: control flow, variables or several subgraphs.
+        CutPointError: bad cut points.
+    """
+    graph = Graph(read_model(model))
+    return cut_graph(graph, cut_points, out_dir)
+
+
+def cut_graph(
+    graph: Graph, cut_points: Sequence[int], out_dir: str | Path | None = None
+) -> list[Shard]:
+    """:func:`cut` for an already analysed graph (saves parsing when cutting often)."""
+    graph.check_cuttable()
+    stages = validate_cut_points(cut_points, graph)
+    shards = []
+    for stage, (start, end) in enumerate(stages):
+        data, inputs, outputs = _build_shard(graph, start, end)
+        digest = hashlib.sha256(data).hexdigest()
+        path: Path | None = None
+        if out_dir is not None:
+            directory = Path(out_dir)
+            directory.mkdir(parents=True, exist_ok=True)
+            path = directory / f"stage-{stage}-{digest[:12]}.tflite"
+            path.write_bytes(data)
+        shards.append(
+            Shard(
+                stage=stage,
+                start=start,
+                end=end,
+                data=data,
+                sha256=digest,
+                inputs=tuple(graph.tensor_spec(t) for t in inputs),
+                outputs=tuple(graph.tensor_spec(t) for t in outputs),
+                path=path,
+            )
+        )
+    return shards
+
+
+def _stage_operators(graph: Graph, start: int, end: int) -> list[int]:
+    """The stage's live operators plus the constant operators they depend on."""
+    live = [i for i in range(start, end) if graph.is_live(i)]
+    needed: set[int] = set(live)
+    pending = list(live)
+    ops = graph.subgraph.operators
+    while pending:
+        index = pending.pop()
+        for t in ops[index].inputs:
+            producer = graph.producer.get(int(t)) if t >= 0 else None
+            if producer is not None and producer in graph.constant_ops and producer not in needed:
+                needed.add(producer)
+                pending.append(producer)
+    return sorted(needed)
+
+
+def _build_shard(graph: Graph, start: int, end: int) -> tuple[bytes, list[int], list[int]]:
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = graph.model
+    ops = graph.subgraph.operators
+    op_indices = _stage_operators(graph, start, end)
+
+    produced: set[int] = set()
+    read: list[int] = []
+    for index in op_indices:
+        for t in ops[index].inputs:
+            if t >= 0 and int(t) not in read:
+                read.append(int(t))
+        produced.update(int(t) for t in ops[index].outputs if t >= 0)
+
+    constant = graph.constant_tensors
+    inputs = [t for t in read if t not in produced and t not in constant]
+    model_input_order = {t: i for i, t in enumerate(graph.model_inputs)}
+    inputs.sort(
+        key=lambda t: (
+            (0, model_input_order[t]) if t in model_input_order else (1, graph.producer[t])
+        )
+    )
+
+    model_outputs = set(graph.model_outputs)
+    outputs = [t for t in graph.model_outputs if t in produced]
+    for index in op_indices:
+        if not graph.is_live(index):
+            continue
+        for raw in ops[index].outputs:
+            t = int(raw)
+            if t < 0 or t in model_outputs:
+                continue
+            if graph.last_use.get(t, -1) >= end and t not in outputs:
+                outputs.append(t)
+
+    # Every tensor the shard refers to, in original order, and the remapping.
+    used: set[int] = set(inputs) | set(outputs)
+    for index in op_indices:
+        op = ops[index]
+        for group in (op.inputs, op.outputs, op.intermediates or []):
+            used.update(int(t) for t in group if t >= 0)
+    tensor_order = sorted(used)
+    new_tensor = {old: new for new, old in enumerate(tensor_order)}
+
+    buffers = model.buffers or []
+    new_buffers: list[Any] = [schema.BufferT()]
+    new_buffer_of: dict[int, int] = {}
+    tensors = []
+    for old in tensor_order:
+        tensor = copy.copy(graph.tensors[old])
+        if old in constant:
+            if tensor.buffer not in new_buffer_of:
+                new_buffer_of[tensor.buffer] = len(new_buffers)
+                new_buffers.append(_AlignedBuffer(buffers[tensor.buffer].data))
+            tensor.buffer = new_buffer_of[tensor.buffer]
+        else:
+            tensor.buffer = 0
+        tensors.append(tensor)
+
+    metadata = []
+    for entry in model.metadata or []:
+        data = buffers[entry.buffer].data if 0 <= entry.buffer < len(buffers) else None
+        new_entry = copy.copy(entry)
+        new_entry.buffer = len(new_buffers)
+        new_buffers.append(_AlignedBuffer(data))
+        metadata.append(new_entry)
+
+    new_opcode: dict[int, int] = {}
+    operators = []
+    for index in op_indices:
+        op = copy.copy(ops[index])
+        if op.opcodeIndex not in new_opcode:
+            new_opcode[op.opcodeIndex] = len(new_opcode)
+        op.opcodeIndex = new_opcode[op.opcodeIndex]
+        op.inputs = [new_tensor[int(t)] if t >= 0 else -1 for t in op.inputs]
+        op.outputs = [new_tensor[int(t)] if t >= 0 else -1 for t in op.outputs]
+        if op.intermediates is not None:
+            op.intermediates = [new_tensor[int(t)] for t in op.intermediates if t >= 0]
+        operators.append(op)
+    operator_codes = [None] * len(new_opcode)
+    for old, new in new_opcode.items():
+        operator_codes[new] = (model.operatorCodes or [])[old]
+
+    subgraph = schema.SubGraphT()
+    subgraph.tensors = tensors
+    subgraph.inputs = [new_tensor[t] for t in inputs]
+    subgraph.outputs = [new_tensor[t] for t in outputs]
+    subgraph.operators = operators
+    subgraph.name = graph.subgraph.name
+
+    signature = schema.SignatureDefT()
+    signature.signatureKey = b"serving_default"
+    signature.subgraphIndex = 0
+    signature.inputs = [_tensor_map(schema, graph, t, new_tensor) for t in inputs]
+    signature.outputs = [_tensor_map(schema, graph, t, new_tensor) for t in outputs]
+
+    shard = schema.ModelT()
+    shard.version = model.version
+    shard.description = model.description
+    shard.operatorCodes = operator_codes
+    shard.subgraphs = [subgraph]
+    shard.buffers = new_buffers
+    shard.metadata = metadata or None
+    shard.signatureDefs = [signature]
+
+    import flatbuffers  # type: ignore[import-untyped]
+
+    weight_bytes = sum(len(b.data) for b in new_buffers if b.data is not None)
+    builder = flatbuffers.Builder(weight_bytes + 64 * 1024)
+    builder.Finish(shard.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output()), inputs, outputs
+
+
+def _tensor_map(schema: Any, graph: Graph, old: int, new_tensor: dict[int, int]) -> Any:
+    entry = schema.TensorMapT()
+    entry.name = graph.tensor_name(old).encode("utf-8")
+    entry.tensorIndex = new_tensor[old]
+    return entry
+
+
+class _AlignedBuffer:
+    """A ``BufferT`` whose data vector is packed 16-byte aligned (``force_align: 16``)."""
+
+    def __init__(self, data: Any) -> None:
+        self.data = data
+
+    def Pack(self, builder: Any) -> int:  # noqa: N802 (flatbuffers object API)
+        from ai_edge_litert import schema_py_generated as schema
+
+        data_offset = None
+        if self.data is not None:
+            payload = bytes(memoryview(self.data).cast("B"))
+            builder.StartVector(1, len(payload), _BUFFER_ALIGNMENT)
+            builder.head = builder.head - len(payload)
+            builder.Bytes[builder.head : builder.head + len(payload)] = payload
+            data_offset = builder.EndVector()
+        schema.BufferStart(builder)
+        if data_offset is not None:
+            schema.BufferAddData(builder, data_offset)
+        return int(schema.BufferEnd(builder))

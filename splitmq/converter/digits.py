@@ -1,0 +1,91 @@
+"""A small trained example: a convolutional classifier of scikit-learn's bundled digits.
+
+Trains in seconds on CPU (8x8 grey images, 10 classes), converts with the held-out
+images as calibration set and their labels, so fidelity and accuracy are real numbers.
+Nothing is downloaded: ``sklearn.datasets.load_digits`` ships with scikit-learn.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from splitmq.converter.pool import PoolEntry
+
+__all__ = ["load_split", "train_and_convert"]
+
+log = logging.getLogger(__name__)
+SEED = 0
+
+
+def load_split(
+    test_fraction: float = 0.25,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(x_train, y_train, x_test, y_test)``: images ``(N, 8, 8, 1)`` float32 in [0, 1]."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = (digits.images / 16.0).astype(np.float32)[..., None]
+    labels = digits.target.astype(np.int64)
+    order = np.random.default_rng(SEED).permutation(len(images))
+    split = int(len(images) * (1 - test_fraction))
+    train, test = order[:split], order[split:]
+    return images[train], labels[train], images[test], labels[test]
+
+
+def build_model() -> Any:
+    """A small CNN with a residual block, so cuts have multi-tensor frontiers."""
+    import keras
+
+    keras.utils.set_random_seed(SEED)
+    inputs = keras.Input((8, 8, 1), name="digit")
+    x = keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="conv1")(inputs)
+    y = keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="conv2")(x)
+    x = keras.layers.Add(name="residual")([x, y])
+    x = keras.layers.MaxPooling2D(name="pool")(x)
+    x = keras.layers.Conv2D(32, 3, padding="same", activation="relu", name="conv3")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    outputs = keras.layers.Dense(10, activation="softmax", name="classes")(x)
+    return keras.Model(inputs, outputs, name="digits_cnn")
+
+
+def train_and_convert(
+    pool_dir: str | Path,
+    *,
+    name: str = "digits",
+    epochs: int = 12,
+    variants: tuple[str, ...] = ("float32", "float16", "int8"),
+    work_dir: str | Path | None = None,
+) -> PoolEntry:
+    """Train the classifier, save it as ``.keras`` and convert it into the pool."""
+    import tempfile
+
+    import keras
+
+    from splitmq.converter.convert import convert
+
+    x_train, y_train, x_test, y_test = load_split()
+    model = build_model()
+    model.compile(
+        optimizer=keras.optimizers.Adam(0.01),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    log.info("training the digits classifier (%d images, %d epochs)", len(x_train), epochs)
+    model.fit(x_train, y_train, epochs=epochs, batch_size=64, verbose=0, shuffle=False)
+    with tempfile.TemporaryDirectory(prefix="splitmq-digits-") as scratch:
+        directory = Path(work_dir) if work_dir is not None else Path(scratch)
+        directory.mkdir(parents=True, exist_ok=True)
+        model_path = directory / "digits.keras"
+        model.save(model_path)
+        return convert(
+            model_path,
+            name=name,
+            pool_dir=pool_dir,
+            variants=variants,
+            calibration=x_test,
+            labels=y_test,
+        )

@@ -1,0 +1,105 @@
+"""Human output for a pool entry: the cut point table and the activation/compute plot.
+
+No TensorFlow; matplotlib (Agg backend) is imported only by :func:`plot`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from splitmq.converter.manifest import Manifest
+
+__all__ = ["cut_point_table", "plot", "summary"]
+
+
+def _size(value: int | None) -> str:
+    if value is None:
+        return "-"
+    if value >= 1 << 20:
+        return f"{value / (1 << 20):.2f} MiB"
+    if value >= 1 << 10:
+        return f"{value / (1 << 10):.1f} KiB"
+    return f"{value} B"
+
+
+def summary(manifest: Manifest) -> str:
+    """Variants with size, digest and fidelity."""
+    lines = [
+        f"{manifest.name} {manifest.version}  ({manifest.source_kind} {manifest.source})",
+        f"calibration: {manifest.calibration.source}, {manifest.calibration.samples} samples "
+        f"({manifest.calibration.description})",
+        "",
+        f"{'variant':<9} {'size':>11} {'sha256':<14} {'top-1 agree':>11} {'accuracy':>9}",
+    ]
+    for variant in manifest.variants.values():
+        fidelity = variant.fidelity
+        agree = "-" if fidelity is None else f"{fidelity.top1_agreement:.3f}"
+        accuracy = (
+            "-" if fidelity is None or fidelity.accuracy is None else f"{fidelity.accuracy:.3f}"
+        )
+        lines.append(
+            f"{variant.name:<9} {_size(variant.size_bytes):>11} {variant.sha256[:12]:<14} "
+            f"{agree:>11} {accuracy:>9}"
+        )
+    return "\n".join(lines)
+
+
+def cut_point_table(manifest: Manifest) -> str:
+    """One row per cut point: position, layer, frontier bytes per variant, cumulative FLOPs."""
+    variants = list(manifest.variants)
+    reference = manifest.variants[manifest.reference_variant]
+    total = max(1, reference.total_flops)
+    header = f"{'cut':>5}  {'after layer':<34}" + "".join(f" {v:>11}" for v in variants)
+    header += f" {'cum. MFLOPs':>12} {'%':>6}"
+    lines = [header, "-" * len(header)]
+    for point in manifest.cut_points:
+        layer = (point.after_layer or "-")[:34]
+        row = f"{point.position:>5}  {layer:<34}"
+        row += "".join(f" {_size(point.frontier_bytes.get(v)):>11}" for v in variants)
+        row += (
+            f" {point.cumulative_flops / 1e6:>12.1f} {100 * point.cumulative_flops / total:>5.1f}%"
+        )
+        lines.append(row)
+    if not reference.cuttable:
+        lines.append(f"not cuttable: {reference.uncuttable_reason}")
+    return "\n".join(lines)
+
+
+def plot(manifest: Manifest, path: str | Path) -> Path:
+    """Frontier size and cumulative compute along the network, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    reference = manifest.variants[manifest.reference_variant]
+    total = max(1, reference.total_flops)
+    positions = [p.position for p in manifest.cut_points]
+    figure, axis = plt.subplots(figsize=(10, 4.5))
+    for name in manifest.variants:
+        sizes = [p.frontier_bytes.get(name) for p in manifest.cut_points]
+        xs = [x for x, s in zip(positions, sizes, strict=True) if s is not None]
+        ys = [s / 1024 for s in sizes if s is not None]
+        axis.step(xs, ys, where="post", label=f"frontier {name} (KiB)")
+    axis.set_yscale("log")
+    axis.set_xlabel(f"cut point ({manifest.reference_variant} operator boundary)")
+    axis.set_ylabel("activation crossing the cut (KiB, log)")
+    compute = axis.twinx()
+    compute.plot(
+        positions,
+        [100 * p.cumulative_flops / total for p in manifest.cut_points],
+        color="black",
+        linestyle="--",
+        label="cumulative compute (%)",
+    )
+    compute.set_ylabel("cumulative compute before the cut (%)")
+    compute.set_ylim(0, 100)
+    handles = axis.get_legend_handles_labels()[0] + compute.get_legend_handles_labels()[0]
+    labels = axis.get_legend_handles_labels()[1] + compute.get_legend_handles_labels()[1]
+    axis.legend(handles, labels, loc="upper center", fontsize="small")
+    axis.set_title(f"{manifest.name} {manifest.version}: what a partitioner trades off")
+    figure.tight_layout()
+    out = Path(path)
+    figure.savefig(out, dpi=110)
+    plt.close(figure)
+    return out

@@ -1,0 +1,105 @@
+"""Bad input gives a clear error that says what to do."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from splitmq.converter import (
+    CalibrationError,
+    CutPointError,
+    ModelReadError,
+    PoolEntry,
+    UncuttableGraphError,
+    convert,
+    cut,
+    load_manifest,
+)
+from splitmq.errors import ConversionError
+
+
+def test_unreadable_file(tmp_path: Path) -> None:
+    with pytest.raises(ModelReadError, match="cannot read"):
+        cut(tmp_path / "missing.tflite", [1])
+    garbage = tmp_path / "garbage.tflite"
+    garbage.write_bytes(b"not a model at all")
+    with pytest.raises(ModelReadError, match="TFL3"):
+        cut(garbage, [1])
+    with pytest.raises(ModelReadError, match="cannot read the manifest"):
+        load_manifest(tmp_path)
+
+
+def test_unsupported_format(tmp_path: Path) -> None:
+    onnx = tmp_path / "model.onnx"
+    onnx.write_bytes(b"\x08\x01")
+    with pytest.raises(ModelReadError, match=r"unsupported model format '\.onnx'"):
+        convert(onnx, name="m", pool_dir=tmp_path)
+    with pytest.raises(ModelReadError, match=r"neither a file nor a keras\.applications"):
+        convert("NoSuchNet", name="m", pool_dir=tmp_path)
+    with pytest.raises(ConversionError, match="unknown variants"):
+        convert(onnx, name="m", pool_dir=tmp_path, variants=("int4",))
+
+
+@pytest.mark.slow
+def test_calibration_of_the_wrong_shape(two_io_entry: PoolEntry, tmp_path: Path) -> None:
+    tflite = two_io_entry.variant_path("float32")
+    with pytest.raises(CalibrationError, match="2 inputs"):
+        convert(tflite, name="x", pool_dir=tmp_path, calibration=np.zeros((4, 16, 16, 3)))
+    bad = {"image": np.zeros((4, 15, 16, 3)), "meta": np.zeros((4, 5))}
+    with pytest.raises(
+        CalibrationError, match=r"has shape \(4, 15, 16, 3\).*needs \(N, 16, 16, 3\)"
+    ):
+        convert(tflite, name="x", pool_dir=tmp_path, calibration=bad)
+    path = tmp_path / "calibration.npy"
+    np.save(path, np.zeros((4, 3)))
+    with pytest.raises(CalibrationError):
+        convert(tflite, name="x", pool_dir=tmp_path, calibration=path)
+
+
+@pytest.mark.slow
+def test_cut_points_out_of_range(two_io_entry: PoolEntry) -> None:
+    model = two_io_entry.variant_path("float32").read_bytes()
+    n = len(two_io_entry.manifest.variants["float32"].operators)
+    with pytest.raises(CutPointError, match=f"between 1 and {n - 1}"):
+        cut(model, [n])
+    with pytest.raises(CutPointError, match="out of range"):
+        cut(model, [0])
+    with pytest.raises(CutPointError, match="strictly increasing"):
+        cut(model, [3, 2])
+
+
+@pytest.mark.slow
+def test_float16_cut_inside_weight_preparation_is_refused(two_io_entry: PoolEntry) -> None:
+    variant = two_io_entry.manifest.variants["float16"]
+    constant = [op.index for op in variant.operators if op.constant]
+    assert constant, "a float16 variant dequantizes its weights"
+    model = two_io_entry.variant_path("float16").read_bytes()
+    if constant[0] == 0 and len(constant) > 1:
+        with pytest.raises(CutPointError, match="only constant operators"):
+            cut(model, [1])
+
+
+@pytest.mark.slow
+def test_control_flow_is_refused_naming_the_operator(tmp_path: Path) -> None:
+    import tensorflow as tf
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 4], tf.float32)])
+    def loop(x: tf.Tensor) -> tf.Tensor:
+        x = x * 2.0
+        i = tf.constant(0)
+        _, y = tf.while_loop(lambda i, v: i < 3, lambda i, v: (i + 1, v * 1.5 + 1.0), [i, x])
+        return tf.nn.relu(y) + 1.0
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([loop.get_concrete_function()])
+    model = converter.convert()
+    with pytest.raises(UncuttableGraphError, match="WHILE") as caught:
+        cut(model, [1])
+    assert caught.value.operator == "WHILE"
+    # It still converts into the pool, marked as not cuttable.
+    path = tmp_path / "loop.tflite"
+    path.write_bytes(model)
+    entry = convert(path, name="loop", pool_dir=tmp_path, calibration=np.ones((2, 4), np.float32))
+    assert not entry.manifest.variants["float32"].cuttable
+    assert "WHILE" in (entry.manifest.variants["float32"].uncuttable_reason or "")
