@@ -104,7 +104,7 @@ def load_source(
                 "keras.applications name",
                 path=path,
             )
-        return LoadedSource("saved-model", text, path)
+        return LoadedSource("saved-model", text, _fix_batch(path, work_dir))
     suffix = path.suffix.lower()
     if suffix == ".tflite":
         try:
@@ -187,6 +187,47 @@ def _export_keras(
     model.export(str(export_dir), format="tf_saved_model", input_signature=[specs], verbose=False)
     layer_names = tuple(layer.name for layer in model.layers)
     return LoadedSource(kind, reference, export_dir, None, layer_names, input_range)
+
+
+def _fix_batch(saved_model: Path, work_dir: Path) -> Path:
+    """The SavedModel with a batch of 1 where its serving signature leaves it open.
+
+    A dynamic batch makes TFLite graphs whose tensors inside (reshapes of dense layers,
+    say) have placeholder shapes, and a cut through those would promise a shape the
+    tensor does not have at run time. Other dynamic dimensions cannot be guessed.
+    """
+    _quiet_tensorflow()
+    import tensorflow as tf
+
+    module = tf.saved_model.load(str(saved_model))
+    signatures = getattr(module, "signatures", {})
+    if "serving_default" not in signatures:
+        raise ModelReadError(
+            f"{saved_model} has no 'serving_default' signature: export it with one "
+            "(tf.saved_model.save(..., signatures=...) or keras Model.export)",
+            path=saved_model,
+        )
+    serving = signatures["serving_default"]
+    _, inputs = serving.structured_input_signature
+    fixed = {}
+    for name, spec in inputs.items():
+        dims = list(spec.shape)
+        if dims and dims[0] is None:
+            dims[0] = 1
+        if any(d is None for d in dims):
+            raise ModelReadError(
+                f"input {name!r} of {saved_model} has a dynamic dimension {spec.shape}: "
+                "export the model with a fixed input shape (the batch may stay open)",
+                path=saved_model,
+            )
+        fixed[name] = tf.TensorSpec(dims, spec.dtype, name=name)
+    if all(list(inputs[n].shape) == list(fixed[n].shape) for n in inputs):
+        return saved_model
+    log.info("fixing the SavedModel's batch dimension to 1")
+    concrete = tf.function(lambda **kwargs: serving(**kwargs)).get_concrete_function(**fixed)
+    out = work_dir / "saved_model_batch1"
+    tf.saved_model.save(module, str(out), signatures={"serving_default": concrete})
+    return out
 
 
 def _input_name(tensor: Any) -> str:
