@@ -101,13 +101,19 @@ def _run_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_agent(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from splitmq.agent.cli import add_parser
+
+    add_parser(subparsers)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="splitmq", description="Run one deep neural network across several small devices."
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     subparsers = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_convert, _add_inspect):
+    for add in (_add_convert, _add_inspect, _add_agent):
         add(subparsers)
     return parser
 

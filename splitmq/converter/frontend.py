@@ -224,7 +224,7 @@ def _fix_batch(saved_model: Path, work_dir: Path) -> Path:
     if all(list(inputs[n].shape) == list(fixed[n].shape) for n in inputs):
         return saved_model
     log.info("fixing the SavedModel's batch dimension to 1")
-    concrete = tf.function(lambda **kwargs: serving(**kwargs)).get_concrete_function(**fixed)
+    concrete = tf.function(serving).get_concrete_function(**fixed)
     out = work_dir / "saved_model_batch1"
     tf.saved_model.save(module, str(out), signatures={"serving_default": concrete})
     return out

@@ -154,6 +154,10 @@ class Telemetry(Message):
     broker_rtt_ms: float | None = None
     energy_j: float = 0.0
     link: Link | None = None
+    duplicates: int = 0
+    """Activations delivered again (QoS 1) and not computed twice, since start."""
+    unroutable: int = 0
+    """Failed requests whose callback topic was unknown: logged and counted, since start."""
 
 
 # --- commands (coordinator -> agent) and events (agent -> coordinator) -------------
@@ -174,6 +178,8 @@ class LoadShard(Message):
     inputs: tuple[TensorSpec, ...] = ()
     outputs: tuple[TensorSpec, ...] = ()
     threads: int | None = None
+    shared: bool = False
+    """Also serve the stage's shared ``any`` topic (one replica of the group takes each)."""
 
 
 @dataclass(frozen=True)

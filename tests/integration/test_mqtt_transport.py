@@ -100,9 +100,10 @@ def test_retained_status_reaches_late_subscribers(mosquitto: Mosquitto) -> None:
         status = encode(AgentStatus("retained-agent", AgentState.ONLINE))
         agent.publish(topic, status, retain=True).wait()
         got = Collector()
-        watcher.subscribe(STATUS.filter(), got)
-        retained = [m for m in got.wait_for(1) if m.topic == topic]
-        assert retained and retained[0].retain
+        watcher.subscribe(topic, got)
+        (retained,) = got.wait_for(1)
+        assert retained.retain
+        assert decode(retained.payload, expect=AgentStatus).agent_id == "retained-agent"
     finally:
         agent.publish(STATUS.name(agent="retained-agent"), b"", retain=True).wait()
         agent.close()

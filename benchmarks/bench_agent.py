@@ -1,0 +1,263 @@
+"""What an edge agent costs: its resident memory beyond its shards, and the time it adds
+to a shard's own compute (receive, decode, check, run, encode, publish).
+
+A MobileNetV3Large (weights=None) is converted to float32 and cut in two near the middle
+of its FLOPs; one stage (``--stage``, default the second half, whose output goes to a next-stage
+topic the benchmark listens on) is served by an agent process (``python -m splitmq.agent``) over a
+real Mosquitto. Side by side, with the same runtime and thread count:
+
+- invoke: the stage's own ``invoke()`` in this process, on the same input;
+- through the agent: client -> broker -> agent (decode, check, run, encode) -> broker
+  -> client, per request, one in flight;
+- broker only: the same payload relayed client -> broker -> relay -> broker -> client,
+  with no decoding or compute, so the agent's own share can be told apart.
+
+Goal (issue 4): what the agent adds is under 10% of the shard's invoke time.
+
+    .venv/bin/python benchmarks/bench_agent.py [--requests 100] [--input-size 224]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+from _report import percentile, report
+
+from splitmq.agent import find_runtime
+from splitmq.broker import Mosquitto, config_dir
+from splitmq.coordinator.pool_service import PoolService
+from splitmq.transport import InboundMessage, MqttTransport, parse_broker_url
+from splitmq.wire import (
+    Activation,
+    AgentState,
+    AgentStatus,
+    LoadShard,
+    ShardReady,
+    Tensor,
+    TensorSpec,
+    decode,
+    encode,
+)
+from splitmq.wire.topics import COMMANDS, EVENTS, STAGE, STATUS
+
+THREADS = 1
+AGENT = "bench-agent"
+SINK = "bench-sink"
+
+
+def build_stage(workdir: Path, input_size: int, stage: int) -> object:
+    """Stage ``stage`` (0 or 1) of MobileNetV3Large cut near half its FLOPs."""
+    from splitmq.converter import convert, cut
+
+    entry = convert(
+        "MobileNetV3Large",
+        name="mnv3l",
+        pool_dir=workdir / "pool",
+        variants=("float32",),
+        calibration=np.random.default_rng(0)
+        .uniform(0, 255, (2, input_size, input_size, 3))
+        .astype(np.float32),
+        input_size=input_size,
+    )
+    variant = entry.manifest.variants["float32"]
+    total = variant.cut_points[-1].cumulative_flops
+    point = min(variant.cut_points, key=lambda c: abs(c.cumulative_flops - total / 2)).position
+    shards = cut(entry.variant_path("float32").read_bytes(), [point])
+    return shards[stage]
+
+
+class Waiter:
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.payload = b""
+
+    def __call__(self, message: InboundMessage) -> None:
+        self.payload = message.payload
+        self.event.set()
+
+    def wait(self, timeout_s: float = 30.0) -> bytes:
+        if not self.event.wait(timeout_s):
+            raise TimeoutError("no answer")
+        self.event.clear()
+        return self.payload
+
+
+def spec(s: object) -> TensorSpec:
+    return TensorSpec(s.name, tuple(s.shape), s.dtype, s.scale, s.zero_point)  # type: ignore[attr-defined]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--requests", type=int, default=100)
+    parser.add_argument("--input-size", type=int, default=224)
+    parser.add_argument("--stage", type=int, choices=[0, 1], default=1)
+    args = parser.parse_args()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    with tempfile.TemporaryDirectory(prefix="bench-agent-") as tmp:
+        workdir = Path(tmp)
+        shard = build_stage(workdir, args.input_size, args.stage)
+        (in_spec,) = shard.inputs  # type: ignore[attr-defined]
+        image = np.random.default_rng(1).random(in_spec.shape, dtype=np.float32)
+        stage = args.stage
+
+        loaded = find_runtime().load(shard.data, threads=THREADS)  # type: ignore[attr-defined]
+        invoke_s = [loaded.run({in_spec.name: image})[1] for _ in range(args.requests)]
+
+        with Mosquitto(config_dir() / "dev.conf", workdir / "broker") as broker:
+            client = MqttTransport(parse_broker_url(broker.url()))
+            client.start()
+            pool = PoolService(client)
+            pool.add(shard.data)  # type: ignore[attr-defined]
+            pool.start()
+            statuses = Waiter()
+            client.subscribe(STATUS.name(agent=AGENT), statuses)
+            process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "splitmq.agent",
+                    "--broker",
+                    broker.url(),
+                    "--id",
+                    AGENT,
+                    "--cache",
+                    str(workdir / "cache"),
+                    "--threads",
+                    str(THREADS),
+                    "--profile",
+                    "host",
+                    "--log-level",
+                    "warning",
+                ],
+            )
+            try:
+                while decode(statuses.wait(), expect=AgentStatus).state is not AgentState.ONLINE:
+                    pass
+                time.sleep(1.0)  # let the interpreter settle before reading its memory
+                agent_process = psutil.Process(process.pid)
+                rss_idle = agent_process.memory_info().rss
+                ready = Waiter()
+                client.subscribe(EVENTS.name(agent=AGENT), ready)
+                load = LoadShard(
+                    command_id="bench",
+                    issuer="coordinator",
+                    deployment="bench",
+                    stage=stage,
+                    digest=shard.sha256,  # type: ignore[attr-defined]
+                    size_bytes=shard.size_bytes,  # type: ignore[attr-defined]
+                    inputs=tuple(spec(s) for s in shard.inputs),  # type: ignore[attr-defined]
+                    outputs=tuple(spec(s) for s in shard.outputs),  # type: ignore[attr-defined]
+                    threads=THREADS,
+                )
+                client.publish(COMMANDS.name(agent=AGENT), encode(load)).wait()
+                answer = decode(ready.wait(120))
+                if not isinstance(answer, ShardReady):
+                    raise SystemExit(f"load failed: {answer}")
+                sink = Waiter()
+                client.subscribe(STAGE.name(deployment="bench", stage=stage + 1, agent=SINK), sink)
+                topic = STAGE.name(deployment="bench", stage=stage, agent=AGENT)
+                through_agent = []
+                for _ in range(args.requests + 5):
+                    activation = Activation(
+                        request_id=os.urandom(16),
+                        attempt=0,
+                        deployment="bench",
+                        stage=stage,
+                        route=((AGENT,),) * stage + ((AGENT,), (SINK,)),
+                        callback="splitmq/v1/clients/bench/result",
+                        deadline_ms=0,
+                        tensors=(Tensor(in_spec.name, image),),
+                    )
+                    start = time.perf_counter()
+                    client.publish(topic, encode(activation))
+                    sink.wait()
+                    through_agent.append(time.perf_counter() - start)
+                through_agent = through_agent[5:]
+                rss_loaded = agent_process.memory_info().rss
+                forwarded = sink.payload
+            finally:
+                process.terminate()
+                process.wait(10)
+
+            relay = MqttTransport(parse_broker_url(broker.url()))
+            relay.start()
+
+            def forward(_message: InboundMessage) -> None:
+                relay.publish("bench/out", forwarded, qos=1)
+
+            relay.subscribe("bench/in", forward)
+            back = Waiter()
+            client.subscribe("bench/out", back)
+            request_bytes = encode(activation)
+            broker_only = []
+            for _ in range(args.requests + 5):
+                start = time.perf_counter()
+                client.publish("bench/in", request_bytes)
+                back.wait()
+                broker_only.append(time.perf_counter() - start)
+            broker_only = broker_only[5:]
+            relay.close()
+            client.close()
+
+    invoke_ms = statistics.median(invoke_s) * 1000
+    agent_ms = statistics.median(through_agent) * 1000
+    broker_ms = statistics.median(broker_only) * 1000
+    added_ms = agent_ms - invoke_ms
+    own_ms = agent_ms - invoke_ms - broker_ms
+    shard_bytes = shard.size_bytes  # type: ignore[attr-defined]
+    rows = [
+        (
+            f"stage {args.stage} of MobileNetV3Large",
+            f"{shard_bytes / 1e6:.1f} MB, in {list(in_spec.shape)}",
+            "",
+        ),
+        ("shard invoke, p50", f"{invoke_ms:.2f} ms", ""),
+        (
+            "through the agent, p50",
+            f"{agent_ms:.2f} ms (p90 {percentile(through_agent, 90) * 1000:.2f})",
+            "",
+        ),
+        ("broker only (2 traversals), p50", f"{broker_ms:.2f} ms", ""),
+        ("added by agent + broker", f"{added_ms:.2f} ms ({100 * added_ms / invoke_ms:.1f}%)", ""),
+        (
+            "added by the agent itself",
+            f"{own_ms:.2f} ms ({100 * own_ms / invoke_ms:.1f}%)",
+            "< 10%",
+        ),
+        ("agent RSS, no shard", f"{rss_idle / 1e6:.1f} MB", ""),
+        ("agent RSS, shard loaded and serving", f"{rss_loaded / 1e6:.1f} MB", ""),
+        ("RSS beyond the shard's bytes", f"{(rss_loaded - shard_bytes) / 1e6:.1f} MB", ""),
+    ]
+    report(
+        "edge agent overhead",
+        rows,
+        {
+            "requests": args.requests,
+            "input_size": args.input_size,
+            "stage": args.stage,
+            "threads": THREADS,
+            "runtime": find_runtime().kind.value,
+            "shard_bytes": shard_bytes,
+            "invoke_ms_p50": invoke_ms,
+            "through_agent_ms_p50": agent_ms,
+            "broker_only_ms_p50": broker_ms,
+            "agent_overhead_pct": 100 * own_ms / invoke_ms,
+            "agent_and_broker_overhead_pct": 100 * added_ms / invoke_ms,
+            "rss_idle_bytes": rss_idle,
+            "rss_loaded_bytes": rss_loaded,
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()

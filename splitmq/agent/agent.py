@@ -1,0 +1,851 @@
+"""The edge agent: presence, telemetry, shards, stage workers, forwarding.
+
+Threads, and what runs on each:
+
+- the transport's network thread (paho) only enqueues into the transport's inbox;
+- the transport's inbox worker dispatches by topic: an activation goes into its stage's
+  bounded queue (or is refused at once: unknown deployment, shard not loaded, queue
+  full), a pool chunk goes to the fetcher, a ping is answered, a load/unload command
+  goes to the command thread;
+- the command thread fetches, verifies, caches, loads and benchmarks shards;
+- one worker thread per hosted stage decodes, checks, invokes the shard, and forwards
+  (or runs the next stage in-process when this agent hosts it too);
+- the telemetry thread publishes telemetry and probes the broker's round trip.
+
+Every failure a request meets becomes an :class:`ErrorMessage` on its callback topic;
+when even that is unknown it is logged and counted (``Telemetry.unroutable``).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import numpy as np
+
+import splitmq
+from splitmq.agent import probes
+from splitmq.agent.cache import DigestMismatch, ShardCache
+from splitmq.agent.config import AgentConfig
+from splitmq.agent.energy import EnergyMeter
+from splitmq.agent.fetch import FetchError, ShardFetcher
+from splitmq.agent.runtime import LoadedShard, Runtime, ShardLoadError, find_runtime
+from splitmq.errors import DecodeError, SplitMQError, TransportError
+from splitmq.transport import InboundMessage, Transport, Will
+from splitmq.wire import (
+    REQUEST_ID_BYTES,
+    Activation,
+    AgentState,
+    AgentStatus,
+    CommandReply,
+    ErrorCode,
+    ErrorMessage,
+    LoadShard,
+    Message,
+    Ping,
+    Pong,
+    Result,
+    ShardReady,
+    Telemetry,
+    Tensor,
+    TensorSpec,
+    TraceEntry,
+    UnloadShard,
+    decode,
+    encode,
+)
+from splitmq.wire.cbor import loads
+from splitmq.wire.topics import (
+    ANY_AGENT,
+    COMMANDS,
+    EVENTS,
+    POOL_CHUNKS,
+    RESULTS,
+    STAGE,
+    STATUS,
+    TELEMETRY,
+)
+
+log = logging.getLogger(__name__)
+
+EWMA_WEIGHT = 0.2
+"""Weight of the newest sample in the smoothed compute time and broker round trip."""
+
+
+def now_ms() -> float:
+    return time.time() * 1000.0
+
+
+def agent_will(config: AgentConfig) -> Will:
+    """The last will to register with the broker: a retained ``offline`` status."""
+    status = AgentStatus(agent_id=config.agent_id, state=AgentState.OFFLINE)
+    return Will(
+        STATUS.name(config.namespace, agent=config.agent_id),
+        encode(status),
+        qos=STATUS.qos,
+        retain=STATUS.retain,
+    )
+
+
+def stage_key(deployment: str, stage: int) -> str:
+    """How a hosted stage is named in telemetry (``queue_depth``, ``compute_ms``)."""
+    return f"{deployment}/{stage}"
+
+
+class RequestFailed(SplitMQError):
+    """A request cannot go on at this stage (becomes an ErrorMessage on its callback)."""
+
+    def __init__(self, code: ErrorCode, message: str):
+        self.code = code
+        super().__init__(message)
+
+
+@dataclass(frozen=True)
+class _Job:
+    message: InboundMessage
+    received_ms: float
+
+
+@dataclass
+class _HostedStage:
+    deployment: str
+    stage: int
+    digest: str
+    shard: LoadedShard
+    inputs: tuple[TensorSpec, ...]
+    queue: queue.Queue[_Job | None]
+    shared_filter: str | None = None
+    compute_ms: float | None = None
+    thread: threading.Thread | None = None
+
+    @property
+    def key(self) -> str:
+        return stage_key(self.deployment, self.stage)
+
+
+@dataclass
+class _Counters:
+    duplicates: int = 0
+    unroutable: int = 0
+    errors_sent: int = 0
+    results_sent: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, name: str) -> None:
+        with self.lock:
+            setattr(self, name, getattr(self, name) + 1)
+
+
+class _SeenRequests:
+    """A bounded memory of (request id, stage, attempt): QoS 1 may deliver twice."""
+
+    def __init__(self, size: int):
+        self._size = size
+        self._seen: OrderedDict[tuple[bytes, int, int], None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def first_time(self, key: tuple[bytes, int, int]) -> bool:
+        with self._lock:
+            if key in self._seen:
+                return False
+            self._seen[key] = None
+            if len(self._seen) > self._size:
+                self._seen.popitem(last=False)
+            return True
+
+
+class Agent:
+    """One edge agent over any :class:`splitmq.transport.Transport`.
+
+    Create the transport with ``will=agent_will(config)`` so the broker marks the agent
+    offline if it vanishes. ``start()`` connects and serves; ``stop()`` says offline and
+    disconnects.
+    """
+
+    def __init__(
+        self, config: AgentConfig, transport: Transport, *, runtime: Runtime | None = None
+    ):
+        self.config = config
+        self.transport = transport
+        self.runtime = runtime or find_runtime(config.runtime)
+        self.cache = ShardCache(config.cache_dir, config.cache_max_bytes)
+        self.energy = EnergyMeter(config.profile, config.battery, initial_pct=config.battery_pct)
+        self.counters = _Counters()
+        self._ns = config.namespace
+        self._fetcher = ShardFetcher(
+            transport,
+            config.agent_id,
+            namespace=self._ns,
+            chunk_bytes=config.fetch_chunk_bytes,
+            window=config.fetch_window,
+            timeout_s=config.fetch_timeout_s,
+            retries=config.fetch_retries,
+        )
+        self._stages: dict[tuple[str, int], _HostedStage] = {}
+        self._loading: set[tuple[str, int]] = set()
+        self._stages_lock = threading.Lock()
+        self._seen = _SeenRequests(config.dedup_entries)
+        self._commands: queue.Queue[LoadShard | UnloadShard | None] = queue.Queue()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._rtt_ms: float | None = None
+        self._rtt_sequence = 0
+        self._started = False
+        self._link_lock = threading.Lock()
+
+    # -- life cycle ---------------------------------------------------------------------
+
+    @property
+    def agent_id(self) -> str:
+        return self.config.agent_id
+
+    def start(self, timeout_s: float = 10.0) -> None:
+        """Connect, announce, subscribe, and start the command and telemetry threads."""
+        if self._started:
+            return
+        self._started = True
+        self.transport.add_connection_listener(self._on_connection)
+        self.transport.start(timeout_s)
+        me = self.agent_id
+        self.transport.subscribe(
+            COMMANDS.name(self._ns, agent=me), self._on_command, qos=COMMANDS.qos
+        )
+        self.transport.subscribe(
+            POOL_CHUNKS.name(self._ns, agent=me), self._fetcher.on_message, qos=POOL_CHUNKS.qos
+        )
+        self.transport.subscribe(STAGE.filter(self._ns, agent=me), self._on_stage, qos=STAGE.qos)
+        for target, name in ((self._run_commands, "commands"), (self._run_telemetry, "telemetry")):
+            thread = threading.Thread(target=target, name=f"agent-{me}-{name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        log.info(
+            "agent %s serving (runtime %s %s, profile %s, cache %s)",
+            me,
+            self.runtime.kind,
+            self.runtime.version,
+            self.config.profile.name,
+            self.config.cache_dir,
+        )
+
+    def stop(self) -> None:
+        """Publish ``offline``, stop every thread and disconnect cleanly."""
+        if not self._started:
+            return
+        self._started = False
+        self._stop.set()
+        self._commands.put(None)
+        with self._stages_lock:
+            hosted = list(self._stages.values())
+            self._stages.clear()
+        for stage in hosted:
+            stage.queue.put(None)
+        for thread in [*self._threads, *(s.thread for s in hosted if s.thread)]:
+            if thread is not threading.current_thread():
+                thread.join(5.0)
+        status = AgentStatus(agent_id=self.agent_id, state=AgentState.OFFLINE, ts_ms=int(now_ms()))
+        try:
+            self.transport.publish(
+                STATUS.name(self._ns, agent=self.agent_id),
+                encode(status),
+                qos=STATUS.qos,
+                retain=STATUS.retain,
+            ).wait(2.0)
+        except TransportError as error:
+            log.warning("could not publish the offline status: %s", error)
+        self.transport.close()
+
+    def __enter__(self) -> Agent:
+        self.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+    def hosted(self) -> list[str]:
+        """The stages this agent serves, as ``deployment/stage``."""
+        with self._stages_lock:
+            return sorted(s.key for s in self._stages.values())
+
+    # -- presence and telemetry ---------------------------------------------------------
+
+    def status(self) -> AgentStatus:
+        return AgentStatus(
+            agent_id=self.agent_id,
+            state=AgentState.ONLINE,
+            ts_ms=int(now_ms()),
+            version=splitmq.__version__,
+            runtime=str(self.runtime.kind),
+            runtime_version=self.runtime.version,
+            cores=probes.cores(),
+            memory_bytes=probes.mem_total_bytes(),
+            profile=self.config.profile.name,
+            cached_shards=tuple(self.cache.digests()),
+        )
+
+    def telemetry(self) -> Telemetry:
+        with self._stages_lock:
+            hosted = list(self._stages.values())
+        stats = self.transport.stats
+        profile = self.config.profile
+        return Telemetry(
+            agent_id=self.agent_id,
+            ts_ms=int(now_ms()),
+            period_s=self.config.telemetry_period_s,
+            cpu_pct=probes.cpu_pct(),
+            mem_free_bytes=probes.mem_free_bytes(),
+            battery=self.energy.battery(),
+            profile=profile.name,
+            temperature_c=probes.temperature_c(),
+            queue_depth={s.key: s.queue.qsize() for s in hosted},
+            compute_ms={s.key: s.compute_ms for s in hosted if s.compute_ms is not None},
+            msgs_in=stats.msgs_in,
+            msgs_out=stats.msgs_out,
+            bytes_in=stats.bytes_in,
+            bytes_out=stats.bytes_out,
+            broker_rtt_ms=self._rtt_ms,
+            energy_j=self.energy.energy_j,
+            link=profile.link if self.config.emulate else None,
+            duplicates=self.counters.duplicates,
+            unroutable=self.counters.unroutable,
+        )
+
+    def _announce(self) -> None:
+        self._publish_message(STATUS.name(self._ns, agent=self.agent_id), self.status(), STATUS)
+
+    def _on_connection(self, up: bool) -> None:
+        if up:  # the birth message, again after every reconnect
+            try:
+                self._announce()
+            except TransportError as error:
+                log.warning("could not announce: %s", error)
+
+    def _run_telemetry(self) -> None:
+        period = self.config.telemetry_period_s
+        while not self._stop.is_set():
+            try:
+                self._probe_broker()
+                self._publish_message(
+                    TELEMETRY.name(self._ns, agent=self.agent_id), self.telemetry(), TELEMETRY
+                )
+            except TransportError as error:
+                log.debug("telemetry not sent: %s", error)
+            self._stop.wait(period)
+
+    def _probe_broker(self) -> None:
+        """Send ourselves a ping through the broker; its return gives the round trip."""
+        self._rtt_sequence += 1
+        probe = Ping(
+            command_id=f"rtt-{self._rtt_sequence}",
+            issuer=self.agent_id,
+            sent_ms=time.monotonic() * 1000.0,
+        )
+        self.transport.publish(
+            COMMANDS.name(self._ns, agent=self.agent_id), encode(probe), qos=COMMANDS.qos
+        )
+
+    # -- commands -------------------------------------------------------------------------
+
+    def _on_command(self, message: InboundMessage) -> None:
+        try:
+            command = cast(
+                LoadShard | UnloadShard | Ping,
+                decode(message.payload, expect=(LoadShard, UnloadShard, Ping), topic=message.topic),
+            )
+        except DecodeError as error:
+            log.warning("ignored a bad command: %s", error)
+            return
+        if isinstance(command, Ping) and command.issuer == self.agent_id:
+            rtt = time.monotonic() * 1000.0 - command.sent_ms
+            previous = self._rtt_ms
+            self._rtt_ms = rtt if previous is None else previous + EWMA_WEIGHT * (rtt - previous)
+            return
+        if command.issuer != self.config.coordinator_id:
+            log.warning("refused %s from %r: not the coordinator", command.KIND, command.issuer)
+            self._reply(
+                command.command_id,
+                ok=False,
+                message=(
+                    f"{command.issuer!r} may not command this agent: only "
+                    f"{self.config.coordinator_id!r} may"
+                ),
+            )
+            return
+        if isinstance(command, Ping):
+            pong = Pong(
+                command_id=command.command_id,
+                agent_id=self.agent_id,
+                sent_ms=command.sent_ms,
+                ts_ms=now_ms(),
+            )
+            self._publish_message(EVENTS.name(self._ns, agent=self.agent_id), pong, EVENTS)
+            return
+        if isinstance(command, LoadShard):
+            with self._stages_lock:
+                self._loading.add((command.deployment, command.stage))
+        self._commands.put(command)
+
+    def _run_commands(self) -> None:
+        while True:
+            command = self._commands.get()
+            if command is None:
+                return
+            try:
+                if isinstance(command, LoadShard):
+                    self._load(command)
+                else:
+                    self._unload(command)
+            except Exception as error:  # a bug must not kill the command thread
+                log.exception("command %s failed", command.command_id)
+                self._reply(command.command_id, ok=False, message=f"internal error: {error}")
+
+    def _reply(self, command_id: str, *, ok: bool, message: str = "") -> None:
+        reply = CommandReply(command_id=command_id, agent_id=self.agent_id, ok=ok, message=message)
+        self._publish_message(EVENTS.name(self._ns, agent=self.agent_id), reply, EVENTS)
+
+    def _load(self, command: LoadShard) -> None:
+        where = (command.deployment, command.stage)
+        try:
+            hosted = self._install(command)
+        except (FetchError, DigestMismatch, ShardLoadError, ValueError) as error:
+            with self._stages_lock:
+                self._loading.discard(where)
+            log.warning("load of %s failed: %s", stage_key(*where), error)
+            self._reply(command.command_id, ok=False, message=str(error))
+            return
+        bench_s = hosted.shard.benchmark(self.config.bench_runs)
+        bench_ms = bench_s * 1000.0 * self._compute_factor()
+        hosted.compute_ms = bench_ms
+        self._serve(hosted)
+        if command.shared:
+            group = f"splitmq-{command.deployment}-{command.stage}"
+            hosted.shared_filter = STAGE.shared_filter(
+                group, self._ns, deployment=command.deployment, stage=command.stage, agent=ANY_AGENT
+            )
+            self.transport.subscribe(hosted.shared_filter, self._on_stage, qos=STAGE.qos)
+        ready = ShardReady(
+            command_id=command.command_id,
+            agent_id=self.agent_id,
+            deployment=command.deployment,
+            stage=command.stage,
+            digest=command.digest,
+            runtime=str(self.runtime.kind),
+            bench_ms=bench_ms,
+        )
+        log.info("serving %s: shard %s, %.2f ms per run", hosted.key, command.digest[:12], bench_ms)
+        self._announce()  # the cached shards changed: say so before the shard is ready
+        self._publish_message(EVENTS.name(self._ns, agent=self.agent_id), ready, EVENTS)
+
+    def _install(self, command: LoadShard) -> _HostedStage:
+        data = self.cache.get(command.digest)
+        if data is None:
+            log.info("shard %s not cached: fetching from the pool", command.digest[:12])
+            data = self._fetcher.fetch(command.digest, command.size_bytes)
+            with self._stages_lock:
+                pinned = {s.digest for s in self._stages.values()}
+            self.cache.put(data, command.digest, pinned=pinned)
+        else:
+            log.info("shard %s found in the cache", command.digest[:12])
+        threads = command.threads or self.config.threads
+        shard = self.runtime.load(data, threads=threads, xnnpack=self.config.xnnpack)
+        for side, announced, actual in (
+            ("inputs", command.inputs, shard.inputs),
+            ("outputs", command.outputs, shard.outputs),
+        ):
+            if announced and _boundary(announced) != _boundary(actual):
+                raise ShardLoadError(
+                    f"the shard's {side} {_boundary(actual)} are not the {_boundary(announced)} "
+                    "the load command announced"
+                )
+        return _HostedStage(
+            deployment=command.deployment,
+            stage=command.stage,
+            digest=command.digest,
+            shard=shard,
+            inputs=shard.inputs,
+            queue=queue.Queue(maxsize=self.config.queue_size),
+        )
+
+    def _serve(self, hosted: _HostedStage) -> None:
+        where = (hosted.deployment, hosted.stage)
+        hosted.thread = threading.Thread(
+            target=self._run_stage,
+            args=(hosted,),
+            name=f"agent-{self.agent_id}-stage-{hosted.key}",
+            daemon=True,
+        )
+        with self._stages_lock:
+            previous = self._stages.get(where)
+            self._stages[where] = hosted
+            self._loading.discard(where)
+        hosted.thread.start()
+        if previous is not None:
+            self._retire(previous)
+
+    def _unload(self, command: UnloadShard) -> None:
+        where = (command.deployment, command.stage)
+        with self._stages_lock:
+            hosted = self._stages.pop(where, None)
+        if hosted is None:
+            self._reply(
+                command.command_id,
+                ok=False,
+                message=f"this agent does not host {stage_key(*where)}",
+            )
+            return
+        self._retire(hosted)
+        log.info("unloaded %s", hosted.key)
+        self._reply(command.command_id, ok=True)
+
+    def _retire(self, hosted: _HostedStage) -> None:
+        if hosted.shared_filter is not None:
+            try:
+                self.transport.unsubscribe(hosted.shared_filter)
+            except TransportError as error:
+                log.warning("could not unsubscribe %s: %s", hosted.shared_filter, error)
+        hosted.queue.put(None)  # the worker ends after what is queued; then the shard is freed
+
+    # -- requests ---------------------------------------------------------------------------
+
+    def _on_stage(self, message: InboundMessage) -> None:
+        """Route an activation to its stage's queue; refuse at once what cannot be served."""
+        received = now_ms()
+        params = STAGE.parse(message.topic, self._ns)
+        hosted = None
+        if params is not None and params["stage"].isdigit():
+            with self._stages_lock:
+                hosted = self._stages.get((params["deployment"], int(params["stage"])))
+        if hosted is not None:
+            try:
+                hosted.queue.put_nowait(_Job(message, received))
+            except queue.Full:
+                self._refuse(
+                    message,
+                    ErrorCode.OVERLOADED,
+                    f"stage {hosted.key} on {self.agent_id} has {self.config.queue_size} "
+                    "requests waiting: try a fallback replica",
+                )
+            return
+        try:
+            activation = decode(message.payload, expect=Activation, topic=message.topic)
+        except DecodeError as error:
+            self._refuse(message, ErrorCode.BAD_MESSAGE, str(error))
+            return
+        code, reason = self._why_not_served(activation.deployment, activation.stage)
+        self._send_error(activation, code, reason)
+
+    def _why_not_served(self, deployment: str, stage: int) -> tuple[ErrorCode, str]:
+        with self._stages_lock:
+            known = {d for d, _ in self._stages} | {d for d, _ in self._loading}
+            loading = (deployment, stage) in self._loading
+        if deployment not in known:
+            return (
+                ErrorCode.UNKNOWN_DEPLOYMENT,
+                f"agent {self.agent_id} hosts nothing of deployment {deployment!r}: the "
+                "plan is stale; ask the coordinator for a new one",
+            )
+        state = "is still loading" if loading else "is not loaded"
+        return (
+            ErrorCode.SHARD_NOT_LOADED,
+            f"stage {stage} of {deployment!r} {state} on agent {self.agent_id}",
+        )
+
+    def _run_stage(self, hosted: _HostedStage) -> None:
+        while True:
+            job = hosted.queue.get()
+            if job is None:
+                return
+            try:
+                self._process(hosted, job)
+            except Exception as error:  # a bug must not kill the stage: tell the requester
+                log.exception("stage %s failed on a request", hosted.key)
+                self._refuse(job.message, ErrorCode.INTERNAL, f"internal error: {error}")
+
+    def _process(self, hosted: _HostedStage, job: _Job) -> None:
+        try:
+            activation = decode(job.message.payload, expect=Activation, topic=job.message.topic)
+        except DecodeError as error:
+            self._refuse(job.message, ErrorCode.BAD_MESSAGE, str(error))
+            return
+        if (activation.deployment, activation.stage) != (hosted.deployment, hosted.stage):
+            self._send_error(
+                activation,
+                ErrorCode.BAD_MESSAGE,
+                f"sent to stage {hosted.key} but addressed to "
+                f"{stage_key(activation.deployment, activation.stage)}",
+            )
+            return
+        current, received_ms, bytes_in = activation, job.received_ms, len(job.message.payload)
+        self.energy.spend_radio(bytes_in)
+        while True:
+            if not self._seen.first_time((current.request_id, current.stage, current.attempt)):
+                self.counters.add("duplicates")
+                log.debug("duplicate of %s at stage %d", current.request_id.hex(), current.stage)
+                return
+            try:
+                following = self._compute(hosted, current, received_ms, bytes_in)
+            except RequestFailed as failure:
+                self._send_error(current, failure.code, str(failure))
+                return
+            if following is None:
+                return
+            current, hosted = following
+            received_ms, bytes_in = now_ms(), 0
+
+    def _compute(
+        self, hosted: _HostedStage, activation: Activation, received_ms: float, bytes_in: int
+    ) -> tuple[Activation, _HostedStage] | None:
+        """Run one stage; forward, answer, or hand back the next stage hosted here."""
+        if activation.deadline_ms and now_ms() > activation.deadline_ms:
+            late = now_ms() - activation.deadline_ms
+            raise RequestFailed(
+                ErrorCode.DEADLINE_EXCEEDED,
+                f"arrived at stage {activation.stage} on {self.agent_id} {late:.0f} ms "
+                "after its deadline",
+            )
+        arrays = _checked_inputs(hosted.inputs, activation.tensors)
+        started = now_ms()
+        outputs, invoke_s = hosted.shard.run(arrays)
+        compute_s = invoke_s
+        factor = self._compute_factor()
+        if factor > 1:
+            time.sleep((factor - 1) * invoke_s)
+            compute_s = invoke_s * factor
+        finished = now_ms()
+        self.energy.spend_compute(compute_s)
+        sample = compute_s * 1000.0
+        hosted.compute_ms = (
+            sample
+            if hosted.compute_ms is None
+            else hosted.compute_ms + EWMA_WEIGHT * (sample - hosted.compute_ms)
+        )
+        trace = (
+            *activation.trace,
+            TraceEntry(
+                stage=activation.stage,
+                agent_id=self.agent_id,
+                received_ms=received_ms,
+                started_ms=started,
+                finished_ms=finished,
+                bytes_in=bytes_in,
+                attempt=activation.attempt,
+            ),
+        )
+        next_stage = activation.stage + 1
+        if next_stage >= len(activation.route):
+            result = Result(
+                request_id=activation.request_id,
+                attempt=activation.attempt,
+                deployment=activation.deployment,
+                tensors=outputs,
+                trace=trace,
+                agent_id=self.agent_id,
+            )
+            self._send_to_callback(activation, result)
+            return None
+        candidates = activation.route[next_stage]
+        if not candidates:
+            raise RequestFailed(
+                ErrorCode.BAD_MESSAGE, f"the route names no agent for stage {next_stage}"
+            )
+        forward = Activation(
+            request_id=activation.request_id,
+            attempt=activation.attempt,
+            deployment=activation.deployment,
+            stage=next_stage,
+            route=activation.route,
+            callback=activation.callback,
+            deadline_ms=activation.deadline_ms,
+            tensors=outputs,
+            trace=trace,
+            client_id=activation.client_id,
+        )
+        if candidates[0] == self.agent_id:
+            with self._stages_lock:
+                local = self._stages.get((activation.deployment, next_stage))
+            if local is not None:
+                return forward, local  # in-process: no broker hop
+        try:
+            topic = STAGE.name(
+                self._ns, deployment=activation.deployment, stage=next_stage, agent=candidates[0]
+            )
+        except ValueError as error:
+            raise RequestFailed(ErrorCode.BAD_MESSAGE, f"bad route: {error}") from None
+        self._send(topic, encode(forward), deadline_ms=activation.deadline_ms)
+        return None
+
+    # -- sending ----------------------------------------------------------------------------
+
+    def _compute_factor(self) -> float:
+        return self.config.profile.compute_factor if self.config.emulate else 1.0
+
+    def _send(self, topic: str, payload: bytes, *, deadline_ms: int = 0) -> None:
+        """Publish over the emulated link: wait latency + bytes / bandwidth, then send."""
+        link = self.config.profile.link
+        if self.config.emulate and link is not None:
+            delay_s = link.latency_ms / 1000.0 + len(payload) * 8 / (link.bandwidth_mbps * 1e6)
+            with self._link_lock:  # one radio: transmissions queue behind each other
+                time.sleep(delay_s)
+        expiry_s = None
+        if deadline_ms:
+            expiry_s = max(1.0, (deadline_ms - now_ms()) / 1000.0)
+        try:
+            self.transport.publish(topic, payload, qos=STAGE.qos, expiry_s=expiry_s)
+        except TransportError as error:
+            raise RequestFailed(ErrorCode.INTERNAL, f"cannot send to {topic}: {error}") from None
+        self.energy.spend_radio(len(payload))
+
+    def _send_to_callback(self, activation: Activation, message: Result | ErrorMessage) -> None:
+        if not _is_callback(activation.callback, self._ns):
+            self.counters.add("unroutable")
+            log.warning(
+                "request %s: callback %r is not a result topic; dropped its %s",
+                activation.request_id.hex(),
+                activation.callback,
+                message.KIND,
+            )
+            return
+        try:
+            self._send(activation.callback, encode(message), deadline_ms=0)
+        except RequestFailed as failure:
+            if isinstance(message, ErrorMessage):
+                self.counters.add("unroutable")
+                log.error("could not report an error on %s: %s", activation.callback, failure)
+                return
+            error = _error_for(activation, self.agent_id, failure.code, str(failure))
+            self._send_to_callback(activation, error)
+            return
+        self.counters.add("errors_sent" if isinstance(message, ErrorMessage) else "results_sent")
+
+    def _send_error(self, activation: Activation, code: ErrorCode, reason: str) -> None:
+        log.info(
+            "request %s stage %d: %s: %s",
+            activation.request_id.hex(),
+            activation.stage,
+            code,
+            reason,
+        )
+        self._send_to_callback(activation, _error_for(activation, self.agent_id, code, reason))
+
+    def _refuse(self, message: InboundMessage, code: ErrorCode, reason: str) -> None:
+        """Answer a message we cannot (fully) decode, from whatever of it can be read."""
+        salvaged = _salvage(message.payload)
+        if salvaged is None:
+            self.counters.add("unroutable")
+            log.warning(
+                "dropped a message on %s (%s: %s): no callback", message.topic, code, reason
+            )
+            return
+        self._send_error(salvaged, code, reason)
+
+    def _publish_message(self, topic: str, message: Message, row: Any) -> None:
+        self.transport.publish(topic, encode(message), qos=row.qos, retain=row.retain)
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def _boundary(specs: tuple[TensorSpec, ...]) -> list[tuple[str, tuple[int, ...], str]]:
+    return [(s.name, tuple(s.shape), s.dtype) for s in specs]
+
+
+def _is_callback(topic: str, namespace: str) -> bool:
+    """Results go only to a ``clients/{client}/result`` topic: never anywhere a message says."""
+    return (
+        isinstance(topic, str)
+        and RESULTS.parse(topic, namespace) is not None
+        and all(c not in topic for c in "+#\x00")
+    )
+
+
+def _checked_inputs(
+    specs: tuple[TensorSpec, ...], tensors: tuple[Tensor, ...]
+) -> dict[str, np.ndarray[Any, Any]]:
+    """The arrays by name, once names, shapes, dtypes and quantization match the shard."""
+    by_name = {t.name: t for t in tensors}
+    wanted = [s.name for s in specs]
+    if sorted(by_name) != sorted(wanted) or len(by_name) != len(tensors):
+        raise RequestFailed(
+            ErrorCode.SHAPE_MISMATCH,
+            f"the shard reads tensors {wanted}, the message carries {[t.name for t in tensors]}",
+        )
+    arrays = {}
+    for spec in specs:
+        tensor = by_name[spec.name]
+        shape = tuple(tensor.array.shape)
+        if len(shape) != len(spec.shape) or any(
+            want not in (-1, got) for want, got in zip(spec.shape, shape, strict=True)
+        ):
+            raise RequestFailed(
+                ErrorCode.SHAPE_MISMATCH,
+                f"tensor {spec.name!r} has shape {list(shape)}, the shard needs {list(spec.shape)}",
+            )
+        if tensor.array.dtype.name != spec.dtype:
+            raise RequestFailed(
+                ErrorCode.SHAPE_MISMATCH,
+                f"tensor {spec.name!r} is {tensor.array.dtype.name}, the shard needs {spec.dtype}",
+            )
+        if (
+            spec.scale is not None
+            and tensor.scale is not None
+            and (
+                not np.isclose(tensor.scale, spec.scale, rtol=1e-6)
+                or tensor.zero_point != spec.zero_point
+            )
+        ):
+            raise RequestFailed(
+                ErrorCode.SHAPE_MISMATCH,
+                f"tensor {spec.name!r} is quantized with scale {tensor.scale} and zero point "
+                f"{tensor.zero_point}, the shard needs {spec.scale} and {spec.zero_point}",
+            )
+        arrays[spec.name] = tensor.array
+    return arrays
+
+
+def _error_for(activation: Activation, agent_id: str, code: ErrorCode, reason: str) -> ErrorMessage:
+    return ErrorMessage(
+        request_id=activation.request_id,
+        attempt=activation.attempt,
+        stage=activation.stage,
+        agent_id=agent_id,
+        code=code,
+        message=reason,
+        deployment=activation.deployment,
+    )
+
+
+def _salvage(payload: bytes) -> Activation | None:
+    """Enough of a malformed activation to answer it: request id, attempt, stage, callback."""
+    try:
+        raw = loads(payload, max_depth=32)
+    except DecodeError:
+        return None
+    if not isinstance(raw, dict):
+        return None
+    request_id, callback = raw.get("request_id"), raw.get("callback")
+    if isinstance(request_id, memoryview):
+        request_id = bytes(request_id)
+    if not (isinstance(request_id, bytes) and len(request_id) == REQUEST_ID_BYTES):
+        return None
+    if not isinstance(callback, str):
+        return None
+
+    def integer(key: str) -> int:
+        value = raw.get(key)
+        return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+    deployment = raw.get("deployment")
+    return Activation(
+        request_id=request_id,
+        attempt=integer("attempt"),
+        deployment=deployment if isinstance(deployment, str) else "",
+        stage=integer("stage"),
+        route=(),
+        callback=callback,
+        deadline_ms=0,
+        tensors=(),
+    )
