@@ -218,7 +218,12 @@ class Agent:
         self.transport.subscribe(
             POOL_CHUNKS.name(self._ns, agent=me), self._fetcher.on_message, qos=POOL_CHUNKS.qos
         )
-        self.transport.subscribe(STAGE.filter(self._ns, agent=me), self._on_stage, qos=STAGE.qos)
+        self.transport.subscribe(
+            STAGE.filter(self._ns, agent=me),
+            self._on_stage,
+            qos=STAGE.qos,
+            fast_path=self._enqueue_stage,
+        )
         for target, name in ((self._run_commands, "commands"), (self._run_telemetry, "telemetry")):
             thread = threading.Thread(target=target, name=f"agent-{me}-{name}", daemon=True)
             thread.start()
@@ -426,7 +431,12 @@ class Agent:
             hosted.shared_filter = STAGE.shared_filter(
                 group, self._ns, deployment=command.deployment, stage=command.stage, agent=ANY_AGENT
             )
-            self.transport.subscribe(hosted.shared_filter, self._on_stage, qos=STAGE.qos)
+            self.transport.subscribe(
+                hosted.shared_filter,
+                self._on_stage,
+                qos=STAGE.qos,
+                fast_path=self._enqueue_stage,
+            )
         ready = ShardReady(
             command_id=command.command_id,
             agent_id=self.agent_id,
@@ -511,14 +521,32 @@ class Agent:
 
     # -- requests ---------------------------------------------------------------------------
 
+    def _hosted_for(self, message: InboundMessage) -> _HostedStage | None:
+        params = STAGE.parse(message.topic, self._ns)
+        if params is None or not params["stage"].isdigit():
+            return None
+        with self._stages_lock:
+            return self._stages.get((params["deployment"], int(params["stage"])))
+
+    def _enqueue_stage(self, message: InboundMessage) -> bool:
+        """On paho's network thread: hand a request straight to its stage's worker.
+
+        It only enqueues; anything else (a full queue, a stage not hosted) is declined
+        and reaches :meth:`_on_stage` on the inbox worker, which may publish errors.
+        """
+        hosted = self._hosted_for(message)
+        if hosted is None:
+            return False
+        try:
+            hosted.queue.put_nowait(_Job(message, now_ms()))
+        except queue.Full:
+            return False
+        return True
+
     def _on_stage(self, message: InboundMessage) -> None:
         """Route an activation to its stage's queue; refuse at once what cannot be served."""
         received = now_ms()
-        params = STAGE.parse(message.topic, self._ns)
-        hosted = None
-        if params is not None and params["stage"].isdigit():
-            with self._stages_lock:
-                hosted = self._stages.get((params["deployment"], int(params["stage"])))
+        hosted = self._hosted_for(message)
         if hosted is not None:
             try:
                 hosted.queue.put_nowait(_Job(message, received))

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from splitmq.errors import NotConnected, PayloadTooLarge
 from splitmq.transport.base import (
     ConnectionListener,
+    FastPath,
     Handler,
     InboundMessage,
     Inbox,
@@ -195,9 +196,15 @@ class MemoryTransport:
         return _Done()
 
     def subscribe(
-        self, topic_filter: str, handler: Handler, *, qos: int = 1, timeout_s: float = 10.0
+        self,
+        topic_filter: str,
+        handler: Handler,
+        *,
+        qos: int = 1,
+        timeout_s: float = 10.0,
+        fast_path: FastPath | None = None,
     ) -> None:
-        self._inbox.route(topic_filter, handler)
+        self._inbox.route(topic_filter, handler, fast_path)
         for message in self._broker._subscribe(self, topic_filter):
             self._deliver(message)
 

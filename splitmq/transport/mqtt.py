@@ -33,6 +33,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from splitmq.errors import NotConnected, PayloadTooLarge, TransportError
 from splitmq.transport.base import (
     ConnectionListener,
+    FastPath,
     Handler,
     InboundMessage,
     Inbox,
@@ -270,9 +271,15 @@ class MqttTransport:
         return _Receipt(self, topic, info)
 
     def subscribe(
-        self, topic_filter: str, handler: Handler, *, qos: int = 1, timeout_s: float = 10.0
+        self,
+        topic_filter: str,
+        handler: Handler,
+        *,
+        qos: int = 1,
+        timeout_s: float = 10.0,
+        fast_path: FastPath | None = None,
     ) -> None:
-        self._inbox.route(topic_filter, handler)
+        self._inbox.route(topic_filter, handler, fast_path)
         with self._lock:
             self._subscriptions[topic_filter] = qos
         if not self.connected:

@@ -98,3 +98,25 @@ def test_payload_size_is_checked() -> None:
     transport.start()
     with pytest.raises(PayloadTooLarge, match="above the broker's limit of 1000 bytes"):
         transport.publish("x", bytes(2000))
+
+
+def test_a_fast_path_takes_what_it_can_and_leaves_the_rest_to_the_worker() -> None:
+    broker = MemoryBroker()
+    transport = broker.transport("agent")
+    transport.start()
+    taken: list[tuple[str, str]] = []
+    got = Collector()
+
+    def fast(message: InboundMessage) -> bool:
+        taken.append((message.topic, threading.current_thread().name))
+        return message.topic.endswith("/mine")
+
+    transport.subscribe("stage/#", got, fast_path=fast)
+    sender = broker.transport("sender")
+    sender.start()
+    sender.publish("stage/mine", b"")
+    sender.publish("stage/other", b"")
+    assert [m.topic for m in got.wait_for(1)] == ["stage/other"]
+    # The fast path ran on the delivering thread, before any inbox hand-off.
+    assert taken == [("stage/mine", "MainThread"), ("stage/other", "MainThread")]
+    assert got.threads == {"agent-inbox-0"}
