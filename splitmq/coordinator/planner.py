@@ -34,7 +34,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from splitmq.wire import Battery, EnergyLevel, Plan, PlanRefused, PlanRequest
+from splitmq.wire import EnergyLevel, Plan, PlanRefused, PlanRequest
 
 MB = 1_000_000
 
@@ -409,10 +409,3 @@ def _with_fallbacks(
         )
         route.append((chosen, *others[: config.max_fallbacks]))
     return tuple(route)
-
-
-def client_battery_view(client_id: str, battery: Battery | None) -> AgentView | None:
-    """The client's own device, when the request says how its battery is."""
-    if battery is None:
-        return None
-    return AgentView(client_id, battery_pct=battery.pct, plugged=battery.plugged)

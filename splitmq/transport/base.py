@@ -188,10 +188,6 @@ class Inbox:
             self._routes = [r for r in self._routes if r[0] != topic_filter]
             self._fast_paths = [r for r in self._fast_paths if r[0] != topic_filter]
 
-    def filters(self) -> list[str]:
-        with self._lock:
-            return [f for f, _ in self._routes]
-
     @property
     def depth(self) -> int:
         return self._queue.qsize()

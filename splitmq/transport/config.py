@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -86,9 +86,6 @@ class TransportConfig:
             raise ConfigError("give both certfile and keyfile, or neither")
         if self.inbox_size < 1 or self.inbox_workers < 1:
             raise ConfigError("inbox_size and inbox_workers must be at least 1")
-
-    def with_client_id(self, client_id: str) -> TransportConfig:
-        return replace(self, client_id=client_id)
 
     def resolved_client_id(self) -> str:
         return self.client_id or f"splitmq-{uuid.uuid4().hex[:12]}"

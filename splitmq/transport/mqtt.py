@@ -168,10 +168,6 @@ class MqttTransport:
         return self._stats
 
     @property
-    def inbox_depth(self) -> int:
-        return self._inbox.depth
-
-    @property
     def max_packet_bytes(self) -> int:
         limit = self.config.max_packet_bytes
         if self._broker_max_packet is not None:
@@ -234,9 +230,6 @@ class MqttTransport:
 
     def add_connection_listener(self, listener: ConnectionListener) -> None:
         self._listeners.append(listener)
-
-    def wait_connected(self, timeout_s: float) -> bool:
-        return self._connected.wait(timeout_s)
 
     # -- publish / subscribe ---------------------------------------------------------
 

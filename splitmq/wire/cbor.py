@@ -190,6 +190,7 @@ _U64 = struct.Struct(">Q").unpack_from
 _F16 = struct.Struct(">e").unpack_from
 _F32 = struct.Struct(">f").unpack_from
 _F64 = struct.Struct(">d").unpack_from
+_FLOATS = {25: (_F16, 2), 26: (_F32, 4), 27: (_F64, 8)}  # additional info -> half/single/double
 
 
 class _Reader:
@@ -310,9 +311,10 @@ class _Reader:
             raise DecodeError("malformed CBOR: a break byte outside an indefinite-length item")
         if 28 <= info <= 30:
             raise DecodeError(f"malformed CBOR: reserved additional information {info}")
-        unpack, size = {25: (_F16, 2), 26: (_F32, 4), 27: (_F64, 8)}.get(info, (None, 0))
-        if unpack is None:
+        float_format = _FLOATS.get(info)
+        if float_format is None:
             raise DecodeError(f"CBOR simple value {info} is not part of the splitmq wire format")
+        unpack, size = float_format
         self._need(size)
         value = unpack(self.buf, self.pos)[0]
         self.pos += size
