@@ -18,7 +18,7 @@ venv: $(STAMP) $(STAMP_TFLITE)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[agent,convert,dev]"
+	$(PY) -m pip install --quiet -e ".[agent,convert,client,dev]"
 	touch $@
 
 $(STAMP_TFLITE): pyproject.toml

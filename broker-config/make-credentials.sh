@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Make the password file and the per-role ACL for broker-config/secure.conf.
 #   make-credentials.sh OUT_DIR ROLE:NAME[:PASSWORD] ...
-# ROLE is coordinator, agent or client; NAME is the MQTT user name, and for agents and
+# ROLE is coordinator, operator (may deploy), agent or client; NAME is the MQTT user name, and for agents and
 # clients also their id in topics (agents/NAME/..., clients/NAME/...). A password is
 # made up when none is given. Writes OUT_DIR/passwd, OUT_DIR/acl and
 # OUT_DIR/credentials.txt ("role name password" per line, mode 600).
@@ -48,6 +48,13 @@ for spec in "$@"; do
         echo "topic write $ns/clients/+/result"
         echo "topic read $ns/deployments/#"
         ;;
+      operator)
+        echo "topic write $ns/control/deploy"
+        echo "topic read $ns/clients/$name/#"
+        echo "topic read $ns/deployments/#"
+        echo "topic read $ns/agents/+/status"
+        echo "topic read $ns/agents/+/telemetry"
+        ;;
       client)
         echo "topic write $ns/plans/request"
         echo "topic read $ns/clients/$name/#"
@@ -57,7 +64,7 @@ for spec in "$@"; do
         echo "topic read $ns/agents/+/telemetry"
         ;;
       *)
-        echo "unknown role '$role' in '$spec' (coordinator, agent or client)" >&2
+        echo "unknown role '$role' in '$spec' (coordinator, operator, agent or client)" >&2
         exit 2
         ;;
     esac

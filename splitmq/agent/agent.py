@@ -197,6 +197,7 @@ class Agent:
         self._rtt_sequence = 0
         self._started = False
         self._link_lock = threading.Lock()
+        self.speed_gflops = probes.speed_gflops()
 
     # -- life cycle ---------------------------------------------------------------------
 
@@ -279,6 +280,7 @@ class Agent:
     # -- presence and telemetry ---------------------------------------------------------
 
     def status(self) -> AgentStatus:
+        profile = self.config.profile
         return AgentStatus(
             agent_id=self.agent_id,
             state=AgentState.ONLINE,
@@ -288,8 +290,14 @@ class Agent:
             runtime_version=self.runtime.version,
             cores=probes.cores(),
             memory_bytes=probes.mem_total_bytes(),
-            profile=self.config.profile.name,
+            profile=profile.name,
             cached_shards=tuple(self.cache.digests()),
+            speed_gflops=self.speed_gflops / self._compute_factor(),
+            active_power_w=profile.active_power_w,
+            idle_power_w=profile.idle_power_w,
+            radio_j_per_mb=profile.radio_j_per_mb,
+            compute_factor=self._compute_factor(),
+            link=profile.link if self.config.emulate else None,
         )
 
     def telemetry(self) -> Telemetry:
@@ -651,6 +659,7 @@ class Agent:
             if hosted.compute_ms is None
             else hosted.compute_ms + EWMA_WEIGHT * (sample - hosted.compute_ms)
         )
+        bytes_out = sum(tensor.array.nbytes for tensor in outputs)
         trace = (
             *activation.trace,
             TraceEntry(
@@ -661,6 +670,8 @@ class Agent:
                 finished_ms=finished,
                 bytes_in=bytes_in,
                 attempt=activation.attempt,
+                bytes_out=bytes_out,
+                energy_j=self.energy.stage_energy_j(compute_s, bytes_in + bytes_out),
             ),
         )
         next_stage = activation.stage + 1

@@ -108,6 +108,9 @@ class TraceEntry:
     finished_ms: float
     bytes_in: int = 0
     attempt: int = 0
+    bytes_out: int = 0
+    energy_j: float = 0.0
+    """The stage's energy on this agent by its profile: compute plus radio (J)."""
 
 
 # --- presence and telemetry -------------------------------------------------------
@@ -129,6 +132,13 @@ class AgentStatus(Message):
     memory_bytes: int = 0
     profile: str = ""
     cached_shards: tuple[str, ...] = ()
+    speed_gflops: float = 0.0
+    """Calibrated compute speed at start, after the profile's slow-down (0: unknown)."""
+    active_power_w: float = 0.0
+    idle_power_w: float = 0.0
+    radio_j_per_mb: float = 0.0
+    compute_factor: float = 1.0
+    link: Link | None = None
 
 
 @dataclass(frozen=True)
@@ -416,6 +426,56 @@ class Deployment(Message):
     objective: str = ""
 
 
+class Objective(StrEnum):
+    """What a deployment's partition optimises."""
+
+    LATENCY = "latency"
+    THROUGHPUT = "throughput"
+    ENERGY = "energy"
+
+
+@dataclass(frozen=True)
+class DeployRequest(Message):
+    """An operator asks the coordinators to deploy (or retire) a model.
+
+    ``stages`` 0 lets the optimizer choose the number of stages. A deployment that
+    misses a gate (``max_latency_ms``, ``max_shard_bytes``) is refused with the figures.
+    Deploying an earlier ``version`` is a rollback.
+    """
+
+    KIND: ClassVar[str] = "deploy.request"
+
+    request_id: str
+    client_id: str
+    model: str
+    version: str | None = None
+    variant: str | None = None
+    stages: int = 0
+    replicas: int = 1
+    objective: Objective = Objective.LATENCY
+    pin_first: str | None = None
+    pin_last: str | None = None
+    max_latency_ms: float | None = None
+    max_shard_bytes: int | None = None
+    ready_timeout_s: float = 60.0
+    retire: bool = False
+
+
+@dataclass(frozen=True)
+class DeployReply(Message):
+    """The coordinator's answer to a :class:`DeployRequest`, when it is done or refused."""
+
+    KIND: ClassVar[str] = "deploy.reply"
+
+    request_id: str
+    ok: bool
+    message: str
+    deployment: str = ""
+    epoch: int = 0
+    failed_agents: tuple[str, ...] = ()
+    predicted_latency_ms: float | None = None
+
+
 MESSAGE_TYPES: tuple[type[Message], ...] = (
     AgentStatus,
     Telemetry,
@@ -435,4 +495,6 @@ MESSAGE_TYPES: tuple[type[Message], ...] = (
     Plan,
     PlanRefused,
     Deployment,
+    DeployRequest,
+    DeployReply,
 )

@@ -21,6 +21,8 @@ from splitmq.wire.messages import (
     AgentStatus,
     CommandReply,
     Deployment,
+    DeployReply,
+    DeployRequest,
     ErrorMessage,
     FetchFailed,
     FetchShard,
@@ -205,6 +207,21 @@ DEPLOYMENTS = Topic(
     description="coordinator: how a model is spread over the fleet",
 )
 
+DEPLOY_REQUESTS = Topic(
+    "control/deploy",
+    (DeployRequest,),
+    qos=1,
+    retain=False,
+    description="operator -> coordinators (shared subscription): deploy, roll back, retire",
+)
+DEPLOY_REPLIES = Topic(
+    "clients/{client}/control",
+    (DeployReply,),
+    qos=1,
+    retain=False,
+    description="coordinator -> operator: the deployment's outcome",
+)
+
 TOPICS: tuple[Topic, ...] = (
     STATUS,
     TELEMETRY,
@@ -217,6 +234,8 @@ TOPICS: tuple[Topic, ...] = (
     PLANS,
     RESULTS,
     DEPLOYMENTS,
+    DEPLOY_REQUESTS,
+    DEPLOY_REPLIES,
 )
 
 COORDINATORS_GROUP = "coordinators"

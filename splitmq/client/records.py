@@ -1,0 +1,74 @@
+"""What the client keeps of every request it sent: the input of results storage and KPIs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from splitmq.wire import TraceEntry
+
+
+@dataclass(frozen=True)
+class AttemptRecord:
+    """One attempt of a request: where it was sent and how it ended.
+
+    Attributes:
+        attempt: 0 for the first send, then 1, 2...
+        route: per stage, the agent the attempt was sent to first.
+        sent_ms: when the client published it (epoch ms).
+        outcome: ``result``, an error code (``overloaded``...), or ``timeout``.
+        message: the error's human message, or why the attempt was given up.
+    """
+
+    attempt: int
+    route: tuple[str, ...]
+    sent_ms: float
+    outcome: str
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    """A finished request: a result, or a failure with every attempt's reason.
+
+    Attributes:
+        request_id: hex of the 16-byte request id.
+        model, version, variant, deployment, epoch: what served it (from the plan).
+        sent_ms: when the first attempt was published (epoch ms).
+        finished_ms: when the result (or the final failure) was known.
+        ok: a result arrived.
+        attempts: every attempt in order.
+        error_code, error_message: why it failed, when it did.
+        bytes_sent, bytes_received: payload bytes the client published and received.
+        predicted_latency_ms, predicted_energy_j: the plan's prediction.
+        trace: the trace of the attempt that answered (one entry per stage).
+        top: the best classes of the first output, ``(class, score)``, best first.
+        run: a label grouping requests (``demo``, a benchmark name...).
+    """
+
+    request_id: str
+    model: str
+    sent_ms: float
+    finished_ms: float
+    ok: bool
+    attempts: tuple[AttemptRecord, ...] = ()
+    version: str = ""
+    variant: str = ""
+    deployment: str = ""
+    epoch: int = 0
+    error_code: str | None = None
+    error_message: str | None = None
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    predicted_latency_ms: float | None = None
+    predicted_energy_j: float | None = None
+    trace: tuple[TraceEntry, ...] = ()
+    top: tuple[tuple[int, float], ...] = ()
+    run: str = ""
+
+    @property
+    def latency_ms(self) -> float:
+        return self.finished_ms - self.sent_ms
+
+    @property
+    def retries(self) -> int:
+        return max(0, len(self.attempts) - 1)
