@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from splitmq.wire import TraceEntry
+from splitmq.wire import Telemetry, TraceEntry
 
 
 @dataclass(frozen=True)
@@ -72,3 +72,40 @@ class RequestRecord:
     @property
     def retries(self) -> int:
         return max(0, len(self.attempts) - 1)
+
+
+@dataclass(frozen=True)
+class TelemetrySample:
+    """What results storage keeps of one agent's telemetry message (battery over time).
+
+    Attributes:
+        agent_id: the agent that sent it.
+        ts_ms: when the agent took it (epoch ms, the agent's clock).
+        battery_pct, plugged, simulated: the agent's battery.
+        cpu_pct: CPU use over the last period.
+        energy_j: energy the agent has spent since it started, by its profile (J).
+        mem_free_bytes: free memory.
+    """
+
+    agent_id: str
+    ts_ms: int
+    battery_pct: float
+    plugged: bool
+    simulated: bool = False
+    cpu_pct: float = 0.0
+    energy_j: float = 0.0
+    mem_free_bytes: int = 0
+
+    @classmethod
+    def from_telemetry(cls, telemetry: Telemetry) -> TelemetrySample:
+        """The parts of a telemetry message a report uses."""
+        return cls(
+            agent_id=telemetry.agent_id,
+            ts_ms=int(telemetry.ts_ms),
+            battery_pct=float(telemetry.battery.pct),
+            plugged=bool(telemetry.battery.plugged),
+            simulated=bool(telemetry.battery.simulated),
+            cpu_pct=float(telemetry.cpu_pct),
+            energy_j=float(telemetry.energy_j),
+            mem_free_bytes=int(telemetry.mem_free_bytes),
+        )

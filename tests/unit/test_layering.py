@@ -18,6 +18,9 @@ FORBIDDEN = {
     "splitmq.wire": {"paho", "tensorflow", "keras", "ai_edge_litert", "tflite_runtime"},
     "splitmq.transport": {"tensorflow", "keras", "ai_edge_litert", "tflite_runtime"},
     "splitmq.broker": {"tensorflow", "keras", "paho"},
+    "splitmq.embedded_broker": {"paho", "tensorflow", "keras", "numpy"},
+    "splitmq.coordinator.service": {"tensorflow", "keras"},
+    "splitmq.client.client": {"tensorflow", "keras", "matplotlib"},
 }
 
 

@@ -1,0 +1,197 @@
+"""PNG plots of a report: latency distribution, stage breakdown, battery, latency over time.
+
+matplotlib is imported only when a plot is drawn (it is the ``client`` extra, not needed
+to send requests); figures are drawn on the Agg canvas directly, without pyplot's global
+state, so plotting is safe from any thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from splitmq.client.kpi import KpiReport, ReportInputs, Summary
+from splitmq.client.records import RequestRecord, TelemetrySample
+
+__all__ = [
+    "BATTERY",
+    "LATENCY_DISTRIBUTION",
+    "LATENCY_OVER_TIME",
+    "STAGE_BREAKDOWN",
+    "plot_battery",
+    "plot_latency_distribution",
+    "plot_latency_over_time",
+    "plot_stage_breakdown",
+    "write_plots",
+]
+
+LATENCY_DISTRIBUTION = "latency_distribution.png"
+STAGE_BREAKDOWN = "stage_breakdown.png"
+BATTERY = "battery.png"
+LATENCY_OVER_TIME = "latency_over_time.png"
+DPI = 110
+PERCENTILE_STYLES = (("p50", "tab:green"), ("p95", "tab:orange"), ("p99", "tab:red"))
+
+
+def write_plots(inputs: ReportInputs, out_dir: str | Path) -> list[Path]:
+    """Draw every plot the inputs have data for into ``out_dir``; returns the files written.
+
+    The latency distribution needs a successful request, the stage breakdown a trace, the
+    latency over time any request, the battery plot telemetry.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    report = inputs.kpis()
+    written = []
+    label = inputs.label
+    if report.ok:
+        written.append(plot_latency_distribution(inputs.records, out / LATENCY_DISTRIBUTION, label))
+    if report.stages:
+        written.append(plot_stage_breakdown(report, out / STAGE_BREAKDOWN, label))
+    if inputs.records:
+        written.append(plot_latency_over_time(inputs.records, out / LATENCY_OVER_TIME, label))
+    if inputs.telemetry:
+        written.append(plot_battery(inputs.telemetry, out / BATTERY, label))
+    return written
+
+
+def plot_latency_distribution(
+    records: Sequence[RequestRecord], path: str | Path, label: str = ""
+) -> Path:
+    """Histogram and CDF of successful requests' latency, p50/p95/p99 marked."""
+    latencies = np.sort([r.latency_ms for r in records if r.ok])
+    summary = Summary.of(latencies.tolist())
+    figure = _figure((11, 4.5))
+    histogram, cdf = figure.subplots(1, 2)
+    bins = int(min(50, max(5, np.sqrt(len(latencies)))))
+    histogram.hist(latencies, bins=bins, color="tab:blue", alpha=0.8)
+    histogram.set_xlabel("latency (ms)")
+    histogram.set_ylabel("requests")
+    histogram.yaxis.get_major_locator().set_params(integer=True)
+    fractions = np.arange(1, len(latencies) + 1) / len(latencies)
+    cdf.step(latencies, fractions, where="post", color="tab:blue")
+    cdf.set_xlabel("latency (ms)")
+    cdf.set_ylabel("fraction of requests at or below")
+    cdf.set_ylim(0, 1.02)
+    for name, color in PERCENTILE_STYLES:
+        value = getattr(summary, name)
+        for axis in (histogram, cdf):
+            axis.axvline(value, color=color, linestyle="--", label=f"{name} {value:.1f} ms")
+    histogram.legend(fontsize="small")
+    cdf.grid(alpha=0.3)
+    figure.suptitle(_titled(f"latency of {summary.count} successful requests", label))
+    return _save(figure, path)
+
+
+def plot_stage_breakdown(report: KpiReport, path: str | Path, label: str = "") -> Path:
+    """Stacked bars per stage, then the hop back to the client: median transfer,
+    queueing and compute (ms). Medians do not add up to the median latency."""
+    labels = []
+    for stage in report.stages:
+        agents = sorted(stage.agents, key=lambda a: -stage.agents[a])
+        more = f" +{len(agents) - 1}" if len(agents) > 1 else ""
+        labels.append(f"stage {stage.stage}\n{agents[0]}{more}" if agents else f"{stage.stage}")
+    labels.append("to client")
+    transfer = [_zero(s.transfer_ms.p50) for s in report.stages] + [_zero(report.final_hop_ms.p50)]
+    queueing = [_zero(s.queueing_ms.p50) for s in report.stages] + [0.0]
+    compute = [_zero(s.compute_ms.p50) for s in report.stages] + [0.0]
+    clipped = any(value < 0 for value in transfer)
+    shown = [max(0.0, value) for value in transfer]
+    figure = _figure((max(6.0, 1.6 * len(labels) + 2), 4.5))
+    axis = figure.subplots()
+    x = np.arange(len(labels))
+    axis.bar(x, shown, label="transfer", color="tab:blue")
+    axis.bar(x, queueing, bottom=shown, label="queueing", color="tab:orange")
+    bottom = np.add(shown, queueing)
+    axis.bar(x, compute, bottom=bottom, label="compute", color="tab:green")
+    for position, total in zip(x, bottom + np.asarray(compute), strict=True):
+        axis.annotate(f"{total:.1f}", (position, total), ha="center", va="bottom", fontsize=8)
+    axis.set_xticks(x, labels, fontsize=8)
+    axis.set_ylabel("median time (ms)")
+    axis.legend(fontsize="small")
+    title = _titled(f"per-stage time, medians over {report.ok} successful requests", label)
+    if clipped:
+        title += "\n(negative transfer drawn as 0: are the devices' clocks synchronised?)"
+    axis.set_title(title, fontsize=10)
+    return _save(figure, path)
+
+
+def plot_battery(telemetry: Sequence[TelemetrySample], path: str | Path, label: str = "") -> Path:
+    """Battery charge of each agent over time, from its telemetry."""
+    figure = _figure((9, 4.5))
+    axis = figure.subplots()
+    start = min(s.ts_ms for s in telemetry)
+    for agent_id in sorted({s.agent_id for s in telemetry}):
+        own = sorted((s for s in telemetry if s.agent_id == agent_id), key=lambda s: s.ts_ms)
+        flags = (("simulated", own[0].simulated), ("plugged", own[-1].plugged))
+        notes = [name for name, on in flags if on]
+        legend = agent_id + (f" ({', '.join(notes)})" if notes else "")
+        axis.plot(
+            [(s.ts_ms - start) / 1000 for s in own],
+            [s.battery_pct for s in own],
+            marker=".",
+            label=legend,
+        )
+    axis.set_xlabel("time since the first sample (s)")
+    axis.set_ylabel("battery (%)")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize="small")
+    axis.set_title(_titled("battery over time", label))
+    return _save(figure, path)
+
+
+def plot_latency_over_time(
+    records: Sequence[RequestRecord], path: str | Path, label: str = ""
+) -> Path:
+    """Each request's latency by when it was sent; retried and failed requests marked."""
+    figure = _figure((9, 4.5))
+    axis = figure.subplots()
+    start = min(r.sent_ms for r in records)
+    groups: tuple[tuple[str, Callable[[RequestRecord], bool], str, str], ...] = (
+        ("succeeded", lambda r: r.ok and not r.retries, "tab:blue", "o"),
+        ("succeeded after a retry", lambda r: r.ok and r.retries > 0, "tab:orange", "o"),
+        ("failed (time to the failure)", lambda r: not r.ok, "tab:red", "x"),
+    )
+    for name, wanted, color, marker in groups:
+        chosen = [r for r in records if wanted(r)]
+        if chosen:
+            axis.scatter(
+                [(r.sent_ms - start) / 1000 for r in chosen],
+                [r.latency_ms for r in chosen],
+                s=14,
+                color=color,
+                marker=marker,
+                label=f"{name}: {len(chosen)}",
+            )
+    axis.set_xlabel("request sent (s since the first)")
+    axis.set_ylabel("latency (ms)")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize="small")
+    axis.set_title(_titled("latency over time", label))
+    return _save(figure, path)
+
+
+def _titled(title: str, label: str) -> str:
+    return f"{title} ({label})" if label else title
+
+
+def _zero(value: float | None) -> float:
+    return 0.0 if value is None else value
+
+
+def _figure(size: tuple[float, float]) -> Any:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=size, layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def _save(figure: Any, path: str | Path) -> Path:
+    out = Path(path)
+    figure.savefig(out, dpi=DPI)
+    return out
