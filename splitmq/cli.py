@@ -2,8 +2,9 @@
 
 Each subcommand is a pair of small functions: ``_add_<name>(subparsers)`` declares its
 arguments and ``_run_<name>(args)`` runs it, importing heavy modules lazily. The
-environment and the command line are read here only. Subcommands still to come
-(agent, coordinator, deploy, infer, fleet, report, demo) plug in the same way.
+environment and the command line are read here only. Parts with commands of
+their own (agent; coordinator, deploy and fleet; infer and report; demo) declare them
+in their package's ``cli`` module, plugged in here.
 """
 
 from __future__ import annotations
@@ -107,13 +108,38 @@ def _add_agent(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     add_parser(subparsers)
 
 
+def _add_coordinator(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from splitmq.coordinator.cli import add_parsers
+
+    add_parsers(subparsers)
+
+
+def _add_report(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from splitmq.client.report_cli import add_parser
+
+    add_parser(subparsers)
+
+
+def _add_infer(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from splitmq.client.infer_cli import add_parser
+
+    add_parser(subparsers)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="splitmq", description="Run one deep neural network across several small devices."
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     subparsers = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_convert, _add_inspect, _add_agent):
+    for add in (
+        _add_convert,
+        _add_inspect,
+        _add_agent,
+        _add_coordinator,
+        _add_infer,
+        _add_report,
+    ):
         add(subparsers)
     return parser
 

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from splitmq.broker import Mosquitto, config_dir
 
 BROKER_CONFIG = config_dir()
+CALIBRATION_SAMPLES = 8
 
 
 @pytest.fixture(scope="session")
@@ -61,3 +63,47 @@ def secure_mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secur
     broker = Mosquitto(BROKER_CONFIG / "secure.conf", files / "run", files_dir=files)
     with broker:
         yield SecureBroker(broker, files / "certs" / "ca.crt", credentials)
+
+
+@pytest.fixture(scope="session")
+def digits_pool(tmp_path_factory: pytest.TempPathFactory) -> object:
+    """The small digits classifier trained and converted (float32, int8) once per session.
+
+    Returns its :class:`splitmq.converter.PoolEntry`; the pool is ``entry.path.parents[1]``.
+    """
+    from splitmq.converter.digits import train_and_convert
+
+    return train_and_convert(
+        tmp_path_factory.mktemp("digits-pool"), epochs=3, variants=("float32", "int8")
+    )
+
+
+@pytest.fixture(scope="session")
+def pool_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("pool")
+
+
+@pytest.fixture(scope="session")
+def application_entry(pool_dir: Path) -> Callable[[str, int], object]:
+    """``application_entry(name, size)``: a keras.applications architecture (weights=None)
+    as a float32 + int8 pool entry in ``pool_dir``, converted once per session."""
+    from splitmq.converter import PoolEntry, convert
+
+    cache: dict[tuple[str, int], PoolEntry] = {}
+
+    def get(name: str, size: int) -> PoolEntry:
+        key = (name, size)
+        if key not in cache:
+            rng = np.random.default_rng(1)
+            calibration = rng.uniform(0, 255, (CALIBRATION_SAMPLES, size, size, 3))
+            cache[key] = convert(
+                name,
+                name=f"{name.lower()}-{size}",
+                pool_dir=pool_dir,
+                variants=("float32", "int8"),
+                calibration=calibration.astype(np.float32),
+                input_size=size,
+            )
+        return cache[key]
+
+    return get

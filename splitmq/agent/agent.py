@@ -34,7 +34,13 @@ from splitmq.agent.cache import DigestMismatch, ShardCache
 from splitmq.agent.config import AgentConfig
 from splitmq.agent.energy import EnergyMeter
 from splitmq.agent.fetch import FetchError, ShardFetcher
-from splitmq.agent.runtime import LoadedShard, Runtime, ShardLoadError, find_runtime
+from splitmq.agent.runtime import (
+    LoadedShard,
+    Runtime,
+    ShardLoadError,
+    calibrate,
+    find_runtime,
+)
 from splitmq.errors import DecodeError, SplitMQError, TransportError
 from splitmq.transport import InboundMessage, Transport, Will
 from splitmq.wire import (
@@ -197,7 +203,15 @@ class Agent:
         self._rtt_sequence = 0
         self._started = False
         self._link_lock = threading.Lock()
-        self.speed_gflops = probes.speed_gflops()
+        self.speed_gflops = self._calibrate()
+
+    def _calibrate(self) -> float:
+        """GFLOP/s of this runtime on the bundled calibration net (0 when it cannot run)."""
+        try:
+            return calibrate(self.runtime, threads=self.config.threads, xnnpack=self.config.xnnpack)
+        except (ShardLoadError, OSError) as error:
+            log.warning("could not calibrate the runtime's speed: %s", error)
+            return 0.0
 
     # -- life cycle ---------------------------------------------------------------------
 

@@ -43,24 +43,3 @@ def temperature_c() -> float | None:
 def resident_bytes() -> int:
     """This process's resident memory."""
     return int(psutil.Process().memory_info().rss)
-
-
-def speed_gflops(size: int = 192, rounds: int = 5) -> float:
-    """A calibrated compute speed: the best of a few float32 matrix products, in GFLOP/s.
-
-    Only a prior: the coordinator prefers the measured time of each shard once an agent
-    has run it. Takes a few milliseconds.
-    """
-    import time
-
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    a = rng.standard_normal((size, size), dtype=np.float32)
-    b = rng.standard_normal((size, size), dtype=np.float32)
-    best = float("inf")
-    for _ in range(rounds):
-        start = time.perf_counter()
-        np.dot(a, b)
-        best = min(best, time.perf_counter() - start)
-    return 2 * size**3 / max(best, 1e-9) / 1e9

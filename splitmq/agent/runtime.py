@@ -159,3 +159,23 @@ class LoadedShard:
         self.run(zeros)
         times = sorted(self.run(zeros)[1] for _ in range(max(1, runs)))
         return times[len(times) // 2]
+
+
+CALIBRATION_MODEL = "calibration.tflite"
+CALIBRATION_FLOPS = 23_170_304
+"""FLOPs of the bundled calibration model (a small convolutional net on a 48x48 image),
+as the converter's graph analysis counts them."""
+
+
+def calibrate(runtime: Runtime, *, threads: int, xnnpack: bool, runs: int = 5) -> float:
+    """The runtime's speed on a small convolutional net shipped with the agent, in GFLOP/s.
+
+    The coordinator's prior for an agent that has not run any of our shards yet: it
+    comes from the same runtime, kernels and thread count as the shards will use.
+    """
+    from importlib import resources
+
+    data = resources.files("splitmq.agent").joinpath(CALIBRATION_MODEL).read_bytes()
+    shard = runtime.load(data, threads=threads, xnnpack=xnnpack)
+    seconds = shard.benchmark(runs)
+    return CALIBRATION_FLOPS / max(seconds, 1e-9) / 1e9

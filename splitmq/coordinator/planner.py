@@ -52,6 +52,9 @@ class AgentView:
         radio_j_per_mb: radio energy per MB sent or received (J/MB).
         bandwidth_mbps: its link's bandwidth (Mbit/s).
         link_latency_ms: its link's one-way latency (ms).
+        speed_gflops: effective compute speed (GFLOP/s), for shards not measured yet.
+        mem_free_bytes: memory free for shards and their tensors; ``None``: unknown,
+            taken as unlimited.
     """
 
     agent_id: str
@@ -62,9 +65,15 @@ class AgentView:
     radio_j_per_mb: float = 0.1
     bandwidth_mbps: float = 1000.0
     link_latency_ms: float = 0.0
+    speed_gflops: float = 1.0
+    mem_free_bytes: int | None = None
 
     def send_ms(self, size_bytes: int) -> float:
         return self.link_latency_ms + size_bytes * 8 / (self.bandwidth_mbps * 1e3)
+
+    def compute_ms(self, flops: int, overhead_ms: float = 0.0) -> float:
+        """Predicted time to run ``flops`` at ``speed_gflops``, plus a fixed overhead."""
+        return overhead_ms + flops / (self.speed_gflops * 1e6)
 
 
 @dataclass(frozen=True)

@@ -424,6 +424,8 @@ class Deployment(Message):
     state: DeploymentState = DeploymentState.ACTIVE
     created_ms: int = 0
     objective: str = ""
+    target_replicas: int = 1
+    """Replicas each stage should have; healing restores it when agents are lost."""
 
 
 class Objective(StrEnum):

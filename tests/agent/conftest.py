@@ -39,12 +39,8 @@ class CutModel:
 
 
 @pytest.fixture(scope="session")
-def digits_entry(tmp_path_factory: pytest.TempPathFactory) -> object:
-    from splitmq.converter.digits import train_and_convert
-
-    return train_and_convert(
-        tmp_path_factory.mktemp("agent-pool"), epochs=3, variants=("float32", "int8")
-    )
+def digits_entry(digits_pool: object) -> object:
+    return digits_pool
 
 
 def _cut(entry: object, variant: str, cut_points: list[int]) -> CutModel:

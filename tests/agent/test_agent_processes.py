@@ -33,6 +33,7 @@ from splitmq.wire import (
     encode,
 )
 from splitmq.wire.topics import STAGE, STATUS, TELEMETRY
+from tests import processes as spawn
 
 from .conftest import CALLBACK, CutModel, load_command, request
 from .events import Inbox, command, events, ready_for
@@ -56,30 +57,7 @@ RUNTIMES = [
 def start_agent(
     python: str, broker: Mosquitto, agent_id: str, workdir: Path, *extra: str
 ) -> subprocess.Popen[bytes]:
-    log = (workdir / f"{agent_id}.log").open("wb")
-    return subprocess.Popen(
-        [
-            python,
-            "-m",
-            "splitmq.agent",
-            "--broker",
-            broker.url(),
-            "--id",
-            agent_id,
-            "--cache",
-            str(workdir / agent_id),
-            "--no-xnnpack",
-            "--threads",
-            "1",
-            "--telemetry-period",
-            "0.2",
-            "--battery",
-            "simulated",
-            *extra,
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    return spawn.start_agent(broker.url(), agent_id, workdir, *extra, python=python)
 
 
 def wait_status(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -12,36 +11,6 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 CALIBRATION_SAMPLES = 8
-
-
-@pytest.fixture(scope="session")
-def pool_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("pool")
-
-
-@pytest.fixture(scope="session")
-def application_entry(pool_dir: Path) -> Callable[[str, int], object]:
-    """``application_entry(name, size)``: a float32 + int8 pool entry, converted once."""
-    from splitmq.converter import PoolEntry, convert
-
-    cache: dict[tuple[str, int], PoolEntry] = {}
-
-    def get(name: str, size: int) -> PoolEntry:
-        key = (name, size)
-        if key not in cache:
-            rng = np.random.default_rng(1)
-            calibration = rng.uniform(0, 255, (CALIBRATION_SAMPLES, size, size, 3))
-            cache[key] = convert(
-                name,
-                name=f"{name.lower()}-{size}",
-                pool_dir=pool_dir,
-                variants=("float32", "int8"),
-                calibration=calibration.astype(np.float32),
-                input_size=size,
-            )
-        return cache[key]
-
-    return get
 
 
 def build_two_io_model() -> object:

@@ -1,0 +1,270 @@
+"""Inputs: reading images and ``.npy`` files, and fitting arrays to the tensors a model reads.
+
+Fitting an array to a :class:`~splitmq.wire.TensorSpec` (:func:`fit_tensor`):
+
+- a missing batch axis is added (``(8, 8, 1)`` for ``(1, 8, 8, 1)``; a grey ``(H, W)``
+  image for an ``(1, H, W, 1)`` input);
+- an image (a rank-4 ``NHWC`` input) of another size is resized, bilinear, with
+  Pillow; its channels are converted: RGB(A) to grey by luminance, grey to RGB by
+  repetition, RGBA to RGB by dropping alpha;
+- values are cast to the input's dtype, never rescaled: an array is taken as the
+  values the model reads. Into a quantized input (int8/uint8 with scale and zero
+  point) floats are quantized, ``q = round(x / scale) + zero_point``, clipped to the
+  dtype's range; integers of the input's own dtype pass as they are. Floats never go
+  silently into an integer input that is not quantized.
+
+Image *files* are read as ``float32`` in a value range (``[0, 1]`` by default, the
+digits example's; ``(0, 255)`` or ``(-1, 1)`` suit other models).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from splitmq.client.errors import InputError
+from splitmq.wire import Tensor, TensorSpec
+
+Array = npt.NDArray[Any]
+Inputs = Array | Sequence[Array] | Mapping[str, Array]
+"""What the client accepts: one array, arrays in input order, or arrays by input name."""
+
+IMAGE_SUFFIXES = frozenset(
+    {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".pgm", ".ppm"}
+)
+ARRAY_SUFFIX = ".npy"
+_LUMINANCE = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+def named_inputs(inputs: Inputs, specs: Sequence[TensorSpec]) -> dict[str, Array]:
+    """``inputs`` by tensor name, checked against the names ``specs`` hold."""
+    names = [spec.name for spec in specs]
+    if isinstance(inputs, Mapping):
+        missing = [n for n in names if n not in inputs]
+        unknown = [str(n) for n in inputs if n not in names]
+        if missing or unknown:
+            raise InputError(
+                f"the model reads inputs {names}; missing {missing}, unknown {unknown}"
+            )
+        return {name: np.asarray(inputs[name]) for name in names}
+    if isinstance(inputs, list | tuple) and all(isinstance(a, np.ndarray) for a in inputs):
+        if len(inputs) != len(names):
+            raise InputError(f"the model reads {len(names)} inputs {names}, got {len(inputs)}")
+        return {name: np.asarray(array) for name, array in zip(names, inputs, strict=True)}
+    if len(names) != 1:
+        raise InputError(
+            f"the model reads {len(names)} inputs {names}: give a list or a dict by name"
+        )
+    return {names[0]: np.asarray(inputs)}
+
+
+def fit_inputs(
+    inputs: Inputs, specs: Sequence[TensorSpec], *, resize: bool = True
+) -> tuple[Tensor, ...]:
+    """The tensors to send for ``inputs``, fitted to ``specs`` in their order."""
+    arrays = named_inputs(inputs, specs)
+    return tuple(fit_tensor(arrays[spec.name], spec, resize=resize) for spec in specs)
+
+
+def fit_tensor(array: Array, spec: TensorSpec, *, resize: bool = True) -> Tensor:
+    """``array`` as a tensor ``spec`` accepts (see the module docstring)."""
+    values = np.asarray(array)
+    if values.dtype.kind not in "biuf":
+        raise InputError(f"an array of {values.dtype} cannot feed a tensor", source=spec.name)
+    shape = tuple(spec.shape)
+    image = len(shape) == 4
+    if image and values.ndim == 2 and shape[3] == 1:
+        values = values[:, :, None]
+    if values.ndim == len(shape) - 1 and shape[0] in (1, -1):
+        values = values[None]
+    if resize and image and values.ndim == 4 and not _fits(values.shape, shape):
+        values = _fit_image(values, shape)
+    if not _fits(values.shape, shape):
+        raise InputError(
+            f"shape {list(values.shape)} does not fit the model's input {list(shape)}",
+            source=spec.name,
+        )
+    return Tensor(spec.name, _cast(values, spec), spec.scale, spec.zero_point)
+
+
+def _fits(got: tuple[int, ...], wanted: tuple[int, ...]) -> bool:
+    return len(got) == len(wanted) and all(w in (-1, g) for w, g in zip(wanted, got, strict=True))
+
+
+def _fit_image(values: Array, shape: tuple[int, ...]) -> Array:
+    """An ``NHWC`` batch with the channels and height/width of ``shape``."""
+    channels, wanted = values.shape[3], shape[3]
+    floats = values.astype(np.float32)
+    if wanted == 1 and channels in (3, 4):
+        floats = (floats[..., :3] @ _LUMINANCE)[..., None]
+    elif wanted == 3 and channels == 1:
+        floats = np.repeat(floats, 3, axis=3)
+    elif wanted == 3 and channels == 4:
+        floats = floats[..., :3]
+    height, width = shape[1], shape[2]
+    if height > 0 and width > 0 and floats.shape[1:3] != (height, width):
+        floats = _resize(floats, height, width)
+    return floats if values.dtype.kind == "f" else floats.round().astype(values.dtype)
+
+
+def _resize(batch: Array, height: int, width: int) -> Array:
+    image_module = _pillow()
+    out = np.empty((batch.shape[0], height, width, batch.shape[3]), np.float32)
+    for n in range(batch.shape[0]):
+        for c in range(batch.shape[3]):
+            channel = image_module.fromarray(np.ascontiguousarray(batch[n, :, :, c]), mode="F")
+            resized = channel.resize((width, height), image_module.Resampling.BILINEAR)
+            out[n, :, :, c] = np.asarray(resized, dtype=np.float32)
+    return out
+
+
+def _cast(values: Array, spec: TensorSpec) -> Array:
+    dtype = np.dtype(spec.dtype)
+    if values.dtype == dtype:
+        return values
+    if dtype.kind in "fb":
+        return values.astype(dtype)
+    if spec.scale is not None and values.dtype.kind == "f":
+        return quantize(values, spec.scale, spec.zero_point or 0, dtype)
+    if values.dtype.kind in "iub":
+        info = np.iinfo(dtype)
+        if values.size and (values.min() < info.min or values.max() > info.max):
+            raise InputError(
+                f"values in [{values.min()}, {values.max()}] do not fit {dtype.name}",
+                source=spec.name,
+            )
+        return values.astype(dtype)
+    raise InputError(
+        f"{values.dtype} values cannot feed the {dtype.name} input without a quantization "
+        "scale: convert them first",
+        source=spec.name,
+    )
+
+
+def quantize(values: Array, scale: float, zero_point: int, dtype: np.dtype[Any]) -> Array:
+    """Real values to ``dtype``: ``round(x / scale) + zero_point``, clipped to its range."""
+    info = np.iinfo(dtype)
+    q = np.round(np.asarray(values, np.float64) / scale) + zero_point
+    return np.clip(q, info.min, info.max).astype(dtype)
+
+
+def dequantize(values: Array, scale: float | None, zero_point: int | None) -> Array:
+    """Quantized values back to real ones (``scale * (q - zero_point)``); floats as they are."""
+    if scale is None:
+        return np.asarray(values, np.float32)
+    return (np.asarray(values, np.float32) - (zero_point or 0)) * np.float32(scale)
+
+
+def read_outputs(
+    tensors: Sequence[Tensor], order: Sequence[str] = ()
+) -> tuple[dict[str, Array], dict[str, tuple[float, int]]]:
+    """Output arrays by name (those in ``order`` first, in it), and the quantized ones'
+    ``(scale, zero_point)``."""
+    by_name = {t.name: t for t in tensors}
+    names = [n for n in order if n in by_name] + [n for n in by_name if n not in order]
+    quantization = {
+        n: (float(t.scale), int(t.zero_point or 0))
+        for n, t in by_name.items()
+        if t.scale is not None
+    }
+    return {n: by_name[n].array for n in names}, quantization
+
+
+def top_classes(
+    values: Array, k: int = 5, scale: float | None = None, zero_point: int | None = None
+) -> tuple[tuple[int, float], ...]:
+    """The ``k`` best ``(class, score)`` of a ``(1, classes)`` output, best first."""
+    scores = dequantize(values, scale, zero_point).reshape(-1)
+    best = np.argsort(-scores, kind="stable")[:k]
+    return tuple((int(i), float(scores[i])) for i in best)
+
+
+# -- files -------------------------------------------------------------------------------
+
+
+def _pillow() -> Any:
+    try:
+        from PIL import Image
+    except ImportError:
+        raise InputError(
+            "reading and resizing images needs Pillow: pip install 'splitmq[client]'"
+        ) from None
+    return Image
+
+
+def load_image(path: str | Path, value_range: tuple[float, float] = (0.0, 1.0)) -> Array:
+    """An image file as ``(H, W, C)`` float32 scaled to ``value_range`` (grey: C = 1)."""
+    image_module = _pillow()
+    try:
+        with image_module.open(path) as image:
+            mode = "L" if image.mode in ("1", "L", "I", "I;16", "F", "LA") else "RGB"
+            pixels = np.asarray(image.convert(mode), dtype=np.float32)
+    except (OSError, ValueError) as error:
+        raise InputError(f"cannot read the image: {error}", source=str(path)) from None
+    if pixels.ndim == 2:
+        pixels = pixels[:, :, None]
+    low, high = value_range
+    return (low + pixels * ((high - low) / 255.0)).astype(np.float32)
+
+
+def load_array(path: str | Path) -> Array:
+    """A ``.npy`` file (no pickles)."""
+    try:
+        return np.asarray(np.load(path, allow_pickle=False))
+    except (OSError, ValueError) as error:
+        raise InputError(f"cannot read the array: {error}", source=str(path)) from None
+
+
+def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
+    """Files as given; a directory stands for its images and ``.npy`` files, sorted."""
+    files: list[Path] = []
+    for given in paths:
+        path = Path(given)
+        if path.is_dir():
+            files.extend(
+                sorted(
+                    p
+                    for p in path.iterdir()
+                    if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES | {ARRAY_SUFFIX}
+                )
+            )
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise InputError("no such file or directory", source=str(path))
+    return files
+
+
+def load_inputs(
+    paths: Iterable[str | Path],
+    *,
+    value_range: tuple[float, float] = (0.0, 1.0),
+    batch: bool = False,
+) -> list[tuple[str, Array]]:
+    """``(label, array)`` per input, from image files, ``.npy`` files and directories.
+
+    With ``batch`` a ``.npy`` file holds several inputs along its first axis
+    (``digits[0]``, ``digits[1]``...); otherwise one input per file.
+    """
+    loaded: list[tuple[str, Array]] = []
+    for path in expand_paths(paths):
+        suffix = path.suffix.lower()
+        if suffix == ARRAY_SUFFIX:
+            array = load_array(path)
+            if batch and array.ndim >= 1:
+                loaded.extend((f"{path.name}[{i}]", array[i]) for i in range(array.shape[0]))
+            else:
+                loaded.append((path.name, array))
+        elif suffix in IMAGE_SUFFIXES:
+            loaded.append((path.name, load_image(path, value_range)))
+        else:
+            raise InputError(
+                f"unknown input type {suffix or '(none)'}: give images "
+                f"({', '.join(sorted(IMAGE_SUFFIXES))}) or .npy files",
+                source=str(path),
+            )
+    return loaded

@@ -1,0 +1,167 @@
+"""Plans the client keeps: a cache keyed by the request's constraints, and the plan
+requests waiting for the coordinator's answer. Pure bookkeeping; the client locks.
+
+A plan stays valid while its deployment's epoch is unchanged (``Deployment`` messages
+are retained on ``deployments/+``): a new epoch, or the deployment retired, drops
+every plan of it. A plan also expires after ``ttl_s``, so a long-lived client follows
+the fleet's batteries and load as the coordinator sees them.
+"""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from splitmq.wire import Deployment, DeploymentState, EnergyLevel, Plan, PlanRequest
+
+
+@dataclass(frozen=True)
+class PlanKey:
+    """The constraints a plan was asked for: requests with equal keys share plans."""
+
+    model: str
+    version: str | None = None
+    max_latency_ms: float | None = None
+    min_fidelity: float | None = None
+    energy_j: float | None = None
+    energy_level: EnergyLevel = EnergyLevel.BALANCED
+
+    def request(self, request_id: str, client_id: str) -> PlanRequest:
+        """The :class:`PlanRequest` asking for a plan with these constraints."""
+        return PlanRequest(
+            request_id=request_id,
+            client_id=client_id,
+            model=self.model,
+            version=self.version,
+            max_latency_ms=self.max_latency_ms,
+            min_fidelity=self.min_fidelity,
+            energy_j=self.energy_j,
+            energy_level=self.energy_level,
+        )
+
+
+class PlanCache:
+    """Plans by :class:`PlanKey`, dropped when their deployment's epoch moves on.
+
+    Times are ``time.monotonic()`` seconds.
+    """
+
+    def __init__(self, ttl_s: float = 30.0):
+        self.ttl_s = ttl_s
+        self._plans: dict[PlanKey, tuple[Plan, float]] = {}
+        self._deployments: dict[str, Deployment] = {}
+
+    def get(self, key: PlanKey, now_s: float) -> Plan | None:
+        entry = self._plans.get(key)
+        if entry is None:
+            return None
+        plan, stored_s = entry
+        if now_s - stored_s > self.ttl_s or not self.current(plan):
+            del self._plans[key]
+            return None
+        return plan
+
+    def put(self, key: PlanKey, plan: Plan, now_s: float) -> bool:
+        """Keep ``plan`` for ``key``; False (not kept) when its epoch is already past."""
+        if not self.current(plan):
+            return False
+        self._plans[key] = (plan, now_s)
+        return True
+
+    def current(self, plan: Plan) -> bool:
+        """Whether ``plan``'s deployment is not retired and not at a later epoch."""
+        known = self._deployments.get(plan.deployment)
+        return known is None or (
+            known.state is not DeploymentState.RETIRED and plan.epoch >= known.epoch
+        )
+
+    def deployment(self, name: str) -> Deployment | None:
+        """The latest :class:`Deployment` message seen for ``name``."""
+        return self._deployments.get(name)
+
+    def on_deployment(self, deployment: Deployment) -> bool:
+        """Note a deployment message; drop the plans it outdates. False if it is stale."""
+        name = deployment.deployment
+        known = self._deployments.get(name)
+        if known is not None and known.epoch > deployment.epoch:
+            return False
+        self._deployments[name] = deployment
+        if deployment.state is DeploymentState.RETIRED:
+            self.drop(name)
+        else:
+            self.drop(name, before_epoch=deployment.epoch)
+        return True
+
+    def drop(self, deployment: str, *, before_epoch: int | None = None) -> list[PlanKey]:
+        """Forget the plans of ``deployment`` (only those of earlier epochs, if given)."""
+        dropped = [
+            key
+            for key, (plan, _) in self._plans.items()
+            if plan.deployment == deployment and (before_epoch is None or plan.epoch < before_epoch)
+        ]
+        for key in dropped:
+            del self._plans[key]
+        return dropped
+
+    def __len__(self) -> int:
+        return len(self._plans)
+
+
+@dataclass
+class PendingPlan:
+    """A plan request sent, and who waits for its answer.
+
+    Attributes:
+        plan_request_id: the ``request_id`` of the :class:`PlanRequest`.
+        key: the constraints asked for.
+        waiters: the request ids (16 bytes) waiting, in the order they joined.
+        sent_s: when it was sent (``time.monotonic()``).
+    """
+
+    plan_request_id: str
+    key: PlanKey
+    waiters: list[bytes]
+    sent_s: float
+
+
+class PendingPlans:
+    """Plan requests in flight: one per key at a time, however many requests wait."""
+
+    def __init__(self, prefix: str = ""):
+        self._prefix = prefix or uuid.uuid4().hex[:8]
+        self._sequence = itertools.count(1)
+        self._by_id: dict[str, PendingPlan] = {}
+        self._by_key: dict[PlanKey, str] = {}
+
+    def join(self, key: PlanKey, waiter: bytes, now_s: float) -> PendingPlan | None:
+        """Wait for a plan for ``key``; a new :class:`PendingPlan` when one must be sent.
+
+        Returns None when a plan request for ``key`` is already in flight: ``waiter``
+        gets its answer.
+        """
+        existing = self._by_key.get(key)
+        if existing is not None:
+            self._by_id[existing].waiters.append(waiter)
+            return None
+        pending = PendingPlan(f"{self._prefix}-{next(self._sequence)}", key, [waiter], now_s)
+        self._by_id[pending.plan_request_id] = pending
+        self._by_key[key] = pending.plan_request_id
+        return pending
+
+    def take(self, plan_request_id: str) -> PendingPlan | None:
+        """The pending request answered (or given up on) now; None if not (or no longer) ours."""
+        pending = self._by_id.pop(plan_request_id, None)
+        if pending is not None and self._by_key.get(pending.key) == plan_request_id:
+            del self._by_key[pending.key]
+        return pending
+
+    def take_all(self) -> Iterable[PendingPlan]:
+        pending = list(self._by_id.values())
+        self._by_id.clear()
+        self._by_key.clear()
+        return pending
+
+    def __len__(self) -> int:
+        return len(self._by_id)

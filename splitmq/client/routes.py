@@ -1,0 +1,306 @@
+"""Where to send a request next: route fallbacks, retries and per-attempt timeouts. Pure.
+
+A plan's route lists, per stage, agents in the order to try them. Agents forward to
+``route[s][0]`` only, so "trying a fallback" means sending a new attempt whose route
+has another agent first at the stage that failed. What a request learns over its
+attempts is its :class:`Knowledge`; :func:`choose_route` turns a plan's route and that
+knowledge into the next route, stage by stage:
+
+1. agents not known to be dead, that never failed at this stage and are not suspects,
+   in the plan's order;
+2. then suspects of this stage, the one suspected longest ago first;
+3. then agents that failed at this stage, the one that failed longest ago first;
+4. then dead agents (the client's view of liveness may be stale).
+
+A stage with nothing in 1 and 2 is *spent*: its fallbacks are used up.
+
+Failures and what they teach (:func:`after_failure` decides the next step):
+
+- an error message names its stage and agent: that pair has *failed*;
+- the agent went offline (its will), or the attempt timed out and a first agent of
+  the route is now dead (offline status, or telemetry older than a few periods): each
+  such first agent has failed at its stage;
+- an unexplained timeout: every first agent of the route becomes a *suspect* at its
+  stage, and the client asks the coordinator for a fresh plan. Suspects go after the
+  other agents, so whether or not the fresh plan changed, each stage with a fallback
+  rotates to it: a first rotation moves every stage at once, and a stage returns to a
+  suspect only when all its agents are suspects (then the oldest suspect first).
+
+When a stage is spent, or an agent says ``unknown_deployment`` (the plan is stale),
+the client asks for a fresh plan, then sends on whatever route :func:`choose_route`
+makes of it, even spent (transient errors, ``overloaded``, may pass), until the
+attempts run out. Errors caused by the input itself are not retried, and no attempt
+is sent when the time left is below the plan's predicted latency. How long an attempt
+is waited for: :func:`attempt_timeout_s`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass, field
+
+from splitmq.client.errors import ATTEMPTS_SPENT, DEADLINE
+from splitmq.wire import ErrorCode, Route
+
+TIMEOUT = "timeout"
+"""The outcome of an attempt that did not answer in time."""
+OFFLINE = "offline"
+"""The outcome of an attempt whose agent went offline (its will) while it was in flight."""
+
+NOT_RETRYABLE_AT_INPUT = frozenset({ErrorCode.SHAPE_MISMATCH, ErrorCode.BAD_MESSAGE})
+"""Codes that, at stage 0, blame the client's input: another agent would say the same."""
+REPLAN_CODES = frozenset({ErrorCode.UNKNOWN_DEPLOYMENT})
+"""Codes that mean the plan is stale: ask for a fresh one at once."""
+
+
+def retryable(code: str, stage: int | None) -> bool:
+    """Whether an attempt that failed with ``code`` at ``stage`` is worth another attempt.
+
+    ``shape_mismatch`` and ``bad_message`` at stage 0 judge the input the client sent;
+    at a later stage they judge what an agent forwarded, and another route may do.
+    """
+    return not (stage == 0 and code in NOT_RETRYABLE_AT_INPUT)
+
+
+def firsts(route: Route) -> tuple[str, ...]:
+    """Per stage, the agent an attempt on ``route`` is sent to."""
+    return tuple(agents[0] if agents else "" for agents in route)
+
+
+@dataclass(frozen=True)
+class Knowledge:
+    """What one request has learned about the agents of its route.
+
+    Attributes:
+        failed: ``(stage, agent)`` pairs that failed, oldest first.
+        suspects: ``(stage, agent)`` pairs first on a route that timed out unexplained,
+            oldest first.
+    """
+
+    failed: tuple[tuple[int, str], ...] = ()
+    suspects: tuple[tuple[int, str], ...] = ()
+
+    def fail(self, stage: int, agent_id: str) -> Knowledge:
+        pair = (stage, agent_id)
+        return Knowledge((*(p for p in self.failed if p != pair), pair), self.suspects)
+
+    def suspect(self, route: Route) -> Knowledge:
+        pairs = [(s, a) for s, a in enumerate(firsts(route)) if a]
+        kept = tuple(p for p in self.suspects if p not in pairs)
+        return Knowledge(self.failed, (*kept, *pairs))
+
+
+def choose_route(
+    route: Route, knowledge: Knowledge, dead: Collection[str] = ()
+) -> tuple[Route, tuple[int, ...]]:
+    """The route to try next, and the stages that are spent (see the module docstring)."""
+    chosen: list[tuple[str, ...]] = []
+    spent: list[int] = []
+    for stage, agents in enumerate(route):
+        failed = [a for s, a in knowledge.failed if s == stage and a in agents]
+        suspects = [a for s, a in knowledge.suspects if s == stage and a in agents]
+        alive = [a for a in agents if a not in dead]
+        fresh = [a for a in alive if a not in failed and a not in suspects]
+        order = [
+            *fresh,
+            *(a for a in suspects if a in alive and a not in failed),
+            *(a for a in failed if a in alive),
+            *(a for a in agents if a in dead),
+        ]
+        if not any(a in alive and a not in failed for a in order):
+            spent.append(stage)
+        chosen.append(tuple(dict.fromkeys(order)))
+    return tuple(chosen), tuple(spent)
+
+
+@dataclass(frozen=True)
+class Failure:
+    """How one attempt failed.
+
+    Attributes:
+        outcome: an agent's error code, :data:`TIMEOUT`, :data:`OFFLINE`, or the
+            client's own (``send_failed``).
+        message: in words.
+        stage, agent_id: where it failed, when known (an error message, a will).
+        final: no other attempt can do better (an input too large for the broker).
+    """
+
+    outcome: str
+    message: str = ""
+    stage: int | None = None
+    agent_id: str | None = None
+    final: bool = False
+
+
+@dataclass(frozen=True)
+class Retry:
+    """Send the next attempt on ``route``."""
+
+    route: Route
+
+
+@dataclass(frozen=True)
+class Replan:
+    """Ask the coordinator for a fresh plan first (fallbacks spent, or nothing known)."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class GiveUp:
+    """Fail the request: ``code`` and ``reason`` go into the final error."""
+
+    code: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class RetryBudget:
+    """How many attempts a request may still make, and the time it has left.
+
+    Attributes:
+        attempts_made: attempts sent so far (the failed one included).
+        max_attempts: the limit (``ClientConfig.max_attempts``).
+        remaining_s: time to the deadline.
+        predicted_latency_ms: the plan's prediction for one attempt.
+    """
+
+    attempts_made: int
+    max_attempts: int
+    remaining_s: float
+    predicted_latency_ms: float = 0.0
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What :func:`after_failure` decided, and the knowledge to keep."""
+
+    step: Retry | Replan | GiveUp
+    knowledge: Knowledge = field(default_factory=Knowledge)
+
+
+def after_failure(
+    route: Route,
+    plan_route: Route,
+    knowledge: Knowledge,
+    failure: Failure,
+    *,
+    budget: RetryBudget,
+    dead: Collection[str] = (),
+) -> Decision:
+    """The next step after an attempt on ``route`` failed; ``plan_route`` is the plan's.
+
+    Give up when the error blames the input, when the attempts are spent, or when the
+    time left is below the plan's predicted latency; otherwise retry on a fallback or
+    ask for a fresh plan (see the module docstring).
+    """
+    if failure.final or not retryable(failure.outcome, failure.stage):
+        return Decision(GiveUp(failure.outcome, failure.message), knowledge)
+    if budget.attempts_made >= budget.max_attempts:
+        return Decision(
+            GiveUp(ATTEMPTS_SPENT, f"all {budget.max_attempts} attempts failed"), knowledge
+        )
+    if not deadline_allows(budget.remaining_s, budget.predicted_latency_ms):
+        return Decision(GiveUp(DEADLINE, too_late(budget)), knowledge)
+    if failure.stage is not None and failure.agent_id is not None:
+        knowledge = knowledge.fail(failure.stage, failure.agent_id)
+    elif failure.outcome == TIMEOUT:
+        culprits = [(s, a) for s, a in enumerate(firsts(route)) if a in dead]
+        if not culprits:
+            return Decision(
+                Replan("an attempt timed out and no agent of its route is known dead"),
+                knowledge.suspect(route),
+            )
+        for stage, agent_id in culprits:
+            knowledge = knowledge.fail(stage, agent_id)
+    if failure.outcome in REPLAN_CODES:
+        return Decision(Replan(f"{failure.outcome}: the plan is stale"), knowledge)
+    next_route, spent = choose_route(plan_route, knowledge, dead)
+    if spent:
+        stages = ", ".join(str(s) for s in spent)
+        return Decision(Replan(f"the fallbacks of stage {stages} are spent"), knowledge)
+    return Decision(Retry(next_route), knowledge)
+
+
+def deadline_allows(remaining_s: float, predicted_latency_ms: float) -> bool:
+    """Whether an attempt predicted to take ``predicted_latency_ms`` can finish in time."""
+    return remaining_s > 0 and remaining_s * 1000.0 >= predicted_latency_ms
+
+
+def too_late(budget: RetryBudget) -> str:
+    if budget.remaining_s <= 0:
+        return "the deadline passed"
+    return (
+        f"{budget.remaining_s * 1000.0:.0f} ms remain before the deadline, below the "
+        f"plan's predicted latency of {budget.predicted_latency_ms:.0f} ms"
+    )
+
+
+def attempt_timeout_s(
+    predicted_latency_ms: float,
+    remaining_s: float,
+    *,
+    observed_ms: float | None = None,
+    last: bool,
+    factor: float,
+    margin_s: float,
+    minimum_s: float,
+) -> float:
+    """How long to wait for one attempt's answer before trying another route.
+
+    ``min(remaining, max(minimum_s, factor * expected + margin_s))`` where ``expected``
+    is the larger of the plan's predicted latency and ``observed_ms``, the smoothed
+    latency of recent answers on the same deployment (:func:`smoothed`): the plan knows
+    nothing of queues, and a client keeping many requests in flight builds some. The
+    last attempt a request may make waits for whatever remains of the deadline.
+    """
+    if last:
+        return max(0.0, remaining_s)
+    expected_ms = max(predicted_latency_ms, observed_ms or 0.0)
+    wait = max(minimum_s, factor * expected_ms / 1000.0 + margin_s)
+    return max(0.0, min(remaining_s, wait))
+
+
+SMOOTHING = 0.2
+"""Weight of the newest sample in :func:`smoothed`."""
+
+
+def smoothed(previous: float | None, sample: float, weight: float = SMOOTHING) -> float:
+    """An exponentially weighted moving average: ``previous`` moved ``weight`` toward ``sample``."""
+    return sample if previous is None else previous + weight * (sample - previous)
+
+
+class Liveness:
+    """The client's view of which agents are alive, from statuses and telemetry.
+
+    An agent is dead when its last status says ``offline`` (its will fired, or it
+    stopped), or when its telemetry is older than ``stale_periods`` of its own period
+    (at least ``min_stale_s``). Agents never heard of are not dead: the coordinator
+    knows them. Times are ``time.monotonic()`` seconds.
+    """
+
+    def __init__(self, stale_periods: float = 3.0, min_stale_s: float = 1.0):
+        self.stale_periods = stale_periods
+        self.min_stale_s = min_stale_s
+        self._offline: set[str] = set()
+        self._telemetry: dict[str, tuple[float, float]] = {}
+
+    def status(self, agent_id: str, online: bool) -> None:
+        if online:
+            self._offline.discard(agent_id)
+        else:
+            self._offline.add(agent_id)
+
+    def telemetry(self, agent_id: str, seen_s: float, period_s: float) -> None:
+        """A telemetry message of ``agent_id`` taken at ``seen_s``, sent every ``period_s``."""
+        previous = self._telemetry.get(agent_id)
+        if previous is None or seen_s >= previous[0]:
+            self._telemetry[agent_id] = (seen_s, period_s)
+
+    def dead(self, now_s: float) -> frozenset[str]:
+        stale = {
+            agent_id
+            for agent_id, (seen_s, period_s) in self._telemetry.items()
+            if now_s - seen_s > max(self.min_stale_s, self.stale_periods * period_s)
+        }
+        return frozenset(self._offline | stale)

@@ -1,0 +1,212 @@
+"""``splitmq coordinator``, ``splitmq deploy`` and ``splitmq fleet``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from splitmq.connection import add_broker_options, namespace, transport_config
+from splitmq.errors import ConfigError, SplitMQError
+
+log = logging.getLogger(__name__)
+
+if TYPE_CHECKING:
+    Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
+
+
+def add_parsers(subparsers: Subparsers) -> None:
+    _add_coordinator(subparsers)
+    _add_deploy(subparsers)
+    _add_fleet(subparsers)
+
+
+# -- splitmq coordinator ---------------------------------------------------------------------
+
+
+def _add_coordinator(subparsers: Subparsers) -> None:
+    parser = subparsers.add_parser(
+        "coordinator",
+        help="run the coordinator: registry, model pool, deployer, planner",
+        description="Keep the fleet registry, serve the model pool, deploy models and "
+        "answer plan requests. State lives in retained topics: restart it at will.",
+    )
+    add_broker_options(parser)
+    parser.add_argument("--pool", type=Path, default=Path("pool"), help="model pool directory")
+    parser.add_argument("--id", default="coordinator", help="issuer id the agents obey")
+    parser.add_argument(
+        "--no-heal", action="store_true", help="do not re-deploy stages of lost agents"
+    )
+    parser.add_argument("--battery-floor", type=float, help="percent; agents below are left out")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
+    parser.set_defaults(run=run_coordinator)
+
+
+def run_coordinator(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from splitmq.coordinator.service import Coordinator, CoordinatorConfig
+    from splitmq.transport import MqttTransport
+
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        config = CoordinatorConfig(
+            coordinator_id=args.id, namespace=namespace(args), heal=not args.no_heal
+        )
+        if args.battery_floor is not None:
+            planner = replace(config.deployer.planner, battery_floor_pct=args.battery_floor)
+            config = replace(config, deployer=replace(config.deployer, planner=planner))
+        transport = MqttTransport(
+            transport_config(args, f"splitmq-coordinator-{args.id}-{uuid.uuid4().hex[:6]}")
+        )
+        coordinator = Coordinator(transport, args.pool, config)
+        coordinator.start()
+    except SplitMQError as error:
+        print(f"splitmq coordinator: {error}", flush=True)
+        return 2
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    signal.signal(signal.SIGINT, lambda *_: stopping.set())
+    stopping.wait()
+    coordinator.stop()
+    return 0
+
+
+# -- splitmq deploy --------------------------------------------------------------------------
+
+
+def _add_deploy(subparsers: Subparsers) -> None:
+    parser = subparsers.add_parser(
+        "deploy",
+        help="deploy a model over the fleet (or roll back, or retire it)",
+        description="Ask the coordinator to partition a model over the online agents, load "
+        "the shards and publish the deployment. Deploying an earlier --version rolls back.",
+    )
+    add_broker_options(parser)
+    parser.add_argument("model", help="the model's name in the pool")
+    parser.add_argument("--version", help="pool version (default: the latest)")
+    parser.add_argument("--variant", help="float32 (default), float16 or int8")
+    parser.add_argument("--stages", default="auto", help="number of stages, or auto")
+    parser.add_argument("--replicas", type=int, default=1, help="agents per stage")
+    parser.add_argument(
+        "--objective", choices=["latency", "throughput", "energy"], default="latency"
+    )
+    parser.add_argument("--pin-first", metavar="AGENT", help="this agent runs the first stage")
+    parser.add_argument("--pin-last", metavar="AGENT", help="this agent runs the last stage")
+    parser.add_argument("--max-latency-ms", type=float, help="gate: refuse if predicted above")
+    parser.add_argument("--max-shard-mb", type=float, help="gate: largest shard per device")
+    parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait")
+    parser.add_argument("--retire", action="store_true", help="retire the model's deployments")
+    parser.add_argument("--id", default="", help="operator id (default: a fresh one)")
+    parser.set_defaults(run=run_deploy)
+
+
+def run_deploy(args: argparse.Namespace) -> int:
+    from splitmq.wire import DeployRequest, Objective
+
+    try:
+        stages = 0 if args.stages == "auto" else int(args.stages)
+    except ValueError:
+        print(f"splitmq deploy: --stages must be a number or auto, got {args.stages!r}")
+        return 2
+    operator = args.id or f"operator-{uuid.uuid4().hex[:8]}"
+    request = DeployRequest(
+        request_id=uuid.uuid4().hex,
+        client_id=operator,
+        model=args.model,
+        version=args.version,
+        variant=args.variant,
+        stages=stages,
+        replicas=args.replicas,
+        objective=Objective(args.objective),
+        pin_first=args.pin_first,
+        pin_last=args.pin_last,
+        max_latency_ms=args.max_latency_ms,
+        max_shard_bytes=int(args.max_shard_mb * 1e6) if args.max_shard_mb else None,
+        ready_timeout_s=max(1.0, args.timeout - 5.0),
+        retire=args.retire,
+    )
+    try:
+        reply = request_deployment(args, request, args.timeout)
+    except SplitMQError as error:
+        print(f"splitmq deploy: {error}")
+        return 2
+    print(reply.message)
+    return 0 if reply.ok else 1
+
+
+def request_deployment(args: argparse.Namespace, request: Any, timeout_s: float) -> Any:
+    """Publish ``request`` on the control topic and wait for the coordinator's reply."""
+    from splitmq.transport import MqttTransport
+    from splitmq.wire import DeployReply, decode, encode
+    from splitmq.wire.topics import DEPLOY_REPLIES, DEPLOY_REQUESTS
+
+    ns = namespace(args)
+    replies: list[DeployReply] = []
+    arrived = threading.Event()
+
+    def on_reply(message: Any) -> None:
+        reply = decode(message.payload, expect=DeployReply)
+        if reply.request_id == request.request_id:
+            replies.append(reply)
+            arrived.set()
+
+    with MqttTransport(transport_config(args, f"splitmq-{request.client_id}")) as transport:
+        transport.subscribe(DEPLOY_REPLIES.name(ns, client=request.client_id), on_reply)
+        transport.publish(DEPLOY_REQUESTS.name(ns), encode(request), qos=1).wait(10.0)
+        if not arrived.wait(timeout_s):
+            raise ConfigError(
+                f"no answer from a coordinator within {timeout_s:.0f} s: is `splitmq "
+                "coordinator` running on this broker (and this namespace)?"
+            )
+    return replies[0]
+
+
+# -- splitmq fleet ---------------------------------------------------------------------------
+
+
+def _add_fleet(subparsers: Subparsers) -> None:
+    parser = subparsers.add_parser(
+        "fleet",
+        help="show the agents: battery, load, speed, link, stages",
+        description="Print the fleet as a table, from the agents' retained status and telemetry.",
+    )
+    add_broker_options(parser)
+    parser.add_argument("--watch", action="store_true", help="keep the table current")
+    parser.add_argument("--period", type=float, default=1.0, help="seconds between redraws")
+    parser.add_argument("--wait", type=float, default=1.5, help="seconds to gather at first")
+    parser.set_defaults(run=run_fleet)
+
+
+def run_fleet(args: argparse.Namespace) -> int:
+    from splitmq.coordinator.fleet_table import FleetWatcher, fleet_table
+    from splitmq.transport import MqttTransport
+
+    try:
+        transport = MqttTransport(transport_config(args, f"splitmq-fleet-{uuid.uuid4().hex[:8]}"))
+        watcher = FleetWatcher(transport, namespace(args))
+        watcher.start()
+    except SplitMQError as error:
+        print(f"splitmq fleet: {error}")
+        return 2
+    try:
+        time.sleep(args.wait)
+        while True:
+            table = fleet_table(watcher.registry, watcher.deployments())
+            if args.watch:
+                print("\x1b[2J\x1b[H", end="")
+            print(table, flush=True)
+            if not args.watch:
+                return 0
+            time.sleep(args.period)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        transport.close()

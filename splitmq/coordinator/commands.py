@@ -1,0 +1,115 @@
+"""Commands to agents and their answers: send a load or unload, wait for the event.
+
+The coordinator publishes :class:`LoadShard` / :class:`UnloadShard` on an agent's
+``agents/{agent}/cmd`` topic and the agent answers on ``agents/{agent}/events`` with a
+:class:`ShardReady` (loaded, benchmarked, serving) or a :class:`CommandReply` (done, or
+failed with a reason). :class:`CommandChannel` matches answers to commands by id so a
+deployer can send many loads at once and wait for all of them.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterable
+from concurrent.futures import Future
+from dataclasses import dataclass
+
+from splitmq.errors import DecodeError, TransportError
+from splitmq.transport import InboundMessage, Transport
+from splitmq.wire import (
+    CommandReply,
+    LoadShard,
+    Pong,
+    ShardReady,
+    UnloadShard,
+    decode,
+    encode,
+)
+from splitmq.wire.topics import COMMANDS, DEFAULT_NAMESPACE
+
+Answer = ShardReady | CommandReply
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one command ended: ``answer`` is None when the agent never answered in time."""
+
+    agent_id: str
+    command: LoadShard | UnloadShard
+    answer: Answer | None
+
+    @property
+    def ok(self) -> bool:
+        if isinstance(self.answer, ShardReady):
+            return True
+        return isinstance(self.answer, CommandReply) and self.answer.ok
+
+    @property
+    def reason(self) -> str:
+        if self.answer is None:
+            return "no answer in time"
+        if isinstance(self.answer, CommandReply) and not self.answer.ok:
+            return self.answer.message
+        return ""
+
+
+class CommandChannel:
+    """Sends commands as ``issuer`` and resolves them from the agents' events."""
+
+    def __init__(self, transport: Transport, issuer: str, namespace: str = DEFAULT_NAMESPACE):
+        self.transport = transport
+        self.issuer = issuer
+        self.namespace = namespace
+        self._pending: dict[str, Future[Answer]] = {}
+        self._lock = threading.Lock()
+
+    def new_id(self) -> str:
+        return uuid.uuid4().hex[:16]
+
+    def send(self, agent_id: str, command: LoadShard | UnloadShard) -> Future[Answer]:
+        future: Future[Answer] = Future()
+        with self._lock:
+            self._pending[command.command_id] = future
+        try:
+            self.transport.publish(
+                COMMANDS.name(self.namespace, agent=agent_id), encode(command), qos=COMMANDS.qos
+            )
+        except TransportError as error:
+            with self._lock:
+                self._pending.pop(command.command_id, None)
+            future.set_result(
+                CommandReply(command.command_id, agent_id, ok=False, message=str(error))
+            )
+        return future
+
+    def run(
+        self, commands: Iterable[tuple[str, LoadShard | UnloadShard]], timeout_s: float
+    ) -> list[Outcome]:
+        """Send every command at once and wait (at most ``timeout_s``) for every answer."""
+        sent = [(agent, command, self.send(agent, command)) for agent, command in commands]
+        deadline = time.monotonic() + timeout_s
+        outcomes = []
+        for agent, command, future in sent:
+            try:
+                answer: Answer | None = future.result(max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                answer = None
+            with self._lock:
+                self._pending.pop(command.command_id, None)
+            outcomes.append(Outcome(agent, command, answer))
+        return outcomes
+
+    def on_event(self, message: InboundMessage) -> ShardReady | CommandReply | Pong | None:
+        """Feed an ``agents/+/events`` message; returns it decoded (None if malformed)."""
+        try:
+            event = decode(message.payload, expect=(ShardReady, CommandReply, Pong))
+        except DecodeError:
+            return None
+        if isinstance(event, ShardReady | CommandReply):
+            with self._lock:
+                future = self._pending.pop(event.command_id, None)
+            if future is not None and not future.done():
+                future.set_result(event)
+        return event  # type: ignore[return-value]

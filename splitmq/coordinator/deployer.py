@@ -1,0 +1,395 @@
+"""The deployer: partition a model over the fleet, load the shards, publish the deployment.
+
+``deploy(request)``:
+
+1. open the model (the latest version unless one is named: deploying an earlier
+   version is a rollback) and pick the variant (asked for, else float32);
+2. run the partition optimizer over the online agents (measured speed, links, memory,
+   battery) for the request's objective, stages, replicas, pins and gates — a miss
+   comes back as a refusal with the figures;
+3. cut the shards (or read them back: they are kept by digest) and serve them;
+4. order every replica to load its shard and wait until all report ready (or the
+   timeout), naming each agent that failed and why;
+5. publish the deployment, retained, with the next epoch, and unload the stages agents
+   no longer host.
+
+``heal(deployment)`` runs when an agent hosting a stage goes offline or its battery
+drops below the floor unplugged: the affected stages get replacement replicas (the
+cheapest eligible agents for that stage), loaded and ready before the new epoch is
+published; the other stages keep serving throughout.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+
+from splitmq.converter.manifest import Variant
+from splitmq.converter.pool import PoolEntry
+from splitmq.coordinator.commands import CommandChannel, Outcome
+from splitmq.coordinator.model_pool import ModelPool, ShardFile, UnknownModel
+from splitmq.coordinator.partition import (
+    PartitionConfig,
+    PartitionRefused,
+    PartitionRequest,
+    describe,
+    partition,
+)
+from splitmq.coordinator.planner import AgentView, PlannerConfig, eligible
+from splitmq.coordinator.registry import FLOPS_PER_MS_PER_GFLOPS, Registry
+from splitmq.coordinator.views import tensor_bytes
+from splitmq.wire import (
+    Deployment,
+    DeploymentState,
+    DeployReply,
+    DeployRequest,
+    LoadShard,
+    ShardReady,
+    StageSpec,
+    UnloadShard,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_VARIANT = "float32"
+Publish = Callable[[Deployment], None]
+
+
+def deployment_id(model: str, variant: str) -> str:
+    """One live deployment per model and variant; its epoch counts the changes."""
+    return f"{model}-{variant}"
+
+
+@dataclass(frozen=True)
+class DeployerConfig:
+    """Deployer settings.
+
+    Attributes:
+        ready_timeout_s: default wait for every agent to report its shard ready.
+        planner: battery floor and cost figures shared with the per-request planner.
+        partition: the optimizer's settings.
+    """
+
+    ready_timeout_s: float = 60.0
+    planner: PlannerConfig = field(default_factory=PlannerConfig)
+    partition: PartitionConfig = field(default_factory=PartitionConfig)
+
+
+class Deployer:
+    """Deploys, re-deploys and retires models; one call at a time (the service serialises)."""
+
+    def __init__(
+        self,
+        pool: ModelPool,
+        registry: Registry,
+        commands: CommandChannel,
+        *,
+        publish: Publish,
+        deployments: Callable[[], Mapping[str, Deployment]],
+        config: DeployerConfig = DeployerConfig(),
+    ):
+        self.pool = pool
+        self.registry = registry
+        self.commands = commands
+        self.publish = publish
+        self.deployments = deployments
+        self.config = config
+
+    # -- deploy -------------------------------------------------------------------------
+
+    def deploy(self, request: DeployRequest) -> DeployReply:
+        """Deploy (or retire) what ``request`` asks; never raises for a refusal."""
+
+        def refuse(message: str, failed: Sequence[str] = ()) -> DeployReply:
+            log.warning("deployment of %s refused: %s", request.model, message)
+            return DeployReply(
+                request.request_id, ok=False, message=message, failed_agents=tuple(failed)
+            )
+
+        if request.retire:
+            return self.retire(request)
+        try:
+            entry = self.pool.entry(request.model, request.version)
+            variant_name = request.variant or DEFAULT_VARIANT
+            variant = _variant(entry, variant_name)
+        except UnknownModel as error:
+            return refuse(str(error))
+        fleet = self.registry.views()
+        agents = [v for v in fleet.values() if eligible(v, self.config.planner)]
+        if not agents:
+            return refuse("no agent is online (and above the battery floor or plugged in)")
+        try:
+            chosen = partition(
+                variant,
+                agents,
+                PartitionRequest(
+                    stages=request.stages or None,
+                    replicas=request.replicas,
+                    objective=request.objective,
+                    pin_first=request.pin_first,
+                    pin_last=request.pin_last,
+                    max_latency_ms=request.max_latency_ms,
+                    max_shard_bytes=request.max_shard_bytes,
+                    source=fleet.get(request.client_id),
+                ),
+                self.config.partition,
+            )
+        except PartitionRefused as error:
+            return refuse(f"{error} [{error.constraint}]")
+        shards = self.pool.shards(entry, variant.name, chosen.cut_points)
+        stages = tuple(
+            _stage_spec(shard, plan.replicas)
+            for shard, plan in zip(shards, chosen.stages, strict=True)
+        )
+        name = deployment_id(entry.name, variant.name)
+        previous = self.deployments().get(name)
+        timeout_s = request.ready_timeout_s or self.config.ready_timeout_s
+        failures = self._load(name, stages, previous, timeout_s, variant)
+        if failures:
+            return refuse(
+                "agents failed to load their shards: "
+                + "; ".join(f"{o.agent_id} stage {o.command.stage}: {o.reason}" for o in failures),
+                [o.agent_id for o in failures],
+            )
+        deployment = Deployment(
+            deployment=name,
+            model=entry.name,
+            version=entry.version,
+            variant=variant.name,
+            epoch=(previous.epoch + 1) if previous is not None else 1,
+            stages=stages,
+            created_ms=int(time.time() * 1000),
+            objective=str(request.objective),
+            target_replicas=request.replicas,
+        )
+        self.publish(deployment)
+        if previous is not None:
+            self._unload_dropped(previous, deployment)
+        summary = (
+            f"deployed {entry.name} {entry.version} ({variant.name}) as {name} epoch "
+            f"{deployment.epoch}\n{describe(chosen)}"
+        )
+        log.info("%s", summary)
+        return DeployReply(
+            request.request_id,
+            ok=True,
+            message=summary,
+            deployment=name,
+            epoch=deployment.epoch,
+            predicted_latency_ms=chosen.predicted_latency_ms,
+        )
+
+    def retire(self, request: DeployRequest) -> DeployReply:
+        """Retire every deployment of the model (or of the variant asked for)."""
+        retired = []
+        for deployment in list(self.deployments().values()):
+            if deployment.model != request.model or deployment.state is DeploymentState.RETIRED:
+                continue
+            if request.variant and deployment.variant != request.variant:
+                continue
+            final = replace(deployment, epoch=deployment.epoch + 1, state=DeploymentState.RETIRED)
+            self.publish(final)
+            self._unload_dropped(deployment, replace(final, stages=()))
+            retired.append(deployment.deployment)
+        if not retired:
+            return DeployReply(
+                request.request_id, ok=False, message=f"{request.model} is not deployed"
+            )
+        return DeployReply(request.request_id, ok=True, message=f"retired {', '.join(retired)}")
+
+    # -- heal ---------------------------------------------------------------------------
+
+    def needs_healing(self, deployment: Deployment) -> bool:
+        if deployment.state is not DeploymentState.ACTIVE:
+            return False
+        fleet = self.registry.views()
+        for stage in deployment.stages:
+            healthy = [a for a in stage.replicas if eligible(fleet.get(a), self.config.planner)]
+            if len(healthy) < max(1, deployment.target_replicas):
+                spare = self._spares(stage, deployment, fleet, exclude=set(healthy))
+                if spare or len(healthy) < len(stage.replicas):
+                    return True
+        return False
+
+    def heal(self, deployment: Deployment) -> Deployment | None:
+        """Replace lost replicas; publish and return the new epoch (None when nothing changed)."""
+        fleet = self.registry.views()
+        entry = self.pool.entry(deployment.model, deployment.version)
+        variant = _variant(entry, deployment.variant)
+        new_stages = []
+        loads: list[tuple[str, LoadShard | UnloadShard]] = []
+        changed = False
+        for stage in deployment.stages:
+            healthy = [a for a in stage.replicas if eligible(fleet.get(a), self.config.planner)]
+            missing = max(1, deployment.target_replicas) - len(healthy)
+            spares = self._spares(stage, deployment, fleet, exclude=set(healthy), variant=variant)
+            added = spares[: max(0, missing)]
+            loads.extend(
+                (agent, self._load_command(deployment.deployment, stage)) for agent in added
+            )
+            replicas = (*healthy, *added)
+            changed |= replicas != stage.replicas
+            new_stages.append((stage, healthy, added))
+        if not changed:
+            return None
+        outcomes = self.commands.run(loads, self.config.ready_timeout_s)
+        ready = {(o.agent_id, o.command.stage) for o in outcomes if o.ok}
+        self._learn(outcomes, variant, deployment.stages)
+        for outcome in outcomes:
+            if not outcome.ok:
+                log.warning(
+                    "heal %s: %s could not load stage %d: %s",
+                    deployment.deployment,
+                    outcome.agent_id,
+                    outcome.command.stage,
+                    outcome.reason,
+                )
+        stages = tuple(
+            replace(
+                stage,
+                replicas=(*healthy, *(a for a in added if (a, stage.stage) in ready)),
+            )
+            for stage, healthy, added in new_stages
+        )
+        healed = replace(deployment, epoch=deployment.epoch + 1, stages=stages)
+        if healed.stages == deployment.stages:
+            return None
+        self.publish(healed)
+        log.info(
+            "healed %s: epoch %d, replicas %s",
+            deployment.deployment,
+            healed.epoch,
+            [s.replicas for s in stages],
+        )
+        return healed
+
+    def _spares(
+        self,
+        stage: StageSpec,
+        deployment: Deployment,
+        fleet: Mapping[str, AgentView],
+        exclude: set[str],
+        variant: Variant | None = None,
+    ) -> list[str]:
+        """Eligible agents that could take ``stage``, cheapest first."""
+        hosting_other = {
+            a for s in deployment.stages if s.stage != stage.stage for a in s.replicas[:1]
+        }
+        candidates = [
+            view
+            for view in fleet.values()
+            if eligible(view, self.config.planner)
+            and view.agent_id not in exclude
+            and view.agent_id not in stage.replicas
+            and (view.mem_free_bytes is None or view.mem_free_bytes > 2 * stage.size_bytes)
+        ]
+        flops = _stage_flops(variant, stage) if variant is not None else 0
+
+        def cost(view: AgentView) -> tuple[bool, float]:
+            compute = flops / (view.speed_gflops * FLOPS_PER_MS_PER_GFLOPS) if flops else 0.0
+            send = view.send_ms(sum(tensor_bytes(s) for s in stage.outputs))
+            # Prefer agents that are not already the primary of another stage.
+            return (view.agent_id in hosting_other, compute + send)
+
+        return [view.agent_id for view in sorted(candidates, key=cost)]
+
+    # -- loading ------------------------------------------------------------------------
+
+    def _load_command(self, deployment: str, stage: StageSpec) -> LoadShard:
+        return LoadShard(
+            command_id=self.commands.new_id(),
+            issuer=self.commands.issuer,
+            deployment=deployment,
+            stage=stage.stage,
+            digest=stage.digest,
+            size_bytes=stage.size_bytes,
+            inputs=stage.inputs,
+            outputs=stage.outputs,
+        )
+
+    def _load(
+        self,
+        name: str,
+        stages: Sequence[StageSpec],
+        previous: Deployment | None,
+        timeout_s: float,
+        variant: Variant,
+    ) -> list[Outcome]:
+        """Load every replica's shard (skipping those already serving it); the failures."""
+        serving = {
+            (agent, stage.stage, stage.digest)
+            for stage in (previous.stages if previous is not None else ())
+            for agent in stage.replicas
+        }
+        loads: list[tuple[str, LoadShard | UnloadShard]] = [
+            (agent, self._load_command(name, stage))
+            for stage in stages
+            for agent in stage.replicas
+            if (agent, stage.stage, stage.digest) not in serving or not self.registry.online(agent)
+        ]
+        outcomes = self.commands.run(loads, timeout_s)
+        self._learn(outcomes, variant, stages)
+        return [o for o in outcomes if not o.ok]
+
+    def _learn(
+        self, outcomes: Sequence[Outcome], variant: Variant, stages: Sequence[StageSpec]
+    ) -> None:
+        """Teach the registry each agent's speed from the benchmarks of the shards it loaded."""
+        by_stage = {s.stage: s for s in stages}
+        for outcome in outcomes:
+            if isinstance(outcome.answer, ShardReady) and outcome.command.stage in by_stage:
+                flops = _stage_flops(variant, by_stage[outcome.command.stage])
+                self.registry.on_shard_ready(outcome.answer, flops)
+
+    def _unload_dropped(self, previous: Deployment, current: Deployment) -> None:
+        kept = {(a, s.stage) for s in current.stages for a in s.replicas}
+        unloads: list[tuple[str, LoadShard | UnloadShard]] = [
+            (
+                agent,
+                UnloadShard(
+                    command_id=self.commands.new_id(),
+                    issuer=self.commands.issuer,
+                    deployment=previous.deployment,
+                    stage=stage.stage,
+                ),
+            )
+            for stage in previous.stages
+            for agent in stage.replicas
+            if (agent, stage.stage) not in kept and self.registry.online(agent)
+        ]
+        for outcome in self.commands.run(unloads, timeout_s=5.0):
+            if not outcome.ok:
+                log.info("unload on %s: %s", outcome.agent_id, outcome.reason)
+
+
+def _variant(entry: PoolEntry, name: str) -> Variant:
+    variant = entry.manifest.variants.get(name)
+    if variant is None:
+        raise UnknownModel(
+            f"{entry.name} {entry.version} has no variant {name!r}; it has "
+            f"{', '.join(entry.manifest.variants)}"
+        )
+    if not variant.cuttable:
+        raise UnknownModel(
+            f"{entry.name} {entry.version} {name} cannot be cut: {variant.uncuttable_reason}"
+        )
+    return variant
+
+
+def _stage_spec(shard: ShardFile, replicas: Sequence[str]) -> StageSpec:
+    return StageSpec(
+        stage=shard.stage,
+        start_op=shard.start_op,
+        end_op=shard.end_op,
+        digest=shard.digest,
+        size_bytes=shard.size_bytes,
+        inputs=shard.inputs,
+        outputs=shard.outputs,
+        replicas=tuple(replicas),
+    )
+
+
+def _stage_flops(variant: Variant, stage: StageSpec) -> int:
+    return sum(op.flops for op in variant.operators[stage.start_op : stage.end_op])

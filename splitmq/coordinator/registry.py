@@ -1,0 +1,227 @@
+"""The fleet registry: who is online, with what battery, speed, link and shards.
+
+Built from three retained or periodic sources (design.md's topic table):
+
+- ``agents/{agent}/status``: the birth message (runtime, cores, memory, power figures,
+  calibrated speed, link, cached shards), or the will the broker published (offline);
+- ``agents/{agent}/telemetry``: every period, battery, load, free memory, queue depths
+  and the smoothed compute time of each hosted stage;
+- ``agents/{agent}/events``: ``ShardReady`` with the benchmark time of a freshly
+  loaded shard.
+
+An agent counts as gone when its status says offline or when no telemetry has arrived
+for ``stale_periods`` of its own period (a crashed device whose will has not fired yet,
+or a silent link). Times are taken on arrival with a monotonic clock: device clocks need
+not agree.
+
+Speed: an agent's status carries a calibrated speed figure measured at start. Once
+shards have run, their measured times say how fast an agent really runs *our* graphs;
+the ratio of measured to calibrated speed over the fleet corrects the figure of agents
+not measured yet. No I/O here: the coordinator's service feeds messages in.
+"""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from splitmq.coordinator.planner import AgentView
+from splitmq.wire import AgentState, AgentStatus, ShardReady, Telemetry
+
+DEFAULT_STALE_PERIODS = 3.0
+DEFAULT_SPEED_GFLOPS = 1.0
+FLOPS_PER_MS_PER_GFLOPS = 1e6
+
+
+def stage_key(deployment: str, stage: int) -> str:
+    """How agents name a hosted stage in their telemetry (``deployment/stage``)."""
+    return f"{deployment}/{stage}"
+
+
+@dataclass
+class AgentRecord:
+    """Everything the registry knows of one agent.
+
+    Attributes:
+        agent_id: the agent.
+        status: its last status message (birth or will).
+        telemetry: its last telemetry.
+        seen_s: monotonic time of the last status or telemetry received.
+        bench_ms: per hosted stage key, the benchmark time its ``ShardReady`` reported.
+        measured: per shard digest, ``(flops, ms)`` measured on this agent.
+    """
+
+    agent_id: str
+    status: AgentStatus | None = None
+    telemetry: Telemetry | None = None
+    seen_s: float = 0.0
+    bench_ms: dict[str, float] = field(default_factory=dict)
+    measured: dict[str, tuple[int, float]] = field(default_factory=dict)
+
+    @property
+    def period_s(self) -> float:
+        return self.telemetry.period_s if self.telemetry is not None else 1.0
+
+    def compute_ms(self, key: str) -> float | None:
+        """The stage's smoothed compute time from telemetry, else its benchmark time."""
+        if self.telemetry is not None and key in self.telemetry.compute_ms:
+            return self.telemetry.compute_ms[key]
+        return self.bench_ms.get(key)
+
+
+class Registry:
+    """The live fleet, fed by the coordinator's subscriptions. Thread-safe.
+
+    Args:
+        stale_periods: telemetry periods of silence after which an agent is gone.
+        clock: monotonic seconds (injectable for tests).
+    """
+
+    def __init__(
+        self,
+        *,
+        stale_periods: float = DEFAULT_STALE_PERIODS,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.stale_periods = stale_periods
+        self._clock = clock
+        self._agents: dict[str, AgentRecord] = {}
+        self._lock = threading.Lock()
+
+    # -- feeding -----------------------------------------------------------------------
+
+    def on_status(self, status: AgentStatus) -> None:
+        with self._lock:
+            record = self._record(status.agent_id)
+            record.status = status
+            record.seen_s = self._clock()
+            if status.state is AgentState.OFFLINE:
+                record.telemetry = None
+
+    def on_telemetry(self, telemetry: Telemetry) -> None:
+        with self._lock:
+            record = self._record(telemetry.agent_id)
+            record.telemetry = telemetry
+            record.seen_s = self._clock()
+
+    def on_shard_ready(self, ready: ShardReady, flops: int | None = None) -> None:
+        """A shard's benchmark; ``flops`` (from the manifest) teaches the agent's speed."""
+        with self._lock:
+            record = self._record(ready.agent_id)
+            record.bench_ms[stage_key(ready.deployment, ready.stage)] = ready.bench_ms
+            if flops and ready.bench_ms > 0:
+                record.measured[ready.digest] = (flops, ready.bench_ms)
+
+    def forget(self, agent_id: str) -> None:
+        with self._lock:
+            self._agents.pop(agent_id, None)
+
+    def _record(self, agent_id: str) -> AgentRecord:
+        record = self._agents.get(agent_id)
+        if record is None:
+            record = self._agents[agent_id] = AgentRecord(agent_id)
+        return record
+
+    # -- reading ------------------------------------------------------------------------
+
+    def agent_ids(self) -> list[str]:
+        with self._lock:
+            return sorted(self._agents)
+
+    def record(self, agent_id: str) -> AgentRecord | None:
+        with self._lock:
+            return self._agents.get(agent_id)
+
+    def online(self, agent_id: str) -> bool:
+        with self._lock:
+            record = self._agents.get(agent_id)
+            return record is not None and self._online(record, self._clock())
+
+    def online_ids(self) -> list[str]:
+        with self._lock:
+            now = self._clock()
+            return sorted(a for a, r in self._agents.items() if self._online(r, now))
+
+    def _online(self, record: AgentRecord, now: float) -> bool:
+        if record.status is None or record.status.state is not AgentState.ONLINE:
+            return False
+        return now - record.seen_s <= self.stale_periods * record.period_s
+
+    def compute_ms(self, deployment: str, stage: int, agent_id: str) -> float | None:
+        with self._lock:
+            record = self._agents.get(agent_id)
+            return None if record is None else record.compute_ms(stage_key(deployment, stage))
+
+    def speed_gflops(self, agent_id: str) -> float:
+        """Measured speed on our shards, else the calibrated figure corrected by the fleet."""
+        with self._lock:
+            record = self._agents.get(agent_id)
+            if record is None:
+                return DEFAULT_SPEED_GFLOPS
+            return self._speed(record, self._correction())
+
+    def _speed(self, record: AgentRecord, correction: float) -> float:
+        measured = _measured_speed(record)
+        if measured is not None:
+            return measured
+        calibrated = record.status.speed_gflops if record.status is not None else 0.0
+        return calibrated * correction if calibrated > 0 else DEFAULT_SPEED_GFLOPS
+
+    def _correction(self) -> float:
+        """Median of measured / calibrated speed over the agents that have both."""
+        ratios = [
+            measured / record.status.speed_gflops
+            for record in self._agents.values()
+            if record.status is not None
+            and record.status.speed_gflops > 0
+            and (measured := _measured_speed(record)) is not None
+        ]
+        return statistics.median(ratios) if ratios else 1.0
+
+    def views(self) -> dict[str, AgentView]:
+        """The planner's view of every known agent (gone ones marked offline)."""
+        with self._lock:
+            now = self._clock()
+            correction = self._correction()
+            return {
+                agent_id: self._view(record, now, correction)
+                for agent_id, record in self._agents.items()
+            }
+
+    def _view(self, record: AgentRecord, now: float, correction: float) -> AgentView:
+        status, telemetry = record.status, record.telemetry
+        link = (telemetry.link if telemetry is not None else None) or (
+            status.link if status is not None else None
+        )
+        battery = telemetry.battery if telemetry is not None else None
+        defaults = AgentView(record.agent_id)
+        return AgentView(
+            agent_id=record.agent_id,
+            online=self._online(record, now),
+            battery_pct=battery.pct if battery is not None else 100.0,
+            plugged=battery.plugged if battery is not None else True,
+            active_w=status.active_power_w
+            if status and status.active_power_w
+            else defaults.active_w,
+            radio_j_per_mb=(
+                status.radio_j_per_mb
+                if status and status.radio_j_per_mb
+                else defaults.radio_j_per_mb
+            ),
+            bandwidth_mbps=link.bandwidth_mbps if link is not None else defaults.bandwidth_mbps,
+            link_latency_ms=link.latency_ms if link is not None else defaults.link_latency_ms,
+            speed_gflops=self._speed(record, correction),
+            mem_free_bytes=telemetry.mem_free_bytes if telemetry is not None else None,
+        )
+
+
+def _measured_speed(record: AgentRecord) -> float | None:
+    """GFLOP/s over every shard this agent has benchmarked, or None."""
+    if not record.measured:
+        return None
+    flops = sum(f for f, _ in record.measured.values())
+    ms = sum(m for _, m in record.measured.values())
+    return flops / ms / FLOPS_PER_MS_PER_GFLOPS if ms > 0 else None

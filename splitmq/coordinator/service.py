@@ -1,0 +1,318 @@
+"""The coordinator service: registry, model pool, deployer and planner on one broker.
+
+``splitmq coordinator --broker URL --pool DIR`` runs one::
+
+    coordinator = Coordinator(transport, pool_dir)
+    coordinator.start()        # subscribes, rebuilds state from retained topics
+    ...
+    coordinator.stop()
+
+What it listens to (design.md's topic table):
+
+- ``agents/+/status``, ``agents/+/telemetry`` (retained) -> the registry;
+- ``agents/+/events`` -> answers to its load/unload commands, shard benchmarks;
+- ``deployments/+`` (retained) -> the deployments, its own included: a restarted
+  coordinator picks them up as they were;
+- ``$share/coordinators/plans/request`` -> a plan for each request, on the client's
+  plan topic (coordinators side by side share the requests);
+- ``$share/coordinators/control/deploy`` -> deploy, roll back, retire; the reply goes
+  to the operator's control topic;
+- ``pool/fetch`` (shared) -> shard chunks.
+
+A watch thread checks the fleet every ``watch_period_s``: when an agent hosting a
+stage is gone (its will, or telemetry silent for a few periods) or its battery falls
+below the floor unplugged, the affected deployment is healed — the other stages keep
+serving. Deployments and heals run one at a time on a worker thread; plans are
+answered at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TypeVar
+
+from splitmq.converter.manifest import Variant
+from splitmq.coordinator.commands import CommandChannel
+from splitmq.coordinator.deployer import Deployer, DeployerConfig
+from splitmq.coordinator.model_pool import ModelPool, UnknownModel
+from splitmq.coordinator.planner import AgentView, PlannerConfig, plan
+from splitmq.coordinator.pool_service import PoolService
+from splitmq.coordinator.registry import DEFAULT_STALE_PERIODS, Registry
+from splitmq.coordinator.views import deployment_views
+from splitmq.errors import DecodeError, TransportError
+from splitmq.transport import InboundMessage, Transport
+from splitmq.wire import (
+    AgentStatus,
+    Battery,
+    Deployment,
+    DeployReply,
+    DeployRequest,
+    Message,
+    PlanRequest,
+    Telemetry,
+    decode,
+    encode,
+)
+from splitmq.wire.topics import (
+    COORDINATORS_GROUP,
+    DEFAULT_NAMESPACE,
+    DEPLOY_REPLIES,
+    DEPLOY_REQUESTS,
+    DEPLOYMENTS,
+    EVENTS,
+    PLAN_REQUESTS,
+    PLANS,
+    STATUS,
+    TELEMETRY,
+)
+
+log = logging.getLogger(__name__)
+
+POOL_GROUP = "pool"
+
+
+@dataclass(frozen=True)
+class CoordinatorConfig:
+    """Coordinator settings.
+
+    Attributes:
+        coordinator_id: the issuer agents obey (their ``--coordinator-id``).
+        namespace: the topic prefix.
+        stale_periods: telemetry periods of silence after which an agent is gone.
+        watch_period_s: how often the fleet is checked for stages to heal.
+        heal: re-deploy stages whose agents are lost (one coordinator of several
+            should; the others only plan).
+        deployer: deployer, partition and planner settings.
+    """
+
+    coordinator_id: str = "coordinator"
+    namespace: str = DEFAULT_NAMESPACE
+    stale_periods: float = DEFAULT_STALE_PERIODS
+    watch_period_s: float = 1.0
+    heal: bool = True
+    deployer: DeployerConfig = field(default_factory=DeployerConfig)
+
+    @property
+    def planner(self) -> PlannerConfig:
+        return self.deployer.planner
+
+
+class Coordinator:
+    """One coordinator over a transport (started by :meth:`start`, closed by :meth:`stop`)."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        pool_dir: str | Path,
+        config: CoordinatorConfig = CoordinatorConfig(),
+    ):
+        self.transport = transport
+        self.config = config
+        self._ns = config.namespace
+        self.registry = Registry(stale_periods=config.stale_periods)
+        self.pool_service = PoolService(transport, namespace=self._ns, group=POOL_GROUP)
+        self.pool = ModelPool(pool_dir, self.pool_service)
+        self.commands = CommandChannel(transport, config.coordinator_id, self._ns)
+        self._deployments: dict[str, Deployment] = {}
+        self._lock = threading.Lock()
+        self.deployer = Deployer(
+            self.pool,
+            self.registry,
+            self.commands,
+            publish=self._publish_deployment,
+            deployments=self.deployments,
+            config=config.deployer,
+        )
+        self._work: queue.Queue[DeployRequest | None] = queue.Queue()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.plans_answered = 0
+        self._variants: dict[tuple[str, str, str], Variant] = {}
+
+    # -- life cycle ---------------------------------------------------------------------
+
+    def start(self, timeout_s: float = 10.0) -> None:
+        self.transport.start(timeout_s)
+        served = self.pool.serve_existing()
+        if served:
+            log.info("serving %d shards cut before", served)
+        ns = self._ns
+        subscribe = self.transport.subscribe
+        subscribe(STATUS.filter(ns), self._on_status, qos=STATUS.qos)
+        subscribe(TELEMETRY.filter(ns), self._on_telemetry, qos=TELEMETRY.qos)
+        subscribe(EVENTS.filter(ns), self._on_event, qos=EVENTS.qos, fast_path=self._event_fast)
+        subscribe(DEPLOYMENTS.filter(ns), self._on_deployment, qos=DEPLOYMENTS.qos)
+        self.pool_service.start()
+        subscribe(PLAN_REQUESTS.shared_filter(COORDINATORS_GROUP, ns), self._on_plan_request, qos=1)
+        subscribe(
+            DEPLOY_REQUESTS.shared_filter(COORDINATORS_GROUP, ns), self._on_deploy_request, qos=1
+        )
+        for target, name in ((self._run_work, "deployer"), (self._run_watch, "watch")):
+            thread = threading.Thread(target=target, name=f"coordinator-{name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        log.info(
+            "coordinator %s serving the pool %s", self.config.coordinator_id, self.pool.pool_dir
+        )
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._work.put(None)
+        for thread in self._threads:
+            thread.join(timeout=5.0)
+        self.transport.close()
+
+    def __enter__(self) -> Coordinator:
+        self.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+    # -- state ----------------------------------------------------------------------------
+
+    def deployments(self) -> dict[str, Deployment]:
+        with self._lock:
+            return dict(self._deployments)
+
+    def _publish_deployment(self, deployment: Deployment) -> None:
+        with self._lock:
+            self._deployments[deployment.deployment] = deployment
+        self.transport.publish(
+            DEPLOYMENTS.name(self._ns, deployment=deployment.deployment),
+            encode(deployment),
+            qos=DEPLOYMENTS.qos,
+            retain=True,
+        ).wait(10.0)
+
+    def deploy(self, request: DeployRequest) -> None:
+        """Queue a deployment (as if it came from the control topic)."""
+        self._work.put(request)
+
+    # -- inbound ------------------------------------------------------------------------
+
+    def _on_status(self, message: InboundMessage) -> None:
+        status = _decode(message, AgentStatus)
+        if status is not None:
+            self.registry.on_status(status)
+
+    def _on_telemetry(self, message: InboundMessage) -> None:
+        telemetry = _decode(message, Telemetry)
+        if telemetry is not None:
+            self.registry.on_telemetry(telemetry)
+
+    def _event_fast(self, message: InboundMessage) -> bool:
+        # Command answers unblock the deployer: resolve them on the network thread.
+        self.commands.on_event(message)
+        return True
+
+    def _on_event(self, message: InboundMessage) -> None:
+        self.commands.on_event(message)
+
+    def _on_deployment(self, message: InboundMessage) -> None:
+        if not message.payload:
+            return  # a cleared retained deployment
+        deployment = _decode(message, Deployment)
+        if deployment is None:
+            return
+        with self._lock:
+            known = self._deployments.get(deployment.deployment)
+            if known is None or deployment.epoch > known.epoch:
+                self._deployments[deployment.deployment] = deployment
+
+    def _on_plan_request(self, message: InboundMessage) -> None:
+        request = _decode(message, PlanRequest)
+        if request is None:
+            return
+        answer = self.plan(request)
+        try:
+            self.transport.publish(
+                PLANS.name(self._ns, client=request.client_id), encode(answer), qos=PLANS.qos
+            )
+            self.plans_answered += 1
+        except (TransportError, ValueError) as error:
+            log.warning("could not answer plan request %s: %s", request.request_id, error)
+
+    def plan(self, request: PlanRequest) -> Message:
+        """The plan (or refusal) for ``request`` from the current fleet and deployments."""
+        fleet = self.registry.views()
+        client = fleet.get(request.client_id)
+        if client is not None and request.client_battery is not None:
+            client = _with_battery(client, request.client_battery)
+            fleet[client.agent_id] = client
+        views = deployment_views(self.deployments().values(), self.registry, self._variant)
+        return plan(request, views, fleet, self.config.planner, client=client)
+
+    def _variant(self, model: str, version: str, variant: str) -> Variant | None:
+        """A deployed variant's manifest, read once (entries never change: versions are
+        content hashes)."""
+        key = (model, version, variant)
+        found = self._variants.get(key)
+        if found is None:
+            try:
+                found = self.pool.entry(model, version).manifest.variants.get(variant)
+            except UnknownModel:
+                return None
+            if found is not None:
+                self._variants[key] = found
+        return found
+
+    def _on_deploy_request(self, message: InboundMessage) -> None:
+        request = _decode(message, DeployRequest)
+        if request is not None:
+            self._work.put(request)
+
+    # -- workers ------------------------------------------------------------------------
+
+    def _run_work(self) -> None:
+        while True:
+            request = self._work.get()
+            if request is None:
+                return
+            try:
+                reply = self.deployer.deploy(request)
+            except Exception as error:  # a bug must not kill the deployer thread
+                log.exception("deployment of %s failed", request.model)
+                reply = DeployReply(
+                    request.request_id, ok=False, message=f"internal error: {error}"
+                )
+            try:
+                self.transport.publish(
+                    DEPLOY_REPLIES.name(self._ns, client=request.client_id),
+                    encode(reply),
+                    qos=DEPLOY_REPLIES.qos,
+                )
+            except (TransportError, ValueError) as error:
+                log.warning("could not send the deploy reply to %s: %s", request.client_id, error)
+
+    def _run_watch(self) -> None:
+        while not self._stop.wait(self.config.watch_period_s):
+            if not self.config.heal or not self._work.empty():
+                continue
+            for deployment in self.deployments().values():
+                try:
+                    if self.deployer.needs_healing(deployment):
+                        self.deployer.heal(deployment)
+                except (UnknownModel, TransportError) as error:
+                    log.warning("cannot heal %s: %s", deployment.deployment, error)
+                except Exception:  # keep watching whatever happens
+                    log.exception("healing %s failed", deployment.deployment)
+
+
+M = TypeVar("M", bound=Message)
+
+
+def _decode(message: InboundMessage, kind: type[M]) -> M | None:
+    try:
+        return decode(message.payload, expect=kind, topic=message.topic)
+    except DecodeError as error:
+        log.warning("ignored a bad message on %s: %s", message.topic, error)
+        return None
+
+
+def _with_battery(view: AgentView, battery: Battery) -> AgentView:
+    return replace(view, battery_pct=battery.pct, plugged=battery.plugged)

@@ -1,0 +1,542 @@
+"""The client over the in-memory transport, against real agents serving the digits shards."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from splitmq.agent import AgentConfig, BatteryMode, load_profile
+from splitmq.client import (
+    DeadlineError,
+    InferenceError,
+    InferenceResult,
+    PlanRefusedError,
+)
+from splitmq.coordinator.planner import AgentView, DeploymentView, StageView, plan
+from splitmq.transport import InboundMessage
+from splitmq.wire import (
+    AgentState,
+    AgentStatus,
+    DeploymentState,
+    PlanRefused,
+    PlanRequest,
+    Result,
+    decode,
+    encode,
+)
+from splitmq.wire.topics import DEPLOYMENTS, RESULTS, STAGE, STATUS
+
+from ..agent.conftest import CutModel
+from ..helpers import Collector, wait_until
+from .conftest import ClientFleet, Records, always, fixed_plan
+
+Expected = Callable[[int], np.ndarray]
+
+
+def only_output(result: InferenceResult) -> np.ndarray:
+    (output,) = result.outputs.values()
+    return output
+
+
+def slow_profile(tmp_path: Path, factor: float) -> Path:
+    path = tmp_path / f"slow-{factor}.json"
+    path.write_text(
+        json.dumps(
+            {
+                "name": "slow",
+                "active_power_w": 1,
+                "idle_power_w": 1,
+                "radio_j_per_mb": 1,
+                "battery_wh": 1,
+                "compute_factor": factor,
+            }
+        )
+    )
+    return path
+
+
+def test_infer_gives_the_unsplit_models_output_with_its_trace(
+    fleet_with_coordinator: ClientFleet, digits: CutModel
+) -> None:
+    env = fleet_with_coordinator
+    env.fleet.agent("a"), env.fleet.agent("b")
+    env.deploy(digits, [["a"], ["b"]])
+    env.answer(always(fixed_plan((("a",), ("b",)))))
+    records = Records()
+    client = env.client(records=records)
+    result = client.infer(digits.image)
+    (name,) = digits.expected
+    assert list(result.outputs) == [name]
+    np.testing.assert_array_equal(result.outputs[name], digits.expected[name])
+    assert [(e.stage, e.agent_id, e.attempt) for e in result.trace] == [(0, "a", 0), (1, "b", 0)]
+    record = result.record
+    assert record.ok and record.deployment == "d" and record.variant == "float32"
+    assert [(a.attempt, a.route, a.outcome) for a in record.attempts] == [(0, ("a", "b"), "result")]
+    assert record.bytes_sent > digits.image.nbytes and record.bytes_received > 0
+    assert record.top[0][0] == int(np.argmax(digits.expected[name]))
+    assert result.top(1) == record.top[:1] and result.plan.route == (("a",), ("b",))
+    assert records.wait_for(1) == [record]
+    again = client.infer(digits.image[0])  # no batch axis: the client adds it
+    np.testing.assert_array_equal(only_output(again), digits.expected[name])
+    assert env.coordinator.plans_asked() == 1, "the plan is cached for its epoch"
+
+
+def test_a_new_epoch_or_a_retired_deployment_drops_the_cached_plan(
+    fleet_with_coordinator: ClientFleet, digits: CutModel
+) -> None:
+    env = fleet_with_coordinator
+    env.fleet.agent("a")
+    env.deploy(digits, [["a"], ["a"]])
+    env.answer(always(fixed_plan((("a",), ("a",)))))
+    client = env.client()
+    client.infer(digits.image)
+    client.infer(digits.image)
+    assert env.coordinator.plans_asked() == 1
+    deployment = env.deploy(digits, [["a"], ["a"]], epoch=2)
+    env.answer(always(fixed_plan((("a",), ("a",)), epoch=2)))
+    wait_until(lambda: client.deployment("d") == deployment, 5, "epoch 2 to arrive")
+    assert client.infer(digits.image).record.epoch == 2
+    assert env.coordinator.plans_asked() == 2
+    retired = replace(deployment, state=DeploymentState.RETIRED)
+    env.fleet.client("operator").publish(
+        DEPLOYMENTS.name(deployment="d"), encode(retired), retain=True
+    )
+    wait_until(lambda: client.deployment("d") == retired, 5, "the retirement to arrive")
+    client.infer(digits.image)  # the agents still serve it; the plan was asked again
+    assert env.coordinator.plans_asked() == 3
+
+
+def test_async_and_three_stages(fleet_with_coordinator: ClientFleet, digits3: CutModel) -> None:
+    env = fleet_with_coordinator
+    for agent_id in ("a", "b", "c"):
+        env.fleet.agent(agent_id)
+    env.deploy(digits3, [["a"], ["b"], ["c"]])
+    env.answer(always(fixed_plan((("a",), ("b",), ("c",)))))
+    client = env.client()
+    futures = [client.infer_async(digits3.image) for _ in range(5)]
+    (name,) = digits3.expected
+    for future in futures:
+        result = future.result(timeout=10)
+        np.testing.assert_array_equal(result.outputs[name], digits3.expected[name])
+        assert [e.agent_id for e in result.trace] == ["a", "b", "c"]
+    assert len({f.result().record.request_id for f in futures}) == 5
+
+
+@pytest.mark.parametrize("ordered", [True, False])
+def test_stream_keeps_many_in_flight_and_yields_every_result(
+    fleet_with_coordinator: ClientFleet,
+    digits: CutModel,
+    test_images: np.ndarray,
+    expected_outputs: Expected,
+    ordered: bool,
+) -> None:
+    env = fleet_with_coordinator
+    env.fleet.agent("a"), env.fleet.agent("b")
+    env.deploy(digits, [["a"], ["b"]])
+    env.answer(always(fixed_plan((("a",), ("b",)))))
+    records = Records()
+    client = env.client(records=records)
+    peak = 0
+
+    def frames() -> Iterator[np.ndarray]:  # a camera: frames produced as the stream asks for them
+        nonlocal peak
+        for i in range(40):
+            peak = max(peak, client.in_flight)
+            yield test_images[i]
+
+    items = list(client.stream(frames(), ordered=ordered, max_in_flight=8))
+    assert all(isinstance(item, InferenceResult) for item in items)
+    indexes = [item.index for item in items]
+    assert sorted(indexes) == list(range(40))  # type: ignore[type-var]
+    if ordered:
+        assert indexes == list(range(40))
+    for item in items:
+        assert isinstance(item, InferenceResult) and item.index is not None
+        np.testing.assert_array_equal(only_output(item), expected_outputs(item.index))
+    assert 1 < peak <= 8
+    assert len({r.request_id for r in records.wait_for(40)}) == 40
+
+
+def test_a_stage_agent_crashing_mid_stream_loses_and_duplicates_nothing(
+    fleet_with_coordinator: ClientFleet,
+    digits: CutModel,
+    test_images: np.ndarray,
+    expected_outputs: Expected,
+    tmp_path: Path,
+) -> None:
+    env = fleet_with_coordinator
+    slow = load_profile(slow_profile(tmp_path, 300))
+    env.fleet.agent("a"), env.fleet.agent("a2")
+    b = env.fleet.agent("b", profile=slow)
+    env.fleet.agent("b2", profile=slow)
+    env.deploy(digits, [["a", "a2"], ["b", "b2"]])
+    env.answer(always(fixed_plan((("a", "a2"), ("b", "b2")))))
+    records = Records()
+    client = env.client(records=records)
+    items = []
+    for item in client.stream(test_images[:60], max_in_flight=8):
+        items.append(item)
+        if len(items) == 15:
+            b.transport.crash()  # type: ignore[attr-defined]
+    assert [i.index for i in items] == list(range(60))
+    for item in items:
+        assert isinstance(item, InferenceResult), item
+        assert item.index is not None
+        np.testing.assert_array_equal(only_output(item), expected_outputs(item.index))
+    done = records.wait_for(60)
+    assert len({r.request_id for r in done}) == 60 and all(r.ok for r in done)
+    lost_at_b = [r for r in done if any(a.outcome == "offline" for a in r.attempts)]
+    assert lost_at_b, "requests queued at b when it crashed were retried at once"
+    for record in lost_at_b:
+        offline = next(a for a in record.attempts if a.outcome == "offline")
+        assert offline.route[1] == "b"
+        answered = next(a for a in record.attempts if a.outcome == "result")
+        assert answered.route[1] == "b2" and answered.attempt > offline.attempt
+    for record in done:  # one answer per request, whatever the attempts were
+        assert [a.outcome for a in record.attempts].count("result") == 1
+    later = [item for item in items[40:] if isinstance(item, InferenceResult)]
+    assert len(later) == 20 and all(item.trace[1].agent_id == "b2" for item in later)
+    # answers to attempts that lost the race were counted and dropped, never yielded
+    assert client.duplicates <= sum(len(r.attempts) - 1 for r in done)
+
+
+def test_an_unexplained_timeout_asks_for_a_plan_then_rotates_to_the_fallbacks(
+    fleet_with_coordinator: ClientFleet, digits: CutModel
+) -> None:
+    env = fleet_with_coordinator
+    for agent_id in ("a", "a2", "b", "b2"):
+        env.fleet.agent(agent_id)
+    env.deploy(digits, [["a", "a2"], ["b", "b2"]])
+    env.answer(always(fixed_plan((("a", "a2"), ("b", "b2")))))
+    b = env.fleet.agents[2]
+    b.transport.unsubscribe(STAGE.filter(agent="b"))  # alive, but drops every request
+    client = env.client()
+    started = time.monotonic()
+    result = client.infer(digits.image)
+    assert time.monotonic() - started < 2.0
+    attempts = [(a.attempt, a.route, a.outcome) for a in result.record.attempts]
+    assert attempts == [(0, ("a", "b"), "timeout"), (1, ("a2", "b2"), "result")]
+    assert env.coordinator.plans_asked() == 2
+    assert [e.attempt for e in result.trace] == [1, 1]
+
+
+def test_an_error_is_retried_on_the_next_fallback_with_a_higher_attempt(
+    fleet_with_coordinator: ClientFleet, digits: CutModel
+) -> None:
+    env = fleet_with_coordinator
+    for agent_id in ("a", "a2", "b"):
+        env.fleet.agent(agent_id)
+    env.deploy(digits, [["a2"], ["b", "a"]])  # a knows the deployment, not its stage 0
+    env.answer(always(fixed_plan((("a", "a2"), ("b",)))))
+    client = env.client()
+    result = client.infer(digits.image)
+    attempts = [(a.attempt, a.route, a.outcome) for a in result.record.attempts]
+    assert attempts == [(0, ("a", "b"), "shard_not_loaded"), (1, ("a2", "b"), "result")]
+    assert "stage 0 on a" in result.record.attempts[0].message
+    assert [(e.agent_id, e.attempt) for e in result.trace] == [("a2", 1), ("b", 1)]
+    assert env.coordinator.plans_asked() == 1
+
+
+def test_an_error_caused_by_the_input_is_not_retried(
+    fleet_with_coordinator: ClientFleet, digits: CutModel
+) -> None:
+    env = fleet_with_coordinator
+    for agent_id in ("a", "a2", "b"):
+        env.fleet.agent(agent_id)
+
+    def float16_input(spec):  # the published spec lies: the client sends float16
+        if spec.stage:
+            return spec
+        return replace(spec, inputs=tuple(replace(s, dtype="float16") for s in spec.inputs))
+
+    env.deploy(digits, [["a", "a2"], ["b"]], lie=float16_input)
+    env.answer(always(fixed_plan((("a", "a2"), ("b",)))))
+    with pytest.raises(InferenceError) as failure:
+        env.client().infer(digits.image)
+    assert failure.value.code == "shape_mismatch"
+    assert [a.outcome for a in failure.value.record.attempts] == ["shape_mismatch"]
+    assert "float16" in str(failure.value)
+
+
+def test_spent_fallbacks_ask_for_a_new_plan(
+    fleet_with_coordinator: ClientFleet, digits: CutModel
+) -> None:
+    env = fleet_with_coordinator
+    for agent_id in ("a", "a2", "b"):
+        env.fleet.agent(agent_id)
+    env.deploy(digits, [["a2"], ["b", "a"]])
+    env.answer(always(fixed_plan((("a",), ("b",))), fixed_plan((("a2",), ("b",)))))
+    result = env.client().infer(digits.image)
+    routes = [(a.route, a.outcome) for a in result.record.attempts]
+    assert routes == [(("a", "b"), "shard_not_loaded"), (("a2", "b"), "result")]
+    assert env.coordinator.plans_asked() == 2
+
+
+def test_when_every_attempt_fails_one_error_lists_every_reason(
+    fleet_with_coordinator: ClientFleet, digits: CutModel
+) -> None:
+    env = fleet_with_coordinator
+    for agent_id in ("a", "a2", "b"):
+        env.fleet.agent(agent_id)
+    env.deploy(digits, [[], ["b", "a", "a2"]])  # nobody serves stage 0
+    env.answer(always(fixed_plan((("a", "a2"), ("b",)))))
+    records = Records()
+    with pytest.raises(InferenceError) as failure:
+        env.client(records=records, max_attempts=3).infer(digits.image)
+    error = failure.value
+    assert error.code == "attempts_spent"
+    attempts = [(a.attempt, a.route[0], a.outcome) for a in error.record.attempts]
+    assert attempts == [
+        (0, "a", "shard_not_loaded"),
+        (1, "a2", "shard_not_loaded"),
+        (2, "a", "shard_not_loaded"),  # after a new plan: the agent that failed longest ago
+    ]
+    text = str(error)
+    assert "attempt 0 via a > b: shard_not_loaded" in text and "attempt 2 via a > b" in text
+    assert env.coordinator.plans_asked() == 2
+    (record,) = records.wait_for(1)
+    assert not record.ok and record.error_code == "attempts_spent" and record is error.record
+
+
+def test_a_refused_plan_raises_plan_refused_with_the_constraint(
+    fleet_with_coordinator: ClientFleet, digits: CutModel
+) -> None:
+    env = fleet_with_coordinator
+    env.answer(always(PlanRefused("", "digits", "max_latency_ms", "the fastest takes 9 ms")))
+    records = Records()
+    with pytest.raises(PlanRefusedError) as failure:
+        env.client(records=records).infer(digits.image, max_latency_ms=1.0)
+    assert failure.value.constraint == "max_latency_ms" and "9 ms" in str(failure.value)
+    assert (
+        failure.value.record.attempts == () and records.wait_for(1)[0].error_code == "plan_refused"
+    )
+    (asked,) = env.coordinator.requests
+    assert asked.max_latency_ms == 1.0 and asked.model == "digits" and asked.client_id == "alice"
+
+
+def test_plans_from_the_real_planner(fleet_with_coordinator: ClientFleet, digits: CutModel) -> None:
+    env = fleet_with_coordinator
+    env.fleet.agent("a"), env.fleet.agent("b")
+    deployment = env.deploy(digits, [["a", "b"], ["b", "a"]])
+    view = DeploymentView(
+        deployment="d",
+        epoch=1,
+        model="digits",
+        version="v1",
+        variant="float32",
+        fidelity=1.0,
+        stages=tuple(
+            StageView(s.stage, s.replicas, {"a": 1.0, "b": 2.0}, 256, 4096)
+            for s in deployment.stages
+        ),
+    )
+    agents = {"a": AgentView("a"), "b": AgentView("b")}
+    env.answer(lambda request: plan(request, [view], agents))
+    client = env.client()
+    result = client.infer(digits.image, energy_level="performance")
+    (name,) = digits.expected
+    np.testing.assert_array_equal(result.outputs[name], digits.expected[name])
+    assert result.plan.route == (("a", "b"), ("a", "b"))
+    with pytest.raises(PlanRefusedError) as refused:
+        client.infer(digits.image, max_latency_ms=0.5)
+    assert refused.value.constraint == "max_latency_ms"
+    with pytest.raises(PlanRefusedError) as refused:
+        client.infer(digits.image, min_fidelity=1.5)
+    assert refused.value.constraint == "min_fidelity"
+
+
+def test_a_deadline_that_cannot_be_met_fails_fast(
+    fleet_with_coordinator: ClientFleet, digits: CutModel
+) -> None:
+    env = fleet_with_coordinator
+    env.fleet.agent("a")
+    env.deploy(digits, [["a"], ["a"]])
+    env.answer(always(fixed_plan((("a",), ("a",)), predicted_latency_ms=60_000.0)))
+    sent = Collector()
+    spy = env.fleet.client("spy")
+    spy.subscribe(STAGE.filter(), sent)
+    started = time.monotonic()
+    with pytest.raises(DeadlineError) as failure:
+        env.client().infer(digits.image, deadline_s=3.0)
+    assert time.monotonic() - started < 1.0
+    assert "60000 ms" in str(failure.value) and failure.value.record.attempts == ()
+    assert sent.messages == []
+
+
+def test_no_coordinator_and_no_deployment_end_in_clear_errors(
+    fleet_with_coordinator: ClientFleet, digits: CutModel
+) -> None:
+    env = fleet_with_coordinator  # the coordinator stays silent
+    with pytest.raises(InferenceError) as failure:
+        env.client(plan_timeout_s=0.3).infer(digits.image)
+    assert failure.value.code == "no_plan" and "coordinator" in str(failure.value)
+    env.answer(always(fixed_plan((("a",), ("a",)), deployment="never-published")))
+    with pytest.raises(DeadlineError) as late:
+        env.client("bob").infer(digits.image, deadline_s=0.5)
+    assert "deployment" in str(late.value)
+
+
+def test_an_input_that_does_not_fit_fails_before_sending(
+    fleet_with_coordinator: ClientFleet, digits: CutModel
+) -> None:
+    env = fleet_with_coordinator
+    env.fleet.agent("a")
+    env.deploy(digits, [["a"], ["a"]])
+    env.answer(always(fixed_plan((("a",), ("a",)))))
+    with pytest.raises(InferenceError) as failure:
+        env.client().infer(np.zeros(5, np.float32))
+    assert failure.value.code == "bad_input" and failure.value.record.attempts == ()
+    assert "[1, 8, 8, 1]" in str(failure.value)
+
+
+def test_duplicate_results_are_counted_and_ignored(
+    fleet_with_coordinator: ClientFleet, digits: CutModel
+) -> None:
+    env = fleet_with_coordinator
+    env.fleet.agent("a")
+    env.deploy(digits, [["a"], ["a"]])
+    env.answer(always(fixed_plan((("a",), ("a",)))))
+    records = Records()
+    client = env.client(records=records)
+    answers = Collector()
+    spy = env.fleet.client("spy")
+    spy.subscribe(RESULTS.name(client="alice"), answers)
+    result = client.infer(digits.image)
+    (answer,) = answers.wait_for(1)
+    spy.publish(answer.topic, answer.payload)  # a QoS 1 redelivery, say
+    wait_until(lambda: client.duplicates == 1, 5, "the duplicate to be counted")
+    assert records.wait_for(1) == [result.record] and client.in_flight == 0
+    stranger = decode(answer.payload, expect=Result)
+    spy.publish(answer.topic, _with_request_id(stranger, bytes(16)))
+    wait_until(lambda: client.unknown == 1, 5, "an unknown request id to be counted")
+
+
+def _with_request_id(result: Result, request_id: bytes) -> bytes:
+    return encode(replace(result, request_id=request_id))
+
+
+class Relay:
+    """A slow hop in front of a real agent: forwards each activation after ``delay_s``."""
+
+    def __init__(self, env: ClientFleet, name: str, target: str, delay_s: float):
+        self.transport = env.fleet.client(f"relay-{name}")
+        self.target, self.delay_s = target, delay_s
+        self.transport.subscribe(STAGE.filter(agent=name), self._forward)
+
+    def _forward(self, message: InboundMessage) -> None:
+        time.sleep(self.delay_s)
+        params = STAGE.parse(message.topic)
+        assert params is not None
+        topic = STAGE.name(
+            deployment=params["deployment"], stage=params["stage"], agent=self.target
+        )
+        self.transport.publish(topic, message.payload)
+
+
+def test_a_late_result_of_an_earlier_attempt_wins_and_the_next_is_a_duplicate(
+    fleet_with_coordinator: ClientFleet, digits: CutModel
+) -> None:
+    env = fleet_with_coordinator
+    env.fleet.agent("a")
+    env.deploy(digits, [["a"], ["a"]])
+    Relay(env, "slow1", "a", 0.6)
+    Relay(env, "slow2", "a", 0.6)
+    env.answer(always(fixed_plan((("slow1", "slow2"), ("a",)))))
+    client = env.client(max_attempts=2, min_attempt_timeout_s=0.25, attempt_timeout_factor=0.0)
+    result = client.infer(digits.image)  # attempt 1, the last, waits until the deadline
+    attempts = [(a.attempt, a.route[0], a.outcome) for a in result.record.attempts]
+    assert attempts == [(0, "slow1", "result"), (1, "slow2", "superseded")]
+    assert [e.attempt for e in result.trace] == [0, 0]
+    wait_until(lambda: client.duplicates == 1, 5, "the second answer to be a duplicate")
+
+
+def test_the_client_runs_its_own_agent_for_pinned_stages(
+    fleet_with_coordinator: ClientFleet, digits: CutModel, tmp_path: Path
+) -> None:
+    env = fleet_with_coordinator
+    env.fleet.agent("b")
+    mine = AgentConfig(
+        agent_id="alice",
+        profile=load_profile("host"),
+        cache_dir=tmp_path / "alice-cache",
+        xnnpack=False,
+        telemetry_period_s=0.05,
+        bench_runs=1,
+        battery=BatteryMode.SIMULATED,
+        threads=1,
+    )
+    client = env.client("alice", agent=mine)
+    assert client.agent is not None and client.agent.agent_id == "alice"
+    env.deploy(digits, [["alice"], ["b"]])
+    env.answer(always(fixed_plan((("alice",), ("b",)))))
+    result = client.infer(digits.image)
+    (name,) = digits.expected
+    np.testing.assert_array_equal(result.outputs[name], digits.expected[name])
+    assert [e.agent_id for e in result.trace] == ["alice", "b"]
+    client.close()
+    status = env.broker.retained(STATUS.name(agent="alice"))
+    assert status is not None and decode(status, expect=AgentStatus).state is AgentState.OFFLINE
+
+
+def test_closing_fails_what_is_in_flight(
+    fleet_with_coordinator: ClientFleet, digits: CutModel
+) -> None:
+    env = fleet_with_coordinator  # silent coordinator: the request waits for its plan
+    records = Records()
+    client = env.client(records=records, plan_timeout_s=30.0, deadline_s=30.0)
+    future = client.infer_async(digits.image)
+    client.close()
+    with pytest.raises(InferenceError) as failure:
+        future.result(timeout=5)
+    assert failure.value.code == "closed" and records.wait_for(1)[0].error_code == "closed"
+
+
+def test_many_waiting_requests_share_one_plan_request(
+    fleet_with_coordinator: ClientFleet, digits: CutModel
+) -> None:
+    env = fleet_with_coordinator
+    env.fleet.agent("a")
+    env.deploy(digits, [["a"], ["a"]])
+    gate = threading.Event()
+
+    def slow_answer(_request: PlanRequest):
+        gate.wait(5)
+        return fixed_plan((("a",), ("a",)))
+
+    env.answer(slow_answer)
+    client = env.client()
+    futures = [client.infer_async(digits.image) for _ in range(10)]
+    gate.set()
+    assert all(f.result(timeout=10).record.ok for f in futures)
+    assert env.coordinator.plans_asked() == 1
+
+
+def test_the_infer_table_shows_results_and_failures(
+    fleet_with_coordinator: ClientFleet, digits: CutModel
+) -> None:
+    from io import StringIO
+
+    from splitmq.client.infer_cli import infer_inputs
+
+    env = fleet_with_coordinator
+    env.fleet.agent("a")
+    env.deploy(digits, [["a"], ["a"]])
+    env.answer(always(fixed_plan((("a",), ("a",)))))
+    out = StringIO()
+    labels = [f"digit-{i}" for i in range(10)]
+    inputs = [("good.npy", digits.image), ("wrong.npy", np.zeros(5, np.float32))]
+    failed = infer_inputs(env.client(), inputs, top=2, labels=labels, out=out)
+    assert failed == 1
+    header, good, wrong, summary = out.getvalue().splitlines()
+    assert header.split() == ["input", "top-1", "top-2", "latency_ms", "attempts", "route"]
+    best = int(np.argmax(next(iter(digits.expected.values()))))
+    assert good.split()[:2] == ["good.npy", f"digit-{best}"] and good.endswith("a > a")
+    assert wrong.startswith("wrong.npy") and "failed (bad_input) after 0 attempts" in wrong
+    assert summary.startswith("1 of 2 answered; latency p50")

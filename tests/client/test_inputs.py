@@ -1,0 +1,152 @@
+"""Fitting arrays to the tensors a model reads, and loading images and .npy files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from splitmq.client.errors import InputError
+from splitmq.client.inputs import (
+    dequantize,
+    fit_inputs,
+    fit_tensor,
+    load_image,
+    load_inputs,
+    named_inputs,
+    quantize,
+    read_outputs,
+    top_classes,
+)
+from splitmq.wire import Tensor, TensorSpec
+
+GREY = TensorSpec("digit", (1, 8, 8, 1), "float32")
+RGB = TensorSpec("image", (1, 4, 6, 3), "float32")
+INT8 = TensorSpec("q", (1, 4), "int8", scale=0.5, zero_point=-3)
+INT32 = TensorSpec("ids", (1, 3), "int32")
+
+
+@pytest.mark.parametrize(
+    ("given", "spec", "shape", "dtype"),
+    [
+        (np.zeros((1, 8, 8, 1), np.float32), GREY, (1, 8, 8, 1), "float32"),
+        (np.zeros((8, 8, 1), np.float32), GREY, (1, 8, 8, 1), "float32"),  # batch axis
+        (np.zeros((8, 8), np.float64), GREY, (1, 8, 8, 1), "float32"),  # grey HxW, cast
+        (np.zeros((16, 12, 1), np.float32), GREY, (1, 8, 8, 1), "float32"),  # resized
+        (np.zeros((8, 8, 3), np.uint8), GREY, (1, 8, 8, 1), "float32"),  # RGB to grey
+        (np.zeros((20, 30, 1), np.float32), RGB, (1, 4, 6, 3), "float32"),  # grey to RGB
+        (np.zeros((4, 6, 4), np.float32), RGB, (1, 4, 6, 3), "float32"),  # RGBA to RGB
+        (np.zeros((1, 4), np.float32), INT8, (1, 4), "int8"),  # quantized
+        (np.zeros((1, 4), np.int8), INT8, (1, 4), "int8"),  # already quantized
+        (np.array([[1, 2, 3]], np.int64), INT32, (1, 3), "int32"),
+        (
+            np.ones((2, 8, 8, 1), np.float32),
+            TensorSpec("x", (-1, 8, 8, 1), "float32"),
+            (2, 8, 8, 1),
+            "float32",
+        ),
+    ],
+)
+def test_fit_tensor(
+    given: np.ndarray, spec: TensorSpec, shape: tuple[int, ...], dtype: str
+) -> None:
+    tensor = fit_tensor(given, spec)
+    assert tensor.name == spec.name and tensor.array.shape == shape
+    assert tensor.array.dtype == np.dtype(dtype)
+    assert (tensor.scale, tensor.zero_point) == (spec.scale, spec.zero_point)
+
+
+def test_resizing_keeps_the_picture() -> None:
+    image = np.zeros((16, 16, 1), np.float32)
+    image[:8, :8] = 1.0  # the top left quarter is white
+    fitted = fit_tensor(image, GREY).array[0, :, :, 0]
+    assert fitted[:3, :3].min() > 0.9 and fitted[5:, 5:].max() < 0.1
+    rgb = np.zeros((8, 8, 3), np.float32)
+    rgb[..., 1] = 1.0  # pure green: luminance 0.587
+    assert fit_tensor(rgb, GREY).array == pytest.approx(0.587)
+
+
+@pytest.mark.parametrize(
+    ("given", "spec", "complaint"),
+    [
+        (np.zeros((3, 3, 3, 3), np.float32), TensorSpec("x", (1, 9), "float32"), "does not fit"),
+        (np.zeros((16, 16, 1), np.float32), GREY, "does not fit"),  # resize off, below
+        (np.zeros((1, 3), np.float32), INT32, "without a quantization scale"),
+        (np.array([[1, 2, 300]], np.int64), TensorSpec("x", (1, 3), "int8"), "do not fit int8"),
+        (np.array([["a", "b"]]), INT8, "cannot feed"),
+    ],
+)
+def test_fit_tensor_refuses_what_does_not_fit(
+    given: np.ndarray, spec: TensorSpec, complaint: str
+) -> None:
+    with pytest.raises(InputError, match=complaint) as error:
+        fit_tensor(given, spec, resize=False)
+    assert error.value.source == spec.name
+
+
+def test_quantize_rounds_clips_and_dequantize_inverts() -> None:
+    q = quantize(np.array([0.0, 1.0, 1.24, -100.0, 100.0]), 0.5, -3, np.dtype("int8"))
+    assert q.tolist() == [-3, -1, -1, -128, 127]
+    assert dequantize(q, 0.5, -3).tolist() == [0.0, 1.0, 1.0, -62.5, 65.0]
+    assert dequantize(np.array([0.25], np.float32), None, None).tolist() == [0.25]
+
+
+def test_named_inputs_by_position_name_or_alone() -> None:
+    a, b = TensorSpec("a", (1,), "float32"), TensorSpec("b", (1,), "float32")
+    one, two = np.ones(1), np.zeros(1)
+    assert list(named_inputs([one, two], [a, b])) == ["a", "b"]
+    assert named_inputs({"b": two, "a": one}, [a, b])["a"] is not None
+    assert list(named_inputs(one, [a])) == ["a"]
+    with pytest.raises(InputError, match="give a list or a dict"):
+        named_inputs(one, [a, b])
+    with pytest.raises(InputError, match="missing"):
+        named_inputs({"a": one, "c": two}, [a, b])
+    with pytest.raises(InputError, match="2 inputs"):
+        named_inputs([one], [a, b])
+    tensors = fit_inputs({"b": two, "a": one}, [a, b])
+    assert [t.name for t in tensors] == ["a", "b"]
+
+
+def test_outputs_in_the_models_order_with_their_quantization() -> None:
+    scores = Tensor("scores", np.array([[10, 40, -20]], np.int8), 0.1, 0)
+    extra = Tensor("extra", np.zeros(2, np.float32))
+    outputs, quantization = read_outputs([extra, scores], order=["scores", "missing"])
+    assert list(outputs) == ["scores", "extra"] and quantization == {"scores": (0.1, 0)}
+    best = top_classes(outputs["scores"], 2, *quantization["scores"])
+    assert [c for c, _ in best] == [1, 0] and best[0][1] == pytest.approx(4.0)
+
+
+def write_png(path: Path, pixels: Any, mode: str) -> Path:
+    Image.fromarray(np.asarray(pixels, np.uint8), mode=mode).save(path)
+    return path
+
+
+def test_load_images_npy_files_and_directories(tmp_path: Path) -> None:
+    grey = write_png(tmp_path / "b-grey.png", np.full((8, 8), 255), "L")
+    rgb = write_png(tmp_path / "a-rgb.png", np.zeros((5, 7, 3)), "RGB")
+    batch = tmp_path / "c-batch.npy"
+    np.save(batch, np.arange(3 * 8 * 8, dtype=np.float32).reshape(3, 8, 8, 1))
+    (tmp_path / "notes.txt").write_text("ignored in a directory")
+    image = load_image(grey)
+    assert image.shape == (8, 8, 1) and image.dtype == np.float32 and image.max() == 1.0
+    assert load_image(grey, (-1.0, 1.0)).min() == 1.0 and load_image(rgb).shape == (5, 7, 3)
+    labels = [name for name, _ in load_inputs([tmp_path])]
+    assert labels == ["a-rgb.png", "b-grey.png", "c-batch.npy"]
+    rows = load_inputs([batch, grey], batch=True)
+    assert [name for name, _ in rows] == [
+        "c-batch.npy[0]",
+        "c-batch.npy[1]",
+        "c-batch.npy[2]",
+        "b-grey.png",
+    ]
+    assert rows[1][1].shape == (8, 8, 1) and rows[1][1][0, 0, 0] == 64.0
+    with pytest.raises(InputError, match="no such file"):
+        load_inputs([tmp_path / "missing.png"])
+    with pytest.raises(InputError, match="unknown input type"):
+        load_inputs([tmp_path / "notes.txt"])
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(InputError, match="cannot read the image"):
+        load_inputs([tmp_path / "broken.png"])

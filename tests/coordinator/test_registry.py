@@ -1,0 +1,111 @@
+"""The fleet registry from status, telemetry and shard benchmarks, on an injected clock."""
+
+from __future__ import annotations
+
+import pytest
+
+from splitmq.coordinator.registry import Registry
+from splitmq.wire import AgentState, AgentStatus, Battery, Link, ShardReady, Telemetry
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def status(agent: str, state: AgentState = AgentState.ONLINE, **extra: object) -> AgentStatus:
+    return AgentStatus(agent_id=agent, state=state, **extra)  # type: ignore[arg-type]
+
+
+def telemetry(agent: str, pct: float = 80.0, plugged: bool = False, **extra: object) -> Telemetry:
+    fields: dict[str, object] = {
+        "agent_id": agent,
+        "ts_ms": 0,
+        "period_s": 1.0,
+        "cpu_pct": 10.0,
+        "mem_free_bytes": 1_000_000_000,
+        "battery": Battery(pct, plugged, simulated=True),
+    }
+    fields.update(extra)
+    return Telemetry(**fields)  # type: ignore[arg-type]
+
+
+def ready(agent: str, stage: int, bench_ms: float, digest: str = "d" * 64) -> ShardReady:
+    return ShardReady("c1", agent, "m-float32", stage, digest, "litert", bench_ms)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+def test_an_agent_is_online_from_its_birth_until_its_will(clock: Clock) -> None:
+    registry = Registry(clock=clock)
+    registry.on_status(status("pi"))
+    registry.on_telemetry(telemetry("pi"))
+    assert registry.online("pi")
+    registry.on_status(status("pi", AgentState.OFFLINE))
+    assert not registry.online("pi")
+    assert not registry.views()["pi"].online
+
+
+def test_an_agent_whose_telemetry_falls_silent_counts_as_gone(clock: Clock) -> None:
+    registry = Registry(stale_periods=3.0, clock=clock)
+    registry.on_status(status("pi"))
+    registry.on_telemetry(telemetry("pi"))
+    clock.now += 2.9
+    assert registry.online_ids() == ["pi"]
+    clock.now += 0.2
+    assert registry.online_ids() == []
+    registry.on_telemetry(telemetry("pi"))
+    assert registry.online_ids() == ["pi"]
+
+
+def test_telemetry_without_a_birth_is_not_online(clock: Clock) -> None:
+    registry = Registry(clock=clock)
+    registry.on_telemetry(telemetry("ghost"))
+    assert not registry.online("ghost")
+
+
+def test_the_view_carries_battery_power_link_and_memory(clock: Clock) -> None:
+    registry = Registry(clock=clock)
+    registry.on_status(
+        status(
+            "phone",
+            active_power_w=3.0,
+            radio_j_per_mb=0.5,
+            speed_gflops=20.0,
+            link=Link(50.0, 8.0),
+        )
+    )
+    registry.on_telemetry(telemetry("phone", pct=42.0, plugged=False, mem_free_bytes=123))
+    view = registry.views()["phone"]
+    assert (view.battery_pct, view.plugged) == (42.0, False)
+    assert (view.active_w, view.radio_j_per_mb) == (3.0, 0.5)
+    assert (view.bandwidth_mbps, view.link_latency_ms) == (50.0, 8.0)
+    assert view.mem_free_bytes == 123
+    assert view.speed_gflops == 20.0
+
+
+def test_measured_shard_times_override_the_calibrated_speed(clock: Clock) -> None:
+    registry = Registry(clock=clock)
+    registry.on_status(status("fast", speed_gflops=100.0))
+    registry.on_status(status("slow", speed_gflops=25.0))
+    # fast runs a 10 MFLOP shard in 1 ms: 10 GFLOP/s, a tenth of its calibrated figure.
+    registry.on_shard_ready(ready("fast", 0, 1.0), flops=10_000_000)
+    assert registry.speed_gflops("fast") == pytest.approx(10.0)
+    # slow has no measurement: its figure gets the fleet's correction (x 0.1).
+    assert registry.speed_gflops("slow") == pytest.approx(2.5)
+
+
+def test_stage_compute_time_prefers_telemetry_over_the_load_benchmark(clock: Clock) -> None:
+    registry = Registry(clock=clock)
+    registry.on_status(status("pi"))
+    registry.on_shard_ready(ready("pi", 1, 7.0))
+    assert registry.compute_ms("m-float32", 1, "pi") == 7.0
+    registry.on_telemetry(telemetry("pi", compute_ms={"m-float32/1": 5.5}))
+    assert registry.compute_ms("m-float32", 1, "pi") == 5.5
+    assert registry.compute_ms("m-float32", 0, "pi") is None
