@@ -1,4 +1,5 @@
 # splitmq — developer entry points.
+#   make demo    create .venv, then run a broker, a coordinator and three agents end to end
 #   make test    create .venv, install everything (Mosquitto too), run the whole suite
 #   make lint    ruff + mypy
 #   make bench   the benchmark scripts (figures printed, not asserted)
@@ -11,7 +12,7 @@ VENV_TFLITE := .venv-tflite214
 STAMP := $(VENV)/.installed
 STAMP_TFLITE := $(VENV_TFLITE)/.installed
 
-.PHONY: test lint bench venv mosquitto clean
+.PHONY: demo test lint bench venv mosquitto clean
 
 venv: $(STAMP) $(STAMP_TFLITE)
 
@@ -36,6 +37,10 @@ mosquitto:
 		$$SUDO apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq mosquitto mosquitto-clients openssl; \
 	fi
+
+# The demo needs no root: with Mosquitto installed it uses it, else the embedded broker.
+demo: $(STAMP)
+	$(PY) -m splitmq demo $(DEMO_ARGS)
 
 test: venv mosquitto
 	SPLITMQ_TFLITE214_PYTHON=$(CURDIR)/$(VENV_TFLITE)/bin/python $(PY) -m pytest

@@ -126,6 +126,12 @@ def _add_infer(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     add_parser(subparsers)
 
 
+def _add_demo(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from splitmq.demo.cli import add_parser
+
+    add_parser(subparsers)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="splitmq", description="Run one deep neural network across several small devices."
@@ -139,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_coordinator,
         _add_infer,
         _add_report,
+        _add_demo,
     ):
         add(subparsers)
     return parser

@@ -1,0 +1,191 @@
+"""The demo's fleet: a broker, a coordinator and agents, each a separate process.
+
+The broker is Mosquitto when it is installed, otherwise the embedded Python broker (so
+nothing needs root). Every process logs into ``WORKDIR/logs/``; :meth:`DemoFleet.stop`
+stops everything that was started, whatever happened.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from splitmq.broker import Mosquitto, config_dir, mosquitto_binary
+from splitmq.errors import ConfigError, SplitMQError
+
+AGENT_PROFILES = {"pi-1": "rpi4", "phone-1": "phone", "laptop-1": "laptop"}
+
+
+@dataclass
+class Credentials:
+    """How one process authenticates (secure mode)."""
+
+    username: str
+    password_file: Path
+
+
+@dataclass
+class DemoFleet:
+    """Processes of the demo; use as a context manager.
+
+    Attributes:
+        workdir: logs, agent caches and the broker's files go here.
+        pool: the model pool the coordinator serves.
+        embedded: use the embedded broker even when Mosquitto is installed.
+        broker_url: set once the broker runs.
+        tls: CA bundle and per-process credentials in secure mode (else None).
+    """
+
+    workdir: Path
+    pool: Path
+    embedded: bool = False
+    broker_url: str = ""
+    broker_kind: str = ""
+    ca_certs: Path | None = None
+    credentials: dict[str, Credentials] = field(default_factory=dict)
+    broker_config: Path | None = None
+    agents: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    _mosquitto: Mosquitto | None = None
+    _processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    _killed: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    @property
+    def logs(self) -> Path:
+        path = self.workdir / "logs"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def __enter__(self) -> DemoFleet:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+    # -- broker -------------------------------------------------------------------------
+
+    def start_broker(self) -> str:
+        """Mosquitto if installed (and not ``embedded``), else the embedded broker."""
+        use_mosquitto = not self.embedded
+        if use_mosquitto:
+            try:
+                mosquitto_binary()
+            except ConfigError:
+                use_mosquitto = False
+        if use_mosquitto:
+            config = self.broker_config or config_dir() / "dev.conf"
+            self._mosquitto = Mosquitto(config, self.workdir / "broker").start()
+            scheme = "mqtts" if self.ca_certs else "mqtt"
+            self.broker_url = self._mosquitto.url(scheme)
+            self.broker_kind = "mosquitto"
+        else:
+            if self.ca_certs:
+                raise ConfigError("secure mode needs Mosquitto: the embedded broker has no TLS")
+            self.broker_url = self._start_embedded()
+            self.broker_kind = "embedded"
+        return self.broker_url
+
+    def _start_embedded(self) -> str:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "splitmq.embedded_broker", "--port", "0"],
+            stdout=subprocess.PIPE,
+            stderr=(self.logs / "broker.log").open("ab"),
+        )
+        self._processes.append(process)
+        assert process.stdout is not None
+        line = process.stdout.readline().decode().strip()
+        if "mqtt://" not in line:
+            raise SplitMQError(f"the embedded broker did not start: {line!r} (see logs/broker.log)")
+        return line[line.index("mqtt://") :]
+
+    # -- splitmq processes --------------------------------------------------------------
+
+    def broker_args(self, role: str) -> list[str]:
+        args = ["--broker", self.broker_url]
+        if self.ca_certs is not None:
+            args += ["--ca-certs", str(self.ca_certs)]
+        creds = self.credentials.get(role)
+        if creds is not None:
+            args += ["--username", creds.username, "--password-file", str(creds.password_file)]
+        return args
+
+    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
+        env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "splitmq", *args],
+            stdout=(self.logs / f"{name}.log").open("ab"),
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+        self._processes.append(process)
+        return process
+
+    def start_coordinator(self) -> subprocess.Popen[bytes]:
+        return self._spawn(
+            "coordinator",
+            ["coordinator", *self.broker_args("coordinator"), "--pool", str(self.pool)],
+        )
+
+    def start_agent(self, agent_id: str, profile: str) -> subprocess.Popen[bytes]:
+        process = self._spawn(
+            agent_id,
+            [
+                "agent",
+                *self.broker_args(agent_id),
+                "--id",
+                agent_id,
+                "--profile",
+                profile,
+                "--cache",
+                str(self.workdir / "cache" / agent_id),
+                "--battery",
+                "simulated",
+                "--threads",
+                "1",
+                # Builtin kernels: the split output is then bit-identical to one device's.
+                "--no-xnnpack",
+                "--telemetry-period",
+                "0.5",
+            ],
+        )
+        self.agents[agent_id] = process
+        return process
+
+    def check_alive(self) -> None:
+        """Raise, naming its log, when a process this fleet started has exited."""
+        for process in self._processes:
+            if process.poll() is not None and process not in self._killed:
+                name = next((a for a, p in self.agents.items() if p is process), "a process")
+                raise SplitMQError(
+                    f"{name} exited with status {process.returncode} (see {self.logs})"
+                )
+
+    def kill(self, agent_id: str) -> None:
+        """SIGKILL an agent: no goodbye, the broker fires its will."""
+        process = self.agents[agent_id]
+        self._killed.append(process)
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signal.SIGKILL)
+        process.wait(10)
+
+    def stop(self) -> None:
+        """Stop every process started (agents and coordinator first, the broker last)."""
+        for process in reversed(self._processes):
+            if process.poll() is None:
+                process.terminate()
+        deadline = time.monotonic() + 10
+        for process in self._processes:
+            try:
+                process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
+        self._processes.clear()
+        if self._mosquitto is not None:
+            self._mosquitto.stop()
+            self._mosquitto = None

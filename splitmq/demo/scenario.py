@@ -1,0 +1,360 @@
+"""``splitmq demo``: the whole loop on this machine, in a few minutes.
+
+1. start a broker, a coordinator and three agents (``rpi4``, ``phone``, ``laptop``
+   profiles: slower compute and emulated Wi-Fi links), each a separate process;
+2. convert the digits classifier and MobileNetV3Large into the pool (once);
+3. deploy both with two replicas per stage;
+4. stream requests through the fleet, kill one agent part way (SIGKILL: its will
+   fires) and watch the requests complete on the fallbacks while the coordinator
+   re-deploys the lost stage;
+5. print the KPI table, write the plots, and check every split answer against the
+   unsplit model run on one device.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from splitmq.client import Client, ClientConfig, InferenceError, InferenceResult
+from splitmq.client.kpi import ReportInputs
+from splitmq.client.plots import write_plots
+from splitmq.client.report_cli import format_report
+from splitmq.client.results_db import ResultsDB
+from splitmq.converter import run_model
+from splitmq.converter.digits import load_split
+from splitmq.converter.pool import PoolEntry
+from splitmq.demo.models import ensure_digits, ensure_mobilenet, mobilenet_inputs
+from splitmq.demo.processes import AGENT_PROFILES, DemoFleet
+from splitmq.errors import SplitMQError
+from splitmq.transport import InboundMessage, MqttTransport, TransportConfig, parse_broker_url
+from splitmq.wire import (
+    AgentState,
+    AgentStatus,
+    DeployReply,
+    DeployRequest,
+    Objective,
+    PlanRefused,
+    PlanRequest,
+    decode,
+    encode,
+)
+from splitmq.wire.topics import DEPLOY_REPLIES, DEPLOY_REQUESTS, PLAN_REQUESTS, PLANS, STATUS
+
+OPERATOR = "demo-operator"
+CLIENT = "demo-client"
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    """What ``splitmq demo`` runs.
+
+    Attributes:
+        workdir: pool, logs, caches, the results database and the plots.
+        requests: MobileNetV3Large requests in the stream (digits get four times more).
+        kill: kill an agent part way through the stream.
+        mobilenet: include MobileNetV3Large (off: the digits classifier only, fast).
+        embedded: use the embedded broker even when Mosquitto is installed.
+        keep_running: leave the fleet up at the end until Ctrl-C.
+        transport: connection settings of the demo's own clients (secure mode).
+    """
+
+    workdir: Path
+    requests: int = 60
+    kill: bool = True
+    mobilenet: bool = True
+    embedded: bool = False
+    keep_running: bool = False
+
+
+Say = Callable[[str], None]
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+class Control:
+    """The demo's operator connection: waits for agents and the coordinator, deploys."""
+
+    def __init__(self, config: TransportConfig):
+        self.transport = MqttTransport(config)
+        self._online: set[str] = set()
+        self._replies: dict[str, Any] = {}
+        self._cond = threading.Condition()
+
+    def start(self) -> None:
+        self.transport.start()
+        self.transport.subscribe(STATUS.filter(), self._on_status)
+        self.transport.subscribe(DEPLOY_REPLIES.name(client=OPERATOR), self._on_reply)
+        self.transport.subscribe(PLANS.name(client=OPERATOR), self._on_reply)
+
+    def close(self) -> None:
+        self.transport.close()
+
+    def _on_status(self, message: InboundMessage) -> None:
+        status = decode(message.payload, expect=AgentStatus)
+        with self._cond:
+            if status.state is AgentState.ONLINE:
+                self._online.add(status.agent_id)
+            else:
+                self._online.discard(status.agent_id)
+            self._cond.notify_all()
+
+    def _on_reply(self, message: InboundMessage) -> None:
+        reply = decode(message.payload)
+        with self._cond:
+            self._replies[reply.request_id] = reply  # type: ignore[attr-defined]
+            self._cond.notify_all()
+
+    def wait_agents(
+        self, agents: Iterable[str], check: Callable[[], None], timeout_s: float = 60.0
+    ) -> None:
+        """Wait until every agent is online; ``check`` raises when a process died."""
+        wanted = set(agents)
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            while not wanted <= self._online:
+                check()
+                if time.monotonic() > deadline:
+                    missing = ", ".join(sorted(wanted - self._online))
+                    raise SplitMQError(f"agents {missing} did not come online (see logs/)")
+                self._cond.wait(0.5)
+
+    def wait_coordinator(self, timeout_s: float = 60.0) -> None:
+        """Ask for a plan of a model nobody has until a coordinator refuses it."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            request_id = uuid.uuid4().hex
+            probe = PlanRequest(request_id=request_id, client_id=OPERATOR, model="no-such-model")
+            self.transport.publish(PLAN_REQUESTS.name(), encode(probe)).wait(5)
+            if isinstance(self._wait_reply(request_id, 1.0), PlanRefused):
+                return
+        raise SplitMQError("no coordinator answered (see logs/coordinator.log)")
+
+    def deploy(self, request: DeployRequest, timeout_s: float = 180.0) -> DeployReply:
+        self.transport.publish(DEPLOY_REQUESTS.name(), encode(request)).wait(5)
+        reply = self._wait_reply(request.request_id, timeout_s)
+        if not isinstance(reply, DeployReply):
+            raise SplitMQError(f"the coordinator did not deploy {request.model} in time")
+        return reply
+
+    def _wait_reply(self, request_id: str, timeout_s: float) -> object:
+        with self._cond:
+            self._cond.wait_for(lambda: request_id in self._replies, timeout_s)
+            return self._replies.pop(request_id, None)
+
+
+def deploy(control: Control, model: str, stages: int, replicas: int = 2) -> DeployReply:
+    reply = control.deploy(
+        DeployRequest(
+            request_id=uuid.uuid4().hex,
+            client_id=OPERATOR,
+            model=model,
+            stages=stages,
+            replicas=replicas,
+            objective=Objective.LATENCY,
+            ready_timeout_s=150.0,
+        )
+    )
+    if not reply.ok:
+        raise SplitMQError(f"deploying {model} failed: {reply.message}")
+    say(reply.message)
+    return reply
+
+
+@dataclass
+class StreamOutcome:
+    """What a stream gave: results and failures by input index, and the agent killed."""
+
+    results: dict[int, InferenceResult]
+    failures: dict[int, InferenceError]
+    killed: str | None = None
+    seconds: float = 0.0
+
+
+def run_stream(
+    client: Client,
+    fleet: DemoFleet,
+    model: str,
+    inputs: np.ndarray,
+    *,
+    kill_after: int | None,
+    run: str,
+) -> StreamOutcome:
+    """Stream ``inputs``; after ``kill_after`` results, SIGKILL the first stage's agent."""
+    outcome = StreamOutcome({}, {})
+    started = time.monotonic()
+    frames = (inputs[i : i + 1] for i in range(len(inputs)))
+    for item in client.stream(frames, model=model, max_in_flight=8, run=run):
+        index = item.index if item.index is not None else -1
+        if isinstance(item, InferenceError):
+            outcome.failures[index] = item
+        else:
+            outcome.results[index] = item
+        done = len(outcome.results) + len(outcome.failures)
+        due = kill_after is not None and outcome.killed is None and done >= kill_after
+        if due and isinstance(item, InferenceResult):
+            victim = item.plan.route[0][0]
+            say(f"  ... {done} answered: killing {victim} (SIGKILL) mid-stream")
+            fleet.kill(victim)
+            outcome.killed = victim
+    outcome.seconds = time.monotonic() - started
+    return outcome
+
+
+def check_against_one_device(entry: PoolEntry, inputs: np.ndarray, outcome: StreamOutcome) -> int:
+    """How many split answers are bit-identical to the unsplit model's on one device."""
+    from splitmq.converter.runner import make_interpreter
+
+    interpreter = make_interpreter(entry.variant_path("float32"))
+    same = 0
+    for index, result in outcome.results.items():
+        expected = run_model(interpreter, [inputs[index : index + 1]])
+        if all(np.array_equal(result.outputs[name], expected[name]) for name in expected):
+            same += 1
+    return same
+
+
+def describe_stream(name: str, outcome: StreamOutcome, total: int, same: int) -> None:
+    retried = sum(1 for r in outcome.results.values() if r.record.retries)
+    say(
+        f"{name}: {len(outcome.results)}/{total} answered in {outcome.seconds:.1f} s "
+        f"({len(outcome.results) / max(outcome.seconds, 1e-9):.1f}/s), {retried} after a "
+        f"retry on a fallback, {len(outcome.failures)} failed"
+    )
+    for index, error in sorted(outcome.failures.items())[:5]:
+        say(f"  input {index}: {error}")
+    say(f"  split answers equal to the unsplit model on one device: {same}/{len(outcome.results)}")
+
+
+def run_demo(
+    options: DemoOptions,
+    transport_for: Callable[[str], TransportConfig] | None = None,
+    fleet: DemoFleet | None = None,
+) -> int:
+    """Run the demo; 0 when every answer matched the single-device run."""
+    workdir = options.workdir.resolve()
+    pool = workdir / "pool"
+    fleet = fleet or DemoFleet(workdir, pool, embedded=options.embedded)
+    with fleet:
+        url = fleet.start_broker()
+        say(f"broker: {fleet.broker_kind} at {url}")
+        digits = ensure_digits(pool)
+        mobilenet = ensure_mobilenet(pool) if options.mobilenet else None
+        fleet.start_coordinator()
+        for agent_id, profile in AGENT_PROFILES.items():
+            fleet.start_agent(agent_id, profile)
+        config_for = transport_for or (
+            lambda role: parse_broker_url(url, client_id=f"splitmq-{role}")
+        )
+        control = Control(config_for(OPERATOR))
+        control.start()
+        try:
+            models = Models(digits, mobilenet)
+            return _scenario(options, fleet, control, config_for, models)
+        finally:
+            control.close()
+
+
+@dataclass(frozen=True)
+class Models:
+    digits: PoolEntry
+    mobilenet: PoolEntry | None
+
+
+def _scenario(
+    options: DemoOptions,
+    fleet: DemoFleet,
+    control: Control,
+    config_for: Callable[[str], TransportConfig],
+    models: Models,
+) -> int:
+    digits, mobilenet, workdir = models.digits, models.mobilenet, fleet.workdir
+    control.wait_agents(AGENT_PROFILES, fleet.check_alive)
+    control.wait_coordinator()
+    agents = ", ".join(f"{a} ({p})" for a, p in AGENT_PROFILES.items())
+    say(f"fleet up: {agents}; logs in {fleet.logs}")
+    deploy(control, digits.name, stages=2)
+    if mobilenet is not None:
+        deploy(control, mobilenet.name, stages=3)
+    run = f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
+    db = ResultsDB(workdir / "results.db")
+    client = Client(
+        config_for(CLIENT),
+        CLIENT,
+        config=ClientConfig(deadline_s=20.0, max_attempts=4),
+        recorder=db.record,
+        on_telemetry=db.record_telemetry,
+    )
+    mismatches = 0
+    with client:
+        images = load_split()[2]
+        digit_inputs = np.concatenate([images] * max(1, (4 * options.requests) // len(images) + 1))
+        digit_inputs = digit_inputs[: 4 * options.requests]
+        say(f"\nstreaming {len(digit_inputs)} digits requests")
+        kill_digits = options.kill and mobilenet is None
+        outcome = run_stream(
+            client,
+            fleet,
+            digits.name,
+            digit_inputs,
+            kill_after=len(digit_inputs) // 3 if kill_digits else None,
+            run=run,
+        )
+        same = check_against_one_device(digits, digit_inputs, outcome)
+        mismatches += len(outcome.results) - same
+        describe_stream("digits", outcome, len(digit_inputs), same)
+        if mobilenet is not None:
+            frames = mobilenet_inputs(options.requests)
+            say(f"\nstreaming {len(frames)} MobileNetV3Large frames (224x224)")
+            outcome = run_stream(
+                client,
+                fleet,
+                mobilenet.name,
+                frames,
+                kill_after=len(frames) // 3 if options.kill else None,
+                run=run,
+            )
+            same = check_against_one_device(mobilenet, frames, outcome)
+            mismatches += len(outcome.results) - same
+            describe_stream("MobileNetV3Large", outcome, len(frames), same)
+        if outcome.killed:
+            say(
+                f"{outcome.killed} was killed; the coordinator re-deployed its stages "
+                "(logs/coordinator.log)"
+            )
+    records = db.requests(run=run)
+    inputs = ReportInputs(tuple(records), tuple(db.telemetry()), run)
+    say("\n" + format_report(inputs.kpis(), str(db.path), run))
+    plots = write_plots(inputs, workdir / "plots")
+    say(f"\nplots: {', '.join(str(p) for p in plots)}")
+    say(f"results database: {db.path} (splitmq report --db {db.path} --run {run})")
+    db.close()
+    if options.keep_running:
+        _keep_running(fleet)
+    if mismatches:
+        say(f"\n{mismatches} split answers differ from the single-device run")
+        return 1
+    say("\nevery split answer equals the single-device run")
+    return 0
+
+
+def _keep_running(fleet: DemoFleet) -> None:
+    say(
+        f"\nthe fleet keeps running (Ctrl-C stops it). Try:\n"
+        f"  splitmq fleet --broker {fleet.broker_url}\n"
+        f"  splitmq infer digits some-digit.png --broker {fleet.broker_url}\n"
+    )
+    try:
+        while True:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        say("stopping")
