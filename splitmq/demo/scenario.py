@@ -38,6 +38,7 @@ from splitmq.transport import InboundMessage, MqttTransport, TransportConfig, pa
 from splitmq.wire import (
     AgentState,
     AgentStatus,
+    Deployment,
     DeployReply,
     DeployRequest,
     Objective,
@@ -46,7 +47,14 @@ from splitmq.wire import (
     decode,
     encode,
 )
-from splitmq.wire.topics import DEPLOY_REPLIES, DEPLOY_REQUESTS, PLAN_REQUESTS, PLANS, STATUS
+from splitmq.wire.topics import (
+    DEPLOY_REPLIES,
+    DEPLOY_REQUESTS,
+    DEPLOYMENTS,
+    PLAN_REQUESTS,
+    PLANS,
+    STATUS,
+)
 
 OPERATOR = "demo-operator"
 CLIENT = "demo-client"
@@ -88,6 +96,7 @@ class Control:
         self.transport = MqttTransport(config)
         self._online: set[str] = set()
         self._replies: dict[str, Any] = {}
+        self.deployments: dict[str, Deployment] = {}
         self._cond = threading.Condition()
 
     def start(self) -> None:
@@ -95,6 +104,7 @@ class Control:
         self.transport.subscribe(STATUS.filter(), self._on_status)
         self.transport.subscribe(DEPLOY_REPLIES.name(client=OPERATOR), self._on_reply)
         self.transport.subscribe(PLANS.name(client=OPERATOR), self._on_reply)
+        self.transport.subscribe(DEPLOYMENTS.filter(), self._on_deployment)
 
     def close(self) -> None:
         self.transport.close()
@@ -107,6 +117,28 @@ class Control:
             else:
                 self._online.discard(status.agent_id)
             self._cond.notify_all()
+
+    def _on_deployment(self, message: InboundMessage) -> None:
+        if message.payload:
+            deployment = decode(message.payload, expect=Deployment)
+            with self._cond:
+                self.deployments[deployment.deployment] = deployment
+                self._cond.notify_all()
+
+    def wait_healed(self, victim: str, timeout_s: float = 20.0) -> list[Deployment]:
+        """The deployments once none of them names ``victim`` any more."""
+
+        def healed() -> bool:
+            return all(
+                victim not in stage.replicas
+                for deployment in self.deployments.values()
+                for stage in deployment.stages
+            )
+
+        with self._cond:
+            if not self._cond.wait_for(healed, timeout_s):
+                raise SplitMQError(f"the coordinator did not re-deploy the stages of {victim}")
+            return list(self.deployments.values())
 
     def _on_reply(self, message: InboundMessage) -> None:
         reply = decode(message.payload)
@@ -152,7 +184,13 @@ class Control:
             return self._replies.pop(request_id, None)
 
 
-def deploy(control: Control, model: str, stages: int, replicas: int = 2) -> DeployReply:
+def deploy(
+    control: Control,
+    model: str,
+    stages: int,
+    replicas: int = 2,
+    objective: Objective = Objective.LATENCY,
+) -> DeployReply:
     reply = control.deploy(
         DeployRequest(
             request_id=uuid.uuid4().hex,
@@ -160,7 +198,7 @@ def deploy(control: Control, model: str, stages: int, replicas: int = 2) -> Depl
             model=model,
             stages=stages,
             replicas=replicas,
-            objective=Objective.LATENCY,
+            objective=objective,
             ready_timeout_s=150.0,
         )
     )
@@ -284,7 +322,8 @@ def _scenario(
     say(f"fleet up: {agents}; logs in {fleet.logs}")
     deploy(control, digits.name, stages=2)
     if mobilenet is not None:
-        deploy(control, mobilenet.name, stages=3)
+        # A camera's frames: deployed for throughput, the stages pipelined.
+        deploy(control, mobilenet.name, stages=3, objective=Objective.THROUGHPUT)
     run = f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
     db = ResultsDB(workdir / "results.db")
     client = Client(
@@ -327,10 +366,14 @@ def _scenario(
             mismatches += len(outcome.results) - same
             describe_stream("MobileNetV3Large", outcome, len(frames), same)
         if outcome.killed:
-            say(
-                f"{outcome.killed} was killed; the coordinator re-deployed its stages "
-                "(logs/coordinator.log)"
-            )
+            for deployment in control.wait_healed(outcome.killed):
+                stages = "; ".join(
+                    f"stage {s.stage}: {', '.join(s.replicas)}" for s in deployment.stages
+                )
+                say(
+                    f"re-deployed without {outcome.killed}: {deployment.deployment} epoch "
+                    f"{deployment.epoch} ({stages})"
+                )
     records = db.requests(run=run)
     inputs = ReportInputs(tuple(records), tuple(db.telemetry()), run)
     say("\n" + format_report(inputs.kpis(), str(db.path), run))
