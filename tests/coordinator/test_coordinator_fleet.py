@@ -260,3 +260,30 @@ def test_a_killed_agent_is_replaced_and_the_rest_keeps_serving(fleet: Fleet) -> 
     image = load_split()[2][1:2]
     (out,) = fleet.infer(plan, image).tensors
     np.testing.assert_array_equal(out.array, expected(fleet.entry, image))
+
+
+def test_rolling_back_to_an_earlier_version_is_one_deploy(fleet: Fleet) -> None:
+    from splitmq.converter import convert
+
+    first = fleet.entry.version  # type: ignore[attr-defined]
+    source = fleet.entry.variant_path("float32")  # type: ignore[attr-defined]
+    rng = np.random.default_rng(5)
+    newer = convert(
+        source,
+        name="digits",
+        pool_dir=fleet.coordinator.pool.pool_dir,
+        calibration=rng.uniform(0, 1, (4, 8, 8, 1)).astype(np.float32),
+    )
+    assert newer.version != first
+    latest = fleet.deploy(stages=2)
+    assert latest.ok, latest.message
+    assert fleet.deployment(latest).version == newer.version
+    rollback = fleet.deploy(stages=2, version=first)
+    assert rollback.ok, rollback.message
+    back = fleet.deployment(rollback)
+    assert back.version == first and back.epoch > fleet.deployment(latest).epoch
+    plan = fleet.plan()
+    assert isinstance(plan, Plan) and plan.version == first
+    image = load_split()[2][2:3]
+    (out,) = fleet.infer(plan, image).tensors
+    np.testing.assert_array_equal(out.array, expected(fleet.entry, image))
