@@ -42,6 +42,33 @@ def start_agent(
     )
 
 
+def start_coordinator(
+    broker_url: str,
+    pool_dir: Path,
+    workdir: Path,
+    *extra: str,
+    python: str = sys.executable,
+    name: str = "coordinator",
+) -> subprocess.Popen[bytes]:
+    """``python -m splitmq coordinator`` serving ``pool_dir``, logging to ``workdir/NAME.log``."""
+    log = (workdir / f"{name}.log").open("ab")
+    return subprocess.Popen(
+        [
+            python,
+            "-m",
+            "splitmq",
+            "coordinator",
+            "--broker",
+            broker_url,
+            "--pool",
+            str(pool_dir),
+            *extra,
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+
+
 def stop(processes: list[subprocess.Popen[bytes]]) -> None:
     """Terminate every process still running and reap them all."""
     for process in processes:

@@ -11,10 +11,12 @@
 ``splitmq infer MODEL INPUT...`` does the same from a shell (see ``infer_cli``).
 """
 
-from splitmq.client.client import Client, ClientConfig, InferenceResult
+from splitmq.client.client import Client
+from splitmq.client.config import ClientConfig
 from splitmq.client.errors import DeadlineError, InferenceError, InputError, PlanRefusedError
 from splitmq.client.inputs import fit_inputs, fit_tensor, load_inputs
 from splitmq.client.records import AttemptRecord, RequestRecord
+from splitmq.client.result import InferenceResult
 
 __all__ = [
     "AttemptRecord",

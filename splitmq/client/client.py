@@ -22,42 +22,43 @@ Threads: the transport's inbox worker handles results, plans, deployments and ag
 presence; one timer thread fires timeouts; decisions are taken under one lock and
 their effects (publishing, the recorder, resolving futures) run after it is released.
 The recorder is called once per finished request, before its future resolves.
+
+Beside this module: :mod:`~splitmq.client.config` (``ClientConfig``),
+:mod:`~splitmq.client.result` (``InferenceResult``), :mod:`~splitmq.client.request_state`
+(one request's state and phases), :mod:`~splitmq.client.timers` (the timer thread and
+the effects run outside the lock), :mod:`~splitmq.client.wiring` (the transports).
 """
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import logging
 import os
 import queue
+import random
 import threading
 import time
 import uuid
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
-from dataclasses import dataclass, field, replace
-from enum import Enum
+from dataclasses import replace
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from splitmq import errors as base_errors
 from splitmq.client import errors, routes
+from splitmq.client.config import ClientConfig
 from splitmq.client.errors import DeadlineError, InferenceError, InputError, PlanRefusedError
-from splitmq.client.inputs import Array, Inputs, fit_inputs, read_outputs, top_classes
+from splitmq.client.inputs import Inputs, fit_inputs, read_outputs, top_classes
 from splitmq.client.plans import PendingPlans, PlanCache, PlanKey
-from splitmq.client.records import AttemptRecord, RequestRecord
-from splitmq.client.routes import Failure, Knowledge
+from splitmq.client.records import RequestRecord
+from splitmq.client.request_state import Phase, RequestState, now_ms
+from splitmq.client.result import InferenceResult
+from splitmq.client.routes import Failure
+from splitmq.client.timers import Effect, Effects, Timers, apply_effects
+from splitmq.client.wiring import client_agent, client_transport
 from splitmq.errors import ConfigError, TransportError
-from splitmq.transport import (
-    InboundMessage,
-    MemoryBroker,
-    MqttTransport,
-    Transport,
-    TransportConfig,
-    parse_broker_url,
-)
+from splitmq.transport import InboundMessage, MemoryBroker, Transport, TransportConfig
 from splitmq.wire import (
     Activation,
     AgentState,
@@ -71,197 +72,17 @@ from splitmq.wire import (
     Result,
     Route,
     Telemetry,
-    Tensor,
-    TraceEntry,
     decode,
     encode,
 )
 from splitmq.wire import topics as t
 
 if TYPE_CHECKING:
-    from splitmq.agent import Agent, AgentConfig
+    from splitmq.agent import AgentConfig
+
+__all__ = ["Client", "ClientConfig", "InferenceResult"]
 
 log = logging.getLogger(__name__)
-Effect = Callable[[], None]
-Effects = list[Effect]
-
-
-def now_ms() -> float:
-    return time.time() * 1000.0
-
-
-@dataclass(frozen=True)
-class ClientConfig:
-    """The client's defaults; each ``infer`` may override the constraints.
-
-    Attributes:
-        model: the model to ask for when ``infer`` names none.
-        deadline_s: time from ``infer`` to the answer, retries included.
-        max_attempts: sends per request (the first one included).
-        attempt_timeout_factor, attempt_timeout_margin_s, min_attempt_timeout_s: one
-            attempt waits ``max(min, factor * expected latency + margin)``, the last
-            one until the deadline; the expected latency is the larger of the plan's
-            and the one observed lately (:func:`splitmq.client.routes.attempt_timeout_s`).
-        plan_timeout_s: wait this long for the coordinator's plan. When a fresh plan
-            for a retry does not come, the retry goes on with the plan it had.
-        plan_ttl_s: ask again for a plan after this long, even if its epoch holds.
-        max_in_flight: requests ``stream`` keeps in flight.
-        resize_inputs: resize (and convert the channels of) images to the model's input.
-        retry_on_offline: an attempt whose route meets an agent's will (offline) is
-            retried at once, not at its timeout.
-        stale_periods, min_stale_s: an agent whose telemetry is older than this many
-            of its periods (at least ``min_stale_s``) counts as dead.
-        top_k: classes kept in each record's ``top``.
-        remember_finished: finished request ids kept to recognise late duplicates.
-    """
-
-    model: str | None = None
-    deadline_s: float = 10.0
-    max_attempts: int = 3
-    attempt_timeout_factor: float = 3.0
-    attempt_timeout_margin_s: float = 0.5
-    min_attempt_timeout_s: float = 0.25
-    plan_timeout_s: float = 5.0
-    plan_ttl_s: float = 30.0
-    max_in_flight: int = 32
-    resize_inputs: bool = True
-    retry_on_offline: bool = True
-    stale_periods: float = 3.0
-    min_stale_s: float = 1.0
-    top_k: int = 5
-    remember_finished: int = 10_000
-
-    def __post_init__(self) -> None:
-        if self.max_attempts < 1 or self.max_in_flight < 1:
-            raise ConfigError("max_attempts and max_in_flight must be at least 1")
-        if min(self.deadline_s, self.plan_timeout_s, self.plan_ttl_s) <= 0:
-            raise ConfigError("deadline_s, plan_timeout_s and plan_ttl_s must be above 0")
-
-
-@dataclass(frozen=True)
-class InferenceResult:
-    """A request's answer.
-
-    Attributes:
-        outputs: the model's outputs by tensor name, in the model's output order.
-        trace: one entry per stage: the agent that ran it, when, bytes, energy.
-        record: the request as recorded (attempts, timing, bytes).
-        plan: the plan the request was on when it was answered.
-        quantization: ``(scale, zero_point)`` of the quantized outputs, by name.
-        index: the input's position in :meth:`Client.stream`, else None.
-    """
-
-    outputs: dict[str, Array]
-    trace: tuple[TraceEntry, ...]
-    record: RequestRecord
-    plan: Plan
-    quantization: dict[str, tuple[float, int]] = field(default_factory=dict)
-    index: int | None = None
-
-    @property
-    def latency_ms(self) -> float:
-        return self.record.latency_ms
-
-    def top(self, k: int = 5, output: str | None = None) -> tuple[tuple[int, float], ...]:
-        """The ``k`` best ``(class, score)`` of an output (the first by default)."""
-        name = output or next(iter(self.outputs))
-        scale, zero_point = self.quantization.get(name, (None, None))
-        return top_classes(self.outputs[name], k, scale, zero_point)
-
-
-class _Phase(Enum):
-    PLANNING = "waiting for a plan"
-    DEPLOYMENT = "waiting for the plan's deployment"
-    SENT = "sent"
-    DONE = "done"
-
-
-@dataclass(eq=False)
-class _Request:
-    """One request's state; only touched under the client's lock."""
-
-    request_id: bytes
-    key: PlanKey
-    inputs: Inputs
-    deadline_s: float
-    deadline_ms: int
-    run: str
-    future: Future[InferenceResult] = field(default_factory=Future)
-    sent_ms: float = field(default_factory=now_ms)
-    phase: _Phase = _Phase.PLANNING
-    plan: Plan | None = None
-    route: Route = ()
-    tensors: tuple[Tensor, ...] = ()
-    fitted_for: tuple[str, int] | None = None
-    outputs: tuple[str, ...] = ()
-    attempt: int = -1
-    attempt_sent_ms: float = 0.0
-    attempts: list[AttemptRecord] = field(default_factory=list)
-    knowledge: Knowledge = field(default_factory=Knowledge)
-    bytes_sent: int = 0
-
-    def close_attempt(self, outcome: str, message: str) -> None:
-        route = routes.firsts(self.route)
-        self.attempts.append(
-            AttemptRecord(self.attempt, route, self.attempt_sent_ms, outcome, message)
-        )
-        self.phase = _Phase.PLANNING
-
-    def record(self, *, ok: bool, **fields: Any) -> RequestRecord:
-        plan = self.plan
-        return RequestRecord(
-            request_id=self.request_id.hex(),
-            model=self.key.model,
-            sent_ms=self.sent_ms,
-            finished_ms=now_ms(),
-            ok=ok,
-            attempts=tuple(self.attempts),
-            version=plan.version if plan else (self.key.version or ""),
-            variant=plan.variant if plan else "",
-            deployment=plan.deployment if plan else "",
-            epoch=plan.epoch if plan else 0,
-            bytes_sent=self.bytes_sent,
-            predicted_latency_ms=plan.predicted_latency_ms if plan else None,
-            predicted_energy_j=plan.predicted_energy_j if plan else None,
-            run=self.run,
-            **fields,
-        )
-
-
-class _Timers:
-    """One thread calling functions at ``time.monotonic()`` times, soonest first."""
-
-    def __init__(self, name: str):
-        self._heap: list[tuple[float, int, Effect]] = []
-        self._cond = threading.Condition()
-        self._sequence = itertools.count()
-        self._stopped = False
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def call_at(self, when_s: float, function: Effect) -> None:
-        with self._cond:
-            heapq.heappush(self._heap, (when_s, next(self._sequence), function))
-            self._cond.notify()
-
-    def stop(self) -> None:
-        with self._cond:
-            self._stopped = True
-            self._cond.notify()
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(5.0)
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while not self._stopped and (not self._heap or self._heap[0][0] > time.monotonic()):
-                    self._cond.wait(self._heap[0][0] - time.monotonic() if self._heap else None)
-                if self._stopped:
-                    return
-                function = heapq.heappop(self._heap)[2]
-            _apply([function])
 
 
 class Client:
@@ -304,20 +125,21 @@ class Client:
             t.check_segment("client id", self.client_id)
         except ValueError as error:
             raise ConfigError(str(error)) from None
-        self.transport = _transport(broker, f"splitmq-client-{self.client_id}")
-        self.agent = _agent(agent, broker, agent_transport, namespace) if agent else None
+        self.transport = client_transport(broker, f"splitmq-client-{self.client_id}")
+        self.agent = client_agent(agent, broker, agent_transport, namespace) if agent else None
         self._recorder, self._on_telemetry = recorder, on_telemetry
         self._callback = t.RESULTS.name(namespace, client=self.client_id)
         self._lock = threading.Lock()
         self._start_lock = threading.Lock()
-        self._requests: dict[bytes, _Request] = {}
+        self._requests: dict[bytes, RequestState] = {}
         self._finished: OrderedDict[bytes, None] = OrderedDict()
         self._awaiting: dict[str, list[bytes]] = {}
         self._observed_ms: dict[str, float] = {}  # smoothed latency per deployment
         self._plans = PlanCache(self.config.plan_ttl_s)
         self._pending = PendingPlans(self.client_id)
         self._liveness = routes.Liveness(self.config.stale_periods, self.config.min_stale_s)
-        self._timers = _Timers(f"client-{self.client_id}-timers")
+        self._timers = Timers(f"client-{self.client_id}-timers")
+        self._random = random.Random()  # jitter of the waits before going back to busy agents
         self._started = self._closed = False
         self.duplicates = 0
         """Results for a request already answered (a late attempt, a QoS 1 redelivery)."""
@@ -418,7 +240,9 @@ class Client:
         key = PlanKey(name, version, max_latency_ms, min_fidelity, energy_j, level)
         wait_s = self.config.deadline_s if deadline_s is None else deadline_s
         deadline_ms = int(now_ms() + wait_s * 1000.0)
-        request = _Request(os.urandom(16), key, inputs, time.monotonic() + wait_s, deadline_ms, run)
+        request = RequestState(
+            os.urandom(16), key, inputs, time.monotonic() + wait_s, deadline_ms, run
+        )
         request.future.set_running_or_notify_cancel()
 
         def begin(effects: Effects) -> None:
@@ -466,13 +290,13 @@ class Client:
 
     # -- plans ----------------------------------------------------------------------------
 
-    def _plan(self, request: _Request, *, fresh: bool, effects: Effects) -> None:
+    def _plan(self, request: RequestState, *, fresh: bool, effects: Effects) -> None:
         now = time.monotonic()
         plan = None if fresh else self._plans.get(request.key, now)
         if plan is not None:
             self._use_plan(request, plan, effects)
             return
-        request.phase = _Phase.PLANNING
+        request.phase = Phase.PLANNING
         pending = self._pending.join(request.key, request.request_id, now)
         if pending is not None:  # the first to wait for this key asks; the others join
             message = pending.key.request(pending.plan_request_id, self.client_id)
@@ -496,7 +320,7 @@ class Client:
             self._plans.put(pending.key, answer, time.monotonic())
         for request_id in pending.waiters:
             request = self._requests.get(request_id)
-            if request is None or request.phase is not _Phase.PLANNING:
+            if request is None or request.phase is not Phase.PLANNING:
                 continue
             if isinstance(answer, Plan):
                 self._use_plan(request, answer, effects)
@@ -513,11 +337,11 @@ class Client:
                 )
                 self._give_up(request, errors.NO_PLAN, reason, effects)
 
-    def _use_plan(self, request: _Request, plan: Plan, effects: Effects) -> None:
+    def _use_plan(self, request: RequestState, plan: Plan, effects: Effects) -> None:
         request.plan = plan
         deployment = self._plans.deployment(plan.deployment)
         if deployment is None:  # its retained message is on its way: wait (up to the deadline)
-            request.phase = _Phase.DEPLOYMENT
+            request.phase = Phase.DEPLOYMENT
             self._awaiting.setdefault(plan.deployment, []).append(request.request_id)
             return
         if request.fitted_for != (deployment.deployment, deployment.epoch):
@@ -533,13 +357,13 @@ class Client:
             request.outputs = tuple(spec.name for spec in deployment.stages[-1].outputs)
         self._send(request, self._route(request, plan), effects)
 
-    def _route(self, request: _Request, plan: Plan) -> Route:
+    def _route(self, request: RequestState, plan: Plan) -> Route:
         dead = self._liveness.dead(time.monotonic())
         return routes.choose_route(plan.route, request.knowledge, dead)[0]
 
     # -- attempts ------------------------------------------------------------------------
 
-    def _send(self, request: _Request, route: Route, effects: Effects) -> None:
+    def _send(self, request: RequestState, route: Route, effects: Effects) -> None:
         plan = request.plan
         assert plan is not None
         now = time.monotonic()
@@ -552,13 +376,19 @@ class Client:
         if not routes.deadline_allows(budget.remaining_s, budget.predicted_latency_ms):
             self._give_up(request, errors.DEADLINE, routes.too_late(budget), effects)
             return
+        wait_s = self._backoff_s(request, route, budget)
+        if wait_s > 0:  # back to an agent that said it is busy: let its queue drain first
+            request.phase = Phase.BACKOFF
+            resend = partial(self._resend, request.request_id, request.attempt)
+            self._timers.call_at(now + wait_s, partial(self._locked, resend))
+            return
         request.attempt += 1
-        request.route, request.phase, request.attempt_sent_ms = route, _Phase.SENT, now_ms()
+        request.route, request.phase, request.attempt_sent_ms = route, Phase.SENT, now_ms()
         timeout_s = routes.attempt_timeout_s(
             plan.predicted_latency_ms,
             budget.remaining_s,
             observed_ms=self._observed_ms.get(plan.deployment),
-            last=request.attempt + 1 >= self.config.max_attempts,
+            last=request.attempts_spent >= self.config.max_attempts,
             factor=self.config.attempt_timeout_factor,
             margin_s=self.config.attempt_timeout_margin_s,
             minimum_s=self.config.min_attempt_timeout_s,
@@ -579,8 +409,34 @@ class Client:
         self._timers.call_at(now + timeout_s, partial(self._locked, expire))
         effects.append(partial(self._publish_activation, request, activation, budget.remaining_s))
 
+    def _backoff_s(self, request: RequestState, route: Route, budget: routes.RetryBudget) -> float:
+        """How long the attempt on ``route`` waits: 0 unless the last attempt was refused
+        as ``overloaded`` and this one goes back to an agent that refused the request so
+        (a fresh fallback goes at once); never past the time the attempt needs."""
+        due, request.wait_if_busy = request.wait_if_busy, False  # one wait per refusal
+        if not due or request.busy.isdisjoint(enumerate(routes.firsts(route))):
+            return 0.0
+        plan = request.plan
+        assert plan is not None
+        observed_ms = self._observed_ms.get(plan.deployment) or 0.0
+        wait_s = routes.backoff_s(
+            request.busy_answers,
+            max(plan.predicted_latency_ms, observed_ms),
+            minimum_s=self.config.overload_backoff_s,
+            jitter=self._random.uniform(0.5, 1.5),
+        )
+        return min(wait_s, budget.remaining_s - budget.predicted_latency_ms / 1000.0)
+
+    def _resend(self, request_id: bytes, attempt: int, effects: Effects) -> None:
+        """The wait before going back to a busy agent is over: send, on the route as it is now."""
+        request = self._requests.get(request_id)
+        if request is None or request.phase is not Phase.BACKOFF or request.attempt != attempt:
+            return  # answered by an earlier attempt, or ended, meanwhile
+        assert request.plan is not None
+        self._send(request, self._route(request, request.plan), effects)
+
     def _publish_activation(
-        self, request: _Request, activation: Activation, remaining_s: float
+        self, request: RequestState, activation: Activation, remaining_s: float
     ) -> None:
         agent_id = routes.firsts(activation.route)[0]
         topic = t.STAGE.name(
@@ -604,7 +460,7 @@ class Client:
             request = self._requests.get(request_id)
             if request is not None:
                 reason = "the deadline passed"
-                if request.phase is not _Phase.SENT:
+                if request.phase is not Phase.SENT:
                     reason += f" {request.phase.value}"
                 self._give_up(request, errors.DEADLINE, reason, effects)
 
@@ -613,11 +469,16 @@ class Client:
     def _failed(self, request_id: bytes, attempt: int, failure: Failure, effects: Effects) -> None:
         """Attempt ``attempt`` failed: retry, replan or give up (if it is the current one)."""
         request = self._requests.get(request_id)
-        if request is None or request.phase is not _Phase.SENT or request.attempt != attempt:
+        if request is None or request.phase is not Phase.SENT or request.attempt != attempt:
             return  # answered already, or an attempt since superseded
         assert request.plan is not None
         plan, now = request.plan, time.monotonic()
         request.close_attempt(failure.outcome, failure.message)
+        request.wait_if_busy = failure.outcome in routes.BUSY_CODES
+        if request.wait_if_busy:
+            request.busy_answers += 1
+            if failure.stage is not None and failure.agent_id:
+                request.busy.add((failure.stage, failure.agent_id))
         if failure.outcome in routes.REPLAN_CODES:
             self._plans.drop(plan.deployment)
         decision = routes.after_failure(
@@ -626,7 +487,7 @@ class Client:
             request.knowledge,
             failure,
             budget=routes.RetryBudget(
-                request.attempt + 1,
+                request.attempts_spent,
                 self.config.max_attempts,
                 request.deadline_s - now,
                 plan.predicted_latency_ms,
@@ -665,16 +526,16 @@ class Client:
             failure = Failure(str(answer.code), where, answer.stage, answer.agent_id)
             self._failed(request.request_id, answer.attempt, failure, effects)
 
-    def _succeed(self, request: _Request, result: Result, size: int, effects: Effects) -> None:
+    def _succeed(self, request: RequestState, result: Result, size: int, effects: Effects) -> None:
         sent_ms = next((a.sent_ms for a in request.attempts if a.attempt == result.attempt), None)
         sent_ms = request.attempt_sent_ms if sent_ms is None else sent_ms
         if result.deployment:
             previous = self._observed_ms.get(result.deployment)
             self._observed_ms[result.deployment] = routes.smoothed(previous, now_ms() - sent_ms)
-        if request.phase is _Phase.SENT and result.attempt == request.attempt:
+        if request.phase is Phase.SENT and result.attempt == request.attempt:
             request.close_attempt("result", "")
         else:  # an earlier attempt answered after its timeout: the first result wins
-            if request.phase is _Phase.SENT:
+            if request.phase is Phase.SENT:
                 request.close_attempt("superseded", f"attempt {result.attempt} answered first")
             request.attempts = [
                 replace(a, outcome="result", message="answered after its timeout")
@@ -695,9 +556,9 @@ class Client:
         self._complete(request, record, effects, partial(request.future.set_result, answer))
 
     def _give_up(
-        self, request: _Request, code: str, reason: str, effects: Effects, constraint: str = ""
+        self, request: RequestState, code: str, reason: str, effects: Effects, constraint: str = ""
     ) -> None:
-        if request.phase is _Phase.SENT:  # the attempt in flight ends with the request
+        if request.phase is Phase.SENT:  # the attempt in flight ends with the request
             request.close_attempt(routes.TIMEOUT if code == errors.DEADLINE else code, reason)
         record = request.record(ok=False, error_code=code, error_message=reason)
         error: InferenceError
@@ -710,11 +571,11 @@ class Client:
         self._complete(request, record, effects, partial(request.future.set_exception, error))
 
     def _complete(
-        self, request: _Request, record: RequestRecord, effects: Effects, resolve: Effect
+        self, request: RequestState, record: RequestRecord, effects: Effects, resolve: Effect
     ) -> None:
-        if request.phase is _Phase.DEPLOYMENT and request.plan is not None:
+        if request.phase is Phase.DEPLOYMENT and request.plan is not None:
             self._awaiting[request.plan.deployment].remove(request.request_id)
-        request.phase = _Phase.DONE
+        request.phase = Phase.DONE
         del self._requests[request.request_id]
         self._finished[request.request_id] = None
         while len(self._finished) > self.config.remember_finished:
@@ -735,7 +596,7 @@ class Client:
             return
         for request_id in self._awaiting.pop(deployment.deployment, []):
             request = self._requests.get(request_id)
-            if request is not None and request.phase is _Phase.DEPLOYMENT and request.plan:
+            if request is not None and request.phase is Phase.DEPLOYMENT and request.plan:
                 self._use_plan(request, request.plan, effects)
 
     def _on_status(self, message: InboundMessage) -> None:
@@ -750,7 +611,7 @@ class Client:
             return
         for request in list(self._requests.values()):
             on_route = routes.firsts(request.route)
-            if request.phase is _Phase.SENT and agent_id in on_route:
+            if request.phase is Phase.SENT and agent_id in on_route:
                 stage = on_route.index(agent_id)
                 failure = Failure(routes.OFFLINE, f"agent {agent_id} went offline", stage, agent_id)
                 self._failed(request.request_id, request.attempt, failure, effects)
@@ -764,7 +625,7 @@ class Client:
             seen_s = message.received_s - age_s
             self._liveness.telemetry(telemetry.agent_id, seen_s, telemetry.period_s)
         if self._on_telemetry is not None:
-            _apply([partial(self._on_telemetry, telemetry)])
+            apply_effects([partial(self._on_telemetry, telemetry)])
 
     # -- plumbing --------------------------------------------------------------------------
 
@@ -773,21 +634,13 @@ class Client:
         effects: Effects = []
         with self._lock:
             step(effects)
-        _apply(effects)
+        apply_effects(effects)
 
     def _publish(self, topic: str, message: Message) -> None:
         try:
             self.transport.publish(topic, encode(message), qos=1)
         except TransportError as error:  # the wait for the answer expires and says so
             log.warning("could not publish %s on %s: %s", message.KIND, topic, error)
-
-
-def _apply(effects: Effects) -> None:
-    for effect in effects:
-        try:
-            effect()
-        except Exception:
-            log.exception("a client callback failed")
 
 
 def _decoded(message: InboundMessage, kinds: tuple[type[Any], ...]) -> Any:
@@ -808,36 +661,3 @@ def _outcome(index: int, future: Future[InferenceResult]) -> InferenceResult | I
         error.index = index
         return error
     raise error
-
-
-def _transport(broker: str | TransportConfig | Transport | MemoryBroker, mqtt_id: str) -> Transport:
-    if isinstance(broker, MemoryBroker):
-        return broker.transport(mqtt_id)
-    if isinstance(broker, str):
-        return MqttTransport(parse_broker_url(broker, client_id=mqtt_id))
-    if isinstance(broker, TransportConfig):
-        return MqttTransport(replace(broker, client_id=broker.client_id or mqtt_id))
-    return broker
-
-
-def _agent(
-    config: AgentConfig,
-    broker: str | TransportConfig | Transport | MemoryBroker,
-    transport: Transport | None,
-    namespace: str,
-) -> Agent:
-    from splitmq.agent import Agent, agent_will
-
-    if config.namespace != namespace:
-        raise ConfigError(
-            f"the client's agent is in namespace {config.namespace!r}, not {namespace!r}"
-        )
-    mqtt_id, will = f"splitmq-agent-{config.agent_id}", agent_will(config)
-    if transport is None and isinstance(broker, MemoryBroker):
-        transport = broker.transport(mqtt_id, will=will)
-    elif transport is None and isinstance(broker, str | TransportConfig):
-        settings = parse_broker_url(broker) if isinstance(broker, str) else broker
-        transport = MqttTransport(replace(settings, client_id=mqtt_id), will=will)
-    elif transport is None:
-        raise ConfigError("give agent_transport (made with agent_will) when broker is a Transport")
-    return Agent(config, transport)

@@ -28,10 +28,17 @@ Failures and what they teach (:func:`after_failure` decides the next step):
 
 When a stage is spent, or an agent says ``unknown_deployment`` (the plan is stale),
 the client asks for a fresh plan, then sends on whatever route :func:`choose_route`
-makes of it, even spent (transient errors, ``overloaded``, may pass), until the
-attempts run out. Errors caused by the input itself are not retried, and no attempt
-is sent when the time left is below the plan's predicted latency. How long an attempt
-is waited for: :func:`attempt_timeout_s`.
+makes of it, even spent (transient errors may pass; ``overloaded``, below, waits
+first), until the attempts run out. Errors caused by the input itself are not
+retried, and no attempt is sent when the time left is below the plan's predicted
+latency. How long an attempt is waited for: :func:`attempt_timeout_s`.
+
+``overloaded`` says an agent is busy, not broken: its queue was full and it did no
+work. Such a refusal does not count against the request's attempts; the next attempt
+goes at once to a fallback that has not refused the request, but one that goes back to
+an agent that has (no fresh fallback is left) waits first (:func:`backoff_s`, doubling
+for each refusal), so the agents' queues drain instead of the request's attempts; the
+deadline bounds the waits.
 """
 
 from __future__ import annotations
@@ -51,6 +58,8 @@ NOT_RETRYABLE_AT_INPUT = frozenset({ErrorCode.SHAPE_MISMATCH, ErrorCode.BAD_MESS
 """Codes that, at stage 0, blame the client's input: another agent would say the same."""
 REPLAN_CODES = frozenset({ErrorCode.UNKNOWN_DEPLOYMENT})
 """Codes that mean the plan is stale: ask for a fresh one at once."""
+BUSY_CODES = frozenset({ErrorCode.OVERLOADED})
+"""Codes that mean the agent is busy: an attempt sent back to it waits (:func:`backoff_s`)."""
 
 
 def retryable(code: str, stage: int | None) -> bool:
@@ -259,6 +268,18 @@ def attempt_timeout_s(
     expected_ms = max(predicted_latency_ms, observed_ms or 0.0)
     wait = max(minimum_s, factor * expected_ms / 1000.0 + margin_s)
     return max(0.0, min(remaining_s, wait))
+
+
+def backoff_s(busy_answers: int, expected_ms: float, *, minimum_s: float, jitter: float) -> float:
+    """How long to wait before sending an attempt back to an agent that said it is busy.
+
+    The longer of ``minimum_s`` and the expected latency (the plan's, or the one observed
+    lately when queues make it longer: about what a queue needs to drain), doubled for
+    each busy answer the request had before its latest, times ``jitter`` (around 1), so
+    that requests turned away together do not come back together.
+    """
+    base_s = max(minimum_s, expected_ms / 1000.0)
+    return base_s * 2.0 ** max(0, busy_answers - 1) * jitter
 
 
 SMOOTHING = 0.2

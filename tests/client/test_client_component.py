@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 import time
@@ -22,9 +23,12 @@ from splitmq.client import (
 from splitmq.coordinator.planner import AgentView, DeploymentView, StageView, plan
 from splitmq.transport import InboundMessage
 from splitmq.wire import (
+    Activation,
     AgentState,
     AgentStatus,
     DeploymentState,
+    ErrorCode,
+    ErrorMessage,
     PlanRefused,
     PlanRequest,
     Result,
@@ -438,6 +442,77 @@ class Relay:
             deployment=params["deployment"], stage=params["stage"], agent=self.target
         )
         self.transport.publish(topic, message.payload)
+
+
+class Busy:
+    """A hop that refuses its first ``refusals`` activations as ``overloaded`` (noting when
+    each came), then forwards the others to a real agent."""
+
+    def __init__(self, env: ClientFleet, name: str, target: str, refusals: int):
+        self.transport = env.fleet.client(f"busy-{name}")
+        self.name, self.target, self.refusals = name, target, refusals
+        self.arrivals: list[float] = []
+        self.transport.subscribe(STAGE.filter(agent=name), self._on_activation)
+
+    def _on_activation(self, message: InboundMessage) -> None:
+        self.arrivals.append(time.monotonic())
+        activation = decode(message.payload, expect=Activation)
+        if len(self.arrivals) <= self.refusals:
+            refusal = ErrorMessage(
+                request_id=activation.request_id,
+                attempt=activation.attempt,
+                stage=activation.stage,
+                agent_id=self.name,
+                code=ErrorCode.OVERLOADED,
+                message="queue full",
+                deployment=activation.deployment,
+            )
+            self.transport.publish(activation.callback, encode(refusal))
+            return
+        topic = STAGE.name(
+            deployment=activation.deployment, stage=activation.stage, agent=self.target
+        )
+        self.transport.publish(topic, message.payload)
+
+
+def test_overloaded_answers_wait_before_going_back_and_spend_no_attempt(
+    fleet_with_coordinator: ClientFleet, digits: CutModel
+) -> None:
+    env = fleet_with_coordinator
+    env.fleet.agent("a")
+    env.deploy(digits, [["a"], ["a"]])
+    busy = Busy(env, "busy", "a", refusals=3)
+    env.answer(always(fixed_plan((("busy",), ("a",)))))  # no fallback: back to the busy one
+    client = env.client(max_attempts=2, overload_backoff_s=0.1)
+    result = client.infer(digits.image)
+    outcomes = [a.outcome for a in result.record.attempts]
+    assert outcomes == ["overloaded", "overloaded", "overloaded", "result"]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(busy.arrivals)]
+    # at least 0.1 s, doubled for each refusal, times a jitter of 0.5 to 1.5
+    assert all(gap >= 0.05 * 2**i * 0.9 for i, gap in enumerate(gaps)), gaps
+    np.testing.assert_array_equal(only_output(result), next(iter(digits.expected.values())))
+
+
+def test_two_busy_replicas_are_not_tried_in_turn_without_waiting(
+    fleet_with_coordinator: ClientFleet, digits: CutModel
+) -> None:
+    env = fleet_with_coordinator
+    env.fleet.agent("a")
+    env.deploy(digits, [["a"], ["a"]])
+    first, second = Busy(env, "busy1", "a", refusals=2), Busy(env, "busy2", "a", refusals=2)
+    env.answer(always(fixed_plan((("busy1", "busy2"), ("a",)))))
+    client = env.client(max_attempts=2, overload_backoff_s=0.1)
+    result = client.infer(digits.image)
+    outcomes = [(a.route[0], a.outcome) for a in result.record.attempts]
+    assert outcomes[:2] == [
+        ("busy1", "overloaded"),
+        ("busy2", "overloaded"),
+    ]  # the fallback at once
+    assert outcomes[-1][1] == "result" and len(outcomes) == 5
+    arrivals = sorted([*first.arrivals, *second.arrivals])
+    gaps = [later - earlier for earlier, later in itertools.pairwise(arrivals)]
+    # back to an agent that refused: at least 0.1 s (x jitter 0.5), doubled per refusal
+    assert all(gap >= 0.05 * 2 ** (i + 1) * 0.9 for i, gap in enumerate(gaps[1:])), gaps
 
 
 def test_a_late_result_of_an_earlier_attempt_wins_and_the_next_is_a_duplicate(

@@ -16,6 +16,7 @@ from splitmq.client.routes import (
     RetryBudget,
     after_failure,
     attempt_timeout_s,
+    backoff_s,
     choose_route,
     deadline_allows,
     firsts,
@@ -241,3 +242,10 @@ def test_liveness_from_statuses_and_telemetry() -> None:
     assert "gone" in live.dead(100.0)
     live.status("gone", online=True)
     assert "gone" not in live.dead(100.0) and "never-heard-of" not in live.dead(1e9)
+
+
+def test_the_wait_before_going_back_to_a_busy_agent() -> None:
+    assert backoff_s(1, 10.0, minimum_s=0.05, jitter=1.0) == 0.05  # the minimum
+    assert backoff_s(1, 200.0, minimum_s=0.05, jitter=1.0) == 0.2  # the expected latency
+    assert backoff_s(3, 200.0, minimum_s=0.05, jitter=1.0) == 0.8  # doubled per refusal
+    assert backoff_s(2, 200.0, minimum_s=0.05, jitter=0.5) == 0.2

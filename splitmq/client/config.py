@@ -1,0 +1,63 @@
+"""The client's settings: one :class:`ClientConfig` per client; each request may override
+its constraints (see :meth:`splitmq.client.Client.infer_async`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from splitmq.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    """The client's defaults; each ``infer`` may override the constraints.
+
+    Attributes:
+        model: the model to ask for when ``infer`` names none.
+        deadline_s: time from ``infer`` to the answer, retries included.
+        max_attempts: sends per request (the first one included). A send an agent
+            refuses as ``overloaded`` does not count: the next one waits instead.
+        attempt_timeout_factor, attempt_timeout_margin_s, min_attempt_timeout_s: one
+            attempt waits ``max(min, factor * expected latency + margin)``, the last
+            one until the deadline; the expected latency is the larger of the plan's
+            and the one observed lately (:func:`splitmq.client.routes.attempt_timeout_s`).
+        overload_backoff_s: the least wait before an attempt goes back to an agent that
+            answered ``overloaded`` (doubled for each such answer, up to the deadline;
+            see :func:`splitmq.client.routes.backoff_s`).
+        plan_timeout_s: wait this long for the coordinator's plan. When a fresh plan
+            for a retry does not come, the retry goes on with the plan it had.
+        plan_ttl_s: ask again for a plan after this long, even if its epoch holds.
+        max_in_flight: requests ``stream`` keeps in flight.
+        resize_inputs: resize (and convert the channels of) images to the model's input.
+        retry_on_offline: an attempt whose route meets an agent's will (offline) is
+            retried at once, not at its timeout.
+        stale_periods, min_stale_s: an agent whose telemetry is older than this many
+            of its periods (at least ``min_stale_s``) counts as dead.
+        top_k: classes kept in each record's ``top``.
+        remember_finished: finished request ids kept to recognise late duplicates.
+    """
+
+    model: str | None = None
+    deadline_s: float = 10.0
+    max_attempts: int = 3
+    attempt_timeout_factor: float = 3.0
+    attempt_timeout_margin_s: float = 0.5
+    min_attempt_timeout_s: float = 0.25
+    overload_backoff_s: float = 0.05
+    plan_timeout_s: float = 5.0
+    plan_ttl_s: float = 30.0
+    max_in_flight: int = 32
+    resize_inputs: bool = True
+    retry_on_offline: bool = True
+    stale_periods: float = 3.0
+    min_stale_s: float = 1.0
+    top_k: int = 5
+    remember_finished: int = 10_000
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1 or self.max_in_flight < 1:
+            raise ConfigError("max_attempts and max_in_flight must be at least 1")
+        if min(self.deadline_s, self.plan_timeout_s, self.plan_ttl_s) <= 0:
+            raise ConfigError("deadline_s, plan_timeout_s and plan_ttl_s must be above 0")
+        if self.overload_backoff_s < 0:
+            raise ConfigError("overload_backoff_s must not be negative")

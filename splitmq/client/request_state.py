@@ -1,0 +1,116 @@
+"""One request's state as the client keeps it, from ``infer_async`` to its end.
+
+A request is in one :class:`Phase` at a time; the client moves it, under its lock:
+
+- ``PLANNING``: waiting for the coordinator's plan (a cached plan skips this);
+- ``DEPLOYMENT``: it has a plan, but the plan's retained deployment message (the
+  stage 0 input specs the input is fitted to) has not arrived yet;
+- ``SENT``: an attempt is in flight. When it fails, it is closed (back to
+  ``PLANNING``) and the request is either sent again on a fallback (``SENT``) or
+  asks for a fresh plan;
+- ``BACKOFF``: the next attempt goes back to an agent that answered ``overloaded``
+  and waits a little first (:func:`splitmq.client.routes.backoff_s`);
+- ``DONE``: it ended in a result or an error (deadline, refusal, attempts spent,
+  client closed) and left the client's table.
+
+In ``SENT`` exactly one attempt is current (``attempt``, on ``route``); an attempt that
+ends is closed into ``attempts`` (an :class:`~splitmq.client.records.AttemptRecord`),
+and the request's :class:`~splitmq.client.records.RequestRecord` is made from it all
+when it finishes.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from splitmq.client import routes
+from splitmq.client.inputs import Inputs
+from splitmq.client.plans import PlanKey
+from splitmq.client.records import AttemptRecord, RequestRecord
+from splitmq.client.result import InferenceResult
+from splitmq.client.routes import Knowledge
+from splitmq.wire import Plan, Route, Tensor
+
+
+def now_ms() -> float:
+    """Wall-clock time in epoch milliseconds (what records and deadlines on the wire use)."""
+    return time.time() * 1000.0
+
+
+class Phase(Enum):
+    """Where a request is in its life (see the module docstring)."""
+
+    PLANNING = "waiting for a plan"
+    DEPLOYMENT = "waiting for the plan's deployment"
+    SENT = "sent"
+    BACKOFF = "waiting to go back to a busy agent"
+    DONE = "done"
+
+
+@dataclass(eq=False)
+class RequestState:
+    """One request's state; only touched under the client's lock."""
+
+    request_id: bytes
+    key: PlanKey
+    inputs: Inputs
+    deadline_s: float
+    deadline_ms: int
+    run: str
+    future: Future[InferenceResult] = field(default_factory=Future)
+    sent_ms: float = field(default_factory=now_ms)
+    phase: Phase = Phase.PLANNING
+    plan: Plan | None = None
+    route: Route = ()
+    tensors: tuple[Tensor, ...] = ()
+    fitted_for: tuple[str, int] | None = None
+    outputs: tuple[str, ...] = ()
+    attempt: int = -1
+    attempt_sent_ms: float = 0.0
+    attempts: list[AttemptRecord] = field(default_factory=list)
+    knowledge: Knowledge = field(default_factory=Knowledge)
+    bytes_sent: int = 0
+    busy: set[tuple[int, str]] = field(default_factory=set)
+    """``(stage, agent)`` pairs that refused an attempt of this request as ``overloaded``."""
+    busy_answers: int = 0
+    """Attempts an agent refused with ``overloaded``."""
+    wait_if_busy: bool = False
+    """The last attempt was refused as ``overloaded``: the next waits if it goes back to
+    an agent in ``busy``."""
+
+    @property
+    def attempts_spent(self) -> int:
+        """Attempts that count against ``ClientConfig.max_attempts``: those sent, except
+        the ones an agent refused as busy (they cost it nothing; the next one waits)."""
+        return self.attempt + 1 - self.busy_answers
+
+    def close_attempt(self, outcome: str, message: str) -> None:
+        route = routes.firsts(self.route)
+        self.attempts.append(
+            AttemptRecord(self.attempt, route, self.attempt_sent_ms, outcome, message)
+        )
+        self.phase = Phase.PLANNING
+
+    def record(self, *, ok: bool, **fields: Any) -> RequestRecord:
+        plan = self.plan
+        return RequestRecord(
+            request_id=self.request_id.hex(),
+            model=self.key.model,
+            sent_ms=self.sent_ms,
+            finished_ms=now_ms(),
+            ok=ok,
+            attempts=tuple(self.attempts),
+            version=plan.version if plan else (self.key.version or ""),
+            variant=plan.variant if plan else "",
+            deployment=plan.deployment if plan else "",
+            epoch=plan.epoch if plan else 0,
+            bytes_sent=self.bytes_sent,
+            predicted_latency_ms=plan.predicted_latency_ms if plan else None,
+            predicted_energy_j=plan.predicted_energy_j if plan else None,
+            run=self.run,
+            **fields,
+        )

@@ -1,0 +1,110 @@
+"""The issue's acceptance against a real Mosquitto: a coordinator and three agents as
+processes (rpi4, phone, laptop), the digits model deployed in 2 stages x 2 replicas.
+
+- a request whose deadline cannot be met fails at once with the right error;
+- 300 requests stream through while the first agent of the route is killed with
+  SIGKILL a third of the way: every request ends once, with the unsplit model's exact
+  output or a clear error, and the coordinator heals the deployment without the agent.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from splitmq.broker import Mosquitto
+from splitmq.client import (
+    Client,
+    ClientConfig,
+    DeadlineError,
+    InferenceResult,
+    PlanRefusedError,
+)
+from splitmq.client.errors import DEADLINE, PLAN_REFUSED
+
+from .conftest import MODEL, Fleet, start_fleet, stop_fleet
+from .streaming import (
+    check_every_request_ended_once,
+    check_served_after_healing,
+    healed_without,
+    stream_with_a_kill,
+)
+
+pytestmark = pytest.mark.integration
+
+REQUESTS = 300
+HEAL_WITHIN_S = 10.0
+
+
+@pytest.fixture(scope="module")
+def fleet(
+    mosquitto: Mosquitto, digits_pool: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Fleet]:
+    workdir: Path = tmp_path_factory.mktemp("e2e-mosquitto")
+    started = start_fleet(mosquitto.url(), workdir, digits_pool)
+    yield started
+    stop_fleet(started)
+
+
+def test_the_deployment_spreads_two_replicas_per_stage_over_the_three_agents(
+    fleet: Fleet,
+) -> None:
+    stages = fleet.deployment.stages
+    assert len(stages) == 2 and all(len(set(s.replicas)) == 2 for s in stages)
+    assert {a for s in stages for a in s.replicas} <= set(fleet.agents)
+
+
+def test_a_latency_no_route_can_meet_is_refused_at_once(
+    fleet: Fleet, test_images: np.ndarray
+) -> None:
+    with Client(fleet.url, namespace=fleet.namespace, config=ClientConfig(model=MODEL)) as client:
+        started = time.monotonic()
+        with pytest.raises(PlanRefusedError) as refused:
+            client.infer(test_images[0], max_latency_ms=0.01, deadline_s=5.0)
+        elapsed = time.monotonic() - started
+    assert refused.value.code == PLAN_REFUSED and refused.value.constraint == "max_latency_ms"
+    assert refused.value.record.attempts == ()  # nothing was sent to an agent
+    assert elapsed < 1.0, f"took {elapsed:.2f} s"
+
+
+def test_a_deadline_below_the_predicted_latency_fails_before_sending(
+    fleet: Fleet, test_images: np.ndarray
+) -> None:
+    with Client(fleet.url, namespace=fleet.namespace, config=ClientConfig(model=MODEL)) as client:
+        first = client.infer(test_images[0])  # the plan is cached from here on
+        assert isinstance(first, InferenceResult)
+        predicted_s = first.plan.predicted_latency_ms / 1000.0
+        assert predicted_s > 0, first.plan
+        deadline_s = predicted_s / 2
+        started = time.monotonic()
+        with pytest.raises(DeadlineError) as late:
+            client.infer(test_images[1], deadline_s=deadline_s)
+        elapsed = time.monotonic() - started
+    assert late.value.code == DEADLINE and "predicted latency" in late.value.reason
+    assert late.value.record.attempts == ()
+    assert elapsed < deadline_s + 0.5, f"took {elapsed:.3f} s for a {deadline_s:.3f} s deadline"
+
+
+def test_hundreds_of_requests_survive_a_killed_agent(
+    fleet: Fleet, test_images: np.ndarray, reference: np.ndarray
+) -> None:
+    run = stream_with_a_kill(
+        fleet,
+        test_images,
+        REQUESTS,
+        kill_after=REQUESTS // 3,
+        max_in_flight=32,
+        ordered=False,
+    )
+    print(run.summary())
+    check_every_request_ended_once(run, REQUESTS, reference)
+    assert len(run.results) >= 0.95 * REQUESTS, f"{run.summary()}\n{fleet.logs()}"
+    healed_s, healed = healed_without(fleet, run.victim, HEAL_WITHIN_S)
+    print(f"healed in {healed_s - run.killed_s:.2f} s: {[s.replicas for s in healed.stages]}")
+    assert healed_s - run.killed_s < HEAL_WITHIN_S
+    check_served_after_healing(fleet, healed, run.victim, test_images, reference)
