@@ -39,7 +39,8 @@ for spec in "$@"; do
         echo "topic write $ns/agents/$name/status"
         echo "topic write $ns/agents/$name/telemetry"
         echo "topic write $ns/agents/$name/events"
-        echo "topic read $ns/agents/$name/cmd"
+        # readwrite: the agent times the broker's round trip with a ping to itself.
+        echo "topic readwrite $ns/agents/$name/cmd"
         echo "topic read $ns/agents/$name/pool"
         echo "topic write $ns/pool/fetch"
         echo "topic read $ns/stage/+/+/$name"

@@ -657,6 +657,7 @@ class Agent:
                 f"arrived at stage {activation.stage} on {self.agent_id} {late:.0f} ms "
                 "after its deadline",
             )
+        next_topic = self._next_hop(activation)  # nothing is computed for nowhere
         arrays = _checked_inputs(hosted.inputs, activation.tensors)
         started = now_ms()
         outputs, invoke_s = hosted.shard.run(arrays)
@@ -689,7 +690,7 @@ class Agent:
             ),
         )
         next_stage = activation.stage + 1
-        if next_stage >= len(activation.route):
+        if next_topic is None:  # the last stage
             result = Result(
                 request_id=activation.request_id,
                 attempt=activation.attempt,
@@ -700,11 +701,6 @@ class Agent:
             )
             self._send_to_callback(activation, result)
             return None
-        candidates = activation.route[next_stage]
-        if not candidates:
-            raise RequestFailed(
-                ErrorCode.BAD_MESSAGE, f"the route names no agent for stage {next_stage}"
-            )
         forward = Activation(
             request_id=activation.request_id,
             attempt=activation.attempt,
@@ -717,19 +713,34 @@ class Agent:
             trace=trace,
             client_id=activation.client_id,
         )
-        if candidates[0] == self.agent_id:
+        if activation.route[next_stage][0] == self.agent_id:
             with self._stages_lock:
                 local = self._stages.get((activation.deployment, next_stage))
             if local is not None:
                 return forward, local  # in-process: no broker hop
+        self._send(next_topic, encode(forward), deadline_ms=activation.deadline_ms)
+        return None
+
+    def _next_hop(self, activation: Activation) -> str | None:
+        """The next stage's topic (None after the last stage), checked before computing."""
+        if not _is_callback(activation.callback, self._ns):
+            raise RequestFailed(
+                ErrorCode.BAD_MESSAGE, f"the callback {activation.callback!r} is not a result topic"
+            )
+        next_stage = activation.stage + 1
+        if next_stage >= len(activation.route):
+            return None
+        candidates = activation.route[next_stage]
+        if not candidates:
+            raise RequestFailed(
+                ErrorCode.BAD_MESSAGE, f"the route names no agent for stage {next_stage}"
+            )
         try:
-            topic = STAGE.name(
+            return STAGE.name(
                 self._ns, deployment=activation.deployment, stage=next_stage, agent=candidates[0]
             )
         except ValueError as error:
             raise RequestFailed(ErrorCode.BAD_MESSAGE, f"bad route: {error}") from None
-        self._send(topic, encode(forward), deadline_ms=activation.deadline_ms)
-        return None
 
     # -- sending ----------------------------------------------------------------------------
 

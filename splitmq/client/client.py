@@ -60,6 +60,7 @@ from splitmq.client.wiring import client_agent, client_transport
 from splitmq.errors import ConfigError, TransportError
 from splitmq.transport import InboundMessage, MemoryBroker, Transport, TransportConfig
 from splitmq.wire import (
+    PLAN_UNAVAILABLE,
     Activation,
     AgentState,
     AgentStatus,
@@ -139,7 +140,7 @@ class Client:
         self._pending = PendingPlans(self.client_id)
         self._liveness = routes.Liveness(self.config.stale_periods, self.config.min_stale_s)
         self._timers = Timers(f"client-{self.client_id}-timers")
-        self._random = random.Random()  # jitter of the waits before going back to busy agents
+        self._random = random.Random()  # jitter of the waits: busy agents, unavailable stages
         self._started = self._closed = False
         self.duplicates = 0
         """Results for a request already answered (a late attempt, a QoS 1 redelivery)."""
@@ -324,6 +325,8 @@ class Client:
                 continue
             if isinstance(answer, Plan):
                 self._use_plan(request, answer, effects)
+            elif isinstance(answer, PlanRefused) and answer.constraint == PLAN_UNAVAILABLE:
+                self._plan_later(request, answer, effects)
             elif isinstance(answer, PlanRefused):
                 self._give_up(
                     request, errors.PLAN_REFUSED, answer.message, effects, answer.constraint
@@ -336,6 +339,24 @@ class Client:
                     f"running on this broker, in namespace {self.namespace!r}?"
                 )
                 self._give_up(request, errors.NO_PLAN, reason, effects)
+
+    def _plan_later(self, request: RequestState, refusal: PlanRefused, effects: Effects) -> None:
+        """A stage has no replica online: passing (the coordinator heals the deployment),
+        so ask again after ``replan_wait_s`` while the deadline allows."""
+        wait_s = self.config.replan_wait_s * self._random.uniform(0.5, 1.5)
+        if time.monotonic() + wait_s >= request.deadline_s:
+            self._give_up(
+                request, errors.PLAN_REFUSED, refusal.message, effects, refusal.constraint
+            )
+            return
+        request.phase = Phase.UNAVAILABLE
+        replan = partial(self._replan, request.request_id)
+        self._timers.call_at(time.monotonic() + wait_s, partial(self._locked, replan))
+
+    def _replan(self, request_id: bytes, effects: Effects) -> None:
+        request = self._requests.get(request_id)
+        if request is not None and request.phase is Phase.UNAVAILABLE:
+            self._plan(request, fresh=True, effects=effects)
 
     def _use_plan(self, request: RequestState, plan: Plan, effects: Effects) -> None:
         request.plan = plan

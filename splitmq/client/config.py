@@ -24,6 +24,9 @@ class ClientConfig:
         overload_backoff_s: the least wait before an attempt goes back to an agent that
             answered ``overloaded`` (doubled for each such answer, up to the deadline;
             see :func:`splitmq.client.routes.backoff_s`).
+        replan_wait_s: when the coordinator answers that a stage has no replica online
+            (``unavailable``: the deployment is being healed), ask again after about
+            this long (jittered), until the deadline.
         plan_timeout_s: wait this long for the coordinator's plan. When a fresh plan
             for a retry does not come, the retry goes on with the plan it had.
         plan_ttl_s: ask again for a plan after this long, even if its epoch holds.
@@ -44,6 +47,7 @@ class ClientConfig:
     attempt_timeout_margin_s: float = 0.5
     min_attempt_timeout_s: float = 0.25
     overload_backoff_s: float = 0.05
+    replan_wait_s: float = 0.25
     plan_timeout_s: float = 5.0
     plan_ttl_s: float = 30.0
     max_in_flight: int = 32
@@ -59,5 +63,5 @@ class ClientConfig:
             raise ConfigError("max_attempts and max_in_flight must be at least 1")
         if min(self.deadline_s, self.plan_timeout_s, self.plan_ttl_s) <= 0:
             raise ConfigError("deadline_s, plan_timeout_s and plan_ttl_s must be above 0")
-        if self.overload_backoff_s < 0:
-            raise ConfigError("overload_backoff_s must not be negative")
+        if self.overload_backoff_s < 0 or self.replan_wait_s < 0:
+            raise ConfigError("overload_backoff_s and replan_wait_s must not be negative")

@@ -10,6 +10,8 @@ A request is in one :class:`Phase` at a time; the client moves it, under its loc
   asks for a fresh plan;
 - ``BACKOFF``: the next attempt goes back to an agent that answered ``overloaded``
   and waits a little first (:func:`splitmq.client.routes.backoff_s`);
+- ``UNAVAILABLE``: the coordinator said a stage has no replica online (it heals the
+  deployment): the request asks for a plan again a little later;
 - ``DONE``: it ended in a result or an error (deadline, refusal, attempts spent,
   client closed) and left the client's table.
 
@@ -48,6 +50,7 @@ class Phase(Enum):
     DEPLOYMENT = "waiting for the plan's deployment"
     SENT = "sent"
     BACKOFF = "waiting to go back to a busy agent"
+    UNAVAILABLE = "waiting for a stage to have a replica online again"
     DONE = "done"
 
 

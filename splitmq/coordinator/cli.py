@@ -43,6 +43,12 @@ def _add_coordinator(subparsers: Subparsers) -> None:
         "--no-heal", action="store_true", help="do not re-deploy stages of lost agents"
     )
     parser.add_argument("--battery-floor", type=float, help="percent; agents below are left out")
+    parser.add_argument(
+        "--watch-period", type=float, help="seconds between checks for stages to heal (1)"
+    )
+    parser.add_argument(
+        "--ready-timeout", type=float, help="seconds to wait for agents to load a shard (60)"
+    )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
     parser.set_defaults(run=run_coordinator)
 
@@ -63,6 +69,11 @@ def run_coordinator(args: argparse.Namespace) -> int:
         if args.battery_floor is not None:
             planner = replace(config.deployer.planner, battery_floor_pct=args.battery_floor)
             config = replace(config, deployer=replace(config.deployer, planner=planner))
+        if args.watch_period is not None:
+            config = replace(config, watch_period_s=args.watch_period)
+        if args.ready_timeout is not None:
+            deployer = replace(config.deployer, ready_timeout_s=args.ready_timeout)
+            config = replace(config, deployer=deployer)
         transport = MqttTransport(
             transport_config(args, f"splitmq-coordinator-{args.id}-{uuid.uuid4().hex[:6]}")
         )

@@ -62,7 +62,7 @@ class CommandChannel:
         self.transport = transport
         self.issuer = issuer
         self.namespace = namespace
-        self._pending: dict[str, Future[Answer]] = {}
+        self._pending: dict[str, tuple[str, Future[Answer]]] = {}
         self._lock = threading.Lock()
 
     def new_id(self) -> str:
@@ -71,7 +71,7 @@ class CommandChannel:
     def send(self, agent_id: str, command: LoadShard | UnloadShard) -> Future[Answer]:
         future: Future[Answer] = Future()
         with self._lock:
-            self._pending[command.command_id] = future
+            self._pending[command.command_id] = (agent_id, future)
         try:
             self.transport.publish(
                 COMMANDS.name(self.namespace, agent=agent_id), encode(command), qos=COMMANDS.qos
@@ -109,7 +109,19 @@ class CommandChannel:
             return None
         if isinstance(event, ShardReady | CommandReply):
             with self._lock:
-                future = self._pending.pop(event.command_id, None)
-            if future is not None and not future.done():
-                future.set_result(event)
+                pending = self._pending.pop(event.command_id, None)
+            if pending is not None and not pending[1].done():
+                pending[1].set_result(event)
         return event  # type: ignore[return-value]
+
+    def agent_gone(self, agent_id: str) -> None:
+        """The agent went offline: its pending commands fail now, not at their timeout."""
+        with self._lock:
+            gone = [(cid, f) for cid, (a, f) in self._pending.items() if a == agent_id]
+            for command_id, _ in gone:
+                del self._pending[command_id]
+        for command_id, future in gone:
+            if not future.done():
+                future.set_result(
+                    CommandReply(command_id, agent_id, ok=False, message="the agent went offline")
+                )

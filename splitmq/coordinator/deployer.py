@@ -16,7 +16,10 @@
 ``heal(deployment)`` runs when an agent hosting a stage goes offline or its battery
 drops below the floor unplugged: the affected stages get replacement replicas (the
 cheapest eligible agents for that stage), loaded and ready before the new epoch is
-published; the other stages keep serving throughout.
+published; the other stages keep serving throughout. It also runs when a replica is
+online but its telemetry no longer lists the stage (the agent restarted, or lost the
+shard): that agent is told to load the stage again — from its cache, usually — and
+is dropped from the replicas only if it cannot.
 """
 
 from __future__ import annotations
@@ -96,6 +99,9 @@ class Deployer:
         self.publish = publish
         self.deployments = deployments
         self.config = config
+        # (agent, deployment, stage) -> when it was last known loaded (registry clock);
+        # its telemetry must be newer than this to say it no longer serves the stage.
+        self._loaded_s: dict[tuple[str, str, int], float] = {}
 
     # -- deploy -------------------------------------------------------------------------
 
@@ -206,7 +212,9 @@ class Deployer:
             return False
         fleet = self.registry.views()
         for stage in deployment.stages:
-            healthy = [a for a in stage.replicas if eligible(fleet.get(a), self.config.planner)]
+            healthy, lost = self._replica_states(deployment, stage, fleet)
+            if lost:
+                return True
             if len(healthy) < max(1, deployment.target_replicas):
                 spare = self._spares(stage, deployment, fleet, exclude=set(healthy))
                 if spare or len(healthy) < len(stage.replicas):
@@ -214,7 +222,8 @@ class Deployer:
         return False
 
     def heal(self, deployment: Deployment) -> Deployment | None:
-        """Replace lost replicas; publish and return the new epoch (None when nothing changed)."""
+        """Reload restarted replicas, replace lost ones; publish and return the new epoch
+        (None when the replicas did not change)."""
         fleet = self.registry.views()
         entry = self.pool.entry(deployment.model, deployment.version)
         variant = _variant(entry, deployment.variant)
@@ -222,20 +231,33 @@ class Deployer:
         loads: list[tuple[str, LoadShard | UnloadShard]] = []
         changed = False
         for stage in deployment.stages:
-            healthy = [a for a in stage.replicas if eligible(fleet.get(a), self.config.planner)]
-            missing = max(1, deployment.target_replicas) - len(healthy)
-            spares = self._spares(stage, deployment, fleet, exclude=set(healthy), variant=variant)
-            added = spares[: max(0, missing)]
-            loads.extend(
-                (agent, self._load_command(deployment.deployment, stage)) for agent in added
+            healthy, lost = self._replica_states(deployment, stage, fleet)
+            missing = max(1, deployment.target_replicas) - len(healthy) - len(lost)
+            spares = self._spares(
+                stage, deployment, fleet, exclude={*healthy, *lost}, variant=variant
             )
-            replicas = (*healthy, *added)
-            changed |= replicas != stage.replicas
-            new_stages.append((stage, healthy, added))
+            added = spares[: max(0, missing)]
+            for agent in lost:
+                log.info(
+                    "heal %s: %s no longer serves stage %d (restarted?): loading it again",
+                    deployment.deployment,
+                    agent,
+                    stage.stage,
+                )
+            loads.extend(
+                (agent, self._load_command(deployment.deployment, stage))
+                for agent in (*lost, *added)
+            )
+            kept = tuple(a for a in stage.replicas if a in healthy or a in lost)
+            changed |= bool(lost) or (*kept, *added) != stage.replicas
+            new_stages.append((stage, kept, set(lost), added))
         if not changed:
             return None
         outcomes = self.commands.run(loads, self.config.ready_timeout_s)
         ready = {(o.agent_id, o.command.stage) for o in outcomes if o.ok}
+        now = self.registry.now()
+        for agent, stage_index in ready:
+            self._loaded_s[(agent, deployment.deployment, stage_index)] = now
         self._learn(outcomes, variant, deployment.stages)
         for outcome in outcomes:
             if not outcome.ok:
@@ -249,13 +271,18 @@ class Deployer:
         stages = tuple(
             replace(
                 stage,
-                replicas=(*healthy, *(a for a in added if (a, stage.stage) in ready)),
+                replicas=(
+                    *(a for a in kept if a not in lost or (a, stage.stage) in ready),
+                    *(a for a in added if (a, stage.stage) in ready),
+                )
+                # Never none: the agents listed may come back, and the planner skips them.
+                or stage.replicas,
             )
-            for stage, healthy, added in new_stages
+            for stage, kept, lost, added in new_stages
         )
         healed = replace(deployment, epoch=deployment.epoch + 1, stages=stages)
         if healed.stages == deployment.stages:
-            return None
+            return None  # every restarted replica serves again: the epoch holds
         self.publish(healed)
         log.info(
             "healed %s: epoch %d, replicas %s",
@@ -264,6 +291,22 @@ class Deployer:
             [s.replicas for s in stages],
         )
         return healed
+
+    def _replica_states(
+        self, deployment: Deployment, stage: StageSpec, fleet: Mapping[str, AgentView]
+    ) -> tuple[list[str], list[str]]:
+        """The stage's eligible replicas: those serving it, and those that no longer do."""
+        healthy, lost = [], []
+        for agent in stage.replicas:
+            if not eligible(fleet.get(agent), self.config.planner):
+                continue
+            key = (agent, deployment.deployment, stage.stage)
+            since = self._loaded_s.setdefault(key, self.registry.now())
+            if self.registry.serves(agent, deployment.deployment, stage.stage, since) is False:
+                lost.append(agent)
+            else:
+                healthy.append(agent)
+        return healthy, lost
 
     def _spares(
         self,
@@ -330,6 +373,10 @@ class Deployer:
             if (agent, stage.stage, stage.digest) not in serving or not self.registry.online(agent)
         ]
         outcomes = self.commands.run(loads, timeout_s)
+        now = self.registry.now()
+        for outcome in outcomes:
+            if outcome.ok:
+                self._loaded_s[(outcome.agent_id, name, outcome.command.stage)] = now
         self._learn(outcomes, variant, stages)
         return [o for o in outcomes if not o.ok]
 

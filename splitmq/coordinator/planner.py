@@ -8,15 +8,22 @@ publishes what this returns.
 
 The cost model (design.md, "Energy model"), for a route ``a_0 .. a_{S-1}``:
 
-- latency = the client's send of the input + for every stage its compute time on its
-  agent + the agent's send of the stage's output (link latency + bytes / bandwidth,
-  plus one broker hop), except when the next stage runs on the same agent (in-process);
+- latency = the client's send of the input (one broker hop, plus its link when the
+  client is an agent other than the first stage's: when the client's own agent runs
+  the first stage the input never crosses the client's link) + for every stage its
+  compute time on its agent + the agent's send of the stage's output (link latency +
+  bytes / bandwidth, plus one broker hop: what the agent measured it to cost, its broker
+  round trip, else ``hop_ms``), except when the next stage runs on the same agent
+  (in-process);
 - energy (J) = for every stage, active power x compute time + radio J/MB x MB sent and
-  received by the agent;
+  received by the agent (the input is not received over the radio by the client's own
+  agent);
 - weighted energy = each agent's energy times ``1 + low_battery_weight * (1 - pct/100)^2``
   when it runs on battery (1 when plugged): energy drawn from a low battery weighs more.
 
-Agents offline, or below the battery floor and unplugged, are left out. The variant
+Agents offline, or below the battery floor and unplugged, are left out; a stage left
+with no replica online is refused as ``unavailable`` (passing: the deployment heals),
+one whose replicas are all below the floor as ``battery``. The variant
 comes from the deployments whose fidelity meets ``min_fidelity``. The energy level
 picks the objective among routes that meet the latency and energy budgets:
 ``performance`` the lowest latency, ``saver`` the lowest weighted energy, ``balanced``
@@ -34,7 +41,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from splitmq.wire import EnergyLevel, Plan, PlanRefused, PlanRequest
+from splitmq.wire import PLAN_UNAVAILABLE, EnergyLevel, Plan, PlanRefused, PlanRequest
 
 MB = 1_000_000
 
@@ -55,6 +62,8 @@ class AgentView:
         speed_gflops: effective compute speed (GFLOP/s), for shards not measured yet.
         mem_free_bytes: memory free for shards and their tensors; ``None``: unknown,
             taken as unlimited.
+        hop_ms: what one hop through the broker costs this agent, as it measured it (its
+            broker round trip, from telemetry); ``None``: ``PlannerConfig.hop_ms``.
     """
 
     agent_id: str
@@ -67,6 +76,7 @@ class AgentView:
     link_latency_ms: float = 0.0
     speed_gflops: float = 1.0
     mem_free_bytes: int | None = None
+    hop_ms: float | None = None
 
     def send_ms(self, size_bytes: int) -> float:
         return self.link_latency_ms + size_bytes * 8 / (self.bandwidth_mbps * 1e3)
@@ -115,7 +125,8 @@ class PlannerConfig:
     Attributes:
         battery_floor_pct: agents below this charge are left out unless plugged.
         low_battery_weight: how much more energy from an empty battery weighs.
-        hop_ms: the broker's own cost of one hop.
+        hop_ms: the cost of one hop through the broker, for agents that have not measured
+            their own (``AgentView.hop_ms``).
         max_fallbacks: fallbacks listed per stage after the chosen agent.
     """
 
@@ -187,19 +198,32 @@ def _radio(agent: AgentView, size_bytes: int, latency_ms: float, config: Planner
     return Cost(latency_ms, energy * battery_weight(agent, config), energy)
 
 
+def hop_ms(agent: AgentView | None, config: PlannerConfig) -> float:
+    """One hop through the broker from ``agent``: as it measured it, else the default."""
+    return agent.hop_ms if agent is not None and agent.hop_ms is not None else config.hop_ms
+
+
 def _send(agent: AgentView, size_bytes: int, config: PlannerConfig) -> Cost:
-    return _radio(agent, size_bytes, agent.send_ms(size_bytes) + config.hop_ms, config)
+    return _radio(agent, size_bytes, agent.send_ms(size_bytes) + hop_ms(agent, config), config)
 
 
 def _receive(agent: AgentView, size_bytes: int, config: PlannerConfig) -> Cost:
     return _radio(agent, size_bytes, 0.0, config)
 
 
+def _at_client(client: AgentView | None, agent_id: str) -> bool:
+    """Whether ``agent_id`` is the client's own agent: the input is already there."""
+    return client is not None and client.agent_id == agent_id
+
+
 def _client_send(
-    deployment: DeploymentView, client: AgentView | None, config: PlannerConfig
+    deployment: DeploymentView, client: AgentView | None, first: str, config: PlannerConfig
 ) -> Cost:
+    """The input's way to the first stage's agent ``first``: a broker hop, and the
+    client's link unless ``first`` is the client's own agent."""
     input_bytes = deployment.stages[0].input_bytes
-    return Cost((client.send_ms(input_bytes) if client else 0.0) + config.hop_ms, 0.0, 0.0)
+    link_ms = 0.0 if client is None or _at_client(client, first) else client.send_ms(input_bytes)
+    return Cost(link_ms + hop_ms(client, config), 0.0, 0.0)
 
 
 def route_cost(
@@ -214,10 +238,10 @@ def route_cost(
     Stage i on agent a_i computes; it receives its input unless a_(i-1) is a_i (then the
     tensors stay in-process), and sends its output unless a_(i+1) is a_i.
     """
-    total = _client_send(deployment, client, config)
+    total = _client_send(deployment, client, agents[0], config)
     for i, (stage, agent_id) in enumerate(zip(deployment.stages, agents, strict=True)):
         agent = fleet[agent_id]
-        if i == 0 or agents[i - 1] != agent_id:
+        if (i == 0 and not _at_client(client, agent_id)) or (i > 0 and agents[i - 1] != agent_id):
             total = total + _receive(agent, stage.input_bytes, config)
         total = total + _compute(stage, agent, config)
         if i == len(agents) - 1 or agents[i + 1] != agent_id:
@@ -251,7 +275,7 @@ def pareto_routes(
     Whether a stage sends its output depends on who runs the next stage, so partial
     routes are kept per last agent, with that agent's send settled one step later.
     """
-    fronts: dict[str | None, Front] = {None: [(_client_send(deployment, client, config), ())]}
+    fronts: dict[str | None, Front] = {None: [(ZERO, ())]}
     previous_stage: StageView | None = None
     for stage in deployment.stages:
         options = [
@@ -269,11 +293,13 @@ def pareto_routes(
             moved = _receive(agent, stage.input_bytes, config) + here
             front: Front = []
             for last, partials in fronts.items():
-                step = here
-                if last != agent_id:
-                    step = moved
-                    if last is not None:
-                        step = step + sends[last]
+                if last is None:  # the first stage: the input comes from the client
+                    arrive = here if _at_client(client, agent_id) else moved
+                    step = _client_send(deployment, client, agent_id, config) + arrive
+                elif last == agent_id:
+                    step = here
+                else:
+                    step = moved + sends[last]
                 for cost, path in partials:
                     _pareto_insert(front, cost + step, (*path, agent_id))
             new[agent_id] = front
@@ -356,6 +382,20 @@ def plan(
         of_model = good
     routes = [r for d in of_model for r in pareto_routes(d, fleet, config, client)]
     if not routes:
+        down = [
+            (d, s)
+            for d in of_model
+            for s in d.stages
+            if not any(a in fleet and fleet[a].online for a in s.replicas)
+        ]
+        if down:
+            d, s = down[0]
+            return refuse(
+                PLAN_UNAVAILABLE,
+                f"stage {s.stage} of {d.deployment} has no replica online "
+                f"({', '.join(s.replicas) or 'none'}): the coordinator re-deploys it "
+                "when an agent can take it; ask again shortly",
+            )
         return refuse(
             "battery",
             "a stage has no replica that is online and above the battery floor "

@@ -50,6 +50,7 @@ class AgentRecord:
         status: its last status message (birth or will).
         telemetry: its last telemetry.
         seen_s: monotonic time of the last status or telemetry received.
+        telemetry_s: monotonic time the last telemetry was received.
         bench_ms: per hosted stage key, the benchmark time its ``ShardReady`` reported.
         measured: per shard digest, ``(flops, ms)`` measured on this agent.
     """
@@ -58,6 +59,7 @@ class AgentRecord:
     status: AgentStatus | None = None
     telemetry: Telemetry | None = None
     seen_s: float = 0.0
+    telemetry_s: float = 0.0
     bench_ms: dict[str, float] = field(default_factory=dict)
     measured: dict[str, tuple[int, float]] = field(default_factory=dict)
 
@@ -105,7 +107,7 @@ class Registry:
         with self._lock:
             record = self._record(telemetry.agent_id)
             record.telemetry = telemetry
-            record.seen_s = self._clock()
+            record.seen_s = record.telemetry_s = self._clock()
 
     def on_shard_ready(self, ready: ShardReady, flops: int | None = None) -> None:
         """A shard's benchmark; ``flops`` (from the manifest) teaches the agent's speed."""
@@ -114,6 +116,18 @@ class Registry:
             record.bench_ms[stage_key(ready.deployment, ready.stage)] = ready.bench_ms
             if flops and ready.bench_ms > 0:
                 record.measured[ready.digest] = (flops, ready.bench_ms)
+
+    def refresh(self, grace_s: float = 0.0) -> None:
+        """Restart every agent's silence clock, with ``grace_s`` more to come back.
+
+        After our own connection was down, the telemetry we missed says nothing of the
+        agents; they reconnect with a backoff of their own, so silence counts again only
+        ``grace_s`` from now (their will, an offline status, still counts at once).
+        """
+        with self._lock:
+            now = self._clock()
+            for record in self._agents.values():
+                record.seen_s = max(record.seen_s, now + grace_s)
 
     def forget(self, agent_id: str) -> None:
         with self._lock:
@@ -126,6 +140,10 @@ class Registry:
         return record
 
     # -- reading ------------------------------------------------------------------------
+
+    def now(self) -> float:
+        """The registry's clock (monotonic seconds)."""
+        return self._clock()
 
     def agent_ids(self) -> list[str]:
         with self._lock:
@@ -149,6 +167,21 @@ class Registry:
         if record.status is None or record.status.state is not AgentState.ONLINE:
             return False
         return now - record.seen_s <= self.stale_periods * record.period_s
+
+    def serves(self, agent_id: str, deployment: str, stage: int, since_s: float) -> bool | None:
+        """Whether the agent's telemetry lists the stage among those it serves.
+
+        None (not known yet) unless a telemetry message arrived more than one of the
+        agent's periods after ``since_s`` (monotonic): one taken earlier may predate a
+        load that has finished since. A restarted agent serves nothing until told again.
+        """
+        with self._lock:
+            record = self._agents.get(agent_id)
+            if record is None or record.telemetry is None:
+                return None
+            if record.telemetry_s <= since_s + record.period_s:
+                return None
+            return stage_key(deployment, stage) in record.telemetry.queue_depth
 
     def compute_ms(self, deployment: str, stage: int, agent_id: str) -> float | None:
         with self._lock:
@@ -215,6 +248,8 @@ class Registry:
             link_latency_ms=link.latency_ms if link is not None else defaults.link_latency_ms,
             speed_gflops=self._speed(record, correction),
             mem_free_bytes=telemetry.mem_free_bytes if telemetry is not None else None,
+            # its broker round trip: what a hop through the broker costs it, as measured
+            hop_ms=telemetry.broker_rtt_ms if telemetry is not None else None,
         )
 
 

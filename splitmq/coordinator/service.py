@@ -24,6 +24,11 @@ stage is gone (its will, or telemetry silent for a few periods) or its battery f
 below the floor unplugged, the affected deployment is healed — the other stages keep
 serving. Deployments and heals run one at a time on a worker thread; plans are
 answered at once.
+
+After its connection comes back, the coordinator gives every agent a fresh grace
+period (its own outage says nothing of theirs) and, once the retained deployments had
+time to arrive, publishes again those the broker no longer holds (a broker restarted
+without persistence forgets every retained message).
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
@@ -46,6 +52,7 @@ from splitmq.coordinator.views import deployment_views
 from splitmq.errors import DecodeError, TransportError
 from splitmq.transport import InboundMessage, Transport
 from splitmq.wire import (
+    AgentState,
     AgentStatus,
     Battery,
     Deployment,
@@ -73,6 +80,9 @@ from splitmq.wire.topics import (
 log = logging.getLogger(__name__)
 
 POOL_GROUP = "pool"
+RETAINED_GRACE_S = 1.0
+"""After a reconnection, how long retained deployments have to arrive before ours are
+published again."""
 
 
 @dataclass(frozen=True)
@@ -86,6 +96,9 @@ class CoordinatorConfig:
         watch_period_s: how often the fleet is checked for stages to heal.
         heal: re-deploy stages whose agents are lost (one coordinator of several
             should; the others only plan).
+        reconnect_grace_s: after the coordinator's own connection comes back, agents
+            have this long to be heard again before their silence counts (they
+            reconnect with a backoff of their own).
         deployer: deployer, partition and planner settings.
     """
 
@@ -94,6 +107,7 @@ class CoordinatorConfig:
     stale_periods: float = DEFAULT_STALE_PERIODS
     watch_period_s: float = 1.0
     heal: bool = True
+    reconnect_grace_s: float = 10.0
     deployer: DeployerConfig = field(default_factory=DeployerConfig)
 
     @property
@@ -132,10 +146,14 @@ class Coordinator:
         self._threads: list[threading.Thread] = []
         self.plans_answered = 0
         self._variants: dict[tuple[str, str, str], Variant] = {}
+        self._connected_before = False
+        self._restore_at_s: float | None = None  # when to publish lost deployments again
+        self._retained_seen: set[str] = set()
 
     # -- life cycle ---------------------------------------------------------------------
 
     def start(self, timeout_s: float = 10.0) -> None:
+        self.transport.add_connection_listener(self._on_connection)
         self.transport.start(timeout_s)
         served = self.pool.serve_existing()
         if served:
@@ -193,12 +211,42 @@ class Coordinator:
         """Queue a deployment (as if it came from the control topic)."""
         self._work.put(request)
 
+    def _on_connection(self, up: bool) -> None:
+        if not up:
+            return
+        if self._connected_before:
+            self.registry.refresh(self.config.reconnect_grace_s)
+        self._connected_before = True
+        with self._lock:
+            self._retained_seen.clear()
+            self._restore_at_s = time.monotonic() + RETAINED_GRACE_S
+
+    def _restore_retained(self) -> None:
+        """Publish again the deployments the broker did not send back after a reconnection."""
+        with self._lock:
+            if self._restore_at_s is None or time.monotonic() < self._restore_at_s:
+                return
+            self._restore_at_s = None
+            lost = [d for name, d in self._deployments.items() if name not in self._retained_seen]
+        for deployment in lost:
+            log.info(
+                "the broker lost deployment %s epoch %d: publishing it again",
+                deployment.deployment,
+                deployment.epoch,
+            )
+            try:
+                self._publish_deployment(deployment)
+            except TransportError as error:
+                log.warning("could not publish %s again: %s", deployment.deployment, error)
+
     # -- inbound ------------------------------------------------------------------------
 
     def _on_status(self, message: InboundMessage) -> None:
         status = _decode(message, AgentStatus)
         if status is not None:
             self.registry.on_status(status)
+            if status.state is AgentState.OFFLINE:  # a load it was given will never finish
+                self.commands.agent_gone(status.agent_id)
 
     def _on_telemetry(self, message: InboundMessage) -> None:
         telemetry = _decode(message, Telemetry)
@@ -220,6 +268,7 @@ class Coordinator:
         if deployment is None:
             return
         with self._lock:
+            self._retained_seen.add(deployment.deployment)
             known = self._deployments.get(deployment.deployment)
             if known is None or deployment.epoch > known.epoch:
                 self._deployments[deployment.deployment] = deployment
@@ -291,8 +340,9 @@ class Coordinator:
 
     def _run_watch(self) -> None:
         while not self._stop.wait(self.config.watch_period_s):
-            if not self.config.heal or not self._work.empty():
-                continue
+            self._restore_retained()
+            if not self.config.heal or not self._work.empty() or not self.transport.connected:
+                continue  # cut off from the broker, the fleet looks dead: it need not be
             for deployment in self.deployments().values():
                 try:
                     if self.deployer.needs_healing(deployment):

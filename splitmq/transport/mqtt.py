@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 
 MAX_TOPIC_BYTES = 512
 """The longest topic we budget for when telling callers the largest payload."""
+MAX_EXPIRY_S = 0xFFFFFFFF
+"""The largest MQTT 5 message expiry interval (a four-byte integer, seconds)."""
 
 
 class ConnectionRefused(TransportError):
@@ -250,7 +252,8 @@ class MqttTransport:
         properties = None
         if expiry_s is not None and self.config.version is MqttVersion.V5:
             properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-            properties.MessageExpiryInterval = max(1, int(expiry_s + 0.999))
+            # A four-byte field: a deadline centuries away must not fail the publish.
+            properties.MessageExpiryInterval = min(MAX_EXPIRY_S, max(1, int(expiry_s + 0.999)))
         info = self._client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
         if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
             raise TransportError(

@@ -11,6 +11,7 @@ from splitmq.errors import DecodeError, EncodeError
 from splitmq.wire.codec import decode, encode, kinds
 from splitmq.wire.limits import DEFAULT_LIMITS, Limits
 from splitmq.wire.messages import (
+    PLAN_UNAVAILABLE,
     REQUEST_ID_BYTES,
     Activation,
     AgentState,
@@ -49,6 +50,7 @@ from splitmq.wire.tensors import Tensor
 
 __all__ = [
     "DEFAULT_LIMITS",
+    "PLAN_UNAVAILABLE",
     "REQUEST_ID_BYTES",
     "Activation",
     "AgentState",

@@ -383,9 +383,17 @@ class Plan(Message):
     predicted_energy_j: float
 
 
+PLAN_UNAVAILABLE = "unavailable"
+"""The :class:`PlanRefused` constraint when a stage has no replica online right now:
+passing, not the request's fault (the coordinator heals the deployment), so a client
+may ask again within its deadline."""
+
+
 @dataclass(frozen=True)
 class PlanRefused(Message):
-    """No plan meets the request: ``constraint`` names the one that failed."""
+    """No plan meets the request: ``constraint`` names the one that failed
+    (``model``, ``min_fidelity``, ``max_latency_ms``, ``energy_j``, ``battery``, or
+    :data:`PLAN_UNAVAILABLE`)."""
 
     KIND: ClassVar[str] = "plan.refused"
 

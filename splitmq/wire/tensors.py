@@ -138,12 +138,13 @@ def array_from_wire(value: Any, limits: Limits, field: str) -> npt.NDArray[Any]:
         raise DecodeError("typed array content must be a byte string", field=field)
     data_bytes = memoryview(data).nbytes
     dtype = TYPED_ARRAY_DTYPES[typed.tag]
-    count = 1
+    count = span = 1
     for dim in shape:
         count *= dim
-    if count > limits.max_tensor_elements:
+        span *= max(dim, 1)  # numpy refuses an empty shape whose other sides overflow
+    if span > limits.max_tensor_elements:
         raise DecodeError(
-            f"tensor of shape {list(shape)} has {count} elements, above the limit of "
+            f"tensor of shape {list(shape)} spans {span} elements, above the limit of "
             f"{limits.max_tensor_elements}",
             field=field,
         )

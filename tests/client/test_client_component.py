@@ -325,6 +325,26 @@ def test_a_refused_plan_raises_plan_refused_with_the_constraint(
     assert asked.max_latency_ms == 1.0 and asked.model == "digits" and asked.client_id == "alice"
 
 
+def test_a_stage_with_no_replica_online_is_waited_for_within_the_deadline(
+    fleet_with_coordinator: ClientFleet, digits: CutModel
+) -> None:
+    env = fleet_with_coordinator
+    env.fleet.agent("a")
+    env.deploy(digits, [["a"], ["a"]])
+    healing = PlanRefused("", "digits", "unavailable", "stage 0 of d has no replica online")
+    env.answer(always(healing, healing, fixed_plan((("a",), ("a",)))))
+    client = env.client(replan_wait_s=0.05)
+    result = client.infer(digits.image)  # asked three times: the deployment healed
+    np.testing.assert_array_equal(only_output(result), next(iter(digits.expected.values())))
+    assert env.coordinator.plans_asked() == 3
+    env.answer(always(healing))  # never heals: a clear refusal at the deadline
+    started = time.monotonic()
+    with pytest.raises(PlanRefusedError) as failure:
+        client.infer(digits.image, model="other", deadline_s=0.5)
+    assert failure.value.constraint == "unavailable" and "no replica online" in str(failure.value)
+    assert time.monotonic() - started < 1.0
+
+
 def test_plans_from_the_real_planner(fleet_with_coordinator: ClientFleet, digits: CutModel) -> None:
     env = fleet_with_coordinator
     env.fleet.agent("a"), env.fleet.agent("b")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import random
+from dataclasses import replace
 
 import pytest
 
@@ -108,6 +109,49 @@ def test_min_fidelity_picks_the_variant() -> None:
     assert isinstance(exact, Plan) and exact.variant == "float32"
 
 
+def test_the_input_crosses_no_link_when_the_clients_own_agent_runs_the_first_stage() -> None:
+    phone = AgentView("phone", bandwidth_mbps=8.0, link_latency_ms=5.0, radio_j_per_mb=1.0)
+    server = AgentView("server", bandwidth_mbps=8.0, link_latency_ms=5.0)
+    agents = fleet(phone, server)
+    d = DeploymentView(
+        "d",
+        1,
+        "m",
+        "v",
+        "float32",
+        1.0,
+        (
+            StageView(0, ("phone", "server"), {"phone": 10.0, "server": 2.0}, 600_000, 10_000),
+            StageView(1, ("server",), {"server": 2.0}, 10_000, 4_000),
+        ),
+    )
+    local = route_cost(d, ["phone", "server"], agents, CONFIG, client=phone)
+    remote = route_cost(d, ["server", "server"], agents, CONFIG, client=phone)
+    # The phone computes 10 ms and sends 10 kB; sending the 600 kB input costs 605 ms.
+    assert local.latency_ms < 50
+    assert remote.latency_ms > 600
+    assert local.energy_j == pytest.approx(
+        phone.active_w * 0.010
+        + phone.radio_j_per_mb * 10_000 / 1e6
+        + server.active_w * 0.002
+        + server.radio_j_per_mb * (10_000 + 4_000) / 1e6
+    )
+    result = plan(request(), [d], agents, CONFIG, client=phone)
+    assert isinstance(result, Plan) and [s[0] for s in result.route] == ["phone", "server"]
+    assert result.predicted_latency_ms == pytest.approx(local.latency_ms)
+
+
+def test_a_hop_costs_what_the_sending_agent_measured() -> None:
+    measured = AgentView("measured", hop_ms=2.5)
+    default = AgentView("default")
+    d = deployment([{"measured": 10.0}, {"default": 20.0}])
+    cost = route_cost(d, ["measured", "default"], fleet(measured, default), CONFIG)
+    moved = 2 * 100_000 * 8 / (1000.0 * 1e3)  # two sends of 100 kB at 1000 Mbit/s
+    # The client's hop (the default), then each agent's own: 2.5 ms, then the default.
+    expected = CONFIG.hop_ms + 10.0 + 2.5 + 20.0 + CONFIG.hop_ms + moved
+    assert cost.latency_ms == pytest.approx(expected)
+
+
 def test_the_next_stage_on_the_same_agent_costs_no_transfer() -> None:
     slow_link = AgentView("a", bandwidth_mbps=1.0)
     d = deployment([{"a": 1.0}, {"a": 1.0}], bytes_between=125_000)  # 1 s at 1 Mbit/s
@@ -133,10 +177,14 @@ def test_refusals_name_the_constraint(kwargs: dict[str, object], constraint: str
 
 
 def test_no_eligible_replica_is_refused_with_the_reason() -> None:
-    d = deployment([{"phone": 1.0}])
-    dead = AgentView("phone", online=False)
-    result = plan(request(), [d], fleet(dead))
+    d = deployment([{"phone": 1.0}, {"pi": 1.0}])
+    flat = AgentView("phone", battery_pct=5.0, plugged=False)
+    result = plan(request(), [d], fleet(flat, PI))
     assert isinstance(result, PlanRefused) and result.constraint == "battery"
+    dead = AgentView("pi", online=False)
+    result = plan(request(), [d], fleet(flat, dead))
+    assert isinstance(result, PlanRefused) and result.constraint == "unavailable"
+    assert "stage 1" in result.message and "pi" in result.message
 
 
 def random_case(
@@ -182,7 +230,10 @@ def random_case(
 
 
 def brute_force_feasible(
-    deployments: list[DeploymentView], agents: dict[str, AgentView], req: PlanRequest
+    deployments: list[DeploymentView],
+    agents: dict[str, AgentView],
+    req: PlanRequest,
+    client: AgentView | None = None,
 ) -> list[Candidate]:
     feasible = []
     for d in deployments:
@@ -190,35 +241,54 @@ def brute_force_feasible(
             continue
         options = [[a for a in s.replicas if eligible(agents.get(a), CONFIG)] for s in d.stages]
         for route in itertools.product(*options):
-            cost = route_cost(d, route, agents, CONFIG)
+            cost = route_cost(d, route, agents, CONFIG, client=client)
             if within_budgets(cost, req):
                 feasible.append(Candidate(d, tuple(route), cost))
     return feasible
 
 
 def brute_force(
-    deployments: list[DeploymentView], agents: dict[str, AgentView], req: PlanRequest
+    deployments: list[DeploymentView],
+    agents: dict[str, AgentView],
+    req: PlanRequest,
+    client: AgentView | None = None,
 ) -> Candidate | None:
-    feasible = brute_force_feasible(deployments, agents, req)
+    feasible = brute_force_feasible(deployments, agents, req, client)
     return choose(feasible, req.energy_level) if feasible else None
+
+
+def random_client(rng: random.Random, agents: dict[str, AgentView]) -> AgentView | None:
+    """No client, one of the fleet's agents (its own), or a client outside the fleet."""
+    outsider = AgentView("outsider", bandwidth_mbps=rng.choice([5.0, 100.0]), link_latency_ms=5.0)
+    return rng.choice([None, rng.choice(list(agents.values())), outsider])
+
+
+def with_measured_hops(rng: random.Random, agents: dict[str, AgentView]) -> dict[str, AgentView]:
+    """Some agents measured their own broker hop (their round trip), the others did not."""
+    return {
+        k: replace(a, hop_ms=rng.choice([None, None, rng.uniform(0.1, 5.0)]))
+        for k, a in agents.items()
+    }
 
 
 @pytest.mark.parametrize("seed", range(300))
 def test_the_planner_finds_the_brute_force_optimum(seed: int) -> None:
     deployments, agents, req = random_case(random.Random(seed))
-    expected = brute_force(deployments, agents, req)
-    result = plan(req, deployments, agents, CONFIG)
+    agents = with_measured_hops(random.Random(seed + 20_000), agents)
+    client = random_client(random.Random(seed + 10_000), agents)
+    expected = brute_force(deployments, agents, req, client)
+    result = plan(req, deployments, agents, CONFIG, client=client)
     if expected is None:
         assert isinstance(result, PlanRefused), result
         return
     assert isinstance(result, Plan), result
     chosen = next(d for d in deployments if d.deployment == result.deployment)
     agents_chosen = [stage[0] for stage in result.route]
-    cost = route_cost(chosen, agents_chosen, agents, CONFIG)
+    cost = route_cost(chosen, agents_chosen, agents, CONFIG, client=client)
     assert cost.latency_ms == pytest.approx(result.predicted_latency_ms)
     assert within_budgets(cost, req)
     # The same optimum (a tie may pick another route of equal value).
-    feasible = brute_force_feasible(deployments, agents, req)
+    feasible = brute_force_feasible(deployments, agents, req, client)
     best_latency = min(c.cost.latency_ms for c in feasible)
     best_energy = min(c.cost.weighted_energy_j for c in feasible)
     ours = objective(req.energy_level, cost, best_latency, best_energy)

@@ -109,3 +109,38 @@ def test_stage_compute_time_prefers_telemetry_over_the_load_benchmark(clock: Clo
     registry.on_telemetry(telemetry("pi", compute_ms={"m-float32/1": 5.5}))
     assert registry.compute_ms("m-float32", 1, "pi") == 5.5
     assert registry.compute_ms("m-float32", 0, "pi") is None
+
+
+def test_whether_an_agent_serves_a_stage_is_only_known_from_later_telemetry(
+    clock: Clock,
+) -> None:
+    registry = Registry(clock=clock)
+    registry.on_status(status("pi"))
+    assert registry.serves("pi", "m", 0, since_s=clock.now) is None  # no telemetry yet
+    registry.on_telemetry(telemetry("pi", queue_depth={"m/0": 0}))
+    loaded_s = clock.now
+    clock.now += 0.5
+    registry.on_telemetry(telemetry("pi"))  # within a period of the load: may predate it
+    assert registry.serves("pi", "m", 0, since_s=loaded_s) is None
+    clock.now += 1.0
+    registry.on_telemetry(telemetry("pi", queue_depth={"m/0": 2}))
+    assert registry.serves("pi", "m", 0, since_s=loaded_s) is True
+    clock.now += 1.0
+    registry.on_telemetry(telemetry("pi"))  # restarted: serves nothing
+    assert registry.serves("pi", "m", 0, since_s=loaded_s) is False
+    assert registry.serves("nobody", "m", 0, since_s=0.0) is None
+
+
+def test_after_our_own_outage_agents_get_a_grace_period(clock: Clock) -> None:
+    registry = Registry(stale_periods=3.0, clock=clock)
+    registry.on_status(status("pi"))
+    registry.on_telemetry(telemetry("pi"))
+    registry.on_status(status("gone"))
+    registry.on_status(status("gone", AgentState.OFFLINE))
+    clock.now += 20.0  # we heard nothing: our connection was down
+    assert registry.online_ids() == []
+    registry.refresh(grace_s=10.0)
+    clock.now += 12.0
+    assert registry.online_ids() == ["pi"]  # 3 periods after the grace
+    clock.now += 1.5
+    assert registry.online_ids() == []  # still silent: gone

@@ -231,3 +231,15 @@ def test_clean_close_does_not_publish_the_will(mosquitto: Mosquitto) -> None:
     assert [m.topic for m in messages] == ["wills/marker"]
     crashing.close()
     watcher.close()
+
+
+def test_an_expiry_beyond_what_mqtt_can_say_is_capped_not_an_error(mosquitto: Mosquitto) -> None:
+    sender, receiver = connect(mosquitto), connect(mosquitto)
+    try:
+        got = Collector()
+        receiver.subscribe("expiry/far", got)
+        sender.publish("expiry/far", b"x", expiry_s=1e12).wait()  # a deadline in year 33658
+        assert [m.payload for m in got.wait_for(1)] == [b"x"]
+    finally:
+        sender.close()
+        receiver.close()

@@ -254,6 +254,10 @@ HOSTILE = {
         "absurdly large|above the limit",
     ),
     "huge element count": (_tensor_payload([1 << 20, 1 << 20], 85, b""), "above the limit"),
+    "empty but huge": (  # no element, yet numpy cannot even make the shape
+        _tensor_payload([0, 166, 1410, 7085, 37107, 37472], 85, b""),
+        "above the limit",
+    ),
     "negative dim": (_tensor_payload([-1], 85, b""), "non-negative"),
     "deep rank": (_tensor_payload([1] * 20, 85, bytes(4)), "rank 20"),
     "big endian float": (_tensor_payload([1], 81, bytes(4)), "little-endian RFC 8746 typed array"),

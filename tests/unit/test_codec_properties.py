@@ -126,3 +126,39 @@ def test_mutated_messages_never_crash_the_decoder(
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(wire_cbor, "ZERO_COPY_THRESHOLD", threshold)
         _decode_or_fail_cleanly(bytes(payload))
+
+
+@st.composite
+def lying_tensor_payloads(draw: st.DrawFn) -> bytes:
+    """Well-formed CBOR activations whose tensor headers say anything at all."""
+    import cbor2
+
+    shape = draw(st.lists(st.integers(-2, 2**64 - 1) | st.integers(0, 8), max_size=10))
+    data = draw(st.binary(max_size=256))
+    tag = draw(st.sampled_from([64, 72, 77, 78, 84, 85, 86, 81, 99]))
+    return bytes(
+        cbor2.dumps(
+            {
+                "kind": "activation",
+                "v": 1,
+                "request_id": bytes(REQUEST_ID_BYTES),
+                "attempt": 0,
+                "deployment": "d",
+                "stage": 0,
+                "route": [],
+                "callback": "cb",
+                "deadline_ms": 0,
+                "tensors": [
+                    {"name": "x", "data": cbor2.CBORTag(40, [shape, cbor2.CBORTag(tag, data)])}
+                ],
+            }
+        )
+    )
+
+
+@settings(max_examples=1500, deadline=None)
+@given(payload=lying_tensor_payloads(), threshold=decoder_paths)
+def test_lying_tensor_headers_never_crash_the_decoder(payload: bytes, threshold: int) -> None:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(wire_cbor, "ZERO_COPY_THRESHOLD", threshold)
+        _decode_or_fail_cleanly(payload)
