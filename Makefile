@@ -2,7 +2,7 @@
 #   make demo    create .venv, then run a broker, a coordinator and three agents end to end
 #   make test    create .venv, install everything (Mosquitto too), run the whole suite
 #   make lint    ruff + mypy
-#   make bench   the benchmark scripts (figures printed, not asserted)
+#   make bench   the benchmark suite: one table of ratios against the goals (docs/performance.md)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -12,7 +12,7 @@ VENV_TFLITE := .venv-tflite214
 STAMP := $(VENV)/.installed
 STAMP_TFLITE := $(VENV_TFLITE)/.installed
 
-.PHONY: demo test lint bench venv mosquitto clean
+.PHONY: demo test lint bench bench-quick venv mosquitto clean
 
 venv: $(STAMP) $(STAMP_TFLITE)
 
@@ -51,9 +51,10 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 
 bench: venv mosquitto
-	@for script in benchmarks/bench_*.py; do \
-		echo "== $$script"; $(PY) $$script || exit 1; \
-	done
+	$(PY) benchmarks/run_all.py
+
+bench-quick: venv mosquitto
+	$(PY) benchmarks/run_all.py --quick
 
 clean:
 	rm -rf $(VENV) $(VENV_TFLITE) .pytest_cache .mypy_cache .ruff_cache

@@ -14,7 +14,7 @@ real Mosquitto. Side by side, with the same runtime and thread count:
 
 Goal (issue 4): what the agent adds is under 10% of the shard's invoke time.
 
-    .venv/bin/python benchmarks/bench_agent.py [--requests 100] [--input-size 224]
+    .venv/bin/python benchmarks/bench_agent.py [--quick] [--requests 100] [--stage 1]
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ from pathlib import Path
 
 import numpy as np
 import psutil
-from _report import percentile, report
+from _fleet import mobilenet
+from _report import Row, report
 
 from splitmq.agent import find_runtime
 from splitmq.broker import Mosquitto, config_dir
@@ -55,20 +56,11 @@ AGENT = "bench-agent"
 SINK = "bench-sink"
 
 
-def build_stage(workdir: Path, input_size: int, stage: int) -> object:
-    """Stage ``stage`` (0 or 1) of MobileNetV3Large cut near half its FLOPs."""
-    from splitmq.converter import convert, cut
+def build_stage(stage: int) -> object:
+    """Stage ``stage`` (0 or 1) of MobileNetV3Large (224, cached) cut near half its FLOPs."""
+    from splitmq.converter import cut
 
-    entry = convert(
-        "MobileNetV3Large",
-        name="mnv3l",
-        pool_dir=workdir / "pool",
-        variants=("float32",),
-        calibration=np.random.default_rng(0)
-        .uniform(0, 255, (2, input_size, input_size, 3))
-        .astype(np.float32),
-        input_size=input_size,
-    )
+    entry = mobilenet()
     variant = entry.manifest.variants["float32"]
     total = variant.cut_points[-1].cumulative_flops
     point = min(variant.cut_points, key=lambda c: abs(c.cumulative_flops - total / 2)).position
@@ -99,13 +91,15 @@ def spec(s: object) -> TensorSpec:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=100)
-    parser.add_argument("--input-size", type=int, default=224)
+    parser.add_argument("--quick", action="store_true", help="a smoke run: 20 requests")
     parser.add_argument("--stage", type=int, choices=[0, 1], default=1)
     args = parser.parse_args()
+    if args.quick:
+        args.requests = 20
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     with tempfile.TemporaryDirectory(prefix="bench-agent-") as tmp:
         workdir = Path(tmp)
-        shard = build_stage(workdir, args.input_size, args.stage)
+        shard = build_stage(args.stage)
         (in_spec,) = shard.inputs  # type: ignore[attr-defined]
         image = np.random.default_rng(1).random(in_spec.shape, dtype=np.float32)
         stage = args.stage
@@ -215,35 +209,36 @@ def main() -> None:
     added_ms = agent_ms - invoke_ms
     own_ms = agent_ms - invoke_ms - broker_ms
     shard_bytes = shard.size_bytes  # type: ignore[attr-defined]
+    own_pct = 100 * own_ms / invoke_ms
     rows = [
-        (
-            f"stage {args.stage} of MobileNetV3Large",
-            f"{shard_bytes / 1e6:.1f} MB, in {list(in_spec.shape)}",
-            "",
+        Row(
+            "agent",
+            f"stage {args.stage} of MobileNetV3Large: invoke p50",
+            f"{invoke_ms:.2f} ms ({shard_bytes / 1e6:.1f} MB, in {list(in_spec.shape)})",
         ),
-        ("shard invoke, p50", f"{invoke_ms:.2f} ms", ""),
-        (
-            "through the agent, p50",
-            f"{agent_ms:.2f} ms (p90 {percentile(through_agent, 90) * 1000:.2f})",
-            "",
+        Row(
+            "agent", "through the agent / broker only, p50", f"{agent_ms:.2f} / {broker_ms:.2f} ms"
         ),
-        ("broker only (2 traversals), p50", f"{broker_ms:.2f} ms", ""),
-        ("added by agent + broker", f"{added_ms:.2f} ms ({100 * added_ms / invoke_ms:.1f}%)", ""),
-        (
+        Row(
+            "agent",
             "added by the agent itself",
-            f"{own_ms:.2f} ms ({100 * own_ms / invoke_ms:.1f}%)",
-            "< 10%",
+            f"{own_ms:.2f} ms ({own_pct:.1f}%)",
+            "< 10% of invoke",
+            own_pct < 10,
+            own_pct,
         ),
-        ("agent RSS, no shard", f"{rss_idle / 1e6:.1f} MB", ""),
-        ("agent RSS, shard loaded and serving", f"{rss_loaded / 1e6:.1f} MB", ""),
-        ("RSS beyond the shard's bytes", f"{(rss_loaded - shard_bytes) / 1e6:.1f} MB", ""),
+        Row(
+            "agent",
+            "agent RSS: no shard / serving",
+            f"{rss_idle / 1e6:.0f} / {rss_loaded / 1e6:.0f} MB "
+            f"({(rss_loaded - shard_bytes) / 1e6:.0f} MB beyond the shard)",
+        ),
     ]
     report(
         "edge agent overhead",
         rows,
         {
             "requests": args.requests,
-            "input_size": args.input_size,
             "stage": args.stage,
             "threads": THREADS,
             "runtime": find_runtime().kind.value,

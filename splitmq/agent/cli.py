@@ -191,6 +191,7 @@ def build(values: Mapping[str, Any]) -> tuple[Any, Any]:
 def run(args: argparse.Namespace) -> int:
     """Run an agent until SIGINT or SIGTERM; 0 on a clean stop, 2 on a setting error."""
     from splitmq.agent.agent import Agent, agent_will
+    from splitmq.agent.memory import keep_large_buffers
     from splitmq.transport import MqttTransport
 
     try:
@@ -207,6 +208,7 @@ def run(args: argparse.Namespace) -> int:
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         )
         config, transport_config = build(values)
+        keep_large_buffers()  # process-wide, so here at the entry point (memory.py says why)
         transport = MqttTransport(transport_config, will=agent_will(config))
         agent = Agent(config, transport)
     except SplitMQError as error:

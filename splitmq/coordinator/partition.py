@@ -13,9 +13,10 @@ primaries ``a_0 .. a_(S-1)``:
 - a stage's compute time on an agent is ``overhead + flops / speed``, its shard is the
   parameter bytes of its operators, and it fits an agent when shard + input + output
   bytes <= ``mem_free_bytes x memory_headroom``;
-- latency = the source's send of the input + for every stage the compute time on its
-  primary and the primary's send of its output (link latency + bytes / bandwidth + a
-  broker hop); the last stage's output goes back to the requester;
+- latency = the source's send of the input (a broker hop, plus the source's link
+  unless the source is an agent that runs the first stage itself) + for every stage the
+  compute time on its primary and the primary's send of its output (link latency +
+  bytes / bandwidth + a broker hop); the last stage's output goes back to the requester;
 - bottleneck = the slowest stage's compute + send: a pipeline delivers one result per
   bottleneck (``throughput_rps = 1000 / bottleneck_ms``);
 - energy and weighted energy as in the planner: active power x compute time + radio
@@ -77,7 +78,7 @@ from __future__ import annotations
 import bisect
 import itertools
 from collections.abc import Container, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Literal, NamedTuple
 
@@ -93,6 +94,7 @@ from splitmq.coordinator.planner import (
     StageView,
     battery_weight,
     eligible,
+    hop_ms,
     route_cost,
 )
 from splitmq.errors import ConfigError, SplitMQError
@@ -177,7 +179,8 @@ class PartitionRequest:
         max_shard_bytes: no stage with more parameter bytes than this.
         max_stages: the most stages ``stages=None`` tries.
         source: where the input comes from; ``None``: a client on the broker's
-            loopback, with no link cost.
+            loopback, with no link cost. When the source is an agent of the fleet, it
+            may run the first stage itself, and then the input crosses no link.
     """
 
     stages: int | None = None
@@ -211,7 +214,8 @@ class PartitionConfig:
     Attributes:
         stage_overhead_ms: fixed cost of running one stage (interpreter call, tensor
             (de)serialization), added to its FLOPs over the agent's speed.
-        hop_ms: the broker's own cost of one hop (as ``PlannerConfig.hop_ms``).
+        hop_ms: the cost of one hop through the broker for agents that have not measured
+            their own (as ``PlannerConfig.hop_ms``).
         memory_headroom: share of an agent's free memory a stage may take.
         battery_floor_pct: agents below this charge are left out unless plugged.
         low_battery_weight: how much more energy from an empty battery weighs.
@@ -378,7 +382,9 @@ def evaluate(
     deployment = DeploymentView("partition", 0, variant.name, "", variant.name, 1.0, views)
     cost = route_cost(deployment, primaries, agents, config.planner, client=source)
     bottleneck = max(
-        view.compute_ms[agent_id] + agents[agent_id].send_ms(view.output_bytes) + config.hop_ms
+        view.compute_ms[agent_id]
+        + agents[agent_id].send_ms(view.output_bytes)
+        + hop_ms(agents[agent_id], config.planner)
         for view, agent_id in zip(views, primaries, strict=True)
     )
     return Figures(cost.latency_ms, bottleneck, cost.energy_j, cost.weighted_energy_j)
@@ -454,7 +460,7 @@ class _Fleet:
 
     agents: tuple[AgentView, ...]
     ms_per_flop: Floats
-    link_ms: Floats
+    link_ms: Floats  # the link's latency and the agent's broker hop
     ms_per_byte: Floats
     capacity_bytes: Floats  # inf when the agent's free memory is unknown
     weight: Floats
@@ -470,7 +476,7 @@ class _Fleet:
         return cls(
             agents=tuple(agents),
             ms_per_flop=column([a.compute_ms(1) for a in agents]),
-            link_ms=column([a.send_ms(0) for a in agents]),
+            link_ms=column([a.send_ms(0) + hop_ms(a, planner) for a in agents]),
             # send_ms is affine in the bytes: its slope, from the function itself.
             ms_per_byte=column([(a.send_ms(MB) - a.send_ms(0)) / MB for a in agents]),
             capacity_bytes=column(
@@ -505,13 +511,12 @@ def _latency_ms(
     output_bytes: Floats | float,
     config: PartitionConfig,
 ) -> Floats:
-    """Compute + send of the output + a hop, for ``members`` (the last axis)."""
+    """Compute + send of the output (its hop included), for ``members`` (the last axis)."""
     return (
         flops * fleet.ms_per_flop[members]
         + config.stage_overhead_ms
         + fleet.link_ms[members]
         + output_bytes * fleet.ms_per_byte[members]
-        + config.hop_ms
     )
 
 
@@ -723,7 +728,13 @@ class _Search:
         request: PartitionRequest,
         config: PartitionConfig,
         depth: int,
+        *,
+        source: AgentView | None = None,
+        source_runs_first: bool = False,
     ) -> None:
+        """``source``: where the input comes from (the request's); ``source_runs_first``:
+        the first stage is pinned to that agent itself, so the input reaches it over no
+        link and no radio."""
         self.intervals = intervals
         self.fleet = fleet
         self.request = request
@@ -731,9 +742,10 @@ class _Search:
         self.depth = depth
         self.pin_first = fleet.index(request.pin_first)
         self.pin_last = fleet.index(request.pin_last)
-        source = request.source
+        self.source_runs_first = source_runs_first
         input_bytes = intervals.frontier[0]
-        self.source_ms = (source.send_ms(input_bytes) if source else 0.0) + config.hop_ms
+        link_ms = source.send_ms(input_bytes) if source and not source_runs_first else 0.0
+        self.source_ms = link_ms + hop_ms(source, config.planner)
         self._options: dict[OptionKind, _Options] = {}
 
     @cached_property
@@ -796,6 +808,9 @@ class _Search:
         flops = iv.flops[:, :, None]
         latency = _latency_ms(self.fleet, members, flops, iv.output_bytes(), self.config)
         moved = iv.input_bytes() + iv.output_bytes()
+        if self.source_runs_first:  # the first stage's input is already on its agent
+            moved = moved.copy()
+            moved[0] -= iv.frontier[0]
         energy = _energy_j(self.fleet, members, flops, moved, self.config)
         feasible = (
             self.allowed[:, :, None]
@@ -1202,17 +1217,38 @@ def partition(
     usable = _usable(agents, config)
     _check_pins(request, agents, usable, config)
     intervals = _Intervals.of(variant, request.max_shard_bytes)
-    counts = _stage_counts(variant, intervals, request, len(usable))
-    search = _Search(intervals, _Fleet.of(usable, config), request, config, depth=max(counts))
+    fleet = _Fleet.of(usable, config)
+    searches = []
+    for scoped, local in _scopes(request, usable):
+        counts = _stage_counts(variant, intervals, scoped, len(usable))
+        search = _Search(
+            intervals,
+            fleet,
+            scoped,
+            config,
+            depth=max(counts),
+            source=request.source,
+            source_runs_first=local,
+        )
+        searches.append((search, counts))
     found: list[Partition] = []
     refusals: list[PartitionRefused] = []
-    for stages in counts:
-        if found and search.least(stages) > min(map(_objective_value, found)) * (1 + _SLACK):
-            continue  # more stages cannot do better than fewer already do
-        try:
-            found.append(_partition(variant, search, search.solve(stages)))
-        except PartitionRefused as refusal:
-            refusals.append(refusal)
+    for stages in sorted({count for _, counts in searches for count in counts}):
+        kept: Partition | None = None  # of this stage count, the better search's
+        for search, counts in searches:
+            if stages not in counts:
+                continue
+            if found and search.least(stages) > min(map(_objective_value, found)) * (1 + _SLACK):
+                continue  # more stages cannot do better than fewer already do
+            try:
+                candidate = _partition(variant, search, search.solve(stages), request.source)
+            except PartitionRefused as refusal:
+                refusals.append(refusal)
+                continue
+            if kept is None or _objective_value(candidate) < _objective_value(kept):
+                kept = candidate
+        if kept is not None:
+            found.append(kept)
     if not found:
         raise _most_telling(refusals)
     best = min(_objective_value(p) for p in found)
@@ -1248,6 +1284,27 @@ def describe(partition: Partition) -> str:
         f"{partition.energy_j:.3f} J ({partition.weighted_energy_j:.3f} J weighted)"
     )
     return "\n".join(lines)
+
+
+def _scopes(
+    request: PartitionRequest, usable: Sequence[AgentView]
+) -> list[tuple[PartitionRequest, bool]]:
+    """The searches that together cover every partition exactly, with whether the source
+    runs the first stage in each.
+
+    When the source is an agent that may run the first stage, the partitions where it
+    does are searched apart, pinned to it with no input transfer; the other search
+    charges the source's link to every partition, which is exact for all but those.
+    """
+    source = request.source
+    if source is None or source.agent_id not in {a.agent_id for a in usable}:
+        return [(request, False)]
+    local = (replace(request, source=None, pin_first=source.agent_id), True)
+    if request.pin_first == source.agent_id:
+        return [local]
+    if request.pin_first is not None:
+        return [(request, False)]
+    return [(request, False), local]
 
 
 def _usable(agents: Sequence[AgentView], config: PartitionConfig) -> list[AgentView]:
@@ -1344,7 +1401,10 @@ def _objective_value(partition: Partition) -> float:
     return partition.predicted_latency_ms
 
 
-def _partition(variant: Variant, search: _Search, found: _Found) -> Partition:
+def _partition(
+    variant: Variant, search: _Search, found: _Found, source: AgentView | None
+) -> Partition:
+    """The partition ``found`` by ``search``, its figures evaluated from ``source``."""
     iv = search.intervals
     agents = search.fleet.agents
     overhead_ms = search.config.stage_overhead_ms
@@ -1368,9 +1428,7 @@ def _partition(variant: Variant, search: _Search, found: _Found) -> Partition:
     cut_points = tuple(iv.positions[end] for end in found.ends[:-1])
     primaries = tuple(stage.primary for stage in stages)
     by_id = {a.agent_id: a for a in agents}
-    figures = evaluate(
-        variant, cut_points, primaries, by_id, config=search.config, source=search.request.source
-    )
+    figures = evaluate(variant, cut_points, primaries, by_id, config=search.config, source=source)
     return Partition(
         variant=variant.name,
         objective=search.request.objective,

@@ -223,6 +223,19 @@ def random_case(rng: random.Random) -> tuple[Variant, list[AgentView], Partition
     return variant, agents, request
 
 
+def with_measured_hops(
+    rng: random.Random, agents: list[AgentView], request: PartitionRequest
+) -> tuple[list[AgentView], PartitionRequest]:
+    """Some agents (the source among them) measured their own broker hop."""
+    hops = {a.agent_id: rng.choice([None, None, rng.uniform(0.1, 5.0)]) for a in agents}
+    agents = [replace(a, hop_ms=hops[a.agent_id]) for a in agents]
+    source = request.source
+    if source is not None:
+        hop = hops.get(source.agent_id, rng.choice([None, 2.0]))
+        request = replace(request, source=replace(source, hop_ms=hop))
+    return agents, request
+
+
 def check_valid(
     result: Partition, variant: Variant, agents: Sequence[AgentView], request: PartitionRequest
 ) -> None:
@@ -258,6 +271,7 @@ def check_valid(
 @pytest.mark.parametrize("seed", range(300))
 def test_the_optimizer_finds_the_brute_force_optimum(seed: int) -> None:
     variant, agents, request = random_case(random.Random(seed))
+    agents, request = with_measured_hops(random.Random(seed + 20_000), agents, request)
     expected = brute_force(variant, agents, request)
     if expected is None:
         with pytest.raises(PartitionRefused):
@@ -478,6 +492,34 @@ def test_auto_takes_one_stage_when_links_are_slow_and_the_source_is_fastest() ->
         request = PartitionRequest(objective=objective, source=source)
         result = partition(EVEN, fleet, request)
         assert result.primaries == ("source",), objective
+
+
+def test_a_slow_source_keeps_the_first_layers_when_its_input_is_large() -> None:
+    # MobileNet-like: a 600 kB input, a 10 kB frontier after the first 40% of the FLOPs.
+    variant = make_variant(
+        [40 * 10**6, 60 * 10**6], frontier={1: 10_000}, input_bytes=600_000, output_bytes=4_000
+    )
+    device = agent("device", speed_gflops=2.0, bandwidth_mbps=10.0, link_latency_ms=5.0)
+    server = agent("server", speed_gflops=20.0, bandwidth_mbps=10.0, link_latency_ms=5.0)
+    result = partition(variant, [device, server], PartitionRequest(source=device))
+    # Whole on the device: 51 ms + 9 ms to answer; the input to the server: 490 ms and
+    # more; split: the device 21 ms, 10 kB sent 14 ms, the server 4 ms, 9 ms to answer.
+    assert result.primaries == ("device", "server")
+    assert result.cut_points == (1,)
+    figures = evaluate(
+        variant,
+        [1],
+        ["device", "server"],
+        {"device": device, "server": server},
+        config=CONFIG,
+        source=device,
+    )
+    assert result.predicted_latency_ms == pytest.approx(figures.latency_ms)
+    assert figures.latency_ms < 50.0  # no 600 kB input crossing a 10 Mbit/s link
+    remote = evaluate(
+        variant, [], ["server"], {"device": device, "server": server}, config=CONFIG, source=device
+    )
+    assert remote.latency_ms > 480.0
 
 
 def test_auto_takes_more_stages_when_compute_dominates() -> None:

@@ -1,0 +1,329 @@
+"""What the fleet benchmarks share: the cached model, a broker, agent processes, a coordinator.
+
+- :func:`mobilenet` converts MobileNetV3Large (224x224, ``weights=None``, float32 and
+  int8) once and keeps the pool entry under ``benchmarks/results/pool`` (git-ignored):
+  later runs open it and skip TensorFlow entirely.
+- :class:`Fleet` starts a Mosquitto on a free loopback port (``broker-config/dev.conf``),
+  a coordinator process (``python -m splitmq coordinator``) and agent processes
+  (``python -m splitmq.agent``), one per :class:`AgentSpec`, and deploys models through
+  the coordinator the way ``splitmq deploy`` does. Everything stops on exit.
+
+Nothing here downloads anything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from splitmq.broker import Mosquitto, config_dir
+from splitmq.converter import PoolEntry, convert, open_entry
+from splitmq.errors import SplitMQError
+from splitmq.transport import InboundMessage, MqttTransport, parse_broker_url
+from splitmq.wire import (
+    AgentState,
+    AgentStatus,
+    Deployment,
+    DeployReply,
+    DeployRequest,
+    Message,
+    Plan,
+    PlanRequest,
+    decode,
+    encode,
+)
+from splitmq.wire.topics import (
+    DEPLOY_REPLIES,
+    DEPLOY_REQUESTS,
+    DEPLOYMENTS,
+    PLAN_REQUESTS,
+    PLANS,
+    STATUS,
+)
+
+RESULTS = Path(__file__).resolve().parent / "results"
+POOL = RESULTS / "pool"
+MODEL = "mnv3l"
+INPUT_SIZE = 224
+VARIANTS = ("float32", "int8")
+OPERATOR = "bench-operator"
+
+log = logging.getLogger("benchmarks")
+M = TypeVar("M", bound=Message)
+
+
+def mobilenet(variants: Sequence[str] = VARIANTS) -> PoolEntry:
+    """MobileNetV3Large 224x224 (weights=None) in the benchmark pool, converted at most once."""
+    with contextlib.suppress(SplitMQError):
+        entry = open_entry(POOL, MODEL)
+        if all(v in entry.manifest.variants for v in variants):
+            return entry
+    print(f"converting MobileNetV3Large once (cached in {POOL}) ...", file=sys.stderr, flush=True)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    return convert(
+        "MobileNetV3Large",
+        name=MODEL,
+        pool_dir=POOL,
+        variants=tuple(variants),
+        input_size=INPUT_SIZE,
+    )
+
+
+def image(entry: PoolEntry, seed: int = 1) -> np.ndarray:
+    """A fixed random input in the model's [0, 255] range, the same on every side."""
+    (spec,) = entry.manifest.inputs
+    shape = tuple(1 if d < 0 else d for d in spec.shape)
+    rng = np.random.default_rng(seed)
+    return rng.uniform(0, 255, shape).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class AgentSpec:
+    """One agent process.
+
+    Attributes:
+        agent_id: its id.
+        profile: a shipped profile name or a path to a profile file.
+        threads: interpreter threads.
+        xnnpack: the runtime's default delegate (the agent's default is on).
+        extra: more command-line options.
+    """
+
+    agent_id: str
+    profile: str = "host"
+    threads: int = 1
+    xnnpack: bool = True
+    extra: tuple[str, ...] = ()
+
+
+class Waiter:
+    """Decoded messages from subscriptions, waited for with a timeout."""
+
+    def __init__(self) -> None:
+        self.messages: list[Message] = []
+        self._cond = threading.Condition()
+
+    def __call__(self, message: InboundMessage) -> None:
+        if not message.payload:
+            return
+        decoded = decode(message.payload)
+        with self._cond:
+            self.messages.append(decoded)
+            self._cond.notify_all()
+
+    def wait_for(
+        self, kind: type[M], where: Callable[[M], bool] = lambda _m: True, timeout_s: float = 30.0
+    ) -> M:
+        def found() -> M | None:
+            return next(
+                (m for m in self.messages if isinstance(m, kind) and where(m)),
+                None,
+            )
+
+        with self._cond:
+            if not self._cond.wait_for(lambda: found() is not None, timeout_s):
+                raise TimeoutError(f"no {kind.__name__} within {timeout_s} s")
+            result = found()
+            assert result is not None
+            return result
+
+
+def answering(request_id: str) -> Callable[[Message], bool]:
+    """A predicate: an answer (plan, refusal, deploy reply) to ``request_id``."""
+    return lambda message: getattr(message, "request_id", None) == request_id
+
+
+def published(reply: DeployReply) -> Callable[[Deployment], bool]:
+    """A predicate: the deployment ``reply`` announced, at its epoch or later."""
+    return lambda d: d.deployment == reply.deployment and d.epoch >= reply.epoch
+
+
+def online(agent_id: str) -> Callable[[AgentStatus], bool]:
+    return lambda status: status.agent_id == agent_id and status.state is AgentState.ONLINE
+
+
+@dataclass
+class Fleet:
+    """A broker, a coordinator and agents, started by :func:`fleet`."""
+
+    broker: Mosquitto
+    workdir: Path
+    operator: MqttTransport
+    inbox: Waiter
+    agents: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    coordinator: subprocess.Popen[bytes] | None = None
+    last_reply: DeployReply | None = None
+
+    @property
+    def url(self) -> str:
+        return self.broker.url()
+
+    def deploy(
+        self,
+        model: str = MODEL,
+        *,
+        attempts: int = 40,
+        client_id: str = OPERATOR,
+        expect_agents: Sequence[str] | None = None,
+        **options: Any,
+    ) -> Deployment:
+        """Deploy through the coordinator; retried while it has not seen every agent yet.
+
+        ``client_id`` is who asks: an agent's id makes that agent the input's source.
+        """
+        self.last_reply = None
+        for _ in range(attempts):
+            request = DeployRequest(
+                request_id=uuid.uuid4().hex, client_id=client_id, model=model, **options
+            )
+            self.operator.publish(DEPLOY_REQUESTS.name(), encode(request)).wait(10)
+            reply = self.inbox.wait_for(DeployReply, answering(request.request_id), 180)
+            if reply.ok:
+                self.last_reply = reply
+                deployment = self.inbox.wait_for(Deployment, published(reply))
+                hosts = {a for s in deployment.stages for a in s.replicas}
+                if expect_agents is None or set(expect_agents) <= hosts:
+                    return deployment
+            time.sleep(0.5)  # the coordinator has not registered every agent yet
+        raise SystemExit(f"could not deploy {model} with {options}: {reply.message}")
+
+    def wait_for_coordinator(self, timeout_s: float = 60.0) -> None:
+        """Until the coordinator answers a plan request (a refusal will do)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            request = PlanRequest(request_id=uuid.uuid4().hex, client_id=OPERATOR, model=MODEL)
+            self.operator.publish(PLAN_REQUESTS.name(), encode(request)).wait(10)
+            try:
+                self.inbox.wait_for(Message, answering(request.request_id), 0.5)
+                return
+            except TimeoutError:
+                if time.monotonic() > deadline:
+                    raise
+
+    def plan(self, model: str = MODEL, **options: Any) -> Plan:
+        """A fresh plan from the coordinator (its telemetry as of now)."""
+        request = PlanRequest(
+            request_id=uuid.uuid4().hex, client_id=OPERATOR, model=model, **options
+        )
+        self.operator.publish(PLAN_REQUESTS.name(), encode(request)).wait(10)
+        answer = self.inbox.wait_for(Message, answering(request.request_id), 30)
+        if not isinstance(answer, Plan):
+            raise SystemExit(f"no plan: {answer}")
+        return answer
+
+    def pids(self) -> dict[str, int]:
+        return {name: process.pid for name, process in self.agents.items()}
+
+
+def agent_command(url: str, spec: AgentSpec, workdir: Path) -> list[str]:
+    wrapper = os.environ.get("BENCH_AGENT_WRAPPER")
+    command = [
+        sys.executable,
+        *([wrapper] if wrapper else ["-m", "splitmq.agent"]),
+        "--broker",
+        url,
+        "--id",
+        spec.agent_id,
+        "--cache",
+        str(workdir / "cache" / spec.agent_id),
+        "--profile",
+        spec.profile,
+        "--threads",
+        str(spec.threads),
+        "--battery",
+        "simulated",
+        "--log-level",
+        "warning",
+        *spec.extra,
+    ]
+    if not spec.xnnpack:
+        command.append("--no-xnnpack")
+    return command
+
+
+@contextlib.contextmanager
+def fleet(agents: Sequence[AgentSpec], *, pool: Path = POOL) -> Iterator[Fleet]:
+    """A running fleet: every agent online and a coordinator serving ``pool``."""
+    with (
+        tempfile.TemporaryDirectory(prefix="splitmq-bench-") as tmp,
+        Mosquitto(config_dir() / "dev.conf", Path(tmp) / "broker") as broker,
+    ):
+        workdir = Path(tmp)
+        operator = MqttTransport(parse_broker_url(broker.url(), client_id="bench-operator"))
+        operator.start()
+        inbox = Waiter()
+        for topic in (
+            STATUS.filter(),
+            DEPLOY_REPLIES.filter(),
+            DEPLOYMENTS.filter(),
+            PLANS.name(client=OPERATOR),
+        ):
+            operator.subscribe(topic, inbox)
+        logs = (workdir / "processes.log").open("ab")
+        running = Fleet(broker, workdir, operator, inbox)
+        try:
+            running.coordinator = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "splitmq",
+                    "coordinator",
+                    "--broker",
+                    broker.url(),
+                    "--pool",
+                    str(pool),
+                    "--log-level",
+                    "warning",
+                ],
+                stdout=logs,
+                stderr=subprocess.STDOUT,
+            )
+            for spec in agents:
+                running.agents[spec.agent_id] = subprocess.Popen(
+                    agent_command(broker.url(), spec, workdir),
+                    stdout=logs,
+                    stderr=subprocess.STDOUT,
+                )
+            for spec in agents:
+                inbox.wait_for(AgentStatus, online(spec.agent_id), 60)
+            running.wait_for_coordinator()
+            yield running
+        except BaseException:
+            logs.flush()
+            tail = (workdir / "processes.log").read_text(errors="replace")[-3000:]
+            print(f"--- fleet log (tail) ---\n{tail}", file=sys.stderr)
+            raise
+        finally:
+            processes = [*running.agents.values()]
+            if running.coordinator is not None:
+                processes.append(running.coordinator)
+            for process in processes:
+                if process.poll() is None:
+                    process.terminate()
+            for process in processes:
+                try:
+                    process.wait(10)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait(5)
+            operator.close()
+            logs.close()
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2) + "\n")

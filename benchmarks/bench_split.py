@@ -1,0 +1,356 @@
+"""Split latency, against the model unsplit and against the seeds' gRPC chain (goals 1 and 2).
+
+MobileNetV3Large float32 224x224 is deployed by the coordinator in 3 stages on 3 agent
+processes (``host`` profile: no slow-down, no emulated link; one interpreter thread,
+XNNPACK, as everywhere here) through a real Mosquitto on loopback. Side by side, in
+interleaved rounds of one request in flight at a time, on the same input:
+
+- local: the unsplit model's ``invoke()`` in this process, same runtime and threads;
+- splitmq: ``Client.infer`` -> broker -> agent -> broker -> agent -> broker -> agent
+  -> broker -> client (the input leaves this process, the result comes back);
+- gRPC: the same three shards (same cut points, same bytes) in three minimal gRPC
+  servers that call each other (``_grpc_chain.py``), as in the seed notes.
+
+Warm-up requests are excluded from every side. Each round gives each side's p50 and
+p95; the table quotes the median over rounds of each ratio. In the same run the outputs
+are checked: splitmq's and gRPC's are bit-identical to the same shards chained in this
+process, and match the unsplit model (top-1 and values within float tolerance). The
+planner's predicted latency (a plan asked for after the warm-up, so that the agents'
+telemetry carries their measured compute times and broker round trips) is set against
+the measured p50.
+
+Also (goal 5): broker messages per request, and each agent's resident memory.
+
+    .venv/bin/python benchmarks/bench_split.py [--quick] [--rounds 12] [--requests 40]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import psutil
+from _fleet import MODEL, AgentSpec, Fleet, fleet, image, mobilenet
+from _grpc_chain import PATH, pack, unpack
+from _report import Row, percentile, report
+
+from splitmq.agent import find_runtime
+from splitmq.broker import free_port
+from splitmq.client import Client, ClientConfig
+from splitmq.converter import cut
+from splitmq.transport import InboundMessage, MqttTransport, parse_broker_url
+from splitmq.wire import Deployment
+
+THREADS = 1
+AGENTS = ("agent-1", "agent-2", "agent-3")
+GOAL_P50, GOAL_P95, GOAL_GRPC, GOAL_PREDICTION = 1.15, 1.3, 1.05, 0.20
+
+
+def start_grpc_chain(workdir: Path, shards: list[bytes]) -> tuple[list[subprocess.Popen[str]], str]:
+    """One server per shard, the last started first; the address of the first."""
+    processes: list[subprocess.Popen[str]] = []
+    next_address = ""
+    for index in reversed(range(len(shards))):
+        path = workdir / f"shard-{index}.tflite"
+        path.write_bytes(shards[index])
+        port = free_port()
+        script = Path(__file__).with_name("_grpc_chain.py")
+        command = [sys.executable, str(script), str(path), str(port), "--threads", str(THREADS)]
+        if next_address:
+            command.insert(4, next_address)
+        process = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        processes.append(process)
+        assert process.stdout is not None
+        if process.stdout.readline().strip() != "ready":
+            raise SystemExit("a gRPC stage server did not start")
+        next_address = f"127.0.0.1:{port}"
+    return processes, next_address
+
+
+def count_messages(
+    running: Fleet, client: Client, x: np.ndarray, requests: int
+) -> dict[str, float]:
+    """Publishes through the broker per request, by kind, seen by a wildcard monitor."""
+    counts: collections.Counter[str] = collections.Counter()
+    lock = threading.Lock()
+
+    def on_message(message: InboundMessage) -> None:
+        parts = message.topic.split("/")
+        kind = parts[2] if len(parts) > 2 else message.topic
+        if kind == "agents" and len(parts) > 4:
+            kind = f"agents/{parts[4]}"
+        elif kind == "clients" and len(parts) > 4:
+            kind = f"clients/{parts[4]}"
+        with lock:
+            counts[kind] += 1
+
+    monitor = MqttTransport(parse_broker_url(running.url, client_id="bench-monitor"))
+    monitor.start()
+    monitor.subscribe("splitmq/v1/#", on_message)
+    time.sleep(0.5)  # retained messages arrive first: not counted
+    with lock:
+        counts.clear()
+    started = time.perf_counter()
+    for _ in range(requests):
+        client.infer(x)
+    elapsed = time.perf_counter() - started
+    time.sleep(0.2)
+    monitor.close()
+    data_plane = counts["stage"] + counts["clients/result"]
+    return {
+        "requests": requests,
+        "seconds": elapsed,
+        "data_plane_per_request": data_plane / requests,
+        "activations_per_request": counts["stage"] / requests,
+        "results_per_request": counts["clients/result"] / requests,
+        "plans_per_request": (counts["plans"] + counts["clients/plan"]) / requests,
+        "background_per_second": (sum(counts.values()) - data_plane) / elapsed,
+        **{f"count_{k}": float(v) for k, v in counts.items()},
+    }
+
+
+def timed(call: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    call()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="a smoke run: few rounds")
+    parser.add_argument("--rounds", type=int)
+    parser.add_argument("--requests", type=int, help="requests per side per round")
+    parser.add_argument("--warmup", type=int, default=20)
+    args = parser.parse_args()
+    rounds = args.rounds or (3 if args.quick else 12)
+    requests = args.requests or (10 if args.quick else 40)
+
+    import grpc
+
+    entry = mobilenet()
+    x = image(entry)
+    model = entry.variant_path("float32").read_bytes()
+    runtime = find_runtime()
+    full = runtime.load(model, threads=THREADS)
+    (input_spec,) = full.inputs
+    (output_spec,) = full.outputs
+
+    def local() -> np.ndarray:
+        return full.run({input_spec.name: x})[0][0].array
+
+    specs = [AgentSpec(agent_id, "host", THREADS) for agent_id in AGENTS]
+    with fleet(specs) as running, tempfile.TemporaryDirectory() as tmp:
+        deployment: Deployment = running.deploy(
+            stages=3, objective="throughput", expect_agents=AGENTS
+        )
+        shards = cut(model, [stage.start_op for stage in deployment.stages[1:]])
+        if [s.sha256 for s in shards] != [stage.digest for stage in deployment.stages]:
+            raise SystemExit("the shards cut here differ from the deployed ones")
+        servers, address = start_grpc_chain(Path(tmp), [s.data for s in shards])
+        options = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
+        channel = grpc.insecure_channel(address, options=options)
+        grpc_call = channel.unary_unary(PATH)
+        out_specs = {output_spec.name: (tuple(output_spec.shape), np.dtype(output_spec.dtype))}
+
+        def via_grpc() -> np.ndarray:
+            answer = grpc_call(pack({input_spec.name: x}))
+            return unpack(answer, out_specs)[output_spec.name]
+
+        chained = [runtime.load(s.data, threads=THREADS) for s in shards]
+        tensors = {input_spec.name: x}
+        for shard in chained:
+            produced, _ = shard.run({s.name: tensors[s.name] for s in shard.inputs})
+            tensors.update({t.name: np.array(t.array) for t in produced})
+        expected_chain = tensors[output_spec.name]
+        expected_full = np.array(local())
+        try:
+            config = ClientConfig(model=MODEL, deadline_s=30.0)
+            with Client(running.url, config=config) as client:
+
+                def via_splitmq() -> np.ndarray:
+                    return np.asarray(client.infer(x).outputs[output_spec.name])
+
+                sides = {"local": local, "splitmq": via_splitmq, "grpc": via_grpc}
+                for _ in range(args.warmup):  # excluded from every side
+                    for call in sides.values():
+                        call()
+                outputs = {name: np.array(call()) for name, call in sides.items()}
+                checks = {
+                    "splitmq_equals_chain": bool(
+                        np.array_equal(outputs["splitmq"], expected_chain)
+                    ),
+                    "grpc_equals_chain": bool(np.array_equal(outputs["grpc"], expected_chain)),
+                    "chain_top1_equals_unsplit": bool(
+                        np.argmax(expected_chain) == np.argmax(expected_full)
+                    ),
+                    "chain_close_to_unsplit": bool(
+                        np.allclose(expected_chain, expected_full, rtol=1e-4, atol=1e-6)
+                    ),
+                }
+                time.sleep(1.5)  # a telemetry period: the warm-up's compute times are in
+                prediction = running.plan().predicted_latency_ms
+                samples: dict[str, list[list[float]]] = {name: [] for name in sides}
+                order = list(sides)
+                for index in range(rounds):
+                    for name in order[index % 3 :] + order[: index % 3]:  # rotate who goes first
+                        samples[name].append([timed(sides[name]) for _ in range(requests)])
+                messages = count_messages(running, client, x, 10 if args.quick else 50)
+                memory = {
+                    agent_id: psutil.Process(pid).memory_info().rss
+                    for agent_id, pid in running.pids().items()
+                }
+                trace = client.infer(x).trace
+        finally:
+            channel.close()
+            for server in servers:
+                if server.stdin:
+                    server.stdin.close()
+                server.wait(10)
+
+    def round_figures(name: str, q: float) -> list[float]:
+        return [percentile(r, q) * 1e3 for r in samples[name]]
+
+    def ratio(a: str, b: str, q: float) -> float:
+        pairs = zip(round_figures(a, q), round_figures(b, q), strict=True)
+        return statistics.median(x / y for x, y in pairs)
+
+    p50 = {name: statistics.median(round_figures(name, 50)) for name in sides}
+    p95 = {name: statistics.median(round_figures(name, 95)) for name in sides}
+    split_p50, split_p95 = ratio("splitmq", "local", 50), ratio("splitmq", "local", 95)
+    vs_grpc = ratio("splitmq", "grpc", 50)
+    grpc_local = ratio("grpc", "local", 50)
+    prediction_error = (prediction - p50["splitmq"]) / p50["splitmq"]
+    correct = all(checks.values())
+    shard_bytes = {stage.replicas[0]: stage.size_bytes for stage in deployment.stages}
+    stages = ", ".join(f"[{s.start_op},{s.end_op}) {s.replicas[0]}" for s in deployment.stages)
+    rows = [
+        Row("1 split latency", "setup", f"3 stages {stages}"),
+        Row(
+            "1 split latency",
+            "local invoke p50 / p95",
+            f"{p50['local']:.2f} / {p95['local']:.2f} ms",
+        ),
+        Row(
+            "1 split latency",
+            "splitmq p50 / p95",
+            f"{p50['splitmq']:.2f} / {p95['splitmq']:.2f} ms",
+        ),
+        Row(
+            "1 split latency",
+            "p50 split / local",
+            f"{split_p50:.3f}x",
+            f"<= {GOAL_P50}x",
+            split_p50 <= GOAL_P50,
+            split_p50,
+        ),
+        Row(
+            "1 split latency",
+            "p95 split / local",
+            f"{split_p95:.3f}x",
+            f"<= {GOAL_P95}x",
+            split_p95 <= GOAL_P95,
+            split_p95,
+        ),
+        Row(
+            "1 split latency",
+            "outputs checked in the run",
+            "bit-identical to the chain, top-1 = unsplit" if correct else f"FAILED {checks}",
+            "correct",
+            correct,
+        ),
+        Row("2 vs gRPC", "gRPC chain p50 / p95", f"{p50['grpc']:.2f} / {p95['grpc']:.2f} ms"),
+        Row("2 vs gRPC", "gRPC / local p50 (seeds: 2.6x)", f"{grpc_local:.3f}x"),
+        Row(
+            "2 vs gRPC",
+            "p50 splitmq / gRPC",
+            f"{vs_grpc:.3f}x",
+            f"<= {GOAL_GRPC}x",
+            vs_grpc <= GOAL_GRPC,
+            vs_grpc,
+        ),
+        Row(
+            "planner",
+            "predicted vs measured p50",
+            f"{prediction:.2f} vs {p50['splitmq']:.2f} ms ({100 * prediction_error:+.0f}%)",
+            f"within {100 * GOAL_PREDICTION:.0f}%",
+            abs(prediction_error) <= GOAL_PREDICTION,
+            prediction_error,
+        ),
+        Row(
+            "5 fleet",
+            "broker publishes per request",
+            f"{messages['data_plane_per_request']:.1f} (activations "
+            f"{messages['activations_per_request']:.1f}, results "
+            f"{messages['results_per_request']:.1f}, plans {messages['plans_per_request']:.2f})",
+        ),
+        Row(
+            "5 fleet",
+            "background publishes (telemetry, probes)",
+            f"{messages['background_per_second']:.1f}/s for 3 agents",
+        ),
+    ]
+    for agent_id, rss in sorted(memory.items()):
+        rows.append(
+            Row(
+                "5 fleet",
+                f"agent RSS, {agent_id}",
+                f"{rss / 1e6:.0f} MB (shard {shard_bytes.get(agent_id, 0) / 1e6:.1f} MB)",
+            )
+        )
+    report(
+        "split latency: MobileNetV3Large 224 float32, 3 stages, 3 agents, one request in flight",
+        rows,
+        {
+            "rounds": rounds,
+            "requests_per_round": requests,
+            "threads": THREADS,
+            "runtime": f"{runtime.kind} {runtime.version}",
+            "stages": [
+                {
+                    "start_op": s.start_op,
+                    "end_op": s.end_op,
+                    "agent": s.replicas[0],
+                    "shard_bytes": s.size_bytes,
+                }
+                for s in deployment.stages
+            ],
+            "p50_ms": p50,
+            "p95_ms": p95,
+            "ratio_p50_split_local": split_p50,
+            "ratio_p95_split_local": split_p95,
+            "ratio_p50_splitmq_grpc": vs_grpc,
+            "ratio_p50_grpc_local": grpc_local,
+            "predicted_latency_ms": prediction,
+            "prediction_error": prediction_error,
+            "checks": checks,
+            "messages": messages,
+            "agent_rss_bytes": memory,
+            "trace": [
+                {
+                    "stage": e.stage,
+                    "agent": e.agent_id,
+                    "queued_ms": e.started_ms - e.received_ms,
+                    "compute_ms": e.finished_ms - e.started_ms,
+                    "bytes_in": e.bytes_in,
+                    "bytes_out": e.bytes_out,
+                }
+                for e in trace
+            ],
+            "samples_ms": {k: [[1e3 * v for v in r] for r in rs] for k, rs in samples.items()},
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()
