@@ -14,8 +14,6 @@ Nothing here downloads anything.
 from __future__ import annotations
 
 import contextlib
-import json
-import logging
 import os
 import subprocess
 import sys
@@ -62,7 +60,6 @@ INPUT_SIZE = 224
 VARIANTS = ("float32", "int8")
 OPERATOR = "bench-operator"
 
-log = logging.getLogger("benchmarks")
 M = TypeVar("M", bound=Message)
 
 
@@ -230,10 +227,10 @@ class Fleet:
 
 
 def agent_command(url: str, spec: AgentSpec, workdir: Path) -> list[str]:
-    wrapper = os.environ.get("BENCH_AGENT_WRAPPER")
     command = [
         sys.executable,
-        *([wrapper] if wrapper else ["-m", "splitmq.agent"]),
+        "-m",
+        "splitmq.agent",
         "--broker",
         url,
         "--id",
@@ -322,8 +319,3 @@ def fleet(agents: Sequence[AgentSpec], *, pool: Path = POOL) -> Iterator[Fleet]:
                     process.wait(5)
             operator.close()
             logs.close()
-
-
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2) + "\n")

@@ -13,7 +13,7 @@ broker, the client and both agents' network threads share the same two cores.
 Every streamed output is checked against the same two shards chained in this process
 (bit-identical), in the run.
 
-    .venv/bin/python benchmarks/bench_pipeline.py [--quick] [--rounds 7] [--requests 120]
+    .venv/bin/python benchmarks/bench_pipeline.py [--quick] [--rounds 9] [--requests 120]
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, help="requests per side per round")
     parser.add_argument("--in-flight", type=int, default=IN_FLIGHT)
     args = parser.parse_args()
-    rounds = args.rounds or (2 if args.quick else 7)
+    rounds = args.rounds or (2 if args.quick else 9)
     requests = args.requests or (30 if args.quick else 120)
 
     entry = mobilenet()

@@ -21,7 +21,7 @@ the measured p50.
 
 Also (goal 5): broker messages per request, and each agent's resident memory.
 
-    .venv/bin/python benchmarks/bench_split.py [--quick] [--rounds 12] [--requests 40]
+    .venv/bin/python benchmarks/bench_split.py [--quick] [--rounds 15] [--requests 40]
 """
 
 from __future__ import annotations
@@ -133,7 +133,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, help="requests per side per round")
     parser.add_argument("--warmup", type=int, default=20)
     args = parser.parse_args()
-    rounds = args.rounds or (3 if args.quick else 12)
+    rounds = args.rounds or (3 if args.quick else 15)
     requests = args.requests or (10 if args.quick else 40)
 
     import grpc

@@ -22,7 +22,7 @@ import logging
 import queue
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -80,7 +80,14 @@ from splitmq.wire.topics import (
 log = logging.getLogger(__name__)
 
 EWMA_WEIGHT = 0.2
-"""Weight of the newest sample in the smoothed compute time and broker round trip."""
+"""Weight of the newest sample in the smoothed compute time."""
+RTT_WINDOW = 10
+"""Broker round trips remembered; the lowest is reported. It is what a hop through the
+broker costs this agent (the planner's hop cost), not what it cost at a moment the
+agent was busy calibrating or loading a shard: one slow first probe, smoothed, made the
+partition optimizer shun an agent for a dozen periods."""
+RTT_MIN_PROBES = 3
+"""Round trips needed before one is reported: the first ones meet a fleet still starting."""
 
 
 def now_ms() -> float:
@@ -200,6 +207,7 @@ class Agent:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._rtt_ms: float | None = None
+        self._rtts: deque[float] = deque(maxlen=RTT_WINDOW)
         self._rtt_sequence = 0
         self._started = False
         self._link_lock = threading.Lock()
@@ -387,9 +395,9 @@ class Agent:
             log.warning("ignored a bad command: %s", error)
             return
         if isinstance(command, Ping) and command.issuer == self.agent_id:
-            rtt = time.monotonic() * 1000.0 - command.sent_ms
-            previous = self._rtt_ms
-            self._rtt_ms = rtt if previous is None else previous + EWMA_WEIGHT * (rtt - previous)
+            self._rtts.append(time.monotonic() * 1000.0 - command.sent_ms)
+            if len(self._rtts) >= RTT_MIN_PROBES:
+                self._rtt_ms = min(self._rtts)
             return
         if command.issuer != self.config.coordinator_id:
             log.warning("refused %s from %r: not the coordinator", command.KIND, command.issuer)

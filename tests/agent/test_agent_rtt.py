@@ -1,0 +1,34 @@
+"""The broker round trip an agent reports is the lowest of its recent probes."""
+
+from __future__ import annotations
+
+import time
+
+from splitmq.agent.agent import RTT_MIN_PROBES, RTT_WINDOW
+from splitmq.transport import InboundMessage
+from splitmq.wire import Ping, encode
+from splitmq.wire.topics import COMMANDS
+from tests.agent.conftest import MemoryFleet
+
+
+def probe_back(agent: object, agent_id: str, rtt_ms: float) -> None:
+    """The agent's own ping, arriving ``rtt_ms`` after it was sent."""
+    ping = Ping(command_id="rtt-x", issuer=agent_id, sent_ms=time.monotonic() * 1000.0 - rtt_ms)
+    message = InboundMessage(COMMANDS.name(agent=agent_id), encode(ping))
+    agent._on_command(message)  # type: ignore[attr-defined]
+
+
+def test_a_slow_first_probe_does_not_linger_and_old_ones_are_forgotten(
+    fleet: MemoryFleet,
+) -> None:
+    agent = fleet.agent("pi-1", telemetry_period_s=60.0)  # its own probe: once, at start
+    probe_back(agent, "pi-1", 80.0)  # while the fleet was starting
+    assert RTT_MIN_PROBES == 3 and agent.telemetry().broker_rtt_ms is None  # 2 at most yet
+    probe_back(agent, "pi-1", 1.2)
+    probe_back(agent, "pi-1", 1.5)
+    rtt = agent.telemetry().broker_rtt_ms
+    assert rtt is not None and rtt < 1.3
+    for _ in range(RTT_WINDOW):  # the broker moved farther away: it shows in time
+        probe_back(agent, "pi-1", 6.0)
+    rtt = agent.telemetry().broker_rtt_ms
+    assert rtt is not None and 6.0 <= rtt < 6.1
