@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
@@ -20,6 +19,7 @@ from typing import TextIO
 from splitmq.client.kpi import KpiReport, ReportInputs, Summary
 from splitmq.client.results_db import DEFAULT_PATH, ResultsDB
 from splitmq.errors import ConfigError, SplitMQError
+from splitmq.tables import format_table
 
 __all__ = ["add_parser", "configure_parser", "format_report", "format_table", "run_report"]
 
@@ -116,27 +116,6 @@ def _open(args: argparse.Namespace) -> ResultsDB:
 
 
 # --- tables -----------------------------------------------------------------------------
-
-
-def format_table(
-    headers: Sequence[str], rows: Sequence[Sequence[str]], left: Sequence[int] = (0,)
-) -> str:
-    """Aligned columns under a rule: the ``left`` ones (labels) left-aligned, figures right.
-
-    A row shorter than the headers leaves its last columns blank.
-    """
-    filled = [[*row, *[""] * (len(headers) - len(row))] for row in rows]
-    widths = [max(len(cell) for cell in column) for column in zip(headers, *filled, strict=True)]
-
-    def line(cells: Sequence[str]) -> str:
-        padded = (
-            cell.ljust(width) if index in left else cell.rjust(width)
-            for index, (cell, width) in enumerate(zip(cells, widths, strict=True))
-        )
-        return "  ".join(padded).rstrip()
-
-    header = line(headers)
-    return "\n".join([header, "-" * len(header), *(line(row) for row in filled)])
 
 
 def format_report(report: KpiReport, source: str = "", run: str | None = None) -> str:

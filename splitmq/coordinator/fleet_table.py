@@ -8,6 +8,7 @@ from collections.abc import Mapping
 
 from splitmq.coordinator.registry import Registry
 from splitmq.errors import DecodeError
+from splitmq.tables import format_table
 from splitmq.transport import InboundMessage, Transport
 from splitmq.wire import AgentStatus, Deployment, Telemetry, decode
 from splitmq.wire.topics import DEPLOYMENTS, STATUS, TELEMETRY
@@ -125,21 +126,11 @@ def fleet_rows(registry: Registry) -> list[tuple[str, ...]]:
     return rows
 
 
-def render(columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
-    widths = [
-        max(len(c), *(len(r[i]) for r in rows)) if rows else len(c) for i, c in enumerate(columns)
-    ]
-    line = "  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))
-    out = [line, "  ".join("-" * w for w in widths)]
-    out.extend("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in rows)
-    return "\n".join(out)
-
-
 def fleet_table(registry: Registry, deployments: Mapping[str, Deployment] | None = None) -> str:
     rows = fleet_rows(registry)
     if not rows:
         return "no agents: none has published its status on this broker and namespace"
-    text = render(COLUMNS, rows)
+    text = format_table(COLUMNS, rows, left=range(len(COLUMNS)))
     if deployments:
         lines = [text, "", "deployments:"]
         for deployment in sorted(deployments.values(), key=lambda d: d.deployment):

@@ -12,7 +12,6 @@ restarted over the same pool keeps serving the running deployments.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import threading
@@ -225,11 +224,3 @@ def _from_json(directory: Path, item: dict[str, object]) -> ShardFile:
         inputs=tuple(_spec_from_json(s) for s in item["inputs"]),  # type: ignore[attr-defined]
         outputs=tuple(_spec_from_json(s) for s in item["outputs"]),  # type: ignore[attr-defined]
     )
-
-
-def digest_of(path: Path) -> str:
-    hasher = hashlib.sha256()
-    with path.open("rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            hasher.update(block)
-    return hasher.hexdigest()
