@@ -38,6 +38,7 @@ SCRIPTS = (
     "bench_partition",  # goal 5: partition time
     "bench_agent",  # what one agent adds to its shard
     "bench_codec",
+    "bench_transport",  # our MQTT client vs paho-mqtt on the activation path
     "bench_hops",
     "bench_embedded_broker",
     "bench_cut",

@@ -66,6 +66,7 @@ from splitmq.wire import (
     AgentStatus,
     Deployment,
     EnergyLevel,
+    ErrorCode,
     ErrorMessage,
     Message,
     Plan,
@@ -398,6 +399,10 @@ class Client:
             self._give_up(request, errors.DEADLINE, routes.too_late(budget), effects)
             return
         wait_s = self._backoff_s(request, route, budget)
+        left_s = budget.remaining_s - budget.predicted_latency_ms / 1000.0
+        if wait_s > 0 and wait_s > left_s:  # the fleet stays busy: say so now, not at the deadline
+            self._give_up(request, ErrorCode.OVERLOADED.value, overloaded(request, wait_s), effects)
+            return
         if wait_s > 0:  # back to an agent that said it is busy: let its queue drain first
             request.phase = Phase.BACKOFF
             resend = partial(self._resend, request.request_id, request.attempt)
@@ -433,7 +438,7 @@ class Client:
     def _backoff_s(self, request: RequestState, route: Route, budget: routes.RetryBudget) -> float:
         """How long the attempt on ``route`` waits: 0 unless the last attempt was refused
         as ``overloaded`` and this one goes back to an agent that refused the request so
-        (a fresh fallback goes at once); never past the time the attempt needs."""
+        (a fresh fallback goes at once). The caller gives up if it does not fit."""
         due, request.wait_if_busy = request.wait_if_busy, False  # one wait per refusal
         if not due or request.busy.isdisjoint(enumerate(routes.firsts(route))):
             return 0.0
@@ -446,7 +451,7 @@ class Client:
             minimum_s=self.config.overload_backoff_s,
             jitter=self._random.uniform(0.5, 1.5),
         )
-        return min(wait_s, budget.remaining_s - budget.predicted_latency_ms / 1000.0)
+        return wait_s
 
     def _resend(self, request_id: bytes, attempt: int, effects: Effects) -> None:
         """The wait before going back to a busy agent is over: send, on the route as it is now."""
@@ -682,3 +687,13 @@ def _outcome(index: int, future: Future[InferenceResult]) -> InferenceResult | I
         error.index = index
         return error
     raise error
+
+
+def overloaded(request: RequestState, wait_s: float) -> str:
+    """Why a request that busy agents kept refusing ends before its deadline."""
+    left_s = request.deadline_s - time.monotonic()
+    return (
+        f"the fleet is overloaded: {request.busy_answers} attempts were refused as "
+        f"overloaded, and the next would have to wait {wait_s:.2f} s first, which leaves "
+        f"too little of the {left_s:.2f} s to the deadline"
+    )

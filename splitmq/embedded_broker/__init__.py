@@ -17,8 +17,7 @@ message expiry, user properties and the Maximum Packet Size. Sessions are always
 clean (nothing persists across a disconnect), there is no authentication and no TLS:
 listen on loopback. Modules:
 
-- ``codes``: MQTT's constants (packet types, properties, reason codes).
-- ``packets``: the codec (pure).
+- ``splitmq.mqtt`` (shared with the client transport): constants and the codec.
 - ``topics``: topic filters and the subscription tree (pure).
 - ``connection``: one client connection, an :class:`asyncio.Protocol`.
 - ``broker``: the listening socket, sessions, retained messages and routing.

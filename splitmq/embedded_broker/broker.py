@@ -12,10 +12,8 @@ import asyncio
 import contextlib
 import logging
 
-from splitmq.embedded_broker.codes import Reason
 from splitmq.embedded_broker.connection import Connection
 from splitmq.embedded_broker.model import BrokerConfig, BrokerStats, Message
-from splitmq.embedded_broker.packets import SubscriptionOptions
 from splitmq.embedded_broker.topics import (
     InvalidFilter,
     SubscriptionTree,
@@ -23,6 +21,8 @@ from splitmq.embedded_broker.topics import (
     split_shared,
 )
 from splitmq.errors import ConfigError
+from splitmq.mqtt.codes import Reason
+from splitmq.mqtt.packets import SubscriptionOptions
 
 log = logging.getLogger(__name__)
 

@@ -26,8 +26,10 @@ from collections import deque
 from enum import Enum
 from typing import TYPE_CHECKING, cast
 
-from splitmq.embedded_broker import codes, packets
-from splitmq.embedded_broker.codes import (
+from splitmq.embedded_broker.model import Message
+from splitmq.embedded_broker.topics import InvalidFilter, is_valid_topic_name
+from splitmq.mqtt import codes, packets
+from splitmq.mqtt.codes import (
     PacketType,
     Prop,
     Properties,
@@ -35,8 +37,7 @@ from splitmq.embedded_broker.codes import (
     Reason,
     Version,
 )
-from splitmq.embedded_broker.model import Message
-from splitmq.embedded_broker.packets import (
+from splitmq.mqtt.packets import (
     Ack,
     Connect,
     Disconnect,
@@ -47,7 +48,6 @@ from splitmq.embedded_broker.packets import (
     SubscriptionOptions,
     Unsubscribe,
 )
-from splitmq.embedded_broker.topics import InvalidFilter, is_valid_topic_name
 
 if TYPE_CHECKING:
     from splitmq.embedded_broker.broker import Broker

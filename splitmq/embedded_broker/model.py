@@ -6,8 +6,8 @@ import math
 import time
 from dataclasses import dataclass
 
-from splitmq.embedded_broker.codes import Properties
 from splitmq.errors import ConfigError
+from splitmq.mqtt.codes import Properties
 
 DEFAULT_MAX_PACKET_BYTES = 8 * 1024 * 1024
 """As ``max_packet_size`` in broker-config/dev.conf and the transport's default."""

@@ -513,6 +513,27 @@ def test_overloaded_answers_wait_before_going_back_and_spend_no_attempt(
     np.testing.assert_array_equal(only_output(result), next(iter(digits.expected.values())))
 
 
+def test_a_fleet_that_stays_busy_fails_fast_as_overloaded_not_at_the_deadline(
+    fleet_with_coordinator: ClientFleet, digits: CutModel
+) -> None:
+    env = fleet_with_coordinator
+    env.fleet.agent("a")
+    env.deploy(digits, [["a"], ["a"]])
+    Busy(env, "busy", "a", refusals=1000)
+    env.answer(always(fixed_plan((("busy",), ("a",)))))
+    client = env.client(max_attempts=2, overload_backoff_s=0.1)
+    started = time.monotonic()
+    with pytest.raises(InferenceError) as info:
+        client.infer(digits.image, deadline_s=3.0)
+    took = time.monotonic() - started
+    assert info.value.code == "overloaded", info.value
+    assert "overloaded" in str(info.value) and "deadline" in str(info.value)
+    # 0.1 + 0.2 + 0.4 + 0.8 s (x jitter 0.5-1.5) waited; the next wait did not fit
+    assert took < 2.9, took
+    outcomes = {a.outcome for a in info.value.record.attempts}
+    assert outcomes == {"overloaded"}
+
+
 def test_two_busy_replicas_are_not_tried_in_turn_without_waiting(
     fleet_with_coordinator: ClientFleet, digits: CutModel
 ) -> None:

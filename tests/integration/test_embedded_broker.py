@@ -468,9 +468,10 @@ def test_will_is_published_and_retained_when_the_socket_dies(
         parse_broker_url(broker.url, version=version), will=Will(f"{prefix}/crashed", b"gone")
     )
     crashing.start()
-    sock: Any = crashing._client.socket()
+    assert crashing._channel is not None
+    sock: Any = crashing._channel.sock
     try:
-        sock.close()  # vanish without DISCONNECT
+        sock.shutdown(socket.SHUT_RDWR)  # vanish without DISCONNECT
         (will,) = got.wait_for(1)
         assert (will.topic, will.payload, will.qos) == (f"{prefix}/crashed", b"gone", 1)
         late = Collector()

@@ -1,4 +1,8 @@
-"""The MQTT transport against a real Mosquitto started from broker-config/dev.conf."""
+"""The MQTT transport against a real Mosquitto started from broker-config/dev.conf.
+
+Every test runs on both implementations: our own client (``MqttTransport``, the
+default) and the paho-mqtt one (``PahoTransport``, the reference).
+"""
 
 from __future__ import annotations
 
@@ -25,25 +29,40 @@ from splitmq.transport import (
     Will,
     parse_broker_url,
 )
+from splitmq.transport.paho_transport import PahoTransport
 from splitmq.wire import Activation, AgentState, AgentStatus, Tensor, decode, encode
 from splitmq.wire.topics import STAGE, STATUS
 
 from ..helpers import Collector, wait_until
 
-pytestmark = pytest.mark.integration
+Engine = type[MqttTransport] | type[PahoTransport]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.parametrize("engine", [MqttTransport, PahoTransport], ids=["own", "paho"]),
+]
 
 
-def connect(broker: Mosquitto, **overrides: object) -> MqttTransport:
-    transport = MqttTransport(parse_broker_url(broker.url(), **overrides))
+def raw_socket(transport: MqttTransport | PahoTransport) -> Any:
+    if isinstance(transport, PahoTransport):
+        return transport._client.socket()
+    assert transport._channel is not None
+    return transport._channel.sock
+
+
+def connect(engine: Engine, broker: Mosquitto, **overrides: object) -> Any:
+    transport = engine(parse_broker_url(broker.url(), **overrides))
     transport.start()
     return transport
 
 
 @pytest.mark.parametrize("version", [MqttVersion.V5, MqttVersion.V311])
 def test_activation_round_trip_off_the_network_thread(
-    mosquitto: Mosquitto, version: MqttVersion
+    engine: Engine, mosquitto: Mosquitto, version: MqttVersion
 ) -> None:
-    sender, receiver = connect(mosquitto, version=version), connect(mosquitto, version=version)
+    sender, receiver = (
+        connect(engine, mosquitto, version=version),
+        connect(engine, mosquitto, version=version),
+    )
     try:
         topic = STAGE.name(deployment=f"d-{version}", stage=0, agent="rpi-1")
         got = Collector()
@@ -68,17 +87,17 @@ def test_activation_round_trip_off_the_network_thread(
         receiver.close()
 
 
-def test_sockets_have_tcp_nodelay(mosquitto: Mosquitto) -> None:
-    transport = connect(mosquitto)
+def test_sockets_have_tcp_nodelay(engine: Engine, mosquitto: Mosquitto) -> None:
+    transport = connect(engine, mosquitto)
     try:
-        sock: Any = transport._client.socket()
+        sock: Any = raw_socket(transport)
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
     finally:
         transport.close()
 
 
-def test_oversized_payload_is_refused_before_sending(mosquitto: Mosquitto) -> None:
-    transport = connect(mosquitto)
+def test_oversized_payload_is_refused_before_sending(engine: Engine, mosquitto: Mosquitto) -> None:
+    transport = connect(engine, mosquitto)
     try:
         got = Collector()
         transport.subscribe("big/#", got)
@@ -93,8 +112,8 @@ def test_oversized_payload_is_refused_before_sending(mosquitto: Mosquitto) -> No
         transport.close()
 
 
-def test_retained_status_reaches_late_subscribers(mosquitto: Mosquitto) -> None:
-    agent, watcher = connect(mosquitto), connect(mosquitto)
+def test_retained_status_reaches_late_subscribers(engine: Engine, mosquitto: Mosquitto) -> None:
+    agent, watcher = connect(engine, mosquitto), connect(engine, mosquitto)
     try:
         topic = STATUS.name(agent="retained-agent")
         status = encode(AgentStatus("retained-agent", AgentState.ONLINE))
@@ -114,9 +133,11 @@ WILL_SCRIPT = textwrap.dedent(
     """
     import sys, time
     from splitmq.transport import MqttTransport, Will, parse_broker_url
+    from splitmq.transport.paho_transport import PahoTransport
     from splitmq.wire import AgentState, AgentStatus, encode
     will = Will(sys.argv[2], encode(AgentStatus("doomed", AgentState.OFFLINE)))
-    transport = MqttTransport(parse_broker_url(sys.argv[1]), will=will)
+    engine = PahoTransport if sys.argv[3] == "PahoTransport" else MqttTransport
+    transport = engine(parse_broker_url(sys.argv[1]), will=will)
     transport.start()
     print("ready", flush=True)
     time.sleep(60)
@@ -124,13 +145,13 @@ WILL_SCRIPT = textwrap.dedent(
 )
 
 
-def test_last_will_fires_when_the_process_is_killed(mosquitto: Mosquitto) -> None:
+def test_last_will_fires_when_the_process_is_killed(engine: Engine, mosquitto: Mosquitto) -> None:
     topic = STATUS.name(agent="doomed")
-    watcher = connect(mosquitto)
+    watcher = connect(engine, mosquitto)
     got = Collector()
     watcher.subscribe(topic, got)
     process = subprocess.Popen(
-        [sys.executable, "-c", WILL_SCRIPT, mosquitto.url(), topic],
+        [sys.executable, "-c", WILL_SCRIPT, mosquitto.url(), topic, engine.__name__],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -146,7 +167,9 @@ def test_last_will_fires_when_the_process_is_killed(mosquitto: Mosquitto) -> Non
         watcher.close()
 
 
-def test_reconnects_with_backoff_and_resubscribes_after_a_broker_restart(tmp_path: Path) -> None:
+def test_reconnects_with_backoff_and_resubscribes_after_a_broker_restart(
+    engine: Engine, tmp_path: Path
+) -> None:
     port = free_port()
     broker = Mosquitto(config_dir() / "dev.conf", tmp_path, port=port).start()
     events: list[bool] = []
@@ -158,7 +181,7 @@ def test_reconnects_with_backoff_and_resubscribes_after_a_broker_restart(tmp_pat
             reconnected.set()
 
     config = TransportConfig(port=port, reconnect_min_s=0.05, reconnect_max_s=0.5)
-    transport = MqttTransport(config)
+    transport = engine(config)
     transport.add_connection_listener(listener)
     transport.start()
     got = Collector()
@@ -169,7 +192,7 @@ def test_reconnects_with_backoff_and_resubscribes_after_a_broker_restart(tmp_pat
         broker = Mosquitto(config_dir() / "dev.conf", tmp_path, port=port).start()
         assert reconnected.wait(15), f"no reconnection, events {events}"
         assert transport.stats.reconnects >= 1
-        other = MqttTransport(TransportConfig(port=port))
+        other = engine(TransportConfig(port=port))
         other.start()
         other.publish("after/restart", b"hello").wait()
         other.close()
@@ -179,7 +202,9 @@ def test_reconnects_with_backoff_and_resubscribes_after_a_broker_restart(tmp_pat
         broker.stop()
 
 
-def test_a_slow_handler_fills_a_bounded_inbox_without_blocking_paho(mosquitto: Mosquitto) -> None:
+def test_a_slow_handler_fills_a_bounded_inbox_without_blocking_paho(
+    engine: Engine, mosquitto: Mosquitto
+) -> None:
     release = threading.Event()
     busy = threading.Event()
     overflowed: list[str] = []
@@ -189,9 +214,9 @@ def test_a_slow_handler_fills_a_bounded_inbox_without_blocking_paho(mosquitto: M
         release.wait(10)
 
     config = parse_broker_url(mosquitto.url(), inbox_size=5)
-    receiver = MqttTransport(config, on_overflow=lambda m: overflowed.append(m.topic))
+    receiver = engine(config, on_overflow=lambda m: overflowed.append(m.topic))
     receiver.start()
-    sender = connect(mosquitto)
+    sender = connect(engine, mosquitto)
     try:
         receiver.subscribe("flood/#", slow)
         sender.publish("flood/0", b"").wait()
@@ -206,35 +231,38 @@ def test_a_slow_handler_fills_a_bounded_inbox_without_blocking_paho(mosquitto: M
         receiver.subscribe("alive", got)
     finally:
         release.set()
+    wait_until(lambda: receiver._inbox.depth == 0, what="the queued messages handled")
     sender.publish("alive", b"").wait()
     got.wait_for(1)
     sender.close()
     receiver.close()
 
 
-def test_clean_close_does_not_publish_the_will(mosquitto: Mosquitto) -> None:
-    watcher = connect(mosquitto)
+def test_clean_close_does_not_publish_the_will(engine: Engine, mosquitto: Mosquitto) -> None:
+    watcher = connect(engine, mosquitto)
     got = Collector()
     watcher.subscribe("wills/#", got)
-    leaving = MqttTransport(
+    leaving = engine(
         parse_broker_url(mosquitto.url()), will=Will("wills/clean", b"offline", retain=False)
     )
     leaving.start()
     leaving.close()
-    crashing = MqttTransport(
+    crashing = engine(
         parse_broker_url(mosquitto.url()), will=Will("wills/marker", b"m", retain=False)
     )
     crashing.start()
-    sock: Any = crashing._client.socket()
-    sock.close()  # vanish without DISCONNECT
+    sock: Any = raw_socket(crashing)
+    sock.shutdown(socket.SHUT_RDWR)  # vanish without DISCONNECT
     messages = got.wait_for(1)
     assert [m.topic for m in messages] == ["wills/marker"]
     crashing.close()
     watcher.close()
 
 
-def test_an_expiry_beyond_what_mqtt_can_say_is_capped_not_an_error(mosquitto: Mosquitto) -> None:
-    sender, receiver = connect(mosquitto), connect(mosquitto)
+def test_an_expiry_beyond_what_mqtt_can_say_is_capped_not_an_error(
+    engine: Engine, mosquitto: Mosquitto
+) -> None:
+    sender, receiver = connect(engine, mosquitto), connect(engine, mosquitto)
     try:
         got = Collector()
         receiver.subscribe("expiry/far", got)

@@ -1,13 +1,14 @@
-"""MQTT 3.1.1 and 5.0 packets: decode what clients send, encode what a broker sends.
+"""MQTT 3.1.1 and 5.0 packets, for both ends of a connection.
 
 Pure functions over bytes, no I/O and no state. Decoding raises
 :class:`ProtocolViolation` (with the MQTT 5 reason code to close with) for anything
 malformed; the connection that sent it is closed, nothing else is affected.
 
-Only the broker's side is here: client-to-server packets are decoded
-(CONNECT, PUBLISH, PUBACK/PUBREC/PUBREL/PUBCOMP, SUBSCRIBE, UNSUBSCRIBE, PINGREQ,
-DISCONNECT), server-to-client packets are encoded (CONNACK, PUBLISH, the four
-acknowledgements, SUBACK, UNSUBACK, PINGRESP, DISCONNECT).
+The broker's side decodes client-to-server packets (:func:`decode_connect`,
+:func:`decode_packet`) and encodes server-to-client ones; the client's side
+(:mod:`splitmq.transport.mqtt`) encodes CONNECT, SUBSCRIBE, UNSUBSCRIBE, PINGREQ and
+DISCONNECT here and decodes CONNACK, SUBACK and UNSUBACK (:func:`decode_server_packet`).
+PUBLISH and the four acknowledgements look the same in both directions.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from splitmq.embedded_broker.codes import (
+from splitmq.errors import SplitMQError
+from splitmq.mqtt.codes import (
     PROPERTY_TYPES,
     PacketType,
     Prop,
@@ -26,7 +28,6 @@ from splitmq.embedded_broker.codes import (
     Reason,
     Version,
 )
-from splitmq.errors import SplitMQError
 
 MAX_REMAINING_LENGTH = 268_435_455
 """The largest remaining length a four-byte variable integer can carry."""
@@ -149,10 +150,34 @@ class Disconnect:
 Packet = Publish | Ack | Subscribe | Unsubscribe | PingReq | Disconnect
 
 
+@dataclass(frozen=True, slots=True)
+class ConnAck:
+    session_present: bool
+    reason: int
+    properties: Properties = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SubAck:
+    """SUBACK or UNSUBACK (``kind`` says which): one reason code per filter."""
+
+    kind: PacketType
+    packet_id: int
+    reasons: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PingResp:
+    pass
+
+
+ServerPacket = ConnAck | Publish | Ack | SubAck | PingResp | Disconnect
+
+
 # -- decoding -------------------------------------------------------------------------
 
 
-def parse_fixed_header(buffer: bytes | bytearray) -> tuple[int, int, int] | None:
+def parse_fixed_header(buffer: bytes | bytearray | memoryview) -> tuple[int, int, int] | None:
     """``(first_byte, remaining_length, header_length)``, or None while incomplete."""
     remaining = 0
     for index in range(1, min(len(buffer), 5)):
@@ -165,7 +190,7 @@ def parse_fixed_header(buffer: bytes | bytearray) -> tuple[int, int, int] | None
     return None
 
 
-class _Cursor:
+class Cursor:
     """Reads MQTT data types from a packet body, raising on underflow."""
 
     __slots__ = ("_data", "_pos")
@@ -228,7 +253,7 @@ class _Cursor:
 
     def properties(self) -> Properties:
         length = self.varint()
-        inner = _Cursor(self._take(length))
+        inner = Cursor(self._take(length))
         found: list[tuple[int, PropertyValue]] = []
         while not inner.at_end():
             identifier = inner.varint()
@@ -273,7 +298,7 @@ def decode_connect(first_byte: int, body: bytes) -> Connect:
     if first_byte >> 4 != PacketType.CONNECT:
         raise ProtocolViolation(Reason.PROTOCOL_ERROR, "the first packet must be CONNECT")
     _check_flags(first_byte, 0)
-    cursor = _Cursor(body)
+    cursor = Cursor(body)
     name, level = cursor.string(), cursor.u8()
     if name not in ("MQTT", "MQIsdp"):
         raise ProtocolViolation(Reason.MALFORMED_PACKET, f"protocol name {name!r} is not MQTT")
@@ -339,7 +364,7 @@ def _decode_publish(first_byte: int, body: bytes, v5: bool) -> Publish:
     dup = bool(first_byte & 0x08)
     if qos == 3 or (qos == 0 and dup):
         raise ProtocolViolation(Reason.MALFORMED_PACKET, f"PUBLISH flags {first_byte & 0x0F:#x}")
-    cursor = _Cursor(body)
+    cursor = Cursor(body)
     topic = cursor.string()
     packet_id = cursor.packet_id() if qos else None
     properties = cursor.properties() if v5 else ()
@@ -347,7 +372,7 @@ def _decode_publish(first_byte: int, body: bytes, v5: bool) -> Publish:
 
 
 def _decode_ack(kind: PacketType, body: bytes, v5: bool) -> Ack:
-    cursor = _Cursor(body)
+    cursor = Cursor(body)
     packet_id = cursor.packet_id()
     reason = cursor.u8() if v5 and not cursor.at_end() else Reason.SUCCESS
     if v5 and not cursor.at_end():
@@ -370,7 +395,7 @@ def _decode_subscription_options(byte: int, v5: bool) -> SubscriptionOptions:
 
 
 def _decode_subscribe(body: bytes, v5: bool) -> Subscribe:
-    cursor = _Cursor(body)
+    cursor = Cursor(body)
     packet_id = cursor.packet_id()
     properties = cursor.properties() if v5 else ()
     requests = []
@@ -383,7 +408,7 @@ def _decode_subscribe(body: bytes, v5: bool) -> Subscribe:
 
 
 def _decode_unsubscribe(body: bytes, v5: bool) -> Unsubscribe:
-    cursor = _Cursor(body)
+    cursor = Cursor(body)
     packet_id = cursor.packet_id()
     properties = cursor.properties() if v5 else ()
     filters = []
@@ -399,10 +424,39 @@ def _decode_disconnect(body: bytes, v5: bool) -> Disconnect:
         if body:
             raise ProtocolViolation(Reason.MALFORMED_PACKET, "DISCONNECT with a body")
         return Disconnect()
-    cursor = _Cursor(body)
+    cursor = Cursor(body)
     reason = cursor.u8() if not cursor.at_end() else Reason.SUCCESS
     properties = cursor.properties() if not cursor.at_end() else ()
     return Disconnect(reason, properties)
+
+
+def decode_server_packet(first_byte: int, body: bytes, version: Version) -> ServerPacket:
+    """Any packet a broker sends to a client."""
+    kind = first_byte >> 4
+    v5 = version is Version.V5
+    match kind:
+        case PacketType.CONNACK:
+            cursor = Cursor(body)
+            flags, reason = cursor.u8(), cursor.u8()
+            properties = cursor.properties() if v5 and not cursor.at_end() else ()
+            return ConnAck(bool(flags & 0x01), reason, properties)
+        case PacketType.PUBLISH:
+            return _decode_publish(first_byte, body, v5)
+        case PacketType.PUBACK | PacketType.PUBREC | PacketType.PUBCOMP | PacketType.PUBREL:
+            return _decode_ack(PacketType(kind), body, v5)
+        case PacketType.SUBACK | PacketType.UNSUBACK:
+            cursor = Cursor(body)
+            packet_id = cursor.packet_id()
+            if v5:
+                cursor.properties()
+            return SubAck(PacketType(kind), packet_id, tuple(cursor.rest()))
+        case PacketType.PINGRESP:
+            return PingResp()
+        case PacketType.DISCONNECT:
+            return _decode_disconnect(body, v5)
+        case _:
+            name = PacketType(kind).name if kind else "0 (reserved)"
+            raise ProtocolViolation(Reason.PROTOCOL_ERROR, f"packet type {name} from a server")
 
 
 # -- encoding -------------------------------------------------------------------------
@@ -520,3 +574,83 @@ def encode_disconnect(reason: int, reason_string: str = "") -> bytes:
     """An MQTT 5 DISCONNECT from the server (MQTT 3.1.1 servers just close)."""
     properties = [(Prop.REASON_STRING.value, reason_string)] if reason_string else []
     return _packet(PacketType.DISCONNECT << 4, bytes((reason,)), encode_properties(properties))
+
+
+# -- client packets ---------------------------------------------------------------------
+
+
+def encode_connect(
+    version: Version,
+    client_id: str,
+    *,
+    keepalive_s: int,
+    clean_start: bool = True,
+    will: WillMessage | None = None,
+    username: str | None = None,
+    password: str | None = None,
+    properties: Sequence[tuple[int, PropertyValue]] = (),
+) -> bytes:
+    v5 = version is Version.V5
+    flags = (0x02 if clean_start else 0) | (0x80 if username is not None else 0)
+    flags |= 0x40 if password is not None else 0
+    parts = [_string("MQTT"), bytes((version,)), b""]
+    if v5:
+        parts.append(encode_properties(properties))
+    parts.append(_string(client_id))
+    if will is not None:
+        flags |= 0x04 | (will.qos << 3) | (0x20 if will.retain else 0)
+        if v5:
+            parts.append(encode_properties(will.properties))
+        parts += [_string(will.topic), _binary(will.payload)]
+    if username is not None:
+        parts.append(_string(username))
+    if password is not None:
+        parts.append(_binary(password.encode("utf-8")))
+    parts[2] = bytes((flags,)) + struct.pack("!H", keepalive_s)
+    return _packet(PacketType.CONNECT << 4, *parts)
+
+
+def encode_subscribe(version: Version, packet_id: int, topic_filter: str, qos: int) -> bytes:
+    props = encode_properties(()) if version is Version.V5 else b""
+    body = struct.pack("!H", packet_id) + props + _string(topic_filter) + bytes((qos,))
+    return _packet((PacketType.SUBSCRIBE << 4) | 0x02, body)
+
+
+def encode_unsubscribe(version: Version, packet_id: int, topic_filter: str) -> bytes:
+    props = encode_properties(()) if version is Version.V5 else b""
+    body = struct.pack("!H", packet_id) + props + _string(topic_filter)
+    return _packet((PacketType.UNSUBSCRIBE << 4) | 0x02, body)
+
+
+def publish_header(
+    version: Version,
+    topic: bytes,
+    payload_bytes: int,
+    *,
+    qos: int,
+    retain: bool,
+    dup: bool = False,
+    packet_id: int = 0,
+    expiry_s: int | None = None,
+) -> bytes:
+    """Everything of a PUBLISH before its payload, so the payload is sent without a copy."""
+    first = (PacketType.PUBLISH << 4) | (qos << 1) | int(retain) | (0x08 if dup else 0)
+    head = struct.pack("!H", len(topic)) + topic
+    if qos:
+        head += struct.pack("!H", packet_id)
+    if version is Version.V5:
+        if expiry_s is None:
+            head += b"\x00"
+        else:
+            head += b"\x05\x02" + struct.pack("!I", expiry_s)
+    return bytes((first,)) + encode_varint(len(head) + payload_bytes) + head
+
+
+PINGREQ = bytes((PacketType.PINGREQ << 4, 0))
+
+
+def encode_client_disconnect(version: Version) -> bytes:
+    """A normal DISCONNECT from a client: the broker discards its will."""
+    if version is Version.V5:
+        return _packet(PacketType.DISCONNECT << 4, b"\x00\x00")
+    return _packet(PacketType.DISCONNECT << 4)

@@ -1,0 +1,115 @@
+"""A byte channel to the broker: plain TCP, or TLS driven through memory buffers.
+
+Reads happen on the transport's network thread, writes on whichever thread publishes,
+at the same time. A plain socket allows that as is. An ``ssl.SSLSocket`` does not
+(one OpenSSL object must not be used by two threads at once), so TLS runs on an
+``ssl.SSLObject`` over two ``MemoryBIO`` buffers: the raw socket is read and written
+without a lock, and only the short encrypt and decrypt steps share one.
+
+Whoever takes encrypted bytes out of the outgoing buffer sends them while holding the
+send lock, so TLS records reach the broker in the order they were made.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import ssl
+import threading
+from collections.abc import Sequence
+
+Buffer = bytes | bytearray | memoryview
+
+RECV_CHUNK = 256 * 1024
+
+
+class Channel:
+    """Plain TCP; ``send`` writes the parts of a packet without joining them."""
+
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+        self.send_lock = threading.Lock()
+
+    def recv_into(self, view: memoryview) -> int:
+        """Read what is there into ``view`` (blocking); 0 at end of stream."""
+        return self.sock.recv_into(view)
+
+    def send(self, parts: Sequence[Buffer]) -> None:
+        """Write ``parts`` as one packet; the caller holds ``send_lock``."""
+        total = sum(len(part) for part in parts)
+        sent = self.sock.sendmsg(parts)
+        if sent < total:  # rare: a signal or a full buffer cut the write short
+            self.sock.sendall(b"".join(parts)[sent:])
+
+    def shutdown(self) -> None:
+        """Wake a blocked reader and writer (they see an error or end of stream)."""
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self.shutdown()
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+
+class TlsChannel(Channel):
+    """TLS over memory buffers; see the module docstring for why."""
+
+    def __init__(self, sock: socket.socket, context: ssl.SSLContext, server_hostname: str | None):
+        super().__init__(sock)
+        self._incoming = ssl.MemoryBIO()
+        self._outgoing = ssl.MemoryBIO()
+        self._tls = context.wrap_bio(
+            self._incoming, self._outgoing, server_hostname=server_hostname
+        )
+        self._tls_lock = threading.Lock()
+
+    def handshake(self) -> None:
+        """Complete the TLS handshake (before any other thread uses the channel)."""
+        while True:
+            try:
+                self._tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                self._flush()
+                data = self.sock.recv(RECV_CHUNK)
+                if not data:
+                    raise ConnectionResetError(
+                        "the broker closed the connection during TLS"
+                    ) from None
+                self._incoming.write(data)
+        self._flush()
+
+    def recv_into(self, view: memoryview) -> int:
+        while True:
+            with self._tls_lock:
+                try:
+                    count = int(self._tls.read(len(view), view))  # typeshed: bytes
+                except ssl.SSLWantReadError:
+                    count = -1
+                except ssl.SSLZeroReturnError:
+                    return 0
+                pending = self._outgoing.pending
+            if pending:  # e.g. a key update the broker asked for
+                self._flush()
+            if count >= 0:
+                return count
+            data = self.sock.recv(RECV_CHUNK)
+            if not data:
+                return 0
+            with self._tls_lock:
+                self._incoming.write(data)
+
+    def send(self, parts: Sequence[Buffer]) -> None:
+        with self._tls_lock:
+            for part in parts:
+                self._tls.write(part)
+            data = self._outgoing.read()
+        self.sock.sendall(data)
+
+    def _flush(self) -> None:
+        with self.send_lock:
+            with self._tls_lock:
+                data = self._outgoing.read()
+            if data:
+                self.sock.sendall(data)
