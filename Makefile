@@ -1,5 +1,6 @@
 # splitmq — developer entry points.
 #   make demo    create .venv, then run a broker, a coordinator and three agents end to end
+#   make demo-secure   the same on Mosquitto with TLS, passwords and per-role ACLs
 #   make test    create .venv, install everything (Mosquitto too), run the whole suite
 #   make lint    ruff + mypy
 #   make bench   the benchmark suite: one table of ratios against the goals (docs/performance.md)
@@ -12,7 +13,7 @@ VENV_TFLITE := .venv-tflite214
 STAMP := $(VENV)/.installed
 STAMP_TFLITE := $(VENV_TFLITE)/.installed
 
-.PHONY: demo test lint bench bench-quick venv mosquitto clean
+.PHONY: demo demo-secure test lint bench bench-quick venv mosquitto clean
 
 venv: $(STAMP) $(STAMP_TFLITE)
 
@@ -41,6 +42,10 @@ mosquitto:
 # The demo needs no root: with Mosquitto installed it uses it, else the embedded broker.
 demo: $(STAMP)
 	$(PY) -m splitmq demo $(DEMO_ARGS)
+
+# TLS and ACLs need Mosquitto (and openssl): certificates and users by broker-config/*.sh.
+demo-secure: $(STAMP) mosquitto
+	$(PY) -m splitmq demo --secure $(DEMO_ARGS)
 
 test: venv mosquitto
 	SPLITMQ_TFLITE214_PYTHON=$(CURDIR)/$(VENV_TFLITE)/bin/python $(PY) -m pytest

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from pathlib import Path
 
 
@@ -23,12 +24,23 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     add("--digits-only", action="store_true", help="skip MobileNetV3Large (fast)")
     add("--embedded-broker", action="store_true", help="the embedded broker, even with Mosquitto")
     add("--keep-running", action="store_true", help="leave the fleet up at the end")
+    add(
+        "--secure",
+        action="store_true",
+        help="Mosquitto with TLS, passwords and per-role ACLs (broker-config/secure.conf); "
+        "certificates and credentials made by the broker-config scripts, one user per process",
+    )
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     import warnings
 
+    from splitmq.demo.processes import SECURE_NEEDS_MOSQUITTO
+
+    if args.secure and args.embedded_broker:
+        print(f"splitmq demo: {SECURE_NEEDS_MOSQUITTO}", file=sys.stderr)
+        return 2
     from splitmq.demo.scenario import DemoOptions, run_demo
 
     # The demo speaks in its own lines; TensorFlow's and Keras's chatter stays out.
@@ -42,5 +54,6 @@ def run(args: argparse.Namespace) -> int:
         mobilenet=not args.digits_only,
         embedded=args.embedded_broker,
         keep_running=args.keep_running,
+        secure=args.secure,
     )
     return run_demo(options)

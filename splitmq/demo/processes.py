@@ -1,8 +1,11 @@
 """The demo's fleet: a broker, a coordinator and agents, each a separate process.
 
 The broker is Mosquitto when it is installed, otherwise the embedded Python broker (so
-nothing needs root). Every process logs into ``WORKDIR/logs/``; :meth:`DemoFleet.stop`
-stops everything that was started, whatever happened.
+nothing needs root). In secure mode it is Mosquitto on ``broker-config/secure.conf``
+(TLS, passwords, per-role ACL) with the files of a :class:`~splitmq.secure_setup.SecureSetup`,
+and every process connects with its own credentials. Every process logs into
+``WORKDIR/logs/``; :meth:`DemoFleet.stop` stops everything that was started, whatever
+happened.
 """
 
 from __future__ import annotations
@@ -18,16 +21,30 @@ from pathlib import Path
 
 from splitmq.broker import Mosquitto, config_dir, mosquitto_binary
 from splitmq.errors import ConfigError, SplitMQError
+from splitmq.secure_setup import SecureSetup
 
 AGENT_PROFILES = {"pi-1": "rpi4", "phone-1": "phone", "laptop-1": "laptop"}
-
-
-@dataclass
-class Credentials:
-    """How one process authenticates (secure mode)."""
-
-    username: str
-    password_file: Path
+COORDINATOR = "coordinator"
+"""The coordinator's user name in secure mode."""
+CONNECTION_ENVIRONMENT = (
+    "SPLITMQ_BROKER",
+    "SPLITMQ_USERNAME",
+    "SPLITMQ_PASSWORD",
+    "SPLITMQ_PASSWORD_FILE",
+    "SPLITMQ_CA_CERTS",
+    "SPLITMQ_CERTFILE",
+    "SPLITMQ_KEYFILE",
+    "SPLITMQ_TLS_INSECURE",
+    "SPLITMQ_MQTT_VERSION",
+    "SPLITMQ_NAMESPACE",
+    "SPLITMQ_AGENT_CONFIG",
+)
+"""Variables the commands would read for their connection: the demo gives every
+process its own on the command line, and leaves none to a caller's shell."""
+SECURE_NEEDS_MOSQUITTO = (
+    "--secure needs Mosquitto: the embedded broker has neither TLS nor ACLs "
+    "(drop --embedded-broker; `apt-get install mosquitto` if it is missing)"
+)
 
 
 @dataclass
@@ -38,18 +55,19 @@ class DemoFleet:
         workdir: logs, agent caches and the broker's files go here.
         pool: the model pool the coordinator serves.
         embedded: use the embedded broker even when Mosquitto is installed.
+        secure: secure mode: Mosquitto on ``secure.conf`` with these files, and each
+            process with the credentials of the user named as it (``coordinator``, the
+            agent ids); None: the anonymous development broker.
         broker_url: set once the broker runs.
-        tls: CA bundle and per-process credentials in secure mode (else None).
+        broker_kind: ``mosquitto`` or ``embedded``, set once the broker runs.
     """
 
     workdir: Path
     pool: Path
     embedded: bool = False
+    secure: SecureSetup | None = None
     broker_url: str = ""
     broker_kind: str = ""
-    ca_certs: Path | None = None
-    credentials: dict[str, Credentials] = field(default_factory=dict)
-    broker_config: Path | None = None
     agents: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     _mosquitto: Mosquitto | None = None
     _processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
@@ -71,6 +89,16 @@ class DemoFleet:
 
     def start_broker(self) -> str:
         """Mosquitto if installed (and not ``embedded``), else the embedded broker."""
+        if self.secure is not None:
+            if self.embedded:
+                raise ConfigError(SECURE_NEEDS_MOSQUITTO)
+            mosquitto_binary()  # ConfigError naming the package when it is missing
+            # The broker reads the CA, its certificate, passwd and acl from the setup's
+            # directory: the very files the other processes were given.
+            self._mosquitto = self.secure.mosquitto(self.workdir / "broker").start()
+            self.broker_url = self._mosquitto.url("mqtts")
+            self.broker_kind = "mosquitto"
+            return self.broker_url
         use_mosquitto = not self.embedded
         if use_mosquitto:
             try:
@@ -78,14 +106,10 @@ class DemoFleet:
             except ConfigError:
                 use_mosquitto = False
         if use_mosquitto:
-            config = self.broker_config or config_dir() / "dev.conf"
-            self._mosquitto = Mosquitto(config, self.workdir / "broker").start()
-            scheme = "mqtts" if self.ca_certs else "mqtt"
-            self.broker_url = self._mosquitto.url(scheme)
+            self._mosquitto = Mosquitto(config_dir() / "dev.conf", self.workdir / "broker").start()
+            self.broker_url = self._mosquitto.url()
             self.broker_kind = "mosquitto"
         else:
-            if self.ca_certs:
-                raise ConfigError("secure mode needs Mosquitto: the embedded broker has no TLS")
             self.broker_url = self._start_embedded()
             self.broker_kind = "embedded"
         return self.broker_url
@@ -105,17 +129,16 @@ class DemoFleet:
 
     # -- splitmq processes --------------------------------------------------------------
 
-    def broker_args(self, role: str) -> list[str]:
-        args = ["--broker", self.broker_url]
-        if self.ca_certs is not None:
-            args += ["--ca-certs", str(self.ca_certs)]
-        creds = self.credentials.get(role)
-        if creds is not None:
-            args += ["--username", creds.username, "--password-file", str(creds.password_file)]
-        return args
+    def broker_args(self, user: str) -> list[str]:
+        """The broker options of a ``splitmq`` process connecting as ``user``."""
+        if self.secure is not None:
+            return self.secure.access(user).cli_args()
+        return ["--broker", self.broker_url]
 
     def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
         env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2")
+        for variable in CONNECTION_ENVIRONMENT:
+            env.pop(variable, None)
         process = subprocess.Popen(
             [sys.executable, "-m", "splitmq", *args],
             stdout=(self.logs / f"{name}.log").open("ab"),
@@ -128,7 +151,7 @@ class DemoFleet:
     def start_coordinator(self) -> subprocess.Popen[bytes]:
         return self._spawn(
             "coordinator",
-            ["coordinator", *self.broker_args("coordinator"), "--pool", str(self.pool)],
+            ["coordinator", *self.broker_args(COORDINATOR), "--pool", str(self.pool)],
         )
 
     def start_agent(self, agent_id: str, profile: str) -> subprocess.Popen[bytes]:

@@ -1,7 +1,10 @@
 """``splitmq demo``: the whole loop on this machine, in a few minutes.
 
 1. start a broker, a coordinator and three agents (``rpi4``, ``phone``, ``laptop``
-   profiles: slower compute and emulated Wi-Fi links), each a separate process;
+   profiles: slower compute and emulated Wi-Fi links), each a separate process (with
+   ``--secure``: Mosquitto on ``broker-config/secure.conf``, TLS and per-role ACLs,
+   certificates and credentials made by the ``broker-config`` scripts, one user per
+   process);
 2. convert the digits classifier and MobileNetV3Large into the pool (once);
 3. deploy both with two replicas per stage;
 4. stream requests through the fleet, kill one agent part way (SIGKILL: its will
@@ -17,12 +20,13 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from splitmq.broker import mosquitto_binary
 from splitmq.client import Client, ClientConfig, InferenceError, InferenceResult
 from splitmq.client.kpi import ReportInputs
 from splitmq.client.plots import write_plots
@@ -32,8 +36,14 @@ from splitmq.converter import run_model
 from splitmq.converter.digits import load_split
 from splitmq.converter.pool import PoolEntry
 from splitmq.demo.models import ensure_digits, ensure_mobilenet, mobilenet_inputs
-from splitmq.demo.processes import AGENT_PROFILES, DemoFleet
-from splitmq.errors import SplitMQError
+from splitmq.demo.processes import (
+    AGENT_PROFILES,
+    COORDINATOR,
+    SECURE_NEEDS_MOSQUITTO,
+    DemoFleet,
+)
+from splitmq.errors import ConfigError, SplitMQError
+from splitmq.secure_setup import Role, SecureSetup, make_secure_setup
 from splitmq.transport import InboundMessage, MqttTransport, TransportConfig, parse_broker_url
 from splitmq.wire import (
     AgentState,
@@ -58,6 +68,13 @@ from splitmq.wire.topics import (
 
 OPERATOR = "demo-operator"
 CLIENT = "demo-client"
+SECURE_USERS: tuple[tuple[Role, str], ...] = (
+    (Role.COORDINATOR, COORDINATOR),
+    (Role.OPERATOR, OPERATOR),
+    *((Role.AGENT, agent_id) for agent_id in AGENT_PROFILES),
+    (Role.CLIENT, CLIENT),
+)
+"""Secure mode: one user per process, each with only its role's topics."""
 
 
 @dataclass(frozen=True)
@@ -71,7 +88,8 @@ class DemoOptions:
         mobilenet: include MobileNetV3Large (off: the digits classifier only, fast).
         embedded: use the embedded broker even when Mosquitto is installed.
         keep_running: leave the fleet up at the end until Ctrl-C.
-        transport: connection settings of the demo's own clients (secure mode).
+        secure: Mosquitto on ``broker-config/secure.conf`` (TLS, passwords, per-role
+            ACLs) with a CA and credentials made by the ``broker-config`` scripts.
     """
 
     workdir: Path
@@ -80,6 +98,7 @@ class DemoOptions:
     mobilenet: bool = True
     embedded: bool = False
     keep_running: bool = False
+    secure: bool = False
 
 
 Say = Callable[[str], None]
@@ -90,10 +109,15 @@ def say(text: str) -> None:
 
 
 class Control:
-    """The demo's operator connection: waits for agents and the coordinator, deploys."""
+    """The demo's operator connection: waits for agents and the coordinator, deploys.
 
-    def __init__(self, config: TransportConfig):
+    ``probe`` is the connection of a client (a plan request is a client's to send: the
+    operator's role may not) for :meth:`wait_coordinator`.
+    """
+
+    def __init__(self, config: TransportConfig, probe: TransportConfig):
         self.transport = MqttTransport(config)
+        self.probe = probe
         self._online: set[str] = set()
         self._replies: dict[str, Any] = {}
         self.deployments: dict[str, Deployment] = {}
@@ -103,7 +127,6 @@ class Control:
         self.transport.start()
         self.transport.subscribe(STATUS.filter(), self._on_status)
         self.transport.subscribe(DEPLOY_REPLIES.name(client=OPERATOR), self._on_reply)
-        self.transport.subscribe(PLANS.name(client=OPERATOR), self._on_reply)
         self.transport.subscribe(DEPLOYMENTS.filter(), self._on_deployment)
 
     def close(self) -> None:
@@ -161,14 +184,18 @@ class Control:
                 self._cond.wait(0.5)
 
     def wait_coordinator(self, timeout_s: float = 60.0) -> None:
-        """Ask for a plan of a model nobody has until a coordinator refuses it."""
+        """Ask, as the client, for a plan of a model nobody has until a coordinator
+        refuses it."""
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            request_id = uuid.uuid4().hex
-            probe = PlanRequest(request_id=request_id, client_id=OPERATOR, model="no-such-model")
-            self.transport.publish(PLAN_REQUESTS.name(), encode(probe)).wait(5)
-            if isinstance(self._wait_reply(request_id, 1.0), PlanRefused):
-                return
+        # A fresh MQTT client id: the demo's Client connects as splitmq-demo-client.
+        with MqttTransport(replace(self.probe, client_id="")) as client:
+            client.subscribe(PLANS.name(client=CLIENT), self._on_reply)
+            while time.monotonic() < deadline:
+                request_id = uuid.uuid4().hex
+                probe = PlanRequest(request_id=request_id, client_id=CLIENT, model="no-such-model")
+                client.publish(PLAN_REQUESTS.name(), encode(probe)).wait(5)
+                if isinstance(self._wait_reply(request_id, 1.0), PlanRefused):
+                    return
         raise SplitMQError("no coordinator answered (see logs/coordinator.log)")
 
     def deploy(self, request: DeployRequest, timeout_s: float = 180.0) -> DeployReply:
@@ -278,28 +305,66 @@ def run_demo(
     transport_for: Callable[[str], TransportConfig] | None = None,
     fleet: DemoFleet | None = None,
 ) -> int:
-    """Run the demo; 0 when every answer matched the single-device run."""
+    """Run the demo; 0 when every answer matched the single-device run.
+
+    ``transport_for(user)`` is the in-process connection of the demo's operator and
+    client (default: the fleet's broker, as that user in secure mode).
+    """
     workdir = options.workdir.resolve()
     pool = workdir / "pool"
-    fleet = fleet or DemoFleet(workdir, pool, embedded=options.embedded)
+    if fleet is None:
+        secure = None
+        if options.secure:
+            if options.embedded:
+                raise ConfigError(SECURE_NEEDS_MOSQUITTO)
+            mosquitto_binary()  # says how to install it, before making certificates
+            # Made once, before the broker starts: the broker and every process read
+            # the same CA, broker certificate, passwd and acl.
+            secure = make_secure_setup(workdir / "secure", SECURE_USERS)
+        fleet = DemoFleet(workdir, pool, embedded=options.embedded, secure=secure)
     with fleet:
         url = fleet.start_broker()
         say(f"broker: {fleet.broker_kind} at {url}")
+        if fleet.secure is not None:
+            describe_secure(fleet.secure)
         digits = ensure_digits(pool)
         mobilenet = ensure_mobilenet(pool) if options.mobilenet else None
         fleet.start_coordinator()
         for agent_id, profile in AGENT_PROFILES.items():
             fleet.start_agent(agent_id, profile)
-        config_for = transport_for or (
-            lambda role: parse_broker_url(url, client_id=f"splitmq-{role}")
-        )
-        control = Control(config_for(OPERATOR))
+        config_for = transport_for or _transports(fleet)
+        control = Control(config_for(OPERATOR), config_for(CLIENT))
         control.start()
         try:
             models = Models(digits, mobilenet)
             return _scenario(options, fleet, control, config_for, models)
         finally:
             control.close()
+
+
+def _transports(fleet: DemoFleet) -> Callable[[str], TransportConfig]:
+    """The in-process connection of each of the demo's users to ``fleet``'s broker."""
+    secure, url = fleet.secure, fleet.broker_url
+
+    def config_for(user: str) -> TransportConfig:
+        if secure is not None:
+            return secure.access(user).transport_config(client_id=f"splitmq-{user}")
+        return parse_broker_url(url, client_id=f"splitmq-{user}")
+
+    return config_for
+
+
+def describe_secure(setup: SecureSetup) -> None:
+    """Say what secure mode means for this run, and where its files are."""
+    by_role: dict[Role, list[str]] = {}
+    for access in setup.users.values():
+        by_role.setdefault(access.role, []).append(access.username)
+    users = "; ".join(f"{role.value}: {', '.join(names)}" for role, names in by_role.items())
+    say(
+        f"  TLS (CA and broker certificate by broker-config/make-dev-ca.sh), no anonymous "
+        f"access, a password and per-role ACLs for each process (broker-config/"
+        f"make-credentials.sh): {users}\n  files in {setup.directory}"
+    )
 
 
 @dataclass(frozen=True)
@@ -391,10 +456,14 @@ def _scenario(
 
 
 def _keep_running(fleet: DemoFleet) -> None:
+    operator = client = f"--broker {fleet.broker_url}"
+    if fleet.secure is not None:
+        operator = " ".join(fleet.secure.access(OPERATOR).cli_args())
+        client = " ".join(fleet.secure.access(CLIENT).cli_args()) + f" --client-id {CLIENT}"
     say(
         f"\nthe fleet keeps running (Ctrl-C stops it). Try:\n"
-        f"  splitmq fleet --broker {fleet.broker_url}\n"
-        f"  splitmq infer digits some-digit.png --broker {fleet.broker_url}\n"
+        f"  splitmq fleet {operator}\n"
+        f"  splitmq infer digits some-digit.png {client}\n"
     )
     try:
         while True:
