@@ -162,7 +162,12 @@ class Client:
                 (t.STATUS.filter(ns), self._on_status, t.STATUS),
                 (t.TELEMETRY.filter(ns), self._on_telemetry_message, t.TELEMETRY),
             ):
-                self.transport.subscribe(topic_filter, handler, qos=row.qos, timeout_s=timeout_s)
+                fast_path = None
+                if handler == self._on_answer and self.transport.fast_paths_may_block:
+                    fast_path = self._answer_now  # one thread wake-up less per request
+                self.transport.subscribe(
+                    topic_filter, handler, qos=row.qos, timeout_s=timeout_s, fast_path=fast_path
+                )
             self._timers.start()
             if self.agent is not None:
                 self.agent.start(timeout_s)
@@ -532,6 +537,11 @@ class Client:
             self._give_up(request, step.code, step.reason, effects)
 
     # -- endings -------------------------------------------------------------------------
+
+    def _answer_now(self, message: InboundMessage) -> bool:
+        """The fast path for answers: handled on the transport's network thread."""
+        self._on_answer(message)
+        return True
 
     def _on_answer(self, message: InboundMessage) -> None:
         answer = _decoded(message, (Result, ErrorMessage))

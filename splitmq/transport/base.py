@@ -89,6 +89,18 @@ class Transport(Protocol):
     def max_payload_bytes(self) -> int:
         """The largest payload that fits the broker's packet limit on the longest topic."""
 
+    @property
+    def fast_paths_may_block(self) -> bool:
+        """Whether a fast path may do short work (a client handling an answer) on the
+        network thread instead of only enqueueing.
+
+        True only where that thread does nothing but read this connection: a short stop
+        there delays this connection's reads, nothing else (publishing goes on from
+        other threads). Where the thread also writes for everyone (paho) or is the
+        publisher's own (in memory), fast paths must only enqueue. Long work (a shard)
+        never runs there: the agent's bounded stage queues must keep refusing floods.
+        """
+
     def start(self, timeout_s: float = 10.0) -> None:
         """Connect and start the worker threads; block until connected."""
 

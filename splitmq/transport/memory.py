@@ -150,6 +150,10 @@ class MemoryTransport:
     def max_payload_bytes(self) -> int:
         return self._broker.max_packet_bytes - 1024
 
+    @property
+    def fast_paths_may_block(self) -> bool:
+        return False  # fast paths run on the publisher's own thread
+
     def start(self, timeout_s: float = 10.0) -> None:
         self._inbox.start()
         self._connected = True

@@ -253,6 +253,10 @@ class MqttTransport:
         overhead = packet_size("x" * MAX_TOPIC_BYTES, 0, 1, self.config.version) + 4
         return self.max_packet_bytes - overhead
 
+    @property
+    def fast_paths_may_block(self) -> bool:
+        return True  # the reader thread only reads; publishing never waits for it
+
     # -- life cycle ---------------------------------------------------------------------
 
     def start(self, timeout_s: float = 10.0) -> None:

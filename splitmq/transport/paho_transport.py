@@ -142,6 +142,10 @@ class PahoTransport:
         overhead = packet_size("x" * MAX_TOPIC_BYTES, 0, 1, self.config.version) + 4
         return self.max_packet_bytes - overhead
 
+    @property
+    def fast_paths_may_block(self) -> bool:
+        return False  # paho's network thread also writes every publish
+
     # -- life cycle ---------------------------------------------------------------------
 
     def start(self, timeout_s: float = 10.0) -> None:

@@ -125,7 +125,7 @@ def _refuse(tag: int) -> Callable[[Any], Any]:
 _REFUSED = {tag: _refuse(tag) for tag in _BUILTIN_TAGS}
 
 
-ZERO_COPY_THRESHOLD = 32 * 1024
+ZERO_COPY_THRESHOLD = 256 * 1024
 
 
 def loads(data: bytes | bytearray | memoryview, *, max_depth: int) -> Any:
