@@ -3,6 +3,8 @@
     python scripts/soak.py --minutes 60            # the real thing (not run in CI)
     python scripts/soak.py --minutes 3 --window 30 # a quick look
 
+SIGINT or SIGTERM ends it early, still with the summary of the windows so far.
+
 It starts Mosquitto (broker-config/dev.conf), a coordinator process and agent
 processes, deploys the digits model (two stages, two replicas), then a client sends
 ``--rate`` requests per second until the time is up. Every ``--fault-every`` seconds
@@ -371,8 +373,11 @@ class Soak:
             "memory MB (the faults of each window under it)",
             flush=True,
         )
+        ended = threading.Event()  # SIGINT or SIGTERM: end early, with the summary
+        for number in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(number, lambda *_: ended.set())
         try:
-            while (now := time.monotonic() - self.started_s) < total_s:
+            while (now := time.monotonic() - self.started_s) < total_s and not ended.is_set():
                 if now >= next_window:
                     self.close_window(next_window)
                     next_window += window_s
