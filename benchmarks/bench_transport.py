@@ -28,7 +28,10 @@ from splitmq.transport import InboundMessage, MqttTransport, parse_broker_url
 from splitmq.transport.paho_transport import PahoTransport
 
 SIZES = (602_410, 125_909, 88_419, 4_500)
-ENGINES = {"own": MqttTransport, "paho": PahoTransport}
+ENGINES: dict[str, type[MqttTransport] | type[PahoTransport]] = {
+    "own": MqttTransport,
+    "paho": PahoTransport,
+}
 
 
 def hop(engine: str, index: int) -> str:
