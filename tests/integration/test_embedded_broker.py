@@ -351,7 +351,8 @@ def test_qos2_resent_before_pubrel_is_delivered_once(
         assert raw.read_packet() == (0x70, b"\x00\x07")  # PUBCOMP
         raw.send(frame(0x30, text(f"{prefix}/end") + b"marker"))
         watcher.wait_for(2)
-        assert watcher.payloads() == [b"exactly once", b"marker"]
+        # paho hands a QoS 2 message over at PUBREL, so the QoS 0 marker may come first
+        assert sorted(watcher.payloads()) == [b"exactly once", b"marker"]
     finally:
         raw.close()
 
