@@ -155,16 +155,15 @@ class Client:
                 return
             self.transport.start(timeout_s)
             ns = self.namespace
-            for topic_filter, handler, row in (
-                (self._callback, self._on_answer, t.RESULTS),
-                (t.PLANS.name(ns, client=self.client_id), self._on_plan, t.PLANS),
-                (t.DEPLOYMENTS.filter(ns), self._on_deployment, t.DEPLOYMENTS),
-                (t.STATUS.filter(ns), self._on_status, t.STATUS),
-                (t.TELEMETRY.filter(ns), self._on_telemetry_message, t.TELEMETRY),
+            # answers handled on the network thread where allowed: one wake-up less each
+            answer_now = self._answer_now if self.transport.fast_paths_may_block else None
+            for topic_filter, handler, row, fast_path in (
+                (self._callback, self._on_answer, t.RESULTS, answer_now),
+                (t.PLANS.name(ns, client=self.client_id), self._on_plan, t.PLANS, None),
+                (t.DEPLOYMENTS.filter(ns), self._on_deployment, t.DEPLOYMENTS, None),
+                (t.STATUS.filter(ns), self._on_status, t.STATUS, None),
+                (t.TELEMETRY.filter(ns), self._on_telemetry_message, t.TELEMETRY, None),
             ):
-                fast_path = None
-                if handler == self._on_answer and self.transport.fast_paths_may_block:
-                    fast_path = self._answer_now  # one thread wake-up less per request
                 self.transport.subscribe(
                     topic_filter, handler, qos=row.qos, timeout_s=timeout_s, fast_path=fast_path
                 )

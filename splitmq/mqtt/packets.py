@@ -534,15 +534,18 @@ def encode_publish(
     packet_id: int | None = None,
     properties: Sequence[tuple[int, PropertyValue]] = (),
 ) -> bytes:
-    first = (PacketType.PUBLISH << 4) | (qos << 1) | int(retain)
-    head = _string(topic)
-    if qos:
-        if packet_id is None:
-            raise ValueError("a QoS 1 or 2 PUBLISH needs a packet identifier")
-        head += struct.pack("!H", packet_id)
-    if version is Version.V5:
-        head += encode_properties(properties)
-    return _packet(first, head, payload)
+    if qos and packet_id is None:
+        raise ValueError("a QoS 1 or 2 PUBLISH needs a packet identifier")
+    head = publish_header(
+        version,
+        topic.encode("utf-8"),
+        len(payload),
+        qos=qos,
+        retain=retain,
+        packet_id=packet_id or 0,
+        properties=encode_properties(properties),
+    )
+    return head + payload
 
 
 def encode_ack(kind: PacketType, packet_id: int, version: Version, reason: int = 0) -> bytes:
@@ -631,19 +634,25 @@ def publish_header(
     retain: bool,
     dup: bool = False,
     packet_id: int = 0,
-    expiry_s: int | None = None,
+    properties: bytes = b"\x00",
 ) -> bytes:
-    """Everything of a PUBLISH before its payload, so the payload is sent without a copy."""
+    """Everything of a PUBLISH before its payload, so the payload is sent without a copy.
+
+    ``properties`` is the encoded MQTT 5 property block (ignored for 3.1.1): empty by
+    default, :func:`expiry_property` for a message expiry.
+    """
     first = (PacketType.PUBLISH << 4) | (qos << 1) | int(retain) | (0x08 if dup else 0)
     head = struct.pack("!H", len(topic)) + topic
     if qos:
         head += struct.pack("!H", packet_id)
     if version is Version.V5:
-        if expiry_s is None:
-            head += b"\x00"
-        else:
-            head += b"\x05\x02" + struct.pack("!I", expiry_s)
+        head += properties
     return bytes((first,)) + encode_varint(len(head) + payload_bytes) + head
+
+
+def expiry_property(expiry_s: int) -> bytes:
+    """The property block holding only a Message Expiry Interval (seconds)."""
+    return b"\x05\x02" + struct.pack("!I", expiry_s)
 
 
 PINGREQ = bytes((PacketType.PINGREQ << 4, 0))

@@ -54,6 +54,7 @@ from splitmq.mqtt.packets import (
     encode_connect,
     encode_subscribe,
     encode_unsubscribe,
+    expiry_property,
     get_property,
     parse_fixed_header,
     publish_header,
@@ -124,6 +125,46 @@ def backoff_delay(attempt: int, min_s: float, max_s: float, rng: random.Random) 
     """Full-jitter exponential backoff: uniform in ``[min_s, min(max_s, min_s * 2**attempt))``."""
     ceiling = min(max_s, min_s * 2 ** min(attempt, 32))
     return rng.uniform(min_s, max(min_s, ceiling))
+
+
+def max_payload_bytes(max_packet_bytes: int, version: MqttVersion) -> int:
+    """The largest payload that fits ``max_packet_bytes`` on the longest topic we allow."""
+    return max_packet_bytes - packet_size("x" * MAX_TOPIC_BYTES, 0, 1, version) - 4
+
+
+class ConnectionEvents:
+    """Tells connection listeners of each (re)connection and loss, on a thread of its own
+    (never the network thread: a listener may publish or block)."""
+
+    def __init__(self, name: str):
+        self._listeners: list[ConnectionListener] = []
+        self._queue: queue.Queue[bool | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name=f"{name}-events", daemon=True)
+
+    def add(self, listener: ConnectionListener) -> None:
+        self._listeners.append(listener)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def put(self, up: bool) -> None:
+        self._queue.put(up)
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join(timeout_s)
+
+    def _run(self) -> None:
+        while True:
+            event = self._queue.get()
+            if event is None:
+                return
+            for listener in list(self._listeners):
+                try:
+                    listener(event)
+                except Exception:
+                    log.exception("connection listener failed")
 
 
 class _Outgoing:
@@ -214,8 +255,7 @@ class MqttTransport:
         self._qos2_in: set[int] = set()
         self._receive_max = max(1, config.max_inflight)
         self._broker_max_packet: int | None = None
-        self._listeners: list[ConnectionListener] = []
-        self._events: queue.Queue[bool | None] = queue.Queue()
+        self._events = ConnectionEvents(self._client_id)
         self._reader: _Reader | None = None
         self._last_read = 0.0
         self._last_write = 0.0
@@ -224,7 +264,6 @@ class MqttTransport:
         self._threads = [
             threading.Thread(target=self._run, name=f"{self._client_id}-mqtt", daemon=True),
             threading.Thread(target=self._run_keepalive, name=f"{self._client_id}-ka", daemon=True),
-            threading.Thread(target=self._run_events, name=f"{self._client_id}-ev", daemon=True),
         ]
 
     # -- properties ---------------------------------------------------------------------
@@ -250,8 +289,7 @@ class MqttTransport:
 
     @property
     def max_payload_bytes(self) -> int:
-        overhead = packet_size("x" * MAX_TOPIC_BYTES, 0, 1, self.config.version) + 4
-        return self.max_packet_bytes - overhead
+        return max_payload_bytes(self.max_packet_bytes, self.config.version)
 
     @property
     def fast_paths_may_block(self) -> bool:
@@ -264,6 +302,7 @@ class MqttTransport:
             return
         self._started = True
         self._inbox.start()
+        self._events.start()
         for thread in self._threads:
             thread.start()
         try:
@@ -289,13 +328,11 @@ class MqttTransport:
         self._connected.clear()
         if channel is not None:
             channel.close()
-        for thread in self._threads[:2]:
+        for thread in self._threads:
             if thread.is_alive() and thread is not threading.current_thread():
                 thread.join(5.0)
         self._inbox.stop()
-        if self._started:
-            self._events.put(None)
-            self._threads[2].join(5.0)
+        self._events.stop()
         with self._lock:
             unsent = [*self._inflight.values(), *self._pending]
             self._inflight.clear()
@@ -311,7 +348,7 @@ class MqttTransport:
         self.close()
 
     def add_connection_listener(self, listener: ConnectionListener) -> None:
-        self._listeners.append(listener)
+        self._events.add(listener)
 
     # -- publish / subscribe ---------------------------------------------------------
 
@@ -430,10 +467,10 @@ class MqttTransport:
         return waiter
 
     def _transmit(self, channel: Channel, message: _Outgoing, dup: bool = False) -> None:
-        expiry = None
+        properties = b"\x00"
         if message.expires_at is not None:
             left = message.expires_at - time.monotonic()
-            expiry = min(MAX_EXPIRY_S, max(1, int(left + 0.999)))
+            properties = expiry_property(min(MAX_EXPIRY_S, max(1, int(left + 0.999))))
         header = publish_header(
             self._version,
             message.topic_bytes,
@@ -442,7 +479,7 @@ class MqttTransport:
             retain=message.retain,
             dup=dup,
             packet_id=message.packet_id,
-            expiry_s=expiry,
+            properties=properties,
         )
         self._write(channel, [header, message.payload])
 
@@ -681,7 +718,7 @@ class MqttTransport:
         message.finish(error)
         self._release_pending(channel)
 
-    # -- keep-alive and connection events ------------------------------------------------
+    # -- keep-alive ------------------------------------------------
 
     def _run_keepalive(self) -> None:
         keepalive = self.config.keepalive_s
@@ -708,17 +745,6 @@ class MqttTransport:
                     channel.shutdown()
                 finally:
                     channel.send_lock.release()
-
-    def _run_events(self) -> None:
-        while True:
-            event = self._events.get()
-            if event is None:
-                return
-            for listener in list(self._listeners):
-                try:
-                    listener(event)
-                except Exception:
-                    log.exception("connection listener failed")
 
 
 class _Reader:

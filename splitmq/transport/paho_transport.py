@@ -47,10 +47,11 @@ from splitmq.transport.base import (
 from splitmq.transport.config import MqttVersion, TransportConfig
 from splitmq.transport.mqtt import (
     MAX_EXPIRY_S,
-    MAX_TOPIC_BYTES,
+    ConnectionEvents,
     ConnectionRefused,
     PublishRefused,
     backoff_delay,
+    max_payload_bytes,
     packet_size,
 )
 
@@ -104,11 +105,7 @@ class PahoTransport:
         self._pending_subacks: dict[int, tuple[threading.Event, list[str]]] = {}
         self._refusals: dict[int, str] = {}
         self._resubscribed: set[int] = set()
-        self._listeners: list[ConnectionListener] = []
-        self._events: queue.Queue[bool | None] = queue.Queue()
-        self._events_thread = threading.Thread(
-            target=self._run_events, name=f"{self._client_id}-events", daemon=True
-        )
+        self._events = ConnectionEvents(self._client_id)
         self._broker_max_packet: int | None = None
         self._attempt = 0
         self._ever_connected = False
@@ -139,8 +136,7 @@ class PahoTransport:
 
     @property
     def max_payload_bytes(self) -> int:
-        overhead = packet_size("x" * MAX_TOPIC_BYTES, 0, 1, self.config.version) + 4
-        return self.max_packet_bytes - overhead
+        return max_payload_bytes(self.max_packet_bytes, self.config.version)
 
     @property
     def fast_paths_may_block(self) -> bool:
@@ -153,7 +149,7 @@ class PahoTransport:
             return
         self._started = True
         self._inbox.start()
-        self._events_thread.start()
+        self._events.start()
         self._client.connect_async(
             self.config.host,
             self.config.port,
@@ -184,9 +180,7 @@ class PahoTransport:
         self._client.loop_stop()
         self._connected.clear()
         self._inbox.stop()
-        if self._started:
-            self._events.put(None)
-            self._events_thread.join(5.0)
+        self._events.stop()
 
     def __enter__(self) -> PahoTransport:
         self.start()
@@ -196,7 +190,7 @@ class PahoTransport:
         self.close()
 
     def add_connection_listener(self, listener: ConnectionListener) -> None:
-        self._listeners.append(listener)
+        self._events.add(listener)
 
     # -- publish / subscribe ---------------------------------------------------------
 
@@ -315,17 +309,6 @@ class PahoTransport:
 
     def _take_refusal(self, mid: int) -> str | None:
         return self._refusals.pop(mid, None)
-
-    def _run_events(self) -> None:
-        while True:
-            event = self._events.get()
-            if event is None:
-                return
-            for listener in list(self._listeners):
-                try:
-                    listener(event)
-                except Exception:
-                    log.exception("connection listener failed")
 
     # paho callbacks: all run on paho's network thread, none may block.
 
