@@ -50,7 +50,7 @@ from splitmq.client import errors, routes
 from splitmq.client.config import ClientConfig
 from splitmq.client.errors import DeadlineError, InferenceError, InputError, PlanRefusedError
 from splitmq.client.inputs import Inputs, fit_inputs, read_outputs, top_classes
-from splitmq.client.plans import PendingPlans, PlanCache, PlanKey
+from splitmq.client.plans import PendingPlan, PendingPlans, PlanCache, PlanKey
 from splitmq.client.records import RequestRecord
 from splitmq.client.request_state import Phase, RequestState, now_ms
 from splitmq.client.result import InferenceResult
@@ -298,17 +298,23 @@ class Client:
 
     def _plan(self, request: RequestState, *, fresh: bool, effects: Effects) -> None:
         now = time.monotonic()
-        plan = None if fresh else self._plans.get(request.key, now)
+        plan, stale = (None, False) if fresh else self._plans.lookup(request.key, now)
         if plan is not None:
+            if stale:  # use it now; a fresh one replaces it when the coordinator answers
+                self._ask_for_plan(self._pending.revalidate(request.key, now), now, effects)
             self._use_plan(request, plan, effects)
             return
         request.phase = Phase.PLANNING
-        pending = self._pending.join(request.key, request.request_id, now)
-        if pending is not None:  # the first to wait for this key asks; the others join
-            message = pending.key.request(pending.plan_request_id, self.client_id)
-            effects.append(partial(self._publish, t.PLAN_REQUESTS.name(self.namespace), message))
-            expire = partial(self._locked, partial(self._answer, pending.plan_request_id, None))
-            self._timers.call_at(now + self.config.plan_timeout_s, expire)
+        # the first to wait for this key asks; the others join
+        self._ask_for_plan(self._pending.join(request.key, request.request_id, now), now, effects)
+
+    def _ask_for_plan(self, pending: PendingPlan | None, now: float, effects: Effects) -> None:
+        if pending is None:  # already asked
+            return
+        message = pending.key.request(pending.plan_request_id, self.client_id)
+        effects.append(partial(self._publish, t.PLAN_REQUESTS.name(self.namespace), message))
+        expire = partial(self._locked, partial(self._answer, pending.plan_request_id, None))
+        self._timers.call_at(now + self.config.plan_timeout_s, expire)
 
     def _on_plan(self, message: InboundMessage) -> None:
         answer = _decoded(message, (Plan, PlanRefused))
@@ -324,6 +330,8 @@ class Client:
             return
         if isinstance(answer, Plan):
             self._plans.put(pending.key, answer, time.monotonic())
+        elif isinstance(answer, PlanRefused):  # a stale plan the coordinator would not renew
+            self._plans.forget(pending.key)
         for request_id in pending.waiters:
             request = self._requests.get(request_id)
             if request is None or request.phase is not Phase.PLANNING:

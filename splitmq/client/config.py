@@ -29,7 +29,9 @@ class ClientConfig:
             this long (jittered), until the deadline.
         plan_timeout_s: wait this long for the coordinator's plan. When a fresh plan
             for a retry does not come, the retry goes on with the plan it had.
-        plan_ttl_s: ask again for a plan after this long, even if its epoch holds.
+        plan_ttl_s: ask again for a plan after this long, even if its epoch holds. The
+            old plan serves meanwhile (and on, if the coordinator does not answer) until
+            the coordinator refuses it or its deployment moves to a new epoch.
         max_in_flight: requests ``stream`` keeps in flight.
         resize_inputs: resize (and convert the channels of) images to the model's input.
         retry_on_offline: an attempt whose route meets an agent's will (offline) is

@@ -3,8 +3,11 @@ requests waiting for the coordinator's answer. Pure bookkeeping; the client lock
 
 A plan stays valid while its deployment's epoch is unchanged (``Deployment`` messages
 are retained on ``deployments/+``): a new epoch, or the deployment retired, drops
-every plan of it. A plan also expires after ``ttl_s``, so a long-lived client follows
-the fleet's batteries and load as the coordinator sees them.
+every plan of it. A plan also ages out after ``ttl_s``, so a long-lived client follows
+the fleet's batteries and load as the coordinator sees them. An aged plan whose epoch
+holds is *stale*, not gone: the client keeps using it while it asks for a fresh one
+(stale-while-revalidate), so requests keep flowing while the coordinator is down or
+slow, and none waits for a renewal.
 """
 
 from __future__ import annotations
@@ -54,14 +57,25 @@ class PlanCache:
         self._deployments: dict[str, Deployment] = {}
 
     def get(self, key: PlanKey, now_s: float) -> Plan | None:
+        """The plan for ``key`` if it is current and younger than ``ttl_s``."""
+        plan, stale = self.lookup(key, now_s)
+        return None if stale else plan
+
+    def lookup(self, key: PlanKey, now_s: float) -> tuple[Plan | None, bool]:
+        """The plan for ``key`` while its epoch holds, and whether it is stale (older
+        than ``ttl_s``: use it, but ask for a fresh one)."""
         entry = self._plans.get(key)
         if entry is None:
-            return None
+            return None, False
         plan, stored_s = entry
-        if now_s - stored_s > self.ttl_s or not self.current(plan):
+        if not self.current(plan):
             del self._plans[key]
-            return None
-        return plan
+            return None, False
+        return plan, now_s - stored_s > self.ttl_s
+
+    def forget(self, key: PlanKey) -> None:
+        """Drop the plan for ``key`` (the coordinator refused to renew it)."""
+        self._plans.pop(key, None)
 
     def put(self, key: PlanKey, plan: Plan, now_s: float) -> bool:
         """Keep ``plan`` for ``key``; False (not kept) when its epoch is already past."""
@@ -145,7 +159,14 @@ class PendingPlans:
         if existing is not None:
             self._by_id[existing].waiters.append(waiter)
             return None
-        pending = PendingPlan(f"{self._prefix}-{next(self._sequence)}", key, [waiter], now_s)
+        return self._new(key, [waiter], now_s)
+
+    def revalidate(self, key: PlanKey, now_s: float) -> PendingPlan | None:
+        """Ask for a fresh plan for ``key`` with nobody waiting; None if one is in flight."""
+        return None if key in self._by_key else self._new(key, [], now_s)
+
+    def _new(self, key: PlanKey, waiters: list[bytes], now_s: float) -> PendingPlan:
+        pending = PendingPlan(f"{self._prefix}-{next(self._sequence)}", key, waiters, now_s)
         self._by_id[pending.plan_request_id] = pending
         self._by_key[key] = pending.plan_request_id
         return pending

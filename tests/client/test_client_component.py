@@ -634,6 +634,48 @@ def test_many_waiting_requests_share_one_plan_request(
     assert env.coordinator.plans_asked() == 1
 
 
+def test_an_aged_plan_serves_while_the_coordinator_is_silent_and_is_renewed_when_it_answers(
+    fleet_with_coordinator: ClientFleet, digits: CutModel
+) -> None:
+    env = fleet_with_coordinator
+    env.fleet.agent("a"), env.fleet.agent("b")
+    env.deploy(digits, [["a", "b"], ["a", "b"]])
+    env.answer(always(fixed_plan((("a",), ("a",)))))
+    client = env.client(plan_ttl_s=0.2, plan_timeout_s=3.0)
+    client.infer(digits.image)
+    env.answer(always(None))  # the coordinator goes down
+    time.sleep(0.3)
+    started = time.monotonic()
+    served = [client.infer(digits.image) for _ in range(5)]
+    assert time.monotonic() - started < 1.0, "no request waited for the silent coordinator"
+    assert all(result.record.attempts[0].route == ("a", "a") for result in served)
+    assert env.coordinator.plans_asked() == 2, "one renewal asked, however many requests"
+    env.answer(always(fixed_plan((("b",), ("b",)))))  # back, with a new plan
+    wait_until(
+        lambda: client.infer(digits.image).record.attempts[0].route == ("b", "b"), 5, "the new plan"
+    )
+    assert env.coordinator.plans_asked() == 3, "the silent renewal ran out; the next one asked"
+
+
+def test_a_stale_plan_the_coordinator_refuses_to_renew_is_dropped(
+    fleet_with_coordinator: ClientFleet, digits: CutModel
+) -> None:
+    env = fleet_with_coordinator
+    env.fleet.agent("a")
+    env.deploy(digits, [["a"], ["a"]])
+    refusal = PlanRefused("", "digits", "max_latency_ms", "no route within 1 ms")
+    env.answer(always(fixed_plan((("a",), ("a",))), refusal))
+    client = env.client(plan_ttl_s=0.1)
+    client.infer(digits.image)
+    time.sleep(0.2)
+    assert client.infer(digits.image).record.ok, "the stale plan serves while renewal is asked"
+    wait_until(lambda: env.coordinator.plans_asked() == 2, 5, "the renewal")
+    time.sleep(0.2)  # the refusal to arrive
+    with pytest.raises(PlanRefusedError) as refused:
+        client.infer(digits.image)
+    assert refused.value.code == "plan_refused" and "1 ms" in str(refused.value)
+
+
 def test_the_infer_table_shows_results_and_failures(
     fleet_with_coordinator: ClientFleet, digits: CutModel
 ) -> None:

@@ -24,7 +24,13 @@ def test_a_plan_is_kept_while_its_epoch_holds_and_its_ttl_runs() -> None:
     assert cache.put(KEY, plan, now_s=0.0)
     assert cache.get(KEY, 10.0) is plan
     assert cache.get(PlanKey("digits"), 10.0) is None  # other constraints, other plans
-    assert cache.get(KEY, 31.0) is None and len(cache) == 0
+    assert cache.get(KEY, 31.0) is None, "older than its ttl: not fresh"
+    assert cache.lookup(KEY, 31.0) == (plan, True), "but kept, stale, while its epoch holds"
+    assert cache.lookup(KEY, 10.0) == (plan, False)
+    cache.put(KEY, plan, now_s=31.0)
+    assert cache.get(KEY, 32.0) is plan, "renewed"
+    cache.forget(KEY)
+    assert cache.lookup(KEY, 32.0) == (None, False) and len(cache) == 0
 
 
 def test_a_new_epoch_or_a_retirement_drops_plans() -> None:
@@ -59,5 +65,17 @@ def test_waiters_for_one_key_share_one_plan_request() -> None:
     again = pending.join(KEY, b"4" * 16, now_s=1.0)
     assert again is not None and again.plan_request_id == "alice-3"
     assert len(pending) == 2 and len(list(pending.take_all())) == 2 and len(pending) == 0
+    request = KEY.request("alice-3", "alice")
+    assert (request.model, request.max_latency_ms, request.client_id) == ("digits", 50.0, "alice")
+
+
+def test_a_stale_plan_is_revalidated_by_one_request_with_nobody_waiting() -> None:
+    pending = PendingPlans("alice")
+    renewal = pending.revalidate(KEY, now_s=0.0)
+    assert renewal is not None and renewal.waiters == []
+    assert pending.revalidate(KEY, now_s=0.1) is None, "one renewal in flight per key"
+    assert pending.join(KEY, b"1" * 16, now_s=0.2) is None, "a waiter joins the renewal"
+    assert pending.take(renewal.plan_request_id) is renewal and renewal.waiters == [b"1" * 16]
+    assert pending.revalidate(KEY, now_s=1.0) is not None
     request = KEY.request("alice-3", "alice")
     assert (request.model, request.max_latency_ms, request.client_id) == ("digits", 50.0, "alice")

@@ -40,7 +40,9 @@ def fleet(digits_pool: object, tmp_path_factory: pytest.TempPathFactory) -> Iter
 def test_requests_flow_while_the_coordinator_is_down_and_a_new_one_rebuilds_the_state(
     fleet: Fleet, reference: Reference
 ) -> None:
-    client = fleet.client(deadline_s=10.0)
+    # The plan ages out (plan_ttl_s) during the outage: the stale plan keeps serving while
+    # the client's renewals go unanswered.
+    client = fleet.client(deadline_s=10.0, plan_ttl_s=1.0)
     assert isinstance(client.infer(reference.images[0]), InferenceResult)  # plan cached
     before = fleet.wait_healthy(replicas=2)
     plans_before = client.transport.stats.msgs_out
