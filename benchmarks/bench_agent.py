@@ -71,13 +71,13 @@ def build_stage(stage: int) -> object:
 class Waiter:
     def __init__(self) -> None:
         self.event = threading.Event()
-        self.payload = b""
+        self.payload: bytes | bytearray = b""
 
     def __call__(self, message: InboundMessage) -> None:
         self.payload = message.payload
         self.event.set()
 
-    def wait(self, timeout_s: float = 30.0) -> bytes:
+    def wait(self, timeout_s: float = 30.0) -> bytes | bytearray:
         if not self.event.wait(timeout_s):
             raise TimeoutError("no answer")
         self.event.clear()

@@ -112,7 +112,7 @@ def measure(url: str, messages: int) -> list[float]:
 
 def _round_trips(url: str, messages: int) -> list[float]:
     arrived = threading.Event()
-    received: list[bytes] = []
+    received: list[bytes | bytearray] = []
 
     def on_last_hop(message: InboundMessage) -> None:
         received.append(message.payload)

@@ -60,7 +60,7 @@ def measure(conf: Path, nodelay: bool, messages: int) -> list[float]:
                 if process.stdout.readline().strip() != "ready":
                     raise SystemExit("a relay did not start")
             arrived = threading.Event()
-            received: list[bytes] = []
+            received: list[bytes | bytearray] = []
 
             def on_last_hop(message: InboundMessage) -> None:
                 received.append(message.payload)

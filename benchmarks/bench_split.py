@@ -9,7 +9,10 @@ interleaved rounds of one request in flight at a time, on the same input:
 - splitmq: ``Client.infer`` -> broker -> agent -> broker -> agent -> broker -> agent
   -> broker -> client (the input leaves this process, the result comes back);
 - gRPC: the same three shards (same cut points, same bytes) in three minimal gRPC
-  servers that call each other (``_grpc_chain.py``), as in the seed notes.
+  servers that call each other (``_grpc_chain.py``), as in the seed notes;
+- chain: the same three shards invoked one after the other in this process, with no
+  transport at all: what the cut itself costs (three interpreter calls, the
+  activations copied out and in). Whatever splitmq adds beyond it is messaging.
 
 Warm-up requests are excluded from every side. Each round gives each side's p50 and
 p95; the table quotes the median over rounds of each ratio. In the same run the outputs
@@ -173,6 +176,14 @@ def main() -> None:
             produced, _ = shard.run({s.name: tensors[s.name] for s in shard.inputs})
             tensors.update({t.name: np.array(t.array) for t in produced})
         expected_chain = tensors[output_spec.name]
+
+        def chain() -> np.ndarray:
+            values = {input_spec.name: x}
+            for shard in chained:
+                produced, _ = shard.run({s.name: values[s.name] for s in shard.inputs})
+                values.update({t.name: np.array(t.array) for t in produced})
+            return values[output_spec.name]
+
         expected_full = np.array(local())
         try:
             config = ClientConfig(model=MODEL, deadline_s=30.0)
@@ -181,7 +192,12 @@ def main() -> None:
                 def via_splitmq() -> np.ndarray:
                     return np.asarray(client.infer(x).outputs[output_spec.name])
 
-                sides = {"local": local, "splitmq": via_splitmq, "grpc": via_grpc}
+                sides = {
+                    "local": local,
+                    "splitmq": via_splitmq,
+                    "grpc": via_grpc,
+                    "chain": chain,
+                }
                 for _ in range(args.warmup):  # excluded from every side
                     for call in sides.values():
                         call()
@@ -191,6 +207,9 @@ def main() -> None:
                         np.array_equal(outputs["splitmq"], expected_chain)
                     ),
                     "grpc_equals_chain": bool(np.array_equal(outputs["grpc"], expected_chain)),
+                    "chain_is_deterministic": bool(
+                        np.array_equal(outputs["chain"], expected_chain)
+                    ),
                     "chain_top1_equals_unsplit": bool(
                         np.argmax(expected_chain) == np.argmax(expected_full)
                     ),
@@ -203,7 +222,8 @@ def main() -> None:
                 samples: dict[str, list[list[float]]] = {name: [] for name in sides}
                 order = list(sides)
                 for index in range(rounds):
-                    for name in order[index % 3 :] + order[: index % 3]:  # rotate who goes first
+                    turn = index % len(order)  # rotate who goes first
+                    for name in order[turn:] + order[:turn]:
                         samples[name].append([timed(sides[name]) for _ in range(requests)])
                 messages = count_messages(running, client, x, 10 if args.quick else 50)
                 memory = {
@@ -230,6 +250,10 @@ def main() -> None:
     split_p50, split_p95 = ratio("splitmq", "local", 50), ratio("splitmq", "local", 95)
     vs_grpc = ratio("splitmq", "grpc", 50)
     grpc_local = ratio("grpc", "local", 50)
+    chain_local = ratio("chain", "local", 50)
+    added_ms = statistics.median(
+        a - b for a, b in zip(round_figures("splitmq", 50), round_figures("chain", 50), strict=True)
+    )
     prediction_error = (prediction - p50["splitmq"]) / p50["splitmq"]
     correct = all(checks.values())
     shard_bytes = {stage.replicas[0]: stage.size_bytes for stage in deployment.stages}
@@ -261,6 +285,18 @@ def main() -> None:
             f"<= {GOAL_P95}x",
             split_p95 <= GOAL_P95,
             split_p95,
+        ),
+        Row(
+            "1 split latency",
+            "the 3 shards chained in one process, p50",
+            f"{p50['chain']:.2f} ms ({chain_local:.3f}x local: the cut's own cost)",
+            value=chain_local,
+        ),
+        Row(
+            "1 split latency",
+            "splitmq minus the chain, p50 (4 hops, 3 agents)",
+            f"{added_ms:.2f} ms",
+            value=added_ms,
         ),
         Row(
             "1 split latency",
@@ -331,6 +367,8 @@ def main() -> None:
             "ratio_p95_split_local": split_p95,
             "ratio_p50_splitmq_grpc": vs_grpc,
             "ratio_p50_grpc_local": grpc_local,
+            "ratio_p50_chain_local": chain_local,
+            "splitmq_minus_chain_p50_ms": added_ms,
             "predicted_latency_ms": prediction,
             "prediction_error": prediction_error,
             "checks": checks,

@@ -72,7 +72,7 @@ class Chain:
             if process.stdout.readline().strip() != "ready":
                 raise SystemExit("a relay did not start")
         self.arrived = threading.Event()
-        self.last = b""
+        self.last: bytes | bytearray = b""
         self.sender = ENGINES[engine](parse_broker_url(url))
         self.sender.start()
         self.sender.subscribe(hop(engine, 3), self._on_last)

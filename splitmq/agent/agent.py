@@ -42,7 +42,8 @@ from splitmq.agent.runtime import (
     find_runtime,
 )
 from splitmq.errors import DecodeError, SplitMQError, TransportError
-from splitmq.transport import InboundMessage, Transport, Will
+from splitmq.transport import InboundMessage, Payload, Transport, Will
+from splitmq.transport.base import payload_size
 from splitmq.wire import (
     REQUEST_ID_BYTES,
     Activation,
@@ -64,6 +65,7 @@ from splitmq.wire import (
     UnloadShard,
     decode,
     encode,
+    encode_parts,
 )
 from splitmq.wire.cbor import loads
 from splitmq.wire.topics import (
@@ -726,7 +728,7 @@ class Agent:
                 local = self._stages.get((activation.deployment, next_stage))
             if local is not None:
                 return forward, local  # in-process: no broker hop
-        self._send(next_topic, encode(forward), deadline_ms=activation.deadline_ms)
+        self._send(next_topic, encode_parts(forward), deadline_ms=activation.deadline_ms)
         return None
 
     def _next_hop(self, activation: Activation) -> str | None:
@@ -755,11 +757,12 @@ class Agent:
     def _compute_factor(self) -> float:
         return self.config.profile.compute_factor if self.config.emulate else 1.0
 
-    def _send(self, topic: str, payload: bytes, *, deadline_ms: int = 0) -> None:
+    def _send(self, topic: str, payload: Payload, *, deadline_ms: int = 0) -> None:
         """Publish over the emulated link: wait latency + bytes / bandwidth, then send."""
         link = self.config.profile.link
+        size = payload_size(payload)
         if self.config.emulate and link is not None:
-            delay_s = link.latency_ms / 1000.0 + len(payload) * 8 / (link.bandwidth_mbps * 1e6)
+            delay_s = link.latency_ms / 1000.0 + size * 8 / (link.bandwidth_mbps * 1e6)
             with self._link_lock:  # one radio: transmissions queue behind each other
                 time.sleep(delay_s)
         expiry_s = None
@@ -769,7 +772,7 @@ class Agent:
             self.transport.publish(topic, payload, qos=STAGE.qos, expiry_s=expiry_s)
         except TransportError as error:
             raise RequestFailed(ErrorCode.INTERNAL, f"cannot send to {topic}: {error}") from None
-        self.energy.spend_radio(len(payload))
+        self.energy.spend_radio(size)
 
     def _send_to_callback(self, activation: Activation, message: Result | ErrorMessage) -> None:
         if not _is_callback(activation.callback, self._ns):
@@ -782,7 +785,7 @@ class Agent:
             )
             return
         try:
-            self._send(activation.callback, encode(message), deadline_ms=0)
+            self._send(activation.callback, encode_parts(message), deadline_ms=0)
         except RequestFailed as failure:
             if isinstance(message, ErrorMessage):
                 self.counters.add("unroutable")
@@ -890,7 +893,7 @@ def _error_for(activation: Activation, agent_id: str, code: ErrorCode, reason: s
     )
 
 
-def _salvage(payload: bytes) -> Activation | None:
+def _salvage(payload: bytes | bytearray) -> Activation | None:
     """Enough of a malformed activation to answer it: request id, attempt, stage, callback."""
     try:
         raw = loads(payload, max_depth=32)

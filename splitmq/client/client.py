@@ -59,6 +59,7 @@ from splitmq.client.timers import Effect, Effects, Timers, apply_effects
 from splitmq.client.wiring import client_agent, client_transport
 from splitmq.errors import ConfigError, TransportError
 from splitmq.transport import InboundMessage, MemoryBroker, Transport, TransportConfig
+from splitmq.transport.base import payload_size
 from splitmq.wire import (
     PLAN_UNAVAILABLE,
     Activation,
@@ -76,6 +77,7 @@ from splitmq.wire import (
     Telemetry,
     decode,
     encode,
+    encode_parts,
 )
 from splitmq.wire import topics as t
 
@@ -481,9 +483,9 @@ class Client:
             self.namespace, deployment=activation.deployment, stage=0, agent=agent_id
         )
         try:
-            payload = encode(activation)
+            payload = encode_parts(activation)  # the input's buffer is sent, not copied
             with self._lock:  # counted first: the answer may come before publish returns
-                request.bytes_sent += len(payload)
+                request.bytes_sent += payload_size(payload)
             self.transport.publish(topic, payload, qos=t.STAGE.qos, expiry_s=remaining_s)
         except (TransportError, base_errors.EncodeError) as error:
             # too large for the broker, or not encodable: no other route does better

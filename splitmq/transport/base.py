@@ -20,13 +20,31 @@ from splitmq.wire.topics import matches
 
 log = logging.getLogger(__name__)
 
+Buffer = bytes | bytearray | memoryview
+Payload = bytes | bytearray | list[Buffer]
+"""What ``publish`` sends: bytes, or the parts of one payload in order (a list), which
+a transport writes out without joining them first (``splitmq.wire.encode_parts``)."""
+
+
+def payload_size(payload: Payload) -> int:
+    """The number of bytes ``payload`` holds."""
+    if isinstance(payload, list):
+        return sum(memoryview(part).nbytes for part in payload)
+    return len(payload)
+
+
+def payload_bytes(payload: Payload) -> bytes:
+    """``payload`` as one bytes object (parts joined)."""
+    return b"".join(payload) if isinstance(payload, list) else bytes(payload)
+
 
 @dataclass(frozen=True, slots=True)
 class InboundMessage:
     """A message as it arrived: topic, payload, and when (``time.monotonic()``)."""
 
     topic: str
-    payload: bytes
+    payload: bytes | bytearray
+    """The bytes as they arrived (a large one may be a bytearray: it is not copied)."""
     qos: int = 0
     retain: bool = False
     received_s: float = field(default_factory=time.monotonic)
@@ -110,13 +128,17 @@ class Transport(Protocol):
     def publish(
         self,
         topic: str,
-        payload: bytes,
+        payload: Payload,
         *,
         qos: int = 1,
         retain: bool = False,
         expiry_s: float | None = None,
     ) -> Receipt:
-        """Send ``payload``; raise ``PayloadTooLarge`` before sending what cannot fit."""
+        """Send ``payload``; raise ``PayloadTooLarge`` before sending what cannot fit.
+
+        The transport may keep ``payload`` (and the buffers of a list) until the broker
+        has acknowledged it, to send it again after a reconnect: do not change them.
+        """
 
     def subscribe(
         self,

@@ -36,10 +36,10 @@ class Channel:
 
     def send(self, parts: Sequence[Buffer]) -> None:
         """Write ``parts`` as one packet; the caller holds ``send_lock``."""
-        total = sum(len(part) for part in parts)
+        total = sum(memoryview(part).nbytes for part in parts)
         sent = self.sock.sendmsg(parts)
         if sent < total:  # rare: a signal or a full buffer cut the write short
-            self.sock.sendall(b"".join(parts)[sent:])
+            self.sock.sendall(memoryview(b"".join(parts))[sent:])
 
     def shutdown(self) -> None:
         """Wake a blocked reader and writer (they see an error or end of stream)."""

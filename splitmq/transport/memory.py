@@ -20,8 +20,10 @@ from splitmq.transport.base import (
     InboundMessage,
     Inbox,
     OverflowHandler,
+    Payload,
     TransportStats,
     Will,
+    payload_bytes,
 )
 from splitmq.transport.config import DEFAULT_MAX_PACKET_BYTES
 from splitmq.wire.topics import matches
@@ -183,7 +185,7 @@ class MemoryTransport:
     def publish(
         self,
         topic: str,
-        payload: bytes,
+        payload: Payload,
         *,
         qos: int = 1,
         retain: bool = False,
@@ -191,12 +193,13 @@ class MemoryTransport:
     ) -> _Done:
         if not self._connected:
             raise NotConnected(f"transport {self._client_id} is not connected")
-        size = len(payload) + len(topic) + 16
+        data = payload_bytes(payload)
+        size = len(data) + len(topic) + 16
         if size > self._broker.max_packet_bytes:
             raise PayloadTooLarge(topic, size, self._broker.max_packet_bytes)
         self._stats.msgs_out += 1
-        self._stats.bytes_out += len(payload)
-        self._broker._publish(topic, bytes(payload), retain)
+        self._stats.bytes_out += len(data)
+        self._broker._publish(topic, data, retain)
         return _Done()
 
     def subscribe(

@@ -60,14 +60,17 @@ from splitmq.mqtt.packets import (
     publish_header,
 )
 from splitmq.transport.base import (
+    Buffer,
     ConnectionListener,
     FastPath,
     Handler,
     InboundMessage,
     Inbox,
     OverflowHandler,
+    Payload,
     TransportStats,
     Will,
+    payload_size,
 )
 from splitmq.transport.channel import Channel, TlsChannel
 from splitmq.transport.config import MqttVersion, TransportConfig
@@ -80,6 +83,9 @@ MAX_EXPIRY_S = 0xFFFFFFFF
 """The largest MQTT 5 message expiry interval (a four-byte integer, seconds)."""
 CONNECT_TIMEOUT_S = 10.0
 INITIAL_BUFFER = 1 << 20
+LARGE_PACKET = 64 * 1024
+"""A packet from this size on is read into a buffer of its own, which becomes the
+message's payload: its bytes are not copied once more out of the shared buffer."""
 
 
 class ConnectionRefused(TransportError):
@@ -174,20 +180,28 @@ class _Outgoing:
         "_done",
         "_error",
         "expires_at",
+        "length",
         "packet_id",
-        "payload",
+        "parts",
         "qos",
         "retain",
         "topic",
         "topic_bytes",
     )
 
-    def __init__(
-        self, topic: str, payload: bytes, qos: int, retain: bool, expires_at: float | None
+    def __init__(  # noqa: PLR0917 (private, one caller)
+        self,
+        topic: str,
+        parts: list[Buffer],
+        length: int,
+        qos: int,
+        retain: bool,
+        expires_at: float | None,
     ):
         self.topic = topic
         self.topic_bytes = topic.encode("utf-8")
-        self.payload = payload
+        self.parts = parts
+        self.length = length
         self.qos = qos
         self.retain = retain
         self.expires_at = expires_at
@@ -355,7 +369,7 @@ class MqttTransport:
     def publish(
         self,
         topic: str,
-        payload: bytes,
+        payload: Payload,
         *,
         qos: int = 1,
         retain: bool = False,
@@ -363,15 +377,17 @@ class MqttTransport:
     ) -> _Outgoing:
         if self._closing.is_set():
             raise NotConnected(f"transport {self._client_id} is closed")
-        size = packet_size(topic, len(payload), qos, self.config.version)
+        parts: list[Buffer] = payload if isinstance(payload, list) else [payload]
+        length = payload_size(parts)
+        size = packet_size(topic, length, qos, self.config.version)
         if size > self.max_packet_bytes:
             raise PayloadTooLarge(topic, size, self.max_packet_bytes)
         expires_at = None
         if expiry_s is not None and self._version is Version.V5:
             expires_at = time.monotonic() + expiry_s
-        message = _Outgoing(topic, payload, qos, retain, expires_at)
+        message = _Outgoing(topic, parts, length, qos, retain, expires_at)
         self._stats.msgs_out += 1
-        self._stats.bytes_out += len(payload)
+        self._stats.bytes_out += length
         if qos == 0:
             channel = self._channel
             if channel is not None and self._connected.is_set():
@@ -382,7 +398,7 @@ class MqttTransport:
         with self._lock:
             if len(self._inflight) + len(self._pending) >= self.config.outbox_size:
                 self._stats.msgs_out -= 1
-                self._stats.bytes_out -= len(payload)
+                self._stats.bytes_out -= length
                 raise TransportError(
                     f"outgoing queue full ({self.config.outbox_size} messages) publishing on "
                     f"{topic!r}: the broker is unreachable or too slow"
@@ -474,16 +490,16 @@ class MqttTransport:
         header = publish_header(
             self._version,
             message.topic_bytes,
-            len(message.payload),
+            message.length,
             qos=message.qos,
             retain=message.retain,
             dup=dup,
             packet_id=message.packet_id,
             properties=properties,
         )
-        self._write(channel, [header, message.payload])
+        self._write(channel, [header, *message.parts])
 
-    def _write(self, channel: Channel, parts: Sequence[bytes]) -> None:
+    def _write(self, channel: Channel, parts: Sequence[Buffer]) -> None:
         with channel.send_lock:
             channel.send(parts)
         self._last_write = time.monotonic()
@@ -646,7 +662,8 @@ class MqttTransport:
             else:
                 self._on_control(channel, decode_server_packet(first, bytes(body), self._version))
 
-    def _on_publish(self, channel: Channel, first: int, body: memoryview) -> None:
+    def _on_publish(self, channel: Channel, first: int, packet: memoryview | bytearray) -> None:
+        body = memoryview(packet)
         qos = (first >> 1) & 0x03
         (length,) = struct.unpack_from("!H", body, 0)
         position = 2 + length
@@ -668,7 +685,7 @@ class MqttTransport:
                 if not byte & 0x80:
                     break
             position += size
-        payload = bytes(body[position:])
+        payload = _payload(packet, body, position)
         if qos == 2:
             fresh = packet_id not in self._qos2_in
             self._qos2_in.add(packet_id)
@@ -747,6 +764,18 @@ class MqttTransport:
                     channel.send_lock.release()
 
 
+def _payload(packet: memoryview | bytearray, body: memoryview, start: int) -> bytes | bytearray:
+    """The payload from ``start`` on: a packet in a buffer of its own becomes it (cutting
+    the front of a bytearray moves no bytes); a view into the shared buffer is copied."""
+    if isinstance(packet, bytearray):
+        body.release()
+        with contextlib.suppress(BufferError):  # another view of it still held: copy
+            del packet[:start]
+            return packet
+        return bytes(packet[start:])
+    return bytes(body[start:])
+
+
 class _Reader:
     """Cuts packets out of the byte stream, reading into one buffer that grows as needed."""
 
@@ -757,8 +786,9 @@ class _Reader:
         self._start = 0
         self._end = 0
 
-    def next_packet(self) -> tuple[int, memoryview]:
-        """The next packet's first byte and body (valid until the next call)."""
+    def next_packet(self) -> tuple[int, memoryview | bytearray]:
+        """The next packet's first byte and body: a view valid until the next call, or,
+        for a large packet not yet read, a buffer of its own (:data:`LARGE_PACKET`)."""
         while True:
             header = parse_fixed_header(self._view[self._start : min(self._end, self._start + 5)])
             if header is not None:
@@ -768,10 +798,28 @@ class _Reader:
                     body = self._view[self._start + header_length : self._start + total]
                     self._start += total
                     return first, body
+                if remaining >= LARGE_PACKET:
+                    return first, self._read_own(header_length, remaining)
                 self._make_room(total)
             else:
                 self._make_room(5)
             self._fill()
+
+    def _read_own(self, header_length: int, remaining: int) -> bytearray:
+        """The body of a packet of ``remaining`` bytes, read straight into its own buffer
+        (what is buffered already is the start of it)."""
+        body = bytearray(remaining)
+        view = memoryview(body)
+        have = self._end - self._start - header_length
+        view[:have] = self._view[self._start + header_length : self._end]
+        self._start = self._end = 0
+        while have < remaining:
+            count = self._channel.recv_into(view[have:])
+            if count == 0:
+                raise ConnectionResetError("the broker closed the connection")
+            have += count
+        view.release()
+        return body
 
     def _make_room(self, packet_bytes: int) -> None:
         if self._start + packet_bytes <= len(self._buffer):

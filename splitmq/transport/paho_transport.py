@@ -41,8 +41,10 @@ from splitmq.transport.base import (
     InboundMessage,
     Inbox,
     OverflowHandler,
+    Payload,
     TransportStats,
     Will,
+    payload_bytes,
 )
 from splitmq.transport.config import MqttVersion, TransportConfig
 from splitmq.transport.mqtt import (
@@ -197,7 +199,7 @@ class PahoTransport:
     def publish(
         self,
         topic: str,
-        payload: bytes,
+        payload: Payload,
         *,
         qos: int = 1,
         retain: bool = False,
@@ -205,6 +207,7 @@ class PahoTransport:
     ) -> _Receipt:
         if self._closing:
             raise NotConnected(f"transport {self._client_id} is closed")
+        payload = payload_bytes(payload)  # paho takes one bytes object
         size = packet_size(topic, len(payload), qos, self.config.version)
         if size > self.max_packet_bytes:
             raise PayloadTooLarge(topic, size, self.max_packet_bytes)

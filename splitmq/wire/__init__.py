@@ -8,7 +8,7 @@ This package knows nothing of MQTT, TFLite or TensorFlow::
 """
 
 from splitmq.errors import DecodeError, EncodeError
-from splitmq.wire.codec import decode, encode, kinds
+from splitmq.wire.codec import decode, encode, encode_parts, kinds
 from splitmq.wire.limits import DEFAULT_LIMITS, Limits
 from splitmq.wire.messages import (
     PLAN_UNAVAILABLE,
@@ -90,5 +90,6 @@ __all__ = [
     "UnloadShard",
     "decode",
     "encode",
+    "encode_parts",
     "kinds",
 ]

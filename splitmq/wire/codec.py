@@ -21,12 +21,13 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from splitmq.errors import DecodeError, EncodeError
-from splitmq.wire.cbor import dumps, loads
+from splitmq.wire.cbor import dumps, dumps_parts, loads
 from splitmq.wire.limits import DEFAULT_LIMITS, Limits
 from splitmq.wire.messages import MESSAGE_TYPES, Message
 from splitmq.wire.tensors import Tensor, tensor_from_wire, tensor_to_wire
 
 M = TypeVar("M", bound=Message)
+T = TypeVar("T")
 
 ToWire = Callable[[Any], Any]
 FromWire = Callable[[Any, Limits, str], Any]
@@ -36,9 +37,20 @@ _BY_KIND: dict[str, type[Message]] = {cls.KIND: cls for cls in MESSAGE_TYPES}
 
 def encode(message: Message) -> bytes:
     """The CBOR bytes of ``message``."""
+    return _encoded(message, dumps)
+
+
+def encode_parts(message: Message) -> list[bytes | bytearray | memoryview]:
+    """:func:`encode` as parts in order, not joined: the tensors' buffers are referenced,
+    not copied, for a transport to write out as they are (``Transport.publish`` takes
+    such a list). The tensors must not change until the message is sent."""
+    return _encoded(message, dumps_parts)
+
+
+def _encoded(message: Message, dump: Callable[[object], T]) -> T:
     schema = _schema(type(message))
     try:
-        return dumps(schema.to_wire(message))
+        return dump(schema.to_wire(message))
     except (TypeError, ValueError, AttributeError) as error:
         raise EncodeError(f"cannot encode {type(message).__name__}: {error}") from error
 

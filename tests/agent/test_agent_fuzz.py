@@ -82,7 +82,7 @@ class Target:
     agent: Agent
     spies: list[SpyShard]
     answers: Inbox
-    published: list[tuple[str, bytes]] = field(default_factory=list)
+    published: list[tuple[str, bytes | bytearray]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def record(self, message: InboundMessage) -> None:

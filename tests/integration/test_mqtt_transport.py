@@ -30,7 +30,7 @@ from splitmq.transport import (
     parse_broker_url,
 )
 from splitmq.transport.paho_transport import PahoTransport
-from splitmq.wire import Activation, AgentState, AgentStatus, Tensor, decode, encode
+from splitmq.wire import Activation, AgentState, AgentStatus, Tensor, decode, encode, encode_parts
 from splitmq.wire.topics import STAGE, STATUS
 
 from ..helpers import Collector, wait_until
@@ -79,8 +79,10 @@ def test_activation_round_trip_off_the_network_thread(
             tensors=(Tensor("input_1", image),),
         )
         sender.publish(topic, encode(message)).wait()
-        (arrived,) = got.wait_for(1)
-        assert decode(arrived.payload, expect=Activation) == message
+        sender.publish(topic, encode_parts(message)).wait()  # the same, sent in parts
+        first, second = got.wait_for(2)
+        assert first.payload == second.payload == encode(message)
+        assert decode(second.payload, expect=Activation) == message
         assert got.threads == {f"{receiver.client_id}-inbox-0"}, "handled on paho's thread"
     finally:
         sender.close()

@@ -91,7 +91,7 @@ class Got:
     """Messages arriving on a subscription, decoded when they can be."""
 
     def __init__(self) -> None:
-        self.messages: list[tuple[str, bytes]] = []
+        self.messages: list[tuple[str, bytes | bytearray]] = []
         self._cond = threading.Condition()
 
     def __call__(self, message: InboundMessage) -> None:
@@ -135,7 +135,7 @@ def secure_fleet(
         operator.subscribe(STATUS.filter(), got)
         operator.subscribe(DEPLOYMENTS.filter(), got)
 
-        def online(messages: list[tuple[str, bytes]]) -> bool:
+        def online(messages: list[tuple[str, bytes | bytearray]]) -> bool:
             statuses = [decode(p) for t, p in messages if "/status" in t and p]
             up = {s.agent_id for s in statuses if s.state is AgentState.ONLINE}  # type: ignore[attr-defined]
             return up >= set(AGENTS)
@@ -180,7 +180,7 @@ def test_the_fleet_serves_a_client_over_tls_with_per_role_credentials(
         got = Got()
         watcher.subscribe(TELEMETRY.filter(), got)
 
-        def probed(messages: list[tuple[str, bytes]]) -> bool:
+        def probed(messages: list[tuple[str, bytes | bytearray]]) -> bool:
             seen = {}
             for _, payload in messages:
                 telemetry = decode(payload, expect=Telemetry)

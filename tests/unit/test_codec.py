@@ -20,6 +20,7 @@ from splitmq.wire import (
     Tensor,
     decode,
     encode,
+    encode_parts,
     kinds,
 )
 from splitmq.wire import cbor as wire_cbor
@@ -169,6 +170,20 @@ def test_large_tensors_decode_without_a_copy() -> None:
     assert np.shares_memory(decoded, np.frombuffer(payload, dtype=np.uint8))
     assert not decoded.flags.writeable
     assert np.array_equal(decoded, array)
+
+
+@pytest.mark.parametrize("message", sample_messages(), ids=lambda m: type(m).__name__)
+def test_encoded_parts_join_to_the_encoded_bytes(message: Message) -> None:
+    assert b"".join(encode_parts(message)) == encode(message)
+
+
+def test_encoded_parts_reference_large_tensors_and_are_few() -> None:
+    big = np.random.default_rng(4).random((1, 224, 224, 3), dtype=np.float32)
+    small = np.arange(10, dtype=np.float32)
+    parts = encode_parts(activation(Tensor("big", big), Tensor("small", small)))
+    assert len(parts) == 3, "the small items joined around the one large buffer"
+    assert [np.shares_memory(np.frombuffer(p, np.uint8), big) for p in parts] == [0, 1, 0]
+    assert b"".join(parts) == encode(activation(Tensor("big", big), Tensor("small", small)))
 
 
 def test_unsupported_dtype_is_an_encode_error() -> None:
