@@ -13,7 +13,9 @@ A request gets a plan (cached while its deployment's epoch holds, see
 (:mod:`splitmq.client.inputs`) and published to the first agent of the route; the
 answer comes back on ``clients/{id}/result``. On a timeout, an error message or the
 will of an agent on the route, the next attempt goes to a fallback
-(:mod:`splitmq.client.routes` has the rules and the per-attempt timeout). The first
+(:mod:`splitmq.client.routes` has the rules and the per-attempt timeout); a replica
+that answers, but clearly slower than another of its stage, is routed around (the hop
+times of the results' traces, :class:`~splitmq.client.routes.HopTimes`). The first
 result for a request id wins, whichever attempt sent it; later ones are counted in
 ``duplicates``. Every request ends in a result or an
 :class:`~splitmq.client.errors.InferenceError`, at the latest at its deadline.
@@ -139,6 +141,8 @@ class Client:
         self._finished: OrderedDict[bytes, None] = OrderedDict()
         self._awaiting: dict[str, list[bytes]] = {}
         self._observed_ms: dict[str, float] = {}  # smoothed latency per deployment
+        self._hops = routes.HopTimes()  # smoothed hop time per deployment, stage and agent
+        self._made = 0  # requests made: every PROBE_EVERY-th is a probe
         self._plans = PlanCache(self.config.plan_ttl_s)
         self._pending = PendingPlans(self.client_id)
         self._liveness = routes.Liveness(self.config.stale_periods, self.config.min_stale_s)
@@ -254,6 +258,8 @@ class Client:
         request.future.set_running_or_notify_cancel()
 
         def begin(effects: Effects) -> None:
+            self._made += 1
+            request.probe = self._made % routes.PROBE_EVERY == 0
             self._requests[request.request_id] = request
             self._timers.call_at(request.deadline_s, partial(self._on_deadline, request.request_id))
             self._plan(request, fresh=False, effects=effects)
@@ -395,7 +401,9 @@ class Client:
 
     def _route(self, request: RequestState, plan: Plan) -> Route:
         dead = self._liveness.dead(time.monotonic())
-        return routes.choose_route(plan.route, request.knowledge, dead)[0]
+        hops = self._hops.of(plan.deployment)
+        probe = request.probe and request.attempt < 0  # a probe's first attempt only
+        return routes.choose_route(plan.route, request.knowledge, dead, hops, probe=probe)[0]
 
     # -- attempts ------------------------------------------------------------------------
 
@@ -533,6 +541,7 @@ class Client:
                 plan.predicted_latency_ms,
             ),
             dead=self._liveness.dead(now),
+            hops=self._hops.of(plan.deployment),
         )
         request.knowledge, step = decision.knowledge, decision.step
         if isinstance(step, routes.Retry):
@@ -575,8 +584,12 @@ class Client:
         sent_ms = next((a.sent_ms for a in request.attempts if a.attempt == result.attempt), None)
         sent_ms = request.attempt_sent_ms if sent_ms is None else sent_ms
         if result.deployment:
+            received_ms = now_ms()
             previous = self._observed_ms.get(result.deployment)
-            self._observed_ms[result.deployment] = routes.smoothed(previous, now_ms() - sent_ms)
+            self._observed_ms[result.deployment] = routes.smoothed(previous, received_ms - sent_ms)
+            self._hops.observe(
+                result.deployment, result.trace, sent_ms, received_ms, time.monotonic()
+            )
         if request.phase is Phase.SENT and result.attempt == request.attempt:
             request.close_attempt("result", "")
         else:  # an earlier attempt answered after its timeout: the first result wins

@@ -84,6 +84,9 @@ class RequestState:
     wait_if_busy: bool = False
     """The last attempt was refused as ``overloaded``: the next waits if it goes back to
     an agent in ``busy``."""
+    probe: bool = False
+    """Its first attempt measures replicas the client knows least of
+    (:func:`splitmq.client.routes.by_speed`)."""
 
     @property
     def attempts_spent(self) -> int:

@@ -14,6 +14,15 @@ knowledge into the next route, stage by stage:
 
 A stage with nothing in 1 and 2 is *spent*: its fallbacks are used up.
 
+Within group 1 the client's own observations count too (:class:`HopTimes`): an agent
+whose hop time (transfer in, queueing and compute) is clearly worse than the fastest
+observed replica's (:func:`slower`) goes after the others, so a replica that answers,
+but slowly, is routed around before it ever times out. Every :data:`PROBE_EVERY`-th
+request is a *probe*: its first attempt goes, at each stage, to the replica of group 1
+the client knows least of, among those never observed and those routed around
+(:func:`by_speed`): how a fast fallback gets noticed, and how a slow agent that
+recovered gets its traffic back.
+
 Failures and what they teach (:func:`after_failure` decides the next step):
 
 - an error message names its stage and agent: that pair has *failed*;
@@ -43,11 +52,12 @@ deadline bounds the waits.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from splitmq.client.errors import ATTEMPTS_SPENT, DEADLINE
-from splitmq.wire import ErrorCode, Route
+from splitmq.wire import ErrorCode, Route, TraceEntry
 
 TIMEOUT = "timeout"
 """The outcome of an attempt that did not answer in time."""
@@ -100,16 +110,26 @@ class Knowledge:
 
 
 def choose_route(
-    route: Route, knowledge: Knowledge, dead: Collection[str] = ()
+    route: Route,
+    knowledge: Knowledge,
+    dead: Collection[str] = (),
+    hops: Hops | None = None,
+    *,
+    probe: bool = False,
 ) -> tuple[Route, tuple[int, ...]]:
-    """The route to try next, and the stages that are spent (see the module docstring)."""
+    """The route to try next, and the stages that are spent (see the module docstring).
+
+    ``hops``: the client's observations of the plan's deployment (:meth:`HopTimes.of`);
+    ``probe``: the attempt is a probe (:func:`by_speed`).
+    """
     chosen: list[tuple[str, ...]] = []
     spent: list[int] = []
     for stage, agents in enumerate(route):
         failed = [a for s, a in knowledge.failed if s == stage and a in agents]
         suspects = [a for s, a in knowledge.suspects if s == stage and a in agents]
         alive = [a for a in agents if a not in dead]
-        fresh = [a for a in alive if a not in failed and a not in suspects]
+        untried = [a for a in alive if a not in failed and a not in suspects]
+        fresh = by_speed(stage, untried, hops or {}, probe=probe)
         order = [
             *fresh,
             *(a for a in suspects if a in alive and a not in failed),
@@ -196,6 +216,7 @@ def after_failure(
     *,
     budget: RetryBudget,
     dead: Collection[str] = (),
+    hops: Hops | None = None,
 ) -> Decision:
     """The next step after an attempt on ``route`` failed; ``plan_route`` is the plan's.
 
@@ -224,7 +245,7 @@ def after_failure(
             knowledge = knowledge.fail(stage, agent_id)
     if failure.outcome in REPLAN_CODES:
         return Decision(Replan(f"{failure.outcome}: the plan is stale"), knowledge)
-    next_route, spent = choose_route(plan_route, knowledge, dead)
+    next_route, spent = choose_route(plan_route, knowledge, dead, hops)
     if spent:
         stages = ", ".join(str(s) for s in spent)
         return Decision(Replan(f"the fallbacks of stage {stages} are spent"), knowledge)
@@ -325,3 +346,143 @@ class Liveness:
             if now_s - seen_s > max(self.min_stale_s, self.stale_periods * period_s)
         }
         return frozenset(self._offline | stale)
+
+
+SLOW_FACTOR = 2.0
+"""An agent is routed around when its hop time is above this many times the fastest's..."""
+SLOW_MARGIN_MS = 20.0
+"""...and above the fastest's by this much: a few ms of noise never reroute."""
+PROBE_EVERY = 20
+"""One request in this many is a probe (:func:`by_speed`)."""
+HALF_LIFE_S = 1.0
+"""How fast an observation ages: a sample after this long without one weighs half."""
+
+
+@dataclass(frozen=True)
+class Hop:
+    """A smoothed time (ms) and when its latest sample came (``time.monotonic()``)."""
+
+    ms: float
+    at_s: float
+
+    def updated(self, sample_ms: float, now_s: float, half_life_s: float = HALF_LIFE_S) -> Hop:
+        """Moved toward ``sample_ms``: by :data:`SMOOTHING` while samples come often, by
+        more the older this one is (an agent probed seldom is judged on its latest probe)."""
+        age_s = max(0.0, now_s - self.at_s)
+        weight = max(SMOOTHING, 1.0 - 0.5 ** (age_s / half_life_s))
+        return Hop(smoothed(self.ms, sample_ms, weight), now_s)
+
+
+Hops = Mapping[tuple[int, str], Hop]
+"""Hop times of one deployment by ``(stage, agent)`` (:meth:`HopTimes.of`)."""
+
+
+class Sample(NamedTuple):
+    """How long one agent held up one attempt at one stage (ms, see :func:`samples`)."""
+
+    stage: int
+    agent_id: str
+    transfer_ms: float | None
+    work_ms: float
+
+
+def samples(trace: Sequence[TraceEntry], sent_ms: float, received_ms: float) -> list[Sample]:
+    """Per trace entry of an attempt sent at ``sent_ms`` and answered at ``received_ms``:
+
+    - ``transfer_ms``: from the previous stage's finish (the client's send, for the
+      first stage) to the agent's receipt; ``None`` when the previous stage ran on the
+      same agent (handed over in memory). A stalled or paused process, or a slow link,
+      shows here: it reads what it is sent late, while its own times stay short.
+    - ``work_ms``: its queueing and compute, from its receipt to its finish; for the
+      last stage, on to the client's receipt of the result (its transfer out).
+
+    What starts on one clock and ends on another (a transfer, the last stage's way back)
+    is clamped between 0 (or the agent's own time) and the attempt's latency: a clock
+    skew between devices biases it, within those bounds.
+    """
+    total_ms = received_ms - sent_ms
+    found: list[Sample] = []
+    previous_agent, previous_ms = "", sent_ms
+    for position, entry in enumerate(trace):
+        transfer_ms = None
+        if entry.agent_id != previous_agent:
+            transfer_ms = min(total_ms, max(0.0, entry.received_ms - previous_ms))
+        work_ms = entry.finished_ms - entry.received_ms
+        if position == len(trace) - 1:
+            work_ms = max(work_ms, min(total_ms, received_ms - entry.received_ms))
+        found.append(Sample(entry.stage, entry.agent_id, transfer_ms, work_ms))
+        previous_agent, previous_ms = entry.agent_id, entry.finished_ms
+    return found
+
+
+def slower(ms: float, best_ms: float) -> bool:
+    """Whether a hop time of ``ms`` is clearly worse than ``best_ms``: worth routing around."""
+    return ms > SLOW_FACTOR * best_ms and ms > best_ms + SLOW_MARGIN_MS
+
+
+def by_speed(stage: int, agents: Sequence[str], hops: Hops, *, probe: bool = False) -> list[str]:
+    """A stage's live, untried ``agents`` (in the plan's order) in the order to try them.
+
+    The plan's order, except that an agent :func:`slower` than the fastest observed one
+    goes last; agents never observed keep their place. A probe puts first, instead, the
+    one observed longest ago (never: the first in the plan's order) of those never
+    observed and those routed around: a fallback the client knows nothing of gets
+    measured, and a slow agent keeps being measured so it comes back once it recovers.
+    """
+    seen = {a: hops[(stage, a)] for a in agents if (stage, a) in hops}
+    best_ms = min((hop.ms for hop in seen.values()), default=0.0)
+    slow = {a for a, hop in seen.items() if slower(hop.ms, best_ms)}
+    order = [*(a for a in agents if a not in slow), *(a for a in agents if a in slow)]
+    unsure = [a for a in agents if a not in seen or a in slow]
+    if probe and unsure:
+        first = min(unsure, key=lambda a: seen[a].at_s if a in seen else float("-inf"))
+        order = [first, *(a for a in order if a != first)]
+    return order
+
+
+class HopTimes:
+    """What the client observed of the agents, from the traces of results.
+
+    An agent's hop time at a stage is its smoothed work there (per deployment, stage
+    and agent: the work differs by stage) plus its smoothed transfer (per agent: how
+    late it reads what it is sent is the agent's, whatever the stage). So an agent seen
+    stalling at one stage is routed around at another too, even where it was only seen
+    receiving from itself. A transfer out is the next agent's transfer in: counting it
+    at both ends would make a slow agent's neighbours look slow too. Only touched under
+    the client's lock.
+    """
+
+    def __init__(self, half_life_s: float = HALF_LIFE_S):
+        self.half_life_s = half_life_s
+        self._work: dict[str, dict[tuple[int, str], Hop]] = {}
+        self._transfer: dict[str, Hop] = {}
+
+    def observe(
+        self,
+        deployment: str,
+        trace: Sequence[TraceEntry],
+        sent_ms: float,
+        received_ms: float,
+        now_s: float,
+    ) -> None:
+        """A result of ``deployment``, its attempt sent at ``sent_ms``, came at ``received_ms``."""
+        work = self._work.setdefault(deployment, {})
+        for sample in samples(trace, sent_ms, received_ms):
+            key = (sample.stage, sample.agent_id)
+            work[key] = self._updated(work.get(key), sample.work_ms, now_s)
+            if sample.transfer_ms is not None:
+                transfer = self._transfer.get(sample.agent_id)
+                self._transfer[sample.agent_id] = self._updated(transfer, sample.transfer_ms, now_s)
+
+    def of(self, deployment: str) -> Hops:
+        """The hop times of ``deployment``'s agents, by ``(stage, agent)``."""
+        no_transfer = Hop(0.0, 0.0)
+        return {
+            (stage, agent_id): Hop(hop.ms + self._transfer.get(agent_id, no_transfer).ms, hop.at_s)
+            for (stage, agent_id), hop in self._work.get(deployment, {}).items()
+        }
+
+    def _updated(self, previous: Hop | None, sample_ms: float, now_s: float) -> Hop:
+        if previous is None:
+            return Hop(sample_ms, now_s)
+        return previous.updated(sample_ms, now_s, self.half_life_s)

@@ -20,6 +20,7 @@ from splitmq.client import (
     InferenceResult,
     PlanRefusedError,
 )
+from splitmq.client.routes import PROBE_EVERY
 from splitmq.coordinator.planner import AgentView, DeploymentView, StageView, plan
 from splitmq.transport import InboundMessage
 from splitmq.wire import (
@@ -29,6 +30,7 @@ from splitmq.wire import (
     DeploymentState,
     ErrorCode,
     ErrorMessage,
+    Link,
     PlanRefused,
     PlanRequest,
     Result,
@@ -209,6 +211,27 @@ def test_a_stage_agent_crashing_mid_stream_loses_and_duplicates_nothing(
     assert len(later) == 20 and all(item.trace[1].agent_id == "b2" for item in later)
     # answers to attempts that lost the race were counted and dropped, never yielded
     assert client.duplicates <= sum(len(r.attempts) - 1 for r in done)
+
+
+def test_a_slow_replica_that_still_answers_is_routed_around(
+    fleet_with_coordinator: ClientFleet, digits: CutModel
+) -> None:
+    env = fleet_with_coordinator
+    slow_link = replace(load_profile("host"), link=Link(bandwidth_mbps=100.0, latency_ms=40.0))
+    env.fleet.agent("a"), env.fleet.agent("b2")
+    env.fleet.agent("b", profile=slow_link)  # each send waits 40 ms: its answers come late
+    env.deploy(digits, [["a"], ["b", "b2"]])
+    env.answer(always(fixed_plan((("a",), ("b", "b2")))))
+    client = env.client(min_attempt_timeout_s=2.0)  # slow, but never too slow
+    items = list(client.stream([digits.image] * 80, max_in_flight=4))
+    results = [item for item in items if isinstance(item, InferenceResult)]
+    assert len(results) == 80 and all(len(r.record.attempts) == 1 for r in results)
+    lasts = [result.trace[1].agent_id for result in results]
+    assert lasts[: PROBE_EVERY - 1] == ["b"] * (PROBE_EVERY - 1)  # the plan's primary...
+    assert lasts[PROBE_EVERY - 1] == "b2"  # ...until a probe measured its fallback
+    later = lasts[PROBE_EVERY + 10 :]
+    assert later.count("b2") >= len(later) - 3, lasts  # then the fallback, but for...
+    assert "b" in later  # ...one request in PROBE_EVERY, still measuring b
 
 
 def test_an_unexplained_timeout_asks_for_a_plan_then_rotates_to_the_fallbacks(

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from splitmq.client.routes import (
     OFFLINE,
+    PROBE_EVERY,
     TIMEOUT,
     Failure,
     GiveUp,
+    Hop,
+    Hops,
+    HopTimes,
     Knowledge,
     Liveness,
     Replan,
@@ -17,12 +23,15 @@ from splitmq.client.routes import (
     after_failure,
     attempt_timeout_s,
     backoff_s,
+    by_speed,
     choose_route,
     deadline_allows,
     firsts,
     retryable,
+    samples,
     smoothed,
 )
+from splitmq.wire import TraceEntry
 
 PLAN = (("a", "a2", "a3"), ("b", "b2"))
 BUDGET = RetryBudget(attempts_made=1, max_attempts=3, remaining_s=5.0, predicted_latency_ms=10.0)
@@ -249,3 +258,102 @@ def test_the_wait_before_going_back_to_a_busy_agent() -> None:
     assert backoff_s(1, 200.0, minimum_s=0.05, jitter=1.0) == 0.2  # the expected latency
     assert backoff_s(3, 200.0, minimum_s=0.05, jitter=1.0) == 0.8  # doubled per refusal
     assert backoff_s(2, 200.0, minimum_s=0.05, jitter=0.5) == 0.2
+
+
+def test_a_trace_tells_each_agents_transfer_in_and_work() -> None:
+    a = TraceEntry(stage=0, agent_id="a", received_ms=1010, started_ms=1011, finished_ms=1015)
+    b = TraceEntry(stage=1, agent_id="b", received_ms=1020, started_ms=1020, finished_ms=1030)
+    # b's work runs on to the client's receipt
+    assert samples((a, b), 1000.0, 1035.0) == [(0, "a", 10.0, 5.0), (1, "b", 5.0, 15.0)]
+    ahead = replace(a, received_ms=1110, started_ms=1111, finished_ms=1115)  # 100 ms ahead
+    assert samples((ahead, b), 1000.0, 1035.0) == [(0, "a", 35.0, 5.0), (1, "b", 0.0, 15.0)]
+    local = replace(b, agent_id="a")  # handed over in memory: no transfer
+    assert samples((a, local), 1000.0, 1035.0) == [(0, "a", 10.0, 5.0), (1, "a", None, 15.0)]
+
+
+def hops(**ms: float) -> Hops:
+    """Stage 0 observations, all taken at time 0: ``hops(a=300, a2=5)``."""
+    return {(0, agent): Hop(value, 0.0) for agent, value in ms.items()}
+
+
+@pytest.mark.parametrize(
+    ("observed", "order"),
+    [
+        (hops(), ["a", "a2", "a3"]),  # nothing known: the plan's order
+        (hops(a=300.0), ["a", "a2", "a3"]),  # slow, but nothing to compare it with
+        (hops(a=300.0, a2=5.0), ["a2", "a3", "a"]),  # clearly slower: last
+        (hops(a=30.0, a2=20.0), ["a", "a2", "a3"]),  # less than twice
+        (hops(a=30.0, a2=12.0), ["a", "a2", "a3"]),  # twice, but by less than 20 ms
+        (hops(a=300.0, a2=100.0, a3=5.0), ["a3", "a", "a2"]),  # both slower than a3
+    ],
+)
+def test_an_agent_clearly_slower_than_another_replica_goes_last(
+    observed: Hops, order: list[str]
+) -> None:
+    assert by_speed(0, ["a", "a2", "a3"], observed) == order
+    assert by_speed(1, ["a", "a2", "a3"], observed) == ["a", "a2", "a3"]  # another stage's
+
+
+def test_a_probe_measures_the_replica_known_least_of() -> None:
+    observed = {(0, "a"): Hop(300.0, 5.0), (0, "a2"): Hop(5.0, 9.0)}
+    assert by_speed(0, ["a", "a2", "a3"], observed, probe=True) == ["a3", "a2", "a"]  # never seen
+    assert by_speed(0, ["a", "a2"], observed, probe=True) == ["a", "a2"]  # routed around
+    assert by_speed(0, ["a", "a2"], {(0, "a"): Hop(5.0, 1.0)}, probe=True) == ["a2", "a"]
+    fine = {(0, "a"): Hop(5.0, 5.0), (0, "a2"): Hop(6.0, 1.0)}
+    assert by_speed(0, ["a", "a2"], fine, probe=True) == ["a", "a2"]  # nothing to learn
+
+
+def test_the_route_avoids_a_slow_replica_only_among_the_untried_live_ones() -> None:
+    observed = hops(a=300.0, a2=5.0, a3=6.0)
+    assert choose_route(PLAN, Knowledge(), (), observed) == ((("a2", "a3", "a"), PLAN[1]), ())
+    assert choose_route(PLAN, Knowledge(), ("a2", "a3"), observed)[0][0] == ("a", "a2", "a3")
+    failed = Knowledge(failed=((0, "a2"), (0, "a3")))
+    assert choose_route(PLAN, failed, (), observed)[0][0] == ("a", "a2", "a3")
+    failure = Failure("internal", "", 1, "b")
+    decision = after_failure(
+        (("a2",), ("b",)), PLAN, Knowledge(), failure, budget=BUDGET, hops=observed
+    )
+    assert decision.step == Retry((("a2", "a3", "a"), ("b2", "b")))
+
+
+def test_an_observation_ages() -> None:
+    hop = Hop(100.0, 10.0)
+    assert hop.updated(0.0, 10.0) == Hop(80.0, 10.0)  # samples often: smoothed
+    assert hop.updated(0.0, 11.0, half_life_s=1.0) == Hop(50.0, 11.0)  # 1 s later: half
+    assert hop.updated(0.0, 20.0, half_life_s=1.0).ms < 0.1  # long ago: the new sample
+
+
+def entry(stage: int, agent_id: str, received_ms: float, finished_ms: float) -> TraceEntry:
+    return TraceEntry(stage, agent_id, received_ms, received_ms, finished_ms)
+
+
+def test_a_hop_is_the_work_at_a_stage_plus_the_agents_transfer() -> None:
+    times = HopTimes()
+    # sent at 1000: a read it 300 ms late, then ran stage 1 itself; a2 and b2 did not wait
+    times.observe("d", (entry(0, "a", 1300, 1305), entry(1, "a", 1305, 1310)), 1000, 1312, 5.0)
+    times.observe("d", (entry(0, "a2", 1002, 1007), entry(1, "b2", 1008, 1010)), 1000, 1012, 5.0)
+    assert times.of("d") == {
+        (0, "a"): Hop(300.0 + 5.0, 5.0),
+        (1, "a"): Hop(300.0 + 7.0, 5.0),  # seen only after itself, slow all the same
+        (0, "a2"): Hop(2.0 + 5.0, 5.0),
+        (1, "b2"): Hop(1.0 + 4.0, 5.0),
+    }
+    assert times.of("other") == {}
+
+
+def test_a_slow_primary_is_left_and_probed_until_it_recovers() -> None:
+    """A client sending 50 requests a second: ``a`` takes 200 ms per hop, then recovers."""
+    plan = (("a", "a2"),)
+    times, now_s, through_a = HopTimes(), 0.0, []
+    for made in range(1, 1001):
+        probe = made % PROBE_EVERY == 0
+        first = choose_route(plan, Knowledge(), (), times.of("d"), probe=probe)[0][0][0]
+        through_a.append(first == "a")
+        slow = first == "a" and made <= 500
+        finished = 1000.0 + (200.0 if slow else 5.0)
+        times.observe("d", (entry(0, first, 1000.0, finished),), 1000.0, finished, now_s)
+        now_s += 0.02
+    # the plan's primary, until the first probe measures a2; then a gets only the probes
+    assert all(through_a[: PROBE_EVERY - 1]) and not through_a[PROBE_EVERY - 1]
+    assert sum(through_a[PROBE_EVERY:500]) == (500 - PROBE_EVERY) // PROBE_EVERY
+    assert all(through_a[700:])  # recovered: a few probes (4 s) later, the plan's order
