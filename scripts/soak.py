@@ -75,14 +75,25 @@ class Window:
     latencies_ms: list[float] = field(default_factory=list)
     faults: list[str] = field(default_factory=list)
     rss_mb: dict[str, float] = field(default_factory=dict)
+    percentiles_ms: tuple[float | None, float | None] | None = None
+
+    def close(self) -> None:
+        """Keep p50 and p99, drop the samples: the soak runs in the client's process,
+        whose memory it reports, so it must not grow with the samples of an hour."""
+        self.percentiles_ms = (_pct(self.latencies_ms, 50), _pct(self.latencies_ms, 99))
+        self.latencies_ms = []
 
     def row(self) -> dict[str, Any]:
+        p50_ms, p99_ms = self.percentiles_ms or (
+            _pct(self.latencies_ms, 50),
+            _pct(self.latencies_ms, 99),
+        )
         return {
             "t_s": round(self.start_s, 1),
             "served": self.served,
             "errors": dict(self.errors),
-            "p50_ms": _pct(self.latencies_ms, 50),
-            "p99_ms": _pct(self.latencies_ms, 99),
+            "p50_ms": p50_ms,
+            "p99_ms": p99_ms,
             "faults": self.faults,
             "rss_mb": self.rss_mb,
         }
@@ -404,6 +415,7 @@ class Soak:
     def close_window(self, at_s: float) -> None:
         with self.lock:
             window = self.windows[-1]
+            window.close()
             window.rss_mb = self.rss_mb()
             self.windows.append(Window(at_s))
         row = window.row()
