@@ -377,7 +377,7 @@ class MqttTransport:
     ) -> _Outgoing:
         if self._closing.is_set():
             raise NotConnected(f"transport {self._client_id} is closed")
-        parts: list[Buffer] = payload if isinstance(payload, list) else [payload]
+        parts: list[Buffer] = list(payload) if isinstance(payload, list) else [payload]
         length = payload_size(parts)
         size = packet_size(topic, length, qos, self.config.version)
         if size > self.max_packet_bytes:
