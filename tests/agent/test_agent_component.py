@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import os
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -230,33 +232,61 @@ def test_a_duplicate_delivery_is_computed_once(fleet: MemoryFleet, digits: CutMo
     assert b.counters.duplicates == 0
 
 
-def test_a_full_queue_answers_overloaded(
-    fleet: MemoryFleet, digits: CutModel, tmp_path: Path
-) -> None:
-    slow = tmp_path / "slow.json"
-    slow.write_text(
-        json.dumps(
-            {
-                "name": "slow",
-                "active_power_w": 1,
-                "idle_power_w": 1,
-                "radio_j_per_mb": 1,
-                "battery_wh": 1,
-                "compute_factor": 20000,
-            }
-        )
-    )
-    from splitmq.agent import load_profile
+class GatedShard:
+    """A loaded shard whose runs wait for ``gate``: its stage worker stays busy, holding
+    the request it took, until the test opens the gate."""
 
-    a = fleet.agent("a", profile=load_profile(slow), queue_size=1, bench_runs=1)
+    def __init__(self, shard: Any, gate: threading.Event):
+        self._shard = shard
+        self._gate = gate
+        self.entered = threading.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._shard, name)
+
+    def run(self, arrays: dict[str, np.ndarray]) -> Any:
+        self.entered.set()
+        if not self._gate.wait(60):
+            raise TimeoutError("the test never opened the gate")
+        return self._shard.run(arrays)
+
+
+def answering(activation: Activation) -> Callable[[ErrorMessage | Result], bool]:
+    """A predicate: an answer (result or error) to ``activation``."""
+    return lambda message: message.request_id == activation.request_id
+
+
+def test_a_full_queue_answers_overloaded(fleet: MemoryFleet, digits: CutModel) -> None:
+    a = fleet.agent("a", queue_size=1)
     client = fleet.client("alice")
     ev, results = events(client), Inbox(client, CALLBACK)
     deploy(fleet, ev, [(a, digits.shards[0]), (a, digits.shards[1])], "d")
+    stage0 = a._stages[("d", 0)]
+    gate = threading.Event()
+    gated = GatedShard(stage0.shard, gate)
+    stage0.shard = gated  # type: ignore[assignment]
     sent = [request(digits, "d", (("a",), ("a",))) for _ in range(6)]
-    for activation in sent:
-        send(fleet, activation, "a")
-    error = results.wait_for(ErrorMessage, lambda m: m.code is ErrorCode.OVERLOADED)
-    assert error.request_id in {s.request_id for s in sent[2:]}
+    try:
+        # The worker takes the first request and is busy with it; the second fills the
+        # queue (one place); every one after that finds it full.
+        send(fleet, sent[0], "a")
+        assert gated.entered.wait(15), "the stage worker never took the first request"
+        send(fleet, sent[1], "a")
+        wait_until(lambda: stage0.queue.qsize() == 1, 15, "the second request to be queued")
+        for activation in sent[2:]:
+            send(fleet, activation, "a")
+        for activation in sent[2:]:
+            error = results.wait_for(ErrorMessage, answering(activation))
+            assert error.code is ErrorCode.OVERLOADED, error.message
+            assert error.agent_id == "a" and error.stage == 0
+    finally:
+        gate.set()
+    # What was accepted is still served, exactly, and only the excess was refused.
+    for activation in sent[:2]:
+        result = results.wait_for(Result, answering(activation))
+        outputs_match(result, digits)
+    refused = {m.request_id for m in results.of(ErrorMessage)}
+    assert refused == {s.request_id for s in sent[2:]}
 
 
 def test_unload_frees_the_stage(fleet: MemoryFleet, digits: CutModel) -> None:
