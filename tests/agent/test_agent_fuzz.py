@@ -12,6 +12,7 @@ afterwards.
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 import time
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import cbor2
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -28,10 +30,13 @@ from hypothesis import strategies as st
 from splitmq.agent import Agent, AgentConfig, agent_will, load_profile
 from splitmq.agent.agent import _Job, now_ms
 from splitmq.coordinator.pool_service import PoolService
-from splitmq.transport import InboundMessage, MemoryBroker
+from splitmq.transport import InboundMessage, MemoryBroker, Transport
 from splitmq.wire import (
+    REQUEST_ID_BYTES,
     CommandReply,
+    ErrorMessage,
     LoadShard,
+    Message,
     Ping,
     Result,
     ShardChunk,
@@ -50,6 +55,8 @@ from .hostile import CALLBACK, hostile_activations, lying_activations
 
 AGENT = "fuzz-agent"
 DEPLOYMENT = "d"
+MARKS = "fuzz-test/settled"
+"""Where the watcher sends itself markers (outside the namespace: never recorded)."""
 
 
 class SpyShard:
@@ -82,12 +89,40 @@ class Target:
     agent: Agent
     spies: list[SpyShard]
     answers: Inbox
+    watcher: Transport
     published: list[tuple[str, bytes | bytearray]] = field(default_factory=list)
+    marks: set[bytes] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def record(self, message: InboundMessage) -> None:
         with self.lock:
             self.published.append((message.topic, message.payload))
+
+    def mark(self, message: InboundMessage) -> None:
+        with self.lock:
+            self.marks.add(bytes(message.payload))
+
+    def settle(self, timeout_s: float = 60.0) -> None:
+        """Return once the watcher has recorded everything published before the call.
+
+        The watcher records on its own inbox thread, which lags the publishers when the
+        machine is loaded; a marker it sends itself is handled after all of that (one
+        FIFO, one worker). The marker goes again if a full inbox dropped it.
+        """
+        mark = os.urandom(8)
+        deadline = time.monotonic() + timeout_s
+
+        def marked() -> bool:
+            with self.lock:
+                return mark in self.marks
+
+        while not marked():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the watcher did not catch up within {timeout_s} s")
+            self.watcher.publish(MARKS, mark)
+            retry = time.monotonic() + 1.0
+            while not marked() and time.monotonic() < retry:
+                time.sleep(0.01)
 
 
 @pytest.fixture(scope="module")
@@ -125,8 +160,9 @@ def target(digits: CutModel, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         spies.append(spy)
     watcher = broker.transport("watcher")
     watcher.start()
-    made = Target(agent, spies, Inbox(watcher, CALLBACK))
+    made = Target(agent, spies, Inbox(watcher, CALLBACK), watcher)
     watcher.subscribe("splitmq/v1/#", made.record)
+    watcher.subscribe(MARKS, made.mark)
     yield made
     agent.stop()
     for transport in (watcher, coordinator, pool_transport):
@@ -175,25 +211,60 @@ def test_hostile_activations_are_refused_and_never_computed(
     handle_stage(target, payload)
 
 
+def answerable(payload: bytes) -> bytes | None:
+    """The request id of a payload that names one and a client's result topic to answer on."""
+    try:
+        body = cbor2.loads(payload)
+    except Exception:  # garbage, or nested too deep: nothing to answer
+        return None
+    if not isinstance(body, dict) or body.get("callback") != CALLBACK:
+        return None
+    request_id = body.get("request_id")
+    if isinstance(request_id, bytes) and len(request_id) == REQUEST_ID_BYTES:
+        return request_id
+    return None
+
+
 def test_named_hostile_activations_each_get_an_error_not_a_result(
     target: Target, digits: CutModel
 ) -> None:
     shape = list(digits.image.shape)
+    payloads = hostile_activations(DEPLOYMENT, digits.input_name, shape)
+    addressed = {name: rid for name, p in payloads.items() if (rid := answerable(p)) is not None}
+    handlers = len(target.agent._stages) + 1  # handle_stage: each hosted stage and the stray
+    # The previous test's results may still be on their way to the watcher: let them
+    # land before counting, or they would pass for answers to these payloads.
+    target.settle()
     runs = sum(spy.runs for spy in target.spies)
+    unroutable = target.agent.counters.unroutable
     with target.lock:
         first = len(target.published)
-    for name, payload in hostile_activations(DEPLOYMENT, digits.input_name, shape).items():
+    for name, payload in payloads.items():
         handle_stage(target, payload)
         assert sum(spy.runs for spy in target.spies) == runs, f"{name} was computed"
 
-    def answers() -> list[object]:
+    def answers() -> list[Message]:
         with target.lock:
             return [decode(p) for t, p in target.published[first:] if t == CALLBACK]
 
-    # Errors travel through the in-memory broker: the ones it could address (about half
-    # of the payloads carry a usable callback and request id) arrive shortly.
-    wait_until(lambda: len(answers()) >= 10, 10, "the errors for the hostile payloads")
+    def answered(request_id: bytes) -> list[Message]:
+        return [a for a in answers() if getattr(a, "request_id", None) == request_id]
+
+    # Every handler answers every payload that names a request and a result topic; the
+    # answers travel through the in-memory broker and the watcher's thread. The others
+    # cannot be answered: the agent counts them as unroutable.
+    wait_until(
+        lambda: all(len(answered(rid)) >= handlers for rid in addressed.values()),
+        60,
+        "an error from every handler for every addressable hostile payload",
+    )
+    target.settle()  # whatever else was published for them has landed too
+    for name, rid in addressed.items():
+        kinds = [type(a).__name__ for a in answered(rid)]
+        assert kinds == [ErrorMessage.__name__] * handlers, (name, kinds)
     assert not any(isinstance(a, Result) for a in answers())
+    unanswerable = len(payloads) - len(addressed)
+    assert target.agent.counters.unroutable - unroutable == handlers * unanswerable
     # Whatever it was sent, the agent only ever spoke on its own topics, to the next
     # stage of a route, or to a client's result topic: never a command, plan or deployment.
     with target.lock:
@@ -204,7 +275,7 @@ def test_named_hostile_activations_each_get_an_error_not_a_result(
     # ... and a good request still gets the exact answer.
     good = request(digits, DEPLOYMENT, ((AGENT,), (AGENT,)), callback=CALLBACK)
     handle_stage(target, encode(good))
-    result = target.answers.wait_for(Result, lambda r: r.request_id == good.request_id)
+    result = target.answers.wait_for(Result, lambda r: r.request_id == good.request_id, 60)
     (out,) = result.tensors
     np.testing.assert_array_equal(out.array, next(iter(digits.expected.values())))
 
