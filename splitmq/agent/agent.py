@@ -234,7 +234,6 @@ class Agent:
         if self._started:
             return
         self._started = True
-        self.transport.add_connection_listener(self._on_connection)
         self.transport.start(timeout_s)
         me = self.agent_id
         self.transport.subscribe(
@@ -249,6 +248,10 @@ class Agent:
             qos=STAGE.qos,
             fast_path=self._enqueue_stage,
         )
+        # Announced only now, subscribed: whoever sees the birth message may command us
+        # at once. After a reconnect the transport subscribes again before telling us.
+        self.transport.add_connection_listener(self._on_connection)
+        self._announce()
         for target, name in ((self._run_commands, "commands"), (self._run_telemetry, "telemetry")):
             thread = threading.Thread(target=target, name=f"agent-{me}-{name}", daemon=True)
             thread.start()
