@@ -232,20 +232,20 @@ class _Waiter:
         self.quiet = quiet  # a re-subscription after a reconnect: nobody waits
 
 
-class MqttTransport:
-    """A broker connection; see the module docstring for what it guarantees."""
+class MqttEngine:
+    """What both MQTT engines (:class:`MqttTransport`, and ``PahoTransport``) keep alike:
+    identity, statistics, the inbox, the subscriptions to renew, connection events and
+    the packet limit (the configured one, lowered by the broker's CONNACK)."""
 
     def __init__(
         self,
         config: TransportConfig,
         *,
-        will: Will | None = None,
         on_overflow: OverflowHandler | None = None,
         rng: random.Random | None = None,
     ):
         self.config = config
         self._client_id = config.resolved_client_id()
-        self._version = Version.V5 if config.version is MqttVersion.V5 else Version.V311
         self._stats = TransportStats()
         self._inbox = Inbox(
             self._client_id,
@@ -254,31 +254,13 @@ class MqttTransport:
             workers=config.inbox_workers,
             on_overflow=on_overflow,
         )
-        self._will = will
         self._rng = rng or random.Random()
         self._lock = threading.Lock()
         self._subscriptions: dict[str, int] = {}
-        self._channel: Channel | None = None
         self._connected = threading.Event()
-        self._closing = threading.Event()
         self._first_result: queue.Queue[str | None] = queue.Queue()
-        self._next_id = 0
-        self._inflight: dict[int, _Outgoing] = {}
-        self._pending: deque[_Outgoing] = deque()
-        self._waiters: dict[int, _Waiter] = {}
-        self._qos2_in: set[int] = set()
-        self._receive_max = max(1, config.max_inflight)
-        self._broker_max_packet: int | None = None
         self._events = ConnectionEvents(self._client_id)
-        self._reader: _Reader | None = None
-        self._last_read = 0.0
-        self._last_write = 0.0
-        self._ever_connected = False
-        self._started = False
-        self._threads = [
-            threading.Thread(target=self._run, name=f"{self._client_id}-mqtt", daemon=True),
-            threading.Thread(target=self._run_keepalive, name=f"{self._client_id}-ka", daemon=True),
-        ]
+        self._broker_max_packet: int | None = None
 
     # -- properties ---------------------------------------------------------------------
 
@@ -304,6 +286,44 @@ class MqttTransport:
     @property
     def max_payload_bytes(self) -> int:
         return max_payload_bytes(self.max_packet_bytes, self.config.version)
+
+    def add_connection_listener(self, listener: ConnectionListener) -> None:
+        self._events.add(listener)
+
+
+class MqttTransport(MqttEngine):
+    """A broker connection; see the module docstring for what it guarantees."""
+
+    def __init__(
+        self,
+        config: TransportConfig,
+        *,
+        will: Will | None = None,
+        on_overflow: OverflowHandler | None = None,
+        rng: random.Random | None = None,
+    ):
+        super().__init__(config, on_overflow=on_overflow, rng=rng)
+        self._version = Version.V5 if config.version is MqttVersion.V5 else Version.V311
+        self._will = will
+        self._channel: Channel | None = None
+        self._closing = threading.Event()
+        self._next_id = 0
+        self._inflight: dict[int, _Outgoing] = {}
+        self._pending: deque[_Outgoing] = deque()
+        self._waiters: dict[int, _Waiter] = {}
+        self._qos2_in: set[int] = set()
+        self._receive_max = max(1, config.max_inflight)
+        self._reader: _Reader | None = None
+        self._last_read = 0.0
+        self._last_write = 0.0
+        self._ever_connected = False
+        self._started = False
+        self._threads = [
+            threading.Thread(target=self._run, name=f"{self._client_id}-mqtt", daemon=True),
+            threading.Thread(target=self._run_keepalive, name=f"{self._client_id}-ka", daemon=True),
+        ]
+
+    # -- properties ---------------------------------------------------------------------
 
     @property
     def fast_paths_may_block(self) -> bool:
@@ -360,9 +380,6 @@ class MqttTransport:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    def add_connection_listener(self, listener: ConnectionListener) -> None:
-        self._events.add(listener)
 
     # -- publish / subscribe ---------------------------------------------------------
 

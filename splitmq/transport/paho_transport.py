@@ -35,25 +35,21 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from splitmq.errors import NotConnected, PayloadTooLarge, TransportError
 from splitmq.transport.base import (
-    ConnectionListener,
     FastPath,
     Handler,
     InboundMessage,
-    Inbox,
     OverflowHandler,
     Payload,
-    TransportStats,
     Will,
     payload_bytes,
 )
 from splitmq.transport.config import MqttVersion, TransportConfig
 from splitmq.transport.mqtt import (
     MAX_EXPIRY_S,
-    ConnectionEvents,
     ConnectionRefused,
+    MqttEngine,
     PublishRefused,
     backoff_delay,
-    max_payload_bytes,
     packet_size,
 )
 
@@ -78,7 +74,7 @@ class _Receipt:
             raise PublishRefused(self._topic, reason)
 
 
-class PahoTransport:
+class PahoTransport(MqttEngine):
     """A broker connection; see the module docstring for what it guarantees."""
 
     def __init__(
@@ -89,26 +85,10 @@ class PahoTransport:
         on_overflow: OverflowHandler | None = None,
         rng: random.Random | None = None,
     ):
-        self.config = config
-        self._client_id = config.resolved_client_id()
-        self._stats = TransportStats()
-        self._inbox = Inbox(
-            self._client_id,
-            self._stats,
-            size=config.inbox_size,
-            workers=config.inbox_workers,
-            on_overflow=on_overflow,
-        )
-        self._rng = rng or random.Random()
-        self._subscriptions: dict[str, int] = {}
-        self._lock = threading.Lock()
-        self._connected = threading.Event()
-        self._first_result: queue.Queue[str | None] = queue.Queue()
+        super().__init__(config, on_overflow=on_overflow, rng=rng)
         self._pending_subacks: dict[int, tuple[threading.Event, list[str]]] = {}
         self._refusals: dict[int, str] = {}
         self._resubscribed: set[int] = set()
-        self._events = ConnectionEvents(self._client_id)
-        self._broker_max_packet: int | None = None
         self._attempt = 0
         self._ever_connected = False
         self._closing = False
@@ -116,29 +96,6 @@ class PahoTransport:
         self._client = self._make_client(will)
 
     # -- properties ---------------------------------------------------------------------
-
-    @property
-    def client_id(self) -> str:
-        return self._client_id
-
-    @property
-    def connected(self) -> bool:
-        return self._connected.is_set()
-
-    @property
-    def stats(self) -> TransportStats:
-        return self._stats
-
-    @property
-    def max_packet_bytes(self) -> int:
-        limit = self.config.max_packet_bytes
-        if self._broker_max_packet is not None:
-            limit = min(limit, self._broker_max_packet)
-        return limit
-
-    @property
-    def max_payload_bytes(self) -> int:
-        return max_payload_bytes(self.max_packet_bytes, self.config.version)
 
     @property
     def fast_paths_may_block(self) -> bool:
@@ -190,9 +147,6 @@ class PahoTransport:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    def add_connection_listener(self, listener: ConnectionListener) -> None:
-        self._events.add(listener)
 
     # -- publish / subscribe ---------------------------------------------------------
 
