@@ -148,6 +148,8 @@ class Client:
         self._liveness = routes.Liveness(self.config.stale_periods, self.config.min_stale_s)
         self._timers = Timers(f"client-{self.client_id}-timers")
         self._random = random.Random()  # jitter of the waits: busy agents, unavailable stages
+        # start() returns connected; the first connection's event is not a reconnection
+        self._link_up, self._first_link_event = True, True
         self._started = self._closed = False
         self.duplicates = 0
         """Results for a request already answered (a late attempt, a QoS 1 redelivery)."""
@@ -159,6 +161,7 @@ class Client:
         with self._start_lock:  # held throughout: a second caller waits until it is done
             if self._started:
                 return
+            self.transport.add_connection_listener(self._on_connection)
             self.transport.start(timeout_s)
             ns = self.namespace
             # answers handled on the network thread where allowed: one wake-up less each
@@ -432,15 +435,9 @@ class Client:
             return
         request.attempt += 1
         request.route, request.phase, request.attempt_sent_ms = route, Phase.SENT, now_ms()
-        timeout_s = routes.attempt_timeout_s(
-            plan.predicted_latency_ms,
-            budget.remaining_s,
-            observed_ms=self._observed_ms.get(plan.deployment),
-            last=request.attempts_spent >= self.config.max_attempts,
-            factor=self.config.attempt_timeout_factor,
-            margin_s=self.config.attempt_timeout_margin_s,
-            minimum_s=self.config.min_attempt_timeout_s,
-        )
+        request.maybe_lost = False
+        last = request.attempts_spent >= self.config.max_attempts
+        timeout_s = self._attempt_timeout_s(plan, budget.remaining_s, last=last)
         activation = Activation(
             request_id=request.request_id,
             attempt=request.attempt,
@@ -456,6 +453,17 @@ class Client:
         expire = partial(self._failed, request.request_id, request.attempt, timeout)
         self._timers.call_at(now + timeout_s, partial(self._locked, expire))
         effects.append(partial(self._publish_activation, request, activation, budget.remaining_s))
+
+    def _attempt_timeout_s(self, plan: Plan, remaining_s: float, *, last: bool) -> float:
+        return routes.attempt_timeout_s(
+            plan.predicted_latency_ms,
+            remaining_s,
+            observed_ms=self._observed_ms.get(plan.deployment),
+            last=last,
+            factor=self.config.attempt_timeout_factor,
+            margin_s=self.config.attempt_timeout_margin_s,
+            minimum_s=self.config.min_attempt_timeout_s,
+        )
 
     def _backoff_s(self, request: RequestState, route: Route, budget: routes.RetryBudget) -> float:
         """How long the attempt on ``route`` waits: 0 unless the last attempt was refused
@@ -521,6 +529,14 @@ class Client:
             return  # answered already, or an attempt since superseded
         assert request.plan is not None
         plan, now = request.plan, time.monotonic()
+        if failure.outcome == routes.TIMEOUT and not self._link_up:
+            return  # the reconnection gives it a fresh timeout (see _link_changed)
+        if failure.outcome == routes.TIMEOUT and request.maybe_lost:
+            # dropped by the broker in an outage, perhaps: send again, blaming no agent
+            request.close_attempt(routes.LOST, failure.message)
+            request.lost_to_outages += 1
+            self._send(request, self._route(request, plan), effects)
+            return
         request.close_attempt(failure.outcome, failure.message)
         request.wait_if_busy = failure.outcome in routes.BUSY_CODES
         if request.wait_if_busy:
@@ -553,6 +569,42 @@ class Client:
             self._plan(request, fresh=True, effects=effects)
         else:
             self._give_up(request, step.code, step.reason, effects)
+
+    def _on_connection(self, up: bool) -> None:
+        self._locked(partial(self._link_changed, up))
+
+    def _link_changed(self, up: bool, effects: Effects) -> None:
+        """The client's broker link went down, or came back (subscriptions restored).
+
+        A broker that restarts keeps no session: an answer published while the client
+        was away is gone, and so is an attempt that reached the broker before its agent
+        had subscribed again. Every attempt in flight across the outage is therefore
+        *maybe lost*: it gets an ordinary timeout from the reconnection (a last attempt
+        would otherwise wait out its deadline for an answer that may never come), and
+        an agent of its route announcing itself online re-arms it again
+        (:meth:`_status`). If it passes unanswered the request is sent again: the lost
+        attempt counts against no one (:meth:`_failed`). A timeout that fires while the
+        link is down waits for the reconnection.
+        """
+        first, self._first_link_event = self._first_link_event, False
+        self._link_up = up
+        if up and first:  # the first connection: nothing was in flight before it
+            return
+        in_flight = [r for r in self._requests.values() if r.phase is Phase.SENT]
+        for request in in_flight:
+            request.maybe_lost = True
+        if up:
+            self._rearm(in_flight, "a reconnection")
+
+    def _rearm(self, requests: Iterable[RequestState], since: str) -> None:
+        """Give each attempt in flight an ordinary timeout from now (see :meth:`_link_changed`)."""
+        now = time.monotonic()
+        for request in requests:
+            assert request.plan is not None
+            timeout_s = self._attempt_timeout_s(request.plan, request.deadline_s - now, last=False)
+            lost = Failure(routes.TIMEOUT, f"no answer within {timeout_s:.2f} s of {since}")
+            expire = partial(self._failed, request.request_id, request.attempt, lost)
+            self._timers.call_at(now + timeout_s, partial(self._locked, expire))
 
     # -- endings -------------------------------------------------------------------------
 
@@ -665,7 +717,17 @@ class Client:
     def _status(self, status: AgentStatus, effects: Effects) -> None:
         agent_id, online = status.agent_id, status.state is AgentState.ONLINE
         self._liveness.status(agent_id, online)
-        if online or not self.config.retry_on_offline:
+        if online:  # (re)subscribed just now: what reached the broker before may be gone
+            via = [
+                r
+                for r in self._requests.values()
+                if r.phase is Phase.SENT and agent_id in routes.firsts(r.route)
+            ]
+            for request in via:
+                request.maybe_lost = True
+            self._rearm(via, f"{agent_id} coming online")
+            return
+        if not self.config.retry_on_offline:
             return
         for request in list(self._requests.values()):
             on_route = routes.firsts(request.route)

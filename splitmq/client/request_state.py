@@ -81,6 +81,11 @@ class RequestState:
     """``(stage, agent)`` pairs that refused an attempt of this request as ``overloaded``."""
     busy_answers: int = 0
     """Attempts an agent refused with ``overloaded``."""
+    maybe_lost: bool = False
+    """The current attempt may have been dropped by the broker, whoever is alive: the
+    client's link went down since it was sent, or an agent of its route (re)subscribed."""
+    lost_to_outages: int = 0
+    """Attempts that timed out while ``maybe_lost``: they count against no one."""
     wait_if_busy: bool = False
     """The last attempt was refused as ``overloaded``: the next waits if it goes back to
     an agent in ``busy``."""
@@ -91,8 +96,9 @@ class RequestState:
     @property
     def attempts_spent(self) -> int:
         """Attempts that count against ``ClientConfig.max_attempts``: those sent, except
-        the ones an agent refused as busy (they cost it nothing; the next one waits)."""
-        return self.attempt + 1 - self.busy_answers
+        the ones an agent refused as busy (they cost it nothing; the next one waits) and
+        the ones a broker outage may have swallowed (no agent is to blame)."""
+        return self.attempt + 1 - self.busy_answers - self.lost_to_outages
 
     def close_attempt(self, outcome: str, message: str) -> None:
         route = routes.firsts(self.route)

@@ -63,6 +63,9 @@ TIMEOUT = "timeout"
 """The outcome of an attempt that did not answer in time."""
 OFFLINE = "offline"
 """The outcome of an attempt whose agent went offline (its will) while it was in flight."""
+LOST = "lost"
+"""The outcome of an attempt the client's broker link went down around: unanswered, and
+no agent to blame (the broker keeps no session, so its answer may be gone)."""
 
 NOT_RETRYABLE_AT_INPUT = frozenset({ErrorCode.SHAPE_MISMATCH, ErrorCode.BAD_MESSAGE})
 """Codes that, at stage 0, blame the client's input: another agent would say the same."""

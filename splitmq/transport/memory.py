@@ -135,6 +135,7 @@ class MemoryTransport:
         self._inbox = Inbox(client_id, self._stats, size=inbox_size, on_overflow=on_overflow)
         self._listeners: list[ConnectionListener] = []
         self._connected = False
+        self._held: list[tuple[str, bytes, bool]] | None = None  # publishes held in an outage
 
     @property
     def client_id(self) -> str:
@@ -170,6 +171,24 @@ class MemoryTransport:
         """Vanish as a killed process would: the broker publishes the will."""
         self._disconnect(publish_will=True)
 
+    def interrupt(self) -> None:
+        """Lose the link to the broker for a while (until :meth:`resume`), as a broker
+        restart without persistence does: what is published to this transport meanwhile
+        is gone, and what it publishes waits in its outbox."""
+        if not self._connected or self._held is not None:
+            return
+        self._held = []
+        for listener in self._listeners:
+            listener(False)
+
+    def resume(self) -> None:
+        """The link is back: the held publishes go out, then the listeners hear of it."""
+        held, self._held = self._held, None
+        for topic, data, retain in held or ():
+            self._broker._publish(topic, data, retain)
+        for listener in self._listeners:
+            listener(True)
+
     def _disconnect(self, *, publish_will: bool) -> None:
         if not self._connected:
             return
@@ -199,7 +218,10 @@ class MemoryTransport:
             raise PayloadTooLarge(topic, size, self._broker.max_packet_bytes)
         self._stats.msgs_out += 1
         self._stats.bytes_out += len(data)
-        self._broker._publish(topic, data, retain)
+        if self._held is not None:
+            self._held.append((topic, data, retain))
+        else:
+            self._broker._publish(topic, data, retain)
         return _Done()
 
     def subscribe(
@@ -220,6 +242,9 @@ class MemoryTransport:
         self._broker._unsubscribe(self, topic_filter)
 
     def _deliver(self, message: InboundMessage) -> None:
+        if self._held is not None:  # the link is down: the broker keeps no session for us
+            self._stats.dropped_in += 1
+            return
         self._stats.msgs_in += 1
         self._stats.bytes_in += len(message.payload)
         self._inbox.put(message)

@@ -120,3 +120,27 @@ def test_a_fast_path_takes_what_it_can_and_leaves_the_rest_to_the_worker() -> No
     # The fast path ran on the delivering thread, before any inbox hand-off.
     assert taken == [("stage/mine", "MainThread"), ("stage/other", "MainThread")]
     assert got.threads == {"agent-inbox-0"}
+
+
+def test_an_interrupted_link_loses_what_comes_in_and_holds_what_goes_out() -> None:
+    broker = MemoryBroker()
+    a, b = broker.transport("a"), broker.transport("b")
+    events: list[bool] = []
+    a.add_connection_listener(events.append)
+    a.start()
+    b.start()
+    at_a, at_b = Collector(), Collector()
+    a.subscribe("to/a", at_a)
+    b.subscribe("to/b", at_b)
+    a.interrupt()
+    b.publish("to/a", b"lost")  # the broker keeps no session for a
+    a.publish("to/b", b"held")  # waits in a's outbox
+    time.sleep(0.1)
+    assert at_a.messages == [] and at_b.messages == [] and a.stats.dropped_in == 1
+    a.resume()
+    assert [m.payload for m in at_b.wait_for(1)] == [b"held"]
+    b.publish("to/a", b"after")
+    assert [m.payload for m in at_a.wait_for(1)] == [b"after"]
+    assert events == [True, False, True]
+    a.close()
+    b.close()
