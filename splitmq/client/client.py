@@ -358,11 +358,26 @@ class Client:
             elif request.plan is not None:  # no fresh plan for a retry: go on with the old one
                 self._send(request, self._route(request, request.plan), effects)
             else:
-                reason = (
-                    f"no plan within {self.config.plan_timeout_s:.1f} s: is a coordinator "
-                    f"running on this broker, in namespace {self.namespace!r}?"
-                )
-                self._give_up(request, errors.NO_PLAN, reason, effects)
+                self._no_plan(request, effects)
+
+    def _no_plan(self, request: RequestState, effects: Effects) -> None:
+        """A plan request went unanswered: ask again while the deadline allows.
+
+        A coordinator may be restarting, or reconnecting after a broker restart, and
+        the broker drops a plan request no coordinator is subscribed for.
+        """
+        request.plan_asks += 1
+        if time.monotonic() < request.deadline_s:  # the deadline's timer ends it as no_plan
+            self._plan(request, fresh=True, effects=effects)
+        else:
+            self._give_up(request, errors.NO_PLAN, self._no_plan_reason(request), effects)
+
+    def _no_plan_reason(self, request: RequestState) -> str:
+        asks = f"{request.plan_asks} plan requests" if request.plan_asks > 1 else "a plan request"
+        return (
+            f"no coordinator answered {asks} ({self.config.plan_timeout_s:.1f} s each): is "
+            f"a coordinator running on this broker, in namespace {self.namespace!r}?"
+        )
 
     def _plan_later(self, request: RequestState, refusal: PlanRefused, effects: Effects) -> None:
         """A stage has no replica online: passing (the coordinator heals the deployment),
@@ -514,11 +529,15 @@ class Client:
     def _on_deadline(self, request_id: bytes) -> None:
         def expire(effects: Effects) -> None:
             request = self._requests.get(request_id)
-            if request is not None:
-                reason = "the deadline passed"
-                if request.phase is not Phase.SENT:
-                    reason += f" {request.phase.value}"
-                self._give_up(request, errors.DEADLINE, reason, effects)
+            if request is None:
+                return
+            if request.phase is Phase.PLANNING and request.plan is None and request.plan_asks:
+                self._give_up(request, errors.NO_PLAN, self._no_plan_reason(request), effects)
+                return
+            reason = "the deadline passed"
+            if request.phase is not Phase.SENT:
+                reason += f" {request.phase.value}"
+            self._give_up(request, errors.DEADLINE, reason, effects)
 
         self._locked(expire)
 

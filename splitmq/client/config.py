@@ -27,8 +27,10 @@ class ClientConfig:
         replan_wait_s: when the coordinator answers that a stage has no replica online
             (``unavailable``: the deployment is being healed), ask again after about
             this long (jittered), until the deadline.
-        plan_timeout_s: wait this long for the coordinator's plan. When a fresh plan
-            for a retry does not come, the retry goes on with the plan it had.
+        plan_timeout_s: wait this long for the coordinator's plan, then ask again while
+            the deadline allows (a coordinator may be restarting); the request fails as
+            ``no_plan`` when none came. When a fresh plan for a retry does not come, the
+            retry goes on with the plan it had.
         plan_ttl_s: ask again for a plan after this long, even if its epoch holds. The
             old plan serves meanwhile (and on, if the coordinator does not answer) until
             the coordinator refuses it or its deployment moves to a new epoch.

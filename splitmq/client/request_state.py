@@ -89,6 +89,8 @@ class RequestState:
     wait_if_busy: bool = False
     """The last attempt was refused as ``overloaded``: the next waits if it goes back to
     an agent in ``busy``."""
+    plan_asks: int = 0
+    """Plan requests of its own that no coordinator answered in time."""
     probe: bool = False
     """Its first attempt measures replicas the client knows least of
     (:func:`splitmq.client.routes.by_speed`)."""

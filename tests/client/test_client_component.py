@@ -423,13 +423,30 @@ def test_no_coordinator_and_no_deployment_end_in_clear_errors(
     fleet_with_coordinator: ClientFleet, digits: CutModel
 ) -> None:
     env = fleet_with_coordinator  # the coordinator stays silent
+    started = time.monotonic()
     with pytest.raises(InferenceError) as failure:
-        env.client(plan_timeout_s=0.3).infer(digits.image)
+        env.client(plan_timeout_s=0.3).infer(digits.image, deadline_s=1.0)
     assert failure.value.code == "no_plan" and "coordinator" in str(failure.value)
+    assert "plan requests (0.3 s each)" in str(failure.value)
+    assert env.coordinator.plans_asked() >= 3  # asked again while the deadline allowed
+    assert time.monotonic() - started < 1.5
     env.answer(always(fixed_plan((("a",), ("a",)), deployment="never-published")))
     with pytest.raises(DeadlineError) as late:
         env.client("bob").infer(digits.image, deadline_s=0.5)
     assert "deployment" in str(late.value)
+
+
+def test_a_plan_request_no_coordinator_answered_is_asked_again_within_the_deadline(
+    fleet_with_coordinator: ClientFleet, digits: CutModel
+) -> None:
+    env = fleet_with_coordinator
+    env.fleet.agent("a")
+    env.deploy(digits, [["a"], ["a"]])
+    # silent at first: restarting, or not yet subscribed again after a broker restart
+    env.answer(always(None, fixed_plan((("a",), ("a",)))))
+    result = env.client(plan_timeout_s=0.3).infer(digits.image, deadline_s=5.0)
+    np.testing.assert_array_equal(only_output(result), next(iter(digits.expected.values())))
+    assert env.coordinator.plans_asked() == 2
 
 
 def test_an_input_that_does_not_fit_fails_before_sending(

@@ -80,6 +80,13 @@ class Watch:
                 self.replies[decoded.request_id] = decoded
             self._cond.notify_all()
 
+    def forget(self) -> None:
+        """Forget everything heard: what is waited for next must be heard again."""
+        with self._cond:
+            self.status.clear()
+            self.telemetry.clear()
+            self.deployments.clear()
+
     def online(self, agent_id: str) -> bool:
         status = self.status.get(agent_id)
         return status is not None and status.state is AgentState.ONLINE
@@ -167,8 +174,12 @@ class Fleet:
     # -- broker -------------------------------------------------------------------------------
 
     def restart_broker(self, down_s: float) -> None:
-        """Kill Mosquitto (a crash: no wills, no retained state kept) and start it again."""
+        """Kill Mosquitto (a crash: no wills, no retained state kept) and start it again.
+
+        The watch forgets what it heard: presence and deployments waited for afterwards
+        are those said again to the new broker."""
         self.broker.kill()
+        self.watch.forget()
         time.sleep(down_s)
         self.broker.start()
 
