@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from splitmq.agent import AgentConfig, BatteryMode, load_profile
+from splitmq.agent import Agent, AgentConfig, BatteryMode, load_profile
 from splitmq.client import (
+    Client,
     DeadlineError,
     InferenceError,
     InferenceResult,
@@ -758,17 +759,22 @@ def link(transport: Transport) -> MemoryTransport:
     return transport
 
 
-def test_an_answer_lost_in_a_broker_outage_is_asked_again_after_the_reconnection(
-    fleet_with_coordinator: ClientFleet, digits: CutModel
-) -> None:
-    env = fleet_with_coordinator
+def one_attempt_through_a_and_b(env: ClientFleet, digits: CutModel) -> tuple[Client, Agent]:
+    """A client with its plan cached, allowed one attempt per request through agents a
+    and b (b is returned): without a fresh timeout after an outage, that attempt would
+    wait out its 20 s deadline for an answer the outage swallowed."""
     _, b = env.fleet.agent("a"), env.fleet.agent("b")
     env.deploy(digits, [["a"], ["b"]])
     env.answer(always(fixed_plan((("a",), ("b",)))))
-    # one attempt: without a fresh timeout after the reconnection, it would wait out its
-    # deadline for an answer the outage swallowed
     client = env.client(max_attempts=1, deadline_s=20.0)
-    client.infer(digits.image)  # the plan is cached
+    client.infer(digits.image)
+    return client, b
+
+
+def test_an_answer_lost_in_a_broker_outage_is_asked_again_after_the_reconnection(
+    fleet_with_coordinator: ClientFleet, digits: CutModel
+) -> None:
+    client, b = one_attempt_through_a_and_b(fleet_with_coordinator, digits)
     link(b.transport).interrupt()
     started = time.monotonic()
     future = client.infer_async(digits.image)
@@ -787,12 +793,7 @@ def test_an_answer_lost_in_a_broker_outage_is_asked_again_after_the_reconnection
 def test_an_attempt_an_agent_missed_while_away_is_asked_again_once_it_is_back(
     fleet_with_coordinator: ClientFleet, digits: CutModel
 ) -> None:
-    env = fleet_with_coordinator
-    _, b = env.fleet.agent("a"), env.fleet.agent("b")
-    env.deploy(digits, [["a"], ["b"]])
-    env.answer(always(fixed_plan((("a",), ("b",)))))
-    client = env.client(max_attempts=1, deadline_s=20.0)
-    client.infer(digits.image)
+    client, b = one_attempt_through_a_and_b(fleet_with_coordinator, digits)
     link(b.transport).interrupt()  # the client stays connected; b is away, then announces itself
     started = time.monotonic()
     future = client.infer_async(digits.image)
