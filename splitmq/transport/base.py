@@ -55,7 +55,11 @@ FastPath = Callable[[InboundMessage], bool]
 """Runs on the network thread before the inbox; must only enqueue, never block. It
 returns True when it took the message, False to leave it to the handler's worker."""
 ConnectionListener = Callable[[bool], None]
-"""Called with True after every (re)connection and re-subscription, False on a loss."""
+"""Called with True after every (re)connection, False on a loss.
+
+True comes once the re-subscriptions were sent (the paho engine: acknowledged): what
+the listener then publishes on the same connection reaches the broker after them.
+"""
 
 
 @dataclass(frozen=True, slots=True)

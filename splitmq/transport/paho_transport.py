@@ -88,7 +88,8 @@ class PahoTransport(MqttEngine):
         super().__init__(config, on_overflow=on_overflow, rng=rng)
         self._pending_subacks: dict[int, tuple[threading.Event, list[str]]] = {}
         self._refusals: dict[int, str] = {}
-        self._resubscribed: set[int] = set()
+        self._resubscribed: set[int] = set()  # SUBACKs awaited before telling listeners
+        self._told_up = False  # the listeners heard of the current connection
         self._attempt = 0
         self._ever_connected = False
         self._closing = False
@@ -299,12 +300,14 @@ class PahoTransport(MqttEngine):
         self._set_backoff(client)
         with self._lock:
             subscriptions = list(self._subscriptions.items())
+        self._resubscribed.clear()
         for topic_filter, qos in subscriptions:
             result, mid = client.subscribe(topic_filter, qos=qos)
             if result == MQTTErrorCode.MQTT_ERR_SUCCESS and mid is not None:
                 self._resubscribed.add(mid)
         self._connected.set()
-        self._events.put(True)
+        if not self._resubscribed:  # else once the broker acknowledged them all
+            self._tell_up()
         if not self._ever_connected:
             self._ever_connected = True
             self._first_result.put(None)
@@ -327,9 +330,19 @@ class PahoTransport(MqttEngine):
             return
         self._attempt += 1
         self._set_backoff(client)
+        self._resubscribed.clear()
         if was_connected:
             log.warning("lost the broker %s (%s); reconnecting", self.config.url, reason)
+        if self._told_up:
+            self._told_up = False
             self._events.put(False)
+
+    def _tell_up(self) -> None:
+        """Tell the listeners of the connection, once re-subscribed: paho writes the
+        SUBSCRIBEs after ``on_connect`` returns, and a listener may rely on them (an agent
+        announcing itself, a client expecting answers)."""
+        self._told_up = True
+        self._events.put(True)
 
     def _on_message(self, _client: paho.Client, _userdata: Any, message: paho.MQTTMessage) -> None:
         payload = bytes(message.payload)
@@ -354,6 +367,8 @@ class PahoTransport(MqttEngine):
             self._resubscribed.discard(mid)
             if refused:
                 log.error("broker refused a re-subscription: %s", refused[0])
+            if not self._resubscribed and self._connected.is_set() and not self._told_up:
+                self._tell_up()
             return
         event, failures = self._pending_subacks.setdefault(mid, (threading.Event(), []))
         failures.extend(refused)
