@@ -609,17 +609,27 @@ class Client:
         self._link_up = up
         if up and first:  # the first connection: nothing was in flight before it
             return
-        in_flight = [r for r in self._requests.values() if r.phase is Phase.SENT]
-        for request in in_flight:
-            request.maybe_lost = True
         if up:
-            self._rearm(in_flight, "a reconnection")
+            self._rearm(self._sent(), "a reconnection")
+        else:
+            for request in self._sent():
+                request.maybe_lost = True
+
+    def _sent(self, via: str | None = None) -> list[RequestState]:
+        """The requests with an attempt in flight (through agent ``via`` if given)."""
+        return [
+            r
+            for r in self._requests.values()
+            if r.phase is Phase.SENT and (via is None or via in routes.firsts(r.route))
+        ]
 
     def _rearm(self, requests: Iterable[RequestState], since: str) -> None:
-        """Give each attempt in flight an ordinary timeout from now (see :meth:`_link_changed`)."""
+        """Mark each attempt in flight *maybe lost* and give it an ordinary timeout from
+        now (see :meth:`_link_changed`)."""
         now = time.monotonic()
         for request in requests:
             assert request.plan is not None
+            request.maybe_lost = True
             timeout_s = self._attempt_timeout_s(request.plan, request.deadline_s - now, last=False)
             lost = Failure(routes.TIMEOUT, f"no answer within {timeout_s:.2f} s of {since}")
             expire = partial(self._failed, request.request_id, request.attempt, lost)
@@ -737,23 +747,14 @@ class Client:
         agent_id, online = status.agent_id, status.state is AgentState.ONLINE
         self._liveness.status(agent_id, online)
         if online:  # (re)subscribed just now: what reached the broker before may be gone
-            via = [
-                r
-                for r in self._requests.values()
-                if r.phase is Phase.SENT and agent_id in routes.firsts(r.route)
-            ]
-            for request in via:
-                request.maybe_lost = True
-            self._rearm(via, f"{agent_id} coming online")
+            self._rearm(self._sent(via=agent_id), f"{agent_id} coming online")
             return
         if not self.config.retry_on_offline:
             return
-        for request in list(self._requests.values()):
-            on_route = routes.firsts(request.route)
-            if request.phase is Phase.SENT and agent_id in on_route:
-                stage = on_route.index(agent_id)
-                failure = Failure(routes.OFFLINE, f"agent {agent_id} went offline", stage, agent_id)
-                self._failed(request.request_id, request.attempt, failure, effects)
+        for request in self._sent(via=agent_id):
+            stage = routes.firsts(request.route).index(agent_id)
+            failure = Failure(routes.OFFLINE, f"agent {agent_id} went offline", stage, agent_id)
+            self._failed(request.request_id, request.attempt, failure, effects)
 
     def _on_telemetry_message(self, message: InboundMessage) -> None:
         telemetry = _decoded(message, (Telemetry,))

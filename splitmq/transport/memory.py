@@ -184,7 +184,9 @@ class MemoryTransport:
     def resume(self) -> None:
         """The link is back: the held publishes go out, then the listeners hear of it."""
         held, self._held = self._held, None
-        for topic, data, retain in held or ():
+        if held is None:
+            return  # not interrupted
+        for topic, data, retain in held:
             self._broker._publish(topic, data, retain)
         for listener in self._listeners:
             listener(True)

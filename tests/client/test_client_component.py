@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -759,16 +760,20 @@ def link(transport: Transport) -> MemoryTransport:
     return transport
 
 
-def one_attempt_through_a_and_b(env: ClientFleet, digits: CutModel) -> tuple[Client, Agent]:
-    """A client with its plan cached, allowed one attempt per request through agents a
-    and b (b is returned): without a fresh timeout after an outage, that attempt would
-    wait out its 20 s deadline for an answer the outage swallowed."""
+def through_a_and_b(env: ClientFleet, digits: CutModel, **config: Any) -> tuple[Client, Agent]:
+    """A client (``config`` overrides) with its plan through agents a and b cached; b."""
     _, b = env.fleet.agent("a"), env.fleet.agent("b")
     env.deploy(digits, [["a"], ["b"]])
     env.answer(always(fixed_plan((("a",), ("b",)))))
-    client = env.client(max_attempts=1, deadline_s=20.0)
+    client = env.client(**config)
     client.infer(digits.image)
     return client, b
+
+
+def one_attempt_through_a_and_b(env: ClientFleet, digits: CutModel) -> tuple[Client, Agent]:
+    """:func:`through_a_and_b`, one attempt per request: without a fresh timeout after an
+    outage, that attempt would wait out its 20 s deadline for an answer it swallowed."""
+    return through_a_and_b(env, digits, max_attempts=1, deadline_s=20.0)
 
 
 def test_an_answer_lost_in_a_broker_outage_is_asked_again_after_the_reconnection(
@@ -809,12 +814,7 @@ def test_an_attempt_an_agent_missed_while_away_is_asked_again_once_it_is_back(
 def test_attempts_timing_out_while_the_link_is_down_wait_for_it_instead_of_piling_up(
     fleet_with_coordinator: ClientFleet, digits: CutModel
 ) -> None:
-    env = fleet_with_coordinator
-    env.fleet.agent("a"), env.fleet.agent("b")
-    env.deploy(digits, [["a"], ["b"]])
-    env.answer(always(fixed_plan((("a",), ("b",)))))
-    client = env.client()
-    client.infer(digits.image)
+    client, _ = through_a_and_b(fleet_with_coordinator, digits)
     sent = client.transport.stats.msgs_out
     link(client.transport).interrupt()
     futures = [client.infer_async(digits.image) for _ in range(3)]
