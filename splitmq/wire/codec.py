@@ -158,6 +158,10 @@ class _Schema:
     cls: type[Any]
     fields: tuple[_Field, ...]
     is_message: bool
+    plain: bool
+    """No ``__post_init__`` and no default factories: an instance can be made by filling
+    its ``__dict__`` (what the dataclass's ``__init__`` does, without a frozen class's
+    ``object.__setattr__`` per field; an absent field reads its class-level default)."""
 
     def to_wire(self, obj: Any) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -176,17 +180,23 @@ class _Schema:
             raise DecodeError(f"expected a map, got {_wire_type(raw)}", field=path or None)
         kwargs: dict[str, Any] = {}
         for f in self.fields:
-            where = f"{path}.{f.name}" if path else f.name
-            if f.name in raw:
-                kwargs[f.name] = f.from_wire(raw[f.name], limits, where)
+            value = raw.get(f.name, _ABSENT)
+            if value is not _ABSENT:
+                kwargs[f.name] = f.from_wire(value, limits, f"{path}.{f.name}" if path else f.name)
             elif f.required:
+                where = f"{path}.{f.name}" if path else f.name
                 raise DecodeError(f"missing required field {f.name!r}", field=where)
+        if self.plain:
+            made = object.__new__(self.cls)
+            made.__dict__.update(kwargs)
+            return made
         try:
             return self.cls(**kwargs)
         except (ValueError, TypeError) as error:
             raise DecodeError(str(error), field=path or None) from None
 
 
+_ABSENT = object()
 _SCHEMAS: dict[type[Any], _Schema] = {}
 
 
@@ -209,7 +219,12 @@ def _schema(cls: type[Any]) -> _Schema:
                     optional_default=has_default and f.default is None,
                 )
             )
-        schema = _Schema(cls=cls, fields=tuple(fields), is_message=issubclass(cls, Message))
+        plain = not hasattr(cls, "__post_init__") and all(
+            f.default_factory is dataclasses.MISSING for f in dataclasses.fields(cls)
+        )
+        schema = _Schema(
+            cls=cls, fields=tuple(fields), is_message=issubclass(cls, Message), plain=plain
+        )
         _SCHEMAS[cls] = schema
     return schema
 
@@ -247,25 +262,35 @@ def _converters(hint: Any) -> tuple[ToWire, FromWire]:
 
 
 def _scalar(kind: type[Any]) -> FromWire:
-    def check(value: Any, _limits: Limits, path: str) -> Any:
-        if kind is float:
-            if isinstance(value, float):
-                return value
-            if isinstance(value, int) and not isinstance(value, bool):
-                return float(value)
-        elif kind is int:
-            if isinstance(value, int) and not isinstance(value, bool):
-                return value
-        elif kind is bytes:
-            if isinstance(value, bytes):
-                return value
-            if isinstance(value, memoryview):
-                return value.tobytes()
-        elif isinstance(value, kind):
-            return value
-        raise DecodeError(f"expected {kind.__name__}, got {_wire_type(value)}", field=path)
+    def wrong(value: Any, path: str) -> DecodeError:
+        return DecodeError(f"expected {kind.__name__}, got {_wire_type(value)}", field=path)
 
-    return check
+    def check_float(value: Any, _limits: Limits, path: str) -> Any:
+        if type(value) is float:
+            return value
+        if isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        raise wrong(value, path)
+
+    def check_int(value: Any, _limits: Limits, path: str) -> Any:
+        if type(value) is int or (isinstance(value, int) and not isinstance(value, bool)):
+            return value
+        raise wrong(value, path)
+
+    def check_bytes(value: Any, _limits: Limits, path: str) -> Any:
+        if isinstance(value, bytes):
+            return value
+        if isinstance(value, memoryview):
+            return value.tobytes()
+        raise wrong(value, path)
+
+    def check(value: Any, _limits: Limits, path: str) -> Any:
+        if isinstance(value, kind):
+            return value
+        raise wrong(value, path)
+
+    checks: dict[type[Any], FromWire] = {float: check_float, int: check_int, bytes: check_bytes}
+    return checks.get(kind, check)
 
 
 def _optional(to_wire: ToWire, from_wire: FromWire) -> tuple[ToWire, FromWire]:

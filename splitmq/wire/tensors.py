@@ -25,7 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from splitmq.errors import DecodeError, EncodeError
-from splitmq.wire.cbor import Tag
+from splitmq.wire.cbor import Buffer, Tag
 from splitmq.wire.limits import Limits
 
 MULTI_DIM_ARRAY_TAG = 40
@@ -107,10 +107,9 @@ def tensor_to_wire(tensor: Tensor) -> dict[str, Any]:
     if not array.flags.c_contiguous:
         array = np.ascontiguousarray(array)
     flat: Any = array.reshape(-1)  # a view: the array is C-contiguous
-    data = memoryview(flat).cast("B")
     out: dict[str, Any] = {
         "name": tensor.name,
-        "data": Tag(MULTI_DIM_ARRAY_TAG, [list(array.shape), Tag(tag, data)]),
+        "data": Tag(MULTI_DIM_ARRAY_TAG, [list(array.shape), Tag(tag, Buffer(flat))]),
     }
     if tensor.array.dtype.kind == "b":
         out["dtype"] = "bool"
