@@ -264,7 +264,8 @@ class Client:
             self._made += 1
             request.probe = self._made % routes.PROBE_EVERY == 0
             self._requests[request.request_id] = request
-            self._timers.call_at(request.deadline_s, partial(self._on_deadline, request.request_id))
+            deadline = partial(self._on_deadline, request.request_id)
+            request.timers.append(self._timers.call_at(request.deadline_s, deadline))
             self._plan(request, fresh=False, effects=effects)
 
         self._locked(begin)
@@ -325,7 +326,7 @@ class Client:
         message = pending.key.request(pending.plan_request_id, self.client_id)
         effects.append(partial(self._publish, t.PLAN_REQUESTS.name(self.namespace), message))
         expire = partial(self._locked, partial(self._answer, pending.plan_request_id, None))
-        self._timers.call_at(now + self.config.plan_timeout_s, expire)
+        pending.timer = self._timers.call_at(now + self.config.plan_timeout_s, expire)
 
     def _on_plan(self, message: InboundMessage) -> None:
         answer = _decoded(message, (Plan, PlanRefused))
@@ -339,6 +340,8 @@ class Client:
         pending = self._pending.take(plan_request_id)
         if pending is None:
             return
+        if answer is not None and pending.timer is not None:
+            pending.timer.cancel()
         if isinstance(answer, Plan):
             self._plans.put(pending.key, answer, time.monotonic())
         elif isinstance(answer, PlanRefused):  # a stale plan the coordinator would not renew
@@ -390,7 +393,9 @@ class Client:
             return
         request.phase = Phase.UNAVAILABLE
         replan = partial(self._replan, request.request_id)
-        self._timers.call_at(time.monotonic() + wait_s, partial(self._locked, replan))
+        request.timers.append(
+            self._timers.call_at(time.monotonic() + wait_s, partial(self._locked, replan))
+        )
 
     def _replan(self, request_id: bytes, effects: Effects) -> None:
         request = self._requests.get(request_id)
@@ -446,7 +451,7 @@ class Client:
         if wait_s > 0:  # back to an agent that said it is busy: let its queue drain first
             request.phase = Phase.BACKOFF
             resend = partial(self._resend, request.request_id, request.attempt)
-            self._timers.call_at(now + wait_s, partial(self._locked, resend))
+            request.timers.append(self._timers.call_at(now + wait_s, partial(self._locked, resend)))
             return
         request.attempt += 1
         request.route, request.phase, request.attempt_sent_ms = route, Phase.SENT, now_ms()
@@ -466,7 +471,7 @@ class Client:
         )
         timeout = Failure(routes.TIMEOUT, f"no answer within {timeout_s:.2f} s")
         expire = partial(self._failed, request.request_id, request.attempt, timeout)
-        self._timers.call_at(now + timeout_s, partial(self._locked, expire))
+        request.timers.append(self._timers.call_at(now + timeout_s, partial(self._locked, expire)))
         effects.append(partial(self._publish_activation, request, activation, budget.remaining_s))
 
     def _attempt_timeout_s(self, plan: Plan, remaining_s: float, *, last: bool) -> float:
@@ -633,7 +638,9 @@ class Client:
             timeout_s = self._attempt_timeout_s(request.plan, request.deadline_s - now, last=False)
             lost = Failure(routes.TIMEOUT, f"no answer within {timeout_s:.2f} s of {since}")
             expire = partial(self._failed, request.request_id, request.attempt, lost)
-            self._timers.call_at(now + timeout_s, partial(self._locked, expire))
+            request.timers.append(
+                self._timers.call_at(now + timeout_s, partial(self._locked, expire))
+            )
 
     # -- endings -------------------------------------------------------------------------
 
@@ -715,6 +722,8 @@ class Client:
         if request.phase is Phase.DEPLOYMENT and request.plan is not None:
             self._awaiting[request.plan.deployment].remove(request.request_id)
         request.phase = Phase.DONE
+        for timer in request.timers:
+            timer.cancel()
         del self._requests[request.request_id]
         self._finished[request.request_id] = None
         while len(self._finished) > self.config.remember_finished:

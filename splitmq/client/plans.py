@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from splitmq.client.timers import Timer
 from splitmq.wire import Deployment, DeploymentState, EnergyLevel, Plan, PlanRequest
 
 
@@ -132,12 +133,14 @@ class PendingPlan:
         key: the constraints asked for.
         waiters: the request ids (16 bytes) waiting, in the order they joined.
         sent_s: when it was sent (``time.monotonic()``).
+        timer: its timeout, cancelled when the answer comes.
     """
 
     plan_request_id: str
     key: PlanKey
     waiters: list[bytes]
     sent_s: float
+    timer: Timer | None = None
 
 
 class PendingPlans:

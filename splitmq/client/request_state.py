@@ -35,6 +35,7 @@ from splitmq.client.plans import PlanKey
 from splitmq.client.records import AttemptRecord, RequestRecord
 from splitmq.client.result import InferenceResult
 from splitmq.client.routes import Knowledge
+from splitmq.client.timers import Timer
 from splitmq.wire import Plan, Route, Tensor
 
 
@@ -94,6 +95,8 @@ class RequestState:
     probe: bool = False
     """Its first attempt measures replicas the client knows least of
     (:func:`splitmq.client.routes.by_speed`)."""
+    timers: list[Timer] = field(default_factory=list)
+    """Its deadline, attempt timeouts and waits: cancelled when it ends."""
 
     @property
     def attempts_spent(self) -> int:

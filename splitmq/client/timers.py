@@ -30,11 +30,36 @@ def apply_effects(effects: Effects) -> None:
             log.exception("a client callback failed")
 
 
+class Timer:
+    """One function due at ``when_s``; :meth:`cancel` keeps it from being called."""
+
+    __slots__ = ("function", "when_s")
+
+    def __init__(self, when_s: float, function: Effect):
+        self.when_s = when_s
+        self.function: Effect | None = function
+
+    def cancel(self) -> None:
+        """Do not call it (if it is not being called already). Cheap: the thread drops
+        it when it comes due, or sooner, and is not woken for it."""
+        self.function = None
+
+    @property
+    def cancelled(self) -> bool:
+        return self.function is None
+
+
 class Timers:
-    """One thread calling functions at ``time.monotonic()`` times, soonest first."""
+    """One thread calling functions at ``time.monotonic()`` times, soonest first.
+
+    The thread is woken only when a new timer is due sooner than the one it sleeps
+    for, and never for a cancelled one that is not at the head of the heap: a client
+    arms two timers per request (its deadline, its attempt's timeout) and cancels both
+    when the answer comes, usually long before either is due.
+    """
 
     def __init__(self, name: str):
-        self._heap: list[tuple[float, int, Effect]] = []
+        self._heap: list[tuple[float, int, Timer]] = []
         self._cond = threading.Condition()
         self._sequence = itertools.count()
         self._stopped = False
@@ -43,10 +68,18 @@ class Timers:
     def start(self) -> None:
         self._thread.start()
 
-    def call_at(self, when_s: float, function: Effect) -> None:
+    def call_at(self, when_s: float, function: Effect) -> Timer:
+        timer = Timer(when_s, function)
         with self._cond:
-            heapq.heappush(self._heap, (when_s, next(self._sequence), function))
-            self._cond.notify()
+            heapq.heappush(self._heap, (when_s, next(self._sequence), timer))
+            if self._heap[0][2] is timer:  # due before what the thread sleeps for
+                self._cond.notify()
+        return timer
+
+    def pending(self) -> int:
+        """Timers not yet called nor cancelled."""
+        with self._cond:
+            return sum(1 for _, _, timer in self._heap if not timer.cancelled)
 
     def stop(self) -> None:
         with self._cond:
@@ -56,11 +89,18 @@ class Timers:
             self._thread.join(5.0)
 
     def _run(self) -> None:
+        heap = self._heap
         while True:
             with self._cond:
-                while not self._stopped and (not self._heap or self._heap[0][0] > time.monotonic()):
-                    self._cond.wait(self._heap[0][0] - time.monotonic() if self._heap else None)
-                if self._stopped:
-                    return
-                function = heapq.heappop(self._heap)[2]
-            apply_effects([function])
+                while True:
+                    while heap and heap[0][2].cancelled:
+                        heapq.heappop(heap)
+                    if self._stopped:
+                        return
+                    if heap and heap[0][0] <= time.monotonic():
+                        break
+                    self._cond.wait(heap[0][0] - time.monotonic() if heap else None)
+                timer = heapq.heappop(heap)[2]
+                function, timer.function = timer.function, None
+            if function is not None:
+                apply_effects([function])

@@ -172,6 +172,7 @@ def test_stream_keeps_many_in_flight_and_yields_every_result(
         np.testing.assert_array_equal(only_output(item), expected_outputs(item.index))
     assert 1 < peak <= 8
     assert len({r.request_id for r in records.wait_for(40)}) == 40
+    assert client._timers.pending() == 0  # every deadline, timeout and plan wait cancelled
 
 
 def test_a_stage_agent_crashing_mid_stream_loses_and_duplicates_nothing(
