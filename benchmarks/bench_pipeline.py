@@ -16,6 +16,10 @@ and memory bandwidth, and any other load on the machine), and the cut is never q
 balanced, so the ceiling is below 2.0x; the row "share of the ceiling" says how much of
 what is possible here splitmq delivers.
 
+Between the two, the floor of any framework (``raw``): the same two shards in two
+processes chained by bare TCP sockets (``_raw_chain.py``: one thread each, no broker),
+with as many requests in flight.
+
 Every streamed output is checked against the same two shards chained in this process
 (bit-identical), in the run.
 
@@ -27,15 +31,19 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
+from pathlib import Path
 
 import numpy as np
 from _fleet import MODEL, AgentSpec, fleet, image, mobilenet
+from _raw_chain import RawChain
 from _report import Row, report
 
 from splitmq.agent import find_runtime
+from splitmq.broker import free_port
 from splitmq.client import Client, ClientConfig, InferenceResult
 from splitmq.converter import cut
 
@@ -114,7 +122,7 @@ def main() -> None:
         return count / (time.perf_counter() - start)
 
     specs = [AgentSpec(agent_id, "host", THREADS) for agent_id in AGENTS]
-    with fleet(specs) as running:
+    with fleet(specs) as running, tempfile.TemporaryDirectory() as tmp:
         deployment = running.deploy(stages=2, objective="throughput", expect_agents=AGENTS)
         shards = cut(model, [stage.start_op for stage in deployment.stages[1:]])
         if [s.sha256 for s in shards] != [stage.digest for stage in deployment.stages]:
@@ -136,6 +144,11 @@ def main() -> None:
         ]
         del chained
         ceiling = Ceiling([s.data for s in shards], THREADS)
+        paths = [Path(tmp) / f"shard-{index}.tflite" for index in range(len(shards))]
+        for path, shard_data in zip(paths, shards, strict=True):
+            path.write_bytes(shard_data.data)
+        out_specs = {output_spec.name: (tuple(output_spec.shape), np.dtype(output_spec.dtype))}
+        raw_chain = RawChain(paths, [free_port() for _ in paths], out_specs, THREADS)
 
         config = ClientConfig(model=MODEL, deadline_s=60.0, max_in_flight=args.in_flight)
         wrong = 0
@@ -156,26 +169,46 @@ def main() -> None:
                         wrong += 1
                 return count / (time.perf_counter() - start)
 
+            def raw(count: int) -> float:
+                nonlocal wrong
+                feeds = [{input_spec.name: inputs[i % DISTINCT_INPUTS]} for i in range(count)]
+                start = time.perf_counter()
+                answers = raw_chain.stream(feeds, args.in_flight)
+                elapsed = time.perf_counter() - start
+                for index, answer in enumerate(answers):
+                    if not np.array_equal(
+                        answer[output_spec.name], expected[index % DISTINCT_INPUTS]
+                    ):
+                        wrong += 1
+                return count / elapsed
+
             sequential(20)  # warm-up, excluded
             streamed(4 * args.in_flight)
             ceiling.throughput(20)
+            raw(4 * args.in_flight)
             wrong = failed = 0
             sides: dict[str, Callable[[int], float]] = {
                 "local": sequential,
                 "split": streamed,
                 "ceiling": ceiling.throughput,
+                "raw": raw,
             }
             rps: dict[str, list[float]] = {name: [] for name in sides}
             for index in range(rounds):  # the side that goes first rotates
                 names = list(sides)
-                for name in names[index % 3 :] + names[: index % 3]:
+                turn = index % len(names)
+                for name in names[turn:] + names[:turn]:
                     rps[name].append(sides[name](requests))
             ceiling.close()
+            raw_chain.close()
 
     local_rps, split_rps, ceiling_rps = rps["local"], rps["split"], rps["ceiling"]
     ratio = statistics.median(s / lo for s, lo in zip(split_rps, local_rps, strict=True))
     ceiling_ratio = statistics.median(c / lo for c, lo in zip(ceiling_rps, local_rps, strict=True))
     share = statistics.median(s / c for s, c in zip(split_rps, ceiling_rps, strict=True))
+    raw_rps = rps["raw"]
+    raw_ratio = statistics.median(r / lo for r, lo in zip(raw_rps, local_rps, strict=True))
+    raw_share = statistics.median(s / r for s, r in zip(split_rps, raw_rps, strict=True))
     correct = wrong == 0 and failed == 0
     stages = ", ".join(f"[{s.start_op},{s.end_op}) {s.replicas[0]}" for s in deployment.stages)
     rows = [
@@ -195,6 +228,19 @@ def main() -> None:
         ),
         Row(
             "3 pipeline",
+            "floor: the 2 shards in 2 processes over bare sockets",
+            f"{statistics.median(raw_rps):.1f} req/s ({raw_ratio:.2f}x unsplit; no broker, "
+            "no framework)",
+            value=raw_ratio,
+        ),
+        Row(
+            "3 pipeline",
+            "splitmq / the floor",
+            f"{raw_share:.0%}",
+            value=raw_share,
+        ),
+        Row(
+            "3 pipeline",
             "splitmq / ceiling",
             f"{share:.0%}",
             value=share,
@@ -210,7 +256,7 @@ def main() -> None:
         Row(
             "3 pipeline",
             "outputs checked in the run",
-            f"{rounds * requests} bit-identical to the chain"
+            f"{2 * rounds * requests} (splitmq, raw) bit-identical to the chain"
             if correct
             else f"{wrong} wrong, {failed} failed",
             "correct",
@@ -237,6 +283,9 @@ def main() -> None:
             "ratio": ratio,
             "ceiling_ratio": ceiling_ratio,
             "share_of_ceiling": share,
+            "raw_rps": raw_rps,
+            "raw_ratio": raw_ratio,
+            "share_of_raw": raw_share,
             "wrong": wrong,
             "failed": failed,
         },

@@ -13,6 +13,9 @@ interleaved rounds of one request in flight at a time, on the same input:
 - chain: the same three shards invoked one after the other in this process, with no
   transport at all: what the cut itself costs (three interpreter calls, the
   activations copied out and in). Whatever splitmq adds beyond it is messaging.
+- raw: the same three shards in three processes chained by bare TCP sockets, one
+  thread each, no broker and no framework (``_raw_chain.py``): the floor of any split
+  over processes on this machine.
 
 Warm-up requests are excluded from every side. Each round gives each side's p50 and
 p95; the table quotes the median over rounds of each ratio. In the same run the outputs
@@ -44,6 +47,7 @@ import numpy as np
 import psutil
 from _fleet import MODEL, AgentSpec, Fleet, fleet, image, mobilenet
 from _grpc_chain import PATH, pack, unpack
+from _raw_chain import RawChain
 from _report import Row, percentile, report
 
 from splitmq.agent import find_runtime
@@ -161,14 +165,23 @@ def main() -> None:
         if [s.sha256 for s in shards] != [stage.digest for stage in deployment.stages]:
             raise SystemExit("the shards cut here differ from the deployed ones")
         servers, address = start_grpc_chain(Path(tmp), [s.data for s in shards])
+        out_specs = {output_spec.name: (tuple(output_spec.shape), np.dtype(output_spec.dtype))}
+        raw_chain = RawChain(
+            [Path(tmp) / f"shard-{index}.tflite" for index in range(len(shards))],
+            [free_port() for _ in shards],
+            out_specs,
+            THREADS,
+        )
         options = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
         channel = grpc.insecure_channel(address, options=options)
         grpc_call = channel.unary_unary(PATH)
-        out_specs = {output_spec.name: (tuple(output_spec.shape), np.dtype(output_spec.dtype))}
 
         def via_grpc() -> np.ndarray:
             answer = grpc_call(pack({input_spec.name: x}))
             return unpack(answer, out_specs)[output_spec.name]
+
+        def via_raw() -> np.ndarray:
+            return raw_chain.infer({input_spec.name: x})[output_spec.name]
 
         chained = [runtime.load(s.data, threads=THREADS) for s in shards]
         tensors = {input_spec.name: x}
@@ -197,6 +210,7 @@ def main() -> None:
                     "splitmq": via_splitmq,
                     "grpc": via_grpc,
                     "chain": chain,
+                    "raw": via_raw,
                 }
                 for _ in range(args.warmup):  # excluded from every side
                     for call in sides.values():
@@ -207,6 +221,7 @@ def main() -> None:
                         np.array_equal(outputs["splitmq"], expected_chain)
                     ),
                     "grpc_equals_chain": bool(np.array_equal(outputs["grpc"], expected_chain)),
+                    "raw_equals_chain": bool(np.array_equal(outputs["raw"], expected_chain)),
                     "chain_is_deterministic": bool(
                         np.array_equal(outputs["chain"], expected_chain)
                     ),
@@ -233,6 +248,7 @@ def main() -> None:
                 trace = client.infer(x).trace
         finally:
             channel.close()
+            raw_chain.close()
             for server in servers:
                 if server.stdin:
                     server.stdin.close()
@@ -251,6 +267,7 @@ def main() -> None:
     vs_grpc = ratio("splitmq", "grpc", 50)
     grpc_local = ratio("grpc", "local", 50)
     chain_local = ratio("chain", "local", 50)
+    raw_local, vs_raw = ratio("raw", "local", 50), ratio("splitmq", "raw", 50)
     added_ms = statistics.median(
         a - b for a, b in zip(round_figures("splitmq", 50), round_figures("chain", 50), strict=True)
     )
@@ -300,8 +317,23 @@ def main() -> None:
         ),
         Row(
             "1 split latency",
+            "floor: the 3 shards in 3 processes over bare sockets, p50",
+            f"{p50['raw']:.2f} ms ({raw_local:.3f}x local; no broker, no framework)",
+            value=raw_local,
+        ),
+        Row(
+            "1 split latency",
+            "p50 splitmq / the floor",
+            f"{vs_raw:.3f}x ({p50['splitmq'] - p50['raw']:.2f} ms: broker hops, MQTT, codec, "
+            "threads, checks)",
+            value=vs_raw,
+        ),
+        Row(
+            "1 split latency",
             "outputs checked in the run",
-            "bit-identical to the chain, top-1 = unsplit" if correct else f"FAILED {checks}",
+            "splitmq, gRPC, raw bit-identical to the chain, top-1 = unsplit"
+            if correct
+            else f"FAILED {checks}",
             "correct",
             correct,
         ),
@@ -368,6 +400,8 @@ def main() -> None:
             "ratio_p50_splitmq_grpc": vs_grpc,
             "ratio_p50_grpc_local": grpc_local,
             "ratio_p50_chain_local": chain_local,
+            "ratio_p50_raw_local": raw_local,
+            "ratio_p50_splitmq_raw": vs_raw,
             "splitmq_minus_chain_p50_ms": added_ms,
             "predicted_latency_ms": prediction,
             "prediction_error": prediction_error,
