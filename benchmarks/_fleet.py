@@ -169,6 +169,12 @@ class Fleet:
     def url(self) -> str:
         return self.broker.url()
 
+    @property
+    def broker_address(self) -> str:
+        """``host:port`` of the broker."""
+        settings = parse_broker_url(self.url, client_id="address")
+        return f"{settings.host}:{settings.port}"
+
     def deploy(
         self,
         model: str = MODEL,

@@ -40,7 +40,8 @@ def pack(arrays: Mapping[str, np.ndarray]) -> bytes:
 
 
 def unpack(
-    payload: bytes | bytearray, specs: Mapping[str, tuple[tuple[int, ...], np.dtype[Any]]]
+    payload: bytes | bytearray | memoryview,
+    specs: Mapping[str, tuple[tuple[int, ...], np.dtype[Any]]],
 ) -> dict[str, np.ndarray]:
     """The named tensors in ``payload``, as read-only views, shaped by ``specs``."""
     out: dict[str, np.ndarray] = {}

@@ -1,14 +1,22 @@
-"""The floor of any split over processes: shards chained with bare TCP sockets.
+"""The floor of any split over processes: shards chained with bare sockets.
 
 Each stage is a process with one thread and blocking sockets: it reads a frame from the
 stage before it, runs its shard (same runtime and thread count as the agents), and
-writes its outputs to the next stage, or, from the last stage, straight back to the
-caller. A frame is ``[u32 request number][u32 byte count]`` and the tensors framed as in
-``_grpc_chain.pack``. No broker, no protocol, no thread hand-off, no retry, no check
-beyond the shapes: what is left of a split's cost once every feature of a framework is
-gone, on this machine. The benchmarks set splitmq beside it.
+writes its outputs to the next stage, or, from the last stage, back to the caller. A
+frame is ``[u32 request number]`` and the tensors framed as in ``_grpc_chain.pack``.
+No retry, no check beyond the shapes, no thread hand-off: what is left of a split's
+cost once every feature of a framework is gone, on this machine.
 
-    python benchmarks/_raw_chain.py SHARD.tflite PORT NEXT_HOST:PORT [--threads 1]
+Two ways to link the stages:
+
+- ``direct``: TCP from each stage to the next (``[u32 byte count]`` before each frame);
+- through a broker: each stage a bare MQTT 3.1.1 client at QoS 0 (CONNECT, one
+  SUBSCRIBE, then PUBLISH packets written and read by hand) on topic ``raw/{stage}``,
+  the last stage publishing on ``raw/result``. Every frame crosses the broker, as in
+  splitmq: the floor of a split through Mosquitto.
+
+    python benchmarks/_raw_chain.py SHARD.tflite STAGE --listen PORT --next HOST:PORT
+    python benchmarks/_raw_chain.py SHARD.tflite STAGE --broker HOST:PORT --last
 """
 
 from __future__ import annotations
@@ -21,160 +29,300 @@ import sys
 import threading
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from _grpc_chain import pack, unpack
 
-_HEADER = struct.Struct("<II")
+_NUMBER = struct.Struct("<I")
+_SIZE = struct.Struct("<I")
+RESULT_TOPIC = "raw/result"
 
 
-def _connect(address: str) -> socket.socket:
-    host, port = address.rsplit(":", 1)
-    sock = socket.create_connection((host, int(port)))
+def _nodelay(sock: socket.socket) -> socket.socket:
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return sock
 
 
-def _read_exactly(sock: socket.socket, view: memoryview) -> bool:
-    """Fill ``view``; False if the peer closed before the first byte."""
+def _connect(address: str) -> socket.socket:
+    host, port = address.rsplit(":", 1)
+    return _nodelay(socket.create_connection((host, int(port))))
+
+
+def _read_exactly(sock: socket.socket, size: int) -> bytearray | None:
+    """``size`` bytes; None if the peer closed before the first one."""
+    data = bytearray(size)
+    view = memoryview(data)
     have = 0
-    while have < len(view):
+    while have < size:
         count = sock.recv_into(view[have:])
         if count == 0:
             if have == 0:
-                return False
+                return None
             raise ConnectionError("the peer closed mid-frame")
         have += count
-    return True
+    return data
 
 
-def read_frame(sock: socket.socket) -> tuple[int, bytearray] | None:
-    """The next ``(request number, payload)``; None at the end of the stream."""
-    header = bytearray(_HEADER.size)
-    if not _read_exactly(sock, memoryview(header)):
+def _send_all(sock: socket.socket, parts: list[bytes | bytearray | memoryview]) -> None:
+    """``parts`` in one ``sendmsg`` (more if the socket takes part of them)."""
+    views = [memoryview(part).cast("B") for part in parts]
+    while views:
+        sent = sock.sendmsg(views)
+        while views and sent >= len(views[0]):
+            sent -= len(views[0])
+            views.pop(0)
+        if views:
+            views[0] = views[0][sent:]
+
+
+Parts = list[bytes | bytearray | memoryview]
+
+
+class Link(Protocol):
+    def send(self, frame: Parts) -> None: ...
+
+    def receive(self) -> bytearray | None: ...
+
+    def close(self) -> None: ...
+
+
+class TcpLink:
+    """Frames behind their byte count, on one TCP connection each way."""
+
+    def __init__(self, outgoing: socket.socket | None, incoming: socket.socket | None):
+        self._out, self._in = outgoing, incoming
+
+    def send(self, frame: Parts) -> None:
+        assert self._out is not None
+        _send_all(self._out, [_SIZE.pack(sum(len(part) for part in frame)), *frame])
+
+    def receive(self) -> bytearray | None:
+        assert self._in is not None
+        header = _read_exactly(self._in, _SIZE.size)
+        if header is None:
+            return None
+        (size,) = _SIZE.unpack(header)
+        return _read_exactly(self._in, size)
+
+    def close(self) -> None:
+        for sock in (self._out, self._in):
+            if sock is not None:
+                sock.close()
+
+
+def _remaining_length(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _utf8(text: str) -> bytes:
+    data = text.encode()
+    return struct.pack("!H", len(data)) + data
+
+
+class MqttLink:
+    """A bare MQTT 3.1.1 client at QoS 0: frames published on ``topic_out``, read from
+    the one subscription, ``topic_in``."""
+
+    def __init__(self, broker: str, client_id: str, topic_in: str | None, topic_out: str | None):
+        self._sock = _connect(broker)
+        self._topic_out = _utf8(topic_out) if topic_out else b""
+        body = _utf8("MQTT") + bytes([4, 0x02, 0, 0]) + _utf8(client_id)  # clean, no keep-alive
+        _send_all(self._sock, [b"\x10", _remaining_length(len(body)), body])
+        connack = self._packet()
+        if connack is None or connack[0] != 0x20 or bytes(connack[1]) != b"\x00\x00":
+            raise ConnectionError("the broker refused the connection")
+        if topic_in:
+            body = struct.pack("!H", 1) + _utf8(topic_in) + b"\x00"
+            _send_all(self._sock, [b"\x82", _remaining_length(len(body)), body])
+            first, ack = self._packet() or (0, b"")
+            if first != 0x90 or ack[-1:] != b"\x00":
+                raise ConnectionError(f"the broker refused the subscription to {topic_in}")
+
+    def _packet(self) -> tuple[int, bytearray] | None:
+        head = _read_exactly(self._sock, 1)
+        if head is None:
+            return None
+        size, shift = 0, 0
+        while True:
+            byte = _read_exactly(self._sock, 1)
+            if byte is None:
+                raise ConnectionError("the broker closed mid-packet")
+            size |= (byte[0] & 0x7F) << shift
+            shift += 7
+            if not byte[0] & 0x80:
+                break
+        return head[0], _read_exactly(self._sock, size) or bytearray()
+
+    def send(self, frame: Parts) -> None:
+        length = _remaining_length(len(self._topic_out) + sum(len(part) for part in frame))
+        _send_all(self._sock, [b"\x30", length, self._topic_out, *frame])
+
+    def receive(self) -> bytearray | None:
+        while (packet := self._packet()) is not None:
+            first, body = packet
+            if first >> 4 == 3:  # PUBLISH, QoS 0: topic, then the payload
+                (topic_length,) = struct.unpack_from("!H", body)
+                del body[: 2 + topic_length]
+                return body
         return None
-    number, size = _HEADER.unpack(header)
-    payload = bytearray(size)
-    _read_exactly(sock, memoryview(payload))
-    return number, payload
+
+    def close(self) -> None:
+        self._sock.sendall(b"\xe0\x00")  # DISCONNECT
+        self._sock.close()
 
 
-def write_frame(sock: socket.socket, number: int, payload: bytes) -> None:
-    """Header and payload in one ``sendmsg`` (more if the socket takes part of it)."""
-    parts = [memoryview(_HEADER.pack(number, len(payload))), memoryview(payload)]
-    while parts:
-        sent = sock.sendmsg(parts)
-        while parts and sent >= len(parts[0]):
-            sent -= len(parts[0])
-            parts.pop(0)
-        if parts:
-            parts[0] = parts[0][sent:]
-
-
-def serve(shard_path: str, port: int, next_address: str, threads: int) -> None:
+def serve(shard_path: str, link: Link, threads: int) -> None:
     from splitmq.agent import find_runtime
 
     shard = find_runtime().load(Path(shard_path).read_bytes(), threads=threads)
     specs = {s.name: (tuple(s.shape), np.dtype(s.dtype)) for s in shard.inputs}
-    listener = socket.create_server(("127.0.0.1", port))
-    downstream = _connect(next_address)
     print("ready", flush=True)
-    upstream, _ = listener.accept()
-    upstream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    while (frame := read_frame(upstream)) is not None:
-        number, payload = frame
-        outputs, _seconds = shard.run(unpack(payload, specs))
-        write_frame(downstream, number, pack({t.name: t.array for t in outputs}))
-    downstream.close()
+    while (frame := link.receive()) is not None:
+        outputs, _seconds = shard.run(unpack(memoryview(frame)[_NUMBER.size :], specs))
+        link.send([frame[: _NUMBER.size], pack({t.name: t.array for t in outputs})])
+    link.close()
 
 
 class RawChain:
-    """The caller's side: stage processes started here, frames sent to the first stage,
-    answers read from the last."""
+    """The caller's side: the stage processes started here, frames sent to the first
+    stage and answers read from the last, directly or through the broker at ``broker``
+    (``host:port``)."""
 
     def __init__(
         self,
         shard_paths: list[Path],
-        ports: list[int],
         output_specs: Mapping[str, tuple[tuple[int, ...], np.dtype[Any]]],
         threads: int = 1,
+        broker: str | None = None,
     ):
         self._specs = output_specs
+        self._processes: list[subprocess.Popen[str]] = []
+        self._number = 0
+        script = [sys.executable, str(Path(__file__))]
+        last = len(shard_paths) - 1
+        if broker is not None:
+            self._link: Link = MqttLink(broker, "raw-caller", RESULT_TOPIC, "raw/0")
+            for stage, path in enumerate(shard_paths):
+                command = [*script, str(path), str(stage), "--broker", broker]
+                self._start([*command, "--last"] if stage == last else command, threads)
+            return
         results = socket.create_server(("127.0.0.1", 0))
         next_address = f"127.0.0.1:{results.getsockname()[1]}"
-        self._processes: list[subprocess.Popen[str]] = []
-        script = Path(__file__)
-        stages = list(zip(shard_paths, ports, strict=True))
-        for index, (path, port) in enumerate(reversed(stages)):  # the last stage first
-            command = [sys.executable, str(script), str(path), str(port), next_address]
-            process = subprocess.Popen(
-                [*command, "--threads", str(threads)],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                text=True,
-            )
-            self._processes.append(process)
-            assert process.stdout is not None
-            if process.stdout.readline().strip() != "ready":
-                raise SystemExit("a raw stage server did not start")
-            if index == 0:
-                self._answers, _ = results.accept()  # the last stage connected back
+        answers: socket.socket | None = None
+        for stage in reversed(range(len(shard_paths))):  # the last stage first
+            port = _free_port()
+            command = [*script, str(shard_paths[stage]), str(stage), "--listen", str(port)]
+            self._start([*command, "--next", next_address], threads)
+            if answers is None:
+                answers = _nodelay(results.accept()[0])  # the last stage connected back
             next_address = f"127.0.0.1:{port}"
         results.close()
-        self._first = _connect(next_address)
-        self._number = 0
+        self._link = TcpLink(_connect(next_address), answers)
+
+    def _start(self, command: list[str], threads: int) -> None:
+        process = subprocess.Popen(
+            [*command, "--threads", str(threads)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self._processes.append(process)
+        assert process.stdout is not None
+        if process.stdout.readline().strip() != "ready":
+            raise SystemExit("a raw stage process did not start")
+
+    def _frame(self, arrays: Mapping[str, np.ndarray]) -> Parts:
+        self._number += 1
+        return [_NUMBER.pack(self._number), pack(arrays)]
+
+    def _answer(self, expected: int) -> dict[str, np.ndarray]:
+        frame = self._link.receive()
+        if frame is None or _NUMBER.unpack_from(frame)[0] != expected:
+            raise ConnectionError("the chain answered out of turn")
+        return unpack(memoryview(frame)[_NUMBER.size :], self._specs)
 
     def infer(self, arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """One request, nothing else in flight."""
-        self._number += 1
-        write_frame(self._first, self._number, pack(arrays))
-        frame = read_frame(self._answers)
-        if frame is None or frame[0] != self._number:
-            raise ConnectionError("the chain answered out of turn")
-        return unpack(frame[1], self._specs)
+        self._link.send(self._frame(arrays))
+        return self._answer(self._number)
 
     def stream(
         self, inputs: Iterable[Mapping[str, np.ndarray]], in_flight: int
     ) -> list[dict[str, np.ndarray]]:
         """Every input's outputs, in order, with up to ``in_flight`` sent ahead."""
-        payloads = [pack(arrays) for arrays in inputs]
+        frames = [self._frame(arrays) for arrays in inputs]
+        first = self._number - len(frames) + 1
         window = threading.Semaphore(in_flight)
-        first = self._number + 1
 
         def send() -> None:
-            for payload in payloads:
+            for frame in frames:
                 window.acquire()
-                self._number += 1
-                write_frame(self._first, self._number, payload)
+                self._link.send(frame)
 
         sender = threading.Thread(target=send, daemon=True)
         sender.start()
         out = []
-        for expected in range(first, first + len(payloads)):
-            frame = read_frame(self._answers)
-            if frame is None or frame[0] != expected:
-                raise ConnectionError("the chain answered out of order")
+        for expected in range(first, first + len(frames)):
+            out.append(self._answer(expected))
             window.release()
-            out.append(unpack(frame[1], self._specs))
         sender.join()
         return out
 
     def close(self) -> None:
-        self._first.close()
+        if isinstance(self._link, MqttLink):  # the stages wait on the broker: end them
+            for process in self._processes:
+                process.terminate()
+        self._link.close()
         for process in self._processes:
             process.wait(10)
-        self._answers.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("shard")
-    parser.add_argument("port", type=int)
-    parser.add_argument("next")
+    parser.add_argument("stage", type=int)
+    parser.add_argument("--listen", type=int, help="direct: the port the stage before connects to")
+    parser.add_argument("--next", help="direct: host:port of the next stage (or the caller)")
+    parser.add_argument("--broker", help="through a broker: its host:port")
+    parser.add_argument("--last", action="store_true", help="through a broker: the last stage")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
-    serve(args.shard, args.port, args.next, args.threads)
+    link: Link
+    if args.broker:
+        topic_out = RESULT_TOPIC if args.last else f"raw/{args.stage + 1}"
+        link = MqttLink(args.broker, f"raw-stage-{args.stage}", f"raw/{args.stage}", topic_out)
+    else:
+        listener = socket.create_server(("127.0.0.1", args.listen))
+        downstream = _connect(args.next)
+        link = _AcceptingLink(listener, downstream)
+    serve(args.shard, link, args.threads)
+
+
+class _AcceptingLink(TcpLink):
+    """A direct stage's link: the stage before connects once the stage is ready."""
+
+    def __init__(self, listener: socket.socket, downstream: socket.socket):
+        super().__init__(downstream, None)
+        self._listener: socket.socket | None = listener
+
+    def receive(self) -> bytearray | None:
+        if self._listener is not None:
+            self._in = _nodelay(self._listener.accept()[0])
+            self._listener.close()
+            self._listener = None
+        return super().receive()
 
 
 if __name__ == "__main__":
