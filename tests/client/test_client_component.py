@@ -192,10 +192,15 @@ def test_a_stage_agent_crashing_mid_stream_loses_and_duplicates_nothing(
     records = Records()
     client = env.client(records=records)
     items = []
+    crashed = False
     for item in client.stream(test_images[:60], max_in_flight=8):
         items.append(item)
-        if len(items) == 15:
+        # once the stream is going, crash b while it holds requests (the client routes
+        # by measured speed: on a loaded machine b2 may carry everything for a while)
+        if len(items) >= 15 and not crashed and any(b.telemetry().queue_depth.values()):
             b.transport.crash()  # type: ignore[attr-defined]
+            crashed = True
+    assert crashed, "b never held a request to lose: nothing was tested"
     assert [i.index for i in items] == list(range(60))
     for item in items:
         assert isinstance(item, InferenceResult), item
@@ -209,7 +214,11 @@ def test_a_stage_agent_crashing_mid_stream_loses_and_duplicates_nothing(
         offline = next(a for a in record.attempts if a.outcome == "offline")
         assert offline.route[1] == "b"
         answered = next(a for a in record.attempts if a.outcome == "result")
-        assert answered.route[1] == "b2" and answered.attempt > offline.attempt
+        assert answered.route[1] == "b2"
+        # the retry answered, or an earlier attempt on b2 that had timed out (the first
+        # result wins)
+        late = answered.message == "answered after its timeout"
+        assert answered.attempt > offline.attempt or late, record.attempts
     for record in done:  # one answer per request, whatever the attempts were
         assert [a.outcome for a in record.attempts].count("result") == 1
     later = [item for item in items[40:] if isinstance(item, InferenceResult)]
