@@ -34,6 +34,8 @@ from typing import Any, Protocol
 import numpy as np
 from _grpc_chain import pack, unpack
 
+from splitmq.mqtt.packets import encode_varint
+
 _NUMBER = struct.Struct("<I")
 _SIZE = struct.Struct("<I")
 RESULT_TOPIC = "raw/result"
@@ -111,15 +113,6 @@ class TcpLink:
                 sock.close()
 
 
-def _remaining_length(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
-
-
 def _utf8(text: str) -> bytes:
     data = text.encode()
     return struct.pack("!H", len(data)) + data
@@ -133,13 +126,13 @@ class MqttLink:
         self._sock = _connect(broker)
         self._topic_out = _utf8(topic_out) if topic_out else b""
         body = _utf8("MQTT") + bytes([4, 0x02, 0, 0]) + _utf8(client_id)  # clean, no keep-alive
-        _send_all(self._sock, [b"\x10", _remaining_length(len(body)), body])
+        _send_all(self._sock, [b"\x10", encode_varint(len(body)), body])
         connack = self._packet()
         if connack is None or connack[0] != 0x20 or bytes(connack[1]) != b"\x00\x00":
             raise ConnectionError("the broker refused the connection")
         if topic_in:
             body = struct.pack("!H", 1) + _utf8(topic_in) + b"\x00"
-            _send_all(self._sock, [b"\x82", _remaining_length(len(body)), body])
+            _send_all(self._sock, [b"\x82", encode_varint(len(body)), body])
             first, ack = self._packet() or (0, b"")
             if first != 0x90 or ack[-1:] != b"\x00":
                 raise ConnectionError(f"the broker refused the subscription to {topic_in}")
@@ -160,7 +153,7 @@ class MqttLink:
         return head[0], _read_exactly(self._sock, size) or bytearray()
 
     def send(self, frame: Parts) -> None:
-        length = _remaining_length(len(self._topic_out) + sum(len(part) for part in frame))
+        length = encode_varint(len(self._topic_out) + sum(len(part) for part in frame))
         _send_all(self._sock, [b"\x30", length, self._topic_out, *frame])
 
     def receive(self) -> bytearray | None:

@@ -159,7 +159,7 @@ class _Schema:
     fields: tuple[_Field, ...]
     is_message: bool
     plain: bool
-    """No ``__post_init__`` and no default factories: an instance can be made by filling
+    """No ``__post_init__``, no slots and no default factories: an instance can be made by filling
     its ``__dict__`` (what the dataclass's ``__init__`` does, without a frozen class's
     ``object.__setattr__`` per field; an absent field reads its class-level default)."""
 
@@ -219,8 +219,10 @@ def _schema(cls: type[Any]) -> _Schema:
                     optional_default=has_default and f.default is None,
                 )
             )
-        plain = not hasattr(cls, "__post_init__") and all(
-            f.default_factory is dataclasses.MISSING for f in dataclasses.fields(cls)
+        plain = (
+            not hasattr(cls, "__post_init__")
+            and "__slots__" not in vars(cls)
+            and all(f.default_factory is dataclasses.MISSING for f in dataclasses.fields(cls))
         )
         schema = _Schema(
             cls=cls, fields=tuple(fields), is_message=issubclass(cls, Message), plain=plain

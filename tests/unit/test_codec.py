@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 
 import cbor2
 import numpy as np
@@ -184,6 +185,20 @@ def test_encoded_parts_reference_large_tensors_and_are_few() -> None:
     assert len(parts) == 3, "the small items joined around the one large buffer"
     assert [np.shares_memory(np.frombuffer(p, np.uint8), big) for p in parts] == [0, 1, 0]
     assert b"".join(parts) == encode(activation(Tensor("big", big), Tensor("small", small)))
+
+
+def test_spliced_buffers_give_the_bytes_cbor2_writes_for_the_same_message() -> None:
+    tensors = (Tensor("big", np.arange(8192, dtype=np.float32)), Tensor("small", np.ones(3)))
+    message = activation(*tensors)
+    plain = cbor2.loads(encode(message))  # byte strings in place of the buffers
+    assert encode(message) == cbor2.dumps(plain)
+
+
+def test_a_field_that_happens_to_equal_a_buffer_marker_is_an_encode_error() -> None:
+    marker = wire_cbor._MARKER_PREFIX + (0).to_bytes(4, "big")
+    message = replace(activation(Tensor("t", np.ones(4, np.float32))), request_id=marker)
+    with pytest.raises(EncodeError, match="marker"):
+        encode(message)
 
 
 def test_unsupported_dtype_is_an_encode_error() -> None:
