@@ -27,13 +27,14 @@ import struct
 import subprocess
 import sys
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 from _grpc_chain import pack, unpack
 
+from splitmq.broker import free_port
 from splitmq.mqtt.packets import encode_varint
 
 _NUMBER = struct.Struct("<I")
@@ -79,6 +80,14 @@ def _send_all(sock: socket.socket, parts: list[bytes | bytearray | memoryview]) 
 
 
 Parts = list[bytes | bytearray | memoryview]
+
+
+def write_shards(directory: Path, shards: Sequence[bytes]) -> list[Path]:
+    """Each shard as ``shard-{index}.tflite`` in ``directory``, for stage processes."""
+    paths = [directory / f"shard-{index}.tflite" for index in range(len(shards))]
+    for path, data in zip(paths, shards, strict=True):
+        path.write_bytes(data)
+    return paths
 
 
 class Link(Protocol):
@@ -209,7 +218,7 @@ class RawChain:
         next_address = f"127.0.0.1:{results.getsockname()[1]}"
         answers: socket.socket | None = None
         for stage in reversed(range(len(shard_paths))):  # the last stage first
-            port = _free_port()
+            port = free_port()
             command = [*script, str(shard_paths[stage]), str(stage), "--listen", str(port)]
             self._start([*command, "--next", next_address], threads)
             if answers is None:
@@ -274,12 +283,6 @@ class RawChain:
         self._link.close()
         for process in self._processes:
             process.wait(10)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def main() -> None:

@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 from _fleet import MODEL, AgentSpec, fleet, image, mobilenet
-from _raw_chain import RawChain
+from _raw_chain import RawChain, write_shards
 from _report import Row, report
 
 from splitmq.agent import find_runtime
@@ -144,9 +144,7 @@ def main() -> None:
         ]
         del chained
         ceiling = Ceiling([s.data for s in shards], THREADS)
-        paths = [Path(tmp) / f"shard-{index}.tflite" for index in range(len(shards))]
-        for path, shard_data in zip(paths, shards, strict=True):
-            path.write_bytes(shard_data.data)
+        paths = write_shards(Path(tmp), [s.data for s in shards])
         out_specs = {output_spec.name: (tuple(output_spec.shape), np.dtype(output_spec.dtype))}
         raw_chains = {
             "raw": RawChain(paths, out_specs, THREADS),
@@ -209,14 +207,18 @@ def main() -> None:
             for chain in raw_chains.values():
                 chain.close()
 
+    def median_ratio(a: str, b: str) -> float:
+        """The median over rounds of side ``a``'s throughput over side ``b``'s."""
+        return statistics.median(x / y for x, y in zip(rps[a], rps[b], strict=True))
+
     local_rps, split_rps, ceiling_rps = rps["local"], rps["split"], rps["ceiling"]
-    ratio = statistics.median(s / lo for s, lo in zip(split_rps, local_rps, strict=True))
-    ceiling_ratio = statistics.median(c / lo for c, lo in zip(ceiling_rps, local_rps, strict=True))
-    share = statistics.median(s / c for s, c in zip(split_rps, ceiling_rps, strict=True))
     raw_rps, floor_rps = rps["raw"], rps["raw_broker"]
-    raw_ratio = statistics.median(r / lo for r, lo in zip(raw_rps, local_rps, strict=True))
-    floor_ratio = statistics.median(f / lo for f, lo in zip(floor_rps, local_rps, strict=True))
-    floor_share = statistics.median(s / f for s, f in zip(split_rps, floor_rps, strict=True))
+    ratio, share = median_ratio("split", "local"), median_ratio("split", "ceiling")
+    ceiling_ratio, raw_ratio = median_ratio("ceiling", "local"), median_ratio("raw", "local")
+    floor_ratio, floor_share = (
+        median_ratio("raw_broker", "local"),
+        median_ratio("split", "raw_broker"),
+    )
     correct = wrong == 0 and failed == 0
     stages = ", ".join(f"[{s.start_op},{s.end_op}) {s.replicas[0]}" for s in deployment.stages)
     rows = [

@@ -49,7 +49,7 @@ import numpy as np
 import psutil
 from _fleet import MODEL, AgentSpec, Fleet, fleet, image, mobilenet
 from _grpc_chain import PATH, pack, unpack
-from _raw_chain import RawChain
+from _raw_chain import RawChain, write_shards
 from _report import Row, percentile, report
 
 from splitmq.agent import find_runtime
@@ -64,13 +64,11 @@ AGENTS = ("agent-1", "agent-2", "agent-3")
 GOAL_P50, GOAL_P95, GOAL_GRPC, GOAL_PREDICTION = 1.15, 1.3, 1.05, 0.20
 
 
-def start_grpc_chain(workdir: Path, shards: list[bytes]) -> tuple[list[subprocess.Popen[str]], str]:
-    """One server per shard, the last started first; the address of the first."""
+def start_grpc_chain(paths: list[Path]) -> tuple[list[subprocess.Popen[str]], str]:
+    """One server per shard file, the last started first; the address of the first."""
     processes: list[subprocess.Popen[str]] = []
     next_address = ""
-    for index in reversed(range(len(shards))):
-        path = workdir / f"shard-{index}.tflite"
-        path.write_bytes(shards[index])
+    for path in reversed(paths):
         port = free_port()
         script = Path(__file__).with_name("_grpc_chain.py")
         command = [sys.executable, str(script), str(path), str(port), "--threads", str(THREADS)]
@@ -166,9 +164,9 @@ def main() -> None:
         shards = cut(model, [stage.start_op for stage in deployment.stages[1:]])
         if [s.sha256 for s in shards] != [stage.digest for stage in deployment.stages]:
             raise SystemExit("the shards cut here differ from the deployed ones")
-        servers, address = start_grpc_chain(Path(tmp), [s.data for s in shards])
+        paths = write_shards(Path(tmp), [s.data for s in shards])
+        servers, address = start_grpc_chain(paths)
         out_specs = {output_spec.name: (tuple(output_spec.shape), np.dtype(output_spec.dtype))}
-        paths = [Path(tmp) / f"shard-{index}.tflite" for index in range(len(shards))]
         raw_chains = {
             "raw": RawChain(paths, out_specs, THREADS),
             "raw_broker": RawChain(paths, out_specs, THREADS, broker=running.broker_address),

@@ -393,9 +393,7 @@ class Client:
             return
         request.phase = Phase.UNAVAILABLE
         replan = partial(self._replan, request.request_id)
-        request.timers.append(
-            self._timers.call_at(time.monotonic() + wait_s, partial(self._locked, replan))
-        )
+        self._arm(request, time.monotonic() + wait_s, replan)
 
     def _replan(self, request_id: bytes, effects: Effects) -> None:
         request = self._requests.get(request_id)
@@ -451,7 +449,7 @@ class Client:
         if wait_s > 0:  # back to an agent that said it is busy: let its queue drain first
             request.phase = Phase.BACKOFF
             resend = partial(self._resend, request.request_id, request.attempt)
-            request.timers.append(self._timers.call_at(now + wait_s, partial(self._locked, resend)))
+            self._arm(request, now + wait_s, resend)
             return
         request.attempt += 1
         request.route, request.phase, request.attempt_sent_ms = route, Phase.SENT, now_ms()
@@ -471,8 +469,12 @@ class Client:
         )
         timeout = Failure(routes.TIMEOUT, f"no answer within {timeout_s:.2f} s")
         expire = partial(self._failed, request.request_id, request.attempt, timeout)
-        request.timers.append(self._timers.call_at(now + timeout_s, partial(self._locked, expire)))
+        self._arm(request, now + timeout_s, expire)
         effects.append(partial(self._publish_activation, request, activation, budget.remaining_s))
+
+    def _arm(self, request: RequestState, when_s: float, step: Callable[[Effects], None]) -> None:
+        """Run ``step`` under the lock at ``when_s``, unless ``request`` has ended by then."""
+        request.timers.append(self._timers.call_at(when_s, partial(self._locked, step)))
 
     def _attempt_timeout_s(self, plan: Plan, remaining_s: float, *, last: bool) -> float:
         return routes.attempt_timeout_s(
@@ -638,9 +640,7 @@ class Client:
             timeout_s = self._attempt_timeout_s(request.plan, request.deadline_s - now, last=False)
             lost = Failure(routes.TIMEOUT, f"no answer within {timeout_s:.2f} s of {since}")
             expire = partial(self._failed, request.request_id, request.attempt, lost)
-            request.timers.append(
-                self._timers.call_at(now + timeout_s, partial(self._locked, expire))
-            )
+            self._arm(request, now + timeout_s, expire)
 
     # -- endings -------------------------------------------------------------------------
 

@@ -31,12 +31,11 @@ def apply_effects(effects: Effects) -> None:
 
 
 class Timer:
-    """One function due at ``when_s``; :meth:`cancel` keeps it from being called."""
+    """One function to call when due; :meth:`cancel` keeps it from being called."""
 
-    __slots__ = ("function", "when_s")
+    __slots__ = ("function",)
 
-    def __init__(self, when_s: float, function: Effect):
-        self.when_s = when_s
+    def __init__(self, function: Effect):
         self.function: Effect | None = function
 
     def cancel(self) -> None:
@@ -69,7 +68,7 @@ class Timers:
         self._thread.start()
 
     def call_at(self, when_s: float, function: Effect) -> Timer:
-        timer = Timer(when_s, function)
+        timer = Timer(function)
         with self._cond:
             heapq.heappush(self._heap, (when_s, next(self._sequence), timer))
             if self._heap[0][2] is timer:  # due before what the thread sleeps for

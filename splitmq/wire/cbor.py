@@ -69,9 +69,6 @@ class Buffer:
         view = memoryview(data)
         self.view = view if view.format == "B" and view.ndim == 1 else view.cast("B")
 
-    def __len__(self) -> int:
-        return self.view.nbytes
-
 
 _MARKER_PREFIX = os.urandom(12)
 """A marker is this and a 4-byte index: 16 bytes no message carries by chance."""
