@@ -2,6 +2,7 @@
 #   make demo    create .venv, then run a broker, a coordinator and three agents end to end
 #   make demo-secure   the same on Mosquitto with TLS, passwords and per-role ACLs
 #   make test    create .venv, install everything (Mosquitto too), run the whole suite
+#   make test-fast   the fast tier only: no TensorFlow, no Mosquitto needed, under a minute
 #   make lint    ruff + mypy
 #   make bench   the benchmark suite: one table of ratios against the goals (docs/performance.md)
 SHELL := /bin/bash
@@ -13,7 +14,7 @@ VENV_TFLITE := .venv-tflite214
 STAMP := $(VENV)/.installed
 STAMP_TFLITE := $(VENV_TFLITE)/.installed
 
-.PHONY: demo demo-secure test lint bench bench-quick venv mosquitto clean
+.PHONY: demo demo-secure test test-fast lint bench bench-quick venv mosquitto clean
 
 venv: $(STAMP) $(STAMP_TFLITE)
 
@@ -46,6 +47,11 @@ demo: $(STAMP)
 # TLS and ACLs need Mosquitto (and openssl): certificates and users by broker-config/*.sh.
 demo-secure: $(STAMP) mosquitto
 	$(PY) -m splitmq demo --secure $(DEMO_ARGS)
+
+# The fast tier: unit and component tests (in-memory transport, the shipped test models).
+# It needs only `pip install -e '.[agent,dev]'`.
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not integration and not slow"
 
 test: venv mosquitto
 	SPLITMQ_TFLITE214_PYTHON=$(CURDIR)/$(VENV_TFLITE)/bin/python $(PY) -m pytest

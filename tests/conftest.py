@@ -1,19 +1,81 @@
-"""Fixtures shared by every tier: real Mosquitto brokers started from broker-config/."""
+"""Fixtures shared by every tier: real Mosquitto brokers started from broker-config/, the
+shipped digits model; and what a test needs but cannot find.
+
+The tiers are markers: the fast tier (``make test-fast``) is ``not integration and not
+slow``. A test marked ``tensorflow`` (or using ``application_entry``; it joins the slow
+tier) is skipped, with the reason, where TensorFlow is not installed; one marked
+``integration`` (or using the Mosquitto fixtures; it joins that tier) where Mosquitto is
+not. With ``SPLITMQ_REQUIRE_ALL=1`` (``.ci/run`` sets it) every skip is a failure
+instead: CI installs everything, so nothing may be skipped there.
+"""
 
 from __future__ import annotations
 
+import os
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
+from importlib.util import find_spec
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pytest
 
-from splitmq.broker import Mosquitto, config_dir
+from splitmq.broker import Mosquitto, config_dir, mosquitto_binary
+from splitmq.errors import SplitMQError
+from tests.data import digits_pool as shipped_digits_pool
 
 BROKER_CONFIG = config_dir()
 CALIBRATION_SAMPLES = 8
+REQUIRE_ALL = "SPLITMQ_REQUIRE_ALL"
+Report = TypeVar("Report", pytest.TestReport, pytest.CollectReport)
+MOSQUITTO_FIXTURES = frozenset({"mosquitto", "secure_mosquitto"})
+TENSORFLOW_FIXTURES = frozenset({"application_entry", "two_io_entry"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if TENSORFLOW_FIXTURES & fixtures:
+            item.add_marker(pytest.mark.tensorflow)
+        if item.get_closest_marker("tensorflow"):
+            item.add_marker(pytest.mark.slow)
+        if MOSQUITTO_FIXTURES & fixtures:
+            item.add_marker(pytest.mark.integration)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("tensorflow") and find_spec("tensorflow") is None:
+        pytest.skip("needs TensorFlow: pip install -e '.[convert]'")
+    if item.get_closest_marker("integration"):
+        try:
+            mosquitto_binary()
+        except SplitMQError as error:
+            pytest.skip(f"needs Mosquitto: {error}")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    return _no_skip((yield))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(
+    collector: pytest.Collector,
+) -> Generator[None, pytest.CollectReport, pytest.CollectReport]:
+    return _no_skip((yield))
+
+
+def _no_skip(report: Report) -> Report:
+    """Under ``SPLITMQ_REQUIRE_ALL=1`` a skip (not an expected failure) fails."""
+    if report.skipped and not hasattr(report, "wasxfail") and os.environ.get(REQUIRE_ALL) == "1":
+        reason = report.longrepr[-1] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome = "failed"
+        report.longrepr = f"skipped, and {REQUIRE_ALL}=1 allows no skip: {reason}"
+    return report
 
 
 @pytest.fixture(scope="session")
@@ -67,15 +129,12 @@ def secure_mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secur
 
 @pytest.fixture(scope="session")
 def digits_pool(tmp_path_factory: pytest.TempPathFactory) -> object:
-    """The small digits classifier trained and converted (float32, int8) once per session.
+    """The small digits classifier converted (float32, int8), as shipped in tests/data.
 
-    Returns its :class:`splitmq.converter.PoolEntry`; the pool is ``entry.path.parents[1]``.
+    Returns its :class:`splitmq.converter.PoolEntry` in a copy of the shipped pool, so a
+    test may add to it; the pool is ``entry.path.parents[1]``.
     """
-    from splitmq.converter.digits import train_and_convert
-
-    return train_and_convert(
-        tmp_path_factory.mktemp("digits-pool"), epochs=3, variants=("float32", "int8")
-    )
+    return shipped_digits_pool(tmp_path_factory.mktemp("digits-pool"))
 
 
 @pytest.fixture(scope="session")

@@ -1,12 +1,23 @@
-"""Small test helpers: wait for events with a timeout instead of sleeping."""
+"""Small test helpers: wait for events with a timeout instead of sleeping; skip, with the
+reason, where an optional package is not installed."""
 
 from __future__ import annotations
 
 import threading
 import time
 from collections.abc import Callable
+from importlib.util import find_spec
+
+import pytest
 
 from splitmq.transport import InboundMessage
+
+
+def needs(module: str, extra: str) -> pytest.MarkDecorator:
+    """Skip the test where ``module`` (of the ``extra`` extra) is not installed."""
+    return pytest.mark.skipif(
+        find_spec(module) is None, reason=f"needs {module}: pip install -e '.[{extra}]'"
+    )
 
 
 class Collector:

@@ -17,6 +17,7 @@ from splitmq.coordinator.pool_service import PoolService
 from splitmq.transport import MemoryBroker, Transport
 from splitmq.wire import Activation, LoadShard, Tensor, TensorSpec
 from splitmq.wire.topics import RESULTS
+from tests.data import digits_test
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -45,11 +46,10 @@ def digits_entry(digits_pool: object) -> object:
 
 def _cut(entry: object, variant: str, cut_points: list[int]) -> CutModel:
     from splitmq.converter import cut, run_model
-    from splitmq.converter.digits import load_split
 
     model = entry.variant_path(variant).read_bytes()  # type: ignore[attr-defined]
     shards = tuple(cut(model, cut_points))
-    image = load_split()[2][:1]
+    image = digits_test()[0][:1]
     expected = run_model(model, [image])
     return CutModel(model, shards, image, expected)
 

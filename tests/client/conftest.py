@@ -25,6 +25,7 @@ from splitmq.wire import (
     encode,
 )
 from splitmq.wire.topics import DEPLOYMENTS, PLAN_REQUESTS, PLANS
+from tests.data import digits_test
 
 from ..agent.conftest import (  # the agent tests' fixtures, shared
     CutModel,
@@ -242,9 +243,7 @@ def fleet_with_coordinator(fleet: MemoryFleet) -> Iterator[ClientFleet]:
 @pytest.fixture(scope="session")
 def test_images() -> np.ndarray:
     """Held-out digits, ``(N, 8, 8, 1)`` float32."""
-    from splitmq.converter.digits import load_split
-
-    return load_split()[2]
+    return digits_test()[0]
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+pytest.importorskip("PIL", reason="needs pillow: pip install -e '.[client]'")
 from PIL import Image
 
 from splitmq.agent import Agent, AgentConfig, BatteryMode, agent_will, load_profile

@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+
+pytest.importorskip("PIL", reason="needs pillow: pip install -e '.[client]'")
 from PIL import Image
 
 from splitmq.client.errors import InputError

@@ -20,6 +20,7 @@ from tests.client.records_fixtures import (
     sample_records,
     sample_telemetry,
 )
+from tests.helpers import needs
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -46,6 +47,7 @@ def assert_drawn(path: Path) -> None:
     assert (pixels[..., :3] < 0.5).mean() > 0.005  # text, axes and marks, not just white
 
 
+@needs("matplotlib", "client")
 def test_every_plot_of_a_full_run(tmp_path: Path) -> None:
     records = sample_records()
     telemetry = telemetry_in_span(sample_telemetry(), records)
@@ -62,6 +64,7 @@ def test_every_plot_of_a_full_run(tmp_path: Path) -> None:
         assert_drawn(path)
 
 
+@needs("matplotlib", "client")
 def test_only_the_plots_with_data(tmp_path: Path) -> None:
     failed = [
         failed_record("f-0", BASE_MS, BASE_MS + 50, "overloaded"),
@@ -73,6 +76,7 @@ def test_only_the_plots_with_data(tmp_path: Path) -> None:
     assert plots.write_plots(ReportInputs(()), tmp_path / "empty") == []
 
 
+@needs("matplotlib", "client")
 def test_stage_breakdown_with_a_clock_offset(tmp_path: Path) -> None:
     record = ok_record("r", BASE_MS, [Hop("a", 5, 0, 10), Hop("b", -15, 1, 10)], 3)
     written = plots.write_plots(ReportInputs((record,)), tmp_path)

@@ -18,6 +18,7 @@ from tests.client.records_fixtures import (
     sample_telemetry,
     stage0,
 )
+from tests.helpers import needs
 
 
 def report(*argv: str) -> int:
@@ -116,6 +117,7 @@ def test_report_from_an_export_matches_the_database(
     assert row(from_export, "rpi-1")[-3:] == ["79.5", "78.5", "4.00"]  # telemetry came along
 
 
+@needs("matplotlib", "client")
 def test_plots_are_written_and_named(
     db_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from splitmq.converter import Graph, PoolEntry, cut_graph, run_chain, run_model
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.tensorflow]
 
 # (architecture, input side): different topologies -- inverted residuals with
 # squeeze-excite and hard-swish (MobileNetV3), plain residuals (ResNet50, MobileNetV2),

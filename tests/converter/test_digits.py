@@ -8,7 +8,7 @@ import pytest
 from splitmq.converter import Graph, PoolEntry, cut_graph, run_chain, run_model
 from splitmq.converter.digits import load_split
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.tensorflow]
 
 
 def test_digits_accuracy_and_fidelity(digits_entry: PoolEntry) -> None:

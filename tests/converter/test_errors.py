@@ -31,6 +31,7 @@ def test_unreadable_file(tmp_path: Path) -> None:
         load_manifest(tmp_path)
 
 
+@pytest.mark.tensorflow  # the keras.applications names it lists
 def test_unsupported_format(tmp_path: Path) -> None:
     onnx = tmp_path / "model.onnx"
     onnx.write_bytes(b"\x08\x01")
@@ -43,6 +44,7 @@ def test_unsupported_format(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.tensorflow
 def test_calibration_of_the_wrong_shape(two_io_entry: PoolEntry, tmp_path: Path) -> None:
     tflite = two_io_entry.variant_path("float32")
     with pytest.raises(CalibrationError, match="2 inputs"):
@@ -59,6 +61,7 @@ def test_calibration_of_the_wrong_shape(two_io_entry: PoolEntry, tmp_path: Path)
 
 
 @pytest.mark.slow
+@pytest.mark.tensorflow
 def test_cut_points_out_of_range(two_io_entry: PoolEntry) -> None:
     model = two_io_entry.variant_path("float32").read_bytes()
     n = len(two_io_entry.manifest.variants["float32"].operators)
@@ -71,6 +74,7 @@ def test_cut_points_out_of_range(two_io_entry: PoolEntry) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.tensorflow
 def test_float16_cut_inside_weight_preparation_is_refused(two_io_entry: PoolEntry) -> None:
     variant = two_io_entry.manifest.variants["float16"]
     constant = [op.index for op in variant.operators if op.constant]
@@ -82,6 +86,7 @@ def test_float16_cut_inside_weight_preparation_is_refused(two_io_entry: PoolEntr
 
 
 @pytest.mark.slow
+@pytest.mark.tensorflow
 def test_control_flow_is_refused_naming_the_operator(tmp_path: Path) -> None:
     import tensorflow as tf
 

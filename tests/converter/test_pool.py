@@ -10,7 +10,7 @@ import pytest
 from splitmq.cli import main
 from splitmq.converter import Manifest, PoolEntry, convert, load_manifest, open_entry
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.tensorflow]
 
 
 def test_manifest_round_trip(two_io_entry: PoolEntry) -> None:

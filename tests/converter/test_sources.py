@@ -12,7 +12,7 @@ from splitmq.errors import ConversionError
 
 from .conftest import build_two_io_model
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.tensorflow]
 
 
 def inputs_for(graph: Graph, seed: int = 0) -> dict[str, np.ndarray]:

@@ -12,7 +12,7 @@ import pytest
 
 from splitmq.converter import Graph, PoolEntry, cut_graph, run_chain, run_model
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.tensorflow]
 
 SCRIPT = r"""
 import sys, json

@@ -23,7 +23,6 @@ import pytest
 
 from splitmq.broker import Mosquitto
 from splitmq.converter import run_model
-from splitmq.converter.digits import load_split
 from splitmq.coordinator.service import Coordinator, CoordinatorConfig
 from splitmq.transport import MqttTransport, parse_broker_url
 from splitmq.wire import (
@@ -52,6 +51,7 @@ from splitmq.wire.topics import (
 )
 from tests import processes as spawn
 from tests.agent.events import Inbox
+from tests.data import digits_test
 
 pytestmark = pytest.mark.integration
 
@@ -211,7 +211,7 @@ def test_a_deployed_model_answers_exactly_like_the_unsplit_one(fleet: Fleet) -> 
     reply = fleet.deploy(stages=3)
     assert reply.ok, reply.message
     deployment = fleet.deployment(reply)
-    image = load_split()[2][:1]
+    image = digits_test()[0][:1]
     plan = fleet.plan()
     assert isinstance(plan, Plan) and plan.epoch == deployment.epoch
     result = fleet.infer(plan, image)
@@ -257,7 +257,7 @@ def test_a_killed_agent_is_replaced_and_the_rest_keeps_serving(fleet: Fleet) -> 
     assert healed.stages[0].digest == before.stages[0].digest
     plan = fleet.plan()
     assert isinstance(plan, Plan) and victim not in {a for s in plan.route for a in s}
-    image = load_split()[2][1:2]
+    image = digits_test()[0][1:2]
     (out,) = fleet.infer(plan, image).tensors
     np.testing.assert_array_equal(out.array, expected(fleet.entry, image))
 
@@ -284,6 +284,6 @@ def test_rolling_back_to_an_earlier_version_is_one_deploy(fleet: Fleet) -> None:
     assert back.version == first and back.epoch > fleet.deployment(latest).epoch
     plan = fleet.plan()
     assert isinstance(plan, Plan) and plan.version == first
-    image = load_split()[2][2:3]
+    image = digits_test()[0][2:3]
     (out,) = fleet.infer(plan, image).tensors
     np.testing.assert_array_equal(out.array, expected(fleet.entry, image))

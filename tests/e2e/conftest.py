@@ -28,7 +28,6 @@ import numpy as np
 import pytest
 
 from splitmq.connection import add_broker_options
-from splitmq.converter.digits import load_split
 from splitmq.converter.runner import make_interpreter, run_model
 from splitmq.coordinator.cli import request_deployment
 from splitmq.transport import InboundMessage, MqttTransport, parse_broker_url
@@ -47,6 +46,7 @@ from splitmq.wire import (
 )
 from splitmq.wire.topics import DEPLOYMENTS, PLAN_REQUESTS, PLANS, STATUS, TELEMETRY
 from tests import processes as spawn
+from tests.data import digits_test
 
 PROFILES = {"pi-1": "rpi4", "phone-1": "phone", "laptop-1": "laptop"}
 """The three agents and their device profiles."""
@@ -265,7 +265,7 @@ def embedded_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedd
 @pytest.fixture(scope="session")
 def test_images() -> np.ndarray:
     """Held-out digits, ``(450, 8, 8, 1)`` float32."""
-    return load_split()[2]
+    return digits_test()[0]
 
 
 @pytest.fixture(scope="session")

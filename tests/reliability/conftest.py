@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tests.data import digits_test
+
 from .fleet import Reference
 
 IMAGES = 64
@@ -12,7 +14,5 @@ IMAGES = 64
 
 @pytest.fixture(scope="session")
 def reference(digits_pool: object) -> Reference:
-    from splitmq.converter.digits import load_split
-
-    images: np.ndarray = load_split()[2][:IMAGES]
+    images: np.ndarray = digits_test()[0][:IMAGES]
     return Reference(digits_pool, images)

@@ -1,0 +1,41 @@
+"""Write the shipped test data again: ``python -m tests.data.regenerate [OUT_DIR]``.
+
+Needs TensorFlow and scikit-learn (``pip install -e '.[convert]'``). It trains the
+digits classifier, converts it into ``OUT_DIR/pool`` (default: this directory) and
+saves the held-out split as ``OUT_DIR/digits_test.npz``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from splitmq.converter.pool import PoolEntry
+from tests.data import DATA_DIR, DIGITS, DIGITS_EPOCHS, DIGITS_VARIANTS
+
+
+def regenerate(out_dir: Path) -> PoolEntry:
+    """Train, convert and save; an existing ``out_dir/pool`` is replaced."""
+    from splitmq.converter.digits import load_split, train_and_convert
+
+    pool = out_dir / "pool"
+    shutil.rmtree(pool, ignore_errors=True)
+    entry = train_and_convert(pool, name=DIGITS, epochs=DIGITS_EPOCHS, variants=DIGITS_VARIANTS)
+    _, _, x_test, y_test = load_split()
+    np.savez_compressed(out_dir / "digits_test.npz", x_test=x_test, y_test=y_test)
+    return entry
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out_dir", nargs="?", type=Path, default=DATA_DIR)
+    args = parser.parse_args()
+    entry = regenerate(args.out_dir)
+    print(f"wrote {entry.path} and {args.out_dir / 'digits_test.npz'}")
+
+
+if __name__ == "__main__":
+    main()
