@@ -51,7 +51,6 @@ from _report import Row, report
 
 from splitmq.agent import find_runtime
 from splitmq.converter import Shard, cut
-from splitmq.converter.manifest import Variant
 from splitmq.transport import InboundMessage, MqttTransport, parse_broker_url
 from splitmq.wire import (
     Activation,
@@ -64,6 +63,7 @@ from splitmq.wire import (
     decode,
     encode,
 )
+from splitmq.wire.manifest import Variant
 from splitmq.wire.topics import COMMANDS, EVENTS, RESULTS, STAGE
 
 THREADS = 1

@@ -19,11 +19,10 @@ import sys
 
 from _report import Row, median_time_s, report
 
-from splitmq.converter.graph import TensorSpec
-from splitmq.converter.manifest import CutPoint, Operator, Variant
 from splitmq.coordinator.partition import PartitionRequest, partition
 from splitmq.coordinator.planner import AgentView
-from splitmq.wire import Objective
+from splitmq.wire import Objective, TensorSpec
+from splitmq.wire.manifest import CutPoint, Operator, Variant
 
 MB = 1_000_000
 OPERATORS = 120

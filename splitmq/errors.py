@@ -20,6 +20,8 @@ they are caught, into one of these.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 class SplitMQError(Exception):
     """Root of every error splitmq raises on purpose."""
@@ -89,3 +91,15 @@ class ConfigError(SplitMQError):
 
 class ConversionError(SplitMQError):
     """The converter or the cutter cannot do what was asked (see :mod:`splitmq.converter`)."""
+
+
+class ModelReadError(ConversionError):
+    """A model that cannot be read: missing file, unknown format, corrupt bytes.
+
+    Attributes:
+        path: the file or directory, when there is one.
+    """
+
+    def __init__(self, message: str, *, path: Path | None = None):
+        self.path = path
+        super().__init__(message)

@@ -11,9 +11,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from splitmq.errors import ConversionError
+from splitmq.errors import ConversionError, ModelReadError
 
 __all__ = [
     "CalibrationError",
@@ -22,18 +20,6 @@ __all__ = [
     "ModelReadError",
     "UncuttableGraphError",
 ]
-
-
-class ModelReadError(ConversionError):
-    """A model that cannot be read: missing file, unknown format, corrupt bytes.
-
-    Attributes:
-        path: the file or directory, when there is one.
-    """
-
-    def __init__(self, message: str, *, path: Path | None = None):
-        self.path = path
-        super().__init__(message)
 
 
 class CalibrationError(ConversionError):

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from splitmq.converter.errors import ModelReadError, UncuttableGraphError
+from splitmq.wire.messages import TensorSpec
 
 __all__ = [
     "Graph",
@@ -145,48 +146,6 @@ def _decode_name(name: bytes | str | None) -> str:
     if name is None:
         return ""
     return name.decode("utf-8", errors="replace") if isinstance(name, bytes) else name
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    """A tensor as the outside world sees it.
-
-    Attributes:
-        name: its name in the original graph (shards keep it).
-        shape: static shape; ``-1`` marks a dimension only known at run time.
-        dtype: numpy dtype name (``float32``, ``int8``...).
-        scale: quantization scale of a per-tensor quantized tensor, else ``None``.
-        zero_point: quantization zero point of a per-tensor quantized tensor, else ``None``.
-        size_bytes: bytes of one instance (element count times item size).
-    """
-
-    name: str
-    shape: tuple[int, ...]
-    dtype: str
-    scale: float | None = None
-    zero_point: int | None = None
-    size_bytes: int = 0
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "shape": list(self.shape),
-            "dtype": self.dtype,
-            "scale": self.scale,
-            "zero_point": self.zero_point,
-            "size_bytes": self.size_bytes,
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> TensorSpec:
-        return cls(
-            name=str(data["name"]),
-            shape=tuple(int(d) for d in data["shape"]),
-            dtype=str(data["dtype"]),
-            scale=None if data.get("scale") is None else float(data["scale"]),
-            zero_point=None if data.get("zero_point") is None else int(data["zero_point"]),
-            size_bytes=int(data.get("size_bytes", 0)),
-        )
 
 
 @dataclass(frozen=True)

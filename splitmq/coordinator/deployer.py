@@ -29,7 +29,6 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from splitmq.converter.manifest import Variant
 from splitmq.converter.pool import PoolEntry
 from splitmq.coordinator.commands import CommandChannel, Outcome
 from splitmq.coordinator.model_pool import ModelPool, ShardFile, UnknownModel
@@ -53,6 +52,7 @@ from splitmq.wire import (
     StageSpec,
     UnloadShard,
 )
+from splitmq.wire.manifest import Variant
 
 log = logging.getLogger(__name__)
 

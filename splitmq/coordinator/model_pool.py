@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from splitmq.converter.cutter import Shard, cut
-from splitmq.converter.graph import TensorSpec as ConverterSpec
 from splitmq.converter.pool import PoolEntry, open_entry
 from splitmq.coordinator.pool_service import PoolService
 from splitmq.errors import SplitMQError
@@ -48,17 +47,6 @@ class ShardFile:
     path: Path
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
-
-
-def wire_spec(spec: ConverterSpec) -> TensorSpec:
-    """The wire's view of a converter tensor spec (what a load command announces)."""
-    return TensorSpec(
-        name=spec.name,
-        shape=tuple(spec.shape),
-        dtype=spec.dtype,
-        scale=spec.scale,
-        zero_point=spec.zero_point,
-    )
 
 
 class ModelPool:
@@ -174,29 +162,8 @@ def _shard_file(shard: Shard) -> ShardFile:
         digest=shard.sha256,
         size_bytes=shard.size_bytes,
         path=shard.path,
-        inputs=tuple(wire_spec(s) for s in shard.inputs),
-        outputs=tuple(wire_spec(s) for s in shard.outputs),
-    )
-
-
-def _spec_json(spec: TensorSpec) -> dict[str, object]:
-    return {
-        "name": spec.name,
-        "shape": list(spec.shape),
-        "dtype": spec.dtype,
-        "scale": spec.scale,
-        "zero_point": spec.zero_point,
-    }
-
-
-def _spec_from_json(data: dict[str, object]) -> TensorSpec:
-    scale, zero_point = data.get("scale"), data.get("zero_point")
-    return TensorSpec(
-        name=str(data["name"]),
-        shape=tuple(int(d) for d in data["shape"]),  # type: ignore[attr-defined]
-        dtype=str(data["dtype"]),
-        scale=None if scale is None else float(scale),  # type: ignore[arg-type]
-        zero_point=None if zero_point is None else int(zero_point),  # type: ignore[call-overload]
+        inputs=shard.inputs,
+        outputs=shard.outputs,
     )
 
 
@@ -208,8 +175,8 @@ def _to_json(file: ShardFile) -> dict[str, object]:
         "digest": file.digest,
         "size_bytes": file.size_bytes,
         "file": file.path.name,
-        "inputs": [_spec_json(s) for s in file.inputs],
-        "outputs": [_spec_json(s) for s in file.outputs],
+        "inputs": [s.to_json() for s in file.inputs],
+        "outputs": [s.to_json() for s in file.outputs],
     }
 
 
@@ -221,6 +188,6 @@ def _from_json(directory: Path, item: dict[str, object]) -> ShardFile:
         digest=str(item["digest"]),
         size_bytes=int(item["size_bytes"]),  # type: ignore[call-overload]
         path=directory / str(item["file"]),
-        inputs=tuple(_spec_from_json(s) for s in item["inputs"]),  # type: ignore[attr-defined]
-        outputs=tuple(_spec_from_json(s) for s in item["outputs"]),  # type: ignore[attr-defined]
+        inputs=tuple(TensorSpec.from_json(s) for s in item["inputs"]),  # type: ignore[attr-defined]
+        outputs=tuple(TensorSpec.from_json(s) for s in item["outputs"]),  # type: ignore[attr-defined]
     )

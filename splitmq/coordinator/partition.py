@@ -85,7 +85,6 @@ from typing import Literal, NamedTuple
 import numpy as np
 from numpy.typing import NDArray
 
-from splitmq.converter.manifest import Variant
 from splitmq.coordinator.planner import (
     MB,
     AgentView,
@@ -99,6 +98,7 @@ from splitmq.coordinator.planner import (
 )
 from splitmq.errors import ConfigError, SplitMQError
 from splitmq.wire import Objective
+from splitmq.wire.manifest import Variant
 
 __all__ = [
     "Constraint",

@@ -41,7 +41,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
 
-from splitmq.converter.manifest import Variant
 from splitmq.coordinator.commands import CommandChannel
 from splitmq.coordinator.deployer import Deployer, DeployerConfig
 from splitmq.coordinator.model_pool import ModelPool, UnknownModel
@@ -64,6 +63,7 @@ from splitmq.wire import (
     decode,
     encode,
 )
+from splitmq.wire.manifest import Variant
 from splitmq.wire.topics import (
     COORDINATORS_GROUP,
     DEFAULT_NAMESPACE,

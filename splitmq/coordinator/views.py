@@ -12,10 +12,10 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 
-from splitmq.converter.manifest import Variant
 from splitmq.coordinator.planner import DeploymentView, StageView
 from splitmq.coordinator.registry import FLOPS_PER_MS_PER_GFLOPS, Registry
 from splitmq.wire import Deployment, DeploymentState, StageSpec, TensorSpec
+from splitmq.wire.manifest import Variant
 
 VariantLookup = Callable[[str, str, str], Variant | None]
 """``(model, version, variant) -> Variant`` from the pool (None when it is not there)."""

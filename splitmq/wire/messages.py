@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from splitmq.wire.tensors import Tensor
 
@@ -88,13 +88,48 @@ class Link:
 
 @dataclass(frozen=True)
 class TensorSpec:
-    """What a tensor at a shard boundary must look like."""
+    """A tensor as the outside world sees it: at a model's or a shard's boundary.
+
+    One type for the converter (graph analysis, manifests), the coordinator's pool
+    (its JSON index) and the wire (load commands, deployments).
+
+    Attributes:
+        name: its name in the original graph (shards keep it).
+        shape: static shape; ``-1`` marks a dimension only known at run time.
+        dtype: numpy dtype name (``float32``, ``int8``...).
+        scale: quantization scale of a per-tensor quantized tensor, else ``None``.
+        zero_point: quantization zero point of a per-tensor quantized tensor, else ``None``.
+        size_bytes: bytes of one instance (element count times item size); 0 where
+            the maker did not count them (a runtime's or a test's spec).
+    """
 
     name: str
     shape: tuple[int, ...]
     dtype: str
     scale: float | None = None
     zero_point: int | None = None
+    size_bytes: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "shape": list(self.shape),
+            "dtype": self.dtype,
+            "scale": self.scale,
+            "zero_point": self.zero_point,
+            "size_bytes": self.size_bytes,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TensorSpec:
+        return cls(
+            name=str(data["name"]),
+            shape=tuple(int(d) for d in data["shape"]),
+            dtype=str(data["dtype"]),
+            scale=None if data.get("scale") is None else float(data["scale"]),
+            zero_point=None if data.get("zero_point") is None else int(data["zero_point"]),
+            size_bytes=int(data.get("size_bytes", 0)),
+        )
 
 
 @dataclass(frozen=True)

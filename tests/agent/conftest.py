@@ -15,7 +15,7 @@ import pytest
 from splitmq.agent import Agent, AgentConfig, agent_will, load_profile
 from splitmq.coordinator.pool_service import PoolService
 from splitmq.transport import MemoryBroker, Transport
-from splitmq.wire import Activation, LoadShard, Tensor, TensorSpec
+from splitmq.wire import Activation, LoadShard, Tensor
 from splitmq.wire.topics import RESULTS
 from tests.data import digits_test
 
@@ -72,16 +72,6 @@ def digits_int8(digits_entry: object) -> CutModel:
     return _cut(digits_entry, "int8", [4])
 
 
-def wire_spec(spec: object) -> TensorSpec:
-    return TensorSpec(
-        name=spec.name,  # type: ignore[attr-defined]
-        shape=tuple(spec.shape),  # type: ignore[attr-defined]
-        dtype=spec.dtype,  # type: ignore[attr-defined]
-        scale=spec.scale,  # type: ignore[attr-defined]
-        zero_point=spec.zero_point,  # type: ignore[attr-defined]
-    )
-
-
 def load_command(
     shard: object,
     deployment: str,
@@ -98,8 +88,8 @@ def load_command(
         stage=shard.stage,  # type: ignore[attr-defined]
         digest=digest or shard.sha256,  # type: ignore[attr-defined]
         size_bytes=shard.size_bytes,  # type: ignore[attr-defined]
-        inputs=tuple(wire_spec(s) for s in shard.inputs),  # type: ignore[attr-defined]
-        outputs=tuple(wire_spec(s) for s in shard.outputs),  # type: ignore[attr-defined]
+        inputs=shard.inputs,  # type: ignore[attr-defined]
+        outputs=shard.outputs,  # type: ignore[attr-defined]
         threads=1,
         shared=shared,
     )

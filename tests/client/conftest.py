@@ -36,7 +36,6 @@ from ..agent.conftest import (  # the agent tests' fixtures, shared
     digits_int8,
     fleet,
     load_command,
-    wire_spec,
 )
 from ..agent.events import command, events, ready_for
 
@@ -210,8 +209,8 @@ def deploy(
             end_op=shard.end,  # type: ignore[attr-defined]
             digest=shard.sha256,  # type: ignore[attr-defined]
             size_bytes=shard.size_bytes,  # type: ignore[attr-defined]
-            inputs=tuple(wire_spec(s) for s in shard.inputs),  # type: ignore[attr-defined]
-            outputs=tuple(wire_spec(s) for s in shard.outputs),  # type: ignore[attr-defined]
+            inputs=shard.inputs,  # type: ignore[attr-defined]
+            outputs=shard.outputs,  # type: ignore[attr-defined]
             replicas=tuple(placements[stage]),
         )
         for stage, shard in enumerate(model.shards[: len(placements)])

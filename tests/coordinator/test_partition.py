@@ -10,8 +10,6 @@ from typing import NamedTuple
 
 import pytest
 
-from splitmq.converter.graph import TensorSpec
-from splitmq.converter.manifest import CutPoint, Operator, Variant
 from splitmq.coordinator.partition import (
     Figures,
     Partition,
@@ -24,7 +22,8 @@ from splitmq.coordinator.partition import (
 )
 from splitmq.coordinator.planner import AgentView, eligible
 from splitmq.errors import ConfigError
-from splitmq.wire import Objective
+from splitmq.wire import Objective, TensorSpec
+from splitmq.wire.manifest import CutPoint, Operator, Variant
 
 CONFIG = PartitionConfig()
 MB = 1_000_000
