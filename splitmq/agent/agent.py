@@ -24,7 +24,7 @@ import threading
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 
@@ -53,7 +53,6 @@ from splitmq.wire import (
     ErrorCode,
     ErrorMessage,
     LoadShard,
-    Message,
     Ping,
     Pong,
     Result,
@@ -63,11 +62,10 @@ from splitmq.wire import (
     TensorSpec,
     TraceEntry,
     UnloadShard,
-    decode,
     encode,
     encode_parts,
 )
-from splitmq.wire.cbor import loads
+from splitmq.wire.codec import decode_fields
 from splitmq.wire.topics import (
     ANY_AGENT,
     COMMANDS,
@@ -77,6 +75,7 @@ from splitmq.wire.topics import (
     STAGE,
     STATUS,
     TELEMETRY,
+    Topic,
 )
 
 log = logging.getLogger(__name__)
@@ -282,12 +281,7 @@ class Agent:
                 thread.join(5.0)
         status = AgentStatus(agent_id=self.agent_id, state=AgentState.OFFLINE, ts_ms=int(now_ms()))
         try:
-            self.transport.publish(
-                STATUS.name(self._ns, agent=self.agent_id),
-                encode(status),
-                qos=STATUS.qos,
-                retain=STATUS.retain,
-            ).wait(2.0)
+            STATUS.publish(self.transport, status, self._ns, agent=self.agent_id).wait(2.0)
         except TransportError as error:
             log.warning("could not publish the offline status: %s", error)
         self.transport.close()
@@ -355,7 +349,7 @@ class Agent:
         )
 
     def _announce(self) -> None:
-        self._publish_message(STATUS.name(self._ns, agent=self.agent_id), self.status(), STATUS)
+        STATUS.publish(self.transport, self.status(), self._ns, agent=self.agent_id)
 
     def _on_connection(self, up: bool) -> None:
         if up:  # the birth message, again after every reconnect
@@ -369,9 +363,7 @@ class Agent:
         while not self._stop.is_set():
             try:
                 self._probe_broker()
-                self._publish_message(
-                    TELEMETRY.name(self._ns, agent=self.agent_id), self.telemetry(), TELEMETRY
-                )
+                TELEMETRY.publish(self.transport, self.telemetry(), self._ns, agent=self.agent_id)
             except TransportError as error:
                 log.debug("telemetry not sent: %s", error)
             self._stop.wait(period)
@@ -384,18 +376,13 @@ class Agent:
             issuer=self.agent_id,
             sent_ms=time.monotonic() * 1000.0,
         )
-        self.transport.publish(
-            COMMANDS.name(self._ns, agent=self.agent_id), encode(probe), qos=COMMANDS.qos
-        )
+        COMMANDS.publish(self.transport, probe, self._ns, agent=self.agent_id)
 
     # -- commands -------------------------------------------------------------------------
 
     def _on_command(self, message: InboundMessage) -> None:
         try:
-            command = cast(
-                LoadShard | UnloadShard | Ping,
-                decode(message.payload, expect=(LoadShard, UnloadShard, Ping), topic=message.topic),
-            )
+            command = COMMANDS.decode(message.payload, topic=message.topic)
         except DecodeError as error:
             log.warning("ignored a bad command: %s", error)
             return
@@ -422,7 +409,7 @@ class Agent:
                 sent_ms=command.sent_ms,
                 ts_ms=now_ms(),
             )
-            self._publish_message(EVENTS.name(self._ns, agent=self.agent_id), pong, EVENTS)
+            EVENTS.publish(self.transport, pong, self._ns, agent=self.agent_id)
             return
         if isinstance(command, LoadShard):
             with self._stages_lock:
@@ -445,7 +432,7 @@ class Agent:
 
     def _reply(self, command_id: str, *, ok: bool, message: str = "") -> None:
         reply = CommandReply(command_id=command_id, agent_id=self.agent_id, ok=ok, message=message)
-        self._publish_message(EVENTS.name(self._ns, agent=self.agent_id), reply, EVENTS)
+        EVENTS.publish(self.transport, reply, self._ns, agent=self.agent_id)
 
     def _load(self, command: LoadShard) -> None:
         where = (command.deployment, command.stage)
@@ -483,7 +470,7 @@ class Agent:
         )
         log.info("serving %s: shard %s, %.2f ms per run", hosted.key, command.digest[:12], bench_ms)
         self._announce()  # the cached shards changed: say so before the shard is ready
-        self._publish_message(EVENTS.name(self._ns, agent=self.agent_id), ready, EVENTS)
+        EVENTS.publish(self.transport, ready, self._ns, agent=self.agent_id)
 
     def _install(self, command: LoadShard) -> _HostedStage:
         data = self.cache.get(command.digest)
@@ -594,7 +581,7 @@ class Agent:
                 )
             return
         try:
-            activation = decode(message.payload, expect=Activation, topic=message.topic)
+            activation = STAGE.decode(message.payload, topic=message.topic)
         except DecodeError as error:
             self._refuse(message, ErrorCode.BAD_MESSAGE, str(error))
             return
@@ -630,7 +617,7 @@ class Agent:
 
     def _process(self, hosted: _HostedStage, job: _Job) -> None:
         try:
-            activation = decode(job.message.payload, expect=Activation, topic=job.message.topic)
+            activation = STAGE.decode(job.message.payload, topic=job.message.topic)
         except DecodeError as error:
             self._refuse(job.message, ErrorCode.BAD_MESSAGE, str(error))
             return
@@ -731,7 +718,7 @@ class Agent:
                 local = self._stages.get((activation.deployment, next_stage))
             if local is not None:
                 return forward, local  # in-process: no broker hop
-        self._send(next_topic, encode_parts(forward), deadline_ms=activation.deadline_ms)
+        self._send(STAGE, next_topic, encode_parts(forward), deadline_ms=activation.deadline_ms)
         return None
 
     def _next_hop(self, activation: Activation) -> str | None:
@@ -760,8 +747,9 @@ class Agent:
     def _compute_factor(self) -> float:
         return self.config.profile.compute_factor if self.config.emulate else 1.0
 
-    def _send(self, topic: str, payload: Payload, *, deadline_ms: int = 0) -> None:
-        """Publish over the emulated link: wait latency + bytes / bandwidth, then send."""
+    def _send(self, row: Topic[Any], topic: str, payload: Payload, *, deadline_ms: int = 0) -> None:
+        """Publish on ``topic`` (of the table's ``row``) over the emulated link: wait
+        latency + bytes / bandwidth, then send."""
         link = self.config.profile.link
         size = payload_size(payload)
         if self.config.emulate and link is not None:
@@ -772,7 +760,7 @@ class Agent:
         if deadline_ms:
             expiry_s = max(1.0, (deadline_ms - now_ms()) / 1000.0)
         try:
-            self.transport.publish(topic, payload, qos=STAGE.qos, expiry_s=expiry_s)
+            row.publish_payload(self.transport, topic, payload, expiry_s=expiry_s)
         except TransportError as error:
             raise RequestFailed(ErrorCode.INTERNAL, f"cannot send to {topic}: {error}") from None
         self.energy.spend_radio(size)
@@ -788,7 +776,7 @@ class Agent:
             )
             return
         try:
-            self._send(activation.callback, encode_parts(message), deadline_ms=0)
+            self._send(RESULTS, activation.callback, encode_parts(message), deadline_ms=0)
         except RequestFailed as failure:
             if isinstance(message, ErrorMessage):
                 self.counters.add("unroutable")
@@ -819,9 +807,6 @@ class Agent:
             )
             return
         self._send_error(salvaged, code, reason)
-
-    def _publish_message(self, topic: str, message: Message, row: Any) -> None:
-        self.transport.publish(topic, encode(message), qos=row.qos, retain=row.retain)
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -896,32 +881,23 @@ def _error_for(activation: Activation, agent_id: str, code: ErrorCode, reason: s
     )
 
 
+SALVAGED = ("request_id", "callback", "attempt", "deployment", "stage")
+"""The fields of a malformed activation read to answer it."""
+
+
 def _salvage(payload: bytes | bytearray) -> Activation | None:
     """Enough of a malformed activation to answer it: request id, attempt, stage, callback."""
-    try:
-        raw = loads(payload, max_depth=32)
-    except DecodeError:
-        return None
-    if not isinstance(raw, dict):
-        return None
-    request_id, callback = raw.get("request_id"), raw.get("callback")
-    if isinstance(request_id, memoryview):
-        request_id = bytes(request_id)
+    found = decode_fields(payload, Activation, SALVAGED)
+    request_id, callback = found.get("request_id"), found.get("callback")
     if not (isinstance(request_id, bytes) and len(request_id) == REQUEST_ID_BYTES):
         return None
     if not isinstance(callback, str):
         return None
-
-    def integer(key: str) -> int:
-        value = raw.get(key)
-        return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-    deployment = raw.get("deployment")
     return Activation(
         request_id=request_id,
-        attempt=integer("attempt"),
-        deployment=deployment if isinstance(deployment, str) else "",
-        stage=integer("stage"),
+        attempt=found.get("attempt", 0),
+        deployment=found.get("deployment", ""),
+        stage=found.get("stage", 0),
         route=(),
         callback=callback,
         deadline_ms=0,

@@ -12,12 +12,11 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import cast
 
 from splitmq.errors import DecodeError, SplitMQError
 from splitmq.transport import InboundMessage, Transport
-from splitmq.wire import FetchFailed, FetchShard, ShardChunk, decode, encode
-from splitmq.wire.topics import POOL_FETCH
+from splitmq.wire import FetchFailed, FetchShard
+from splitmq.wire.topics import POOL_CHUNKS, POOL_FETCH
 
 log = logging.getLogger(__name__)
 
@@ -74,10 +73,7 @@ class ShardFetcher:
     def on_message(self, message: InboundMessage) -> None:
         """A chunk or a refusal from the pool (runs on the transport's inbox worker)."""
         try:
-            reply = cast(
-                ShardChunk | FetchFailed,
-                decode(message.payload, expect=(ShardChunk, FetchFailed), topic=message.topic),
-            )
+            reply = POOL_CHUNKS.decode(message.payload, topic=message.topic)
         except DecodeError as error:
             log.warning("ignored a bad pool message: %s", error)
             return
@@ -171,6 +167,4 @@ class ShardFetcher:
         request = FetchShard(
             agent_id=self._agent_id, digest=download.digest, offset=offset, length=length
         )
-        self._transport.publish(
-            POOL_FETCH.name(self._namespace), encode(request), qos=POOL_FETCH.qos
-        )
+        POOL_FETCH.publish(self._transport, request, self._namespace)

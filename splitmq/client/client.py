@@ -45,7 +45,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from dataclasses import replace
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from splitmq import errors as base_errors
 from splitmq.client import errors, routes
@@ -74,11 +74,10 @@ from splitmq.wire import (
     Message,
     Plan,
     PlanRefused,
+    PlanRequest,
     Result,
     Route,
     Telemetry,
-    decode,
-    encode,
     encode_parts,
 )
 from splitmq.wire import topics as t
@@ -324,12 +323,12 @@ class Client:
         if pending is None:  # already asked
             return
         message = pending.key.request(pending.plan_request_id, self.client_id)
-        effects.append(partial(self._publish, t.PLAN_REQUESTS.name(self.namespace), message))
+        effects.append(partial(self._publish_plan_request, message))
         expire = partial(self._locked, partial(self._answer, pending.plan_request_id, None))
         pending.timer = self._timers.call_at(now + self.config.plan_timeout_s, expire)
 
     def _on_plan(self, message: InboundMessage) -> None:
-        answer = _decoded(message, (Plan, PlanRefused))
+        answer = _decoded(message, t.PLANS)
         if answer is not None:
             self._locked(partial(self._answer, answer.request_id, answer))
 
@@ -524,7 +523,7 @@ class Client:
             payload = encode_parts(activation)  # the input's buffer is sent, not copied
             with self._lock:  # counted first: the answer may come before publish returns
                 request.bytes_sent += payload_size(payload)
-            self.transport.publish(topic, payload, qos=t.STAGE.qos, expiry_s=remaining_s)
+            t.STAGE.publish_payload(self.transport, topic, payload, expiry_s=remaining_s)
         except (TransportError, base_errors.EncodeError) as error:
             # too large for the broker, or not encodable: no other route does better
             final = isinstance(error, base_errors.PayloadTooLarge | base_errors.EncodeError)
@@ -650,7 +649,7 @@ class Client:
         return True
 
     def _on_answer(self, message: InboundMessage) -> None:
-        answer = _decoded(message, (Result, ErrorMessage))
+        answer = _decoded(message, t.RESULTS)
         if answer is not None:
             self._locked(partial(self._answered, answer, len(message.payload)))
 
@@ -735,7 +734,7 @@ class Client:
     # -- the fleet -------------------------------------------------------------------------
 
     def _on_deployment(self, message: InboundMessage) -> None:
-        deployment = _decoded(message, (Deployment,))
+        deployment = _decoded(message, t.DEPLOYMENTS)
         if deployment is not None:
             self._locked(partial(self._deployed, deployment))
 
@@ -748,7 +747,7 @@ class Client:
                 self._use_plan(request, request.plan, effects)
 
     def _on_status(self, message: InboundMessage) -> None:
-        status = _decoded(message, (AgentStatus,))
+        status = _decoded(message, t.STATUS)
         if status is not None:
             self._locked(partial(self._status, status))
 
@@ -766,7 +765,7 @@ class Client:
             self._failed(request.request_id, request.attempt, failure, effects)
 
     def _on_telemetry_message(self, message: InboundMessage) -> None:
-        telemetry = _decoded(message, (Telemetry,))
+        telemetry = _decoded(message, t.TELEMETRY)
         if telemetry is None:
             return
         age_s = max(0.0, now_ms() - telemetry.ts_ms) / 1000.0 if message.retain else 0.0
@@ -785,18 +784,21 @@ class Client:
             step(effects)
         apply_effects(effects)
 
-    def _publish(self, topic: str, message: Message) -> None:
+    def _publish_plan_request(self, message: PlanRequest) -> None:
         try:
-            self.transport.publish(topic, encode(message), qos=1)
+            t.PLAN_REQUESTS.publish(self.transport, message, self.namespace)
         except TransportError as error:  # the wait for the answer expires and says so
-            log.warning("could not publish %s on %s: %s", message.KIND, topic, error)
+            log.warning("could not publish %s: %s", message.KIND, error)
 
 
-def _decoded(message: InboundMessage, kinds: tuple[type[Any], ...]) -> Any:
+M = TypeVar("M", bound=Message)
+
+
+def _decoded(message: InboundMessage, row: t.Topic[M]) -> M | None:
     if not message.payload:  # a retained message cleared
         return None
     try:
-        return decode(message.payload, expect=kinds, topic=message.topic)
+        return row.decode(message.payload, topic=message.topic)
     except base_errors.DecodeError as error:
         log.warning("ignored a bad message: %s", error)
         return None

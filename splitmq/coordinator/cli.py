@@ -156,7 +156,7 @@ def run_deploy(args: argparse.Namespace) -> int:
 def request_deployment(args: argparse.Namespace, request: Any, timeout_s: float) -> Any:
     """Publish ``request`` on the control topic and wait for the coordinator's reply."""
     from splitmq.transport import MqttTransport
-    from splitmq.wire import DeployReply, decode, encode
+    from splitmq.wire import DeployReply
     from splitmq.wire.topics import DEPLOY_REPLIES, DEPLOY_REQUESTS
 
     ns = namespace(args)
@@ -164,14 +164,14 @@ def request_deployment(args: argparse.Namespace, request: Any, timeout_s: float)
     arrived = threading.Event()
 
     def on_reply(message: Any) -> None:
-        reply = decode(message.payload, expect=DeployReply)
+        reply = DEPLOY_REPLIES.decode(message.payload)
         if reply.request_id == request.request_id:
             replies.append(reply)
             arrived.set()
 
     with MqttTransport(transport_config(args, f"splitmq-{request.client_id}")) as transport:
         transport.subscribe(DEPLOY_REPLIES.name(ns, client=request.client_id), on_reply)
-        transport.publish(DEPLOY_REQUESTS.name(ns), encode(request), qos=1).wait(10.0)
+        DEPLOY_REQUESTS.publish(transport, request, ns).wait(10.0)
         if not arrived.wait(timeout_s):
             raise ConfigError(
                 f"no answer from a coordinator within {timeout_s:.0f} s: is `splitmq "

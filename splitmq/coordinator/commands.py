@@ -24,10 +24,8 @@ from splitmq.wire import (
     Pong,
     ShardReady,
     UnloadShard,
-    decode,
-    encode,
 )
-from splitmq.wire.topics import COMMANDS, DEFAULT_NAMESPACE
+from splitmq.wire.topics import COMMANDS, DEFAULT_NAMESPACE, EVENTS
 
 Answer = ShardReady | CommandReply
 
@@ -73,9 +71,7 @@ class CommandChannel:
         with self._lock:
             self._pending[command.command_id] = (agent_id, future)
         try:
-            self.transport.publish(
-                COMMANDS.name(self.namespace, agent=agent_id), encode(command), qos=COMMANDS.qos
-            )
+            COMMANDS.publish(self.transport, command, self.namespace, agent=agent_id)
         except TransportError as error:
             with self._lock:
                 self._pending.pop(command.command_id, None)
@@ -104,7 +100,7 @@ class CommandChannel:
     def on_event(self, message: InboundMessage) -> ShardReady | CommandReply | Pong | None:
         """Feed an ``agents/+/events`` message; returns it decoded (None if malformed)."""
         try:
-            event = decode(message.payload, expect=(ShardReady, CommandReply, Pong))
+            event = EVENTS.decode(message.payload)
         except DecodeError:
             return None
         if isinstance(event, ShardReady | CommandReply):
@@ -112,7 +108,7 @@ class CommandChannel:
                 pending = self._pending.pop(event.command_id, None)
             if pending is not None and not pending[1].done():
                 pending[1].set_result(event)
-        return event  # type: ignore[return-value]
+        return event
 
     def agent_gone(self, agent_id: str) -> None:
         """The agent went offline: its pending commands fail now, not at their timeout."""

@@ -10,7 +10,7 @@ from splitmq.coordinator.registry import Registry
 from splitmq.errors import DecodeError
 from splitmq.tables import format_table
 from splitmq.transport import InboundMessage, Transport
-from splitmq.wire import AgentStatus, Deployment, Telemetry, decode
+from splitmq.wire import Deployment
 from splitmq.wire.topics import DEPLOYMENTS, STATUS, TELEMETRY
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ class FleetWatcher:
         ns = self.namespace
         self.transport.subscribe(STATUS.filter(ns), self._on_status, qos=STATUS.qos)
         self.transport.subscribe(TELEMETRY.filter(ns), self._on_telemetry, qos=TELEMETRY.qos)
-        self.transport.subscribe(DEPLOYMENTS.filter(ns), self._on_deployment, qos=1)
+        self.transport.subscribe(DEPLOYMENTS.filter(ns), self._on_deployment, qos=DEPLOYMENTS.qos)
 
     def deployments(self) -> dict[str, Deployment]:
         with self._lock:
@@ -54,13 +54,13 @@ class FleetWatcher:
 
     def _on_status(self, message: InboundMessage) -> None:
         try:
-            self.registry.on_status(decode(message.payload, expect=AgentStatus))
+            self.registry.on_status(STATUS.decode(message.payload))
         except DecodeError as error:
             log.debug("bad status on %s: %s", message.topic, error)
 
     def _on_telemetry(self, message: InboundMessage) -> None:
         try:
-            self.registry.on_telemetry(decode(message.payload, expect=Telemetry))
+            self.registry.on_telemetry(TELEMETRY.decode(message.payload))
         except DecodeError as error:
             log.debug("bad telemetry on %s: %s", message.topic, error)
 
@@ -68,7 +68,7 @@ class FleetWatcher:
         if not message.payload:
             return
         try:
-            deployment = decode(message.payload, expect=Deployment)
+            deployment = DEPLOYMENTS.decode(message.payload)
         except DecodeError:
             return
         with self._lock:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from splitmq.errors import DecodeError, TransportError
 from splitmq.transport import InboundMessage, Transport
-from splitmq.wire import FetchFailed, FetchShard, Message, ShardChunk, decode, encode
+from splitmq.wire import FetchFailed, FetchShard, Message, ShardChunk, encode
 from splitmq.wire.topics import DEFAULT_NAMESPACE, POOL_CHUNKS, POOL_FETCH
 
 log = logging.getLogger(__name__)
@@ -129,7 +129,7 @@ class PoolService:
 
     def _on_fetch(self, message: InboundMessage) -> None:
         try:
-            request = decode(message.payload, expect=FetchShard, topic=message.topic)
+            request = POOL_FETCH.decode(message.payload, topic=message.topic)
         except DecodeError as error:
             log.warning("ignored a bad fetch request: %s", error)
             return
@@ -140,7 +140,7 @@ class PoolService:
             log.warning("cannot serve %s to %s: %s", request.digest[:12], request.agent_id, error)
             return
         try:
-            self.transport.publish(topic, encode(reply), qos=POOL_CHUNKS.qos)
+            POOL_CHUNKS.publish_payload(self.transport, topic, encode(reply))
         except TransportError as error:
             log.warning("could not send a chunk to %s: %s", request.agent_id, error)
             return

@@ -52,16 +52,14 @@ from splitmq.errors import DecodeError, TransportError
 from splitmq.transport import InboundMessage, Transport
 from splitmq.wire import (
     AgentState,
-    AgentStatus,
     Battery,
     Deployment,
     DeployReply,
     DeployRequest,
     Message,
+    Plan,
+    PlanRefused,
     PlanRequest,
-    Telemetry,
-    decode,
-    encode,
 )
 from splitmq.wire.manifest import Variant
 from splitmq.wire.topics import (
@@ -75,6 +73,7 @@ from splitmq.wire.topics import (
     PLANS,
     STATUS,
     TELEMETRY,
+    Topic,
 )
 
 log = logging.getLogger(__name__)
@@ -165,10 +164,10 @@ class Coordinator:
         subscribe(EVENTS.filter(ns), self._on_event, qos=EVENTS.qos, fast_path=self._event_fast)
         subscribe(DEPLOYMENTS.filter(ns), self._on_deployment, qos=DEPLOYMENTS.qos)
         self.pool_service.start()
-        subscribe(PLAN_REQUESTS.shared_filter(COORDINATORS_GROUP, ns), self._on_plan_request, qos=1)
-        subscribe(
-            DEPLOY_REQUESTS.shared_filter(COORDINATORS_GROUP, ns), self._on_deploy_request, qos=1
-        )
+        plan_requests = PLAN_REQUESTS.shared_filter(COORDINATORS_GROUP, ns)
+        subscribe(plan_requests, self._on_plan_request, qos=PLAN_REQUESTS.qos)
+        deploy_requests = DEPLOY_REQUESTS.shared_filter(COORDINATORS_GROUP, ns)
+        subscribe(deploy_requests, self._on_deploy_request, qos=DEPLOY_REQUESTS.qos)
         for target, name in ((self._run_work, "deployer"), (self._run_watch, "watch")):
             thread = threading.Thread(target=target, name=f"coordinator-{name}", daemon=True)
             thread.start()
@@ -200,11 +199,8 @@ class Coordinator:
     def _publish_deployment(self, deployment: Deployment) -> None:
         with self._lock:
             self._deployments[deployment.deployment] = deployment
-        self.transport.publish(
-            DEPLOYMENTS.name(self._ns, deployment=deployment.deployment),
-            encode(deployment),
-            qos=DEPLOYMENTS.qos,
-            retain=True,
+        DEPLOYMENTS.publish(
+            self.transport, deployment, self._ns, deployment=deployment.deployment
         ).wait(10.0)
 
     def deploy(self, request: DeployRequest) -> None:
@@ -242,14 +238,14 @@ class Coordinator:
     # -- inbound ------------------------------------------------------------------------
 
     def _on_status(self, message: InboundMessage) -> None:
-        status = _decode(message, AgentStatus)
+        status = _decode(message, STATUS)
         if status is not None:
             self.registry.on_status(status)
             if status.state is AgentState.OFFLINE:  # a load it was given will never finish
                 self.commands.agent_gone(status.agent_id)
 
     def _on_telemetry(self, message: InboundMessage) -> None:
-        telemetry = _decode(message, Telemetry)
+        telemetry = _decode(message, TELEMETRY)
         if telemetry is not None:
             self.registry.on_telemetry(telemetry)
 
@@ -264,7 +260,7 @@ class Coordinator:
     def _on_deployment(self, message: InboundMessage) -> None:
         if not message.payload:
             return  # a cleared retained deployment
-        deployment = _decode(message, Deployment)
+        deployment = _decode(message, DEPLOYMENTS)
         if deployment is None:
             return
         with self._lock:
@@ -274,19 +270,17 @@ class Coordinator:
                 self._deployments[deployment.deployment] = deployment
 
     def _on_plan_request(self, message: InboundMessage) -> None:
-        request = _decode(message, PlanRequest)
+        request = _decode(message, PLAN_REQUESTS)
         if request is None:
             return
         answer = self.plan(request)
         try:
-            self.transport.publish(
-                PLANS.name(self._ns, client=request.client_id), encode(answer), qos=PLANS.qos
-            )
+            PLANS.publish(self.transport, answer, self._ns, client=request.client_id)
             self.plans_answered += 1
         except (TransportError, ValueError) as error:
             log.warning("could not answer plan request %s: %s", request.request_id, error)
 
-    def plan(self, request: PlanRequest) -> Message:
+    def plan(self, request: PlanRequest) -> Plan | PlanRefused:
         """The plan (or refusal) for ``request`` from the current fleet and deployments."""
         fleet = self.registry.views()
         client = fleet.get(request.client_id)
@@ -311,7 +305,7 @@ class Coordinator:
         return found
 
     def _on_deploy_request(self, message: InboundMessage) -> None:
-        request = _decode(message, DeployRequest)
+        request = _decode(message, DEPLOY_REQUESTS)
         if request is not None:
             self._work.put(request)
 
@@ -330,11 +324,7 @@ class Coordinator:
                     request.request_id, ok=False, message=f"internal error: {error}"
                 )
             try:
-                self.transport.publish(
-                    DEPLOY_REPLIES.name(self._ns, client=request.client_id),
-                    encode(reply),
-                    qos=DEPLOY_REPLIES.qos,
-                )
+                DEPLOY_REPLIES.publish(self.transport, reply, self._ns, client=request.client_id)
             except (TransportError, ValueError) as error:
                 log.warning("could not send the deploy reply to %s: %s", request.client_id, error)
 
@@ -356,9 +346,9 @@ class Coordinator:
 M = TypeVar("M", bound=Message)
 
 
-def _decode(message: InboundMessage, kind: type[M]) -> M | None:
+def _decode(message: InboundMessage, row: Topic[M]) -> M | None:
     try:
-        return decode(message.payload, expect=kind, topic=message.topic)
+        return row.decode(message.payload, topic=message.topic)
     except DecodeError as error:
         log.warning("ignored a bad message on %s: %s", message.topic, error)
         return None

@@ -98,6 +98,36 @@ def decode(
         raise
 
 
+def decode_fields(
+    data: bytes | bytearray | memoryview,
+    cls: type[Message],
+    names: tuple[str, ...],
+    *,
+    limits: Limits = DEFAULT_LIMITS,
+) -> dict[str, Any]:
+    """What can be read of the fields ``names`` of a ``cls`` message from bytes that may
+    not be a valid one (to answer a malformed request): each field through the codec's
+    own converter; a field that is absent or does not convert is left out, and so is
+    everything when the bytes are not a CBOR map. The kind is not checked."""
+    try:
+        raw = loads(data, max_depth=limits.max_depth)
+    except DecodeError:
+        return {}
+    if not isinstance(raw, dict):
+        return {}
+    fields = {f.name: f for f in _schema(cls).fields}
+    found: dict[str, Any] = {}
+    for name in names:
+        value = raw.get(name, _ABSENT)
+        if value is _ABSENT:
+            continue
+        try:
+            found[name] = fields[name].from_wire(value, limits, name)
+        except DecodeError:
+            continue
+    return found
+
+
 def kinds() -> dict[str, type[Message]]:
     """Every message kind the codec knows, by its ``kind`` string."""
     return dict(_BY_KIND)

@@ -1,5 +1,5 @@
 """The topic table: every topic splitmq uses, as an object that knows its pattern,
-payload types, QoS and retain flag.
+payload types, QoS and retain flag, and publishes and decodes with them.
 
 Topics live under a namespace prefix (default ``splitmq/v1``)::
 
@@ -9,13 +9,21 @@ Topics live under a namespace prefix (default ``splitmq/v1``)::
     'splitmq/v1/stage/d1/+/+'
     >>> STAGE.parse("splitmq/v1/stage/d1/0/rpi-1")
     {'deployment': 'd1', 'stage': '0', 'agent': 'rpi-1'}
+
+``DEPLOYMENTS.publish(transport, deployment, namespace, deployment="d1")`` encodes the
+message, checks it is one of the topic's payload types and publishes it with the
+topic's QoS and retain flag; ``PLANS.decode(payload)`` accepts only the topic's types.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Any, Generic, Protocol, TypeVar
 
+from splitmq.errors import EncodeError
+from splitmq.wire.codec import decode, encode
+from splitmq.wire.limits import DEFAULT_LIMITS, Limits
 from splitmq.wire.messages import (
     Activation,
     AgentStatus,
@@ -44,6 +52,26 @@ DEFAULT_NAMESPACE = "splitmq/v1"
 ANY_AGENT = "any"
 """The agent segment of a stage topic that any replica may take (shared subscription)."""
 
+M = TypeVar("M", bound=Message)
+R_co = TypeVar("R_co", covariant=True)
+Payload = bytes | bytearray | list[bytes | bytearray | memoryview]
+"""What a transport publishes: bytes, or the parts ``encode_parts`` gives."""
+
+
+class Publisher(Protocol[R_co]):
+    """What a topic publishes through: a :class:`splitmq.transport.Transport` is one."""
+
+    def publish(
+        self,
+        topic: str,
+        payload: Payload,
+        *,
+        qos: int = ...,
+        retain: bool = ...,
+        expiry_s: float | None = ...,
+    ) -> R_co: ...
+
+
 _PARAM = re.compile(r"\{(\w+)\}")
 _FORBIDDEN = re.compile(r"[/+#\x00]")
 
@@ -59,19 +87,19 @@ def check_segment(name: str, value: str) -> str:
 
 
 @dataclass(frozen=True)
-class Topic:
-    """One row of the topic table.
+class Topic(Generic[M]):
+    """One row of the topic table; ``M`` is the union of its message types.
 
     Attributes:
         pattern: the topic below the namespace, with ``{param}`` levels.
-        payload: the message types that may be published on it.
+        payload: the message types that may be published on it (and are decoded from it).
         qos: the MQTT QoS to publish and subscribe with.
         retain: whether publications are retained by the broker.
         description: who publishes it, for whom.
     """
 
     pattern: str
-    payload: tuple[type[Message], ...]
+    payload: tuple[type[M], ...]
     qos: int
     retain: bool
     description: str
@@ -115,6 +143,58 @@ class Topic:
                 return None
         return params
 
+    def publish(
+        self,
+        transport: Publisher[R_co],
+        message: M,
+        namespace: str = DEFAULT_NAMESPACE,
+        *,
+        expiry_s: float | None = None,
+        **params: str | int,
+    ) -> R_co:
+        """Encode ``message`` and publish it on the topic ``params`` name, with this
+        topic's QoS and retain flag; what ``transport.publish`` returns (a receipt).
+
+        Raises:
+            EncodeError: ``message`` is not one of this topic's payload types.
+        """
+        if not isinstance(message, self.payload):
+            kinds = ", ".join(repr(c.KIND) for c in self.payload)
+            raise EncodeError(
+                f"a {message.KIND!r} message does not go on {self.pattern!r} (it carries {kinds})"
+            )
+        return self.publish_payload(
+            transport, self.name(namespace, **params), encode(message), expiry_s=expiry_s
+        )
+
+    def publish_payload(
+        self,
+        transport: Publisher[R_co],
+        topic: str,
+        payload: Payload,
+        *,
+        expiry_s: float | None = None,
+    ) -> R_co:
+        """Publish bytes already encoded (or the parts ``encode_parts`` gives) on ``topic``,
+        a concrete topic of this row, with this topic's QoS and retain flag."""
+        return transport.publish(
+            topic, payload, qos=self.qos, retain=self.retain, expiry_s=expiry_s
+        )
+
+    def decode(
+        self,
+        payload: bytes | bytearray | memoryview,
+        *,
+        topic: str | None = None,
+        limits: Limits = DEFAULT_LIMITS,
+    ) -> M:
+        """Decode a payload received on this topic: only its message types are accepted.
+
+        Raises:
+            DecodeError: the payload is not a message of one of this topic's types.
+        """
+        return decode(payload, expect=self.payload, limits=limits, topic=topic)
+
     def _render(self, namespace: str, params: dict[str, str | int], wildcard: str | None) -> str:
         unknown = params.keys() - set(self.params)
         if unknown:
@@ -129,77 +209,77 @@ class Topic:
         return f"{namespace}/{_PARAM.sub(level, self.pattern)}"
 
 
-STATUS = Topic(
+STATUS: Topic[AgentStatus] = Topic(
     "agents/{agent}/status",
     (AgentStatus,),
     qos=1,
     retain=True,
     description="agent birth; the broker publishes its will (offline)",
 )
-TELEMETRY = Topic(
+TELEMETRY: Topic[Telemetry] = Topic(
     "agents/{agent}/telemetry",
     (Telemetry,),
     qos=0,
     retain=True,
     description="agent -> coordinator, every period",
 )
-COMMANDS = Topic(
+COMMANDS: Topic[LoadShard | UnloadShard | Ping] = Topic(
     "agents/{agent}/cmd",
     (LoadShard, UnloadShard, Ping),
     qos=1,
     retain=False,
     description="coordinator -> agent: load, unload, ping",
 )
-EVENTS = Topic(
+EVENTS: Topic[CommandReply | ShardReady | Pong] = Topic(
     "agents/{agent}/events",
     (CommandReply, ShardReady, Pong),
     qos=1,
     retain=False,
     description="agent -> coordinator: replies, shard ready, errors",
 )
-POOL_FETCH = Topic(
+POOL_FETCH: Topic[FetchShard] = Topic(
     "pool/fetch",
     (FetchShard,),
     qos=1,
     retain=False,
     description="agent -> model pool: send me a chunk of a shard",
 )
-POOL_CHUNKS = Topic(
+POOL_CHUNKS: Topic[ShardChunk | FetchFailed] = Topic(
     "agents/{agent}/pool",
     (ShardChunk, FetchFailed),
     qos=1,
     retain=False,
     description="model pool -> agent: shard chunks",
 )
-STAGE = Topic(
+STAGE: Topic[Activation] = Topic(
     "stage/{deployment}/{stage}/{agent}",
     (Activation,),
     qos=1,
     retain=False,
     description="previous hop -> the agent hosting that stage ('any': shared by replicas)",
 )
-PLAN_REQUESTS = Topic(
+PLAN_REQUESTS: Topic[PlanRequest] = Topic(
     "plans/request",
     (PlanRequest,),
     qos=1,
     retain=False,
     description="client -> coordinators (shared subscription $share/coordinators/...)",
 )
-PLANS = Topic(
+PLANS: Topic[Plan | PlanRefused] = Topic(
     "clients/{client}/plan",
     (Plan, PlanRefused),
     qos=1,
     retain=False,
     description="coordinator -> client",
 )
-RESULTS = Topic(
+RESULTS: Topic[Result | ErrorMessage] = Topic(
     "clients/{client}/result",
     (Result, ErrorMessage),
     qos=1,
     retain=False,
     description="last stage (or a failing one) -> client: the callback topic",
 )
-DEPLOYMENTS = Topic(
+DEPLOYMENTS: Topic[Deployment] = Topic(
     "deployments/{deployment}",
     (Deployment,),
     qos=1,
@@ -207,14 +287,14 @@ DEPLOYMENTS = Topic(
     description="coordinator: how a model is spread over the fleet",
 )
 
-DEPLOY_REQUESTS = Topic(
+DEPLOY_REQUESTS: Topic[DeployRequest] = Topic(
     "control/deploy",
     (DeployRequest,),
     qos=1,
     retain=False,
     description="operator -> coordinators (shared subscription): deploy, roll back, retire",
 )
-DEPLOY_REPLIES = Topic(
+DEPLOY_REPLIES: Topic[DeployReply] = Topic(
     "clients/{client}/control",
     (DeployReply,),
     qos=1,
@@ -222,7 +302,7 @@ DEPLOY_REPLIES = Topic(
     description="coordinator -> operator: the deployment's outcome",
 )
 
-TOPICS: tuple[Topic, ...] = (
+TOPICS: tuple[Topic[Any], ...] = (
     STATUS,
     TELEMETRY,
     COMMANDS,
