@@ -6,7 +6,7 @@
     ├── ModelReadError        unreadable file, unsupported format, corrupt flatbuffer
     ├── CalibrationError      calibration data or labels of the wrong shape or type
     ├── CutPointError         a cut point out of range, unordered, or an empty stage
-    └── UncuttableGraphError  control flow, variables or several subgraphs
+    └── UncuttableGraphError  resource variables, or a cut inside a loop body or branch
 """
 
 from __future__ import annotations

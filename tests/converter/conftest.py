@@ -34,6 +34,25 @@ def build_two_io_model() -> object:
     return keras.Model([image, meta], [classes, value], name="two_io")
 
 
+def build_accumulator() -> bytes:
+    """A ``.tflite`` that keeps a running sum in a resource variable (not cuttable)."""
+    import tensorflow as tf
+
+    module = tf.Module()
+    module.total = tf.Variable(tf.zeros([1, 4]))
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 4], tf.float32)])
+    def accumulate(x: tf.Tensor) -> tf.Tensor:
+        module.total.assign_add(x)
+        return tf.nn.relu(module.total * 2.0) + 1.0
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [accumulate.get_concrete_function()], module
+    )
+    converter.experimental_enable_resource_variables = True
+    return bytes(converter.convert())
+
+
 @pytest.fixture(scope="session")
 def two_io_entry(pool_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> object:
     from splitmq.converter import convert
