@@ -44,6 +44,11 @@ def _add_convert(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     parser.add_argument("--input-size", type=int, help="input side for an architecture name")
     parser.add_argument("--report", action="store_true", help="print the cut point table")
     parser.add_argument("--plot", type=Path, help="write the activation/compute plot (PNG)")
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show TensorFlow's own log output (C++, absl, warnings), hidden by default",
+    )
     parser.set_defaults(run=_run_convert)
 
 
@@ -60,6 +65,7 @@ def _run_convert(args: argparse.Namespace) -> int:
         labels=args.labels,
         weights=args.weights,
         input_size=args.input_size,
+        verbose=args.verbose,
     )
     print(summary(entry.manifest))
     print(f"\nwritten to {entry.path}")

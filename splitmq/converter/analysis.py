@@ -58,7 +58,8 @@ def describe_variant(
         inputs=tuple(graph.tensor_spec(t) for t in graph.model_inputs),
         outputs=tuple(graph.tensor_spec(t) for t in graph.model_outputs),
         operators=tuple(
-            Operator(op.index, op.type, op.constant, op.flops, op.param_bytes) for op in operators
+            Operator(op.index, op.type, op.constant, op.flops, op.param_bytes, op.subgraphs)
+            for op in operators
         ),
         cut_points=tuple(cut_points),
         cuttable=cuttable,

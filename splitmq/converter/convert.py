@@ -3,8 +3,10 @@
 The steps (each logged to the ``splitmq.converter`` logger, which the CLI shows on
 stderr): load the source; convert to float32 (the reference); read or synthesise the
 calibration set; convert the other variants; measure fidelity; analyse every variant;
-derive the version from the content; write the entry. TensorFlow is imported only by
-the front end, and only when the source is not already a ``.tflite``.
+derive the version from the content; write the entry. TensorFlow runs only in the
+front end's child process (:mod:`splitmq.converter.isolated`), and only when the
+source is not already a ``.tflite``; a variant whose conversion crashes it is left out
+and reported after the others are written.
 """
 
 from __future__ import annotations
@@ -12,21 +14,29 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
 import splitmq
 from splitmq.converter.analysis import align_cut_points, describe_variant
-from splitmq.converter.errors import CalibrationError, ConversionError
+from splitmq.converter.errors import (
+    CalibrationError,
+    ConversionError,
+    ConverterCrashError,
+    describe_exit,
+)
 from splitmq.converter.fidelity import measure_fidelity
 from splitmq.converter.graph import Graph
 from splitmq.converter.manifest import Calibration, Manifest
 from splitmq.converter.pool import PoolEntry, check_name, content_version, variant_file, write_entry
 
-__all__ = ["DEFAULT_VARIANTS", "CalibrationInput", "convert"]
+if TYPE_CHECKING:
+    from splitmq.converter.isolated import FrontEndProcess
+
+__all__ = ["DEFAULT_VARIANTS", "CalibrationInput", "convert", "convert_with"]
 
 log = logging.getLogger("splitmq.converter")
 
@@ -34,6 +44,7 @@ DEFAULT_VARIANTS = ("float32", "float16", "int8")
 SYNTHETIC_SAMPLES = 16
 SYNTHETIC_SEED = 0
 CalibrationInput = str | Path | np.ndarray | Mapping[str, np.ndarray]
+T = TypeVar("T")
 
 
 def convert(
@@ -46,8 +57,13 @@ def convert(
     labels: str | Path | np.ndarray | None = None,
     weights: str | Path | None = None,
     input_size: int | None = None,
+    verbose: bool = False,
 ) -> PoolEntry:
     """Convert ``source`` into the pool entry ``pool_dir/name/VERSION``.
+
+    TensorFlow runs in a child process (one for the whole conversion; TensorFlow is
+    imported there, not here), so a crash inside its converter costs only the variant
+    being converted.
 
     Args:
         source: a ``.keras``/``.h5`` file, a SavedModel directory, a ``.tflite`` file or
@@ -62,12 +78,47 @@ def convert(
         labels: integer class labels, one per calibration sample (``.npy`` or array).
         weights: weights file for a ``keras.applications`` name.
         input_size: side of the square input for a ``keras.applications`` name (224).
+        verbose: show TensorFlow's own log output (C++, absl, warnings) on stderr;
+            by default it goes to a file that is deleted with the work directory.
 
     Raises:
         ModelReadError, CalibrationError, ConversionError: with what to do next.
+        ConverterCrashError: TensorFlow's converter died on some variants; the others
+            were written first (``error.path``, ``error.converted``).
     """
+    from splitmq.converter.frontend import temporary_work_dir
+    from splitmq.converter.isolated import FrontEndProcess
+
+    with temporary_work_dir() as work, FrontEndProcess(Path(work), verbose=verbose) as front_end:
+        return convert_with(
+            front_end,
+            source,
+            name=name,
+            pool_dir=pool_dir,
+            variants=variants,
+            calibration=calibration,
+            labels=labels,
+            weights=weights,
+            input_size=input_size,
+        )
+
+
+def convert_with(
+    front_end: FrontEndProcess,
+    source: str | Path,
+    *,
+    name: str,
+    pool_dir: str | Path,
+    variants: Sequence[str] = DEFAULT_VARIANTS,
+    calibration: CalibrationInput | None = None,
+    labels: str | Path | np.ndarray | None = None,
+    weights: str | Path | None = None,
+    input_size: int | None = None,
+) -> PoolEntry:
+    """:func:`convert` through a front-end process already running (its TensorFlow
+    already imported, as after training a model in it)."""
     check_name(name)
-    from splitmq.converter.frontend import VARIANTS, load_source, temporary_work_dir
+    from splitmq.converter.frontend import VARIANTS, convert_variant, load_source
 
     is_tflite = Path(source).suffix.lower() == ".tflite"
     chosen = list(dict.fromkeys(variants))
@@ -86,27 +137,51 @@ def convert(
             )
 
     started = time.monotonic()
-    with temporary_work_dir() as work:
-        log.info("loading %s", source)
-        loaded = load_source(source, work_dir=Path(work), weights=weights, input_size=input_size)
-        from splitmq.converter.frontend import calibration_generator, convert_variant
-
-        models: dict[str, bytes] = {}
-        reference_name = chosen[0] if is_tflite else "float32"
-        log.info("converting to %s", reference_name)
-        models[reference_name] = convert_variant(loaded, reference_name)
-        reference_graph = Graph.load(models[reference_name])
-        keys, tensor_names = _signature_inputs(reference_graph)
-        samples, calibration_info = _calibration_set(
-            calibration, reference_graph, keys, loaded.input_range
+    log.info("loading %s", source)
+    if is_tflite:
+        # A .tflite is read, not converted: no TensorFlow, no child process.
+        loaded = load_source(source, work_dir=front_end.work_dir)
+    else:
+        loaded = _guard(
+            lambda: front_end.load(source, weights=weights, input_size=input_size),
+            "loading the model",
+            f"loading {source}",
         )
-        label_array = _labels(labels, calibration_info.samples)
-        for variant in chosen:
-            if variant in models:
-                continue
-            log.info("converting to %s", variant)
-            generator = calibration_generator(samples, keys) if variant == "int8" else None
-            models[variant] = convert_variant(loaded, variant, calibration=generator)
+    models: dict[str, bytes] = {}
+    reference_name = chosen[0] if is_tflite else "float32"
+    log.info("converting to %s", reference_name)
+    if is_tflite:
+        models[reference_name] = convert_variant(loaded, reference_name)
+    else:
+        models[reference_name] = _guard(
+            lambda: front_end.convert(loaded, reference_name),
+            reference_name,
+            "converting the float32 variant, the reference the others are measured against",
+        )
+    reference_graph = Graph.load(models[reference_name])
+    keys, tensor_names = _signature_inputs(reference_graph)
+    samples, calibration_info = _calibration_set(
+        calibration, reference_graph, keys, loaded.input_range
+    )
+    label_array = _labels(labels, calibration_info.samples)
+    crashes: dict[str, int] = {}
+    for variant in chosen:
+        if variant in models:
+            continue
+        log.info("converting to %s", variant)
+        try:
+            models[variant] = front_end.convert(
+                loaded, variant, calibration=samples if variant == "int8" else None, keys=keys
+            )
+        except ConverterCrashError as crash:
+            returncode = crash.crashes[variant]
+            crashes[variant] = returncode
+            log.error(
+                "TensorFlow's converter crashed converting %s (%s); carrying on with the "
+                "other variants",
+                variant,
+                describe_exit(returncode),
+            )
 
     by_tensor = {tensor_names[k]: samples[k] for k in keys}
     output_names = _signature_outputs(reference_graph)
@@ -124,7 +199,7 @@ def convert(
         )
         for variant in models
     }
-    stored = {v: models[v] for v in chosen}
+    stored = {v: models[v] for v in chosen if v in models}
     version = content_version({v: described[v].sha256 for v in stored}, calibration_info.sha256)
     reference = described[reference_name]
     others = {k: v for k, v in described.items() if k != reference_name and k in stored}
@@ -140,19 +215,49 @@ def convert(
         labels=label_array is not None,
         variants={v: described[v] for v in stored},
         cut_points=align_cut_points(reference, others),
-        created_with=_created_with(is_tflite),
+        created_with=_created_with(front_end.tensorflow_version),
     )
     entry = write_entry(pool_dir, manifest, stored)
     log.info("wrote %s (%s) in %.1f s", entry.path, ", ".join(stored), time.monotonic() - started)
+    if crashes:
+        raise _crash_report(crashes, tuple(stored), entry.path)
     return entry
 
 
-def _created_with(is_tflite: bool) -> str:
-    text = f"splitmq {splitmq.__version__}"
-    if not is_tflite:
-        import tensorflow as tf
+def _guard(step: Callable[[], T], what: str, doing: str) -> T:
+    """Run a step that nothing else can go on without; a crash in it writes nothing."""
+    try:
+        return step()
+    except ConverterCrashError as crash:
+        returncode = next(iter(crash.crashes.values()))
+        raise ConverterCrashError(
+            f"TensorFlow crashed while {doing} ({describe_exit(returncode)}): nothing was "
+            "written. Run again with --verbose (verbose=True) to see TensorFlow's own output",
+            crashes={what: returncode},
+        ) from crash
 
-        text += f", tensorflow {tf.__version__}"
+
+def _crash_report(crashes: dict[str, int], converted: tuple[str, ...], path: Path) -> Exception:
+    died = "; ".join(
+        f"the {variant} variant ({describe_exit(code)})" for variant, code in crashes.items()
+    )
+    return ConverterCrashError(
+        f"TensorFlow's converter crashed converting {died}, a crash inside TensorFlow "
+        f"rather than an error it reports. The variants that converted "
+        f"({', '.join(converted)}) were written to {path}. Convert with --variants "
+        f"{','.join(converted)} to leave out the crashing one"
+        + ("s" if len(crashes) > 1 else "")
+        + ", or run with --verbose to see TensorFlow's own output",
+        crashes=crashes,
+        converted=converted,
+        path=path,
+    )
+
+
+def _created_with(tensorflow_version: str | None) -> str:
+    text = f"splitmq {splitmq.__version__}"
+    if tensorflow_version is not None:
+        text += f", tensorflow {tensorflow_version}"
     return text
 
 

@@ -10,7 +10,10 @@ stages ``[0, k1), [k1, k2), ..., [km, n)``. Each shard is a complete TFLite mode
   (model inputs or earlier stages' outputs); its outputs are the tensors it produces
   that a later stage reads or that are model outputs -- both keep their original names;
 * tensors, buffers and operator codes it does not use are left out, so a shard carries
-  only its own weights; weight buffers are 16-byte aligned like the converter's.
+  only its own weights; weight buffers are 16-byte aligned like the converter's;
+* a control-flow operator (``WHILE``, ``IF``) comes with the subgraphs it runs, and the
+  subgraphs those run in turn, whole: their tensors, weights and operators, subgraph
+  and operator-code indices renumbered. Cuts fall between top-level operators only.
 
 Running the shards in order, feeding each the named tensors the earlier ones produced,
 gives bit for bit the output of the unsplit model (see ``run_chain``).
@@ -26,10 +29,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from splitmq.converter.errors import CutPointError
-from splitmq.converter.graph import Graph, TensorSpec, raise_cut_point_range, read_model
+from splitmq.converter.errors import CutPointError, UncuttableGraphError
+from splitmq.converter.graph import (
+    CONTROL_FLOW_OPS,
+    Graph,
+    TensorSpec,
+    raise_cut_point_range,
+    read_model,
+)
 
-__all__ = ["Shard", "cut", "cut_graph", "validate_cut_points"]
+__all__ = ["CutPointSpec", "Shard", "cut", "cut_graph", "validate_cut_points"]
 
 _BUFFER_ALIGNMENT = 16
 
@@ -64,15 +73,22 @@ class Shard:
         return len(self.data)
 
 
-def validate_cut_points(cut_points: Sequence[int], graph: Graph) -> list[tuple[int, int]]:
+# A cut point: ``k`` (between top-level operators ``k - 1`` and ``k``), or
+# ``(subgraph, k)`` to address a boundary inside a subgraph -- only subgraph 0 (the
+# main one) can be cut; a boundary inside a loop body or branch is refused.
+CutPointSpec = int | tuple[int, int]
+
+
+def validate_cut_points(cut_points: Sequence[CutPointSpec], graph: Graph) -> list[tuple[int, int]]:
     """Check cut points and return the stages' ``[start, end)`` ranges.
 
     Raises:
         CutPointError: a cut point out of ``1..n-1``, not strictly increasing, or a
             stage without a single live operator.
+        UncuttableGraphError: a cut point inside a subgraph a ``WHILE`` or ``IF`` runs.
     """
     n = graph.num_operators
-    points = [int(k) for k in cut_points]
+    points = [_top_level(k, graph) for k in cut_points]
     for k in points:
         if not 0 < k < n:
             raise_cut_point_range(k, n)
@@ -98,9 +114,38 @@ def validate_cut_points(cut_points: Sequence[int], graph: Graph) -> list[tuple[i
     return stages
 
 
+def _top_level(point: CutPointSpec, graph: Graph) -> int:
+    """The top-level position of a cut point, refusing one inside a subgraph."""
+    if isinstance(point, tuple):
+        subgraph, position = (int(v) for v in point)
+        if subgraph == 0:
+            return position
+        runner = next(
+            (i for i in range(graph.num_operators) if subgraph in graph.reached_subgraphs([i])),
+            None,
+        )
+        if runner is None or subgraph >= len(graph.model.subgraphs):
+            raise CutPointError(
+                f"cut point {point} names subgraph {subgraph}, which no operator of the main "
+                "subgraph runs; cut between top-level operators (`splitmq inspect` lists "
+                "the candidates)",
+                cut_point=position,
+                num_operators=graph.num_operators,
+            )
+        kind = graph.op_types[runner]
+        raise UncuttableGraphError(
+            f"cannot cut inside subgraph {subgraph} ({graph.subgraph_name(subgraph)!r}): "
+            f"operator {runner} ({kind}) runs it and is one indivisible step of the main "
+            f"graph; cut before it ({runner}) or after it ({runner + 1}) instead",
+            operator=kind,
+            op_index=runner,
+        )
+    return int(point)
+
+
 def cut(
     model: bytes | bytearray | str | Path,
-    cut_points: Sequence[int],
+    cut_points: Sequence[CutPointSpec],
     out_dir: str | Path | None = None,
 ) -> list[Shard]:
     """Cut a ``.tflite`` model (bytes or file) at ``cut_points`` into ``len+1`` shards.
@@ -109,7 +154,8 @@ def cut(
 
     Raises:
         ModelReadError: not a TFLite model.
-        UncuttableGraphError: control flow, variables or several subgraphs.
+        UncuttableGraphError: resource variables or variable tensors, or a cut point
+            inside a subgraph that a ``WHILE`` or ``IF`` runs.
         CutPointError: bad cut points.
     """
     graph = Graph(read_model(model))
@@ -117,7 +163,7 @@ def cut(
 
 
 def cut_graph(
-    graph: Graph, cut_points: Sequence[int], out_dir: str | Path | None = None
+    graph: Graph, cut_points: Sequence[CutPointSpec], out_dir: str | Path | None = None
 ) -> list[Shard]:
     """:func:`cut` for an already analysed graph (saves parsing when cutting often)."""
     graph.check_cuttable()
@@ -208,20 +254,28 @@ def _build_shard(graph: Graph, start: int, end: int) -> tuple[bytes, list[int], 
     tensor_order = sorted(used)
     new_tensor = {old: new for new, old in enumerate(tensor_order)}
 
+    # The subgraphs the stage's control flow runs, renumbered after the main one.
+    carried = graph.reached_subgraphs(op_indices)
+    new_subgraph = {old: new for new, old in enumerate(carried, start=1)}
+
     buffers = model.buffers or []
     new_buffers: list[Any] = [schema.BufferT()]
     new_buffer_of: dict[int, int] = {}
-    tensors = []
-    for old in tensor_order:
-        tensor = copy.copy(graph.tensors[old])
-        if old in constant:
+
+    def place(tensor: Any) -> Any:
+        """A copy of ``tensor`` pointing at the shard's copy of its weights, if any."""
+        tensor = copy.copy(tensor)
+        data = buffers[tensor.buffer].data if 0 <= tensor.buffer < len(buffers) else None
+        if data is not None and len(data) > 0:
             if tensor.buffer not in new_buffer_of:
                 new_buffer_of[tensor.buffer] = len(new_buffers)
-                new_buffers.append(_AlignedBuffer(buffers[tensor.buffer].data))
+                new_buffers.append(_AlignedBuffer(data))
             tensor.buffer = new_buffer_of[tensor.buffer]
         else:
             tensor.buffer = 0
-        tensors.append(tensor)
+        return tensor
+
+    tensors = [place(graph.tensors[old]) for old in tensor_order]
 
     metadata = []
     for entry in model.metadata or []:
@@ -232,20 +286,28 @@ def _build_shard(graph: Graph, start: int, end: int) -> tuple[bytes, list[int], 
         metadata.append(new_entry)
 
     new_opcode: dict[int, int] = {}
-    operators = []
-    for index in op_indices:
-        op = copy.copy(ops[index])
+
+    def renumber(op: Any, op_type: str) -> Any:
+        """A copy of ``op`` with the shard's operator code and subgraph indices."""
+        op = copy.copy(op)
         if op.opcodeIndex not in new_opcode:
             new_opcode[op.opcodeIndex] = len(new_opcode)
         op.opcodeIndex = new_opcode[op.opcodeIndex]
+        fields = CONTROL_FLOW_OPS.get(op_type, ())
+        if fields and op.builtinOptions is not None:
+            options = op.builtinOptions = copy.copy(op.builtinOptions)
+            for name in fields:
+                setattr(options, name, new_subgraph[int(getattr(options, name))])
+        return op
+
+    operators = []
+    for index in op_indices:
+        op = renumber(ops[index], graph.op_types[index])
         op.inputs = [new_tensor[int(t)] if t >= 0 else -1 for t in op.inputs]
         op.outputs = [new_tensor[int(t)] if t >= 0 else -1 for t in op.outputs]
         if op.intermediates is not None:
             op.intermediates = [new_tensor[int(t)] for t in op.intermediates if t >= 0]
         operators.append(op)
-    operator_codes = [None] * len(new_opcode)
-    for old, new in new_opcode.items():
-        operator_codes[new] = (model.operatorCodes or [])[old]
 
     subgraph = schema.SubGraphT()
     subgraph.tensors = tensors
@@ -253,6 +315,20 @@ def _build_shard(graph: Graph, start: int, end: int) -> tuple[bytes, list[int], 
     subgraph.outputs = [new_tensor[t] for t in outputs]
     subgraph.operators = operators
     subgraph.name = graph.subgraph.name
+
+    # Carried subgraphs are copied whole: their tensor indices stay as they are.
+    subgraphs = [subgraph]
+    for old in carried:
+        source = model.subgraphs[old]
+        copied = copy.copy(source)
+        copied.tensors = [place(t) for t in source.tensors or []]
+        types = graph.subgraph_op_types[old]
+        copied.operators = [renumber(op, types[j]) for j, op in enumerate(source.operators or [])]
+        subgraphs.append(copied)
+
+    operator_codes = [None] * len(new_opcode)
+    for old_code, new_code in new_opcode.items():
+        operator_codes[new_code] = (model.operatorCodes or [])[old_code]
 
     signature = schema.SignatureDefT()
     signature.signatureKey = b"serving_default"
@@ -264,7 +340,7 @@ def _build_shard(graph: Graph, start: int, end: int) -> tuple[bytes, list[int], 
     shard.version = model.version
     shard.description = model.description
     shard.operatorCodes = operator_codes
-    shard.subgraphs = [subgraph]
+    shard.subgraphs = subgraphs
     shard.buffers = new_buffers
     shard.metadata = metadata or None
     shard.signatureDefs = [signature]

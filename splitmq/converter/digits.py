@@ -52,22 +52,14 @@ def build_model() -> Any:
     return keras.Model(inputs, outputs, name="digits_cnn")
 
 
-def train_and_convert(
-    pool_dir: str | Path,
-    *,
-    name: str = "digits",
-    epochs: int = 12,
-    variants: tuple[str, ...] = ("float32", "float16", "int8"),
-    work_dir: str | Path | None = None,
-) -> PoolEntry:
-    """Train the classifier, save it as ``.keras`` and convert it into the pool."""
-    import tempfile
+def train(out: Path, *, epochs: int) -> Path:
+    """Train the classifier on the training split and save it as ``out`` (``.keras``).
 
+    Imports TensorFlow: :func:`train_and_convert` runs it in the converter's child process.
+    """
     import keras
 
-    from splitmq.converter.convert import convert
-
-    x_train, y_train, x_test, y_test = load_split()
+    x_train, y_train, _, _ = load_split()
     model = build_model()
     model.compile(
         optimizer=keras.optimizers.Adam(0.01),
@@ -76,16 +68,42 @@ def train_and_convert(
     )
     log.info("training the digits classifier (%d images, %d epochs)", len(x_train), epochs)
     model.fit(x_train, y_train, epochs=epochs, batch_size=64, verbose=0, shuffle=False)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    model.save(out)
+    return out
+
+
+def train_and_convert(
+    pool_dir: str | Path,
+    *,
+    name: str = "digits",
+    epochs: int = 12,
+    variants: tuple[str, ...] = ("float32", "float16", "int8"),
+    work_dir: str | Path | None = None,
+    verbose: bool = False,
+) -> PoolEntry:
+    """Train the classifier, save it as ``.keras`` and convert it into the pool.
+
+    Training and conversion run in one child process (TensorFlow is imported there
+    once, not in the caller); ``verbose`` shows TensorFlow's own log output.
+    """
+    import tempfile
+
+    from splitmq.converter.convert import convert_with
+    from splitmq.converter.isolated import FrontEndProcess
+
+    _, _, x_test, y_test = load_split()
     with tempfile.TemporaryDirectory(prefix="splitmq-digits-") as scratch:
         directory = Path(work_dir) if work_dir is not None else Path(scratch)
         directory.mkdir(parents=True, exist_ok=True)
-        model_path = directory / "digits.keras"
-        model.save(model_path)
-        return convert(
-            model_path,
-            name=name,
-            pool_dir=pool_dir,
-            variants=variants,
-            calibration=x_test,
-            labels=y_test,
-        )
+        with FrontEndProcess(Path(scratch), verbose=verbose) as front_end:
+            model_path = front_end.train_digits(directory / "digits.keras", epochs=epochs)
+            return convert_with(
+                front_end,
+                model_path,
+                name=name,
+                pool_dir=pool_dir,
+                variants=variants,
+                calibration=x_test,
+                labels=y_test,
+            )

@@ -6,7 +6,8 @@
     ├── ModelReadError        unreadable file, unsupported format, corrupt flatbuffer
     ├── CalibrationError      calibration data or labels of the wrong shape or type
     ├── CutPointError         a cut point out of range, unordered, or an empty stage
-    └── UncuttableGraphError  control flow, variables or several subgraphs
+    ├── UncuttableGraphError  resource variables, or a cut inside a loop body or branch
+    └── ConverterCrashError   TensorFlow's converter died (SIGSEGV...) on a variant
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ from splitmq.errors import ConversionError, ModelReadError
 __all__ = [
     "CalibrationError",
     "ConversionError",
+    "ConverterCrashError",
     "CutPointError",
     "ModelReadError",
     "UncuttableGraphError",
+    "describe_exit",
 ]
 
 
@@ -63,3 +66,44 @@ class UncuttableGraphError(ConversionError):
         self.operator = operator
         self.op_index = op_index
         super().__init__(message)
+
+
+class ConverterCrashError(ConversionError):
+    """TensorFlow's converter died in its child process (a signal, such as SIGSEGV, or an
+    exit) instead of raising an error.
+
+    Raised after the variants that did convert were written, so a crash of one variant
+    loses nothing else.
+
+    Attributes:
+        crashes: per variant that crashed (``"load"`` for loading the model), the child's
+            return code (negative: killed by that signal).
+        converted: the variants that converted.
+        path: the pool entry written with them, or ``None`` when nothing was written.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        crashes: dict[str, int],
+        converted: tuple[str, ...] = (),
+        path: Path | None = None,
+    ):
+        self.crashes = crashes
+        self.converted = converted
+        self.path = path
+        super().__init__(message)
+
+
+def describe_exit(returncode: int) -> str:
+    """``SIGSEGV, signal 11`` for a process killed by a signal, else ``exit status N``."""
+    import signal
+
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = "an unknown signal"
+        return f"{name}, signal {-returncode}"
+    return f"exit status {returncode}"

@@ -1,8 +1,10 @@
 """The TensorFlow front end: Keras / SavedModel / application name -> ``.tflite`` variants.
 
 The only module of :mod:`splitmq.converter` that imports TensorFlow, and only inside
-functions. Keras models are exported to a SavedModel with a batch-1 input signature
-and converted from there (Keras 3 and the TFLite converter agree best on that path).
+functions; :func:`splitmq.converter.convert` calls it in a child process
+(:mod:`splitmq.converter.worker`), which also keeps TensorFlow's log output quiet.
+Keras models are exported to a SavedModel with a batch-1 input signature and converted
+from there (Keras 3 and the TFLite converter agree best on that path).
 
 Variants:
 
@@ -17,7 +19,6 @@ Variants:
 from __future__ import annotations
 
 import logging
-import os
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -66,13 +67,8 @@ class LoadedSource:
     input_range: tuple[float, float] = (0.0, 1.0)
 
 
-def _quiet_tensorflow() -> None:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-
 def keras_application_names() -> list[str]:
     """Names of the architectures in ``keras.applications`` (``MobileNetV3Large``...)."""
-    _quiet_tensorflow()
     import keras
 
     return sorted(
@@ -139,7 +135,6 @@ def load_source(
 
 def build_application(name: str, *, input_size: int | None, weights: str | Path | None) -> Any:
     """``keras.applications.<name>`` with ``weights=None`` and a fixed seed (no download)."""
-    _quiet_tensorflow()
     import keras
 
     # A fresh session resets layer-name numbering, which ends up in tensor names.
@@ -161,7 +156,6 @@ def build_application(name: str, *, input_size: int | None, weights: str | Path 
 
 
 def _load_keras_file(path: Path) -> Any:
-    _quiet_tensorflow()
     import keras
 
     try:
@@ -196,7 +190,6 @@ def _fix_batch(saved_model: Path, work_dir: Path) -> Path:
     say) have placeholder shapes, and a cut through those would promise a shape the
     tensor does not have at run time. Other dynamic dimensions cannot be guessed.
     """
-    _quiet_tensorflow()
     import tensorflow as tf
 
     module = tf.saved_model.load(str(saved_model))
@@ -250,7 +243,6 @@ def convert_variant(
         return source.tflite
     if variant not in VARIANTS:
         raise ConversionError(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
-    _quiet_tensorflow()
     import tensorflow as tf
 
     converter = tf.lite.TFLiteConverter.from_saved_model(str(source.saved_model_dir))

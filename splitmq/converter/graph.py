@@ -39,12 +39,19 @@ __all__ = [
     "read_model",
 ]
 
-# Operators that reference other subgraphs or hold state across invocations: a
-# contiguous range of them is not a self-contained computation.
+# Control flow: operators that run other subgraphs, with the option fields naming
+# them. Cuts fall between top-level operators; a shard holding one of these carries
+# the subgraphs it runs (and those they run in turn), so a loop is never split.
+CONTROL_FLOW_OPS: dict[str, tuple[str, ...]] = {
+    "WHILE": ("condSubgraphIndex", "bodySubgraphIndex"),
+    "IF": ("thenSubgraphIndex", "elseSubgraphIndex"),
+}
+
+# Operators that hold state across invocations (resource variables) or whose bodies
+# the cutter does not follow: a model holding one, at the top level or inside a
+# subgraph it runs, is not cut.
 UNCUTTABLE_OPS = frozenset(
     {
-        "WHILE",
-        "IF",
         "CALL",
         "CALL_ONCE",
         "VAR_HANDLE",
@@ -161,6 +168,7 @@ class OperatorInfo:
             constant operators.
         inputs: tensor indices read (``-1`` = optional input left out).
         outputs: tensor indices written.
+        subgraphs: subgraphs it runs, directly or in turn (``WHILE``, ``IF``), sorted.
     """
 
     index: int
@@ -170,6 +178,7 @@ class OperatorInfo:
     param_bytes: int
     inputs: tuple[int, ...]
     outputs: tuple[int, ...]
+    subgraphs: tuple[int, ...] = ()
 
 
 def read_model(source: bytes | bytearray | str | Path) -> Any:
@@ -224,47 +233,26 @@ class Graph:
         from ai_edge_litert.tools import flatbuffer_utils
 
         codes = model.operatorCodes or []
-        self.op_types: list[str] = []
-        for op in raw_ops:
-            code = codes[op.opcodeIndex]
-            builtin = flatbuffer_utils.get_builtin_code_from_operator_code(code)
-            name = opcode_name(builtin)
-            if name == "CUSTOM":
-                name = f"CUSTOM:{_decode_name(code.customCode)}"
-            self.op_types.append(name)
 
-        buffers = model.buffers or []
-        self.constant_tensors: set[int] = set()
-        for index, tensor in enumerate(self.tensors):
-            data = buffers[tensor.buffer].data if 0 <= tensor.buffer < len(buffers) else None
-            if data is not None and len(data) > 0:
-                self.constant_tensors.add(index)
+        def type_of(op: Any) -> str:
+            code = codes[op.opcodeIndex]
+            name = opcode_name(flatbuffer_utils.get_builtin_code_from_operator_code(code))
+            return f"CUSTOM:{_decode_name(code.customCode)}" if name == "CUSTOM" else name
+
+        # Operator types of every subgraph; subgraph 0 is the main one.
+        self.subgraph_op_types: list[list[str]] = [
+            [type_of(op) for op in subgraph.operators or []] for subgraph in model.subgraphs
+        ]
+        self.op_types: list[str] = self.subgraph_op_types[0]
 
         # Constant operators and the tensors they derive; per op, the weights it reaches.
-        self.derived_constants: set[int] = set()
-        self.constant_ops: set[int] = set()
-        self.producer: dict[int, int] = {}
-        self.weights_of: list[frozenset[int]] = []
-        for index, op in enumerate(raw_ops):
-            inputs = [int(i) for i in op.inputs if i >= 0]
-            weights: set[int] = set()
-            for tensor_index in inputs:
-                if tensor_index in self.constant_tensors:
-                    weights.add(tensor_index)
-                elif tensor_index in self.derived_constants:
-                    weights |= self.weights_of[self.producer[tensor_index]]
-            self.weights_of.append(frozenset(weights))
-            is_constant = (
-                bool(inputs)
-                and self.op_types[index] not in UNCUTTABLE_OPS
-                and all(t in self.constant_tensors or t in self.derived_constants for t in inputs)
-            )
-            if is_constant:
-                self.constant_ops.add(index)
-            for tensor_index in op.outputs:
-                self.producer[int(tensor_index)] = index
-                if is_constant:
-                    self.derived_constants.add(int(tensor_index))
+        facts = _constant_facts(self.tensors, raw_ops, self.op_types, model.buffers or [])
+        self.constant_tensors: set[int] = facts.constant_tensors
+        self.derived_constants: set[int] = facts.derived_constants
+        self.constant_ops: set[int] = facts.constant_ops
+        self.producer: dict[int, int] = facts.producer
+        self.weights_of: list[frozenset[int]] = facts.weights_of
+        self._facts: dict[int, _ConstantFacts] = {0: facts}
 
         # Last live reader of every tensor; model outputs live to the end.
         n = len(raw_ops)
@@ -292,39 +280,91 @@ class Graph:
     def is_live(self, op_index: int) -> bool:
         return op_index not in self.constant_ops
 
-    def uncuttable_operator(self) -> tuple[int, str] | None:
-        """The first operator that prevents cutting, as ``(index, type)``, or ``None``."""
+    # -- subgraphs run by control flow ------------------------------------------------
+
+    def called_subgraphs(self, op_index: int, subgraph: int = 0) -> tuple[int, ...]:
+        """Subgraphs operator ``op_index`` of ``subgraph`` runs directly (``WHILE``: cond,
+        body; ``IF``: then, else); empty for other operators."""
+        fields = CONTROL_FLOW_OPS.get(self.subgraph_op_types[subgraph][op_index], ())
+        options = (self.model.subgraphs[subgraph].operators or [])[op_index].builtinOptions
+        called = tuple(int(getattr(options, f)) for f in fields) if options is not None else ()
+        for index in called:
+            if not 0 < index < len(self.model.subgraphs):
+                raise ModelReadError(
+                    f"corrupt TFLite model: operator {op_index} of subgraph {subgraph} runs "
+                    f"subgraph {index}, but the model has {len(self.model.subgraphs)} subgraphs"
+                )
+        return called
+
+    def reached_subgraphs(self, op_indices: Sequence[int]) -> list[int]:
+        """Subgraphs the given main operators run, directly or in turn, sorted."""
+        seen: set[int] = set()
+        pending = [(0, i) for i in op_indices]
+        while pending:
+            subgraph, index = pending.pop()
+            for called in self.called_subgraphs(index, subgraph):
+                if called not in seen:
+                    seen.add(called)
+                    count = len(self.subgraph_op_types[called])
+                    pending.extend((called, j) for j in range(count))
+        return sorted(seen)
+
+    def subgraph_name(self, subgraph: int) -> str:
+        return _decode_name(self.model.subgraphs[subgraph].name)
+
+    def _blocker(self) -> tuple[int, str, str] | None:
+        """``(top-level operator, blamed operator type, why)`` of the first thing that
+        prevents cutting, or ``None``."""
         for index, name in enumerate(self.op_types):
             if name in UNCUTTABLE_OPS:
-                return index, name
-        for index in range(self.num_operators):
+                return index, name, "refers to resource variables or to subgraphs it may not own"
             for tensor_index in self._raw_ops[index].inputs:
                 if tensor_index >= 0 and self.tensors[tensor_index].isVariable:
-                    return index, self.op_types[index]
+                    return index, name, "reads a variable tensor (state kept across invocations)"
+        for index in range(self.num_operators):
+            for subgraph in self.reached_subgraphs([index]):
+                source = self.model.subgraphs[subgraph]
+                tensors = source.tensors or []
+                for j, op in enumerate(source.operators or []):
+                    name = self.subgraph_op_types[subgraph][j]
+                    variable = any(t >= 0 and tensors[t].isVariable for t in op.inputs)
+                    if name in UNCUTTABLE_OPS or variable:
+                        return (
+                            index,
+                            name,
+                            f"runs subgraph {subgraph} ({self.subgraph_name(subgraph)!r}) whose "
+                            f"operator {j} is {name}, which "
+                            + (
+                                "reads a variable tensor (state kept across invocations)"
+                                if variable
+                                else "refers to resource variables or to other subgraphs"
+                            ),
+                        )
         return None
 
+    def uncuttable_operator(self) -> tuple[int, str] | None:
+        """The first operator that prevents cutting, as ``(index, type)``, or ``None``.
+
+        ``index`` is the top-level operator; ``type`` the operator to blame, which may
+        sit inside a subgraph that operator runs."""
+        blocker = self._blocker()
+        return None if blocker is None else blocker[:2]
+
     def check_cuttable(self) -> None:
-        """Raise :class:`UncuttableGraphError` unless this graph can be cut."""
-        blocker = self.uncuttable_operator()
+        """Raise :class:`UncuttableGraphError` unless this graph can be cut.
+
+        Control flow (``WHILE``, ``IF``) is cuttable: cuts fall between top-level
+        operators and a shard carries the subgraphs its operators run.
+        """
+        blocker = self._blocker()
         if blocker is not None:
-            index, name = blocker
+            index, name, why = blocker
+            top = self.op_types[index]
             raise UncuttableGraphError(
-                f"cannot cut this model: operator {index} is {name}, which "
-                + (
-                    "reads a variable tensor (state kept across invocations)"
-                    if name not in UNCUTTABLE_OPS
-                    else "refers to other subgraphs or to resource variables"
-                )
-                + "; deploy it whole (a single stage) or convert it without control flow",
+                f"cannot cut this model: operator {index} is {top}, which {why}; deploy it "
+                "whole (a single stage) or convert it without resource variables",
                 operator=name,
                 op_index=index,
-            )
-        if len(self.model.subgraphs) > 1:
-            raise UncuttableGraphError(
-                f"cannot cut this model: it has {len(self.model.subgraphs)} subgraphs and the "
-                "cutter handles single-subgraph models only; deploy it whole",
-                operator=None,
-                op_index=None,
             )
 
     def tensor_name(self, tensor_index: int) -> str:
@@ -361,73 +401,113 @@ class Graph:
         )
 
     def tensor_bytes(self, tensor_index: int) -> int:
-        tensor = self.tensors[tensor_index]
-        type_name = tensor_type_name(tensor.type)
-        dtype = _NUMPY_DTYPES.get(type_name)
-        shape = [int(d) for d in (tensor.shape if tensor.shape is not None else [])]
-        if dtype is None:
-            return 0
-        return int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
-
-    def _elements(self, tensor_index: int) -> int:
-        shape = self.tensors[tensor_index].shape
-        return int(np.prod([int(d) for d in shape], dtype=np.int64)) if shape is not None else 0
-
-    def _shape(self, tensor_index: int) -> list[int]:
-        shape = self.tensors[tensor_index].shape
-        return [int(d) for d in shape] if shape is not None else []
+        return _tensor_bytes(self.tensors[tensor_index])
 
     # -- operators -----------------------------------------------------------------
 
-    def _flops(self, index: int) -> int:
-        op = self._raw_ops[index]
-        name = self.op_types[index]
-        inputs = [int(i) for i in op.inputs]
-        outputs = [int(i) for i in op.outputs if i >= 0]
-        out_elements = sum(self._elements(t) for t in outputs)
-        if index in self.constant_ops or name in _DATA_MOVEMENT_OPS:
+    def _flops(self, subgraph: int, index: int, active: frozenset[int] = frozenset()) -> int:
+        """FLOPs of operator ``index`` of ``subgraph``; control flow counts the subgraphs
+        it runs (a ``WHILE`` its body times the trip count, an ``IF`` its dearer branch)."""
+        source = self.model.subgraphs[subgraph]
+        op = source.operators[index]
+        name = self.subgraph_op_types[subgraph][index]
+        tensors = source.tensors or []
+        if name in CONTROL_FLOW_OPS:
+            called = [c for c in self.called_subgraphs(index, subgraph) if c not in active]
+            inner = active | {subgraph}
+            costs = [self._subgraph_flops(c, inner) for c in called]
+            if name == "WHILE" and len(costs) == 2:
+                trips = self.trip_count(index, subgraph)
+                return (trips + 1) * costs[0] + trips * costs[1]
+            return max(costs, default=0)
+        constant_ops = (
+            self.constant_ops if subgraph == 0 else self._nested_facts(subgraph).constant_ops
+        )
+        if index in constant_ops:
             return 0
-        if name in {"CONV_2D", "CONV_3D"} and len(inputs) > 1:
-            filter_shape = self._shape(inputs[1])
-            return 2 * out_elements * int(np.prod(filter_shape[1:], dtype=np.int64))
-        if name == "DEPTHWISE_CONV_2D" and len(inputs) > 1:
-            filter_shape = self._shape(inputs[1])
-            return 2 * out_elements * int(np.prod(filter_shape[1:3], dtype=np.int64))
-        if name == "TRANSPOSE_CONV" and len(inputs) > 2:
-            filter_shape = self._shape(inputs[1])  # [out_channels, kh, kw, in_channels]
-            return 2 * self._elements(inputs[2]) * int(np.prod(filter_shape[:3], dtype=np.int64))
-        if name == "FULLY_CONNECTED" and len(inputs) > 1:
-            filter_shape = self._shape(inputs[1])
-            return 2 * out_elements * (filter_shape[-1] if filter_shape else 1)
-        if name == "BATCH_MATMUL" and inputs:
-            shape = self._shape(inputs[0])
-            return 2 * out_elements * (shape[-1] if shape else 1)
-        if name in _POOL_OPS:
-            options = op.builtinOptions
-            window = 1
-            if options is not None and hasattr(options, "filterHeight"):
-                window = int(options.filterHeight) * int(options.filterWidth)
-            return out_elements * window
-        if name in _REDUCE_OPS and inputs:
-            return self._elements(inputs[0])
-        return out_elements
+        return _operator_flops(name, op, tensors)
+
+    def _subgraph_flops(self, subgraph: int, active: frozenset[int]) -> int:
+        count = len(self.subgraph_op_types[subgraph])
+        return sum(self._flops(subgraph, j, active) for j in range(count))
+
+    def _nested_facts(self, subgraph: int) -> _ConstantFacts:
+        if subgraph not in self._facts:
+            source = self.model.subgraphs[subgraph]
+            self._facts[subgraph] = _constant_facts(
+                source.tensors or [],
+                source.operators or [],
+                self.subgraph_op_types[subgraph],
+                self.model.buffers or [],
+            )
+        return self._facts[subgraph]
+
+    def trip_count(self, op_index: int, subgraph: int = 0) -> int:
+        """Iterations a ``WHILE`` is estimated to run, for its FLOPs.
+
+        Read from its condition: ``LESS(x, limit)`` with a constant scalar ``limit`` and
+        ``x`` a loop variable whose initial value is a constant (0 if unknown) -- the
+        counters Keras RNN loops test. The smallest such bound wins; 1 when there is none.
+        """
+        cond_index = self.called_subgraphs(op_index, subgraph)[0]
+        caller = self.model.subgraphs[subgraph]
+        cond = self.model.subgraphs[cond_index]
+        buffers = self.model.buffers or []
+        cond_inputs = [int(t) for t in cond.inputs or []]
+        loop_inputs = [int(t) for t in caller.operators[op_index].inputs]
+        bounds = []
+        for j, op in enumerate(cond.operators or []):
+            if self.subgraph_op_types[cond_index][j] != "LESS" or len(op.inputs) != 2:
+                continue
+            limit = _scalar_int(cond.tensors[int(op.inputs[1])], buffers)
+            if limit is None:
+                continue
+            start = 0
+            if int(op.inputs[0]) in cond_inputs:
+                position = cond_inputs.index(int(op.inputs[0]))
+                if position < len(loop_inputs) and loop_inputs[position] >= 0:
+                    initial = _scalar_int(caller.tensors[loop_inputs[position]], buffers)
+                    start = initial if initial is not None else 0
+            bounds.append(max(limit - start, 0))
+        return min(bounds) if bounds else 1
+
+    def _subgraph_param_bytes(self, subgraphs: Sequence[int]) -> int:
+        """Bytes of the weights held by ``subgraphs``, each buffer counted once."""
+        buffers = self.model.buffers or []
+        seen: set[int] = set()
+        total = 0
+        for subgraph in subgraphs:
+            for tensor in self.model.subgraphs[subgraph].tensors or []:
+                data = buffers[tensor.buffer].data if 0 <= tensor.buffer < len(buffers) else None
+                if data is not None and len(data) > 0 and tensor.buffer not in seen:
+                    seen.add(tensor.buffer)
+                    total += _tensor_bytes(tensor)
+        return total
 
     def operators(self) -> list[OperatorInfo]:
-        """Every operator in execution order, with FLOPs and parameter bytes."""
+        """Every top-level operator in execution order, with FLOPs and parameter bytes.
+
+        A control-flow operator's figures include the subgraphs it runs (see
+        :meth:`trip_count`), so sums over a stage account for everything it computes.
+        """
         result = []
         for index, op in enumerate(self._raw_ops):
             param_bytes = 0
+            reached: list[int] = []
             if index not in self.constant_ops:
                 param_bytes = sum(self.tensor_bytes(t) for t in self.weights_of[index])
+                reached = self.reached_subgraphs([index])
+                param_bytes += self._subgraph_param_bytes(reached)
             result.append(
                 OperatorInfo(
                     index=index,
                     type=self.op_types[index],
                     constant=index in self.constant_ops,
-                    flops=self._flops(index),
+                    flops=self._flops(0, index),
                     param_bytes=param_bytes,
                     inputs=tuple(int(i) for i in op.inputs),
                     outputs=tuple(int(i) for i in op.outputs),
+                    subgraphs=tuple(reached),
                 )
             )
         return result
@@ -493,6 +573,113 @@ class Graph:
                 if name is not None and (best is None or order[name] > best[0]):
                     best = (order[name], name)
         return None if best is None else best[1]
+
+
+def _tensor_bytes(tensor: Any) -> int:
+    dtype = _NUMPY_DTYPES.get(tensor_type_name(tensor.type))
+    if dtype is None:
+        return 0
+    shape = [int(d) for d in (tensor.shape if tensor.shape is not None else [])]
+    return int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+
+
+def _scalar_int(tensor: Any, buffers: Sequence[Any]) -> int | None:
+    """The value of a constant one-element int32/int64 tensor, else ``None``."""
+    data = buffers[tensor.buffer].data if 0 <= tensor.buffer < len(buffers) else None
+    dtype = {"INT32": np.int32, "INT64": np.int64}.get(tensor_type_name(tensor.type))
+    if data is None or dtype is None:
+        return None
+    values = np.frombuffer(bytes(np.asarray(data, dtype=np.uint8)), dtype=dtype)
+    return int(values[0]) if values.size == 1 else None
+
+
+def _operator_flops(name: str, op: Any, tensors: Sequence[Any]) -> int:
+    """FLOPs of one plain (not control-flow, not constant) operator."""
+
+    def shape(t: int) -> list[int]:
+        s = tensors[t].shape
+        return [int(d) for d in s] if s is not None else []
+
+    def elements(t: int) -> int:
+        return int(np.prod(shape(t), dtype=np.int64)) if tensors[t].shape is not None else 0
+
+    inputs = [int(i) for i in op.inputs]
+    out_elements = sum(elements(int(t)) for t in op.outputs if t >= 0)
+    if name in _DATA_MOVEMENT_OPS:
+        return 0
+    if name in {"CONV_2D", "CONV_3D"} and len(inputs) > 1:
+        return 2 * out_elements * int(np.prod(shape(inputs[1])[1:], dtype=np.int64))
+    if name == "DEPTHWISE_CONV_2D" and len(inputs) > 1:
+        return 2 * out_elements * int(np.prod(shape(inputs[1])[1:3], dtype=np.int64))
+    if name == "TRANSPOSE_CONV" and len(inputs) > 2:
+        filter_shape = shape(inputs[1])  # [out_channels, kh, kw, in_channels]
+        return 2 * elements(inputs[2]) * int(np.prod(filter_shape[:3], dtype=np.int64))
+    if name == "FULLY_CONNECTED" and len(inputs) > 1:
+        filter_shape = shape(inputs[1])
+        return 2 * out_elements * (filter_shape[-1] if filter_shape else 1)
+    if name == "BATCH_MATMUL" and inputs:
+        first = shape(inputs[0])
+        return 2 * out_elements * (first[-1] if first else 1)
+    if name in _POOL_OPS:
+        options = op.builtinOptions
+        window = 1
+        if options is not None and hasattr(options, "filterHeight"):
+            window = int(options.filterHeight) * int(options.filterWidth)
+        return out_elements * window
+    if name in _REDUCE_OPS and inputs:
+        return elements(inputs[0])
+    return out_elements
+
+
+@dataclass
+class _ConstantFacts:
+    """Which tensors and operators of one subgraph are constant (see the module docstring).
+
+    Attributes:
+        constant_tensors: tensors backed by a non-empty buffer (weights).
+        derived_constants: outputs of constant operators.
+        constant_ops: operators reading only weights and derived constants.
+        producer: the operator writing each tensor.
+        weights_of: per operator, the weights it reaches (through constant operators too).
+    """
+
+    constant_tensors: set[int]
+    derived_constants: set[int]
+    constant_ops: set[int]
+    producer: dict[int, int]
+    weights_of: list[frozenset[int]]
+
+
+def _constant_facts(
+    tensors: Sequence[Any], ops: Sequence[Any], op_types: Sequence[str], buffers: Sequence[Any]
+) -> _ConstantFacts:
+    facts = _ConstantFacts(set(), set(), set(), {}, [])
+    for index, tensor in enumerate(tensors):
+        data = buffers[tensor.buffer].data if 0 <= tensor.buffer < len(buffers) else None
+        if data is not None and len(data) > 0:
+            facts.constant_tensors.add(index)
+    for index, op in enumerate(ops):
+        inputs = [int(i) for i in op.inputs if i >= 0]
+        weights: set[int] = set()
+        for tensor_index in inputs:
+            if tensor_index in facts.constant_tensors:
+                weights.add(tensor_index)
+            elif tensor_index in facts.derived_constants:
+                weights |= facts.weights_of[facts.producer[tensor_index]]
+        facts.weights_of.append(frozenset(weights))
+        is_constant = (
+            bool(inputs)
+            and op_types[index] not in UNCUTTABLE_OPS
+            and op_types[index] not in CONTROL_FLOW_OPS
+            and all(t in facts.constant_tensors or t in facts.derived_constants for t in inputs)
+        )
+        if is_constant:
+            facts.constant_ops.add(index)
+        for tensor_index in op.outputs:
+            facts.producer[int(tensor_index)] = index
+            if is_constant:
+                facts.derived_constants.add(int(tensor_index))
+    return facts
 
 
 def _match_layer(part: str, order: dict[str, int]) -> str | None:

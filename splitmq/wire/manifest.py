@@ -43,15 +43,19 @@ class Operator:
     constant: bool
     flops: int
     param_bytes: int
+    subgraphs: tuple[int, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "index": self.index,
             "type": self.type,
             "constant": self.constant,
             "flops": self.flops,
             "param_bytes": self.param_bytes,
         }
+        if self.subgraphs:
+            data["subgraphs"] = list(self.subgraphs)
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Operator:
@@ -61,6 +65,7 @@ class Operator:
             bool(data["constant"]),
             int(data["flops"]),
             int(data["param_bytes"]),
+            tuple(int(s) for s in data.get("subgraphs", ())),
         )
 
 

@@ -34,6 +34,60 @@ def build_two_io_model() -> object:
     return keras.Model([image, meta], [classes, value], name="two_io")
 
 
+def build_accumulator() -> bytes:
+    """A ``.tflite`` that keeps a running sum in a resource variable (not cuttable)."""
+    import tensorflow as tf
+
+    module = tf.Module()
+    module.total = tf.Variable(tf.zeros([1, 4]))
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 4], tf.float32)])
+    def accumulate(x: tf.Tensor) -> tf.Tensor:
+        module.total.assign_add(x)
+        return tf.nn.relu(module.total * 2.0) + 1.0
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [accumulate.get_concrete_function()], module
+    )
+    converter.experimental_enable_resource_variables = True
+    return bytes(converter.convert())
+
+
+def build_recurrent_model() -> object:
+    """Conv1D, LSTM, a bidirectional GRU and a GRU: four WHILE loops once converted.
+
+    TensorFlow 2.21's converter dies with SIGSEGV calibrating this model for int8.
+    """
+    import keras
+
+    keras.utils.set_random_seed(4)
+    series = keras.Input((12, 3), name="series")
+    x = keras.layers.Conv1D(8, 3, padding="same", activation="relu", name="conv")(series)
+    x = keras.layers.LSTM(8, return_sequences=True, name="lstm")(x)
+    x = keras.layers.Bidirectional(keras.layers.GRU(6, return_sequences=True), name="bigru")(x)
+    x = keras.layers.GRU(8, name="gru")(x)
+    classes = keras.layers.Dense(3, activation="softmax", name="head")(x)
+    return keras.Model(series, classes, name="recurrent")
+
+
+@pytest.fixture(scope="session")
+def recurrent_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """:func:`build_recurrent_model` saved as ``.keras`` once per session."""
+    path = tmp_path_factory.mktemp("recurrent") / "recurrent.keras"
+    build_recurrent_model().save(path)  # type: ignore[attr-defined]
+    return path
+
+
+@pytest.fixture(scope="session")
+def recurrent_entry(pool_dir: Path, recurrent_model_path: Path) -> object:
+    """The recurrent model converted to float32 and float16 (int8 crashes TensorFlow)."""
+    from splitmq.converter import convert
+
+    return convert(
+        recurrent_model_path, name="recurrent", pool_dir=pool_dir, variants=("float32", "float16")
+    )
+
+
 @pytest.fixture(scope="session")
 def two_io_entry(pool_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> object:
     from splitmq.converter import convert

@@ -12,12 +12,12 @@ from splitmq.converter import (
     CutPointError,
     ModelReadError,
     PoolEntry,
-    UncuttableGraphError,
     convert,
     cut,
     load_manifest,
 )
 from splitmq.errors import ConversionError
+from tests.converter.conftest import build_accumulator
 
 
 def test_unreadable_file(tmp_path: Path) -> None:
@@ -87,24 +87,10 @@ def test_float16_cut_inside_weight_preparation_is_refused(two_io_entry: PoolEntr
 
 @pytest.mark.slow
 @pytest.mark.tensorflow
-def test_control_flow_is_refused_naming_the_operator(tmp_path: Path) -> None:
-    import tensorflow as tf
-
-    @tf.function(input_signature=[tf.TensorSpec([1, 4], tf.float32)])
-    def loop(x: tf.Tensor) -> tf.Tensor:
-        x = x * 2.0
-        i = tf.constant(0)
-        _, y = tf.while_loop(lambda i, v: i < 3, lambda i, v: (i + 1, v * 1.5 + 1.0), [i, x])
-        return tf.nn.relu(y) + 1.0
-
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([loop.get_concrete_function()])
-    model = converter.convert()
-    with pytest.raises(UncuttableGraphError, match="WHILE") as caught:
-        cut(model, [1])
-    assert caught.value.operator == "WHILE"
-    # It still converts into the pool, marked as not cuttable.
-    path = tmp_path / "loop.tflite"
-    path.write_bytes(model)
-    entry = convert(path, name="loop", pool_dir=tmp_path, calibration=np.ones((2, 4), np.float32))
-    assert not entry.manifest.variants["float32"].cuttable
-    assert "WHILE" in (entry.manifest.variants["float32"].uncuttable_reason or "")
+def test_an_uncuttable_model_still_converts_marked_so(tmp_path: Path) -> None:
+    path = tmp_path / "accumulator.tflite"
+    path.write_bytes(build_accumulator())
+    entry = convert(path, name="acc", pool_dir=tmp_path, calibration=np.ones((2, 4), np.float32))
+    variant = entry.manifest.variants["float32"]
+    assert not variant.cuttable and not variant.cut_points
+    assert "resource variables" in (variant.uncuttable_reason or "")
