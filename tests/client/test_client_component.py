@@ -471,7 +471,7 @@ def test_an_input_that_does_not_fit_fails_before_sending(
     with pytest.raises(InferenceError) as failure:
         env.client().infer(np.zeros(5, np.float32))
     assert failure.value.code == "bad_input" and failure.value.record.attempts == ()
-    assert "[1, 8, 8, 1]" in str(failure.value)
+    assert "expects shape (1, 8, 8, 1)" in str(failure.value)
 
 
 def test_duplicate_results_are_counted_and_ignored(
@@ -741,27 +741,35 @@ def test_a_stale_plan_the_coordinator_refuses_to_renew_is_dropped(
 
 
 def test_the_infer_table_shows_results_and_failures(
-    fleet_with_coordinator: ClientFleet, digits: CutModel
+    fleet_with_coordinator: ClientFleet, digits: CutModel, tmp_path: Path
 ) -> None:
     from io import StringIO
 
+    from PIL import Image
+
     from splitmq.client.infer_cli import infer_inputs
+    from splitmq.client.inputs import load_inputs
 
     env = fleet_with_coordinator
     env.fleet.agent("a")
     env.deploy(digits, [["a"], ["a"]])
     env.answer(always(fixed_plan((("a",), ("a",)))))
+    np.save(tmp_path / "a-good.npy", digits.image)
+    np.save(tmp_path / "b-wrong.npy", np.zeros((3, 3), np.float32))  # not a grey image
+    Image.fromarray(np.zeros((16, 16), np.uint8), mode="L").save(tmp_path / "c-big.png")
     out = StringIO()
     labels = [f"digit-{i}" for i in range(10)]
-    inputs = [("good.npy", digits.image), ("wrong.npy", np.zeros(5, np.float32))]
+    inputs = load_inputs([tmp_path])
     failed = infer_inputs(env.client(), inputs, top=2, labels=labels, out=out)
     assert failed == 1
-    header, good, wrong, summary = out.getvalue().splitlines()
+    header, good, wrong, image, summary = out.getvalue().splitlines()
     assert header.split() == ["input", "top-1", "top-2", "latency_ms", "attempts", "route"]
     best = int(np.argmax(next(iter(digits.expected.values()))))
-    assert good.split()[:2] == ["good.npy", f"digit-{best}"] and good.endswith("a > a")
-    assert wrong.startswith("wrong.npy") and "failed (bad_input) after 0 attempts" in wrong
-    assert summary.startswith("1 of 2 answered; latency p50")
+    assert good.split()[:2] == ["a-good.npy", f"digit-{best}"] and good.endswith("a > a")
+    assert wrong.startswith("b-wrong.npy") and "failed (bad_input) after 0 attempts" in wrong
+    assert "array of shape (3, 3) does not fit" in wrong and "expects shape (1, 8, 8, 1)" in wrong
+    assert image.startswith("c-big.png") and image.endswith("a > a")  # an image is resized
+    assert summary.startswith("2 of 3 answered; latency p50")
 
 
 def link(transport: Transport) -> MemoryTransport:
