@@ -327,7 +327,9 @@ class Coordinator:
             except Exception as error:  # a bug must not kill the deployer thread
                 log.exception("deployment of %s failed", request.model)
                 reply = DeployReply(
-                    request.request_id, ok=False, message=f"internal error: {error}"
+                    request.request_id,
+                    ok=False,
+                    message=f"internal error in the coordinator: {error} (its log has the details)",
                 )
             try:
                 self.transport.publish(
