@@ -20,6 +20,7 @@ from pathlib import Path
 from types import TracebackType
 
 from splitmq.errors import ConfigError, SplitMQError
+from splitmq.orphans import die_with_parent
 
 _PATH_DIRECTIVES = ("cafile", "certfile", "keyfile", "password_file", "acl_file", "capath")
 
@@ -100,12 +101,15 @@ class Mosquitto:
         workdir: where the rendered configuration and the log go.
         port: the port to listen on (a free one when None).
         files_dir: the directory relative paths in ``config`` are resolved against.
+        bound_to_parent: the broker gets SIGTERM when this process dies, even by SIGKILL
+            (Linux; :mod:`splitmq.orphans`).
     """
 
     config: Path
     workdir: Path
     port: int | None = None
     files_dir: Path | None = None
+    bound_to_parent: bool = False
 
     def __post_init__(self) -> None:
         self._process: subprocess.Popen[bytes] | None = None
@@ -137,11 +141,13 @@ class Mosquitto:
         self.log_file.write_text("")
         environment = dict(os.environ)
         environment.setdefault("GLIBC_TUNABLES", MALLOC_TUNABLES)
+        bind = die_with_parent() if self.bound_to_parent else None
         self._process = subprocess.Popen(
             [str(mosquitto_binary()), "-c", str(conf)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             env=environment,
+            preexec_fn=bind,  # noqa: PLW1509 - a prctl call, nothing else
         )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

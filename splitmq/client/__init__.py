@@ -14,7 +14,7 @@
 from splitmq.client.client import Client
 from splitmq.client.config import ClientConfig
 from splitmq.client.errors import DeadlineError, InferenceError, InputError, PlanRefusedError
-from splitmq.client.inputs import fit_inputs, fit_tensor, load_inputs
+from splitmq.client.inputs import ImageInput, fit_inputs, fit_tensor, load_image, load_inputs
 from splitmq.client.records import AttemptRecord, RequestRecord
 from splitmq.client.result import InferenceResult
 
@@ -23,6 +23,7 @@ __all__ = [
     "Client",
     "ClientConfig",
     "DeadlineError",
+    "ImageInput",
     "InferenceError",
     "InferenceResult",
     "InputError",
@@ -30,5 +31,6 @@ __all__ = [
     "RequestRecord",
     "fit_inputs",
     "fit_tensor",
+    "load_image",
     "load_inputs",
 ]

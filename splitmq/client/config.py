@@ -35,7 +35,8 @@ class ClientConfig:
             old plan serves meanwhile (and on, if the coordinator does not answer) until
             the coordinator refuses it or its deployment moves to a new epoch.
         max_in_flight: requests ``stream`` keeps in flight.
-        resize_inputs: resize (and convert the channels of) images to the model's input.
+        resize_inputs: resize (and convert the channels of) images (:class:`ImageInput`,
+            image files) to the model's input; arrays are never resized.
         retry_on_offline: an attempt whose route meets an agent's will (offline) is
             retried at once, not at its timeout.
         stale_periods, min_stale_s: an agent whose telemetry is older than this many

@@ -70,7 +70,7 @@ class PlanRefusedError(InferenceError):
     Attributes:
         constraint: the constraint that failed (``max_latency_ms``, ``min_fidelity``,
             ``energy_j``, ``model``, ``battery``).
-        refusal: the coordinator's explanation.
+        refusal: the coordinator's explanation, with what to do.
     """
 
     def __init__(self, record: RequestRecord, constraint: str, refusal: str):
@@ -79,7 +79,7 @@ class PlanRefusedError(InferenceError):
         super().__init__(
             record,
             PLAN_REFUSED,
-            f"the coordinator refused a plan ({constraint}): {refusal}; relax the constraint",
+            f"the coordinator refused a plan ({constraint}): {refusal}",
         )
 
 

@@ -1,8 +1,9 @@
 """``splitmq infer MODEL INPUT...``: run a deployed model on images or ``.npy`` files.
 
 Inputs are image files (resized to the model's input by the client; Pillow, extra
-``client``), ``.npy`` arrays (``--batch``: one input per row of the first axis) or
-directories of both. Requests are pipelined (``--max-in-flight``); each result prints
+``client``), ``.npy`` arrays (``--batch``: one input per row of the first axis), taken
+as the values the model reads (the input's shape, give or take a batch axis: never
+resized), or directories of both. Requests are pipelined (``--max-in-flight``); each result prints
 as a table row, in input order: the best classes, the latency, the attempts and the
 agents that ran the stages. Every request is recorded with its attempts and trace in
 the results database (SQLite, ``--db``), with the telemetry of the agents seen during
@@ -28,7 +29,7 @@ from splitmq.wire import EnergyLevel
 if TYPE_CHECKING:
     from splitmq.client.client import Client, InferenceResult
     from splitmq.client.errors import InferenceError
-    from splitmq.client.inputs import Array
+    from splitmq.client.inputs import Value
     from splitmq.client.results_db import ResultsDB
 
 
@@ -124,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
 
 def infer_inputs(
     client: Client,
-    inputs: Sequence[tuple[str, Array]],
+    inputs: Sequence[tuple[str, Value]],
     *,
     options: dict[str, Any] | None = None,
     top: int = 3,

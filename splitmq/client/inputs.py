@@ -1,17 +1,21 @@
-"""Inputs: reading images and ``.npy`` files, and fitting arrays to the tensors a model reads.
+"""Inputs: reading images and ``.npy`` files, and fitting them to the tensors a model reads.
 
-Fitting an array to a :class:`~splitmq.wire.TensorSpec` (:func:`fit_tensor`):
+Two kinds of input, told apart by their type (:func:`fit_tensor`):
 
-- a missing batch axis is added (``(8, 8, 1)`` for ``(1, 8, 8, 1)``; a grey ``(H, W)``
-  image for an ``(1, H, W, 1)`` input);
-- an image (a rank-4 ``NHWC`` input) of another size is resized, bilinear, with
-  Pillow; its channels are converted: RGB(A) to grey by luminance, grey to RGB by
-  repetition, RGBA to RGB by dropping alpha;
-- values are cast to the input's dtype, never rescaled: an array is taken as the
-  values the model reads. Into a quantized input (int8/uint8 with scale and zero
-  point) floats are quantized, ``q = round(x / scale) + zero_point``, clipped to the
-  dtype's range; integers of the input's own dtype pass as they are. Floats never go
-  silently into an integer input that is not quantized.
+- an **array** (a numpy array: from a ``.npy`` file, or given to the Python API) holds
+  the values the model reads. Its shape must be the input's, except that a missing
+  batch axis is added when that is the only difference (``(8, 8, 1)`` for
+  ``(1, 8, 8, 1)``); anything else is refused, naming the shape the model expects. It
+  is never resized, transposed or converted;
+- an **image** (:class:`ImageInput`: what :func:`load_image` reads from a file, or
+  pixels a caller wraps) is a picture: for a rank-4 ``NHWC`` input it is resized,
+  bilinear, with Pillow, and its channels converted: RGB(A) to grey by luminance,
+  grey to RGB by repetition, RGBA to RGB by dropping alpha.
+
+Either way values are cast to the input's dtype, never rescaled. Into a quantized input
+(int8/uint8 with scale and zero point) floats are quantized, ``q = round(x / scale) +
+zero_point``, clipped to the dtype's range; integers of the input's own dtype pass as
+they are. Floats never go silently into an integer input that is not quantized.
 
 Image *files* are read as ``float32`` in a value range (``[0, 1]`` by default, the
 digits example's; ``(0, 255)`` or ``(-1, 1)`` suit other models).
@@ -20,6 +24,7 @@ digits example's; ``(0, 255)`` or ``(-1, 1)`` suit other models).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +35,31 @@ from splitmq.client.errors import InputError
 from splitmq.wire import Tensor, TensorSpec
 
 Array = npt.NDArray[Any]
-Inputs = Array | Sequence[Array] | Mapping[str, Array]
-"""What the client accepts: one array, arrays in input order, or arrays by input name."""
+
+
+@dataclass(frozen=True)
+class ImageInput:
+    """A picture, to be resized and converted to the model's input (see the module
+    docstring); a plain array is taken as the model's values instead.
+
+    Attributes:
+        pixels: ``(H, W, C)`` (or ``(H, W)``, grey) values, already in the range the
+            model reads (:func:`load_image` scales a file's 0-255 to ``value_range``).
+        source: where it came from (a file name), for error messages.
+    """
+
+    pixels: Array
+    source: str = ""
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.pixels.shape)
+
+
+Value = Array | ImageInput
+"""One input tensor's value: an array (the model's values) or an image (a picture)."""
+Inputs = Value | Sequence[Value] | Mapping[str, Value]
+"""What the client accepts: one value, values in input order, or values by input name."""
 
 IMAGE_SUFFIXES = frozenset(
     {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".pgm", ".ppm"}
@@ -40,7 +68,11 @@ ARRAY_SUFFIX = ".npy"
 _LUMINANCE = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
-def named_inputs(inputs: Inputs, specs: Sequence[TensorSpec]) -> dict[str, Array]:
+def _value(given: object) -> Value:
+    return given if isinstance(given, ImageInput) else np.asarray(given)
+
+
+def named_inputs(inputs: Inputs, specs: Sequence[TensorSpec]) -> dict[str, Value]:
     """``inputs`` by tensor name, checked against the names ``specs`` hold."""
     names = [spec.name for spec in specs]
     if isinstance(inputs, Mapping):
@@ -50,16 +82,18 @@ def named_inputs(inputs: Inputs, specs: Sequence[TensorSpec]) -> dict[str, Array
             raise InputError(
                 f"the model reads inputs {names}; missing {missing}, unknown {unknown}"
             )
-        return {name: np.asarray(inputs[name]) for name in names}
-    if isinstance(inputs, list | tuple) and all(isinstance(a, np.ndarray) for a in inputs):
+        return {name: _value(inputs[name]) for name in names}
+    if isinstance(inputs, list | tuple) and all(
+        isinstance(a, np.ndarray | ImageInput) for a in inputs
+    ):
         if len(inputs) != len(names):
             raise InputError(f"the model reads {len(names)} inputs {names}, got {len(inputs)}")
-        return {name: np.asarray(array) for name, array in zip(names, inputs, strict=True)}
+        return {name: _value(value) for name, value in zip(names, inputs, strict=True)}
     if len(names) != 1:
         raise InputError(
             f"the model reads {len(names)} inputs {names}: give a list or a dict by name"
         )
-    return {names[0]: np.asarray(inputs)}
+    return {names[0]: _value(inputs)}
 
 
 def fit_inputs(
@@ -70,25 +104,74 @@ def fit_inputs(
     return tuple(fit_tensor(arrays[spec.name], spec, resize=resize) for spec in specs)
 
 
-def fit_tensor(array: Array, spec: TensorSpec, *, resize: bool = True) -> Tensor:
-    """``array`` as a tensor ``spec`` accepts (see the module docstring)."""
-    values = np.asarray(array)
-    if values.dtype.kind not in "biuf":
-        raise InputError(f"an array of {values.dtype} cannot feed a tensor", source=spec.name)
+def fit_tensor(value: Value, spec: TensorSpec, *, resize: bool = True) -> Tensor:
+    """``value`` as a tensor ``spec`` accepts (see the module docstring).
+
+    ``resize=False`` takes an image's pixels as they are, like an array's.
+    """
+    if isinstance(value, ImageInput):
+        values = _image_values(value, spec, resize=resize)
+    else:
+        values = _array_values(np.asarray(value), spec)
+    return Tensor(spec.name, _cast(values, spec), spec.scale, spec.zero_point)
+
+
+def _array_values(values: Array, spec: TensorSpec) -> Array:
+    """An array as it is, or with the batch axis it lacks; otherwise a clear refusal."""
+    _check_kind(values, spec)
     shape = tuple(spec.shape)
-    image = len(shape) == 4
-    if image and values.ndim == 2 and shape[3] == 1:
+    if _fits(values.shape, shape):
+        return values
+    if shape and shape[0] in (1, -1) and _fits((1, *values.shape), shape):
+        return values[None]
+    raise InputError(
+        f"an array of shape {_shape(values.shape)} does not fit the model's input, which "
+        f"expects shape {_shape(shape)}: arrays are the values the model reads and are "
+        "never resized; reshape it (only a missing batch axis is added), or give an "
+        "image file to have it resized",
+        source=spec.name,
+    )
+
+
+def _image_values(image: ImageInput, spec: TensorSpec, *, resize: bool) -> Array:
+    """A picture as an ``NHWC`` batch of the input's size and channels."""
+    values = np.asarray(image.pixels)
+    _check_kind(values, spec)
+    shape = tuple(spec.shape)
+    if values.ndim == 2:
         values = values[:, :, None]
-    if values.ndim == len(shape) - 1 and shape[0] in (1, -1):
-        values = values[None]
-    if resize and image and values.ndim == 4 and not _fits(values.shape, shape):
+    if values.ndim != 3:
+        raise InputError(
+            f"an image's pixels are (height, width, channels), not {_shape(values.shape)}",
+            source=image.source or spec.name,
+        )
+    values = values[None]
+    if len(shape) != 4:
+        raise InputError(
+            f"an image cannot feed this input, which expects shape {_shape(shape)} (not "
+            "an NHWC image): give an array of that shape",
+            source=image.source or spec.name,
+        )
+    if resize and not _fits(values.shape, shape):
         values = _fit_image(values, shape)
     if not _fits(values.shape, shape):
         raise InputError(
-            f"shape {list(values.shape)} does not fit the model's input {list(shape)}",
-            source=spec.name,
+            f"an image of {_shape(values.shape[1:])} (height, width, channels) does not "
+            f"fit the model's input, which expects shape {_shape(shape)}",
+            source=image.source or spec.name,
         )
-    return Tensor(spec.name, _cast(values, spec), spec.scale, spec.zero_point)
+    return values
+
+
+def _check_kind(values: Array, spec: TensorSpec) -> None:
+    if values.dtype.kind not in "biuf":
+        raise InputError(f"an array of {values.dtype} cannot feed a tensor", source=spec.name)
+
+
+def _shape(shape: Sequence[int]) -> str:
+    """``(1, 8, 8, 1)``; a dimension of any size (-1) shows as ``N``."""
+    dims = ["N" if d < 0 else str(d) for d in shape]
+    return f"({dims[0]},)" if len(dims) == 1 else f"({', '.join(dims)})"
 
 
 def _fits(got: tuple[int, ...], wanted: tuple[int, ...]) -> bool:
@@ -196,8 +279,8 @@ def _pillow() -> Any:
     return Image
 
 
-def load_image(path: str | Path, value_range: tuple[float, float] = (0.0, 1.0)) -> Array:
-    """An image file as ``(H, W, C)`` float32 scaled to ``value_range`` (grey: C = 1)."""
+def load_image(path: str | Path, value_range: tuple[float, float] = (0.0, 1.0)) -> ImageInput:
+    """An image file: ``(H, W, C)`` float32 pixels scaled to ``value_range`` (grey: C = 1)."""
     image_module = _pillow()
     try:
         with image_module.open(path) as image:
@@ -208,7 +291,8 @@ def load_image(path: str | Path, value_range: tuple[float, float] = (0.0, 1.0)) 
     if pixels.ndim == 2:
         pixels = pixels[:, :, None]
     low, high = value_range
-    return (low + pixels * ((high - low) / 255.0)).astype(np.float32)
+    scaled = (low + pixels * ((high - low) / 255.0)).astype(np.float32)
+    return ImageInput(scaled, Path(path).name)
 
 
 def load_array(path: str | Path) -> Array:
@@ -244,13 +328,14 @@ def load_inputs(
     *,
     value_range: tuple[float, float] = (0.0, 1.0),
     batch: bool = False,
-) -> list[tuple[str, Array]]:
-    """``(label, array)`` per input, from image files, ``.npy`` files and directories.
+) -> list[tuple[str, Value]]:
+    """``(label, value)`` per input, from image files, ``.npy`` files and directories.
 
-    With ``batch`` a ``.npy`` file holds several inputs along its first axis
-    (``digits[0]``, ``digits[1]``...); otherwise one input per file.
+    Image files give :class:`ImageInput` (resized to the model's input), ``.npy`` files
+    arrays (taken as they are). With ``batch`` a ``.npy`` file holds several inputs
+    along its first axis (``digits[0]``, ``digits[1]``...); otherwise one input per file.
     """
-    loaded: list[tuple[str, Array]] = []
+    loaded: list[tuple[str, Value]] = []
     for path in expand_paths(paths):
         suffix = path.suffix.lower()
         if suffix == ARRAY_SUFFIX:

@@ -22,6 +22,16 @@ attempt that answered, one entry per stage, in the order the stages ran):
   (mean over successful requests).
 - predicted vs measured: the median of measured / predicted, latency and energy (the
   sum of a trace's ``energy_j``), over successful requests that carry a prediction.
+  End to end latency mixes two things: the cost model (what a stage takes to send and
+  compute) and queueing (requests waiting behind each other on a busy agent). So, over
+  the successful requests served on the plan's own route (its first agents: a fallback
+  ran where nothing was predicted) whose plan gave the parts of its prediction, each
+  part is set against the trace's figure: per stage transfer, queueing and compute, the
+  final hop, and two sums per request: *transfer + compute* (every stage's transfer and
+  compute, and the final hop: the cost model) and *queueing* (every stage's; predicted
+  from the queue depths the coordinator saw when it planned). Each part has the median
+  predicted, the median measured and the median of measured / predicted (requests whose
+  prediction is 0 have no ratio).
 - share of stages: a device's stage executions over all stage executions in the
   traces of successful requests.
 
@@ -47,6 +57,7 @@ __all__ = [
     "AgentKpi",
     "BytesKpi",
     "KpiReport",
+    "PartKpi",
     "PredictionKpi",
     "ReportInputs",
     "StageKpi",
@@ -141,14 +152,48 @@ class BytesKpi:
 
 
 @dataclass(frozen=True)
+class PartKpi:
+    """One part of the latency, predicted and measured over the same requests (ms)."""
+
+    part: str
+    """``stage 0 transfer``, ``stage 0 queueing``, ``stage 0 compute``, ..., ``to client``,
+    ``transfer + compute``, ``queueing``."""
+    count: int = 0
+    predicted_median: float | None = None
+    measured_median: float | None = None
+    ratio_median: float | None = None
+    """Median of measured / predicted over the requests whose prediction is above 0."""
+
+    @classmethod
+    def of(cls, part: str, pairs: Sequence[tuple[float, float]]) -> PartKpi:
+        """From ``(predicted, measured)`` per request."""
+        if not pairs:
+            return cls(part)
+        ratios = [measured / predicted for predicted, measured in pairs if predicted > 0]
+        return cls(
+            part,
+            count=len(pairs),
+            predicted_median=float(np.median([p for p, _ in pairs])),
+            measured_median=float(np.median([m for _, m in pairs])),
+            ratio_median=float(np.median(ratios)) if ratios else None,
+        )
+
+
+@dataclass(frozen=True)
 class PredictionKpi:
     """How the plans' predictions compare with what was measured (median ratios)."""
 
     latency_count: int = 0
     latency_ratio_median: float | None = None
-    """Median of measured / predicted latency: above 1, slower than predicted."""
+    """Median of measured / predicted latency end to end: above 1, slower than predicted."""
     energy_count: int = 0
     energy_ratio_median: float | None = None
+    parts: tuple[PartKpi, ...] = ()
+    """Per stage transfer, queueing and compute, then the final hop (see the module)."""
+    cost_model: PartKpi = PartKpi("transfer + compute")
+    """Transfer and compute of every stage and the final hop, per request: the cost model."""
+    queueing: PartKpi = PartKpi("queueing")
+    """Queueing of every stage, per request: how busy the fleet was."""
 
 
 @dataclass(frozen=True)
@@ -378,12 +423,89 @@ def _prediction(successes: Sequence[RequestRecord]) -> PredictionKpi:
         for r in successes
         if r.predicted_energy_j is not None and r.predicted_energy_j > 0 and r.trace
     ]
+    parts, cost_model, queueing = _predicted_parts(successes)
     return PredictionKpi(
         latency_count=len(latency),
         latency_ratio_median=float(np.median(latency)) if latency else None,
         energy_count=len(energy),
         energy_ratio_median=float(np.median(energy)) if energy else None,
+        parts=parts,
+        cost_model=cost_model,
+        queueing=queueing,
     )
+
+
+def _on_planned_route(record: RequestRecord) -> bool:
+    """Whether the trace ran every stage where the plan predicted it."""
+    predicted = record.predicted_stages
+    return (
+        bool(predicted)
+        and len(record.trace) == len(predicted)
+        and all(
+            (e.stage, e.agent_id) == (p.stage, p.agent_id)
+            for e, p in zip(record.trace, predicted, strict=True)
+        )
+    )
+
+
+def _predicted_parts(
+    successes: Sequence[RequestRecord],
+) -> tuple[tuple[PartKpi, ...], PartKpi, PartKpi]:
+    """Each part of the latency, predicted against measured; then the two sums."""
+    pairs: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    order: list[str] = []
+    cost_model: list[tuple[float, float]] = []
+    queueing: list[tuple[float, float]] = []
+
+    def add(part: str, predicted: float, measured: float) -> None:
+        if part not in pairs:
+            order.append(part)
+        pairs[part].append((predicted, measured))
+
+    for record in successes:
+        predicted_hop_ms = record.predicted_final_hop_ms
+        if predicted_hop_ms is None or not _on_planned_route(record):
+            continue
+        final_hop_ms = record.finished_ms - record.trace[-1].finished_ms
+        served = stage_times(record)
+        for predicted, measured in zip(record.predicted_stages, served, strict=True):
+            stage = f"stage {predicted.stage}"
+            add(f"{stage} transfer", predicted.transfer_ms, measured.transfer_ms)
+            add(f"{stage} queueing", predicted.queueing_ms, measured.queueing_ms)
+            add(f"{stage} compute", predicted.compute_ms, measured.compute_ms)
+        add("to client", predicted_hop_ms, final_hop_ms)
+        cost_model.append(
+            (
+                sum(p.transfer_ms + p.compute_ms for p in record.predicted_stages)
+                + predicted_hop_ms,
+                sum(t.transfer_ms + t.compute_ms for t in served) + final_hop_ms,
+            )
+        )
+        queueing.append(
+            (
+                sum(p.queueing_ms for p in record.predicted_stages),
+                sum(t.queueing_ms for t in served),
+            )
+        )
+    parts = tuple(PartKpi.of(part, pairs[part]) for part in _part_order(order))
+    return (
+        parts,
+        PartKpi.of("transfer + compute", cost_model),
+        PartKpi.of("queueing", queueing),
+    )
+
+
+def _part_order(parts: Sequence[str]) -> list[str]:
+    """Stages in order (transfer, queueing, compute each), the final hop last."""
+    kinds = ("transfer", "queueing", "compute")
+
+    def key(part: str) -> tuple[int, int]:
+        if part == "to client":
+            return (1 << 30, 0)
+        _, stage, kind = part.split()
+        return (int(stage), kinds.index(kind))
+
+    return sorted(parts, key=key)
 
 
 def _mean(values: Sequence[float]) -> float | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from splitmq.wire import Telemetry, TraceEntry
+from splitmq.wire import StagePrediction, Telemetry, TraceEntry
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,9 @@ class RequestRecord:
         error_code, error_message: why it failed, when it did.
         bytes_sent, bytes_received: payload bytes the client published and received.
         predicted_latency_ms, predicted_energy_j: the plan's prediction.
+        predicted_stages, predicted_final_hop_ms: the parts of the predicted latency, per
+            stage of the plan's route (transfer, queueing, compute), then the last hop:
+            what the trace measures, to set side by side (empty, None: not given).
         trace: the trace of the attempt that answered (one entry per stage).
         top: the best classes of the first output, ``(class, score)``, best first.
         run: a label grouping requests (``demo``, a benchmark name...).
@@ -61,6 +64,8 @@ class RequestRecord:
     bytes_received: int = 0
     predicted_latency_ms: float | None = None
     predicted_energy_j: float | None = None
+    predicted_stages: tuple[StagePrediction, ...] = ()
+    predicted_final_hop_ms: float | None = None
     trace: tuple[TraceEntry, ...] = ()
     top: tuple[tuple[int, float], ...] = ()
     run: str = ""

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
-from splitmq.client.kpi import KpiReport, ReportInputs, Summary
+from splitmq.client.kpi import KpiReport, PredictionKpi, ReportInputs, Summary
 from splitmq.client.results_db import DEFAULT_PATH, ResultsDB
 from splitmq.errors import ConfigError, SplitMQError
 from splitmq.tables import format_table
@@ -246,13 +247,71 @@ def _bytes_table(report: KpiReport) -> str:
 
 def _prediction_table(report: KpiReport) -> str:
     prediction = report.prediction
-    return format_table(
-        ["predicted vs measured", "n", "measured / predicted (median)"],
+    headers = ["predicted vs measured", "n", "predicted (ms) p50", "measured (ms) p50"]
+    headers += ["measured / predicted (median)"]
+    rows = [
         [
-            ["latency", str(prediction.latency_count), _num(prediction.latency_ratio_median, 2)],
-            ["energy", str(prediction.energy_count), _num(prediction.energy_ratio_median, 2)],
-        ],
-    )
+            part.part,
+            str(part.count),
+            _num(part.predicted_median, 2),
+            _num(part.measured_median, 2),
+            _num(part.ratio_median, 2),
+        ]
+        for part in (*prediction.parts, prediction.cost_model, prediction.queueing)
+        if part.count
+    ]
+    rows.append(["end to end latency", str(prediction.latency_count), "", ""])
+    rows[-1].append(_num(prediction.latency_ratio_median, 2))
+    rows.append(["energy (J)", str(prediction.energy_count), "", ""])
+    rows[-1].append(_num(prediction.energy_ratio_median, 2))
+    table = format_table(headers, rows)
+    return "\n".join([table, *prediction_verdict(prediction)])
+
+
+COST_MODEL_HOLDS = (0.67, 1.5)
+"""Measured / predicted transfer + compute within this range: the cost model holds."""
+BUSY_SHARE = 0.2
+"""Queueing above this share of the measured latency: a busy fleet."""
+
+
+def prediction_verdict(prediction: PredictionKpi) -> list[str]:
+    """A line on the cost model and one on queueing: a wrong model or a busy fleet."""
+    model, queueing = prediction.cost_model, prediction.queueing
+    if not model.count or model.ratio_median is None or model.measured_median is None:
+        return [
+            "no request carries the parts of its prediction (per stage): the end to end "
+            "ratio mixes the cost model with queueing"
+        ]
+    low, high = COST_MODEL_HOLDS
+    ratio = model.ratio_median
+    if low <= ratio <= high:
+        lines = [f"cost model: transfer + compute took {ratio:.2f}x the prediction: it holds"]
+    else:
+        furthest = max(
+            (p for p in prediction.parts if p.ratio_median and "queueing" not in p.part),
+            key=lambda p: abs(math.log(p.ratio_median or 1.0)),
+            default=None,
+        )
+        where = f" (furthest: {furthest.part}, {furthest.ratio_median:.2f}x)" if furthest else ""
+        lines = [
+            f"cost model: transfer + compute took {ratio:.2f}x the prediction{where}: "
+            "the cost model is off"
+        ]
+    waited, foreseen = queueing.measured_median or 0.0, queueing.predicted_median or 0.0
+    total = model.measured_median + waited
+    if total > 0 and waited / total > BUSY_SHARE:
+        lines.append(
+            f"queueing: requests waited {waited:.1f} ms (median; {foreseen:.1f} ms "
+            f"predicted from the queue depths at planning), {100 * waited / total:.0f}% of "
+            "the time: a busy fleet (requests in flight queue behind each other), not a "
+            "wrong cost model"
+        )
+    else:
+        lines.append(
+            f"queueing: requests waited {waited:.1f} ms (median; {foreseen:.1f} ms "
+            "predicted): the fleet kept up"
+        )
+    return lines
 
 
 def _num(value: float | None, digits: int) -> str:

@@ -128,6 +128,8 @@ class RequestState:
             bytes_sent=self.bytes_sent,
             predicted_latency_ms=plan.predicted_latency_ms if plan else None,
             predicted_energy_j=plan.predicted_energy_j if plan else None,
+            predicted_stages=(plan.predicted_stages or ()) if plan else (),
+            predicted_final_hop_ms=plan.predicted_final_hop_ms if plan else None,
             run=self.run,
             **fields,
         )

@@ -10,7 +10,9 @@ Schema (version :data:`SCHEMA_VERSION`, in the ``meta`` table)::
     requests       request_id TEXT PRIMARY KEY, run, model, version, variant, deployment,
                    epoch, sent_ms, finished_ms, ok, error_code, error_message, bytes_sent,
                    bytes_received, predicted_latency_ms, predicted_energy_j,
-                   top (JSON [[class, score], ...])
+                   top (JSON [[class, score], ...]), predicted_stages (JSON
+                   [{stage, agent_id, transfer_ms, queueing_ms, compute_ms}, ...]),
+                   predicted_final_hop_ms
     attempts       (request_id, attempt) PRIMARY KEY, route (JSON list of agent ids),
                    sent_ms, outcome, message
     trace_entries  (request_id, position) PRIMARY KEY, stage, agent_id, received_ms,
@@ -18,7 +20,9 @@ Schema (version :data:`SCHEMA_VERSION`, in the ``meta`` table)::
     telemetry      (agent_id, ts_ms) UNIQUE, battery_pct, plugged, simulated, cpu_pct,
                    energy_j, mem_free_bytes
 
-Recording a request whose id is already stored replaces it. Times are epoch ms.
+Recording a request whose id is already stored replaces it. Times are epoch ms. A file
+of schema version 1 is brought to version 2 on opening (two columns added, empty for
+the requests it held).
 
 The JSON lines export holds one object per line, tagged by ``kind``: ``request`` (every
 field of a :class:`RequestRecord`, its ``attempts`` and ``trace`` as lists of objects)
@@ -40,7 +44,7 @@ from typing import IO, Any, TypeVar
 
 from splitmq.client.records import AttemptRecord, RequestRecord, TelemetrySample
 from splitmq.errors import SplitMQError
-from splitmq.wire import Telemetry, TraceEntry
+from splitmq.wire import StagePrediction, Telemetry, TraceEntry
 
 __all__ = [
     "DEFAULT_PATH",
@@ -51,7 +55,7 @@ __all__ = [
     "record_to_json",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DEFAULT_PATH = Path("splitmq-results.db")
 MEMORY = ":memory:"
 
@@ -74,7 +78,9 @@ CREATE TABLE IF NOT EXISTS requests (
     bytes_received INTEGER NOT NULL,
     predicted_latency_ms REAL,
     predicted_energy_j REAL,
-    top TEXT NOT NULL
+    top TEXT NOT NULL,
+    predicted_stages TEXT,
+    predicted_final_hop_ms REAL
 );
 CREATE INDEX IF NOT EXISTS requests_by_run ON requests (run, sent_ms);
 CREATE TABLE IF NOT EXISTS attempts (
@@ -133,7 +139,16 @@ REQUEST_COLUMNS = (
     "predicted_latency_ms",
     "predicted_energy_j",
     "top",
+    "predicted_stages",
+    "predicted_final_hop_ms",
 )
+_MIGRATIONS = {
+    "1": (
+        "ALTER TABLE requests ADD COLUMN predicted_stages TEXT",
+        "ALTER TABLE requests ADD COLUMN predicted_final_hop_ms REAL",
+    ),
+}
+"""Statements bringing a file of a former schema version to the next one."""
 CHILD_FIELDS = ("attempts", "trace")
 TRACE_COLUMNS = tuple(f.name for f in fields(TraceEntry))
 TELEMETRY_COLUMNS = tuple(f.name for f in fields(TelemetrySample))
@@ -193,6 +208,7 @@ class ResultsDB:
             "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
         ).fetchone()
         if has_meta:
+            self._migrate()
             self._check_version()
         connection.executescript(_SCHEMA)
         with connection:
@@ -202,6 +218,23 @@ class ResultsDB:
                 (str(SCHEMA_VERSION),),
             )
         self._check_version()
+
+    def _migrate(self) -> None:
+        """Bring a file of an earlier schema version to :data:`SCHEMA_VERSION`."""
+        while True:
+            found = self._connection.execute(
+                "SELECT value FROM meta WHERE key = 'schema_version'"
+            ).fetchone()
+            steps = _MIGRATIONS.get(found[0]) if found is not None else None
+            if steps is None:
+                return
+            with self._connection:
+                for statement in steps:
+                    self._connection.execute(statement)
+                self._connection.execute(
+                    "UPDATE meta SET value = ? WHERE key = 'schema_version'",
+                    (str(int(found[0]) + 1),),
+                )
 
     def _check_version(self) -> None:
         found = self._connection.execute(
@@ -480,6 +513,9 @@ def record_from_json(data: Mapping[str, Any]) -> RequestRecord:
         for a in data.get("attempts", ())
     )
     values["trace"] = tuple(_from_mapping(TraceEntry, t) for t in data.get("trace", ()))
+    values["predicted_stages"] = tuple(
+        _from_mapping(StagePrediction, p) for p in data.get("predicted_stages") or ()
+    )
     values["top"] = tuple((int(c), float(s)) for c, s in data.get("top", ()))
     return RequestRecord(**values)
 
@@ -508,10 +544,7 @@ def _insert_request(connection: sqlite3.Connection, record: RequestRecord) -> No
     connection.execute("DELETE FROM attempts WHERE request_id = ?", (request_id,))
     connection.execute("DELETE FROM trace_entries WHERE request_id = ?", (request_id,))
     connection.execute("DELETE FROM requests WHERE request_id = ?", (request_id,))
-    row = [
-        getattr(record, name) if name != "top" else json.dumps(record.top)
-        for name in REQUEST_COLUMNS
-    ]
+    row = [_column(record, name) for name in REQUEST_COLUMNS]
     connection.execute(
         f"INSERT INTO requests ({', '.join(REQUEST_COLUMNS)}) "
         f"VALUES ({', '.join('?' * len(REQUEST_COLUMNS))})",
@@ -535,12 +568,24 @@ def _insert_request(connection: sqlite3.Connection, record: RequestRecord) -> No
     )
 
 
+def _column(record: RequestRecord, name: str) -> Any:
+    """A request's value for one column of ``requests``: JSON for the nested ones."""
+    if name == "top":
+        return json.dumps(record.top)
+    if name == "predicted_stages":
+        stages = record.predicted_stages
+        return json.dumps([asdict(p) for p in stages]) if stages else None
+    return getattr(record, name)
+
+
 def _request_from_row(
     row: tuple[Any, ...], attempts: Iterable[AttemptRecord], trace: Iterable[TraceEntry]
 ) -> RequestRecord:
     values = dict(zip(REQUEST_COLUMNS, row, strict=True))
     values["ok"] = bool(values["ok"])
     values["top"] = tuple((int(c), float(s)) for c, s in json.loads(values["top"]))
+    stages = json.loads(values["predicted_stages"] or "[]")
+    values["predicted_stages"] = tuple(_from_mapping(StagePrediction, p) for p in stages)
     return RequestRecord(**values, attempts=tuple(attempts), trace=tuple(trace))
 
 

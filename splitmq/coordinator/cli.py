@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import sys
 import threading
 import time
 import uuid
@@ -80,7 +81,7 @@ def run_coordinator(args: argparse.Namespace) -> int:
         coordinator = Coordinator(transport, args.pool, config)
         coordinator.start()
     except SplitMQError as error:
-        print(f"splitmq coordinator: {error}", flush=True)
+        print(f"splitmq coordinator: error: {error}", file=sys.stderr, flush=True)
         return 2
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
@@ -125,7 +126,10 @@ def run_deploy(args: argparse.Namespace) -> int:
     try:
         stages = 0 if args.stages == "auto" else int(args.stages)
     except ValueError:
-        print(f"splitmq deploy: --stages must be a number or auto, got {args.stages!r}")
+        print(
+            f"splitmq deploy: error: --stages must be a number or auto, not {args.stages!r}",
+            file=sys.stderr,
+        )
         return 2
     operator = args.id or f"operator-{uuid.uuid4().hex[:8]}"
     request = DeployRequest(
@@ -147,10 +151,13 @@ def run_deploy(args: argparse.Namespace) -> int:
     try:
         reply = request_deployment(args, request, args.timeout)
     except SplitMQError as error:
-        print(f"splitmq deploy: {error}")
+        print(f"splitmq deploy: error: {error}", file=sys.stderr)
         return 2
+    if not reply.ok:
+        print(f"splitmq deploy: refused: {reply.message}", file=sys.stderr)
+        return 1
     print(reply.message)
-    return 0 if reply.ok else 1
+    return 0
 
 
 def request_deployment(args: argparse.Namespace, request: Any, timeout_s: float) -> Any:
@@ -205,7 +212,7 @@ def run_fleet(args: argparse.Namespace) -> int:
         watcher = FleetWatcher(transport, namespace(args))
         watcher.start()
     except SplitMQError as error:
-        print(f"splitmq fleet: {error}")
+        print(f"splitmq fleet: error: {error}", file=sys.stderr)
         return 2
     try:
         time.sleep(args.wait)

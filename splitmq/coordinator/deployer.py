@@ -42,6 +42,7 @@ from splitmq.coordinator.partition import (
 from splitmq.coordinator.planner import AgentView, PlannerConfig, eligible
 from splitmq.coordinator.registry import FLOPS_PER_MS_PER_GFLOPS, Registry
 from splitmq.coordinator.views import tensor_bytes
+from splitmq.errors import ConfigError
 from splitmq.wire import (
     Deployment,
     DeploymentState,
@@ -125,7 +126,11 @@ class Deployer:
         fleet = self.registry.views()
         agents = [v for v in fleet.values() if eligible(v, self.config.planner)]
         if not agents:
-            return refuse("no agent is online (and above the battery floor or plugged in)")
+            return refuse(
+                "no agent is online and above the battery floor "
+                f"({self.config.planner.battery_floor_pct:g}%) or plugged in: start one "
+                "(`splitmq agent`), or plug one in"
+            )
         try:
             chosen = partition(
                 variant,
@@ -144,6 +149,8 @@ class Deployer:
             )
         except PartitionRefused as error:
             return refuse(f"{error} [{error.constraint}]")
+        except ConfigError as error:  # the request itself: no stages, a gate of 0...
+            return refuse(f"{error} [request]")
         shards = self.pool.shards(entry, variant.name, chosen.cut_points)
         stages = tuple(
             _stage_spec(shard, plan.replicas)
@@ -200,8 +207,9 @@ class Deployer:
             self._unload_dropped(deployment, replace(final, stages=()))
             retired.append(deployment.deployment)
         if not retired:
+            what = f"{request.model} {request.variant}" if request.variant else request.model
             return DeployReply(
-                request.request_id, ok=False, message=f"{request.model} is not deployed"
+                request.request_id, ok=False, message=f"nothing to retire: {what} is not deployed"
             )
         return DeployReply(request.request_id, ok=True, message=f"retired {', '.join(retired)}")
 

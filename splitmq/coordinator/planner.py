@@ -11,10 +11,16 @@ The cost model (design.md, "Energy model"), for a route ``a_0 .. a_{S-1}``:
 - latency = the client's send of the input (one broker hop, plus its link when the
   client is an agent other than the first stage's: when the client's own agent runs
   the first stage the input never crosses the client's link) + for every stage its
-  compute time on its agent + the agent's send of the stage's output (link latency +
-  bytes / bandwidth, plus one broker hop: what the agent measured it to cost, its broker
-  round trip, else ``hop_ms``), except when the next stage runs on the same agent
-  (in-process);
+  queueing and compute time on its agent + the agent's send of the stage's output
+  (link latency + bytes / bandwidth, plus one broker hop: what the agent measured it to
+  cost, its broker round trip, else ``hop_ms``), except when the next stage runs on the
+  same agent (in-process: neither a send nor a queue);
+- queueing = the requests waiting for the stage on the agent when its telemetry was
+  taken (``queue_depth``) x the time each holds the stage's worker: its compute, then
+  its send (a worker sends its output before it takes the next request, and an agent's
+  radio sends one message at a time). An idle fleet queues nothing; a busy one shows
+  in the prediction, and :func:`stage_predictions` gives the parts (transfer, queueing,
+  compute per stage, then the final hop) that a request's trace measures;
 - energy (J) = for every stage, active power x compute time + radio J/MB x MB sent and
   received by the agent (the input is not received over the radio by the client's own
   agent);
@@ -41,7 +47,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from splitmq.wire import PLAN_UNAVAILABLE, EnergyLevel, Plan, PlanRefused, PlanRequest
+from splitmq.wire import (
+    PLAN_UNAVAILABLE,
+    EnergyLevel,
+    Plan,
+    PlanRefused,
+    PlanRequest,
+    StagePrediction,
+)
 
 MB = 1_000_000
 
@@ -96,6 +109,8 @@ class StageView:
         compute_ms: measured compute time of the stage's shard, per agent.
         input_bytes: bytes of the tensors entering the stage.
         output_bytes: bytes of the tensors leaving it.
+        queue_depth: requests waiting for the stage, per agent, as its last telemetry
+            said (an agent not listed: none).
     """
 
     stage: int
@@ -103,6 +118,7 @@ class StageView:
     compute_ms: Mapping[str, float]
     input_bytes: int
     output_bytes: int
+    queue_depth: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -187,10 +203,24 @@ def eligible(agent: AgentView | None, config: PlannerConfig) -> bool:
     )
 
 
-def _compute(stage: StageView, agent: AgentView, config: PlannerConfig) -> Cost:
+def queueing_ms(stage: StageView, agent: AgentView) -> float:
+    """The wait behind the requests queued for ``stage`` on ``agent``: each holds the
+    stage's worker for its compute and its send."""
+    depth = stage.queue_depth.get(agent.agent_id, 0)
+    if depth <= 0:
+        return 0.0
+    return depth * (stage.compute_ms[agent.agent_id] + agent.send_ms(stage.output_bytes))
+
+
+def _compute(
+    stage: StageView, agent: AgentView, config: PlannerConfig, *, queued: bool = True
+) -> Cost:
+    """Queueing (unless the previous stage ran on the same agent: ``queued`` False, the
+    request goes on in-process) and compute; energy for the compute only."""
     compute_ms = stage.compute_ms[agent.agent_id]
     energy = agent.active_w * compute_ms / 1e3
-    return Cost(compute_ms, energy * battery_weight(agent, config), energy)
+    wait_ms = queueing_ms(stage, agent) if queued else 0.0
+    return Cost(wait_ms + compute_ms, energy * battery_weight(agent, config), energy)
 
 
 def _radio(agent: AgentView, size_bytes: int, latency_ms: float, config: PlannerConfig) -> Cost:
@@ -243,10 +273,39 @@ def route_cost(
         agent = fleet[agent_id]
         if (i == 0 and not _at_client(client, agent_id)) or (i > 0 and agents[i - 1] != agent_id):
             total = total + _receive(agent, stage.input_bytes, config)
-        total = total + _compute(stage, agent, config)
+        total = total + _compute(stage, agent, config, queued=i == 0 or agents[i - 1] != agent_id)
         if i == len(agents) - 1 or agents[i + 1] != agent_id:
             total = total + _send(agent, stage.output_bytes, config)
     return total
+
+
+def stage_predictions(
+    deployment: DeploymentView,
+    agents: Sequence[str],
+    fleet: Mapping[str, AgentView],
+    config: PlannerConfig,
+    client: AgentView | None = None,
+) -> tuple[tuple[StagePrediction, ...], float]:
+    """The parts of a route's latency, as a trace measures them: per stage the transfer
+    of its input, its queueing and its compute, then the final hop to the client. They
+    add up to :func:`route_cost`'s latency."""
+    predictions = []
+    transfer_ms = _client_send(deployment, client, agents[0], config).latency_ms
+    for i, (stage, agent_id) in enumerate(zip(deployment.stages, agents, strict=True)):
+        agent = fleet[agent_id]
+        in_process = i > 0 and agents[i - 1] == agent_id
+        predictions.append(
+            StagePrediction(
+                stage=stage.stage,
+                agent_id=agent_id,
+                transfer_ms=transfer_ms,
+                queueing_ms=0.0 if in_process else queueing_ms(stage, agent),
+                compute_ms=stage.compute_ms[agent_id],
+            )
+        )
+        stays = i < len(agents) - 1 and agents[i + 1] == agent_id
+        transfer_ms = 0.0 if stays else _send(agent, stage.output_bytes, config).latency_ms
+    return tuple(predictions), transfer_ms
 
 
 Front = list[tuple[Cost, tuple[str, ...]]]
@@ -291,13 +350,14 @@ def pareto_routes(
             agent = fleet[agent_id]
             here = _compute(stage, agent, config)
             moved = _receive(agent, stage.input_bytes, config) + here
+            in_process = _compute(stage, agent, config, queued=False)
             front: Front = []
             for last, partials in fronts.items():
                 if last is None:  # the first stage: the input comes from the client
                     arrive = here if _at_client(client, agent_id) else moved
                     step = _client_send(deployment, client, agent_id, config) + arrive
                 elif last == agent_id:
-                    step = here
+                    step = in_process
                 else:
                     step = moved + sends[last]
                 for cost, path in partials:
@@ -368,63 +428,27 @@ def plan(
         if d.model == request.model and (request.version is None or d.version == request.version)
     ]
     if not of_model:
-        version = f" version {request.version}" if request.version else ""
-        return refuse("model", f"no deployment of {request.model}{version}: deploy it first")
+        return refuse("model", _no_deployment(request, deployments))
     if request.min_fidelity is not None:
         good = [d for d in of_model if d.fidelity >= request.min_fidelity]
         if not good:
-            top = max(d.fidelity for d in of_model)
+            best_variant = max(of_model, key=lambda d: d.fidelity)
             return refuse(
                 "min_fidelity",
-                f"the best deployed variant of {request.model} has fidelity {top:.4f}, "
-                f"below the {request.min_fidelity:.4f} asked for",
+                f"the most faithful deployed variant of {request.model} "
+                f"({best_variant.variant}) has fidelity {best_variant.fidelity:.4f}, below "
+                f"the {request.min_fidelity:.4f} asked for: ask for less, or deploy a more "
+                f"faithful variant (`splitmq deploy {request.model} --variant float32`)",
             )
         of_model = good
     routes = [r for d in of_model for r in pareto_routes(d, fleet, config, client)]
     if not routes:
-        down = [
-            (d, s)
-            for d in of_model
-            for s in d.stages
-            if not any(a in fleet and fleet[a].online for a in s.replicas)
-        ]
-        if down:
-            d, s = down[0]
-            return refuse(
-                PLAN_UNAVAILABLE,
-                f"stage {s.stage} of {d.deployment} has no replica online "
-                f"({', '.join(s.replicas) or 'none'}): the coordinator re-deploys it "
-                "when an agent can take it; ask again shortly",
-            )
-        return refuse(
-            "battery",
-            "a stage has no replica that is online and above the battery floor "
-            f"({config.battery_floor_pct:.0f}%) or plugged in",
-        )
+        return refuse(*_no_route(of_model, fleet, config))
     feasible = [r for r in routes if within_budgets(r.cost, request)]
     if not feasible:
-        fastest = min(r.cost.latency_ms for r in routes)
-        thriftiest = min(r.cost.energy_j for r in routes)
-        late = request.max_latency_ms is not None and fastest > request.max_latency_ms
-        costly = request.energy_j is not None and thriftiest > request.energy_j
-        if late:
-            return refuse(
-                "max_latency_ms",
-                f"the fastest route takes {fastest:.1f} ms, above the "
-                f"{request.max_latency_ms:.1f} ms allowed",
-            )
-        if costly:
-            return refuse(
-                "energy_j",
-                f"the thriftiest route needs {thriftiest:.3f} J, above the budget of "
-                f"{request.energy_j:.3f} J",
-            )
-        return refuse(
-            "max_latency_ms+energy_j",
-            f"routes within {request.max_latency_ms} ms need more than {request.energy_j} J, "
-            "and routes within the energy budget are too slow",
-        )
+        return refuse(*_over_budget(request, routes, fleet, config, client))
     best = choose(feasible, request.energy_level)
+    parts, final_hop_ms = stage_predictions(best.deployment, best.agents, fleet, config, client)
     return Plan(
         request_id=request.request_id,
         deployment=best.deployment.deployment,
@@ -435,6 +459,102 @@ def plan(
         route=_with_fallbacks(best, fleet, config),
         predicted_latency_ms=best.cost.latency_ms,
         predicted_energy_j=best.cost.energy_j,
+        predicted_stages=parts,
+        predicted_final_hop_ms=final_hop_ms,
+    )
+
+
+def figure(value: float) -> str:
+    """A figure as a person reads it: three significant digits, whole from 100 on
+    (0.01, 0.125, 12.3, 1234)."""
+    return f"{value:.0f}" if abs(value) >= 100 else f"{value:.3g}"
+
+
+def _no_deployment(request: PlanRequest, deployments: Sequence[DeploymentView]) -> str:
+    """Why no deployment serves the model (or version) asked for, and what to do."""
+    if request.version is not None:
+        versions = sorted({d.version for d in deployments if d.model == request.model})
+        if versions:
+            return (
+                f"no deployment of {request.model} version {request.version} (deployed: "
+                f"version {', '.join(versions)}): ask for a deployed version, or deploy this "
+                f"one (`splitmq deploy {request.model} --version {request.version}`)"
+            )
+    models = sorted({d.model for d in deployments})
+    deployed = f"deployed: {', '.join(models)}" if models else "nothing is deployed"
+    return (
+        f"no deployment of {request.model} ({deployed}): check the name, or deploy it "
+        f"first (`splitmq deploy {request.model}`)"
+    )
+
+
+def _no_route(
+    deployments: Sequence[DeploymentView], fleet: Mapping[str, AgentView], config: PlannerConfig
+) -> tuple[str, str]:
+    """The constraint and the words when some stage has no replica to run it."""
+    for d in deployments:
+        for s in d.stages:
+            if not any(a in fleet and fleet[a].online for a in s.replicas):
+                return (
+                    PLAN_UNAVAILABLE,
+                    f"stage {s.stage} of {d.deployment} has no replica online "
+                    f"({', '.join(s.replicas) or 'none'}): the coordinator re-deploys it "
+                    "when an agent can take it; ask again shortly",
+                )
+    for d in deployments:
+        for s in d.stages:
+            ready = [a for a in s.replicas if eligible(fleet.get(a), config)]
+            if not ready:
+                return (
+                    "battery",
+                    f"stage {s.stage} of {d.deployment} has no replica above the battery "
+                    f"floor ({config.battery_floor_pct:g}%) or plugged in "
+                    f"({', '.join(s.replicas)}): plug one in or charge it, or let the "
+                    "coordinator move the stage",
+                )
+            if not any(a in s.compute_ms for a in ready):
+                break
+    return (
+        PLAN_UNAVAILABLE,
+        "a stage's replicas have not reported their speed yet: ask again shortly",
+    )
+
+
+def _over_budget(
+    request: PlanRequest,
+    routes: Sequence[Candidate],
+    fleet: Mapping[str, AgentView],
+    config: PlannerConfig,
+    client: AgentView | None,
+) -> tuple[str, str]:
+    """The budget no route meets, with the figures, and what to do."""
+    fastest = min(routes, key=lambda r: r.cost.latency_ms)
+    thriftiest = min(r.cost.energy_j for r in routes)
+    bound, budget = request.max_latency_ms, request.energy_j
+    if bound is not None and fastest.cost.latency_ms > bound:
+        parts, _ = stage_predictions(fastest.deployment, fastest.agents, fleet, config, client)
+        waiting_ms = sum(p.queueing_ms for p in parts)
+        busy = (
+            f" ({figure(waiting_ms)} ms of it waiting behind queued requests: the fleet is busy)"
+            if waiting_ms > 0
+            else ""
+        )
+        return (
+            "max_latency_ms",
+            f"the fastest route takes {figure(fastest.cost.latency_ms)} ms{busy}, above the "
+            f"{figure(bound)} ms allowed: allow more time, or deploy on faster agents",
+        )
+    if budget is not None and thriftiest > budget:
+        return (
+            "energy_j",
+            f"the thriftiest route needs {figure(thriftiest)} J, above the budget of "
+            f"{figure(budget)} J: allow more energy, or deploy on thriftier agents",
+        )
+    return (
+        "max_latency_ms+energy_j",
+        f"no route meets both budgets: those within {figure(bound or 0.0)} ms need more "
+        f"than {figure(budget or 0.0)} J, and those within {figure(budget or 0.0)} J take "
+        f"more than {figure(bound or 0.0)} ms: relax one of them",
     )
 
 

@@ -188,6 +188,14 @@ class Registry:
             record = self._agents.get(agent_id)
             return None if record is None else record.compute_ms(stage_key(deployment, stage))
 
+    def queue_depth(self, deployment: str, stage: int, agent_id: str) -> int:
+        """Requests waiting for the stage on the agent, by its last telemetry (0 if none)."""
+        with self._lock:
+            record = self._agents.get(agent_id)
+            if record is None or record.telemetry is None:
+                return 0
+            return record.telemetry.queue_depth.get(stage_key(deployment, stage), 0)
+
     def speed_gflops(self, agent_id: str) -> float:
         """Measured speed on our shards, else the calibrated figure corrected by the fleet."""
         with self._lock:

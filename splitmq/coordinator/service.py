@@ -321,7 +321,9 @@ class Coordinator:
             except Exception as error:  # a bug must not kill the deployer thread
                 log.exception("deployment of %s failed", request.model)
                 reply = DeployReply(
-                    request.request_id, ok=False, message=f"internal error: {error}"
+                    request.request_id,
+                    ok=False,
+                    message=f"internal error in the coordinator: {error} (its log has the details)",
                 )
             try:
                 DEPLOY_REPLIES.publish(self.transport, reply, self._ns, client=request.client_id)

@@ -2,7 +2,8 @@
 
 A stage's compute time on an agent is what that agent measured for it (smoothed
 telemetry, else the benchmark it ran on load); for a replica not measured yet it is
-estimated from the stage's FLOPs (manifest) and the agent's speed (registry).
+estimated from the stage's FLOPs (manifest) and the agent's speed (registry). Its queue
+depth there is the one the agent's last telemetry reported.
 """
 
 from __future__ import annotations
@@ -42,7 +43,11 @@ def stage_view(
         sum(op.flops for op in variant.operators[stage.start_op : stage.end_op]) if variant else 0
     )
     compute: dict[str, float] = {}
+    queued: dict[str, int] = {}
     for agent in stage.replicas:
+        depth = registry.queue_depth(deployment.deployment, stage.stage, agent)
+        if depth > 0:
+            queued[agent] = depth
         measured = registry.compute_ms(deployment.deployment, stage.stage, agent)
         if measured is None and flops:
             measured = flops / (registry.speed_gflops(agent) * FLOPS_PER_MS_PER_GFLOPS)
@@ -54,6 +59,7 @@ def stage_view(
         compute_ms=compute,
         input_bytes=sum(tensor_bytes(s) for s in stage.inputs),
         output_bytes=sum(tensor_bytes(s) for s in stage.outputs),
+        queue_depth=queued,
     )
 
 

@@ -23,7 +23,11 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     add("--no-kill", action="store_true", help="do not kill an agent mid-stream")
     add("--digits-only", action="store_true", help="skip MobileNetV3Large (fast)")
     add("--embedded-broker", action="store_true", help="the embedded broker, even with Mosquitto")
-    add("--keep-running", action="store_true", help="leave the fleet up at the end")
+    add(
+        "--keep-running",
+        action="store_true",
+        help="leave the fleet up at the end, until Ctrl-C, SIGTERM or SIGHUP",
+    )
     add(
         "--secure",
         action="store_true",
@@ -42,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"splitmq demo: {SECURE_NEEDS_MOSQUITTO}", file=sys.stderr)
         return 2
     from splitmq.demo.scenario import DemoOptions, run_demo
+    from splitmq.demo.stopping import Stopped, stop_on_signals
 
     # The demo speaks in its own lines; TensorFlow's and Keras's chatter stays out.
     logging.getLogger().setLevel(logging.WARNING)
@@ -56,4 +61,10 @@ def run(args: argparse.Namespace) -> int:
         keep_running=args.keep_running,
         secure=args.secure,
     )
-    return run_demo(options)
+    with stop_on_signals():
+        try:
+            return run_demo(options)
+        except Stopped as stop:
+            # The fleet's ``with`` blocks have stopped everything the demo started.
+            print(f"splitmq demo: {stop}; everything it started is stopped", file=sys.stderr)
+            return stop.exit_status

@@ -5,7 +5,8 @@ nothing needs root). In secure mode it is Mosquitto on ``broker-config/secure.co
 (TLS, passwords, per-role ACL) with the files of a :class:`~splitmq.secure_setup.SecureSetup`,
 and every process connects with its own credentials. Every process logs into
 ``WORKDIR/logs/``; :meth:`DemoFleet.stop` stops everything that was started, whatever
-happened.
+happened. Every process is bound to the demo (:mod:`splitmq.orphans`): should the demo
+be killed with SIGKILL, and run no cleanup, its children get SIGTERM from the kernel.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 
 from splitmq.broker import Mosquitto, config_dir, mosquitto_binary
 from splitmq.errors import ConfigError, SplitMQError
+from splitmq.orphans import die_with_parent
 from splitmq.secure_setup import SecureSetup
 
 AGENT_PROFILES = {"pi-1": "rpi4", "phone-1": "phone", "laptop-1": "laptop"}
@@ -95,7 +97,9 @@ class DemoFleet:
             mosquitto_binary()  # ConfigError naming the package when it is missing
             # The broker reads the CA, its certificate, passwd and acl from the setup's
             # directory: the very files the other processes were given.
-            self._mosquitto = self.secure.mosquitto(self.workdir / "broker").start()
+            self._mosquitto = self.secure.mosquitto(self.workdir / "broker")
+            self._mosquitto.bound_to_parent = True
+            self._mosquitto.start()
             self.broker_url = self._mosquitto.url("mqtts")
             self.broker_kind = "mosquitto"
             return self.broker_url
@@ -106,7 +110,9 @@ class DemoFleet:
             except ConfigError:
                 use_mosquitto = False
         if use_mosquitto:
-            self._mosquitto = Mosquitto(config_dir() / "dev.conf", self.workdir / "broker").start()
+            self._mosquitto = Mosquitto(
+                config_dir() / "dev.conf", self.workdir / "broker", bound_to_parent=True
+            ).start()
             self.broker_url = self._mosquitto.url()
             self.broker_kind = "mosquitto"
         else:
@@ -119,6 +125,7 @@ class DemoFleet:
             [sys.executable, "-m", "splitmq.embedded_broker", "--port", "0"],
             stdout=subprocess.PIPE,
             stderr=(self.logs / "broker.log").open("ab"),
+            preexec_fn=die_with_parent(),  # noqa: PLW1509 - a prctl call, nothing else
         )
         self._processes.append(process)
         assert process.stdout is not None
@@ -144,6 +151,7 @@ class DemoFleet:
             stdout=(self.logs / f"{name}.log").open("ab"),
             stderr=subprocess.STDOUT,
             env=env,
+            preexec_fn=die_with_parent(),  # noqa: PLW1509 - a prctl call, nothing else
         )
         self._processes.append(process)
         return process

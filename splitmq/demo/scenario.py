@@ -16,13 +16,14 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -42,16 +43,20 @@ from splitmq.demo.processes import (
     SECURE_NEEDS_MOSQUITTO,
     DemoFleet,
 )
+from splitmq.demo.stopping import Stopped
 from splitmq.errors import ConfigError, SplitMQError
 from splitmq.secure_setup import Role, SecureSetup, make_secure_setup
 from splitmq.transport import InboundMessage, MqttTransport, TransportConfig, parse_broker_url
 from splitmq.wire import (
     AgentState,
     AgentStatus,
+    DecodeError,
     Deployment,
     DeployReply,
     DeployRequest,
+    Message,
     Objective,
+    Plan,
     PlanRefused,
     PlanRequest,
     decode,
@@ -65,6 +70,8 @@ from splitmq.wire.topics import (
     PLANS,
     STATUS,
 )
+
+log = logging.getLogger(__name__)
 
 OPERATOR = "demo-operator"
 CLIENT = "demo-client"
@@ -87,7 +94,7 @@ class DemoOptions:
         kill: kill an agent part way through the stream.
         mobilenet: include MobileNetV3Large (off: the digits classifier only, fast).
         embedded: use the embedded broker even when Mosquitto is installed.
-        keep_running: leave the fleet up at the end until Ctrl-C.
+        keep_running: leave the fleet up at the end until Ctrl-C, SIGTERM or SIGHUP.
         secure: Mosquitto on ``broker-config/secure.conf`` (TLS, passwords, per-role
             ACLs) with a CA and credentials made by the ``broker-config`` scripts.
     """
@@ -133,7 +140,9 @@ class Control:
         self.transport.close()
 
     def _on_status(self, message: InboundMessage) -> None:
-        status = decode(message.payload, expect=AgentStatus)
+        status = _decode(message, AgentStatus)
+        if status is None:
+            return
         with self._cond:
             if status.state is AgentState.ONLINE:
                 self._online.add(status.agent_id)
@@ -142,8 +151,8 @@ class Control:
             self._cond.notify_all()
 
     def _on_deployment(self, message: InboundMessage) -> None:
-        if message.payload:
-            deployment = decode(message.payload, expect=Deployment)
+        deployment = _decode(message, Deployment) if message.payload else None
+        if deployment is not None:
             with self._cond:
                 self.deployments[deployment.deployment] = deployment
                 self._cond.notify_all()
@@ -164,9 +173,11 @@ class Control:
             return list(self.deployments.values())
 
     def _on_reply(self, message: InboundMessage) -> None:
-        reply = decode(message.payload)
+        reply = _decode(message, (DeployReply, Plan, PlanRefused))
+        if not isinstance(reply, DeployReply | Plan | PlanRefused):
+            return
         with self._cond:
-            self._replies[reply.request_id] = reply  # type: ignore[attr-defined]
+            self._replies[reply.request_id] = reply
             self._cond.notify_all()
 
     def wait_agents(
@@ -209,6 +220,19 @@ class Control:
         with self._cond:
             self._cond.wait_for(lambda: request_id in self._replies, timeout_s)
             return self._replies.pop(request_id, None)
+
+
+M = TypeVar("M", bound=Message)
+
+
+def _decode(message: InboundMessage, kind: type[M] | tuple[type[M], ...]) -> M | None:
+    """The message, or None and one line saying why: anyone may publish on the topics
+    the demo watches, and a stranger's garbage is no reason to stop watching."""
+    try:
+        return decode(message.payload, expect=kind, topic=message.topic)
+    except DecodeError as error:
+        log.warning("ignored a bad message on %s: %s", message.topic, error)
+        return None
 
 
 def deploy(
@@ -461,12 +485,12 @@ def _keep_running(fleet: DemoFleet) -> None:
         operator = " ".join(fleet.secure.access(OPERATOR).cli_args())
         client = " ".join(fleet.secure.access(CLIENT).cli_args()) + f" --client-id {CLIENT}"
     say(
-        f"\nthe fleet keeps running (Ctrl-C stops it). Try:\n"
+        f"\nthe fleet keeps running (Ctrl-C, SIGTERM or SIGHUP stops it). Try:\n"
         f"  splitmq fleet {operator}\n"
         f"  splitmq infer digits some-digit.png {client}\n"
     )
     try:
         while True:
             time.sleep(1)
-    except KeyboardInterrupt:
-        say("stopping")
+    except (KeyboardInterrupt, Stopped) as stop:
+        say(f"stopping ({stop if isinstance(stop, Stopped) else 'Ctrl-C'})")

@@ -148,6 +148,24 @@ class TraceEntry:
     """The stage's energy on this agent by its profile: compute plus radio (J)."""
 
 
+@dataclass(frozen=True)
+class StagePrediction:
+    """What a plan predicts for one stage of its route, on the agent chosen for it (ms).
+
+    The figures a trace measures (:class:`TraceEntry`), so the two can be set side by
+    side: ``transfer_ms`` is the stage's input on its way (the client's send for stage
+    0, else the previous stage's agent sending its output; 0 when that agent is this
+    one), ``queueing_ms`` the wait behind the requests its agent had queued for the stage
+    when the plan was made (telemetry's queue depth), ``compute_ms`` running the shard.
+    """
+
+    stage: int
+    agent_id: str
+    transfer_ms: float
+    queueing_ms: float
+    compute_ms: float
+
+
 # --- presence and telemetry -------------------------------------------------------
 
 
@@ -416,6 +434,10 @@ class Plan(Message):
     route: Route
     predicted_latency_ms: float
     predicted_energy_j: float
+    predicted_stages: tuple[StagePrediction, ...] | None = None
+    """The latency's parts, per stage of the chosen route (None from older coordinators)."""
+    predicted_final_hop_ms: float | None = None
+    """The last part: the last stage's agent sending the result to the client."""
 
 
 PLAN_UNAVAILABLE = "unavailable"

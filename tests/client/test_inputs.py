@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from PIL import Image
 
 from splitmq.client.errors import InputError
 from splitmq.client.inputs import (
+    ImageInput,
     dequantize,
     fit_inputs,
     fit_tensor,
@@ -36,12 +38,14 @@ INT32 = TensorSpec("ids", (1, 3), "int32")
     [
         (np.zeros((1, 8, 8, 1), np.float32), GREY, (1, 8, 8, 1), "float32"),
         (np.zeros((8, 8, 1), np.float32), GREY, (1, 8, 8, 1), "float32"),  # batch axis
-        (np.zeros((8, 8), np.float64), GREY, (1, 8, 8, 1), "float32"),  # grey HxW, cast
-        (np.zeros((16, 12, 1), np.float32), GREY, (1, 8, 8, 1), "float32"),  # resized
-        (np.zeros((8, 8, 3), np.uint8), GREY, (1, 8, 8, 1), "float32"),  # RGB to grey
-        (np.zeros((20, 30, 1), np.float32), RGB, (1, 4, 6, 3), "float32"),  # grey to RGB
-        (np.zeros((4, 6, 4), np.float32), RGB, (1, 4, 6, 3), "float32"),  # RGBA to RGB
+        (np.zeros((1, 8, 8, 1), np.float64), GREY, (1, 8, 8, 1), "float32"),  # cast
+        (ImageInput(np.zeros((8, 8), np.float64)), GREY, (1, 8, 8, 1), "float32"),  # grey HxW
+        (ImageInput(np.zeros((16, 12, 1), np.float32)), GREY, (1, 8, 8, 1), "float32"),  # resized
+        (ImageInput(np.zeros((8, 8, 3), np.uint8)), GREY, (1, 8, 8, 1), "float32"),  # to grey
+        (ImageInput(np.zeros((20, 30, 1), np.float32)), RGB, (1, 4, 6, 3), "float32"),  # to RGB
+        (ImageInput(np.zeros((4, 6, 4), np.float32)), RGB, (1, 4, 6, 3), "float32"),  # RGBA
         (np.zeros((1, 4), np.float32), INT8, (1, 4), "int8"),  # quantized
+        (np.zeros(4, np.float32), INT8, (1, 4), "int8"),  # quantized, batch axis added
         (np.zeros((1, 4), np.int8), INT8, (1, 4), "int8"),  # already quantized
         (np.array([[1, 2, 3]], np.int64), INT32, (1, 3), "int32"),
         (
@@ -53,7 +57,7 @@ INT32 = TensorSpec("ids", (1, 3), "int32")
     ],
 )
 def test_fit_tensor(
-    given: np.ndarray, spec: TensorSpec, shape: tuple[int, ...], dtype: str
+    given: np.ndarray | ImageInput, spec: TensorSpec, shape: tuple[int, ...], dtype: str
 ) -> None:
     tensor = fit_tensor(given, spec)
     assert tensor.name == spec.name and tensor.array.shape == shape
@@ -61,30 +65,49 @@ def test_fit_tensor(
     assert (tensor.scale, tensor.zero_point) == (spec.scale, spec.zero_point)
 
 
+def test_an_array_is_the_models_values_never_resized() -> None:
+    values = np.arange(64, dtype=np.float32).reshape(8, 8, 1)
+    assert np.array_equal(fit_tensor(values, GREY).array[0], values)  # only a batch axis
+    for wrong in [(3, 3), (8, 8), (16, 16, 1), (1, 8, 8, 3), (64,), (1, 1, 8, 8, 1)]:
+        with pytest.raises(InputError) as refused:
+            fit_tensor(np.zeros(wrong, np.float32), GREY)
+        shown = f"({', '.join(map(str, wrong))}{',' if len(wrong) == 1 else ''})"
+        assert str(refused.value) == (
+            f"digit: an array of shape {shown} does not fit the model's input, which expects "
+            "shape (1, 8, 8, 1): arrays are the values the model reads and are never "
+            "resized; reshape it (only a missing batch axis is added), or give an image "
+            "file to have it resized"
+        )
+    with pytest.raises(InputError, match=r"expects shape \(N, 8, 8, 1\)"):
+        fit_tensor(np.zeros((2, 8, 8, 3)), TensorSpec("digit", (-1, 8, 8, 1), "float32"))
+
+
 def test_resizing_keeps_the_picture() -> None:
     image = np.zeros((16, 16, 1), np.float32)
     image[:8, :8] = 1.0  # the top left quarter is white
-    fitted = fit_tensor(image, GREY).array[0, :, :, 0]
+    fitted = fit_tensor(ImageInput(image), GREY).array[0, :, :, 0]
     assert fitted[:3, :3].min() > 0.9 and fitted[5:, 5:].max() < 0.1
     rgb = np.zeros((8, 8, 3), np.float32)
     rgb[..., 1] = 1.0  # pure green: luminance 0.587
-    assert fit_tensor(rgb, GREY).array == pytest.approx(0.587)
+    assert fit_tensor(ImageInput(rgb), GREY).array == pytest.approx(0.587)
 
 
 @pytest.mark.parametrize(
     ("given", "spec", "complaint"),
     [
         (np.zeros((3, 3, 3, 3), np.float32), TensorSpec("x", (1, 9), "float32"), "does not fit"),
-        (np.zeros((16, 16, 1), np.float32), GREY, "does not fit"),  # resize off, below
+        (ImageInput(np.zeros((16, 16, 1), np.float32)), GREY, "does not fit"),  # resize off
+        (ImageInput(np.zeros((4, 4, 1), np.float32)), INT32, "an image cannot feed this input"),
+        (ImageInput(np.zeros((4, 4, 1, 1), np.float32)), GREY, "not (4, 4, 1, 1)"),
         (np.zeros((1, 3), np.float32), INT32, "without a quantization scale"),
         (np.array([[1, 2, 300]], np.int64), TensorSpec("x", (1, 3), "int8"), "do not fit int8"),
         (np.array([["a", "b"]]), INT8, "cannot feed"),
     ],
 )
 def test_fit_tensor_refuses_what_does_not_fit(
-    given: np.ndarray, spec: TensorSpec, complaint: str
+    given: np.ndarray | ImageInput, spec: TensorSpec, complaint: str
 ) -> None:
-    with pytest.raises(InputError, match=complaint) as error:
+    with pytest.raises(InputError, match=re.escape(complaint)) as error:
         fit_tensor(given, spec, resize=False)
     assert error.value.source == spec.name
 
@@ -133,8 +156,10 @@ def test_load_images_npy_files_and_directories(tmp_path: Path) -> None:
     np.save(batch, np.arange(3 * 8 * 8, dtype=np.float32).reshape(3, 8, 8, 1))
     (tmp_path / "notes.txt").write_text("ignored in a directory")
     image = load_image(grey)
-    assert image.shape == (8, 8, 1) and image.dtype == np.float32 and image.max() == 1.0
-    assert load_image(grey, (-1.0, 1.0)).min() == 1.0 and load_image(rgb).shape == (5, 7, 3)
+    assert image.shape == (8, 8, 1) and image.pixels.dtype == np.float32
+    assert image.pixels.max() == 1.0 and image.source == "b-grey.png"
+    assert load_image(grey, (-1.0, 1.0)).pixels.min() == 1.0
+    assert load_image(rgb).shape == (5, 7, 3)
     labels = [name for name, _ in load_inputs([tmp_path])]
     assert labels == ["a-rgb.png", "b-grey.png", "c-batch.npy"]
     rows = load_inputs([batch, grey], batch=True)
@@ -144,7 +169,8 @@ def test_load_images_npy_files_and_directories(tmp_path: Path) -> None:
         "c-batch.npy[2]",
         "b-grey.png",
     ]
-    assert rows[1][1].shape == (8, 8, 1) and rows[1][1][0, 0, 0] == 64.0
+    assert isinstance(rows[1][1], np.ndarray) and rows[1][1].shape == (8, 8, 1)
+    assert rows[1][1][0, 0, 0] == 64.0 and isinstance(rows[3][1], ImageInput)
     with pytest.raises(InputError, match="no such file"):
         load_inputs([tmp_path / "missing.png"])
     with pytest.raises(InputError, match="unknown input type"):

@@ -8,8 +8,10 @@ from dataclasses import astuple, replace
 import numpy as np
 import pytest
 
-from splitmq.client.kpi import Summary, compute_kpis, stage_times, telemetry_in_span
-from splitmq.client.records import TelemetrySample
+from splitmq.client.kpi import PartKpi, Summary, compute_kpis, stage_times, telemetry_in_span
+from splitmq.client.records import RequestRecord, TelemetrySample
+from splitmq.client.report_cli import format_report
+from splitmq.wire import StagePrediction
 from tests.client.records_fixtures import (
     BASE_MS,
     Hop,
@@ -200,3 +202,100 @@ def test_report_is_plain_json() -> None:
     assert data["latency_ms"]["p50"] == 120.0
     assert data["stages"][1]["agents"] == {"laptop-1": 1, "phone-1": 4}
     assert data["failures"] == {"deadline": 1, "overloaded": 1}
+
+
+def planned(
+    request_id: str,
+    sent_ms: float,
+    hops: list[Hop],
+    final_hop_ms: float,
+    *,
+    predicted: list[tuple[float, float, float]],
+    predicted_hop_ms: float,
+) -> RequestRecord:
+    """A request served on its plan's route, the plan's parts ``(transfer, queueing,
+    compute)`` per stage given."""
+    record = ok_record(request_id, sent_ms, hops, final_hop_ms)
+    parts = tuple(
+        StagePrediction(stage, hop.agent_id, *figures)
+        for stage, (hop, figures) in enumerate(zip(hops, predicted, strict=True))
+    )
+    total = sum(sum(figures) for figures in predicted) + predicted_hop_ms
+    return replace(
+        record,
+        predicted_stages=parts,
+        predicted_final_hop_ms=predicted_hop_ms,
+        predicted_latency_ms=total,
+    )
+
+
+def busy_fleet() -> list[RequestRecord]:
+    """The cost model right, requests queueing: stage 0 waits 40 then 80 ms (predicted
+    0: the plan was made on an idle fleet), the rest as predicted, give or take 10%."""
+    predicted = [(1.0, 0.0, 10.0), (5.0, 0.0, 20.0)]
+    return [
+        planned(
+            f"busy-{i}",
+            BASE_MS + 100 * i,
+            [Hop("pi", 1.0, wait, 11.0), Hop("phone", 5.0, 0.0, 18.0)],
+            2.0,
+            predicted=predicted,
+            predicted_hop_ms=2.0,
+        )
+        for i, wait in enumerate([40.0, 80.0])
+    ]
+
+
+def test_the_prediction_is_set_against_what_it_predicts_and_queueing_apart() -> None:
+    fallback = replace(busy_fleet()[0], request_id="fallback")
+    fallback = replace(
+        fallback, trace=(replace(fallback.trace[0], agent_id="laptop"), fallback.trace[1])
+    )
+    prediction = compute_kpis([*busy_fleet(), fallback]).prediction
+    # The fallback ran stage 0 where nothing was predicted: it is left out of the parts.
+    parts = {p.part: p for p in prediction.parts}
+    assert list(parts) == [
+        "stage 0 transfer",
+        "stage 0 queueing",
+        "stage 0 compute",
+        "stage 1 transfer",
+        "stage 1 queueing",
+        "stage 1 compute",
+        "to client",
+    ]
+    assert parts["stage 0 compute"] == PartKpi("stage 0 compute", 2, 10.0, 11.0, 1.1)
+    assert parts["stage 1 compute"] == PartKpi("stage 1 compute", 2, 20.0, 18.0, 0.9)
+    assert parts["stage 0 queueing"] == PartKpi("stage 0 queueing", 2, 0.0, 60.0, None)
+    # Transfer + compute per request: predicted 1 + 10 + 5 + 20 + 2 = 38, measured 37.
+    assert astuple(prediction.cost_model)[:4] == ("transfer + compute", 2, 38.0, 37.0)
+    assert prediction.cost_model.ratio_median == pytest.approx(37 / 38)
+    assert prediction.queueing == PartKpi("queueing", 2, 0.0, 60.0, None)
+    # End to end (all three requests): (37 + 40) / 38, (37 + 80) / 38 and the fallback's.
+    assert prediction.latency_ratio_median == pytest.approx(77 / 38)
+
+
+def test_the_report_tells_a_busy_fleet_from_a_wrong_cost_model() -> None:
+    busy = format_report(compute_kpis(busy_fleet()), "results.db", "demo")
+    assert "cost model: transfer + compute took 0.97x the prediction: it holds" in busy, busy
+    assert (
+        "queueing: requests waited 60.0 ms (median; 0.0 ms predicted from the queue depths "
+        "at planning), 62% of the time: a busy fleet (requests in flight queue behind each "
+        "other), not a wrong cost model"
+    ) in busy
+    slow = [
+        planned(
+            f"slow-{i}",
+            BASE_MS + 100 * i,
+            [Hop("pi", 1.0, 0.5, 30.0), Hop("phone", 5.0, 0.0, 20.0)],
+            2.0,
+            predicted=[(1.0, 0.0, 10.0), (5.0, 0.0, 20.0)],
+            predicted_hop_ms=2.0,
+        )
+        for i in range(3)
+    ]
+    wrong = format_report(compute_kpis(slow), "results.db", "demo")
+    assert (
+        "cost model: transfer + compute took 1.53x the prediction (furthest: stage 0 "
+        "compute, 3.00x): the cost model is off"
+    ) in wrong, wrong
+    assert "queueing: requests waited 0.5 ms (median; 0.0 ms predicted): the fleet kept up" in wrong

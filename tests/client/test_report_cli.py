@@ -76,7 +76,9 @@ def test_table_of_one_run(db_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert row(out, "rpi-1") == ["5", "50.0", "5", "0.5000", "2.5000", "79.5", "78.5", "4.00"]
     assert row(out, "all devices") == ["10", "5", "0.9000", "4.5000"]
     assert row(out, "mean per request") == ["3,429", "29", "3,457", "4,000", "1,040", "5,040"]
-    assert row(out, "latency") == ["5", "1.20"] and row(out, "energy") == ["3", "1.50"]
+    assert row(out, "end to end latency") == ["5", "1.20"]
+    assert row(out, "energy (J)") == ["3", "1.50"]
+    assert "no request carries the parts of its prediction (per stage)" in out
     assert "other-0" not in out and "bench" not in out
 
 

@@ -14,7 +14,7 @@ import pytest
 from splitmq.client import results_db
 from splitmq.client.records import AttemptRecord, RequestRecord, TelemetrySample
 from splitmq.client.results_db import ResultsDB, ResultsDBError, record_from_json
-from splitmq.wire import Battery, Telemetry, TraceEntry
+from splitmq.wire import Battery, StagePrediction, Telemetry, TraceEntry
 from tests.client.records_fixtures import (
     BASE_MS,
     failed_record,
@@ -45,6 +45,11 @@ FULL = RequestRecord(
     bytes_received=4_004,
     predicted_latency_ms=90.5,
     predicted_energy_j=1.25,
+    predicted_stages=(
+        StagePrediction(0, "rpi-2", 0.5, 0.0, 35.5),
+        StagePrediction(1, "phone-1", 4.25, 1.5, 30.0),
+    ),
+    predicted_final_hop_ms=2.75,
     trace=(
         TraceEntry(0, "rpi-2", BASE_MS + 21, BASE_MS + 22, BASE_MS + 60, 150_528, 1, 65_536, 0.75),
         TraceEntry(1, "phone-1", BASE_MS + 64, BASE_MS + 64.5, BASE_MS + 95, 65_536, 1, 4004, 0.3),
@@ -104,6 +109,22 @@ def test_a_newer_schema_is_refused_with_what_to_do(tmp_path: Path) -> None:
     with pytest.raises(ResultsDBError, match="schema version 99") as caught:
         ResultsDB(path)
     assert caught.value.path == str(path)
+
+
+def test_a_version_1_file_is_brought_to_the_current_schema(tmp_path: Path) -> None:
+    path = tmp_path / "results.db"
+    with ResultsDB(path) as db:
+        db.record_many(sample_records())
+    connection = sqlite3.connect(path)
+    with connection:  # as version 1 wrote it: no predicted parts
+        connection.execute("ALTER TABLE requests DROP COLUMN predicted_stages")
+        connection.execute("ALTER TABLE requests DROP COLUMN predicted_final_hop_ms")
+        connection.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    connection.close()
+    with ResultsDB(path) as db:
+        assert db.requests() == sample_records()
+        db.record(FULL)
+        assert db.requests(run="bench") == [FULL]
 
 
 def test_a_file_that_is_not_a_database_is_refused(tmp_path: Path) -> None:

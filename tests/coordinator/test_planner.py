@@ -19,6 +19,7 @@ from splitmq.coordinator.planner import (
     objective,
     plan,
     route_cost,
+    stage_predictions,
     within_budgets,
 )
 from splitmq.wire import Battery, EnergyLevel, Plan, PlanRefused, PlanRequest
@@ -159,6 +160,60 @@ def test_the_next_stage_on_the_same_agent_costs_no_transfer() -> None:
     assert together.latency_ms == pytest.approx(0.5 + 1 + 1 + 1000 + 0.5)
 
 
+def with_queues(d: DeploymentView, depths: dict[int, dict[str, int]]) -> DeploymentView:
+    """``d`` with the queue depths its agents' telemetry reported, by stage."""
+    stages = tuple(replace(s, queue_depth=depths.get(s.stage, {})) for s in d.stages)
+    return replace(d, stages=stages)
+
+
+@pytest.mark.parametrize(
+    ("depth", "queueing_ms", "latency_ms"),
+    [
+        # Two stages on "a" (10 ms, then 20 ms; 100 kB sent in 0.8 ms at 1000 Mbit/s after
+        # each): an idle fleet, then requests waiting for stage 0, each holding its worker
+        # for its compute and its send (10 + 0.8 = 10.8 ms).
+        (0, 0.0, 0.5 + 10 + 0.8 + 0.5 + 20 + 0.8 + 0.5),
+        (1, 10.8, 0.5 + 10.8 + 10 + 0.8 + 0.5 + 20 + 0.8 + 0.5),
+        (5, 54.0, 0.5 + 54.0 + 10 + 0.8 + 0.5 + 20 + 0.8 + 0.5),
+    ],
+)
+def test_the_queue_depth_telemetry_reports_is_in_the_prediction(
+    depth: int, queueing_ms: float, latency_ms: float
+) -> None:
+    a, b = AgentView("a"), AgentView("b")
+    d = with_queues(deployment([{"a": 10.0}, {"b": 20.0}]), {0: {"a": depth}})
+    result = plan(request(), [d], fleet(a, b))
+    assert isinstance(result, Plan) and result.predicted_stages is not None
+    assert result.predicted_latency_ms == pytest.approx(latency_ms)
+    first, second = result.predicted_stages
+    assert (first.stage, first.agent_id, second.stage, second.agent_id) == (0, "a", 1, "b")
+    assert first.transfer_ms == pytest.approx(CONFIG.hop_ms)  # the client's send
+    assert first.queueing_ms == pytest.approx(queueing_ms) and first.compute_ms == 10.0
+    assert second.transfer_ms == pytest.approx(0.8 + CONFIG.hop_ms) and second.queueing_ms == 0
+    assert result.predicted_final_hop_ms == pytest.approx(0.8 + CONFIG.hop_ms)
+
+
+def test_a_busy_replica_loses_to_an_idle_one_and_an_in_process_stage_does_not_queue() -> None:
+    fast, slow = AgentView("fast"), AgentView("slow")
+    d = deployment([{"fast": 10.0, "slow": 30.0}])
+    idle = plan(request(energy_level=EnergyLevel.PERFORMANCE), [d], fleet(fast, slow))
+    busy = plan(
+        request(energy_level=EnergyLevel.PERFORMANCE),
+        [with_queues(d, {0: {"fast": 4}})],
+        fleet(fast, slow),
+    )
+    assert isinstance(idle, Plan) and isinstance(busy, Plan)
+    assert idle.route == (("fast", "slow"),)
+    assert busy.route == (("slow", "fast"),)  # 4 x 10.8 ms waiting: 30 ms is sooner
+    # A stage that follows its own agent's goes on in-process: no queue, whatever it holds.
+    chain = with_queues(deployment([{"a": 1.0}, {"a": 1.0}]), {1: {"a": 9}})
+    parts, final_hop_ms = stage_predictions(chain, ["a", "a"], fleet(AgentView("a")), CONFIG)
+    assert [p.queueing_ms for p in parts] == [0.0, 0.0] and parts[1].transfer_ms == 0.0
+    cost = route_cost(chain, ["a", "a"], fleet(AgentView("a")), CONFIG)
+    total = sum(p.transfer_ms + p.queueing_ms + p.compute_ms for p in parts) + final_hop_ms
+    assert total == pytest.approx(cost.latency_ms)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "constraint"),
     [
@@ -263,6 +318,19 @@ def random_client(rng: random.Random, agents: dict[str, AgentView]) -> AgentView
     return rng.choice([None, rng.choice(list(agents.values())), outsider])
 
 
+def with_random_queues(
+    rng: random.Random, deployments: list[DeploymentView]
+) -> list[DeploymentView]:
+    """Some replicas have requests waiting, as their telemetry says."""
+    return [
+        with_queues(
+            d,
+            {s.stage: {a: rng.choice([0, 0, 1, 3, 8]) for a in s.replicas} for s in d.stages},
+        )
+        for d in deployments
+    ]
+
+
 def with_measured_hops(rng: random.Random, agents: dict[str, AgentView]) -> dict[str, AgentView]:
     """Some agents measured their own broker hop (their round trip), the others did not."""
     return {
@@ -275,6 +343,7 @@ def with_measured_hops(rng: random.Random, agents: dict[str, AgentView]) -> dict
 def test_the_planner_finds_the_brute_force_optimum(seed: int) -> None:
     deployments, agents, req = random_case(random.Random(seed))
     agents = with_measured_hops(random.Random(seed + 20_000), agents)
+    deployments = with_random_queues(random.Random(seed + 30_000), deployments)
     client = random_client(random.Random(seed + 10_000), agents)
     expected = brute_force(deployments, agents, req, client)
     result = plan(req, deployments, agents, CONFIG, client=client)
@@ -287,6 +356,10 @@ def test_the_planner_finds_the_brute_force_optimum(seed: int) -> None:
     cost = route_cost(chosen, agents_chosen, agents, CONFIG, client=client)
     assert cost.latency_ms == pytest.approx(result.predicted_latency_ms)
     assert within_budgets(cost, req)
+    # The parts of the prediction add up to it.
+    assert result.predicted_stages is not None and result.predicted_final_hop_ms is not None
+    parts = sum(p.transfer_ms + p.queueing_ms + p.compute_ms for p in result.predicted_stages)
+    assert parts + result.predicted_final_hop_ms == pytest.approx(result.predicted_latency_ms)
     # The same optimum (a tie may pick another route of equal value).
     feasible = brute_force_feasible(deployments, agents, req, client)
     best_latency = min(c.cost.latency_ms for c in feasible)

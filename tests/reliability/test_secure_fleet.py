@@ -11,6 +11,7 @@ read another client's results.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import threading
@@ -40,6 +41,7 @@ from splitmq.wire import (
     DeployReply,
     DeployRequest,
     Plan,
+    PlanRequest,
     Telemetry,
     UnloadShard,
     decode,
@@ -47,10 +49,12 @@ from splitmq.wire import (
 )
 from splitmq.wire.topics import (
     COMMANDS,
+    DEFAULT_NAMESPACE,
     DEPLOY_REPLIES,
     DEPLOY_REQUESTS,
     DEPLOYMENTS,
     EVENTS,
+    PLAN_REQUESTS,
     PLANS,
     RESULTS,
     STATUS,
@@ -85,6 +89,17 @@ class SecureFleet:
         transport = MqttTransport(self.setup.access(user).transport_config())
         transport.start()
         return transport
+
+
+def flush(connection: MqttTransport, topic: str) -> None:
+    """Return once everything the broker had for ``connection`` has arrived: a marker it
+    publishes on ``topic`` (one it may read and write) comes back after all of it."""
+    marker = Got()
+    connection.subscribe(topic, marker)
+    token = os.urandom(8)
+    connection.publish(topic, token, qos=1).wait()
+    marker.wait(lambda messages: any(p == token for _, p in messages))
+    connection.unsubscribe(topic)
 
 
 class Got:
@@ -232,7 +247,9 @@ def test_an_agent_cannot_command_plan_deploy_or_read_results(
         alice = secure_fleet.setup.access("alice")
         with Client(alice.transport_config(), "alice", config=ClientConfig(model="digits")) as c:
             assert reference.check(7, c.infer(reference.images[7]).outputs)
-        time.sleep(0.5)
+        # Whatever the broker had for pi or the coordinator has arrived by now.
+        flush(pi, COMMANDS.name(agent="pi-1"))
+        flush(coordinator, f"{DEFAULT_NAMESPACE}/flush/{uuid.uuid4().hex}")
         assert stolen.messages == [], "an agent read a client's results"
         forged = [t for t, p in seen.messages if p in forbidden.values()]
         assert forged == [], f"forbidden messages arrived: {forged}"
@@ -270,7 +287,14 @@ def test_a_client_cannot_impersonate_an_agent_nor_command_nor_read_others(
         alice = secure_fleet.setup.access("alice")
         with Client(alice.transport_config(), "alice", config=ClientConfig(model="digits")) as c:
             assert reference.check(9, c.infer(reference.images[9]).outputs)
-        time.sleep(0.5)
+        # Whatever the broker had for bob or the coordinator has arrived by now: bob's
+        # plan request is answered (refused) after it.
+        asked = Got()
+        bob.subscribe(PLANS.name(client="bob"), asked)
+        probe = PlanRequest(request_id="flush", client_id="bob", model="no-such-model")
+        bob.publish(PLAN_REQUESTS.name(), encode(probe), qos=1).wait()
+        asked.wait(lambda messages: any(b"flush" in p for _, p in messages))
+        flush(coordinator, f"{DEFAULT_NAMESPACE}/flush/{uuid.uuid4().hex}")
         assert peeked.messages == [], "bob read alice's plan or results"
         assert not [t for t, p in seen.messages if p in forbidden.values()]
         # pi-1 never went offline, whatever bob said, and still serves.
