@@ -128,7 +128,9 @@ class Broker:
         """
         group, _ = split_shared(topic_filter)
         if group is not None and options.no_local:
-            raise InvalidFilter(f"No Local on the shared subscription {topic_filter!r}")
+            raise InvalidFilter(
+                topic_filter, "topic filter", "No Local on a shared subscription (MQTT-3.8.3-4)"
+            )
         existed = self._tree.add(topic_filter, connection, options)
         connection.subscriptions[topic_filter] = options
         return existed
