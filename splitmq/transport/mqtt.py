@@ -834,7 +834,7 @@ class MqttTransport(MqttEngine):
         was_connected = self._connected.is_set()
         self._connected.clear()
         channel.close()
-        broker_reason = loss.reason if isinstance(loss, BrokerClosed) else None
+        broker_reason = _broker_reason(loss)
         culprit: _Outgoing | None = None
         with self._lock:
             if self._channel is channel:
@@ -1025,6 +1025,16 @@ class BrokerFeatures:
 def _checked_name(topic: str) -> str:
     """:func:`check_topic_name`, remembered for names that passed (the hot path)."""
     return check_topic_name(topic)
+
+
+def _broker_reason(loss: BaseException | None) -> str | None:
+    """Why the broker ended a connection, if it did: a DISCONNECT, a close, or a reset
+    (a broker closing with our unread bytes in its buffer resets the connection)."""
+    if isinstance(loss, BrokerClosed):
+        return loss.reason
+    if isinstance(loss, ConnectionResetError | BrokenPipeError):
+        return f"it reset the connection ({loss.strerror or loss})"
+    return None
 
 
 def _answered_as_311(connack: ConnAck, body_bytes: int) -> bool:
