@@ -539,6 +539,7 @@ def encode_publish(
     *,
     qos: int,
     retain: bool,
+    dup: bool = False,
     packet_id: int | None = None,
     properties: Sequence[tuple[int, PropertyValue]] = (),
 ) -> bytes:
@@ -550,6 +551,7 @@ def encode_publish(
         len(payload),
         qos=qos,
         retain=retain,
+        dup=dup,
         packet_id=packet_id or 0,
         properties=encode_properties(properties),
     )
