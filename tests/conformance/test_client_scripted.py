@@ -171,13 +171,13 @@ def test_mqtt5_3_2_2_3_4_maximum_qos(client: ClientMaker, engine: str, version: 
 
 
 @engines("splitmq")
-def test_mqtt5_3_2_2_3_11_and_13_wildcard_and_shared_subscription_available(
+def test_mqtt5_3_2_2_3_11_wildcard_and_shared_subscription_available(
     client: ClientMaker,
     engine: str,
     version: str,
 ) -> None:
-    """3.2.2.3.11 / 3.2.2.3.13: a broker without wildcard or shared subscriptions gets
-    none from the client: the call fails at once."""
+    """3.2.2.3.11 and 3.2.2.3.13: a broker without wildcard or shared subscriptions
+    gets none from the client: the call fails at once."""
 
     def script(link: Link) -> None:
         serve_connack(link, WILDCARD_SUBSCRIPTION_AVAILABLE=0, SHARED_SUBSCRIPTION_AVAILABLE=0)
@@ -232,13 +232,14 @@ def test_mqtt5_3_2_2_3_3_receive_maximum(client: ClientMaker, engine: str, versi
 
 
 @engines("splitmq", versions=("3.1.1",))
-def test_mqtt311_4_9_in_flight_window_without_receive_maximum(
+def test_client_in_flight_window_without_receive_maximum(
     client: ClientMaker,
     engine: str,
     version: str,
 ) -> None:
-    """A 3.1.1 broker announces no Receive Maximum: the client keeps 20 in flight
-    (Mosquitto's max_inflight_messages default, past which it drops QoS 2)."""
+    """Not a normative statement (MQTT 3.1.1 has no flow control): a 3.1.1 broker
+    announces no Receive Maximum, so the client keeps 20 in flight (Mosquitto's
+    max_inflight_messages default, past which it drops QoS 2 messages)."""
     windows: list[list[int]] = []
 
     def script(link: Link) -> None:
@@ -290,7 +291,7 @@ def test_mqtt_4_3_3_after_pubrec_only_pubrel_is_sent_again(
 
 
 @engines("splitmq")
-def test_mqtt5_3_2_2_2_311_answer_to_an_mqtt5_connect(
+def test_mqtt311_3_2_2_3_return_code_1_to_an_mqtt5_connect(
     client: ClientMaker, engine: str, version: str
 ) -> None:
     """A 3.1.1 broker answers an MQTT 5 CONNECT with return code 1 (3.1.1 section
