@@ -20,15 +20,39 @@ from splitmq.errors import SplitMQError
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m splitmq.embedded_broker",
-        description="A pure-Python MQTT 3.1.1/5.0 broker for machines without Mosquitto.",
+        description=(
+            "A pure-Python MQTT 3.1.1/5.0 broker for machines without Mosquitto. It has NO "
+            "authentication, NO ACL and NO TLS: anyone who reaches it may read and publish "
+            "every topic, so it listens on loopback only unless --allow-remote is given. "
+            "For a network, run Mosquitto with broker-config/secure.conf."
+        ),
     )
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (loopback unless --allow-remote)"
+    )
+    parser.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="allow a non-loopback --host: every client on the network gets every topic",
+    )
     parser.add_argument("--port", type=int, default=1883, help="TCP port (0: any free one)")
     parser.add_argument(
         "--max-packet-bytes", type=int, default=DEFAULT_MAX_PACKET_BYTES, help="largest packet"
     )
     parser.add_argument(
-        "--max-queued-messages", type=int, default=10_000, help="queue per slow client"
+        "--max-queued-messages", type=int, default=10_000, help="queue per slow or away client"
+    )
+    parser.add_argument(
+        "--max-queued-bytes",
+        type=int,
+        default=256 * 1024 * 1024,
+        help="the same queue limit in payload bytes",
+    )
+    parser.add_argument(
+        "--max-keepalive",
+        type=int,
+        default=None,
+        help="the longest keep-alive (s) MQTT 5 clients may use (Server Keep Alive)",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log every connection")
     return parser
@@ -62,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
             port=args.port,
             max_packet_bytes=args.max_packet_bytes,
             max_queued_messages=args.max_queued_messages,
+            max_queued_bytes=args.max_queued_bytes,
+            max_keepalive_s=args.max_keepalive,
+            allow_remote=args.allow_remote,
         )
         asyncio.run(serve(config))
     except SplitMQError as error:

@@ -7,12 +7,16 @@ crosses the broker without a task switch.
 
 Outgoing flow control: a message for this client goes out at once when the socket
 transport has room and, at QoS 1 and 2, fewer than the in-flight limit are
-unacknowledged. Otherwise it waits in a bounded queue (``max_queued_messages``;
-beyond that it is dropped and counted), and the queue is pumped again when the
-transport drains (``resume_writing``) or an acknowledgement frees a slot. Messages
-whose MQTT 5 expiry passes while queued are dropped when their turn comes.
+unacknowledged. Otherwise it waits in its session's bounded queue
+(``max_queued_messages`` and ``max_queued_bytes``; beyond either it is dropped and
+counted), and the queue is pumped again when the transport drains
+(``resume_writing``) or an acknowledgement frees a slot. Messages whose MQTT 5 expiry
+passes while queued are dropped when their turn comes.
 
-Sessions are always clean: nothing survives a disconnect, CONNACK says so.
+The state that outlives the connection (subscriptions, queue, unacknowledged
+messages) lives in its :class:`~splitmq.embedded_broker.session.Session`; a resumed
+session gets its unacknowledged messages again first (PUBLISH with DUP, or PUBREL
+once PUBREC came), then its queue.
 """
 
 from __future__ import annotations
@@ -22,11 +26,10 @@ import logging
 import socket
 import time
 import uuid
-from collections import deque
-from enum import Enum
 from typing import TYPE_CHECKING, cast
 
 from splitmq.embedded_broker.model import Message
+from splitmq.embedded_broker.session import NEVER_EXPIRES, Awaiting, InFlight, Session
 from splitmq.embedded_broker.topics import InvalidFilter, is_valid_topic_name
 from splitmq.mqtt import codes, packets
 from splitmq.mqtt.codes import (
@@ -54,17 +57,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_DROP_LOG_EVERY = 1000
-"""After the first drop on a connection, log one line per this many."""
-
-
-class _Awaiting(Enum):
-    """What an unacknowledged outgoing QoS 1 or 2 message waits for."""
-
-    PUBACK = "PUBACK"
-    PUBREC = "PUBREC"
-    PUBCOMP = "PUBCOMP"
-
 
 class Connection(asyncio.Protocol):
     """A client connection; see the module docstring."""
@@ -78,8 +70,7 @@ class Connection(asyncio.Protocol):
         self.peer = "?"
         self.client_id = ""
         self.version = Version.V311
-        self.subscriptions: dict[str, SubscriptionOptions] = {}
-        self.dropped = 0
+        self.session: Session | None = None
         self._connected = False
         self._ended = False
         self._buffer = bytearray()
@@ -87,13 +78,14 @@ class Connection(asyncio.Protocol):
         self._keepalive_s = 0
         self._timer: asyncio.TimerHandle | None = None
         self._will: Message | None = None
-        self._queue: deque[tuple[Message, int, bool]] = deque()
-        self._inflight: dict[int, _Awaiting] = {}
+        self._will_delay_s = 0
         self._inflight_limit = self._config.max_inflight_messages
         self._client_max_packet: int | None = None
-        self._incoming_qos2: set[int] = set()
-        self._next_packet_id = 0
         self._writing_paused = False
+
+    @property
+    def subscriptions(self) -> dict[str, SubscriptionOptions]:
+        return self.session.subscriptions if self.session is not None else {}
 
     @property
     def name(self) -> str:
@@ -148,7 +140,8 @@ class Connection(asyncio.Protocol):
     # -- life cycle ---------------------------------------------------------------------
 
     def end(self, reason: Reason | None, *, why: str, publish_will: bool = True) -> None:
-        """Close the connection once: tell an MQTT 5 client ``reason``, publish the will.
+        """Close the connection once: tell an MQTT 5 client ``reason``, publish the will
+        (after its Will Delay Interval, if the session outlives the connection).
 
         Every close but a clean DISCONNECT (which clears the will first) and a broker
         shutdown publishes the will.
@@ -163,13 +156,8 @@ class Connection(asyncio.Protocol):
         if reason is not None and self._connected and self.version is Version.V5:
             self._write(packets.encode_disconnect(reason, why))
         will, self._will = self._will, None
-        self._queue.clear()
-        self._inflight.clear()
         self._buffer.clear()
-        self._broker.detach(self)
-        if publish_will and will is not None:
-            log.info("publishing the will of %s on %s", self.name, will.topic)
-            self._broker.publish(will, sender=None)
+        self._broker.detach(self, will if publish_will else None, self._will_delay_s)
         if transport is not None:
             transport.close()
 
@@ -232,9 +220,7 @@ class Connection(asyncio.Protocol):
             case PingReq():
                 self._write(packets.PINGRESP)
             case Disconnect():
-                if packet.reason != Reason.DISCONNECT_WITH_WILL:
-                    self._will = None
-                self.end(None, why="DISCONNECT from the client")
+                self._on_disconnect(packet)
 
     def _on_connect(self, first_byte: int, body: bytes) -> None:
         try:
@@ -253,11 +239,34 @@ class Connection(asyncio.Protocol):
             return
         self._accept(connect)
 
+    def _on_disconnect(self, packet: Disconnect) -> None:
+        """A client's DISCONNECT: drop the will unless asked to send it (MQTT 5 0x04);
+        an MQTT 5 client may change its Session Expiry Interval (but not from 0)."""
+        expiry = packets.get_property(packet.properties, Prop.SESSION_EXPIRY_INTERVAL)
+        session = self.session
+        if expiry is not None and session is not None:
+            if session.expiry_s == 0 and expiry != 0:
+                raise ProtocolViolation(
+                    Reason.PROTOCOL_ERROR, "a Session Expiry Interval set at DISCONNECT after 0"
+                )
+            session.expiry_s = expiry
+        if packet.reason != Reason.DISCONNECT_WITH_WILL:
+            self._will = None
+        self.end(None, why="DISCONNECT from the client")
+
     def _accept(self, connect: Connect) -> None:
-        """Take the client's limits and will, register it, answer CONNACK."""
+        """Take the client's limits and will, open or resume its session, answer CONNACK."""
         assigned = not connect.client_id
         self.client_id = connect.client_id or f"auto-{uuid.uuid4().hex}"
         self._keepalive_s = connect.keepalive_s
+        server_keepalive = self._config.max_keepalive_s
+        imposed = (
+            self.version is Version.V5
+            and server_keepalive is not None
+            and (self._keepalive_s == 0 or self._keepalive_s > server_keepalive)
+        )
+        if imposed and server_keepalive is not None:
+            self._keepalive_s = server_keepalive
         receive_maximum = packets.get_property(connect.properties, Prop.RECEIVE_MAXIMUM, 65535)
         self._client_max_packet = packets.get_property(connect.properties, Prop.MAXIMUM_PACKET_SIZE)
         if receive_maximum == 0 or self._client_max_packet == 0:
@@ -267,16 +276,44 @@ class Connection(asyncio.Protocol):
             will = connect.will
             publish = Publish(will.topic, will.payload, will.qos, will.retain)
             self._will = self._message(publish, will.properties)
-        self._broker.attach(self)  # closes an older connection with the same client id
+            self._will_delay_s = (
+                packets.get_property(will.properties, Prop.WILL_DELAY_INTERVAL, 0) or 0
+            )
+        if self.version is Version.V5:
+            expiry_s = packets.get_property(connect.properties, Prop.SESSION_EXPIRY_INTERVAL, 0)
+        else:  # 3.1.1: CleanSession=0 keeps the session until a clean one replaces it
+            expiry_s = 0 if connect.clean_start else NEVER_EXPIRES
+        # closes an older connection with the same client id; resumes its session
+        self.session, present = self._broker.attach(
+            self, clean_start=connect.clean_start, expiry_s=expiry_s or 0
+        )
         self._connected = True
-        connack_properties = self._connack_properties(connect, assigned)
-        self._write(packets.encode_connack(self.version, 0, properties=connack_properties))
+        connack_properties = self._connack_properties(assigned, imposed)
+        self._write(
+            packets.encode_connack(
+                self.version, 0, session_present=present, properties=connack_properties
+            )
+        )
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         if self._keepalive_s:
             self._check_keepalive()
-        log.debug("%s connected (MQTT %s)", self.name, self.version.name)
+        log.debug("%s connected (MQTT %s, session present %s)", self.name, self.version, present)
+        if present:
+            self._resend_inflight()
+        self._pump()
+
+    def _resend_inflight(self) -> None:
+        """Unacknowledged messages of a resumed session go first, in order (MQTT 4.4):
+        PUBLISH again with DUP, or PUBREL where PUBREC came already."""
+        assert self.session is not None
+        for packet_id, entry in self.session.inflight.items():
+            if entry.awaiting is Awaiting.PUBCOMP:
+                self._write(packets.encode_ack(PacketType.PUBREL, packet_id, self.version))
+                continue
+            self._stats.messages_out += 1
+            self._write(self._encode(entry.message, entry.qos, entry.retain, packet_id, dup=True))
 
     def _refusal(self, connect: Connect) -> int | None:
         """The CONNACK code refusing ``connect``, or None to accept it."""
@@ -287,9 +324,7 @@ class Connection(asyncio.Protocol):
             return Reason.BAD_AUTHENTICATION_METHOD
         return None
 
-    def _connack_properties(
-        self, connect: Connect, assigned: bool
-    ) -> list[tuple[int, PropertyValue]]:
+    def _connack_properties(self, assigned: bool, imposed: bool) -> list[tuple[int, PropertyValue]]:
         if self.version is not Version.V5:
             return []
         props: list[tuple[int, PropertyValue]] = [
@@ -300,8 +335,8 @@ class Connection(asyncio.Protocol):
             (Prop.SUBSCRIPTION_IDENTIFIER_AVAILABLE, 0),
             (Prop.SHARED_SUBSCRIPTION_AVAILABLE, 1),
         ]
-        if packets.get_property(connect.properties, Prop.SESSION_EXPIRY_INTERVAL, 0):
-            props.append((Prop.SESSION_EXPIRY_INTERVAL, 0))  # sessions end with the connection
+        if imposed:
+            props.append((Prop.SERVER_KEEP_ALIVE, self._keepalive_s))
         if assigned:
             props.append((Prop.ASSIGNED_CLIENT_IDENTIFIER, self.client_id))
         return props
@@ -318,7 +353,7 @@ class Connection(asyncio.Protocol):
             elif key == Prop.TOPIC_ALIAS:
                 raise ProtocolViolation(Reason.TOPIC_ALIAS_INVALID, "Topic Alias Maximum is 0")
             elif key in (Prop.SUBSCRIPTION_IDENTIFIER, Prop.WILL_DELAY_INTERVAL):
-                continue  # not for subscribers; a will is due when the session ends anyway
+                continue  # not for subscribers
             else:
                 kept.append((key, value))
         return Message(
@@ -327,14 +362,16 @@ class Connection(asyncio.Protocol):
 
     def _on_publish(self, publish: Publish) -> None:
         packet_id = publish.packet_id
-        if publish.qos == 2 and packet_id in self._incoming_qos2:
+        assert self.session is not None
+        incoming_qos2 = self.session.incoming_qos2
+        if publish.qos == 2 and packet_id in incoming_qos2:
             self._write(packets.encode_ack(PacketType.PUBREC, packet_id, self.version))
             return  # a resend before PUBREL: routed already, exactly once
         self._broker.publish(self._message(publish, publish.properties), sender=self)
         if publish.qos == 1 and packet_id is not None:
             self._write(packets.encode_ack(PacketType.PUBACK, packet_id, self.version))
         elif publish.qos == 2 and packet_id is not None:
-            self._incoming_qos2.add(packet_id)
+            incoming_qos2.add(packet_id)
             self._write(packets.encode_ack(PacketType.PUBREC, packet_id, self.version))
 
     def _on_ack(self, ack: Ack) -> None:
@@ -344,34 +381,39 @@ class Connection(asyncio.Protocol):
             case PacketType.PUBREC:
                 self._on_pubrec(ack)
             case PacketType.PUBACK:
-                self._complete(ack.packet_id, _Awaiting.PUBACK)
+                self._complete(ack.packet_id, Awaiting.PUBACK)
             case PacketType.PUBCOMP:
-                self._complete(ack.packet_id, _Awaiting.PUBCOMP)
+                self._complete(ack.packet_id, Awaiting.PUBCOMP)
 
     def _on_pubrel(self, packet_id: int) -> None:
         """Step 2 of an inbound QoS 2 exchange: forget the id, answer PUBCOMP."""
-        known = packet_id in self._incoming_qos2
-        self._incoming_qos2.discard(packet_id)
+        assert self.session is not None
+        known = packet_id in self.session.incoming_qos2
+        self.session.incoming_qos2.discard(packet_id)
         reason = Reason.SUCCESS if known else Reason.PACKET_IDENTIFIER_NOT_FOUND
         self._write(packets.encode_ack(PacketType.PUBCOMP, packet_id, self.version, reason))
 
     def _on_pubrec(self, ack: Ack) -> None:
         """Step 1 of an outbound QoS 2 exchange: answer PUBREL, then wait for PUBCOMP."""
-        awaiting = self._inflight.get(ack.packet_id)
-        if awaiting is _Awaiting.PUBREC and ack.reason >= 0x80:
-            self._complete(ack.packet_id, _Awaiting.PUBREC)  # the client refused it
+        assert self.session is not None
+        entry = self.session.inflight.get(ack.packet_id)
+        awaiting = entry.awaiting if entry is not None else None
+        if awaiting is Awaiting.PUBREC and ack.reason >= 0x80:
+            self._complete(ack.packet_id, Awaiting.PUBREC)  # the client refused it
             return
-        if awaiting is _Awaiting.PUBREC:
-            self._inflight[ack.packet_id] = _Awaiting.PUBCOMP
+        if entry is not None and awaiting is Awaiting.PUBREC:
+            entry.awaiting = Awaiting.PUBCOMP
         reason = Reason.PACKET_IDENTIFIER_NOT_FOUND if awaiting is None else Reason.SUCCESS
         self._write(packets.encode_ack(PacketType.PUBREL, ack.packet_id, self.version, reason))
 
-    def _complete(self, packet_id: int, expected: _Awaiting) -> None:
+    def _complete(self, packet_id: int, expected: Awaiting) -> None:
         """Free the in-flight slot of ``packet_id`` if it waited for ``expected``."""
-        if self._inflight.get(packet_id) is not expected:
+        assert self.session is not None
+        entry = self.session.inflight.get(packet_id)
+        if entry is None or entry.awaiting is not expected:
             log.debug("%s: unexpected acknowledgement for packet %d", self.name, packet_id)
             return
-        del self._inflight[packet_id]
+        del self.session.inflight[packet_id]
         self._pump()
 
     def _on_subscribe(self, subscribe: Subscribe) -> None:
@@ -383,7 +425,8 @@ class Connection(asyncio.Protocol):
         retained: list[tuple[Message, int]] = []
         for topic_filter, options in subscribe.requests:
             try:
-                existed = self._broker.subscribe(self, topic_filter, options)
+                assert self.session is not None
+                existed = self._broker.subscribe(self.session, topic_filter, options)
             except InvalidFilter as error:
                 log.info("%s: refused subscription: %s", self.name, error)
                 v5 = self.version is Version.V5
@@ -394,12 +437,13 @@ class Connection(asyncio.Protocol):
                 retained += [(m, options.qos) for m in self._broker.retained(topic_filter)]
         self._write(packets.encode_suback(self.version, subscribe.packet_id, granted))
         for message, qos in retained:
-            self.deliver(message, min(message.qos, qos), retain=True)
+            assert self.session is not None
+            self._broker.deliver(self.session, message, min(message.qos, qos), retain=True)
 
     def _on_unsubscribe(self, unsubscribe: Unsubscribe) -> None:
         codes = [
             Reason.SUCCESS
-            if self._broker.unsubscribe(self, topic_filter)
+            if self.session is not None and self._broker.unsubscribe(self.session, topic_filter)
             else Reason.NO_SUBSCRIPTION_EXISTED
             for topic_filter in unsubscribe.filters
         ]
@@ -407,67 +451,68 @@ class Connection(asyncio.Protocol):
 
     # -- outbound -----------------------------------------------------------------------
 
-    def accepts(self) -> bool:
-        """Whether a message delivered now would be kept (not dropped)."""
-        return not self._ended and len(self._queue) < self._config.max_queued_messages
-
     def deliver(self, message: Message, qos: int, *, retain: bool) -> None:
-        """Send ``message`` at ``qos`` now, or queue it; drop it if the queue is full."""
-        if self._ended:
+        """Send ``message`` at ``qos`` now, or queue it in the session (the broker
+        checked the queue's room)."""
+        if self._ended or self.session is None:
             return
-        if len(self._queue) >= self._config.max_queued_messages:
-            self._drop(f"its queue of {self._config.max_queued_messages} messages is full")
-            return
-        self._queue.append((message, qos, retain))
+        self.session.enqueue(message, qos, retain)
         if not self._writing_paused:
             self._pump()
 
     def _pump(self) -> None:
+        session = self.session
+        if session is None or not self._connected:
+            return
         now = time.monotonic()
-        while self._queue and not self._writing_paused and not self._ended:
-            message, qos, retain = self._queue[0]
-            if qos and len(self._inflight) >= self._inflight_limit:
+        while session.queue and not self._writing_paused and not self._ended:
+            _, qos, _ = session.queue[0]
+            if qos and len(session.inflight) >= self._inflight_limit:
                 return
-            self._queue.popleft()
+            message, qos, retain = session.dequeue()
             self._send(message, qos, retain, now)
 
     def _send(self, message: Message, qos: int, retain: bool, now: float) -> None:
-        remaining_s = message.remaining_s(now)
-        if remaining_s == 0:
+        assert self.session is not None
+        if message.remaining_s(now) == 0:
             self._stats.expired += 1
             return
+        packet_id = self.session.allocate_packet_id() if qos else None
+        data = self._encode(message, qos, retain, packet_id, now=now)
+        if self._client_max_packet is not None and len(data) > self._client_max_packet:
+            why = f"a {len(data)}-byte packet exceeds its Maximum Packet Size"
+            self._broker.dropped(self.session, why)
+            return
+        if packet_id is not None:
+            awaiting = Awaiting.PUBACK if qos == 1 else Awaiting.PUBREC
+            self.session.inflight[packet_id] = InFlight(awaiting, message, qos, retain)
+        self._stats.messages_out += 1
+        self._write(data)
+
+    def _encode(
+        self,
+        message: Message,
+        qos: int,
+        retain: bool,
+        packet_id: int | None,
+        *,
+        dup: bool = False,
+        now: float | None = None,
+    ) -> bytes:
+        remaining_s = message.remaining_s(time.monotonic() if now is None else now)
         properties = message.properties
         if remaining_s is not None:
-            properties = (*properties, (Prop.MESSAGE_EXPIRY_INTERVAL, remaining_s))
-        packet_id = self._allocate_packet_id() if qos else None
-        data = packets.encode_publish(
+            properties = (*properties, (Prop.MESSAGE_EXPIRY_INTERVAL, max(1, remaining_s)))
+        return packets.encode_publish(
             self.version,
             message.topic,
             message.payload,
             qos=qos,
             retain=retain,
+            dup=dup,
             packet_id=packet_id,
             properties=properties,
         )
-        if self._client_max_packet is not None and len(data) > self._client_max_packet:
-            self._drop(f"a {len(data)}-byte packet exceeds its Maximum Packet Size")
-            return
-        if packet_id is not None:
-            self._inflight[packet_id] = _Awaiting.PUBACK if qos == 1 else _Awaiting.PUBREC
-        self._stats.messages_out += 1
-        self._write(data)
-
-    def _allocate_packet_id(self) -> int:
-        while True:  # ends: fewer than 65535 ids are ever in flight
-            self._next_packet_id = self._next_packet_id % 65535 + 1
-            if self._next_packet_id not in self._inflight:
-                return self._next_packet_id
-
-    def _drop(self, why: str) -> None:
-        self.dropped += 1
-        self._stats.dropped += 1
-        if self.dropped % _DROP_LOG_EVERY == 1:
-            log.warning("dropped a message for %s (%d so far): %s", self.name, self.dropped, why)
 
     def _write(self, data: bytes) -> None:
         if self._transport is not None and not self._transport.is_closing():

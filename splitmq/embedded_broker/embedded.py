@@ -21,7 +21,9 @@ class EmbeddedBroker:
             transport = MqttTransport(parse_broker_url(broker.url))
 
     Arguments are those of :class:`BrokerConfig`; ``port`` 0 picks a free port and
-    :attr:`port` tells which once :meth:`start` has returned.
+    :attr:`port` tells which once :meth:`start` has returned. It has no
+    authentication, ACL or TLS: it refuses to listen beyond loopback unless
+    ``allow_remote``.
     """
 
     def __init__(
@@ -32,6 +34,9 @@ class EmbeddedBroker:
         max_queued_messages: int = 10_000,
         *,
         max_inflight_messages: int = 100,
+        max_queued_bytes: int = 256 * 1024 * 1024,
+        max_keepalive_s: int | None = None,
+        allow_remote: bool = False,
     ):
         self.config = BrokerConfig(
             host=host,
@@ -39,6 +44,9 @@ class EmbeddedBroker:
             max_packet_bytes=max_packet_bytes,
             max_queued_messages=max_queued_messages,
             max_inflight_messages=max_inflight_messages,
+            max_queued_bytes=max_queued_bytes,
+            max_keepalive_s=max_keepalive_s,
+            allow_remote=allow_remote,
         )
         self.port = port
         self._broker: Broker | None = None

@@ -1,4 +1,5 @@
-"""Topic names, topic filters and the subscription tree.
+"""The subscription tree (the syntax of names and filters, and what a filter
+matches, live in :mod:`splitmq.topic_syntax`, shared with the client).
 
 The tree holds one node per filter level; a node keeps the plain subscribers of its
 filter and the shared-subscription groups (``$share/GROUP/filter``) on it. Matching a
@@ -13,64 +14,30 @@ from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-SHARE_PREFIX = "$share/"
+from splitmq.topic_syntax import (
+    InvalidTopic,
+    is_valid_filter,
+    is_valid_topic_name,
+    matches,
+    split_shared,
+)
 
 Subscriber = TypeVar("Subscriber", bound=Hashable)
 Options = TypeVar("Options")
 
+InvalidFilter = InvalidTopic
+"""A topic filter the broker cannot subscribe (the SUBACK says so)."""
 
-class InvalidFilter(ValueError):
-    """A topic filter the broker cannot subscribe (the SUBACK says so)."""
-
-
-def is_valid_topic_name(topic: str) -> bool:
-    """A topic one may publish to: non-empty, without wildcards."""
-    return bool(topic) and "+" not in topic and "#" not in topic
-
-
-def is_valid_filter(topic_filter: str) -> bool:
-    """``+`` fills a whole level; ``#`` fills the last level."""
-    if not topic_filter:
-        return False
-    levels = topic_filter.split("/")
-    for index, level in enumerate(levels):
-        if "#" in level and (level != "#" or index != len(levels) - 1):
-            return False
-        if "+" in level and level != "+":
-            return False
-    return True
-
-
-def split_shared(topic_filter: str) -> tuple[str | None, str]:
-    """``(group, filter)`` of ``$share/group/filter``, ``(None, filter)`` otherwise.
-
-    Raises:
-        InvalidFilter: the filter, or the shared subscription's group, is malformed.
-    """
-    group = None
-    if topic_filter.startswith(SHARE_PREFIX):
-        group, _, topic_filter = topic_filter[len(SHARE_PREFIX) :].partition("/")
-        if not group or "+" in group or "#" in group or not topic_filter:
-            raise InvalidFilter(
-                f"{SHARE_PREFIX}{group}/{topic_filter!r} is not $share/GROUP/FILTER"
-            )
-    if not is_valid_filter(topic_filter):
-        raise InvalidFilter(f"{topic_filter!r} is not a valid topic filter")
-    return group, topic_filter
-
-
-def matches(topic_filter: str, topic: str) -> bool:
-    """Whether ``topic`` matches the (non-shared, valid) ``topic_filter``."""
-    if topic.startswith("$") and topic_filter[:1] in ("+", "#"):
-        return False
-    filter_levels = topic_filter.split("/")
-    topic_levels = topic.split("/")
-    for index, level in enumerate(filter_levels):
-        if level == "#":
-            return True
-        if index >= len(topic_levels) or (level != "+" and level != topic_levels[index]):
-            return False
-    return len(filter_levels) == len(topic_levels)
+__all__ = [
+    "InvalidFilter",
+    "Node",
+    "SharedGroup",
+    "SubscriptionTree",
+    "is_valid_filter",
+    "is_valid_topic_name",
+    "matches",
+    "split_shared",
+]
 
 
 class SharedGroup(Generic[Subscriber, Options]):

@@ -55,6 +55,14 @@ def get_property(properties: Properties, key: Prop, default: int | None = None) 
     return default
 
 
+def string_property(properties: Properties, key: Prop) -> str | None:
+    """The string property ``key`` (the first one), or None."""
+    for identifier, value in properties:
+        if identifier == key and isinstance(value, str):
+            return value
+    return None
+
+
 def has_property(properties: Properties, key: Prop) -> bool:
     return any(identifier == key for identifier, _ in properties)
 
@@ -531,6 +539,7 @@ def encode_publish(
     *,
     qos: int,
     retain: bool,
+    dup: bool = False,
     packet_id: int | None = None,
     properties: Sequence[tuple[int, PropertyValue]] = (),
 ) -> bytes:
@@ -542,6 +551,7 @@ def encode_publish(
         len(payload),
         qos=qos,
         retain=retain,
+        dup=dup,
         packet_id=packet_id or 0,
         properties=encode_properties(properties),
     )

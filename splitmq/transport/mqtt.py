@@ -12,21 +12,40 @@ copies a payload four times. Here:
 - The network thread reads into one growing buffer and cuts each payload out of it
   once; it only parses, acknowledges and enqueues (the bounded :class:`Inbox`, or a
   component's own fast path).
-- MQTT 5 by default, 3.1.1 on request; QoS 0, 1 and 2 in and out; message expiry; the
-  broker's Maximum Packet Size and Receive Maximum from CONNACK are obeyed.
+- MQTT 5 by default, 3.1.1 on request (and, once, when the broker answers an MQTT 5
+  CONNECT as a 3.1.1 broker does); QoS 0, 1 and 2 in and out; message expiry.
+- Every CONNACK property that binds a client is obeyed: Maximum Packet Size, Receive
+  Maximum (without one, a 3.1.1 broker gets at most :data:`DEFAULT_INFLIGHT_311`
+  messages in flight: Mosquitto drops QoS 2 messages past its
+  ``max_inflight_messages``, 20 by default), Server Keep Alive, Assigned Client
+  Identifier, Retain / Wildcard / Shared Subscription Available (a call that needs
+  one the broker lacks fails at once) and Maximum QoS (a publish above it goes out at
+  the broker's maximum, with one warning). No Topic Alias and no Subscription
+  Identifier is ever sent.
+- Topic names and filters are checked before anything is sent
+  (:mod:`splitmq.topic_syntax`): a bad one raises :class:`InvalidTopic` at the call.
 - TCP_NODELAY before CONNECT; TLS with client certificates (``channel.TlsChannel``).
 - A last will; a clean close sends DISCONNECT so the broker drops it.
 - Keep-alive: PINGREQ when idle; a broker silent for 1.5 keep-alive periods is
   dropped (a blocked reader or writer is woken by shutting the socket down).
-- Reconnects with jittered exponential backoff ("full jitter"), re-subscribing every
+- Reconnects with jittered exponential backoff ("full jitter"; a connection that
+  dies within :data:`STABLE_CONNECTION_S` does not reset it), re-subscribing every
   filter and re-sending unacknowledged QoS 1/2 messages (DUP) after each reconnect;
+  a QoS 2 message the broker has acknowledged with PUBREC only gets its PUBREL again.
   QoS 1/2 messages published while disconnected wait (up to ``outbox_size``).
+- A packet the broker rejects fails once, to its caller, with the broker's reason: a
+  failure reason code in PUBACK / PUBREC / SUBACK, or a close. After the broker closed
+  a connection with messages in flight, they are re-sent one at a time; one that is
+  alone in flight when the broker closes again is the culprit and fails with
+  :class:`PublishRefused` (never re-sent in a loop). A SUBSCRIBE waiting when the
+  broker closes fails the same way.
 - A size check before publishing raises :class:`PayloadTooLarge`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import queue
 import random
@@ -37,9 +56,18 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from splitmq.errors import NotConnected, PayloadTooLarge, TransportError
-from splitmq.mqtt.codes import CONNACK_V311_TEXT, PacketType, Prop, Reason, Version, reason_text
+from splitmq.mqtt.codes import (
+    CONNACK_V311_TEXT,
+    PacketType,
+    Prop,
+    Properties,
+    Reason,
+    Version,
+    reason_text,
+)
 from splitmq.mqtt.packets import (
     PINGREQ,
     Ack,
@@ -58,7 +86,9 @@ from splitmq.mqtt.packets import (
     get_property,
     parse_fixed_header,
     publish_header,
+    string_property,
 )
+from splitmq.topic_syntax import check_topic_filter, check_topic_name
 from splitmq.transport.base import (
     Buffer,
     ConnectionListener,
@@ -82,6 +112,12 @@ MAX_TOPIC_BYTES = 512
 MAX_EXPIRY_S = 0xFFFFFFFF
 """The largest MQTT 5 message expiry interval (a four-byte integer, seconds)."""
 CONNECT_TIMEOUT_S = 10.0
+DEFAULT_INFLIGHT_311 = 20
+"""QoS 1/2 messages in flight when the broker announces no Receive Maximum (MQTT
+3.1.1 has none): Mosquitto's default ``max_inflight_messages``, past which it drops
+QoS 2 messages from a 3.1.1 client."""
+STABLE_CONNECTION_S = 10.0
+"""A connection that lived shorter than this does not reset the reconnect back-off."""
 INITIAL_BUFFER = 1 << 20
 LARGE_PACKET = 64 * 1024
 """A packet from this size on is read into a buffer of its own, which becomes the
@@ -104,12 +140,34 @@ class ConnectionRefused(TransportError):
 
 
 class PublishRefused(TransportError):
-    """The broker answered a QoS 1 publish with a failure reason (MQTT 5 only)."""
+    """The broker refused a message: a failure reason in PUBACK or PUBREC (MQTT 5), or
+    it closed the connection each time the message was sent.
+
+    Attributes:
+        topic: where the message was to go.
+        reason: the broker's reason, as MQTT names it.
+    """
 
     def __init__(self, topic: str, reason: str):
         self.topic = topic
         self.reason = reason
         super().__init__(f"broker refused the message on {topic!r}: {reason}")
+
+
+class BrokerClosed(TransportError):
+    """The broker ended the connection itself: a DISCONNECT, or an orderly close.
+
+    Attributes:
+        reason: the broker's reason (MQTT 5 DISCONNECT), or what we saw.
+    """
+
+    def __init__(self, reason: str):
+        self.reason = reason
+        super().__init__(f"the broker closed the connection: {reason}")
+
+
+class NotMqtt5(TransportError):
+    """The broker answered an MQTT 5 CONNECT as a 3.1.1-only broker does."""
 
 
 def packet_size(topic: str, payload_bytes: int, qos: int, version: MqttVersion) -> int:
@@ -184,7 +242,9 @@ class _Outgoing:
         "packet_id",
         "parts",
         "qos",
+        "released",
         "retain",
+        "sent",
         "topic",
         "topic_bytes",
     )
@@ -206,6 +266,8 @@ class _Outgoing:
         self.retain = retain
         self.expires_at = expires_at
         self.packet_id = 0
+        self.sent = False  # transmitted at least once: a re-send carries DUP
+        self.released = False  # QoS 2: PUBREC came, only PUBREL may be sent again
         self._done = threading.Event()
         self._error: TransportError | None = None
 
@@ -223,12 +285,14 @@ class _Outgoing:
 class _Waiter:
     """A SUBSCRIBE or UNSUBSCRIBE waiting for its acknowledgement."""
 
-    __slots__ = ("event", "lost", "quiet", "reasons")
+    __slots__ = ("closed_by_broker", "event", "lost", "quiet", "reasons", "topic_filter")
 
-    def __init__(self, quiet: bool = False):
+    def __init__(self, topic_filter: str, quiet: bool = False):
+        self.topic_filter = topic_filter
         self.event = threading.Event()
         self.reasons: tuple[int, ...] = ()
         self.lost = False
+        self.closed_by_broker: str | None = None  # the broker's reason, if it closed
         self.quiet = quiet  # a re-subscription after a reconnect: nobody waits
 
 
@@ -312,7 +376,11 @@ class MqttTransport(MqttEngine):
         self._pending: deque[_Outgoing] = deque()
         self._waiters: dict[int, _Waiter] = {}
         self._qos2_in: set[int] = set()
-        self._receive_max = max(1, config.max_inflight)
+        self._receive_max = max(1, min(config.max_inflight, DEFAULT_INFLIGHT_311))
+        self._suspects: set[int] = set()
+        self._keepalive_s = config.keepalive_s
+        self._broker = BrokerFeatures()
+        self._qos_capped_warned = False
         self._reader: _Reader | None = None
         self._last_read = 0.0
         self._last_write = 0.0
@@ -328,6 +396,25 @@ class MqttTransport(MqttEngine):
     @property
     def fast_paths_may_block(self) -> bool:
         return True  # the reader thread only reads; publishing never waits for it
+
+    @property
+    def protocol_version(self) -> MqttVersion:
+        """The MQTT version spoken now (3.1.1 after falling back from 5)."""
+        return MqttVersion.V5 if self._version is Version.V5 else MqttVersion.V311
+
+    @property
+    def max_payload_bytes(self) -> int:
+        return max_payload_bytes(self.max_packet_bytes, self.protocol_version)
+
+    @property
+    def keepalive_s(self) -> int:
+        """The keep-alive in force: ours, or the broker's Server Keep Alive (MQTT 5)."""
+        return self._keepalive_s
+
+    @property
+    def broker_features(self) -> BrokerFeatures:
+        """What the broker's last CONNACK said it supports."""
+        return self._broker
 
     # -- life cycle ---------------------------------------------------------------------
 
@@ -394,9 +481,30 @@ class MqttTransport(MqttEngine):
     ) -> _Outgoing:
         if self._closing.is_set():
             raise NotConnected(f"transport {self._client_id} is closed")
+        _checked_name(topic)
+        if qos not in (0, 1, 2):
+            raise ValueError(f"QoS {qos} publishing on {topic!r}: MQTT has QoS 0, 1 and 2")
+        features = self._broker
+        if retain and not features.retain_available:
+            raise TransportError(
+                f"the broker {self.config.url} does not keep retained messages (CONNACK: "
+                f"Retain Available 0): publish on {topic!r} without retain"
+            )
+        if qos > features.maximum_qos:
+            if not self._qos_capped_warned:
+                self._qos_capped_warned = True
+                log.warning(
+                    "the broker %s accepts QoS %d at most (CONNACK Maximum QoS): "
+                    "publishing QoS %d messages at QoS %d",
+                    self.config.url,
+                    features.maximum_qos,
+                    qos,
+                    features.maximum_qos,
+                )
+            qos = features.maximum_qos
         parts: list[Buffer] = list(payload) if isinstance(payload, list) else [payload]
         length = payload_size(parts)
-        size = packet_size(topic, length, qos, self.config.version)
+        size = packet_size(topic, length, qos, self.protocol_version)
         if size > self.max_packet_bytes:
             raise PayloadTooLarge(topic, size, self.max_packet_bytes)
         expires_at = None
@@ -426,10 +534,11 @@ class MqttTransport(MqttEngine):
                 channel is not None
                 and self._connected.is_set()
                 and not self._pending
-                and len(self._inflight) < self._receive_max
+                and len(self._inflight) < self._window()
             )
             if send_now:
                 self._inflight[message.packet_id] = message
+                message.sent = True
             else:
                 self._pending.append(message)
         if send_now and channel is not None:
@@ -446,29 +555,62 @@ class MqttTransport(MqttEngine):
         timeout_s: float = 10.0,
         fast_path: FastPath | None = None,
     ) -> None:
+        check_topic_filter(topic_filter)
+        if qos not in (0, 1, 2):
+            raise ValueError(f"QoS {qos} subscribing to {topic_filter!r}: MQTT has 0, 1 and 2")
+        self._check_features(topic_filter)
         self._inbox.route(topic_filter, handler, fast_path)
         with self._lock:
             self._subscriptions[topic_filter] = qos
-        waiter = self._request(lambda pid: encode_subscribe(self._version, pid, topic_filter, qos))
+        waiter = self._request(
+            topic_filter, lambda pid: encode_subscribe(self._version, pid, topic_filter, qos)
+        )
         if waiter is None:
             return  # not connected: subscribed on (re)connect
         if not waiter.event.wait(timeout_s):
             raise TransportError(f"no SUBACK for {topic_filter!r} within {timeout_s} s")
+        if waiter.closed_by_broker is not None:
+            self._forget(topic_filter)
+            raise TransportError(
+                f"the broker closed the connection on SUBSCRIBE {topic_filter!r} "
+                f"({waiter.closed_by_broker}); not subscribed"
+            )
         if waiter.lost:
             return  # the connection dropped meanwhile: the reconnect re-subscribes
         refused = [code for code in waiter.reasons if code >= 0x80]
         if refused:
-            self._inbox.unroute(topic_filter)
-            with self._lock:
-                self._subscriptions.pop(topic_filter, None)
+            self._forget(topic_filter)
             reason = reason_text(refused[0]) if self._version is Version.V5 else "failure"
             raise TransportError(f"broker refused the subscription {topic_filter!r}: {reason}")
 
-    def unsubscribe(self, topic_filter: str) -> None:
+    def _check_features(self, topic_filter: str) -> None:
+        """Refuse at once what the broker's CONNACK said it does not support."""
+        features = self._broker
+        shared = topic_filter.startswith("$share/")
+        if shared and not features.shared_subscriptions:
+            raise TransportError(
+                f"the broker {self.config.url} has no shared subscriptions (CONNACK: Shared "
+                f"Subscription Available 0): cannot subscribe to {topic_filter!r}"
+            )
+        plain = topic_filter.split("/", 2)[2] if shared else topic_filter
+        levels = plain.split("/")
+        if ("+" in levels or levels[-1] == "#") and not features.wildcard_subscriptions:
+            raise TransportError(
+                f"the broker {self.config.url} refuses wildcard subscriptions (CONNACK: "
+                f"Wildcard Subscription Available 0): cannot subscribe to {topic_filter!r}"
+            )
+
+    def _forget(self, topic_filter: str) -> None:
         self._inbox.unroute(topic_filter)
         with self._lock:
             self._subscriptions.pop(topic_filter, None)
-        self._request(lambda pid: encode_unsubscribe(self._version, pid, topic_filter))
+
+    def unsubscribe(self, topic_filter: str) -> None:
+        check_topic_filter(topic_filter)
+        self._forget(topic_filter)
+        self._request(
+            topic_filter, lambda pid: encode_unsubscribe(self._version, pid, topic_filter)
+        )
 
     # -- sending ------------------------------------------------------------------------
 
@@ -482,12 +624,12 @@ class MqttTransport(MqttEngine):
                 return candidate
         raise TransportError("all 65535 MQTT packet identifiers are in use")
 
-    def _request(self, encode: Callable[[int], bytes]) -> _Waiter | None:
+    def _request(self, topic_filter: str, encode: Callable[[int], bytes]) -> _Waiter | None:
         """Send a SUBSCRIBE or UNSUBSCRIBE made by ``encode(packet_id)``; None if offline."""
         channel = self._channel
         if channel is None or not self._connected.is_set():
             return None
-        waiter = _Waiter()
+        waiter = _Waiter(topic_filter)
         with self._lock:
             packet_id = self._allocate_id()
             self._waiters[packet_id] = waiter
@@ -516,6 +658,11 @@ class MqttTransport(MqttEngine):
         )
         self._write(channel, [header, *message.parts])
 
+    def _window(self) -> int:
+        """QoS 1/2 messages allowed in flight: one at a time while re-sending those the
+        broker had in flight when it closed the connection (to find a culprit)."""
+        return 1 if self._suspects else self._receive_max
+
     def _write(self, channel: Channel, parts: Sequence[Buffer]) -> None:
         with channel.send_lock:
             channel.send(parts)
@@ -525,11 +672,12 @@ class MqttTransport(MqttEngine):
         """Move waiting messages into free in-flight slots and send them (any thread)."""
         while True:
             with self._lock:
-                if not self._pending or len(self._inflight) >= self._receive_max:
+                if not self._pending or len(self._inflight) >= self._window():
                     return
                 message = self._pending.popleft()
                 self._inflight[message.packet_id] = message
-            self._transmit(channel, message)
+                dup, message.sent = message.sent, True
+            self._transmit(channel, message, dup=dup)
 
     # -- the network thread -----------------------------------------------------------
 
@@ -543,18 +691,26 @@ class MqttTransport(MqttEngine):
                     self._first_result.put(refused.reason)
                     return
                 log.warning("broker %s refused to reconnect: %s", self.config.url, refused.reason)
+            except NotMqtt5 as error:
+                log.warning("%s; falling back to MQTT 3.1.1", error)
+                self._version = Version.V311
+                continue  # once: the version stays 3.1.1
             except (OSError, ssl.SSLError, ProtocolViolation, TransportError) as error:
                 log.debug("connecting to %s failed: %s", self.config.url, error)
             else:
-                attempt = 0
+                connected_at = time.monotonic()
+                loss: BaseException | None = None
                 try:
                     self._on_connected(channel)
                     self._read_loop(channel)
                 except (OSError, ssl.SSLError, ProtocolViolation, TransportError) as error:
+                    loss = error
                     if not self._closing.is_set():
                         log.warning("lost the broker %s (%s); reconnecting", self.config.url, error)
                 finally:
-                    self._on_lost(channel)
+                    self._on_lost(channel, loss)
+                if time.monotonic() - connected_at >= STABLE_CONNECTION_S:
+                    attempt = 0  # a short-lived connection keeps backing off
             if self._closing.is_set():
                 return
             delay = backoff_delay(
@@ -597,6 +753,11 @@ class MqttTransport(MqttEngine):
             packet = decode_server_packet(first, bytes(body), self._version)
             if not isinstance(packet, ConnAck):
                 raise ProtocolViolation(Reason.PROTOCOL_ERROR, "the first packet is not CONNACK")
+            if self._version is Version.V5 and _answered_as_311(packet, len(body)):
+                raise NotMqtt5(
+                    f"the broker {config.url} does not speak MQTT 5: it answered the MQTT 5 "
+                    f"CONNECT as an MQTT 3.1.1 broker (CONNACK code {packet.reason})"
+                )
             if packet.reason:
                 if self._version is Version.V5:
                     raise ConnectionRefused(config.url, reason_text(packet.reason))
@@ -623,11 +784,21 @@ class MqttTransport(MqttEngine):
         return context
 
     def _apply_connack(self, connack: ConnAck) -> None:
-        maximum = get_property(connack.properties, Prop.MAXIMUM_PACKET_SIZE)
-        if maximum is not None:
-            self._broker_max_packet = maximum
-        receive_max = get_property(connack.properties, Prop.RECEIVE_MAXIMUM)
-        self._receive_max = max(1, min(self.config.max_inflight, receive_max or 65535))
+        """Obey what the broker's CONNACK binds a client to (MQTT 5.0 section 3.2.2.3)."""
+        properties = connack.properties
+        self._broker_max_packet = get_property(properties, Prop.MAXIMUM_PACKET_SIZE)
+        receive_max = get_property(properties, Prop.RECEIVE_MAXIMUM)
+        if receive_max is None:  # 3.1.1 has none; MQTT 5 means 65,535 by omitting it
+            receive_max = 65535 if self._version is Version.V5 else DEFAULT_INFLIGHT_311
+        self._receive_max = max(1, min(self.config.max_inflight, receive_max))
+        server_keepalive = get_property(properties, Prop.SERVER_KEEP_ALIVE)
+        self._keepalive_s = (
+            self.config.keepalive_s if server_keepalive is None else server_keepalive
+        )
+        assigned = string_property(properties, Prop.ASSIGNED_CLIENT_IDENTIFIER)
+        if assigned:
+            self._client_id = assigned
+        self._broker = BrokerFeatures.from_properties(properties)
 
     def _on_connected(self, channel: Channel) -> None:
         now = time.monotonic()
@@ -638,14 +809,14 @@ class MqttTransport(MqttEngine):
             self._channel = channel
             self._qos2_in.clear()
             subscriptions = list(self._subscriptions.items())
-            resend = list(self._inflight.values())
+            released = list(self._inflight.values())  # _on_lost left only these
         for topic_filter, qos in subscriptions:
             with self._lock:
                 packet_id = self._allocate_id()
-                self._waiters[packet_id] = _Waiter(quiet=True)
+                self._waiters[packet_id] = _Waiter(topic_filter, quiet=True)
             self._write(channel, [encode_subscribe(self._version, packet_id, topic_filter, qos)])
-        for message in resend:
-            self._transmit(channel, message, dup=True)
+        for message in released:  # PUBREC came: only PUBREL may go again (MQTT 4.3.3)
+            self._write(channel, [encode_ack(PacketType.PUBREL, message.packet_id, self._version)])
         self._connected.set()
         self._release_pending(channel)
         self._events.put(True)
@@ -653,17 +824,47 @@ class MqttTransport(MqttEngine):
             self._ever_connected = True
             self._first_result.put(None)
 
-    def _on_lost(self, channel: Channel) -> None:
+    def _on_lost(self, channel: Channel, loss: BaseException | None) -> None:
+        """Forget the connection; put the messages it had in flight back in line.
+
+        After the broker itself closed the connection (``BrokerClosed``), the messages
+        it had in flight become suspects, re-sent one at a time: one alone in flight
+        when the broker closes again is refused for good (:class:`PublishRefused`).
+        """
         was_connected = self._connected.is_set()
         self._connected.clear()
         channel.close()
+        broker_reason = _broker_reason(loss)
+        culprit: _Outgoing | None = None
         with self._lock:
             if self._channel is channel:
                 self._channel = None
             waiters = list(self._waiters.values())
             self._waiters.clear()
+            unreleased = [m for m in self._inflight.values() if not m.released]
+            for message in unreleased:
+                del self._inflight[message.packet_id]
+            if broker_reason is not None and unreleased:
+                if len(unreleased) == 1 and unreleased[0].packet_id in self._suspects:
+                    culprit = unreleased.pop()
+                    self._suspects.discard(culprit.packet_id)
+                else:
+                    self._suspects.update(m.packet_id for m in unreleased)
+            self._pending.extendleft(reversed(unreleased))
+        if culprit is not None:
+            log.error(
+                "the broker closed the connection each time the message on %r was sent (%s): "
+                "refused, not sent again",
+                culprit.topic,
+                broker_reason,
+            )
+            culprit.finish(
+                PublishRefused(culprit.topic, f"it closed the connection ({broker_reason})")
+            )
         for waiter in waiters:
             waiter.lost = True
+            if not waiter.quiet:
+                waiter.closed_by_broker = broker_reason
             waiter.event.set()
         if was_connected and not self._closing.is_set():
             self._events.put(False)
@@ -725,10 +926,17 @@ class MqttTransport(MqttEngine):
                 return
             waiter.reasons = packet.reasons
             if waiter.quiet and any(code >= 0x80 for code in packet.reasons):
-                log.error("broker refused a re-subscription: %s", packet.reasons)
+                log.error(
+                    "broker refused the re-subscription %r (%s): dropped it",
+                    waiter.topic_filter,
+                    ", ".join(reason_text(code) for code in packet.reasons),
+                )
+                self._forget(waiter.topic_filter)
             waiter.event.set()
         elif isinstance(packet, Disconnect):
-            raise TransportError(f"the broker disconnected us: {reason_text(packet.reason)}")
+            text = reason_text(packet.reason)
+            detail = string_property(packet.properties, Prop.REASON_STRING)
+            raise BrokerClosed(f"DISCONNECT {text}" + (f": {detail}" if detail else ""))
         elif isinstance(packet, ConnAck):
             raise ProtocolViolation(Reason.PROTOCOL_ERROR, "an unexpected CONNACK")
 
@@ -738,10 +946,16 @@ class MqttTransport(MqttEngine):
             self._write(channel, [encode_ack(PacketType.PUBCOMP, ack.packet_id, self._version)])
             return
         if ack.kind == PacketType.PUBREC and ack.reason < 0x80:  # our QoS 2: release it
+            with self._lock:
+                message = self._inflight.get(ack.packet_id)
+                if message is not None:
+                    message.released = True
+                    self._suspects.discard(ack.packet_id)
             self._write(channel, [encode_ack(PacketType.PUBREL, ack.packet_id, self._version)])
             return
         with self._lock:
             message = self._inflight.pop(ack.packet_id, None)
+            self._suspects.discard(ack.packet_id)
         if message is None:
             return
         error = None
@@ -755,13 +969,12 @@ class MqttTransport(MqttEngine):
     # -- keep-alive ------------------------------------------------
 
     def _run_keepalive(self) -> None:
-        keepalive = self.config.keepalive_s
-        if keepalive <= 0:
-            return
-        tick = min(1.0, keepalive / 4)
+        tick = 1.0
         while not self._closing.wait(tick):
+            keepalive = self._keepalive_s  # the broker's Server Keep Alive may change it
+            tick = min(1.0, keepalive / 4) if keepalive > 0 else 1.0
             channel = self._channel
-            if channel is None or not self._connected.is_set():
+            if keepalive <= 0 or channel is None or not self._connected.is_set():
                 continue
             now = time.monotonic()
             if now - self._last_read > 1.5 * keepalive:
@@ -779,6 +992,55 @@ class MqttTransport(MqttEngine):
                     channel.shutdown()
                 finally:
                     channel.send_lock.release()
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerFeatures:
+    """What a broker's CONNACK says it supports (MQTT 5.0 section 3.2.2.3); a 3.1.1
+    broker says nothing, which means everything but a Receive Maximum."""
+
+    retain_available: bool = True
+    wildcard_subscriptions: bool = True
+    shared_subscriptions: bool = True
+    subscription_identifiers: bool = True
+    maximum_qos: int = 2
+    topic_alias_maximum: int = 0
+
+    @classmethod
+    def from_properties(cls, properties: Properties) -> BrokerFeatures:
+        def flag(key: Prop) -> bool:
+            return get_property(properties, key, 1) != 0
+
+        return cls(
+            retain_available=flag(Prop.RETAIN_AVAILABLE),
+            wildcard_subscriptions=flag(Prop.WILDCARD_SUBSCRIPTION_AVAILABLE),
+            shared_subscriptions=flag(Prop.SHARED_SUBSCRIPTION_AVAILABLE),
+            subscription_identifiers=flag(Prop.SUBSCRIPTION_IDENTIFIER_AVAILABLE),
+            maximum_qos=get_property(properties, Prop.MAXIMUM_QOS, 2) or 0,
+            topic_alias_maximum=get_property(properties, Prop.TOPIC_ALIAS_MAXIMUM, 0) or 0,
+        )
+
+
+@functools.lru_cache(maxsize=4096)
+def _checked_name(topic: str) -> str:
+    """:func:`check_topic_name`, remembered for names that passed (the hot path)."""
+    return check_topic_name(topic)
+
+
+def _broker_reason(loss: BaseException | None) -> str | None:
+    """Why the broker ended a connection, if it did: a DISCONNECT, a close, or a reset
+    (a broker closing with our unread bytes in its buffer resets the connection)."""
+    if isinstance(loss, BrokerClosed):
+        return loss.reason
+    if isinstance(loss, ConnectionResetError | BrokenPipeError):
+        return f"it reset the connection ({loss.strerror or loss})"
+    return None
+
+
+def _answered_as_311(connack: ConnAck, body_bytes: int) -> bool:
+    """Whether a CONNACK to an MQTT 5 CONNECT is a 3.1.1-only broker's answer: a
+    two-byte body (MQTT 5 always has a property length) or Unsupported Protocol Version."""
+    return body_bytes == 2 or connack.reason == Reason.UNSUPPORTED_PROTOCOL_VERSION
 
 
 def _payload(packet: memoryview | bytearray, body: memoryview, start: int) -> bytes | bytearray:
@@ -833,7 +1095,7 @@ class _Reader:
         while have < remaining:
             count = self._channel.recv_into(view[have:])
             if count == 0:
-                raise ConnectionResetError("the broker closed the connection")
+                raise BrokerClosed("it closed the socket")
             have += count
         view.release()
         return body
@@ -856,5 +1118,5 @@ class _Reader:
             self._start = self._end = 0
         count = self._channel.recv_into(self._view[self._end :])
         if count == 0:
-            raise ConnectionResetError("the broker closed the connection")
+            raise BrokerClosed("it closed the socket")
         self._end += count

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
 from splitmq.errors import EncodeError
+from splitmq.topic_syntax import matches
 from splitmq.wire.codec import decode, encode
 from splitmq.wire.limits import DEFAULT_LIMITS, Limits
 from splitmq.wire.messages import (
@@ -320,27 +321,25 @@ TOPICS: tuple[Topic[Any], ...] = (
 
 COORDINATORS_GROUP = "coordinators"
 
-
-def matches(topic_filter: str, topic: str) -> bool:
-    """Whether ``topic`` matches the MQTT subscription ``topic_filter``.
-
-    Handles ``+``, ``#`` and shared subscriptions (``$share/group/filter``). As in
-    MQTT, wildcards at the first level do not match topics starting with ``$``.
-    """
-    if topic_filter.startswith("$share/"):
-        parts = topic_filter.split("/", 2)
-        if len(parts) < 3:
-            return False
-        topic_filter = parts[2]
-    filter_levels = topic_filter.split("/")
-    topic_levels = topic.split("/")
-    if topic.startswith("$") and filter_levels[0] in ("+", "#"):
-        return False
-    for i, level in enumerate(filter_levels):
-        if level == "#":
-            return True
-        if i >= len(topic_levels):
-            return False
-        if level != "+" and level != topic_levels[i]:
-            return False
-    return len(filter_levels) == len(topic_levels)
+__all__ = [
+    "ANY_AGENT",
+    "COMMANDS",
+    "COORDINATORS_GROUP",
+    "DEFAULT_NAMESPACE",
+    "DEPLOYMENTS",
+    "DEPLOY_REPLIES",
+    "DEPLOY_REQUESTS",
+    "EVENTS",
+    "PLANS",
+    "PLAN_REQUESTS",
+    "POOL_CHUNKS",
+    "POOL_FETCH",
+    "RESULTS",
+    "STAGE",
+    "STATUS",
+    "TELEMETRY",
+    "TOPICS",
+    "Topic",
+    "check_segment",
+    "matches",
+]

@@ -1,0 +1,389 @@
+"""The client against a scripted broker: what a CONNACK binds it to, and what it
+sends after a broker refuses something or the link drops at a chosen moment.
+
+Named after the section of the standard each checks; the ids say which client
+(``splitmq``'s own, ``paho``) and which version ran.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from splitmq.errors import TransportError
+from splitmq.mqtt.codes import Prop
+from splitmq.transport import MqttTransport, MqttVersion, TransportConfig
+from splitmq.transport.mqtt import PublishRefused
+from splitmq.transport.paho_transport import PahoTransport
+
+from .scripted import Link, ScriptedBroker, ack, packet_id
+
+CONNECT, PUBLISH, PUBACK, PUBREC, PUBREL, PUBCOMP, SUBSCRIBE, PINGREQ = 1, 3, 4, 5, 6, 7, 8, 12
+V5, V311 = MqttVersion.V5, MqttVersion.V311
+
+Transport = MqttTransport | PahoTransport
+ClientMaker = Callable[..., Transport]
+
+
+PAHO_RECEIVE_MAXIMUM = (
+    "paho-mqtt 2.2 keeps its own max_inflight_messages instead of the broker's Receive "
+    "Maximum: it sent all 9 at once against a Receive Maximum of 3 (MQTT-3.3.4-7)"
+)
+PAHO_PUBREC = (
+    "paho-mqtt 2.2 re-sends the PUBLISH after reconnecting although PUBREC had come: "
+    "the subscriber may get two copies (MQTT-4.3.3, 4.4)"
+)
+
+
+def engines(
+    *names: str, versions: tuple[str, ...] = ("5",), xfail: dict[str, str] | None = None
+) -> pytest.MarkDecorator:
+    """Parametrize over clients and versions; ``xfail`` maps a client to its known
+    deviation (run as ``xfail(strict=True)``)."""
+    deviations = xfail or {}
+    params = [
+        pytest.param(
+            name,
+            version,
+            id=f"scripted-{name}-mqtt{'5' if version == '5' else '311'}",
+            marks=[pytest.mark.xfail(strict=True, reason=deviations[name])]
+            if name in deviations
+            else [],
+        )
+        for name in names
+        for version in versions
+    ]
+    return pytest.mark.parametrize(("engine", "version"), params)
+
+
+@pytest.fixture
+def client() -> Iterator[ClientMaker]:
+    made: list[Transport] = []
+
+    def make(engine: str, version: str, port: int, **config: object) -> Transport:
+        settings: dict[str, object] = {
+            "port": port,
+            "version": V5 if version == "5" else V311,
+            "reconnect_min_s": 0.05,
+            "reconnect_max_s": 0.2,
+        }
+        settings.update(config)
+        kind = MqttTransport if engine == "splitmq" else PahoTransport
+        transport: Transport = kind(TransportConfig(**settings))  # type: ignore[arg-type]
+        made.append(transport)
+        transport.start(timeout_s=10.0)
+        return transport
+
+    yield make
+    for transport in made:
+        transport.close()
+
+
+def serve_connack(link: Link, v5: bool = True, **properties: object) -> int:
+    """Read CONNECT, answer CONNACK with ``properties`` (names of :class:`Prop`)."""
+    first, body = link.read()
+    assert first >> 4 == CONNECT
+    link.connack(v5=v5, properties={Prop[k]: v for k, v in properties.items()})
+    return body[6]  # the protocol level
+
+
+def hold(link: Link) -> None:
+    """Answer PINGREQ until the client goes."""
+    while True:
+        first, _ = link.read(timeout_s=60.0)
+        if first >> 4 == PINGREQ:
+            link.send(bytes((0xD0, 0)))
+
+
+@engines("splitmq", "paho")
+def test_mqtt5_3_2_2_3_14_server_keep_alive(client: ClientMaker, engine: str, version: str) -> None:
+    """3.2.2.3.14: the client MUST use the Server Keep Alive instead of its own
+    (MQTT-3.2.2-21): asked for 60 s, told 1 s, it pings within 1.5 s of silence."""
+    pinged = threading.Event()
+
+    def script(link: Link) -> None:
+        serve_connack(link, SERVER_KEEP_ALIVE=1)
+        link.read_until(PINGREQ, timeout_s=10.0)
+        pinged.set()
+        hold(link)
+
+    with ScriptedBroker(script) as broker:
+        client(engine, version, broker.port, keepalive_s=60)
+        assert pinged.wait(10.0), "no PINGREQ at the broker's keep-alive"
+
+
+@engines("splitmq")
+def test_mqtt5_3_2_2_3_7_assigned_client_identifier(
+    client: ClientMaker, engine: str, version: str
+) -> None:
+    """3.2.2.3.7: the client takes the Assigned Client Identifier as its own."""
+
+    def script(link: Link) -> None:
+        serve_connack(link, ASSIGNED_CLIENT_IDENTIFIER="given-by-the-broker")
+        hold(link)
+
+    with ScriptedBroker(script) as broker:
+        transport = client(engine, version, broker.port)
+        assert transport.client_id == "given-by-the-broker"
+
+
+@engines("splitmq")
+def test_mqtt5_3_2_2_3_5_retain_available(client: ClientMaker, engine: str, version: str) -> None:
+    """3.2.2.3.5: with Retain Available 0 the client MUST NOT send a retained PUBLISH
+    (MQTT-3.2.2-14): the call fails, a plain publish still goes."""
+    flags: list[int] = []
+
+    def script(link: Link) -> None:
+        serve_connack(link, RETAIN_AVAILABLE=0)
+        first, body = link.read_until(PUBLISH)
+        flags.append(first & 0x0F)
+        link.send(ack(PUBACK, packet_id(body)))
+        hold(link)
+
+    with ScriptedBroker(script) as broker:
+        transport = client(engine, version, broker.port)
+        with pytest.raises(TransportError, match="Retain Available"):
+            transport.publish("a/b", b"x", qos=1, retain=True)
+        transport.publish("a/b", b"x", qos=1).wait(5.0)
+        assert flags == [0x02]  # QoS 1, no RETAIN
+
+
+@engines("splitmq")
+def test_mqtt5_3_2_2_3_4_maximum_qos(client: ClientMaker, engine: str, version: str) -> None:
+    """3.2.2.3.4: the client MUST NOT send a PUBLISH above Maximum QoS (MQTT-3.2.2-11)."""
+    qos_seen: list[int] = []
+
+    def script(link: Link) -> None:
+        serve_connack(link, MAXIMUM_QOS=1)
+        first, body = link.read_until(PUBLISH)
+        qos_seen.append((first >> 1) & 0x03)
+        link.send(ack(PUBACK, packet_id(body)))
+        hold(link)
+
+    with ScriptedBroker(script) as broker:
+        transport = client(engine, version, broker.port)
+        transport.publish("a/b", b"x", qos=2).wait(5.0)
+        assert qos_seen == [1]
+
+
+@engines("splitmq")
+def test_mqtt5_3_2_2_3_11_wildcard_and_shared_subscription_available(
+    client: ClientMaker,
+    engine: str,
+    version: str,
+) -> None:
+    """3.2.2.3.11 and 3.2.2.3.13: a broker without wildcard or shared subscriptions
+    gets none from the client: the call fails at once."""
+
+    def script(link: Link) -> None:
+        serve_connack(link, WILDCARD_SUBSCRIPTION_AVAILABLE=0, SHARED_SUBSCRIPTION_AVAILABLE=0)
+        hold(link)
+
+    with ScriptedBroker(script) as broker:
+        transport = client(engine, version, broker.port)
+        for topic_filter in ("a/+", "a/#", "#", "$share/g/a"):
+            with pytest.raises(TransportError, match="Available 0"):
+                transport.subscribe(topic_filter, lambda m: None)
+
+
+def _count_window(link: Link, total: int, window: int) -> list[int]:
+    """Read PUBLISHes until ``window`` are unacknowledged, check no more come, then ack
+    them one by one; the sizes of the unacknowledged sets seen."""
+    seen: list[int] = []
+    received = 0
+    unacked: list[int] = []
+    while received < total:
+        _, body = link.read_until(PUBLISH, timeout_s=10.0)
+        received += 1
+        unacked.append(packet_id(body))
+        if len(unacked) == window or received == total:
+            try:
+                link.read_until(PUBLISH, timeout_s=0.5)
+                seen.append(len(unacked) + 1)  # one too many
+            except TimeoutError:
+                seen.append(len(unacked))
+            for pid in unacked:
+                link.send(ack(PUBACK, pid))
+            unacked.clear()
+    return seen
+
+
+@engines("splitmq", "paho", xfail={"paho": PAHO_RECEIVE_MAXIMUM})
+def test_mqtt5_3_2_2_3_3_receive_maximum(client: ClientMaker, engine: str, version: str) -> None:
+    """3.2.2.3.3 / 4.9: no more unacknowledged QoS 1 PUBLISHes than the broker's
+    Receive Maximum (MQTT-3.3.4-7)."""
+    windows: list[list[int]] = []
+
+    def script(link: Link) -> None:
+        serve_connack(link, RECEIVE_MAXIMUM=3)
+        windows.append(_count_window(link, 9, 3))
+        hold(link)
+
+    with ScriptedBroker(script) as broker:
+        transport = client(engine, version, broker.port)
+        receipts = [transport.publish("a/b", b"%d" % i, qos=1) for i in range(9)]
+        for receipt in receipts:
+            receipt.wait(10.0)
+        assert windows == [[3, 3, 3]]
+
+
+@engines("splitmq", versions=("3.1.1",))
+def test_client_in_flight_window_without_receive_maximum(
+    client: ClientMaker,
+    engine: str,
+    version: str,
+) -> None:
+    """Not a normative statement (MQTT 3.1.1 has no flow control): a 3.1.1 broker
+    announces no Receive Maximum, so the client keeps 20 in flight (Mosquitto's
+    max_inflight_messages default, past which it drops QoS 2 messages)."""
+    windows: list[list[int]] = []
+
+    def script(link: Link) -> None:
+        serve_connack(link, v5=False)
+        windows.append(_count_window(link, 40, 20))
+        hold(link)
+
+    with ScriptedBroker(script) as broker:
+        transport = client(engine, version, broker.port)
+        receipts = [transport.publish("a/b", b"%d" % i, qos=1) for i in range(40)]
+        for receipt in receipts:
+            receipt.wait(15.0)
+        assert windows == [[20, 20]]
+
+
+@engines("splitmq", "paho", versions=("5", "3.1.1"), xfail={"paho": PAHO_PUBREC})
+def test_mqtt_4_3_3_after_pubrec_only_pubrel_is_sent_again(
+    client: ClientMaker,
+    engine: str,
+    version: str,
+) -> None:
+    """4.3.3 / 4.4: once PUBREC arrived the sender MUST NOT re-send the PUBLISH
+    (MQTT-4.3.3-2 sends PUBREL; on reconnection 4.4 re-sends only PUBREL)."""
+    after_reconnect: list[int] = []
+    v5 = version == "5"
+
+    def script(link: Link) -> None:
+        serve_connack(link, v5=v5)
+        if link.number == 0:
+            _, body = link.read_until(PUBLISH)
+            link.send(ack(PUBREC, packet_id(body)))
+            link.read_until(PUBREL)
+            link.close()  # the link drops before PUBCOMP
+            return
+        while True:
+            first, body = link.read(timeout_s=10.0)
+            if first >> 4 in (PUBLISH, PUBREL):
+                after_reconnect.append(first >> 4)
+                if first >> 4 == PUBREL:
+                    link.send(ack(PUBCOMP, int.from_bytes(body[:2], "big")))
+                    hold(link)
+                    return
+                link.send(ack(PUBREC, packet_id(body)))
+
+    with ScriptedBroker(script) as broker:
+        transport = client(engine, version, broker.port)
+        transport.publish("a/b", b"once", qos=2).wait(15.0)
+        assert after_reconnect == [PUBREL]
+
+
+@engines("splitmq")
+def test_mqtt311_3_2_2_3_return_code_1_to_an_mqtt5_connect(
+    client: ClientMaker, engine: str, version: str
+) -> None:
+    """A 3.1.1 broker answers an MQTT 5 CONNECT with return code 1 (3.1.1 section
+    3.2.2.3, "unacceptable protocol level"); the client says so and connects with 3.1.1."""
+    levels: list[int] = []
+
+    def script(link: Link) -> None:
+        _, body = link.read()
+        levels.append(body[6])
+        if body[6] == 5:
+            link.send(bytes((0x20, 2, 0, 1)))
+            link.close()
+            return
+        link.send(bytes((0x20, 2, 0, 0)))
+        hold(link)
+
+    with ScriptedBroker(script) as broker:
+        transport = client(engine, version, broker.port)
+        assert isinstance(transport, MqttTransport)
+        assert transport.protocol_version is MqttVersion.V311
+        assert levels == [5, 4]
+
+
+@engines("splitmq")
+def test_mqtt5_3_4_2_1_puback_failure_reason_fails_once(
+    client: ClientMaker, engine: str, version: str
+) -> None:
+    """3.4.2.1: a PUBACK failure reason refuses the message: the caller learns the
+    broker's reason; the message is not sent again."""
+    publishes: list[int] = []
+
+    def script(link: Link) -> None:
+        serve_connack(link)
+        while True:
+            first, body = link.read(timeout_s=60.0)
+            if first >> 4 == PUBLISH:
+                publishes.append(packet_id(body))
+                link.send(bytes((0x40, 3)) + packet_id(body).to_bytes(2, "big") + b"\x87")
+
+    with ScriptedBroker(script) as broker:
+        transport = client(engine, version, broker.port)
+        with pytest.raises(PublishRefused, match="Not authorized"):
+            transport.publish("a/b", b"x", qos=1).wait(5.0)
+        transport.publish("a/c", b"y", qos=1)
+        deadline = time.monotonic() + 5.0
+        while len(publishes) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(publishes) == 2  # the refused one once, then the next
+
+
+@engines("splitmq")
+def test_mqtt5_4_13_disconnect_on_a_publish_fails_it_once(
+    client: ClientMaker, engine: str, version: str
+) -> None:
+    """4.13: a broker that meets an error closes the connection (DISCONNECT with a
+    reason code first in 5.0); the message it closed on fails to its caller with that
+    reason after one re-send alone, and is never re-sent in a loop."""
+    publishes: list[int] = []
+
+    def script(link: Link) -> None:
+        serve_connack(link)
+        while True:
+            first, _ = link.read(timeout_s=60.0)
+            if first >> 4 == PUBLISH:
+                publishes.append(link.number)
+                link.send(bytes((0xE0, 2, 0x97, 0)))  # DISCONNECT Quota exceeded
+                link.close()
+                return
+
+    with ScriptedBroker(script) as broker:
+        transport = client(engine, version, broker.port)
+        with pytest.raises(PublishRefused, match="Quota exceeded"):
+            transport.publish("a/b", b"x", qos=1).wait(10.0)
+        time.sleep(0.5)  # a loop would show more PUBLISHes by now
+        assert publishes == [0, 1]
+
+
+@engines("splitmq")
+def test_client_back_off_is_not_reset_by_connections_that_die_at_once(
+    client: ClientMaker,
+    engine: str,
+    version: str,
+) -> None:
+    """Not a normative statement: a broker that accepts and drops every connection at
+    once is retried with a growing delay, not at the first delay forever."""
+
+    def script(link: Link) -> None:
+        serve_connack(link)
+        link.sock.shutdown(socket.SHUT_RDWR)
+
+    with ScriptedBroker(script) as broker:
+        client(engine, version, broker.port, reconnect_min_s=0.05, reconnect_max_s=5.0)
+        time.sleep(3.0)  # measuring a rate: count connections in a fixed window
+        # Reset every time: ~60 connections in 3 s at 0.05 s; growing: about 7.
+        assert broker.connections <= 12
