@@ -1,7 +1,8 @@
 // Build the agent page into the Python package (splitmq/web/static/): the bundle
 // (esbuild, minified, ES module), the page, the calibration net, and only the LiteRT.js
-// wasm builds the page chooses between (the default build, and the "compat" one for
-// browsers without relaxed SIMD; the threaded and JSPI builds are never asked for).
+// wasm builds the page chooses between (src/runtime.js, chooseBuild): the default build,
+// the threaded one for a cross-origin isolated page, and the "compat" one for browsers
+// without relaxed SIMD. The JSPI build (WebNN, WebGPU partitioning) is never asked for.
 import { build } from 'esbuild';
 import { copyFileSync, mkdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import path from 'node:path';
@@ -13,6 +14,8 @@ const wasmSource = path.join(here, 'node_modules', '@litertjs', 'core', 'wasm');
 export const WASM_FILES = [
   'litert_wasm_internal.js',
   'litert_wasm_internal.wasm',
+  'litert_wasm_threaded_internal.js',
+  'litert_wasm_threaded_internal.wasm',
   'litert_wasm_compat_internal.js',
   'litert_wasm_compat_internal.wasm',
 ];

@@ -681,6 +681,7 @@ export class BrowserAgent {
       agentId: this.agentId,
       runtime: RUNTIME_KIND,
       runtimeVersion: this.runtime.version,
+      wasmBuild: this.runtime.build ?? null,
       speedGflops: this.speedGflops,
       hosted: Object.freeze(this.hosted()),
       loading: Object.freeze([...this.loading].sort()),

@@ -43,7 +43,7 @@ export async function pageConfig(location = window.location, storage = window.lo
 function publishStatus(state) {
   const view = {};
   for (const key of ['connected', 'agentId', 'hosted', 'served', 'errors', 'lastError', 'runtime',
-    'runtimeVersion', 'speedGflops', 'battery', 'brokerRttMs', 'loading', 'duplicates', 'unroutable', 'fetch', 'queueDepth']) {
+    'runtimeVersion', 'wasmBuild', 'speedGflops', 'battery', 'brokerRttMs', 'loading', 'duplicates', 'unroutable', 'fetch', 'queueDepth']) {
     Object.defineProperty(view, key, { enumerable: true, get: () => state.snapshot()[key] });
   }
   Object.defineProperty(view, 'phase', { enumerable: true, get: () => state.phase });

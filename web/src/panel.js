@@ -20,7 +20,7 @@ export function renderPanel(element, state) {
     ['agent', s.agentId ?? '—'],
     ['state', state.phase + (state.startupError ? `: ${state.startupError}` : '')],
     ['broker', `${state.config?.broker_url ?? '—'} — ${link}`],
-    ['runtime', s.runtime ? `${s.runtime} ${s.runtimeVersion}, ${s.speedGflops.toFixed(2)} GFLOP/s` : '—'],
+    ['runtime', s.runtime ? `${s.runtime} ${s.runtimeVersion} (${s.wasmBuild} wasm build), ${s.speedGflops.toFixed(2)} GFLOP/s` : '—'],
     ['battery', battery(s.battery)],
     ['requests served', s.served],
     ['errors sent', s.errors],
