@@ -94,9 +94,7 @@ def golden_messages() -> dict[str, Message]:
         callback="splitmq/v1/clients/c/result",
         deadline_ms=2**32 + 5,  # integers of 2^32 and above stay integers
         tensors=(Tensor("empty", np.zeros((0, 4), np.float32)),),
-        trace=(
-            TraceEntry(0, "a", 0.0, -1.5, 1e300, 2**53 + 1, 2**31, 2**40, 1e-300),
-        ),
+        trace=(TraceEntry(0, "a", 0.0, -1.5, 1e300, 2**53 + 1, 2**31, 2**40, 1e-300),),
         client_id="ünïcödé ✓",
     )
     vectors["telemetry_floats"] = Telemetry(

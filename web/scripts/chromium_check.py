@@ -15,6 +15,7 @@ and ``meta.json`` (see ``make_digits`` below: it makes them when DIR is empty).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import http.server
 import json
@@ -29,6 +30,7 @@ from typing import Any
 
 import numpy as np
 import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
 
 from splitmq.broker import free_port
 from splitmq.wire import (
@@ -56,8 +58,9 @@ CHROMIUM_ARGS = [
 
 
 def make_digits(directory: Path) -> None:
-    from splitmq.converter.cutter import Graph, cut, read_model
+    from splitmq.converter.cutter import cut
     from splitmq.converter.digits import load_split, train_and_convert
+    from splitmq.converter.graph import Graph, read_model
 
     entry = train_and_convert(directory / "pool", epochs=3, variants=("float32",))
     full = entry.variant_path("float32")
@@ -107,7 +110,11 @@ def start_static(
     shards: dict[str, bytes], config: dict[str, Any], isolated: bool
 ) -> tuple[Any, int]:
     class Handler(http.server.SimpleHTTPRequestHandler):
-        extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map, ".wasm": "application/wasm", ".js": "text/javascript"}
+        extensions_map = {
+            **http.server.SimpleHTTPRequestHandler.extensions_map,
+            ".wasm": "application/wasm",
+            ".js": "text/javascript",
+        }
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, directory=str(STATIC), **kwargs)
@@ -151,8 +158,8 @@ class Listener:
 
     def __init__(self, port: int):
         self.inbox: queue.Queue[tuple[str, bytes]] = queue.Queue()
-        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="chromium-check")
-        self.client.on_message = lambda _c, _u, m: self.inbox.put((m.topic, m.payload))
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id="chromium-check")
+        self.client.on_message = lambda _c, _u, m: self.inbox.put((m.topic, bytes(m.payload)))
         self.client.connect("127.0.0.1", port)
         self.client.loop_start()
 
@@ -204,7 +211,9 @@ def main() -> int:
         help="serve with COOP/COEP (cross-origin isolation: the threaded wasm build)",
     )
     parser.add_argument(
-        "--wasm-url", default="/wasm/", help="config.json's wasm_url (a directory, or one build's .js)"
+        "--wasm-url",
+        default="/wasm/",
+        help="config.json's wasm_url (a directory, or one build's .js)",
     )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="splitmq-chromium-"))
@@ -237,6 +246,7 @@ def main() -> int:
         listener.subscribe(topic)
     failures: list[str] = []
     rows: list[tuple[str, str]] = []
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
@@ -246,9 +256,7 @@ def main() -> int:
         page.on("console", lambda m: logs.append(f"{m.type}: {m.text}"))
         started = time.perf_counter()
         page.goto(f"http://127.0.0.1:{http_port}/agent.html?id=web-1")
-        status = listener.wait(
-            lambda t, m: isinstance(m, AgentStatus) and m.state == "online", 120
-        )
+        status = listener.wait(lambda t, m: isinstance(m, AgentStatus) and m.state == "online", 120)
         rows.append(("page up, online status (s)", f"{time.perf_counter() - started:.2f}"))
         rows.append(("status runtime", f"{status.runtime} {status.runtime_version}"))
         rows.append(("calibrated speed (GFLOP/s)", f"{status.speed_gflops:.2f}"))
@@ -334,10 +342,8 @@ def main() -> int:
         rows.append(("both stages max |diff| vs same shards", f"{max(diffs_chain):.3g}"))
         rows.append(("bit-exact answers vs same shards", f"{exact_chain} of {len(x)}"))
         rows.append(("largest difference in float32 ulps", f"{max(ulps_chain)}"))
-        try:  # the page counts an answer once the broker acknowledged it
+        with contextlib.suppress(PlaywrightTimeout):  # counted once the broker acknowledged it
             page.wait_for_function(f"window.splitmqAgent.served >= {len(x)}", timeout=10_000)
-        except Exception:
-            pass
         view = page.evaluate("() => ({...window.splitmqAgent})")
         rows.append(("served / errors (page)", f"{view['served']} / {view['errors']}"))
         if view["served"] != len(x) or view["errors"]:
