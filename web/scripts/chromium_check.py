@@ -353,6 +353,17 @@ def main() -> int:
             lambda t, m: isinstance(m, AgentStatus) and m.state == "offline", 30
         )
         rows.append(("after close", offline.state))
+        # A page that dies without pagehide: the broker publishes its will.
+        listener.subscribe(f"{NS}/agents/web-2/status")
+        crashing = browser.new_page()
+        crashing.goto(f"http://127.0.0.1:{http_port}/agent.html?id=web-2")
+        listener.wait(lambda t, m: isinstance(m, AgentStatus) and m.agent_id == "web-2", 120)
+        with contextlib.suppress(Exception):
+            crashing.goto("chrome://crash", timeout=5_000)
+        will = listener.wait(lambda t, m: isinstance(m, AgentStatus) and m.agent_id == "web-2", 90)
+        rows.append(("after a renderer crash (the will)", will.state))
+        if will.state != "offline":
+            failures.append("no will after the crash")
         browser.close()
     listener.client.loop_stop()
     server.shutdown()
