@@ -205,6 +205,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shards", type=Path, default=None)
     parser.add_argument("--chromium", default="/usr/bin/chromium")
+    parser.add_argument("--screenshot", type=Path, help="save the page's status panel here")
     parser.add_argument(
         "--isolated",
         action="store_true",
@@ -348,6 +349,8 @@ def main() -> int:
         rows.append(("served / errors (page)", f"{view['served']} / {view['errors']}"))
         if view["served"] != len(x) or view["errors"]:
             failures.append(f"page counted {view['served']} served, {view['errors']} errors")
+        if args.screenshot:
+            page.screenshot(path=str(args.screenshot), full_page=True)
         page.close()
         offline = listener.wait(
             lambda t, m: isinstance(m, AgentStatus) and m.state == "offline", 30

@@ -694,6 +694,7 @@ export class BrowserAgent {
       brokerRttMs: this.rttMs,
       fetch: this.fetchProgress ? Object.freeze({ ...this.fetchProgress }) : null,
       queueDepth: Object.freeze(Object.fromEntries([...this.stages.values()].map((s) => [s.key, s.queue.length]))),
+      computeMs: Object.freeze(Object.fromEntries([...this.stages.values()].map((s) => [s.key, s.computeMs]))),
     });
   }
 }

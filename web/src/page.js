@@ -43,7 +43,7 @@ export async function pageConfig(location = window.location, storage = window.lo
 function publishStatus(state) {
   const view = {};
   for (const key of ['connected', 'agentId', 'hosted', 'served', 'errors', 'lastError', 'runtime',
-    'runtimeVersion', 'wasmBuild', 'speedGflops', 'battery', 'brokerRttMs', 'loading', 'duplicates', 'unroutable', 'fetch', 'queueDepth']) {
+    'runtimeVersion', 'wasmBuild', 'speedGflops', 'battery', 'brokerRttMs', 'loading', 'duplicates', 'unroutable', 'fetch', 'queueDepth', 'computeMs']) {
     Object.defineProperty(view, key, { enumerable: true, get: () => state.snapshot()[key] });
   }
   Object.defineProperty(view, 'phase', { enumerable: true, get: () => state.phase });
@@ -100,7 +100,7 @@ async function main() {
     const agent = new BrowserAgent(settings, {
       transport,
       runtime,
-      fetchShard: httpShardFetcher(new URL(config.shard_url ?? '/shards/{sha256}', window.location.href).href.replace('%7Bsha256%7D', '{sha256}')),
+      fetchShard: httpShardFetcher(config.shard_url ?? '/shards/{sha256}'), // relative to the page
       battery: await browserBattery(),
     });
     state.agent = agent;
