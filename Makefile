@@ -20,7 +20,7 @@ venv: $(STAMP) $(STAMP_TFLITE)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[agent,convert,client,dev]"
+	$(PY) -m pip install --quiet -e ".[agent,convert,client,web,dev]"
 	touch $@
 
 $(STAMP_TFLITE): pyproject.toml
