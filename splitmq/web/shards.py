@@ -12,6 +12,7 @@ the response is cacheable forever (``ETag`` is the digest, ``immutable``).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -98,7 +99,7 @@ class ShardRoute:
             )
         if request.headers.get("If-None-Match", "").strip('W/"') == digest:
             raise web.HTTPNotModified(headers={"ETag": f'"{digest}"', "Cache-Control": IMMUTABLE})
-        body = await request.loop.run_in_executor(None, self.index.read, digest)
+        body = await asyncio.get_running_loop().run_in_executor(None, self.index.read, digest)
         if body is None:
             where = self.index.pool_dir or "no model pool (start with --pool DIR)"
             raise web.HTTPNotFound(
