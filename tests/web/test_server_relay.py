@@ -330,7 +330,7 @@ def test_a_client_that_vanishes_gets_its_will_published(relay: WebServer) -> Non
     assert sock is not None
     doomed.loop_stop()
     # Abort the TCP connection under paho (RST, no WebSocket close, no MQTT DISCONNECT).
-    raw: socket.socket = sock._socket  # type: ignore[union-attr]  # paho's WebSocket wrapper
+    raw: socket.socket = sock._socket  # type: ignore[attr-defined]  # paho's WebSocket wrapper
     raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     raw.close()
     message = inbox.wait()[0]
