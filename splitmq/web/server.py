@@ -36,6 +36,7 @@ from splitmq.web.static import StaticFiles, file_response, isolation_headers
 log = logging.getLogger(__name__)
 
 START_TIMEOUT_S = 30.0
+BUILD_HINT = "run `make web` in the repository (npm builds web/ into it); a wheel ships it built"
 
 
 def build_app(
@@ -45,7 +46,7 @@ def build_app(
     app = web.Application(middlewares=[isolation_headers], client_max_size=1024 * 1024)
     relay = Relay(config.broker, config.max_message_bytes)
     shards = ShardRoute(ShardIndex(config.pool_dir))
-    static = StaticFiles(config.static_dir, "agent page")
+    static = StaticFiles(config.static_dir, "agent page", BUILD_HINT, marker="agent.html")
     pages = StaticFiles(PAGES_DIR, "fleet page")
     join_svg = svg_qr(agent_url)
 

@@ -78,15 +78,29 @@ def file_response(path: Path, *, cache: str = "no-cache") -> web.FileResponse:
 
 
 class StaticFiles:
-    """Serves the files under ``root`` at ``/{name}``; a missing file is a plain 404."""
+    """Serves the files under ``root`` at ``/{name}``; a missing file is a plain 404.
 
-    def __init__(self, root: Path, what: str):
+    Args:
+        root: the directory.
+        what: what its files are, for the 404's words.
+        built_by: how ``root`` is made, said when it lacks ``marker`` (None: a source
+            directory, always there).
+        marker: the file whose absence means ``root`` was never built.
+    """
+
+    def __init__(self, root: Path, what: str, built_by: str | None = None, marker: str = ""):
         self.root = root
         self.what = what
+        self.built_by = built_by
+        self.marker = marker
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         name = request.match_info.get("name", "")
         path = resolve(self.root, name)
         if path is None:
+            if self.built_by is not None and not (self.root / self.marker).is_file():
+                raise web.HTTPNotFound(
+                    text=f"the {self.what} is not built in {self.root}: {self.built_by}\n"
+                )
             raise web.HTTPNotFound(text=f"no {self.what} file {name!r} here\n")
         return file_response(path)
