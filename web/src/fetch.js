@@ -1,5 +1,8 @@
 // Shards over HTTP: GET the shard by its sha256 with progress, verify the digest with
-// WebCrypto before anyone loads it.
+// WebCrypto before anyone loads it (with our own SHA-256 where the page is not a secure
+// context and has no WebCrypto).
+
+import { sha256 } from './sha256.js';
 
 export class FetchError extends Error {
   constructor(digest, reason) {
@@ -11,10 +14,9 @@ export class FetchError extends Error {
 
 const HEX_DIGEST = /^[0-9a-f]{64}$/;
 
-/** sha256 of ``bytes`` in hex, by WebCrypto. */
+/** sha256 of ``bytes`` in hex: by WebCrypto, or by sha256.js where there is none. */
 export async function sha256Hex(bytes, subtle = globalThis.crypto?.subtle) {
-  if (!subtle) throw new Error('WebCrypto is not available here (an insecure context?)');
-  const digest = new Uint8Array(await subtle.digest('SHA-256', bytes));
+  const digest = subtle ? new Uint8Array(await subtle.digest('SHA-256', bytes)) : sha256(bytes);
   return Array.from(digest, (b) => b.toString(16).padStart(2, '0')).join('');
 }
 
