@@ -14,14 +14,14 @@ VENV_TFLITE := .venv-tflite214
 STAMP := $(VENV)/.installed
 STAMP_TFLITE := $(VENV_TFLITE)/.installed
 
-.PHONY: demo demo-secure test test-fast lint bench bench-quick venv mosquitto clean
+.PHONY: demo demo-secure test test-fast lint bench bench-quick venv mosquitto chromium web clean
 
 venv: $(STAMP) $(STAMP_TFLITE)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[agent,convert,client,dev]"
+	$(PY) -m pip install --quiet -e ".[agent,convert,client,web,dev]"
 	touch $@
 
 $(STAMP_TFLITE): pyproject.toml
@@ -40,6 +40,29 @@ mosquitto:
 		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq mosquitto mosquitto-clients openssl; \
 	fi
 
+# Debian's Chromium for the browser tests (tests/browser): Playwright drives it through
+# executable_path and never downloads a browser of its own.
+chromium:
+	@if [ ! -x /usr/bin/chromium ]; then \
+		echo "installing chromium from Debian's packages"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium; \
+	fi
+
+# The browser agent page, built from web/ with npm into splitmq/web/static (the wheel
+# ships it built). Node and npm from Debian's packages when they are missing.
+web:
+	@if [ -f web/package.json ]; then \
+		if ! command -v npm >/dev/null 2>&1; then \
+			echo "installing nodejs and npm from Debian's packages"; \
+			SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+			$$SUDO apt-get update -qq && \
+			DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq nodejs npm; \
+		fi; \
+		cd web && npm ci --no-audit --no-fund && npm run build; \
+	fi
+
 # The demo needs no root: with Mosquitto installed it uses it, else the embedded broker.
 demo: $(STAMP)
 	$(PY) -m splitmq demo $(DEMO_ARGS)
@@ -53,7 +76,7 @@ demo-secure: $(STAMP) mosquitto
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not integration and not slow"
 
-test: venv mosquitto
+test: venv mosquitto chromium web
 	SPLITMQ_TFLITE214_PYTHON=$(CURDIR)/$(VENV_TFLITE)/bin/python $(PY) -m pytest
 
 lint: $(STAMP)

@@ -138,6 +138,12 @@ def _add_demo(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -
     add_parser(subparsers)
 
 
+def _add_web(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from splitmq.web.cli import add_parser
+
+    add_parser(subparsers)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="splitmq", description="Run one deep neural network across several small devices."
@@ -152,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_infer,
         _add_report,
         _add_demo,
+        _add_web,
     ):
         add(subparsers)
     return parser

@@ -51,6 +51,9 @@ def _add_coordinator(subparsers: Subparsers) -> None:
         "--ready-timeout", type=float, help="seconds to wait for agents to load a shard (60)"
     )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
+    from splitmq.web.cli import add_web_options
+
+    add_web_options(parser, port_option="--web")
     parser.set_defaults(run=run_coordinator)
 
 
@@ -80,6 +83,12 @@ def run_coordinator(args: argparse.Namespace) -> int:
         )
         coordinator = Coordinator(transport, args.pool, config)
         coordinator.start()
+        web = None
+        if args.web is not None:
+            from splitmq.web.cli import start_server, web_config
+
+            web_settings = web_config(args, args.web, f"splitmq-web-{args.id}")
+            web = start_server(web_settings, qr=not args.no_qr)
     except SplitMQError as error:
         print(f"splitmq coordinator: error: {error}", file=sys.stderr, flush=True)
         return 2
@@ -87,6 +96,8 @@ def run_coordinator(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     signal.signal(signal.SIGINT, lambda *_: stopping.set())
     stopping.wait()
+    if web is not None:
+        web.stop()
     coordinator.stop()
     return 0
 

@@ -34,6 +34,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="Mosquitto with TLS, passwords and per-role ACLs (broker-config/secure.conf); "
         "certificates and credentials made by the broker-config scripts, one user per process",
     )
+    add(
+        "--browser",
+        action="store_true",
+        help="add a headless Chromium 'phone' running the agent page (when Chromium is "
+        "installed): splitmq web serves it",
+    )
     parser.set_defaults(run=run)
 
 
@@ -60,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
         embedded=args.embedded_broker,
         keep_running=args.keep_running,
         secure=args.secure,
+        browser=args.browser,
     )
     with stop_on_signals():
         try:

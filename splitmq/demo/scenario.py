@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -97,6 +98,8 @@ class DemoOptions:
         keep_running: leave the fleet up at the end until Ctrl-C, SIGTERM or SIGHUP.
         secure: Mosquitto on ``broker-config/secure.conf`` (TLS, passwords, per-role
             ACLs) with a CA and credentials made by the ``broker-config`` scripts.
+        browser: add a headless Chromium with the agent page to the fleet, when
+            Chromium is installed (``splitmq.web.phone``).
     """
 
     workdir: Path
@@ -106,6 +109,7 @@ class DemoOptions:
     embedded: bool = False
     keep_running: bool = False
     secure: bool = False
+    browser: bool = False
 
 
 Say = Callable[[str], None]
@@ -346,7 +350,7 @@ def run_demo(
             # the same CA, broker certificate, passwd and acl.
             secure = make_secure_setup(workdir / "secure", SECURE_USERS)
         fleet = DemoFleet(workdir, pool, embedded=options.embedded, secure=secure)
-    with fleet:
+    with fleet, contextlib.ExitStack() as extras:
         url = fleet.start_broker()
         say(f"broker: {fleet.broker_kind} at {url}")
         if fleet.secure is not None:
@@ -356,14 +360,31 @@ def run_demo(
         fleet.start_coordinator()
         for agent_id, profile in AGENT_PROFILES.items():
             fleet.start_agent(agent_id, profile)
+        phone = extras.enter_context(_browser_phone(options, fleet, pool))
         config_for = transport_for or _transports(fleet)
         control = Control(config_for(OPERATOR), config_for(CLIENT))
         control.start()
         try:
+            if phone is not None:
+                control.wait_agents([phone], fleet.check_alive)
             models = Models(digits, mobilenet)
             return _scenario(options, fleet, control, config_for, models)
         finally:
             control.close()
+
+
+def _browser_phone(
+    options: DemoOptions, fleet: DemoFleet, pool: Path
+) -> contextlib.AbstractContextManager[str | None]:
+    """A headless Chromium agent page in the fleet (``--browser``), or nothing."""
+    if not options.browser:
+        return contextlib.nullcontext()
+    if fleet.secure is not None:
+        say("--browser runs on the development broker only: no browser phone with --secure")
+        return contextlib.nullcontext()
+    from splitmq.web.phone import browser_phone
+
+    return browser_phone(parse_broker_url(fleet.broker_url), pool, fleet.workdir, say=say)
 
 
 def _transports(fleet: DemoFleet) -> Callable[[str], TransportConfig]:

@@ -1,0 +1,106 @@
+"""Files from a directory, with the right types, and the headers every response needs.
+
+WebAssembly threads need ``SharedArrayBuffer``, which a browser gives only to a
+cross-origin isolated page: the document is served with ``Cross-Origin-Opener-Policy:
+same-origin`` and ``Cross-Origin-Embedder-Policy: require-corp``, and everything it
+loads must be same-origin or say ``Cross-Origin-Resource-Policy``. Every response of
+this server carries the three (:func:`isolation_headers`). Browsers compile wasm
+streamed only from ``application/wasm``: types come from our own table, not from the
+host's ``/etc/mime.types``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path, PurePosixPath
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+ISOLATION_HEADERS = {
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Embedder-Policy": "require-corp",
+    "Cross-Origin-Resource-Policy": "same-origin",
+    "X-Content-Type-Options": "nosniff",
+}
+
+CONTENT_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".mjs": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".json": "application/json",
+    ".map": "application/json",
+    ".wasm": "application/wasm",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".ico": "image/x-icon",
+    ".tflite": "application/octet-stream",
+    ".txt": "text/plain; charset=utf-8",
+}
+
+
+@web.middleware
+async def isolation_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Add :data:`ISOLATION_HEADERS` to every response, errors included."""
+    try:
+        response: web.StreamResponse = await handler(request)
+    except web.HTTPException as error:
+        error.headers.update(ISOLATION_HEADERS)
+        raise
+    if not response.prepared:  # a WebSocket is prepared by its handler
+        response.headers.update(ISOLATION_HEADERS)
+    return response
+
+
+def resolve(root: Path, name: str) -> Path | None:
+    """The file ``name`` (a URL path below ``root``) names, or None.
+
+    None for anything that is not a plain relative path to a regular file inside
+    ``root``: ``..``, absolute paths, backslashes, NUL, hidden files, directories, and
+    symbolic links that lead outside.
+    """
+    if not name or "\\" in name or "\x00" in name:
+        return None
+    parts = PurePosixPath(name).parts
+    if not parts or parts[0] == "/" or any(p in ("..", ".") or p.startswith(".") for p in parts):
+        return None
+    root = root.resolve()
+    path = root.joinpath(*parts).resolve()
+    if not path.is_relative_to(root) or not path.is_file():
+        return None
+    return path
+
+
+def file_response(path: Path, *, cache: str = "no-cache") -> web.FileResponse:
+    """``path`` with its type from :data:`CONTENT_TYPES`; ``no-cache`` revalidates by ETag."""
+    content_type = CONTENT_TYPES.get(path.suffix.lower(), "application/octet-stream")
+    return web.FileResponse(path, headers={"Content-Type": content_type, "Cache-Control": cache})
+
+
+class StaticFiles:
+    """Serves the files under ``root`` at ``/{name}``; a missing file is a plain 404.
+
+    Args:
+        root: the directory.
+        what: what its files are, for the 404's words.
+        built_by: how ``root`` is made, said when it lacks ``marker`` (None: a source
+            directory, always there).
+        marker: the file whose absence means ``root`` was never built.
+    """
+
+    def __init__(self, root: Path, what: str, built_by: str | None = None, marker: str = ""):
+        self.root = root
+        self.what = what
+        self.built_by = built_by
+        self.marker = marker
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        name = request.match_info.get("name", "")
+        path = resolve(self.root, name)
+        if path is None:
+            if self.built_by is not None and not (self.root / self.marker).is_file():
+                raise web.HTTPNotFound(
+                    text=f"the {self.what} is not built in {self.root}: {self.built_by}\n"
+                )
+            raise web.HTTPNotFound(text=f"no {self.what} file {name!r} here\n")
+        return file_response(path)
