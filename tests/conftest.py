@@ -6,6 +6,7 @@ import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -66,7 +67,17 @@ def secure_mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secur
 
 
 @pytest.fixture(scope="session")
-def digits_pool(tmp_path_factory: pytest.TempPathFactory) -> object:
+def converter_front_end() -> Iterator[object]:
+    """One converter child process shared by the session's conversions, so TensorFlow
+    is imported once (several seconds) rather than once per ``convert()``."""
+    from splitmq.converter.isolated import FrontEndProcess
+
+    with FrontEndProcess() as process:
+        yield process
+
+
+@pytest.fixture(scope="session")
+def digits_pool(tmp_path_factory: pytest.TempPathFactory, converter_front_end: Any) -> object:
     """The small digits classifier trained and converted (float32, int8) once per session.
 
     Returns its :class:`splitmq.converter.PoolEntry`; the pool is ``entry.path.parents[1]``.
@@ -74,7 +85,10 @@ def digits_pool(tmp_path_factory: pytest.TempPathFactory) -> object:
     from splitmq.converter.digits import train_and_convert
 
     return train_and_convert(
-        tmp_path_factory.mktemp("digits-pool"), epochs=3, variants=("float32", "int8")
+        tmp_path_factory.mktemp("digits-pool"),
+        epochs=3,
+        variants=("float32", "int8"),
+        front_end=converter_front_end,
     )
 
 
@@ -84,7 +98,7 @@ def pool_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def application_entry(pool_dir: Path) -> Callable[[str, int], object]:
+def application_entry(pool_dir: Path, converter_front_end: Any) -> Callable[[str, int], object]:
     """``application_entry(name, size)``: a keras.applications architecture (weights=None)
     as a float32 + int8 pool entry in ``pool_dir``, converted once per session."""
     from splitmq.converter import PoolEntry, convert
@@ -103,6 +117,7 @@ def application_entry(pool_dir: Path) -> Callable[[str, int], object]:
                 variants=("float32", "int8"),
                 calibration=calibration.astype(np.float32),
                 input_size=size,
+                front_end=converter_front_end,
             )
         return cache[key]
 

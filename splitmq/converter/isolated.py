@@ -153,6 +153,10 @@ class FrontEndProcess:
         self._request({"op": "train_digits", "out": str(out), "epochs": epochs}, "training")
         return out
 
+    def ping(self) -> int:
+        """The child's process id, starting it if needed (a cheap request: no TensorFlow)."""
+        return int(self._request({"op": "ping"}, "ping")["pid"])
+
     def close(self) -> None:
         """End the child (it exits when its stdin closes) and close its log file."""
         process, self._process = self._process, None

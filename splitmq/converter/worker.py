@@ -10,7 +10,8 @@ reads one JSON request per line on stdin and answers each on stdout:
   ``{"path": out}``, the variant's ``.tflite`` written there; ``calibration`` is an
   ``.npz`` of ``arr_0, arr_1...`` in the order of ``keys``;
 * ``{"op": "train_digits", "out", "epochs"}`` -> the digits classifier trained and
-  saved to ``out``.
+  saved to ``out``;
+* ``{"op": "ping"}`` -> ``{"pid": ...}``, the child's process id (TensorFlow not needed).
 
 Each answer is ``{"reply": ...}`` or ``{"error": {"type", "message", "path"}}``; before
 it, ``{"log": {"name", "level", "message"}}`` lines carry splitmq's progress messages,
@@ -77,6 +78,8 @@ def _loaded_fields(request: dict[str, Any]) -> Any:
 
 def _handle(request: dict[str, Any]) -> dict[str, Any]:
     op = request.get("op")
+    if op == "ping":
+        return {"pid": os.getpid()}
     if op == "load":
         from splitmq.converter.frontend import load_source
 

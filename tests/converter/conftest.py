@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -81,16 +80,7 @@ def recurrent_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def front_end() -> Iterator[object]:
-    """One converter child process for the session's fixtures: one TensorFlow import."""
-    from splitmq.converter.isolated import FrontEndProcess
-
-    with FrontEndProcess() as process:
-        yield process
-
-
-@pytest.fixture(scope="session")
-def recurrent_entry(pool_dir: Path, recurrent_model_path: Path, front_end: Any) -> object:
+def recurrent_entry(pool_dir: Path, recurrent_model_path: Path, converter_front_end: Any) -> object:
     """The recurrent model converted to float32 and float16 (int8 crashes TensorFlow)."""
     from splitmq.converter import convert
 
@@ -99,13 +89,13 @@ def recurrent_entry(pool_dir: Path, recurrent_model_path: Path, front_end: Any) 
         name="recurrent",
         pool_dir=pool_dir,
         variants=("float32", "float16"),
-        front_end=front_end,
+        front_end=converter_front_end,
     )
 
 
 @pytest.fixture(scope="session")
 def two_io_entry(
-    pool_dir: Path, tmp_path_factory: pytest.TempPathFactory, front_end: Any
+    pool_dir: Path, tmp_path_factory: pytest.TempPathFactory, converter_front_end: Any
 ) -> object:
     from splitmq.converter import convert
 
@@ -118,12 +108,16 @@ def two_io_entry(
         "meta": rng.uniform(0, 1, (CALIBRATION_SAMPLES, 5)).astype(np.float32),
     }
     return convert(
-        path, name="two-io", pool_dir=pool_dir, calibration=calibration, front_end=front_end
+        path,
+        name="two-io",
+        pool_dir=pool_dir,
+        calibration=calibration,
+        front_end=converter_front_end,
     )
 
 
 @pytest.fixture(scope="session")
-def digits_entry(pool_dir: Path, front_end: Any) -> object:
+def digits_entry(pool_dir: Path, converter_front_end: Any) -> object:
     from splitmq.converter.digits import train_and_convert
 
-    return train_and_convert(pool_dir, front_end=front_end)
+    return train_and_convert(pool_dir, front_end=converter_front_end)

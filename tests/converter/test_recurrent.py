@@ -148,3 +148,20 @@ def test_cli_verbose_shows_tensorflow_logs(recurrent_model_path: Path, tmp_path:
     assert result.returncode == 0, result.stderr
     assert TENSORFLOW_LINE.search(result.stderr)
     assert "splitmq: converting to float32" in result.stderr
+
+
+def test_a_crash_while_loading_writes_nothing(recurrent_model_path: Path, tmp_path: Path) -> None:
+    """The child killed by a real signal before the model is loaded: a clear error."""
+    import signal
+
+    from splitmq.converter.isolated import FrontEndProcess
+
+    with FrontEndProcess() as front_end:
+        os.kill(front_end.ping(), signal.SIGSEGV)
+        with pytest.raises(ConverterCrashError, match="SIGSEGV, signal 11") as caught:
+            convert(recurrent_model_path, name="rnn", pool_dir=tmp_path, front_end=front_end)
+        assert caught.value.crashes == {"loading the model": -11}
+        assert "nothing was written" in str(caught.value)
+        assert not any(tmp_path.iterdir())
+        # The next request starts a fresh child.
+        assert front_end.ping() > 0
