@@ -228,7 +228,7 @@ def _convert(
         labels=label_array is not None,
         variants={v: described[v] for v in stored},
         cut_points=align_cut_points(reference, others),
-        created_with=_created_with(front_end.tensorflow_version),
+        created_with=_created_with(None if is_tflite else front_end.tensorflow_version),
     )
     entry = write_entry(pool_dir, manifest, stored)
     log.info("wrote %s (%s) in %.1f s", entry.path, ", ".join(stored), time.monotonic() - started)
