@@ -119,7 +119,7 @@ def _handle(request: dict[str, Any]) -> dict[str, Any]:
     raise ValueError(f"unknown request {op!r}")
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     # Replies get their own copy of stdout; fd 1 then points at stderr, so nothing
     # TensorFlow or a library prints can garble them.
@@ -157,8 +157,11 @@ def main(argv: list[str] | None = None) -> int:
             }
         replies.write(json.dumps(answer) + "\n")
         replies.flush()
-    return 0
+    # Stdin closed: the parent is done. Skip the interpreter's teardown, which takes
+    # seconds once TensorFlow is loaded; every answer has been flushed.
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
