@@ -17,7 +17,7 @@ from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from importlib.util import find_spec
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import pytest
@@ -128,6 +128,16 @@ def secure_mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secur
 
 
 @pytest.fixture(scope="session")
+def converter_front_end() -> Iterator[object]:
+    """One converter child process shared by the session's conversions, so TensorFlow
+    is imported once (several seconds) rather than once per ``convert()``."""
+    from splitmq.converter.isolated import FrontEndProcess
+
+    with FrontEndProcess() as process:
+        yield process
+
+
+@pytest.fixture(scope="session")
 def digits_pool(tmp_path_factory: pytest.TempPathFactory) -> object:
     """The small digits classifier converted (float32, int8), as shipped in tests/data.
 
@@ -143,7 +153,7 @@ def pool_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def application_entry(pool_dir: Path) -> Callable[[str, int], object]:
+def application_entry(pool_dir: Path, converter_front_end: Any) -> Callable[[str, int], object]:
     """``application_entry(name, size)``: a keras.applications architecture (weights=None)
     as a float32 + int8 pool entry in ``pool_dir``, converted once per session."""
     from splitmq.converter import PoolEntry, convert
@@ -162,6 +172,7 @@ def application_entry(pool_dir: Path) -> Callable[[str, int], object]:
                 variants=("float32", "int8"),
                 calibration=calibration.astype(np.float32),
                 input_size=size,
+                front_end=converter_front_end,
             )
         return cache[key]
 

@@ -3,15 +3,15 @@
 Public API (documented in ``docs/converter.md``)::
 
     convert(source, *, name, pool_dir, variants=..., calibration=None, labels=None,
-            weights=None, input_size=None) -> PoolEntry
+            weights=None, input_size=None, verbose=False, front_end=None) -> PoolEntry
     load_manifest(path) -> Manifest
     open_entry(pool_dir, name, version=None) -> PoolEntry
     cut(model_bytes_or_path, cut_points, out_dir=None) -> list[Shard]
     run_model(model, inputs) / run_chain(shards, inputs)   # LiteRT, bit-exact settings
     splitmq.converter.digits.train_and_convert(pool_dir, ...) -> PoolEntry
 
-Importing this package never imports TensorFlow; only ``convert`` does, lazily, when
-its source is not a ``.tflite``.
+Importing this package never imports TensorFlow, nor does ``convert``: it runs
+TensorFlow in a child process (``FrontEndProcess``) when its source is not a ``.tflite``.
 """
 
 from __future__ import annotations
@@ -21,11 +21,13 @@ from splitmq.converter.cutter import Shard, cut, cut_graph
 from splitmq.converter.errors import (
     CalibrationError,
     ConversionError,
+    ConverterCrashError,
     CutPointError,
     ModelReadError,
     UncuttableGraphError,
 )
 from splitmq.converter.graph import Graph, TensorSpec
+from splitmq.converter.isolated import FrontEndProcess
 from splitmq.converter.manifest import Manifest, load_manifest
 from splitmq.converter.pool import PoolEntry, open_entry
 from splitmq.converter.runner import run_chain, run_model
@@ -33,7 +35,9 @@ from splitmq.converter.runner import run_chain, run_model
 __all__ = [
     "CalibrationError",
     "ConversionError",
+    "ConverterCrashError",
     "CutPointError",
+    "FrontEndProcess",
     "Graph",
     "Manifest",
     "ModelReadError",

@@ -36,7 +36,7 @@ from splitmq.converter.pool import PoolEntry, check_name, content_version, varia
 if TYPE_CHECKING:
     from splitmq.converter.isolated import FrontEndProcess
 
-__all__ = ["DEFAULT_VARIANTS", "CalibrationInput", "convert", "convert_with"]
+__all__ = ["DEFAULT_VARIANTS", "CalibrationInput", "convert"]
 
 log = logging.getLogger("splitmq.converter")
 
@@ -58,6 +58,7 @@ def convert(
     weights: str | Path | None = None,
     input_size: int | None = None,
     verbose: bool = False,
+    front_end: FrontEndProcess | None = None,
 ) -> PoolEntry:
     """Convert ``source`` into the pool entry ``pool_dir/name/VERSION``.
 
@@ -80,30 +81,44 @@ def convert(
         input_size: side of the square input for a ``keras.applications`` name (224).
         verbose: show TensorFlow's own log output (C++, absl, warnings) on stderr;
             by default it goes to a file that is deleted with the work directory.
+        front_end: a running :class:`~splitmq.converter.isolated.FrontEndProcess` to
+            reuse (several conversions, one TensorFlow import); its own ``verbose``
+            applies. By default one is started for this conversion and ended after it.
 
     Raises:
         ModelReadError, CalibrationError, ConversionError: with what to do next.
         ConverterCrashError: TensorFlow's converter died on some variants; the others
             were written first (``error.path``, ``error.converted``).
     """
-    from splitmq.converter.frontend import temporary_work_dir
-    from splitmq.converter.isolated import FrontEndProcess
+    if front_end is None:
+        from splitmq.converter.isolated import FrontEndProcess
 
-    with temporary_work_dir() as work, FrontEndProcess(Path(work), verbose=verbose) as front_end:
-        return convert_with(
-            front_end,
-            source,
-            name=name,
-            pool_dir=pool_dir,
-            variants=variants,
-            calibration=calibration,
-            labels=labels,
-            weights=weights,
-            input_size=input_size,
-        )
+        with FrontEndProcess(verbose=verbose) as started:
+            return convert(
+                source,
+                name=name,
+                pool_dir=pool_dir,
+                variants=variants,
+                calibration=calibration,
+                labels=labels,
+                weights=weights,
+                input_size=input_size,
+                front_end=started,
+            )
+    return _convert(
+        front_end,
+        source,
+        name=name,
+        pool_dir=pool_dir,
+        variants=variants,
+        calibration=calibration,
+        labels=labels,
+        weights=weights,
+        input_size=input_size,
+    )
 
 
-def convert_with(
+def _convert(
     front_end: FrontEndProcess,
     source: str | Path,
     *,
@@ -115,8 +130,6 @@ def convert_with(
     weights: str | Path | None = None,
     input_size: int | None = None,
 ) -> PoolEntry:
-    """:func:`convert` through a front-end process already running (its TensorFlow
-    already imported, as after training a model in it)."""
     check_name(name)
     from splitmq.converter.frontend import VARIANTS, convert_variant, load_source
 
@@ -215,7 +228,7 @@ def convert_with(
         labels=label_array is not None,
         variants={v: described[v] for v in stored},
         cut_points=align_cut_points(reference, others),
-        created_with=_created_with(front_end.tensorflow_version),
+        created_with=_created_with(None if is_tflite else front_end.tensorflow_version),
     )
     entry = write_entry(pool_dir, manifest, stored)
     log.info("wrote %s (%s) in %.1f s", entry.path, ", ".join(stored), time.monotonic() - started)

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from splitmq.converter.pool import PoolEntry
+
+if TYPE_CHECKING:
+    from splitmq.converter.isolated import FrontEndProcess
 
 __all__ = ["load_split", "train_and_convert"]
 
@@ -81,29 +84,37 @@ def train_and_convert(
     variants: tuple[str, ...] = ("float32", "float16", "int8"),
     work_dir: str | Path | None = None,
     verbose: bool = False,
+    front_end: FrontEndProcess | None = None,
 ) -> PoolEntry:
     """Train the classifier, save it as ``.keras`` and convert it into the pool.
 
-    Training and conversion run in one child process (TensorFlow is imported there
-    once, not in the caller); ``verbose`` shows TensorFlow's own log output.
+    Training and conversion run in the converter's child process (TensorFlow is
+    imported there, not in the caller); ``verbose`` shows TensorFlow's own log output;
+    ``front_end`` reuses a running one (see :func:`splitmq.converter.convert`).
     """
+    import contextlib
     import tempfile
 
-    from splitmq.converter.convert import convert_with
+    from splitmq.converter.convert import convert
     from splitmq.converter.isolated import FrontEndProcess
 
     _, _, x_test, y_test = load_split()
-    with tempfile.TemporaryDirectory(prefix="splitmq-digits-") as scratch:
-        directory = Path(work_dir) if work_dir is not None else Path(scratch)
+    with contextlib.ExitStack() as stack:
+        if front_end is None:
+            front_end = stack.enter_context(FrontEndProcess(verbose=verbose))
+        directory = (
+            Path(work_dir)
+            if work_dir is not None
+            else Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="splitmq-digits-")))
+        )
         directory.mkdir(parents=True, exist_ok=True)
-        with FrontEndProcess(Path(scratch), verbose=verbose) as front_end:
-            model_path = front_end.train_digits(directory / "digits.keras", epochs=epochs)
-            return convert_with(
-                front_end,
-                model_path,
-                name=name,
-                pool_dir=pool_dir,
-                variants=variants,
-                calibration=x_test,
-                labels=y_test,
-            )
+        model_path = front_end.train_digits(directory / "digits.keras", epochs=epochs)
+        return convert(
+            model_path,
+            name=name,
+            pool_dir=pool_dir,
+            variants=variants,
+            calibration=x_test,
+            labels=y_test,
+            front_end=front_end,
+        )

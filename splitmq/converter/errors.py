@@ -57,9 +57,9 @@ class UncuttableGraphError(ConversionError):
     """A graph the cutter cannot split without changing its meaning.
 
     Attributes:
-        operator: the operator type to blame (``WHILE``), or ``None`` for a model-wide
-            reason such as several subgraphs.
-        op_index: its position in execution order.
+        operator: the operator type to blame (``VAR_HANDLE``; ``WHILE`` for a cut asked
+            inside the loop it runs), or ``None`` for a model-wide reason.
+        op_index: the position in execution order of the top-level operator concerned.
     """
 
     def __init__(self, message: str, *, operator: str | None, op_index: int | None):

@@ -19,7 +19,6 @@ Variants:
 from __future__ import annotations
 
 import logging
-import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -158,6 +157,9 @@ def build_application(name: str, *, input_size: int | None, weights: str | Path 
 def _load_keras_file(path: Path) -> Any:
     import keras
 
+    # A fresh session resets name numbering (``functional_1``), which ends up in tensor
+    # names: the same file converts to the same bytes however many models came before.
+    keras.backend.clear_session()
     try:
         return keras.models.load_model(str(path), compile=False)
     except (OSError, ValueError, TypeError, KeyError) as error:
@@ -259,10 +261,6 @@ def convert_variant(
         return bytes(converter.convert())
     except (RuntimeError, ValueError, tf.errors.OpError) as error:
         raise ConversionError(f"TFLite conversion to {variant} failed: {error}") from error
-
-
-def temporary_work_dir() -> tempfile.TemporaryDirectory[str]:
-    return tempfile.TemporaryDirectory(prefix="splitmq-convert-")
 
 
 def calibration_generator(

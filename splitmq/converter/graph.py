@@ -16,6 +16,10 @@ Vocabulary (see ``docs/converter.md``):
 * The *frontier* of cut point ``k`` is the set of non-constant tensors alive across
   it: model inputs and tensors produced before ``k`` that a live operator at or after
   ``k`` reads, or that are model outputs.
+* Operators, cut points and frontiers are those of the main subgraph (subgraph 0).
+  A control-flow operator (``WHILE``, ``IF``) is one step of it; the subgraphs it runs
+  (cond and body, then and else, and those they run in turn) go with it into a shard,
+  and its FLOPs and parameter bytes include theirs.
 """
 
 from __future__ import annotations

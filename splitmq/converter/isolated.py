@@ -8,7 +8,8 @@ child's TensorFlow output goes to a file unless ``verbose`` is set. The caller's
 process, its environment and its stderr are left as they were; it does not even
 import TensorFlow.
 
-One child serves a whole conversion (TensorFlow is imported once, several seconds);
+One child serves a whole conversion, or several (TensorFlow is imported once, several
+seconds; pass the same ``FrontEndProcess`` to each ``convert(..., front_end=...)``);
 after a crash the next request starts a fresh one.
 """
 
@@ -20,6 +21,7 @@ import logging
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -45,13 +47,20 @@ _CLOSE_TIMEOUT_S = 10.0
 class FrontEndProcess:
     """A child process that loads and converts models with TensorFlow.
 
-    Use it as a context manager; ``work_dir`` holds the exported SavedModel, the
-    calibration file, the converted variants and (quiet) the child's log.
+    Use it as a context manager. ``work_dir`` (a temporary directory, removed on
+    :meth:`close`, when not given) holds the child's log when quiet and one
+    subdirectory per loaded model: its exported SavedModel, calibration file and
+    converted variants.
     """
 
-    def __init__(self, work_dir: Path, *, verbose: bool = False) -> None:
-        self.work_dir = work_dir
+    def __init__(self, work_dir: Path | None = None, *, verbose: bool = False) -> None:
+        self._own_dir: tempfile.TemporaryDirectory[str] | None = None
+        if work_dir is None:
+            self._own_dir = tempfile.TemporaryDirectory(prefix="splitmq-convert-")
+            work_dir = Path(self._own_dir.name)
+        self.work_dir: Path = work_dir
         self.verbose = verbose
+        self._scratch = self.work_dir
         self.tensorflow_version: str | None = None
         self._process: subprocess.Popen[str] | None = None
         self._stderr: IO[bytes] | None = None
@@ -77,12 +86,17 @@ class FrontEndProcess:
         weights: str | Path | None = None,
         input_size: int | None = None,
     ) -> LoadedSource:
-        """Recognise and prepare ``source`` in the child (see ``frontend.load_source``)."""
+        """Recognise and prepare ``source`` in the child (see ``frontend.load_source``).
+
+        Starts a new scratch directory: the variants converted next belong to this model.
+        """
+        self._scratch = Path(tempfile.mkdtemp(prefix="model-", dir=self.work_dir))
+        self._calibration = None
         reply = self._request(
             {
                 "op": "load",
                 "source": str(source),
-                "work_dir": str(self.work_dir),
+                "work_dir": str(self._scratch),
                 "weights": None if weights is None else str(weights),
                 "input_size": input_size,
             },
@@ -114,7 +128,7 @@ class FrontEndProcess:
         calibration_file = None
         if calibration is not None:
             calibration_file = self._calibration_file(calibration, keys)
-        out = self.work_dir / f"converted-{variant}.tflite"
+        out = self._scratch / f"converted-{variant}.tflite"
         self._request(
             {
                 "op": "convert",
@@ -139,6 +153,10 @@ class FrontEndProcess:
         self._request({"op": "train_digits", "out": str(out), "epochs": epochs}, "training")
         return out
 
+    def ping(self) -> int:
+        """The child's process id, starting it if needed (a cheap request: no TensorFlow)."""
+        return int(self._request({"op": "ping"}, "ping")["pid"])
+
     def close(self) -> None:
         """End the child (it exits when its stdin closes) and close its log file."""
         process, self._process = self._process, None
@@ -156,12 +174,15 @@ class FrontEndProcess:
         if self._stderr is not None:
             self._stderr.close()
             self._stderr = None
+        if self._own_dir is not None:
+            self._own_dir.cleanup()
+            self._own_dir = None
 
     # -- the child ------------------------------------------------------------------
 
     def _calibration_file(self, samples: Mapping[str, np.ndarray], keys: Sequence[str]) -> Path:
         if self._calibration is None:
-            path = self.work_dir / "calibration.npz"
+            path = self._scratch / "calibration.npz"
             np.savez(path, *[np.ascontiguousarray(samples[k]) for k in keys])
             self._calibration = path
         return self._calibration

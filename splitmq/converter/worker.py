@@ -10,7 +10,8 @@ reads one JSON request per line on stdin and answers each on stdout:
   ``{"path": out}``, the variant's ``.tflite`` written there; ``calibration`` is an
   ``.npz`` of ``arr_0, arr_1...`` in the order of ``keys``;
 * ``{"op": "train_digits", "out", "epochs"}`` -> the digits classifier trained and
-  saved to ``out``.
+  saved to ``out``;
+* ``{"op": "ping"}`` -> ``{"pid": ...}``, the child's process id (TensorFlow not needed).
 
 Each answer is ``{"reply": ...}`` or ``{"error": {"type", "message", "path"}}``; before
 it, ``{"log": {"name", "level", "message"}}`` lines carry splitmq's progress messages,
@@ -77,6 +78,8 @@ def _loaded_fields(request: dict[str, Any]) -> Any:
 
 def _handle(request: dict[str, Any]) -> dict[str, Any]:
     op = request.get("op")
+    if op == "ping":
+        return {"pid": os.getpid()}
     if op == "load":
         from splitmq.converter.frontend import load_source
 
@@ -116,7 +119,7 @@ def _handle(request: dict[str, Any]) -> dict[str, Any]:
     raise ValueError(f"unknown request {op!r}")
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     # Replies get their own copy of stdout; fd 1 then points at stderr, so nothing
     # TensorFlow or a library prints can garble them.
@@ -154,8 +157,11 @@ def main(argv: list[str] | None = None) -> int:
             }
         replies.write(json.dumps(answer) + "\n")
         replies.flush()
-    return 0
+    # Stdin closed: the parent is done. Skip the interpreter's teardown, which takes
+    # seconds once TensorFlow is loaded; every answer has been flushed.
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -79,17 +80,23 @@ def recurrent_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def recurrent_entry(pool_dir: Path, recurrent_model_path: Path) -> object:
+def recurrent_entry(pool_dir: Path, recurrent_model_path: Path, converter_front_end: Any) -> object:
     """The recurrent model converted to float32 and float16 (int8 crashes TensorFlow)."""
     from splitmq.converter import convert
 
     return convert(
-        recurrent_model_path, name="recurrent", pool_dir=pool_dir, variants=("float32", "float16")
+        recurrent_model_path,
+        name="recurrent",
+        pool_dir=pool_dir,
+        variants=("float32", "float16"),
+        front_end=converter_front_end,
     )
 
 
 @pytest.fixture(scope="session")
-def two_io_entry(pool_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> object:
+def two_io_entry(
+    pool_dir: Path, tmp_path_factory: pytest.TempPathFactory, converter_front_end: Any
+) -> object:
     from splitmq.converter import convert
 
     model = build_two_io_model()
@@ -100,11 +107,17 @@ def two_io_entry(pool_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> ob
         "image": rng.uniform(0, 1, (CALIBRATION_SAMPLES, 16, 16, 3)).astype(np.float32),
         "meta": rng.uniform(0, 1, (CALIBRATION_SAMPLES, 5)).astype(np.float32),
     }
-    return convert(path, name="two-io", pool_dir=pool_dir, calibration=calibration)
+    return convert(
+        path,
+        name="two-io",
+        pool_dir=pool_dir,
+        calibration=calibration,
+        front_end=converter_front_end,
+    )
 
 
 @pytest.fixture(scope="session")
-def digits_entry(pool_dir: Path) -> object:
+def digits_entry(pool_dir: Path, converter_front_end: Any) -> object:
     from splitmq.converter.digits import train_and_convert
 
-    return train_and_convert(pool_dir)
+    return train_and_convert(pool_dir, front_end=converter_front_end)

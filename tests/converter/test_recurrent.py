@@ -112,10 +112,21 @@ def test_an_int8_crash_names_the_variant_and_keeps_the_others(
     assert dict(os.environ) == environment, "the caller's environment is left as it was"
 
 
+# Runs ``splitmq convert ARGS`` as the console script does, then says whether the
+# caller's process imported TensorFlow (it should not: the child does).
+CLI = (
+    "import sys\n"
+    "from splitmq.cli import main\n"
+    "status = main(sys.argv[1:])\n"
+    "print('tensorflow in the caller:', 'tensorflow' in sys.modules)\n"
+    "sys.exit(status)\n"
+)
+
+
 def _run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     environment = {k: v for k, v in os.environ.items() if not k.startswith("TF_")}
     return subprocess.run(
-        [sys.executable, "-m", "splitmq", "convert", *args],
+        [sys.executable, "-c", CLI, "convert", *args],
         capture_output=True,
         text=True,
         timeout=600,
@@ -138,6 +149,7 @@ def test_cli_shows_progress_not_tensorflow_logs(recurrent_model_path: Path, tmp_
     assert lines[-1].startswith("splitmq convert: error: TensorFlow's converter crashed")
     assert "int8 variant (SIGSEGV, signal 11)" in lines[-1]
     assert open_entry(tmp_path, "rnn").manifest.variants.keys() == {"float32"}
+    assert "tensorflow in the caller: False" in result.stdout
 
 
 def test_cli_verbose_shows_tensorflow_logs(recurrent_model_path: Path, tmp_path: Path) -> None:
@@ -148,3 +160,21 @@ def test_cli_verbose_shows_tensorflow_logs(recurrent_model_path: Path, tmp_path:
     assert result.returncode == 0, result.stderr
     assert TENSORFLOW_LINE.search(result.stderr)
     assert "splitmq: converting to float32" in result.stderr
+    assert "tensorflow in the caller: False" in result.stdout
+
+
+def test_a_crash_while_loading_writes_nothing(recurrent_model_path: Path, tmp_path: Path) -> None:
+    """The child killed by a real signal before the model is loaded: a clear error."""
+    import signal
+
+    from splitmq.converter.isolated import FrontEndProcess
+
+    with FrontEndProcess() as front_end:
+        os.kill(front_end.ping(), signal.SIGSEGV)
+        with pytest.raises(ConverterCrashError, match="SIGSEGV, signal 11") as caught:
+            convert(recurrent_model_path, name="rnn", pool_dir=tmp_path, front_end=front_end)
+        assert caught.value.crashes == {"loading the model": -11}
+        assert "nothing was written" in str(caught.value)
+        assert not any(tmp_path.iterdir())
+        # The next request starts a fresh child.
+        assert front_end.ping() > 0

@@ -81,3 +81,27 @@ def test_shards_run_in_tflite_runtime_214(
     for index, name in enumerate(sorted(litert)):
         assert np.array_equal(litert[name], litert_chain[name])
         np.testing.assert_allclose(chain[f"o{index}"], litert[name], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("variant", ["float32", "float16"])
+def test_recurrent_shards_run_in_tflite_runtime_214(
+    recurrent_entry: PoolEntry, tmp_path: Path, variant: str
+) -> None:
+    """Shards carrying WHILE loops (LSTM, GRU) and their subgraphs load in 2.14 too."""
+    python = os.environ.get("SPLITMQ_TFLITE214_PYTHON")
+    if not python:
+        pytest.skip("SPLITMQ_TFLITE214_PYTHON is not set (make test sets it to .venv-tflite214)")
+    model = recurrent_entry.variant_path(variant).read_bytes()
+    graph = Graph.load(model)
+    loops = [i for i, name in enumerate(graph.op_types) if name == "WHILE"]
+    cuts = [loops[0], loops[1] + 1, loops[-1]]  # a stage of two loops, one of a loop alone
+    spec = graph.tensor_spec(graph.model_inputs[0])
+    series = np.random.default_rng(5).uniform(0, 1, spec.shape).astype(np.float32)
+    np.savez(tmp_path / "inputs.npz", i0=series)
+    run_in_tflite214(python, model, cuts, tmp_path)
+    whole = np.load(tmp_path / "whole.npz")
+    chain = np.load(tmp_path / "chain.npz")
+    litert = run_model(model, {spec.name: series})
+    for index, name in enumerate(sorted(litert)):
+        assert np.array_equal(whole[f"o{index}"], chain[f"o{index}"])
+        np.testing.assert_allclose(chain[f"o{index}"], litert[name], rtol=1e-5, atol=1e-5)
