@@ -2,7 +2,8 @@
 
 Threads, and what runs on each:
 
-- the transport's network thread (paho) only enqueues into the transport's inbox;
+- the transport's network thread only reads the connection and enqueues: into the
+  transport's inbox, or (fast path) straight into a stage's queue;
 - the transport's inbox worker dispatches by topic: an activation goes into its stage's
   bounded queue (or is refused at once: unknown deployment, shard not loaded, queue
   full), a pool chunk goes to the fetcher, a ping is answered, a load/unload command
@@ -551,7 +552,7 @@ class Agent:
             return self._stages.get((params["deployment"], int(params["stage"])))
 
     def _enqueue_stage(self, message: InboundMessage) -> bool:
-        """On paho's network thread: hand a request straight to its stage's worker.
+        """On the transport's network thread: hand a request straight to its stage's worker.
 
         It only enqueues; anything else (a full queue, a stage not hosted) is declined
         and reaches :meth:`_on_stage` on the inbox worker, which may publish errors.
