@@ -57,6 +57,8 @@ ALLOWED: dict[str, set[str]] = {
     "broker": {"errors"},
     "connection": {"errors", "transport", "wire"},
     "secure_setup": {"broker", "errors", "transport", "wire"},
+    "processes": {"errors"},
+    "watch": {"errors", "transport", "wire"},
     # the parts
     "converter": {"errors", "wire"},
     "agent": {"errors", "transport", "wire"},
