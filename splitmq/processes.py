@@ -45,7 +45,7 @@ def agent_command(
     threads: int = 1,
     xnnpack: bool = False,
     telemetry_period_s: float | None = None,
-    battery: str = "simulated",
+    battery: str | None = "simulated",
     log_level: str | None = None,
     extra: Sequence[str] = (),
     python: str = sys.executable,
@@ -55,7 +55,9 @@ def agent_command(
     without XNNPACK unless asked (builtin kernels: a split model's output is then
     bit-identical to the whole model's on one device)."""
     command = [python, "-m", "splitmq.agent", *broker, "--id", agent_id]
-    command += ["--cache", str(cache_dir), "--threads", str(threads), "--battery", battery]
+    command += ["--cache", str(cache_dir), "--threads", str(threads)]
+    if battery is not None:  # None: the agent's own default
+        command += ["--battery", battery]
     if profile is not None:
         command += ["--profile", profile]
     if not xnnpack:
