@@ -27,7 +27,7 @@ live next to the code that raises them (the module in brackets)::
     ├── ShardLoadError            shard bytes the runtime cannot load [agent.runtime]
     ├── DigestMismatch            bytes whose sha256 is not the announced one [agent.cache]
     ├── FetchError                a shard that could not be fetched from the pool [agent.fetch]
-    ├── RequestFailed             a request a stage cannot serve: an ErrorMessage [agent.agent]
+    ├── RequestFailed             a request a stage cannot serve: an ErrorMessage [agent.requests]
     ├── UnknownModel              no such model, version or variant in the pool
     │                             [coordinator.model_pool]
     ├── PartitionRefused          no partition of a variant meets the request
