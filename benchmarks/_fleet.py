@@ -18,7 +18,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -28,10 +27,12 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from splitmq import processes
 from splitmq.broker import Mosquitto, config_dir
 from splitmq.converter import PoolEntry, convert, open_entry
 from splitmq.errors import SplitMQError
-from splitmq.transport import InboundMessage, MqttTransport, parse_broker_url
+from splitmq.transport import MqttTransport, parse_broker_url
+from splitmq.watch import Watcher
 from splitmq.wire import (
     AgentState,
     AgentStatus,
@@ -41,7 +42,6 @@ from splitmq.wire import (
     Message,
     Plan,
     PlanRequest,
-    decode,
     encode,
 )
 from splitmq.wire.topics import (
@@ -107,38 +107,6 @@ class AgentSpec:
     extra: tuple[str, ...] = ()
 
 
-class Waiter:
-    """Decoded messages from subscriptions, waited for with a timeout."""
-
-    def __init__(self) -> None:
-        self.messages: list[Message] = []
-        self._cond = threading.Condition()
-
-    def __call__(self, message: InboundMessage) -> None:
-        if not message.payload:
-            return
-        decoded = decode(message.payload)
-        with self._cond:
-            self.messages.append(decoded)
-            self._cond.notify_all()
-
-    def wait_for(
-        self, kind: type[M], where: Callable[[M], bool] = lambda _m: True, timeout_s: float = 30.0
-    ) -> M:
-        def found() -> M | None:
-            return next(
-                (m for m in self.messages if isinstance(m, kind) and where(m)),
-                None,
-            )
-
-        with self._cond:
-            if not self._cond.wait_for(lambda: found() is not None, timeout_s):
-                raise TimeoutError(f"no {kind.__name__} within {timeout_s} s")
-            result = found()
-            assert result is not None
-            return result
-
-
 def answering(request_id: str) -> Callable[[Message], bool]:
     """A predicate: an answer (plan, refusal, deploy reply) to ``request_id``."""
     return lambda message: getattr(message, "request_id", None) == request_id
@@ -160,7 +128,7 @@ class Fleet:
     broker: Mosquitto
     workdir: Path
     operator: MqttTransport
-    inbox: Waiter
+    inbox: Watcher
     agents: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     coordinator: subprocess.Popen[bytes] | None = None
     last_reply: DeployReply | None = None
@@ -233,29 +201,16 @@ class Fleet:
 
 
 def agent_command(url: str, spec: AgentSpec, workdir: Path) -> list[str]:
-    command = [
-        sys.executable,
-        "-m",
-        "splitmq.agent",
-        "--broker",
-        url,
-        "--id",
+    return processes.agent_command(
+        ["--broker", url],
         spec.agent_id,
-        "--cache",
-        str(workdir / "cache" / spec.agent_id),
-        "--profile",
-        spec.profile,
-        "--threads",
-        str(spec.threads),
-        "--battery",
-        "simulated",
-        "--log-level",
-        "warning",
-        *spec.extra,
-    ]
-    if not spec.xnnpack:
-        command.append("--no-xnnpack")
-    return command
+        workdir / "cache" / spec.agent_id,
+        profile=spec.profile,
+        threads=spec.threads,
+        xnnpack=spec.xnnpack,
+        log_level="warning",
+        extra=spec.extra,
+    )
 
 
 @contextlib.contextmanager
@@ -268,60 +223,32 @@ def fleet(agents: Sequence[AgentSpec], *, pool: Path = POOL) -> Iterator[Fleet]:
         workdir = Path(tmp)
         operator = MqttTransport(parse_broker_url(broker.url(), client_id="bench-operator"))
         operator.start()
-        inbox = Waiter()
-        for topic in (
-            STATUS.filter(),
-            DEPLOY_REPLIES.filter(),
-            DEPLOYMENTS.filter(),
-            PLANS.name(client=OPERATOR),
-        ):
-            operator.subscribe(topic, inbox)
-        logs = (workdir / "processes.log").open("ab")
+        inbox = Watcher(operator).watch(STATUS).watch(DEPLOY_REPLIES).watch(DEPLOYMENTS)
+        inbox.watch(PLANS, client=OPERATOR)
+        log = workdir / "processes.log"
         running = Fleet(broker, workdir, operator, inbox)
         try:
-            running.coordinator = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "splitmq",
-                    "coordinator",
-                    "--broker",
-                    broker.url(),
-                    "--pool",
-                    str(pool),
-                    "--log-level",
-                    "warning",
-                ],
-                stdout=logs,
-                stderr=subprocess.STDOUT,
+            running.coordinator = processes.spawn(
+                processes.coordinator_command(
+                    ["--broker", broker.url()], pool, extra=("--log-level", "warning")
+                ),
+                log,
             )
             for spec in agents:
-                running.agents[spec.agent_id] = subprocess.Popen(
-                    agent_command(broker.url(), spec, workdir),
-                    stdout=logs,
-                    stderr=subprocess.STDOUT,
+                running.agents[spec.agent_id] = processes.spawn(
+                    agent_command(broker.url(), spec, workdir), log
                 )
             for spec in agents:
                 inbox.wait_for(AgentStatus, online(spec.agent_id), 60)
             running.wait_for_coordinator()
             yield running
         except BaseException:
-            logs.flush()
-            tail = (workdir / "processes.log").read_text(errors="replace")[-3000:]
+            tail = log.read_text(errors="replace")[-3000:]
             print(f"--- fleet log (tail) ---\n{tail}", file=sys.stderr)
             raise
         finally:
-            processes = [*running.agents.values()]
+            started = [*running.agents.values()]
             if running.coordinator is not None:
-                processes.append(running.coordinator)
-            for process in processes:
-                if process.poll() is None:
-                    process.terminate()
-            for process in processes:
-                try:
-                    process.wait(10)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait(5)
+                started.append(running.coordinator)
+            processes.stop(started)
             operator.close()
-            logs.close()

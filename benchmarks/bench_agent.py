@@ -23,7 +23,6 @@ import argparse
 import os
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -34,6 +33,7 @@ import psutil
 from _fleet import mobilenet
 from _report import Row, report
 
+from splitmq import processes
 from splitmq.agent import find_runtime
 from splitmq.broker import Mosquitto, config_dir
 from splitmq.coordinator.pool_service import PoolService
@@ -45,7 +45,6 @@ from splitmq.wire import (
     LoadShard,
     ShardReady,
     Tensor,
-    TensorSpec,
     decode,
     encode,
 )
@@ -84,10 +83,6 @@ class Waiter:
         return self.payload
 
 
-def spec(s: object) -> TensorSpec:
-    return TensorSpec(s.name, tuple(s.shape), s.dtype, s.scale, s.zero_point)  # type: ignore[attr-defined]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=100)
@@ -115,25 +110,17 @@ def main() -> None:
             pool.start()
             statuses = Waiter()
             client.subscribe(STATUS.name(agent=AGENT), statuses)
-            process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "splitmq.agent",
-                    "--broker",
-                    broker.url(),
-                    "--id",
-                    AGENT,
-                    "--cache",
-                    str(workdir / "cache"),
-                    "--threads",
-                    str(THREADS),
-                    "--profile",
-                    "host",
-                    "--log-level",
-                    "warning",
-                ],
+            command = processes.agent_command(
+                ["--broker", broker.url()],
+                AGENT,
+                workdir / "cache",
+                profile="host",
+                threads=THREADS,
+                xnnpack=True,
+                battery=None,
+                log_level="warning",
             )
+            process = subprocess.Popen(command)
             try:
                 while decode(statuses.wait(), expect=AgentStatus).state is not AgentState.ONLINE:
                     pass
@@ -149,8 +136,8 @@ def main() -> None:
                     stage=stage,
                     digest=shard.sha256,  # type: ignore[attr-defined]
                     size_bytes=shard.size_bytes,  # type: ignore[attr-defined]
-                    inputs=tuple(spec(s) for s in shard.inputs),  # type: ignore[attr-defined]
-                    outputs=tuple(spec(s) for s in shard.outputs),  # type: ignore[attr-defined]
+                    inputs=shard.inputs,  # type: ignore[attr-defined]
+                    outputs=shard.outputs,  # type: ignore[attr-defined]
                     threads=THREADS,
                 )
                 client.publish(COMMANDS.name(agent=AGENT), encode(load)).wait()
@@ -180,8 +167,7 @@ def main() -> None:
                 rss_loaded = agent_process.memory_info().rss
                 forwarded = sink.payload
             finally:
-                process.terminate()
-                process.wait(10)
+                processes.stop([process])
 
             relay = MqttTransport(parse_broker_url(broker.url()))
             relay.start()

@@ -45,17 +45,14 @@ from typing import Any
 import numpy as np
 import psutil
 
+from splitmq import processes
 from splitmq.broker import Mosquitto, config_dir
 from splitmq.client import Client, ClientConfig, InferenceError, InferenceResult
-from splitmq.errors import DecodeError
-from splitmq.transport import InboundMessage, MqttTransport, parse_broker_url
+from splitmq.transport import MqttTransport, parse_broker_url
+from splitmq.watch import Watcher
 from splitmq.wire import (
-    AgentState,
-    AgentStatus,
-    Deployment,
     DeployReply,
     DeployRequest,
-    decode,
     encode,
 )
 from splitmq.wire.topics import DEPLOY_REPLIES, DEPLOY_REQUESTS, DEPLOYMENTS, STATUS
@@ -114,69 +111,37 @@ class Soak:
         self.broker = Mosquitto(config_dir() / "dev.conf", workdir / "broker")
         self.agents: dict[str, subprocess.Popen[bytes]] = {}
         self.coordinator: subprocess.Popen[bytes] | None = None
-        self.status: dict[str, AgentStatus] = {}
-        self.deployment: Deployment | None = None
-        self.replies: dict[str, DeployReply] = {}
-        self.cond = threading.Condition()
         self.observer: MqttTransport | None = None
+        self.watcher: Watcher | None = None
         self.lock = threading.Lock()
         self.started_s = time.monotonic()
         self.windows: list[Window] = []
 
     # -- processes ----------------------------------------------------------------------
 
-    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
-        env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2")
-        return subprocess.Popen(
-            [sys.executable, "-m", "splitmq", *args],
-            stdout=(self.workdir / f"{name}.log").open("ab"),
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-
     def start_agent(self, agent_id: str, *, wipe: bool = False) -> None:
         cache = self.workdir / "caches" / agent_id
         if wipe:
             shutil.rmtree(cache, ignore_errors=True)
-        self.agents[agent_id] = self._spawn(
+        command = processes.agent_command(
+            ["--broker", self.broker.url()],
             agent_id,
-            [
-                "agent",
-                "--broker",
-                self.broker.url(),
-                "--id",
-                agent_id,
-                "--cache",
-                str(cache),
-                "--profile",
-                "host",
-                "--threads",
-                "1",
-                "--no-xnnpack",
-                "--telemetry-period",
-                "0.5",
-                "--battery",
-                "simulated",
-            ],
+            cache,
+            profile="host",
+            telemetry_period_s=0.5,
+            python=sys.executable,
         )
+        self.agents[agent_id] = processes.spawn(command, self.workdir / f"{agent_id}.log")
 
     def start_coordinator(self) -> None:
         log_file = self.workdir / "coordinator.log"
         before = log_file.read_text().count("serving the pool") if log_file.exists() else 0
-        self.coordinator = self._spawn(
-            "coordinator",
-            [
-                "coordinator",
-                "--broker",
-                self.broker.url(),
-                "--pool",
-                str(self.pool),
-                "--watch-period",
-                "0.5",
-                "--ready-timeout",
-                "20",
-            ],
+        command = processes.coordinator_command(
+            ["--broker", self.broker.url()],
+            self.pool,
+            extra=("--watch-period", "0.5", "--ready-timeout", "20"),
         )
+        self.coordinator = processes.spawn(command, log_file)
         deadline = time.monotonic() + 60
         while log_file.read_text().count("serving the pool") <= before:
             if self.coordinator.poll() is not None or time.monotonic() > deadline:
@@ -184,10 +149,8 @@ class Soak:
             time.sleep(0.05)
 
     def kill(self, process: subprocess.Popen[bytes] | None) -> None:
-        if process is not None and process.poll() is None:
-            process.send_signal(signal.SIGCONT)
-            process.kill()
-            process.wait(10)
+        if process is not None:
+            processes.kill(process)
 
     def pids(self) -> dict[str, int]:
         pids = {a: p.pid for a, p in self.agents.items() if p.poll() is None}
@@ -210,26 +173,12 @@ class Soak:
 
     # -- the retained state ---------------------------------------------------------------
 
-    def _on_message(self, message: InboundMessage) -> None:
-        if not message.payload:
-            return
-        try:
-            decoded = decode(message.payload)
-        except DecodeError:
-            return
-        with self.cond:
-            if isinstance(decoded, AgentStatus):
-                self.status[decoded.agent_id] = decoded
-            elif isinstance(decoded, Deployment):
-                self.deployment = decoded
-            elif isinstance(decoded, DeployReply):
-                self.replies[decoded.request_id] = decoded
-            self.cond.notify_all()
-
     def wait(self, predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
-        with self.cond:
-            if not self.cond.wait_for(predicate, timeout_s):
-                raise SystemExit(f"timed out waiting for {what}")
+        assert self.watcher is not None  # up() made it
+        try:
+            self.watcher.wait(predicate, timeout_s, what)
+        except TimeoutError as error:
+            raise SystemExit(str(error)) from None
 
     def up(self) -> None:
         self.broker.start()
@@ -237,44 +186,27 @@ class Soak:
             parse_broker_url(self.broker.url(), reconnect_min_s=0.05, reconnect_max_s=1.0)
         )
         self.observer.start()
-        for topic in (
-            STATUS.filter(),
-            DEPLOYMENTS.filter(),
-            DEPLOY_REPLIES.name(client=OPERATOR),
-        ):
-            self.observer.subscribe(topic, self._on_message)
+        watcher = self.watcher = Watcher(self.observer).watch(STATUS).watch(DEPLOYMENTS)
+        watcher.watch(DEPLOY_REPLIES, client=OPERATOR)
         self.start_coordinator()
         for index in range(self.args.agents):
             self.start_agent(f"soak-{index + 1}")
 
-        def online() -> bool:
-            return all(
-                (s := self.status.get(a)) is not None and s.state is AgentState.ONLINE
-                for a in self.agents
-            )
-
-        self.wait(online, 60, "the agents")
+        self.wait(lambda: all(watcher.online(a) for a in self.agents), 60, "the agents")
         request = DeployRequest(
             uuid.uuid4().hex, OPERATOR, "digits", stages=2, replicas=2, ready_timeout_s=30
         )
         self.observer.publish(DEPLOY_REQUESTS.name(), encode(request)).wait(10)
-        self.wait(lambda: request.request_id in self.replies, 60, "the deployment")
-        reply = self.replies[request.request_id]
+        reply = watcher.wait_answer(request.request_id, 60)
+        if not isinstance(reply, DeployReply):
+            raise SystemExit(f"not a deploy reply: {reply}")
         if not reply.ok:
             raise SystemExit(f"deployment refused: {reply.message}")
         print(reply.message, flush=True)
 
     def down(self) -> None:
-        for process in [*self.agents.values(), self.coordinator]:
-            if process is not None and process.poll() is None:
-                process.send_signal(signal.SIGCONT)
-                process.terminate()
-        for process in [*self.agents.values(), self.coordinator]:
-            if process is not None:
-                try:
-                    process.wait(10)
-                except subprocess.TimeoutExpired:
-                    process.kill()
+        started = [*self.agents.values(), *([self.coordinator] if self.coordinator else [])]
+        processes.stop(started)
         if self.observer is not None:
             self.observer.close()
         self.broker.stop()
@@ -282,8 +214,8 @@ class Soak:
     # -- faults ------------------------------------------------------------------------
 
     def replica(self) -> str:
-        with self.cond:
-            deployment = self.deployment
+        deployments = list(self.watcher.deployments.values()) if self.watcher else []
+        deployment = deployments[-1] if deployments else None
         replicas = [a for s in deployment.stages for a in s.replicas] if deployment else []
         alive = [a for a in replicas if a in self.agents and self.agents[a].poll() is None]
         return self.rng.choice(alive or list(self.agents))

@@ -1,11 +1,10 @@
-"""The one exception tree of splitmq.
+"""The one exception tree of splitmq, documented here whole.
 
 Every error splitmq raises on purpose derives from :class:`SplitMQError`, carries its
 context as attributes and says in its message what went wrong and what to do next.
-Library errors (cbor2, paho-mqtt, TFLite) are translated once, at the boundary where
-they are caught, into one of these.
-
-::
+Library errors (cbor2, sockets and ssl, paho-mqtt, TFLite) are translated once, at the
+boundary where they are caught, into one of these. The classes below this module's own
+live next to the code that raises them (the module in brackets)::
 
     SplitMQError
     ├── WireError                 a message could not be encoded or decoded
@@ -13,9 +12,34 @@ they are caught, into one of these.
     │   └── EncodeError           a message that cannot be put on the wire
     ├── TransportError            the broker connection
     │   ├── PayloadTooLarge       a payload above the broker's packet limit
-    │   └── NotConnected          publishing while no connection is up
+    │   ├── NotConnected          publishing while no connection is up
+    │   ├── ConnectionRefused     the broker refused our CONNECT [transport.mqtt]
+    │   └── PublishRefused        the broker refused a QoS 1 publish [transport.mqtt]
+    ├── ProtocolViolation         an MQTT peer broke the protocol [mqtt.packets]
     ├── ConfigError               a setting that cannot work (bad URL, missing file)
-    └── ConversionError           the converter and the cutter (see splitmq.converter)
+    │   └── RuntimeUnavailable    no TFLite runtime (or not the one asked for) [agent.runtime]
+    ├── SecureSetupError          a broker-config/ script failed [secure_setup]
+    ├── ConversionError           the converter and the cutter
+    │   ├── ModelReadError        unreadable file, unsupported format, corrupt flatbuffer
+    │   ├── CalibrationError      calibration data or labels that do not fit [converter.errors]
+    │   ├── CutPointError         a cut point out of range or unordered [converter.errors]
+    │   └── UncuttableGraphError  control flow, variables, several subgraphs [converter.errors]
+    ├── ShardLoadError            shard bytes the runtime cannot load [agent.runtime]
+    ├── DigestMismatch            bytes whose sha256 is not the announced one [agent.cache]
+    ├── FetchError                a shard that could not be fetched from the pool [agent.fetch]
+    ├── RequestFailed             a request a stage cannot serve: an ErrorMessage [agent.requests]
+    ├── UnknownModel              no such model, version or variant in the pool
+    │                             [coordinator.model_pool]
+    ├── PartitionRefused          no partition of a variant meets the request
+    │                             [coordinator.partition]
+    ├── InputError                an input the client cannot read or fit [client.errors]
+    ├── InferenceError            a request that finally failed [client.errors]
+    │   ├── PlanRefusedError      no plan meets the constraints [client.errors]
+    │   └── DeadlineError         the deadline passed or cannot be met [client.errors]
+    └── ResultsDBError            a results database that cannot be read or written
+                                  [client.results_db]
+
+``tests/unit/test_errors_tree.py`` checks that every subclass is in this tree.
 """
 
 from __future__ import annotations

@@ -1,10 +1,14 @@
-"""Starting splitmq parts as separate processes for the integration tests."""
+"""Starting splitmq parts as separate processes for the integration tests: the tests'
+defaults (a cache and a log per process in ``workdir``) on :mod:`splitmq.processes`."""
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
+
+from splitmq.processes import Process, agent_command, coordinator_command, spawn, stop
+
+__all__ = ["start_agent", "start_coordinator", "stop"]
 
 
 def start_agent(
@@ -14,32 +18,17 @@ def start_agent(
     *extra: str,
     python: str = sys.executable,
     telemetry_period_s: float = 0.2,
-) -> subprocess.Popen[bytes]:
+) -> Process:
     """``python -m splitmq.agent`` with a cache in ``workdir``, logging to ``workdir/ID.log``."""
-    log = (workdir / f"{agent_id}.log").open("ab")
-    return subprocess.Popen(
-        [
-            python,
-            "-m",
-            "splitmq.agent",
-            "--broker",
-            broker_url,
-            "--id",
-            agent_id,
-            "--cache",
-            str(workdir / agent_id),
-            "--no-xnnpack",
-            "--threads",
-            "1",
-            "--telemetry-period",
-            str(telemetry_period_s),
-            "--battery",
-            "simulated",
-            *extra,
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
+    command = agent_command(
+        ["--broker", broker_url],
+        agent_id,
+        workdir / agent_id,
+        telemetry_period_s=telemetry_period_s,
+        extra=extra,
+        python=python,
     )
+    return spawn(command, workdir / f"{agent_id}.log")
 
 
 def start_coordinator(
@@ -49,34 +38,7 @@ def start_coordinator(
     *extra: str,
     python: str = sys.executable,
     name: str = "coordinator",
-) -> subprocess.Popen[bytes]:
+) -> Process:
     """``python -m splitmq coordinator`` serving ``pool_dir``, logging to ``workdir/NAME.log``."""
-    log = (workdir / f"{name}.log").open("ab")
-    return subprocess.Popen(
-        [
-            python,
-            "-m",
-            "splitmq",
-            "coordinator",
-            "--broker",
-            broker_url,
-            "--pool",
-            str(pool_dir),
-            *extra,
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-
-
-def stop(processes: list[subprocess.Popen[bytes]]) -> None:
-    """Terminate every process still running and reap them all."""
-    for process in processes:
-        if process.poll() is None:
-            process.terminate()
-    for process in processes:
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
+    command = coordinator_command(["--broker", broker_url], pool_dir, extra=extra, python=python)
+    return spawn(command, workdir / f"{name}.log")

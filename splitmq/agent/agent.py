@@ -1,8 +1,14 @@
-"""The edge agent: presence, telemetry, shards, stage workers, forwarding.
+"""The edge agent: its life cycle, its commands (load, unload) and its stage workers.
+
+Its other rooms: :mod:`~splitmq.agent.presence` (status, telemetry, the broker's round
+trip), :mod:`~splitmq.agent.link` (the emulated link every publish goes through),
+:mod:`~splitmq.agent.requests` (what a request meets: checks, errors, duplicates,
+salvage), :mod:`~splitmq.agent.fetch` and :mod:`~splitmq.agent.cache` (shards).
 
 Threads, and what runs on each:
 
-- the transport's network thread (paho) only enqueues into the transport's inbox;
+- the transport's network thread only reads the connection and enqueues: into the
+  transport's inbox, or (fast path) straight into a stage's queue;
 - the transport's inbox worker dispatches by topic: an activation goes into its stage's
   bounded queue (or is refused at once: unknown deployment, shard not loaded, queue
   full), a pool chunk goes to the fetcher, a ping is answered, a load/unload command
@@ -22,18 +28,24 @@ import logging
 import queue
 import threading
 import time
-from collections import OrderedDict, deque
 from dataclasses import dataclass, field
-from typing import Any
 
-import numpy as np
-
-import splitmq
-from splitmq.agent import probes
 from splitmq.agent.cache import DigestMismatch, ShardCache
 from splitmq.agent.config import AgentConfig
 from splitmq.agent.energy import EnergyMeter
 from splitmq.agent.fetch import FetchError, ShardFetcher
+from splitmq.agent.link import EmulatedLink
+from splitmq.agent.presence import Presence
+from splitmq.agent.requests import (
+    RequestFailed,
+    SeenRequests,
+    boundary,
+    checked_inputs,
+    error_for,
+    is_callback,
+    now_ms,
+    salvage,
+)
 from splitmq.agent.runtime import (
     LoadedShard,
     Runtime,
@@ -41,11 +53,9 @@ from splitmq.agent.runtime import (
     calibrate,
     find_runtime,
 )
-from splitmq.errors import DecodeError, SplitMQError, TransportError
-from splitmq.transport import InboundMessage, Payload, Transport, Will
-from splitmq.transport.base import payload_size
+from splitmq.errors import DecodeError, TransportError
+from splitmq.transport import InboundMessage, Transport, Will
 from splitmq.wire import (
-    REQUEST_ID_BYTES,
     Activation,
     AgentState,
     AgentStatus,
@@ -58,14 +68,12 @@ from splitmq.wire import (
     Result,
     ShardReady,
     Telemetry,
-    Tensor,
     TensorSpec,
     TraceEntry,
     UnloadShard,
     encode,
     encode_parts,
 )
-from splitmq.wire.codec import decode_fields
 from splitmq.wire.topics import (
     ANY_AGENT,
     COMMANDS,
@@ -74,25 +82,12 @@ from splitmq.wire.topics import (
     RESULTS,
     STAGE,
     STATUS,
-    TELEMETRY,
-    Topic,
 )
 
 log = logging.getLogger(__name__)
 
 EWMA_WEIGHT = 0.2
 """Weight of the newest sample in the smoothed compute time."""
-RTT_WINDOW = 10
-"""Broker round trips remembered; the lowest is reported. It is what a hop through the
-broker costs this agent (the planner's hop cost), not what it cost at a moment the
-agent was busy calibrating or loading a shard: one slow first probe, smoothed, made the
-partition optimizer shun an agent for a dozen periods."""
-RTT_MIN_PROBES = 3
-"""Round trips needed before one is reported: the first ones meet a fleet still starting."""
-
-
-def now_ms() -> float:
-    return time.time() * 1000.0
 
 
 def agent_will(config: AgentConfig) -> Will:
@@ -109,14 +104,6 @@ def agent_will(config: AgentConfig) -> Will:
 def stage_key(deployment: str, stage: int) -> str:
     """How a hosted stage is named in telemetry (``queue_depth``, ``compute_ms``)."""
     return f"{deployment}/{stage}"
-
-
-class RequestFailed(SplitMQError):
-    """A request cannot go on at this stage (becomes an ErrorMessage on its callback)."""
-
-    def __init__(self, code: ErrorCode, message: str):
-        self.code = code
-        super().__init__(message)
 
 
 @dataclass(frozen=True)
@@ -155,24 +142,6 @@ class _Counters:
             setattr(self, name, getattr(self, name) + 1)
 
 
-class _SeenRequests:
-    """A bounded memory of (request id, stage, attempt): QoS 1 may deliver twice."""
-
-    def __init__(self, size: int):
-        self._size = size
-        self._seen: OrderedDict[tuple[bytes, int, int], None] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def first_time(self, key: tuple[bytes, int, int]) -> bool:
-        with self._lock:
-            if key in self._seen:
-                return False
-            self._seen[key] = None
-            if len(self._seen) > self._size:
-                self._seen.popitem(last=False)
-            return True
-
-
 class Agent:
     """One edge agent over any :class:`splitmq.transport.Transport`.
 
@@ -190,6 +159,7 @@ class Agent:
         self.cache = ShardCache(config.cache_dir, config.cache_max_bytes)
         self.energy = EnergyMeter(config.profile, config.battery, initial_pct=config.battery_pct)
         self.counters = _Counters()
+        self.link = EmulatedLink(config, transport, self.energy)
         self._ns = config.namespace
         self._fetcher = ShardFetcher(
             transport,
@@ -203,16 +173,13 @@ class Agent:
         self._stages: dict[tuple[str, int], _HostedStage] = {}
         self._loading: set[tuple[str, int]] = set()
         self._stages_lock = threading.Lock()
-        self._seen = _SeenRequests(config.dedup_entries)
+        self._seen = SeenRequests(config.dedup_entries)
         self._commands: queue.Queue[LoadShard | UnloadShard | None] = queue.Queue()
-        self._stop = threading.Event()
+        self.stopping = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._rtt_ms: float | None = None
-        self._rtts: deque[float] = deque(maxlen=RTT_WINDOW)
-        self._rtt_sequence = 0
         self._started = False
-        self._link_lock = threading.Lock()
         self.speed_gflops = self._calibrate()
+        self.presence = Presence(self)
 
     def _calibrate(self) -> float:
         """GFLOP/s of this runtime on the bundled calibration net (0 when it cannot run)."""
@@ -249,9 +216,9 @@ class Agent:
         )
         # Announced only now, subscribed: whoever sees the birth message may command us
         # at once. After a reconnect the transport subscribes again before telling us.
-        self.transport.add_connection_listener(self._on_connection)
-        self._announce()
-        for target, name in ((self._run_commands, "commands"), (self._run_telemetry, "telemetry")):
+        self.transport.add_connection_listener(self.presence.on_connection)
+        self.presence.announce()
+        for target, name in ((self._run_commands, "commands"), (self.presence.run, "telemetry")):
             thread = threading.Thread(target=target, name=f"agent-{me}-{name}", daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -269,7 +236,7 @@ class Agent:
         if not self._started:
             return
         self._started = False
-        self._stop.set()
+        self.stopping.set()
         self._commands.put(None)
         with self._stages_lock:
             hosted = list(self._stages.values())
@@ -298,85 +265,19 @@ class Agent:
         with self._stages_lock:
             return sorted(s.key for s in self._stages.values())
 
-    # -- presence and telemetry ---------------------------------------------------------
+    # -- presence and telemetry (splitmq.agent.presence) ---------------------------------
 
     def status(self) -> AgentStatus:
-        profile = self.config.profile
-        return AgentStatus(
-            agent_id=self.agent_id,
-            state=AgentState.ONLINE,
-            ts_ms=int(now_ms()),
-            version=splitmq.__version__,
-            runtime=str(self.runtime.kind),
-            runtime_version=self.runtime.version,
-            cores=probes.cores(),
-            memory_bytes=probes.mem_total_bytes(),
-            profile=profile.name,
-            cached_shards=tuple(self.cache.digests()),
-            speed_gflops=self.speed_gflops / self._compute_factor(),
-            active_power_w=profile.active_power_w,
-            idle_power_w=profile.idle_power_w,
-            radio_j_per_mb=profile.radio_j_per_mb,
-            compute_factor=self._compute_factor(),
-            link=profile.link if self.config.emulate else None,
-        )
+        """The birth message: what this agent is and can do."""
+        return self.presence.status()
 
     def telemetry(self) -> Telemetry:
+        """This period's telemetry."""
+        return self.presence.telemetry()
+
+    def hosted_stages(self) -> list[_HostedStage]:
         with self._stages_lock:
-            hosted = list(self._stages.values())
-        stats = self.transport.stats
-        profile = self.config.profile
-        return Telemetry(
-            agent_id=self.agent_id,
-            ts_ms=int(now_ms()),
-            period_s=self.config.telemetry_period_s,
-            cpu_pct=probes.cpu_pct(),
-            mem_free_bytes=probes.mem_free_bytes(),
-            battery=self.energy.battery(),
-            profile=profile.name,
-            temperature_c=probes.temperature_c(),
-            queue_depth={s.key: s.queue.qsize() for s in hosted},
-            compute_ms={s.key: s.compute_ms for s in hosted if s.compute_ms is not None},
-            msgs_in=stats.msgs_in,
-            msgs_out=stats.msgs_out,
-            bytes_in=stats.bytes_in,
-            bytes_out=stats.bytes_out,
-            broker_rtt_ms=self._rtt_ms,
-            energy_j=self.energy.energy_j,
-            link=profile.link if self.config.emulate else None,
-            duplicates=self.counters.duplicates,
-            unroutable=self.counters.unroutable,
-        )
-
-    def _announce(self) -> None:
-        STATUS.publish(self.transport, self.status(), self._ns, agent=self.agent_id)
-
-    def _on_connection(self, up: bool) -> None:
-        if up:  # the birth message, again after every reconnect
-            try:
-                self._announce()
-            except TransportError as error:
-                log.warning("could not announce: %s", error)
-
-    def _run_telemetry(self) -> None:
-        period = self.config.telemetry_period_s
-        while not self._stop.is_set():
-            try:
-                self._probe_broker()
-                TELEMETRY.publish(self.transport, self.telemetry(), self._ns, agent=self.agent_id)
-            except TransportError as error:
-                log.debug("telemetry not sent: %s", error)
-            self._stop.wait(period)
-
-    def _probe_broker(self) -> None:
-        """Send ourselves a ping through the broker; its return gives the round trip."""
-        self._rtt_sequence += 1
-        probe = Ping(
-            command_id=f"rtt-{self._rtt_sequence}",
-            issuer=self.agent_id,
-            sent_ms=time.monotonic() * 1000.0,
-        )
-        COMMANDS.publish(self.transport, probe, self._ns, agent=self.agent_id)
+            return list(self._stages.values())
 
     # -- commands -------------------------------------------------------------------------
 
@@ -387,9 +288,7 @@ class Agent:
             log.warning("ignored a bad command: %s", error)
             return
         if isinstance(command, Ping) and command.issuer == self.agent_id:
-            self._rtts.append(time.monotonic() * 1000.0 - command.sent_ms)
-            if len(self._rtts) >= RTT_MIN_PROBES:
-                self._rtt_ms = min(self._rtts)
+            self.presence.on_echo(command)
             return
         if command.issuer != self.config.coordinator_id:
             log.warning("refused %s from %r: not the coordinator", command.KIND, command.issuer)
@@ -445,7 +344,7 @@ class Agent:
             self._reply(command.command_id, ok=False, message=str(error))
             return
         bench_s = hosted.shard.benchmark(self.config.bench_runs)
-        bench_ms = bench_s * 1000.0 * self._compute_factor()
+        bench_ms = bench_s * 1000.0 * self.link.compute_factor
         hosted.compute_ms = bench_ms
         self._serve(hosted)
         if command.shared:
@@ -469,7 +368,7 @@ class Agent:
             bench_ms=bench_ms,
         )
         log.info("serving %s: shard %s, %.2f ms per run", hosted.key, command.digest[:12], bench_ms)
-        self._announce()  # the cached shards changed: say so before the shard is ready
+        self.presence.announce()  # the cached shards changed: say so before the shard is ready
         EVENTS.publish(self.transport, ready, self._ns, agent=self.agent_id)
 
     def _install(self, command: LoadShard) -> _HostedStage:
@@ -488,9 +387,9 @@ class Agent:
             ("inputs", command.inputs, shard.inputs),
             ("outputs", command.outputs, shard.outputs),
         ):
-            if announced and _boundary(announced) != _boundary(actual):
+            if announced and boundary(announced) != boundary(actual):
                 raise ShardLoadError(
-                    f"the shard's {side} {_boundary(actual)} are not the {_boundary(announced)} "
+                    f"the shard's {side} {boundary(actual)} are not the {boundary(announced)} "
                     "the load command announced"
                 )
         return _HostedStage(
@@ -551,7 +450,7 @@ class Agent:
             return self._stages.get((params["deployment"], int(params["stage"])))
 
     def _enqueue_stage(self, message: InboundMessage) -> bool:
-        """On paho's network thread: hand a request straight to its stage's worker.
+        """On the transport's network thread: hand a request straight to its stage's worker.
 
         It only enqueues; anything else (a full queue, a stage not hosted) is declined
         and reaches :meth:`_on_stage` on the inbox worker, which may publish errors.
@@ -658,11 +557,11 @@ class Agent:
                 "after its deadline",
             )
         next_topic = self._next_hop(activation)  # nothing is computed for nowhere
-        arrays = _checked_inputs(hosted.inputs, activation.tensors)
+        arrays = checked_inputs(hosted.inputs, activation.tensors)
         started = now_ms()
         outputs, invoke_s = hosted.shard.run(arrays)
         compute_s = invoke_s
-        factor = self._compute_factor()
+        factor = self.link.compute_factor
         if factor > 1:
             time.sleep((factor - 1) * invoke_s)
             compute_s = invoke_s * factor
@@ -718,12 +617,12 @@ class Agent:
                 local = self._stages.get((activation.deployment, next_stage))
             if local is not None:
                 return forward, local  # in-process: no broker hop
-        self._send(STAGE, next_topic, encode_parts(forward), deadline_ms=activation.deadline_ms)
+        self.link.send(STAGE, next_topic, encode_parts(forward), deadline_ms=activation.deadline_ms)
         return None
 
     def _next_hop(self, activation: Activation) -> str | None:
         """The next stage's topic (None after the last stage), checked before computing."""
-        if not _is_callback(activation.callback, self._ns):
+        if not is_callback(activation.callback, self._ns):
             raise RequestFailed(
                 ErrorCode.BAD_MESSAGE, f"the callback {activation.callback!r} is not a result topic"
             )
@@ -742,31 +641,10 @@ class Agent:
         except ValueError as error:
             raise RequestFailed(ErrorCode.BAD_MESSAGE, f"bad route: {error}") from None
 
-    # -- sending ----------------------------------------------------------------------------
-
-    def _compute_factor(self) -> float:
-        return self.config.profile.compute_factor if self.config.emulate else 1.0
-
-    def _send(self, row: Topic[Any], topic: str, payload: Payload, *, deadline_ms: int = 0) -> None:
-        """Publish on ``topic`` (of the table's ``row``) over the emulated link: wait
-        latency + bytes / bandwidth, then send."""
-        link = self.config.profile.link
-        size = payload_size(payload)
-        if self.config.emulate and link is not None:
-            delay_s = link.latency_ms / 1000.0 + size * 8 / (link.bandwidth_mbps * 1e6)
-            with self._link_lock:  # one radio: transmissions queue behind each other
-                time.sleep(delay_s)
-        expiry_s = None
-        if deadline_ms:
-            expiry_s = max(1.0, (deadline_ms - now_ms()) / 1000.0)
-        try:
-            row.publish_payload(self.transport, topic, payload, expiry_s=expiry_s)
-        except TransportError as error:
-            raise RequestFailed(ErrorCode.INTERNAL, f"cannot send to {topic}: {error}") from None
-        self.energy.spend_radio(size)
+    # -- answering ----------------------------------------------------------------------------
 
     def _send_to_callback(self, activation: Activation, message: Result | ErrorMessage) -> None:
-        if not _is_callback(activation.callback, self._ns):
+        if not is_callback(activation.callback, self._ns):
             self.counters.add("unroutable")
             log.warning(
                 "request %s: callback %r is not a result topic; dropped its %s",
@@ -776,13 +654,13 @@ class Agent:
             )
             return
         try:
-            self._send(RESULTS, activation.callback, encode_parts(message), deadline_ms=0)
+            self.link.send(RESULTS, activation.callback, encode_parts(message), deadline_ms=0)
         except RequestFailed as failure:
             if isinstance(message, ErrorMessage):
                 self.counters.add("unroutable")
                 log.error("could not report an error on %s: %s", activation.callback, failure)
                 return
-            error = _error_for(activation, self.agent_id, failure.code, str(failure))
+            error = error_for(activation, self.agent_id, failure.code, str(failure))
             self._send_to_callback(activation, error)
             return
         self.counters.add("errors_sent" if isinstance(message, ErrorMessage) else "results_sent")
@@ -795,11 +673,11 @@ class Agent:
             code,
             reason,
         )
-        self._send_to_callback(activation, _error_for(activation, self.agent_id, code, reason))
+        self._send_to_callback(activation, error_for(activation, self.agent_id, code, reason))
 
     def _refuse(self, message: InboundMessage, code: ErrorCode, reason: str) -> None:
         """Answer a message we cannot (fully) decode, from whatever of it can be read."""
-        salvaged = _salvage(message.payload)
+        salvaged = salvage(message.payload)
         if salvaged is None:
             self.counters.add("unroutable")
             log.warning(
@@ -807,99 +685,3 @@ class Agent:
             )
             return
         self._send_error(salvaged, code, reason)
-
-
-# -- helpers ---------------------------------------------------------------------------------
-
-
-def _boundary(specs: tuple[TensorSpec, ...]) -> list[tuple[str, tuple[int, ...], str]]:
-    return [(s.name, tuple(s.shape), s.dtype) for s in specs]
-
-
-def _is_callback(topic: str, namespace: str) -> bool:
-    """Results go only to a ``clients/{client}/result`` topic: never anywhere a message says."""
-    return (
-        isinstance(topic, str)
-        and RESULTS.parse(topic, namespace) is not None
-        and all(c not in topic for c in "+#\x00")
-    )
-
-
-def _checked_inputs(
-    specs: tuple[TensorSpec, ...], tensors: tuple[Tensor, ...]
-) -> dict[str, np.ndarray[Any, Any]]:
-    """The arrays by name, once names, shapes, dtypes and quantization match the shard."""
-    by_name = {t.name: t for t in tensors}
-    wanted = [s.name for s in specs]
-    if sorted(by_name) != sorted(wanted) or len(by_name) != len(tensors):
-        raise RequestFailed(
-            ErrorCode.SHAPE_MISMATCH,
-            f"the shard reads tensors {wanted}, the message carries {[t.name for t in tensors]}",
-        )
-    arrays = {}
-    for spec in specs:
-        tensor = by_name[spec.name]
-        shape = tuple(tensor.array.shape)
-        if len(shape) != len(spec.shape) or any(
-            want not in (-1, got) for want, got in zip(spec.shape, shape, strict=True)
-        ):
-            raise RequestFailed(
-                ErrorCode.SHAPE_MISMATCH,
-                f"tensor {spec.name!r} has shape {list(shape)}, the shard needs {list(spec.shape)}",
-            )
-        if tensor.array.dtype.name != spec.dtype:
-            raise RequestFailed(
-                ErrorCode.SHAPE_MISMATCH,
-                f"tensor {spec.name!r} is {tensor.array.dtype.name}, the shard needs {spec.dtype}",
-            )
-        if (
-            spec.scale is not None
-            and tensor.scale is not None
-            and (
-                not np.isclose(tensor.scale, spec.scale, rtol=1e-6)
-                or tensor.zero_point != spec.zero_point
-            )
-        ):
-            raise RequestFailed(
-                ErrorCode.SHAPE_MISMATCH,
-                f"tensor {spec.name!r} is quantized with scale {tensor.scale} and zero point "
-                f"{tensor.zero_point}, the shard needs {spec.scale} and {spec.zero_point}",
-            )
-        arrays[spec.name] = tensor.array
-    return arrays
-
-
-def _error_for(activation: Activation, agent_id: str, code: ErrorCode, reason: str) -> ErrorMessage:
-    return ErrorMessage(
-        request_id=activation.request_id,
-        attempt=activation.attempt,
-        stage=activation.stage,
-        agent_id=agent_id,
-        code=code,
-        message=reason,
-        deployment=activation.deployment,
-    )
-
-
-SALVAGED = ("request_id", "callback", "attempt", "deployment", "stage")
-"""The fields of a malformed activation read to answer it."""
-
-
-def _salvage(payload: bytes | bytearray) -> Activation | None:
-    """Enough of a malformed activation to answer it: request id, attempt, stage, callback."""
-    found = decode_fields(payload, Activation, SALVAGED)
-    request_id, callback = found.get("request_id"), found.get("callback")
-    if not (isinstance(request_id, bytes) and len(request_id) == REQUEST_ID_BYTES):
-        return None
-    if not isinstance(callback, str):
-        return None
-    return Activation(
-        request_id=request_id,
-        attempt=found.get("attempt", 0),
-        deployment=found.get("deployment", ""),
-        stage=found.get("stage", 0),
-        route=(),
-        callback=callback,
-        deadline_ms=0,
-        tensors=(),
-    )

@@ -1,6 +1,7 @@
 """The energy model and the battery, real (psutil) or simulated from the device profile.
 
-Energy of a stage (design.md) = active power x compute time + radio J/MB x bytes. The
+Energy of a stage (docs/architecture.md, "Energy model") = active power x compute time
++ radio J/MB x bytes. The
 device draws its idle power the rest of the time. A simulated battery starts at the
 profile's charge and drains by exactly that, so a fleet on one machine behaves like
 real devices; on a device with a battery psutil can read, the real one is reported.
@@ -89,7 +90,7 @@ class EnergyMeter:
             return self._energy_j
 
     def stage_energy_j(self, compute_s: float, bytes_moved: int) -> float:
-        """The energy model of design.md for one stage run, without spending it."""
+        """The energy model (docs/architecture.md) for one stage run, without spending it."""
         return (
             self.profile.active_power_w * compute_s
             + self.profile.radio_j_per_mb * bytes_moved / BYTES_PER_MB

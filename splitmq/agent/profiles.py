@@ -31,7 +31,7 @@ DEFAULT_PROFILE = "host"
 
 @dataclass(frozen=True)
 class DeviceProfile:
-    """How a device behaves, for the energy model and the emulation (design.md).
+    """How a device behaves, for the energy model and the emulation (docs/agent.md).
 
     Attributes:
         name: the profile's name, reported in status and telemetry.

@@ -25,7 +25,9 @@ presence; one timer thread fires timeouts; decisions are taken under one lock an
 their effects (publishing, the recorder, resolving futures) run after it is released.
 The recorder is called once per finished request, before its future resolves.
 
-Beside this module: :mod:`~splitmq.client.config` (``ClientConfig``),
+This module is the API; :mod:`~splitmq.client.engine` (``RequestEngine``, which
+``Client`` extends) takes the decisions: plans, attempts, retries and endings. Beside
+them: :mod:`~splitmq.client.config` (``ClientConfig``),
 :mod:`~splitmq.client.result` (``InferenceResult``), :mod:`~splitmq.client.request_state`
 (one request's state and phases), :mod:`~splitmq.client.timers` (the timer thread and
 the effects run outside the lock), :mod:`~splitmq.client.wiring` (the transports).
@@ -36,49 +38,33 @@ from __future__ import annotations
 import logging
 import os
 import queue
-import random
-import threading
 import time
 import uuid
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from dataclasses import replace
 from functools import partial
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from splitmq import errors as base_errors
 from splitmq.client import errors, routes
 from splitmq.client.config import ClientConfig
-from splitmq.client.errors import DeadlineError, InferenceError, InputError, PlanRefusedError
-from splitmq.client.inputs import Inputs, fit_inputs, read_outputs, top_classes
-from splitmq.client.plans import PendingPlan, PendingPlans, PlanCache, PlanKey
+from splitmq.client.engine import RequestEngine
+from splitmq.client.errors import InferenceError
+from splitmq.client.inputs import Inputs
+from splitmq.client.plans import PlanKey
 from splitmq.client.records import RequestRecord
-from splitmq.client.request_state import Phase, RequestState, now_ms
+from splitmq.client.request_state import RequestState, now_ms
 from splitmq.client.result import InferenceResult
-from splitmq.client.routes import Failure
-from splitmq.client.timers import Effect, Effects, Timers, apply_effects
+from splitmq.client.timers import Effects
 from splitmq.client.wiring import client_agent, client_transport
-from splitmq.errors import ConfigError, TransportError
-from splitmq.transport import InboundMessage, MemoryBroker, Transport, TransportConfig
-from splitmq.transport.base import payload_size
+from splitmq.errors import ConfigError
+from splitmq.transport import MemoryBroker, Transport, TransportConfig
 from splitmq.wire import (
-    PLAN_UNAVAILABLE,
-    Activation,
-    AgentState,
-    AgentStatus,
     Deployment,
     EnergyLevel,
-    ErrorCode,
-    ErrorMessage,
-    Message,
-    Plan,
-    PlanRefused,
-    PlanRequest,
-    Result,
-    Route,
     Telemetry,
-    encode_parts,
 )
 from splitmq.wire import topics as t
 
@@ -90,7 +76,7 @@ __all__ = ["Client", "ClientConfig", "InferenceResult"]
 log = logging.getLogger(__name__)
 
 
-class Client:
+class Client(RequestEngine):
     """A connection to the fleet that runs inferences (see the module docstring).
 
     Args:
@@ -119,41 +105,22 @@ class Client:
         recorder: Callable[[RequestRecord], None] | None = None,
         on_telemetry: Callable[[Telemetry], None] | None = None,
     ):
-        self.config = config or ClientConfig()
-        self.namespace = namespace
         if agent is not None and client_id not in (None, agent.agent_id):
             raise ConfigError(f"the client's agent must be named {client_id!r}, like the client")
-        self.client_id = client_id or (
-            agent.agent_id if agent else f"client-{uuid.uuid4().hex[:8]}"
-        )
+        client_id = client_id or (agent.agent_id if agent else f"client-{uuid.uuid4().hex[:8]}")
         try:
-            t.check_segment("client id", self.client_id)
+            t.check_segment("client id", client_id)
         except ValueError as error:
             raise ConfigError(str(error)) from None
-        self.transport = client_transport(broker, f"splitmq-client-{self.client_id}")
+        super().__init__(
+            client_transport(broker, f"splitmq-client-{client_id}"),
+            client_id,
+            namespace=namespace,
+            config=config or ClientConfig(),
+            recorder=recorder,
+            on_telemetry=on_telemetry,
+        )
         self.agent = client_agent(agent, broker, agent_transport, namespace) if agent else None
-        self._recorder, self._on_telemetry = recorder, on_telemetry
-        self._callback = t.RESULTS.name(namespace, client=self.client_id)
-        self._lock = threading.Lock()
-        self._start_lock = threading.Lock()
-        self._requests: dict[bytes, RequestState] = {}
-        self._finished: OrderedDict[bytes, None] = OrderedDict()
-        self._awaiting: dict[str, list[bytes]] = {}
-        self._observed_ms: dict[str, float] = {}  # smoothed latency per deployment
-        self._hops = routes.HopTimes()  # smoothed hop time per deployment, stage and agent
-        self._made = 0  # requests made: every PROBE_EVERY-th is a probe
-        self._plans = PlanCache(self.config.plan_ttl_s)
-        self._pending = PendingPlans(self.client_id)
-        self._liveness = routes.Liveness(self.config.stale_periods, self.config.min_stale_s)
-        self._timers = Timers(f"client-{self.client_id}-timers")
-        self._random = random.Random()  # jitter of the waits: busy agents, unavailable stages
-        # start() returns connected; the first connection's event is not a reconnection
-        self._link_up, self._first_link_event = True, True
-        self._started = self._closed = False
-        self.duplicates = 0
-        """Results for a request already answered (a late attempt, a QoS 1 redelivery)."""
-        self.unknown = 0
-        """Results and errors for request ids this client does not know."""
 
     def start(self, timeout_s: float = 10.0) -> None:
         """Connect, subscribe, start the timer thread and the client's agent, if any."""
@@ -305,504 +272,6 @@ class Client:
                 window.remove((index, future))
             yield _outcome(index, future)
 
-    # -- plans ----------------------------------------------------------------------------
-
-    def _plan(self, request: RequestState, *, fresh: bool, effects: Effects) -> None:
-        now = time.monotonic()
-        plan, stale = (None, False) if fresh else self._plans.lookup(request.key, now)
-        if plan is not None:
-            if stale:  # use it now; a fresh one replaces it when the coordinator answers
-                self._ask_for_plan(self._pending.revalidate(request.key, now), now, effects)
-            self._use_plan(request, plan, effects)
-            return
-        request.phase = Phase.PLANNING
-        # the first to wait for this key asks; the others join
-        self._ask_for_plan(self._pending.join(request.key, request.request_id, now), now, effects)
-
-    def _ask_for_plan(self, pending: PendingPlan | None, now: float, effects: Effects) -> None:
-        if pending is None:  # already asked
-            return
-        message = pending.key.request(pending.plan_request_id, self.client_id)
-        effects.append(partial(self._publish_plan_request, message))
-        expire = partial(self._locked, partial(self._answer, pending.plan_request_id, None))
-        pending.timer = self._timers.call_at(now + self.config.plan_timeout_s, expire)
-
-    def _on_plan(self, message: InboundMessage) -> None:
-        answer = _decoded(message, t.PLANS)
-        if answer is not None:
-            self._locked(partial(self._answer, answer.request_id, answer))
-
-    def _answer(
-        self, plan_request_id: str, answer: Plan | PlanRefused | None, effects: Effects
-    ) -> None:
-        """The coordinator answered (or, ``None``, did not in time): on with the waiters."""
-        pending = self._pending.take(plan_request_id)
-        if pending is None:
-            return
-        if answer is not None and pending.timer is not None:
-            pending.timer.cancel()
-        if isinstance(answer, Plan):
-            self._plans.put(pending.key, answer, time.monotonic())
-        elif isinstance(answer, PlanRefused):  # a stale plan the coordinator would not renew
-            self._plans.forget(pending.key)
-        for request_id in pending.waiters:
-            request = self._requests.get(request_id)
-            if request is None or request.phase is not Phase.PLANNING:
-                continue
-            if isinstance(answer, Plan):
-                self._use_plan(request, answer, effects)
-            elif isinstance(answer, PlanRefused) and answer.constraint == PLAN_UNAVAILABLE:
-                self._plan_later(request, answer, effects)
-            elif isinstance(answer, PlanRefused):
-                self._give_up(
-                    request, errors.PLAN_REFUSED, answer.message, effects, answer.constraint
-                )
-            elif request.plan is not None:  # no fresh plan for a retry: go on with the old one
-                self._send(request, self._route(request, request.plan), effects)
-            else:
-                self._no_plan(request, effects)
-
-    def _no_plan(self, request: RequestState, effects: Effects) -> None:
-        """A plan request went unanswered: ask again while the deadline allows.
-
-        A coordinator may be restarting, or reconnecting after a broker restart, and
-        the broker drops a plan request no coordinator is subscribed for.
-        """
-        request.plan_asks += 1
-        if time.monotonic() < request.deadline_s:  # the deadline's timer ends it as no_plan
-            self._plan(request, fresh=True, effects=effects)
-        else:
-            self._give_up(request, errors.NO_PLAN, self._no_plan_reason(request), effects)
-
-    def _no_plan_reason(self, request: RequestState) -> str:
-        asks = f"{request.plan_asks} plan requests" if request.plan_asks > 1 else "a plan request"
-        return (
-            f"no coordinator answered {asks} ({self.config.plan_timeout_s:.1f} s each): is "
-            f"a coordinator running on this broker, in namespace {self.namespace!r}?"
-        )
-
-    def _plan_later(self, request: RequestState, refusal: PlanRefused, effects: Effects) -> None:
-        """A stage has no replica online: passing (the coordinator heals the deployment),
-        so ask again after ``replan_wait_s`` while the deadline allows."""
-        wait_s = self.config.replan_wait_s * self._random.uniform(0.5, 1.5)
-        if time.monotonic() + wait_s >= request.deadline_s:
-            self._give_up(
-                request, errors.PLAN_REFUSED, refusal.message, effects, refusal.constraint
-            )
-            return
-        request.phase = Phase.UNAVAILABLE
-        replan = partial(self._replan, request.request_id)
-        self._arm(request, time.monotonic() + wait_s, replan)
-
-    def _replan(self, request_id: bytes, effects: Effects) -> None:
-        request = self._requests.get(request_id)
-        if request is not None and request.phase is Phase.UNAVAILABLE:
-            self._plan(request, fresh=True, effects=effects)
-
-    def _use_plan(self, request: RequestState, plan: Plan, effects: Effects) -> None:
-        request.plan = plan
-        deployment = self._plans.deployment(plan.deployment)
-        if deployment is None:  # its retained message is on its way: wait (up to the deadline)
-            request.phase = Phase.DEPLOYMENT
-            self._awaiting.setdefault(plan.deployment, []).append(request.request_id)
-            return
-        if request.fitted_for != (deployment.deployment, deployment.epoch):
-            try:
-                specs = deployment.stages[0].inputs
-                request.tensors = fit_inputs(
-                    request.inputs, specs, resize=self.config.resize_inputs
-                )
-            except InputError as error:
-                self._give_up(request, errors.BAD_INPUT, str(error), effects)
-                return
-            request.fitted_for = (deployment.deployment, deployment.epoch)
-            request.outputs = tuple(spec.name for spec in deployment.stages[-1].outputs)
-        self._send(request, self._route(request, plan), effects)
-
-    def _route(self, request: RequestState, plan: Plan) -> Route:
-        dead = self._liveness.dead(time.monotonic())
-        hops = self._hops.of(plan.deployment)
-        probe = request.probe and request.attempt < 0  # a probe's first attempt only
-        return routes.choose_route(plan.route, request.knowledge, dead, hops, probe=probe)[0]
-
-    # -- attempts ------------------------------------------------------------------------
-
-    def _send(self, request: RequestState, route: Route, effects: Effects) -> None:
-        plan = request.plan
-        assert plan is not None
-        now = time.monotonic()
-        budget = routes.RetryBudget(
-            request.attempt + 1,
-            self.config.max_attempts,
-            request.deadline_s - now,
-            plan.predicted_latency_ms,
-        )
-        if not routes.deadline_allows(budget.remaining_s, budget.predicted_latency_ms):
-            self._give_up(request, errors.DEADLINE, routes.too_late(budget), effects)
-            return
-        wait_s = self._backoff_s(request, route, budget)
-        left_s = budget.remaining_s - budget.predicted_latency_ms / 1000.0
-        if wait_s > 0 and wait_s > left_s:  # the fleet stays busy: say so now, not at the deadline
-            self._give_up(request, ErrorCode.OVERLOADED.value, overloaded(request, wait_s), effects)
-            return
-        if wait_s > 0:  # back to an agent that said it is busy: let its queue drain first
-            request.phase = Phase.BACKOFF
-            resend = partial(self._resend, request.request_id, request.attempt)
-            self._arm(request, now + wait_s, resend)
-            return
-        request.attempt += 1
-        request.route, request.phase, request.attempt_sent_ms = route, Phase.SENT, now_ms()
-        request.maybe_lost = False
-        last = request.attempts_spent >= self.config.max_attempts
-        timeout_s = self._attempt_timeout_s(plan, budget.remaining_s, last=last)
-        activation = Activation(
-            request_id=request.request_id,
-            attempt=request.attempt,
-            deployment=plan.deployment,
-            stage=0,
-            route=route,
-            callback=self._callback,
-            deadline_ms=request.deadline_ms,
-            tensors=request.tensors,
-            client_id=self.client_id,
-        )
-        timeout = Failure(routes.TIMEOUT, f"no answer within {timeout_s:.2f} s")
-        expire = partial(self._failed, request.request_id, request.attempt, timeout)
-        self._arm(request, now + timeout_s, expire)
-        effects.append(partial(self._publish_activation, request, activation, budget.remaining_s))
-
-    def _arm(self, request: RequestState, when_s: float, step: Callable[[Effects], None]) -> None:
-        """Run ``step`` under the lock at ``when_s``, unless ``request`` has ended by then."""
-        request.timers.append(self._timers.call_at(when_s, partial(self._locked, step)))
-
-    def _attempt_timeout_s(self, plan: Plan, remaining_s: float, *, last: bool) -> float:
-        return routes.attempt_timeout_s(
-            plan.predicted_latency_ms,
-            remaining_s,
-            observed_ms=self._observed_ms.get(plan.deployment),
-            last=last,
-            factor=self.config.attempt_timeout_factor,
-            margin_s=self.config.attempt_timeout_margin_s,
-            minimum_s=self.config.min_attempt_timeout_s,
-        )
-
-    def _backoff_s(self, request: RequestState, route: Route, budget: routes.RetryBudget) -> float:
-        """How long the attempt on ``route`` waits: 0 unless the last attempt was refused
-        as ``overloaded`` and this one goes back to an agent that refused the request so
-        (a fresh fallback goes at once). The caller gives up if it does not fit."""
-        due, request.wait_if_busy = request.wait_if_busy, False  # one wait per refusal
-        if not due or request.busy.isdisjoint(enumerate(routes.firsts(route))):
-            return 0.0
-        plan = request.plan
-        assert plan is not None
-        observed_ms = self._observed_ms.get(plan.deployment) or 0.0
-        wait_s = routes.backoff_s(
-            request.busy_answers,
-            max(plan.predicted_latency_ms, observed_ms),
-            minimum_s=self.config.overload_backoff_s,
-            jitter=self._random.uniform(0.5, 1.5),
-        )
-        return wait_s
-
-    def _resend(self, request_id: bytes, attempt: int, effects: Effects) -> None:
-        """The wait before going back to a busy agent is over: send, on the route as it is now."""
-        request = self._requests.get(request_id)
-        if request is None or request.phase is not Phase.BACKOFF or request.attempt != attempt:
-            return  # answered by an earlier attempt, or ended, meanwhile
-        assert request.plan is not None
-        self._send(request, self._route(request, request.plan), effects)
-
-    def _publish_activation(
-        self, request: RequestState, activation: Activation, remaining_s: float
-    ) -> None:
-        agent_id = routes.firsts(activation.route)[0]
-        topic = t.STAGE.name(
-            self.namespace, deployment=activation.deployment, stage=0, agent=agent_id
-        )
-        try:
-            payload = encode_parts(activation)  # the input's buffer is sent, not copied
-            with self._lock:  # counted first: the answer may come before publish returns
-                request.bytes_sent += payload_size(payload)
-            t.STAGE.publish_payload(self.transport, topic, payload, expiry_s=remaining_s)
-        except (TransportError, base_errors.EncodeError) as error:
-            # too large for the broker, or not encodable: no other route does better
-            final = isinstance(error, base_errors.PayloadTooLarge | base_errors.EncodeError)
-            failure = Failure(
-                errors.SEND_FAILED, f"cannot publish on {topic}: {error}", final=final
-            )
-            self._locked(partial(self._failed, request.request_id, activation.attempt, failure))
-
-    def _on_deadline(self, request_id: bytes) -> None:
-        def expire(effects: Effects) -> None:
-            request = self._requests.get(request_id)
-            if request is None:
-                return
-            if request.phase is Phase.PLANNING and request.plan is None and request.plan_asks:
-                self._give_up(request, errors.NO_PLAN, self._no_plan_reason(request), effects)
-                return
-            reason = "the deadline passed"
-            if request.phase is not Phase.SENT:
-                reason += f" {request.phase.value}"
-            self._give_up(request, errors.DEADLINE, reason, effects)
-
-        self._locked(expire)
-
-    def _failed(self, request_id: bytes, attempt: int, failure: Failure, effects: Effects) -> None:
-        """Attempt ``attempt`` failed: retry, replan or give up (if it is the current one)."""
-        request = self._requests.get(request_id)
-        if request is None or request.phase is not Phase.SENT or request.attempt != attempt:
-            return  # answered already, or an attempt since superseded
-        assert request.plan is not None
-        plan, now = request.plan, time.monotonic()
-        if failure.outcome == routes.TIMEOUT and not self._link_up:
-            return  # the reconnection gives it a fresh timeout (see _link_changed)
-        if failure.outcome == routes.TIMEOUT and request.maybe_lost:
-            # dropped by the broker in an outage, perhaps: send again, blaming no agent
-            request.close_attempt(routes.LOST, failure.message)
-            request.lost_to_outages += 1
-            self._send(request, self._route(request, plan), effects)
-            return
-        request.close_attempt(failure.outcome, failure.message)
-        request.wait_if_busy = failure.outcome in routes.BUSY_CODES
-        if request.wait_if_busy:
-            request.busy_answers += 1
-            if failure.stage is not None and failure.agent_id:
-                request.busy.add((failure.stage, failure.agent_id))
-        if failure.outcome in routes.REPLAN_CODES:
-            self._plans.drop(plan.deployment)
-        decision = routes.after_failure(
-            request.route,
-            plan.route,
-            request.knowledge,
-            failure,
-            budget=routes.RetryBudget(
-                request.attempts_spent,
-                self.config.max_attempts,
-                request.deadline_s - now,
-                plan.predicted_latency_ms,
-            ),
-            dead=self._liveness.dead(now),
-            hops=self._hops.of(plan.deployment),
-        )
-        request.knowledge, step = decision.knowledge, decision.step
-        if isinstance(step, routes.Retry):
-            self._send(request, step.route, effects)
-        elif isinstance(step, routes.Replan):
-            log.info(
-                "request %s: %s; asking for a fresh plan", request.request_id.hex(), step.reason
-            )
-            self._plan(request, fresh=True, effects=effects)
-        else:
-            self._give_up(request, step.code, step.reason, effects)
-
-    def _on_connection(self, up: bool) -> None:
-        self._locked(partial(self._link_changed, up))
-
-    def _link_changed(self, up: bool, effects: Effects) -> None:
-        """The client's broker link went down, or came back (subscriptions restored).
-
-        A broker that restarts keeps no session: an answer published while the client
-        was away is gone, and so is an attempt that reached the broker before its agent
-        had subscribed again. Every attempt in flight across the outage is therefore
-        *maybe lost*: it gets an ordinary timeout from the reconnection (a last attempt
-        would otherwise wait out its deadline for an answer that may never come), and
-        an agent of its route announcing itself online re-arms it again
-        (:meth:`_status`). If it passes unanswered the request is sent again: the lost
-        attempt counts against no one (:meth:`_failed`). A timeout that fires while the
-        link is down waits for the reconnection.
-        """
-        first, self._first_link_event = self._first_link_event, False
-        self._link_up = up
-        if up and first:  # the first connection: nothing was in flight before it
-            return
-        if up:
-            self._rearm(self._sent(), "a reconnection")
-        else:
-            for request in self._sent():
-                request.maybe_lost = True
-
-    def _sent(self, via: str | None = None) -> list[RequestState]:
-        """The requests with an attempt in flight (through agent ``via`` if given)."""
-        return [
-            r
-            for r in self._requests.values()
-            if r.phase is Phase.SENT and (via is None or via in routes.firsts(r.route))
-        ]
-
-    def _rearm(self, requests: Iterable[RequestState], since: str) -> None:
-        """Mark each attempt in flight *maybe lost* and give it an ordinary timeout from
-        now (see :meth:`_link_changed`)."""
-        now = time.monotonic()
-        for request in requests:
-            assert request.plan is not None
-            request.maybe_lost = True
-            timeout_s = self._attempt_timeout_s(request.plan, request.deadline_s - now, last=False)
-            lost = Failure(routes.TIMEOUT, f"no answer within {timeout_s:.2f} s of {since}")
-            expire = partial(self._failed, request.request_id, request.attempt, lost)
-            self._arm(request, now + timeout_s, expire)
-
-    # -- endings -------------------------------------------------------------------------
-
-    def _answer_now(self, message: InboundMessage) -> bool:
-        """The fast path for answers: handled on the transport's network thread."""
-        self._on_answer(message)
-        return True
-
-    def _on_answer(self, message: InboundMessage) -> None:
-        answer = _decoded(message, t.RESULTS)
-        if answer is not None:
-            self._locked(partial(self._answered, answer, len(message.payload)))
-
-    def _answered(self, answer: Result | ErrorMessage, size: int, effects: Effects) -> None:
-        request = self._requests.get(answer.request_id)
-        if request is None:
-            if isinstance(answer, Result) and answer.request_id in self._finished:
-                self.duplicates += 1
-            elif answer.request_id not in self._finished:
-                self.unknown += 1
-        elif isinstance(answer, Result):
-            self._succeed(request, answer, size, effects)
-        else:
-            where = f"stage {answer.stage} on {answer.agent_id}: {answer.message}"
-            failure = Failure(str(answer.code), where, answer.stage, answer.agent_id)
-            self._failed(request.request_id, answer.attempt, failure, effects)
-
-    def _succeed(self, request: RequestState, result: Result, size: int, effects: Effects) -> None:
-        sent_ms = next((a.sent_ms for a in request.attempts if a.attempt == result.attempt), None)
-        sent_ms = request.attempt_sent_ms if sent_ms is None else sent_ms
-        if result.deployment:
-            received_ms = now_ms()
-            previous = self._observed_ms.get(result.deployment)
-            self._observed_ms[result.deployment] = routes.smoothed(previous, received_ms - sent_ms)
-            self._hops.observe(
-                result.deployment, result.trace, sent_ms, received_ms, time.monotonic()
-            )
-        if request.phase is Phase.SENT and result.attempt == request.attempt:
-            request.close_attempt("result", "")
-        else:  # an earlier attempt answered after its timeout: the first result wins
-            if request.phase is Phase.SENT:
-                request.close_attempt("superseded", f"attempt {result.attempt} answered first")
-            request.attempts = [
-                replace(a, outcome="result", message="answered after its timeout")
-                if a.attempt == result.attempt
-                else a
-                for a in request.attempts
-            ]
-        outputs, quantization = read_outputs(result.tensors, request.outputs)
-        top: tuple[tuple[int, float], ...] = ()
-        if outputs:
-            name = next(iter(outputs))
-            top = top_classes(
-                outputs[name], self.config.top_k, *quantization.get(name, (None, None))
-            )
-        record = request.record(ok=True, trace=result.trace, bytes_received=size, top=top)
-        assert request.plan is not None
-        answer = InferenceResult(outputs, result.trace, record, request.plan, quantization)
-        self._complete(request, record, effects, partial(request.future.set_result, answer))
-
-    def _give_up(
-        self, request: RequestState, code: str, reason: str, effects: Effects, constraint: str = ""
-    ) -> None:
-        if request.phase is Phase.SENT:  # the attempt in flight ends with the request
-            request.close_attempt(routes.TIMEOUT if code == errors.DEADLINE else code, reason)
-        record = request.record(ok=False, error_code=code, error_message=reason)
-        error: InferenceError
-        if code == errors.PLAN_REFUSED:
-            error = PlanRefusedError(record, constraint, reason)
-        elif code == errors.DEADLINE:
-            error = DeadlineError(record, reason)
-        else:
-            error = InferenceError(record, code, reason)
-        self._complete(request, record, effects, partial(request.future.set_exception, error))
-
-    def _complete(
-        self, request: RequestState, record: RequestRecord, effects: Effects, resolve: Effect
-    ) -> None:
-        if request.phase is Phase.DEPLOYMENT and request.plan is not None:
-            self._awaiting[request.plan.deployment].remove(request.request_id)
-        request.phase = Phase.DONE
-        for timer in request.timers:
-            timer.cancel()
-        del self._requests[request.request_id]
-        self._finished[request.request_id] = None
-        while len(self._finished) > self.config.remember_finished:
-            self._finished.popitem(last=False)
-        if self._recorder is not None:
-            effects.append(partial(self._recorder, record))
-        effects.append(resolve)
-
-    # -- the fleet -------------------------------------------------------------------------
-
-    def _on_deployment(self, message: InboundMessage) -> None:
-        deployment = _decoded(message, t.DEPLOYMENTS)
-        if deployment is not None:
-            self._locked(partial(self._deployed, deployment))
-
-    def _deployed(self, deployment: Deployment, effects: Effects) -> None:
-        if not self._plans.on_deployment(deployment):
-            return
-        for request_id in self._awaiting.pop(deployment.deployment, []):
-            request = self._requests.get(request_id)
-            if request is not None and request.phase is Phase.DEPLOYMENT and request.plan:
-                self._use_plan(request, request.plan, effects)
-
-    def _on_status(self, message: InboundMessage) -> None:
-        status = _decoded(message, t.STATUS)
-        if status is not None:
-            self._locked(partial(self._status, status))
-
-    def _status(self, status: AgentStatus, effects: Effects) -> None:
-        agent_id, online = status.agent_id, status.state is AgentState.ONLINE
-        self._liveness.status(agent_id, online)
-        if online:  # (re)subscribed just now: what reached the broker before may be gone
-            self._rearm(self._sent(via=agent_id), f"{agent_id} coming online")
-            return
-        if not self.config.retry_on_offline:
-            return
-        for request in self._sent(via=agent_id):
-            stage = routes.firsts(request.route).index(agent_id)
-            failure = Failure(routes.OFFLINE, f"agent {agent_id} went offline", stage, agent_id)
-            self._failed(request.request_id, request.attempt, failure, effects)
-
-    def _on_telemetry_message(self, message: InboundMessage) -> None:
-        telemetry = _decoded(message, t.TELEMETRY)
-        if telemetry is None:
-            return
-        age_s = max(0.0, now_ms() - telemetry.ts_ms) / 1000.0 if message.retain else 0.0
-        with self._lock:
-            seen_s = message.received_s - age_s
-            self._liveness.telemetry(telemetry.agent_id, seen_s, telemetry.period_s)
-        if self._on_telemetry is not None:
-            apply_effects([partial(self._on_telemetry, telemetry)])
-
-    # -- plumbing --------------------------------------------------------------------------
-
-    def _locked(self, step: Callable[[Effects], None]) -> None:
-        """Run ``step`` under the lock, then the effects it asked for, without it."""
-        effects: Effects = []
-        with self._lock:
-            step(effects)
-        apply_effects(effects)
-
-    def _publish_plan_request(self, message: PlanRequest) -> None:
-        try:
-            t.PLAN_REQUESTS.publish(self.transport, message, self.namespace)
-        except TransportError as error:  # the wait for the answer expires and says so
-            log.warning("could not publish %s: %s", message.KIND, error)
-
-
-M = TypeVar("M", bound=Message)
-
-
-def _decoded(message: InboundMessage, row: t.Topic[M]) -> M | None:
-    if not message.payload:  # a retained message cleared
-        return None
-    try:
-        return row.decode(message.payload, topic=message.topic)
-    except base_errors.DecodeError as error:
-        log.warning("ignored a bad message: %s", error)
-        return None
-
 
 def _outcome(index: int, future: Future[InferenceResult]) -> InferenceResult | InferenceError:
     error = future.exception()
@@ -812,13 +281,3 @@ def _outcome(index: int, future: Future[InferenceResult]) -> InferenceResult | I
         error.index = index
         return error
     raise error
-
-
-def overloaded(request: RequestState, wait_s: float) -> str:
-    """Why a request that busy agents kept refusing ends before its deadline."""
-    left_s = request.deadline_s - time.monotonic()
-    return (
-        f"the fleet is overloaded: {request.busy_answers} attempts were refused as "
-        f"overloaded, and the next would have to wait {wait_s:.2f} s first, which leaves "
-        f"too little of the {left_s:.2f} s to the deadline"
-    )

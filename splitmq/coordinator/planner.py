@@ -6,7 +6,7 @@ first, then its fallbacks — or a :class:`~splitmq.wire.PlanRefused` naming the
 constraint that failed. No I/O: the coordinator's service shell gathers the views and
 publishes what this returns.
 
-The cost model (design.md, "Energy model"), for a route ``a_0 .. a_{S-1}``:
+The cost model (docs/architecture.md, "Energy model"), for a route ``a_0 .. a_{S-1}``:
 
 - latency = the client's send of the input (one broker hop, plus its link when the
   client is an agent other than the first stage's: when the client's own agent runs

@@ -1,6 +1,6 @@
 """The fleet registry: who is online, with what battery, speed, link and shards.
 
-Built from three retained or periodic sources (design.md's topic table):
+Built from three retained or periodic sources (the topic table: docs/architecture.md):
 
 - ``agents/{agent}/status``: the birth message (runtime, cores, memory, power figures,
   calibrated speed, link, cached shards), or the will the broker published (offline);

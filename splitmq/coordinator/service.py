@@ -7,7 +7,7 @@
     ...
     coordinator.stop()
 
-What it listens to (design.md's topic table):
+What it listens to (the topic table: ``splitmq.wire.topics``, docs/architecture.md):
 
 - ``agents/+/status``, ``agents/+/telemetry`` (retained) -> the registry;
 - ``agents/+/events`` -> answers to its load/unload commands, shard benchmarks;

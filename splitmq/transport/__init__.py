@@ -1,4 +1,6 @@
-"""Transport: publish/subscribe over MQTT (paho-mqtt 2.x), or in memory for tests.
+"""Transport: publish/subscribe over MQTT with splitmq's own client (``MqttTransport``),
+or in memory for tests. The paho-mqtt engine (``splitmq.transport.paho_transport``,
+the reference) needs the ``paho`` extra and is imported only where it is named.
 
 ::
 

@@ -1,7 +1,9 @@
 """The transport seam: what the agent, coordinator and client need from a broker.
 
-Two implementations: :class:`splitmq.transport.mqtt.MqttTransport` over paho-mqtt, and
-:class:`splitmq.transport.memory.MemoryTransport` for fast component tests. Both hand
+Implementations: :class:`splitmq.transport.mqtt.MqttTransport`, splitmq's own MQTT
+client (the default), :class:`splitmq.transport.paho_transport.PahoTransport` over
+paho-mqtt (the reference; the ``paho`` extra), and
+:class:`splitmq.transport.memory.MemoryTransport` for fast component tests. All hand
 inbound messages to handlers on worker threads through a bounded :class:`Inbox`, never
 on a network thread.
 """

@@ -42,7 +42,8 @@ class TransportConfig:
             limit from CONNACK lowers it further.
         inbox_size: inbound messages queued for the workers before new ones are dropped.
         inbox_workers: threads dispatching inbound messages (1 keeps arrival order).
-        outbox_size: QoS 1 messages paho may hold while disconnected or in flight.
+        outbox_size: QoS 1 messages the MQTT engine may hold while disconnected or in
+            flight.
         max_inflight: QoS 1 messages sent but not yet acknowledged.
         reconnect_min_s: first reconnect delay (jittered exponential backoff).
         reconnect_max_s: largest reconnect delay.

@@ -1,7 +1,9 @@
 """The MQTT transport over paho-mqtt 2.x: the same guarantees as
 :class:`splitmq.transport.mqtt.MqttTransport`, kept as the reference implementation
-(construct it instead of ``MqttTransport``); the default is our own client, about
-three times faster on the activation path (see that module).
+(construct it instead of ``MqttTransport``; it needs the ``paho`` extra,
+``pip install 'splitmq[paho]'``). The default is our own client: on the four hops of a
+split request paho takes 1.55x to 1.75x its p50 (``benchmarks/bench_transport.py``,
+docs/performance.md).
 
 - MQTT 5 by default, 3.1.1 on request: everything routing needs travels in the CBOR
   body; MQTT 5 adds message expiry (a request's deadline) when the broker has it.

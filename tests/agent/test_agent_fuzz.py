@@ -28,7 +28,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from splitmq.agent import Agent, AgentConfig, agent_will, load_profile
-from splitmq.agent.agent import _Job, now_ms
+from splitmq.agent.agent import _Job
+from splitmq.agent.requests import now_ms
 from splitmq.coordinator.pool_service import PoolService
 from splitmq.transport import InboundMessage, MemoryBroker, Transport
 from splitmq.wire import (

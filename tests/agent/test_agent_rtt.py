@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from splitmq.agent.agent import RTT_MIN_PROBES, RTT_WINDOW
+from splitmq.agent.presence import RTT_MIN_PROBES, RTT_WINDOW
 from splitmq.transport import InboundMessage
 from splitmq.wire import Ping, encode
 from splitmq.wire.topics import COMMANDS

@@ -153,7 +153,7 @@ def fleet(
         RESULTS.name(client=CLIENT),
         DEPLOYMENTS.filter(),
     ):
-        client.subscribe(topic, inbox._on_message)
+        inbox.subscribe(topic)
     coordinator = Coordinator(
         MqttTransport(parse_broker_url(url)),
         pool_dir,

@@ -13,10 +13,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import signal
 import subprocess
-import sys
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -27,22 +24,17 @@ from typing import Any
 import numpy as np
 import pytest
 
+from splitmq import processes
 from splitmq.connection import add_broker_options
 from splitmq.converter.runner import make_interpreter, run_model
 from splitmq.coordinator.cli import request_deployment
-from splitmq.transport import InboundMessage, MqttTransport, parse_broker_url
+from splitmq.transport import MqttTransport, parse_broker_url
+from splitmq.watch import Watcher
 from splitmq.wire import (
-    AgentState,
-    AgentStatus,
     Deployment,
     DeployReply,
     DeployRequest,
-    Plan,
-    PlanRefused,
     PlanRequest,
-    Telemetry,
-    decode,
-    encode,
 )
 from splitmq.wire.topics import DEPLOYMENTS, PLAN_REQUESTS, PLANS, STATUS, TELEMETRY
 from tests import processes as spawn
@@ -55,67 +47,37 @@ TELEMETRY_PERIOD_S = 0.5
 START_TIMEOUT_S = 40.0
 
 
-class Watch:
-    """The fleet as seen from a connection of its own: statuses, telemetry, deployments.
-
-    Every message is kept with its arrival time (``time.monotonic()``).
-    """
+class Watch(Watcher):
+    """The fleet as seen from a connection of its own: statuses, telemetry, deployments,
+    and the answers to its own plan requests (each kept with its arrival time)."""
 
     def __init__(self, url: str, namespace: str):
-        self.namespace = namespace
         self.client_id = f"e2e-watch-{_tag()}"
-        self.transport = MqttTransport(parse_broker_url(url, client_id=self.client_id))
-        self._cond = threading.Condition()
-        self.statuses: list[tuple[float, AgentStatus]] = []
-        self.telemetry: dict[str, Telemetry] = {}
-        self.deployments: list[tuple[float, Deployment]] = []
-        self.plans: list[Plan | PlanRefused] = []
+        super().__init__(MqttTransport(parse_broker_url(url, client_id=self.client_id)), namespace)
 
     def start(self) -> None:
         self.transport.start()
-        ns, on_message = self.namespace, self._on_message
-        self.transport.subscribe(STATUS.filter(ns), on_message, qos=STATUS.qos)
-        self.transport.subscribe(TELEMETRY.filter(ns), on_message, qos=TELEMETRY.qos)
-        self.transport.subscribe(DEPLOYMENTS.filter(ns), on_message, qos=DEPLOYMENTS.qos)
-        self.transport.subscribe(PLANS.name(ns, client=self.client_id), on_message, qos=PLANS.qos)
+        self.watch(STATUS).watch(TELEMETRY).watch(DEPLOYMENTS)
+        self.watch(PLANS, client=self.client_id)
 
     def close(self) -> None:
         self.transport.close()
 
-    def _on_message(self, message: InboundMessage) -> None:
-        if not message.payload:
-            return
-        decoded = decode(message.payload)
-        now = time.monotonic()
-        with self._cond:
-            if isinstance(decoded, AgentStatus):
-                self.statuses.append((now, decoded))
-            elif isinstance(decoded, Telemetry):
-                self.telemetry[decoded.agent_id] = decoded
-            elif isinstance(decoded, Deployment):
-                self.deployments.append((now, decoded))
-            elif isinstance(decoded, Plan | PlanRefused):
-                self.plans.append(decoded)
-            self._cond.notify_all()
-
-    def wait(self, predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
-        with self._cond:
-            if not self._cond.wait_for(predicate, timeout_s):
-                raise AssertionError(f"no {what} within {timeout_s} s")
-
-    def online(self, agent_id: str) -> bool:
-        """Whether the agent's latest status says online (call under the lock or in wait)."""
-        latest = [s for _, s in self.statuses if s.agent_id == agent_id]
-        return bool(latest) and latest[-1].state is AgentState.ONLINE
-
     def deployment_after(
         self, epoch: int, where: Callable[[Deployment], bool], timeout_s: float
     ) -> tuple[float, Deployment]:
-        """The first deployment message past ``epoch`` that satisfies ``where``."""
+        """The first deployment message past ``epoch`` that satisfies ``where``, and
+        when it arrived."""
         found: list[tuple[float, Deployment]] = []
 
         def arrived() -> bool:
-            found[:] = [(t, d) for t, d in self.deployments if d.epoch > epoch and where(d)]
+            found[:] = [
+                (r.arrived_s, r.message)
+                for r in self.received
+                if isinstance(r.message, Deployment)
+                and r.message.epoch > epoch
+                and where(r.message)
+            ]
             return bool(found)
 
         self.wait(arrived, timeout_s, f"deployment past epoch {epoch}")
@@ -124,17 +86,14 @@ class Watch:
     def coordinator_answers(self, timeout_s: float) -> None:
         """Ask for a plan until the coordinator answers (a refusal will do)."""
         deadline = time.monotonic() + timeout_s
-        topic = PLAN_REQUESTS.name(self.namespace)
         while time.monotonic() < deadline:
-            plan_id = _tag()
-            request = PlanRequest(request_id=plan_id, client_id=self.client_id, model=MODEL)
-            self.transport.publish(topic, encode(request), qos=1).wait(5)
-            with self._cond:
-                if self._cond.wait_for(
-                    lambda: any(p.request_id == plan_id for p in self.plans),  # noqa: B023
-                    1.0,
-                ):
-                    return
+            request = PlanRequest(request_id=_tag(), client_id=self.client_id, model=MODEL)
+            PLAN_REQUESTS.publish(self.transport, request, self.namespace).wait(5)
+            try:
+                self.wait_answer(request.request_id, 1.0)
+                return
+            except TimeoutError:
+                continue
         raise AssertionError(f"the coordinator did not answer a plan request in {timeout_s} s")
 
 
@@ -150,13 +109,12 @@ class Fleet:
     watch: Watch
     deployment: Deployment
     reply: DeployReply
+    stream: Stream
 
     def kill(self, agent_id: str) -> float:
         """SIGKILL an agent; returns when (``time.monotonic()``) it was killed."""
-        process = self.agents[agent_id]
-        process.send_signal(signal.SIGKILL)
         killed_s = time.monotonic()
-        process.wait(10)
+        processes.kill(self.agents[agent_id])
         return killed_s
 
     def logs(self) -> str:
@@ -169,7 +127,7 @@ class Fleet:
 
 
 def start_fleet(
-    url: str, workdir: Path, entry: Any, *, replicas: int = 2, stages: int = 2
+    url: str, workdir: Path, entry: Any, *, stream: Stream, replicas: int = 2, stages: int = 2
 ) -> Fleet:
     """Coordinator and agents as processes on ``url``; ``entry`` deployed (see the module)."""
     pool_dir = workdir / "pool"
@@ -218,7 +176,7 @@ def start_fleet(
         spawn.stop(processes)
         watch.close()
         raise
-    return Fleet(url, namespace, workdir, coordinator, agents, watch, deployment, reply)
+    return Fleet(url, namespace, workdir, coordinator, agents, watch, deployment, reply, stream)
 
 
 def stop_fleet(fleet: Fleet) -> None:
@@ -237,29 +195,40 @@ def _tag() -> str:
     return uuid.uuid4().hex[:8]
 
 
-@dataclass
-class EmbeddedBrokerProcess:
-    process: subprocess.Popen[str]
-    url: str
+@dataclass(frozen=True)
+class Stream:
+    """How many requests a broker's run streams, how many at once, in order or not."""
+
+    requests: int
+    max_in_flight: int
+    ordered: bool
 
 
-@pytest.fixture(scope="module")
-def embedded_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBrokerProcess]:
-    """``python -m splitmq.embedded_broker --port 0`` as a process; its URL from stdout."""
-    log = (tmp_path_factory.mktemp("embedded-broker") / "broker.log").open("ab")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "splitmq.embedded_broker", "--port", "0"],
-        stdout=subprocess.PIPE,
-        stderr=log,
-        text=True,
-    )
+BROKERS = {
+    "mosquitto": Stream(requests=300, max_in_flight=32, ordered=False),
+    # python -m splitmq.embedded_broker, a process of its own: a smaller run
+    "embedded": Stream(requests=60, max_in_flight=16, ordered=True),
+}
+
+
+@pytest.fixture(scope="module", params=list(BROKERS))
+def fleet(
+    request: pytest.FixtureRequest, digits_pool: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Fleet]:
+    """The fleet on a real Mosquitto (the session's), then on the embedded broker."""
+    workdir = tmp_path_factory.mktemp(f"e2e-{request.param}")
+    broker: processes.Process | None = None
+    if request.param == "mosquitto":
+        url = request.getfixturevalue("mosquitto").url()
+    else:
+        broker, url = processes.start_embedded_broker(workdir / "broker.log")
     try:
-        assert process.stdout is not None
-        line = process.stdout.readline()  # "embedded MQTT broker listening on mqtt://..."
-        assert "mqtt://" in line, f"the embedded broker said {line!r}"
-        yield EmbeddedBrokerProcess(process, line.split()[-1])
+        started = start_fleet(url, workdir, digits_pool, stream=BROKERS[request.param])
+        yield started
+        stop_fleet(started)
     finally:
-        spawn.stop([process])  # type: ignore[list-item]
+        if broker is not None:
+            processes.stop([broker])
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,6 @@ import os
 import shutil
 import signal
 import subprocess
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -23,19 +22,16 @@ from typing import Any
 import numpy as np
 import psutil
 
+from splitmq import processes
 from splitmq.broker import Mosquitto
 from splitmq.client import Client, ClientConfig, RequestRecord
-from splitmq.errors import DecodeError
-from splitmq.transport import InboundMessage, MqttTransport, parse_broker_url
+from splitmq.transport import MqttTransport, parse_broker_url
+from splitmq.watch import Watcher
 from splitmq.wire import (
-    AgentState,
-    AgentStatus,
     Deployment,
     DeploymentState,
     DeployReply,
     DeployRequest,
-    Telemetry,
-    decode,
     encode,
 )
 from splitmq.wire.topics import DEPLOY_REPLIES, DEPLOY_REQUESTS, DEPLOYMENTS, STATUS, TELEMETRY
@@ -46,55 +42,11 @@ MODEL = "digits"
 DEPLOYMENT = "digits-float32"
 
 
-class Watch:
-    """The latest status, telemetry and deployment of everything, from retained topics."""
-
-    def __init__(self, transport: MqttTransport):
-        self.status: dict[str, AgentStatus] = {}
-        self.telemetry: dict[str, Telemetry] = {}
-        self.deployments: dict[str, Deployment] = {}
-        self.replies: dict[str, DeployReply] = {}
-        self._cond = threading.Condition()
-        transport.subscribe(STATUS.filter(), self._on_message)
-        transport.subscribe(TELEMETRY.filter(), self._on_message)
-        transport.subscribe(DEPLOYMENTS.filter(), self._on_message)
-        transport.subscribe(DEPLOY_REPLIES.name(client=OPERATOR), self._on_message)
-
-    def _on_message(self, message: InboundMessage) -> None:
-        if not message.payload:
-            return
-        try:
-            decoded = decode(message.payload)
-        except DecodeError:
-            return
-        with self._cond:
-            if isinstance(decoded, AgentStatus):
-                self.status[decoded.agent_id] = decoded
-            elif isinstance(decoded, Telemetry):
-                self.telemetry[decoded.agent_id] = decoded
-            elif isinstance(decoded, Deployment):
-                known = self.deployments.get(decoded.deployment)
-                if known is None or decoded.epoch >= known.epoch:
-                    self.deployments[decoded.deployment] = decoded
-            elif isinstance(decoded, DeployReply):
-                self.replies[decoded.request_id] = decoded
-            self._cond.notify_all()
-
-    def forget(self) -> None:
-        """Forget everything heard: what is waited for next must be heard again."""
-        with self._cond:
-            self.status.clear()
-            self.telemetry.clear()
-            self.deployments.clear()
-
-    def online(self, agent_id: str) -> bool:
-        status = self.status.get(agent_id)
-        return status is not None and status.state is AgentState.ONLINE
-
-    def wait(self, predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
-        with self._cond:
-            if not self._cond.wait_for(predicate, timeout_s):
-                raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+def watch(transport: MqttTransport) -> Watcher:
+    """The latest status, telemetry and deployment of everything, from retained topics,
+    and the operator's deploy replies."""
+    watcher = Watcher(transport).watch(STATUS).watch(TELEMETRY).watch(DEPLOYMENTS)
+    return watcher.watch(DEPLOY_REPLIES, client=OPERATOR)
 
 
 @dataclass
@@ -106,7 +58,7 @@ class Fleet:
     pool_dir: Path
     entry: Any  # splitmq.converter.PoolEntry
     observer: MqttTransport
-    watch: Watch
+    watch: Watcher
     agents: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     coordinator: subprocess.Popen[bytes] | None = None
     agent_options: dict[str, tuple[str, ...]] = field(default_factory=dict)
@@ -127,11 +79,7 @@ class Fleet:
         self.agents[agent_id] = spawn.start_agent(self.url, agent_id, self.workdir, *options)
 
     def kill_agent(self, agent_id: str) -> None:
-        process = self.agents[agent_id]
-        if process.poll() is None:
-            process.send_signal(signal.SIGCONT)  # a paused agent dies as well
-            process.kill()
-        process.wait(10)
+        processes.kill(self.agents[agent_id])  # a paused agent dies as well
 
     def pause_agent(self, agent_id: str) -> None:
         self.agents[agent_id].send_signal(signal.SIGSTOP)
@@ -167,9 +115,8 @@ class Fleet:
             time.sleep(0.05)
 
     def kill_coordinator(self) -> None:
-        if self.coordinator is not None and self.coordinator.poll() is None:
-            self.coordinator.kill()
-            self.coordinator.wait(10)
+        if self.coordinator is not None:
+            processes.kill(self.coordinator)
 
     # -- broker -------------------------------------------------------------------------------
 
@@ -186,8 +133,7 @@ class Fleet:
     # -- deployments --------------------------------------------------------------------------
 
     def deployment(self, name: str = DEPLOYMENT) -> Deployment | None:
-        with self.watch._cond:
-            return self.watch.deployments.get(name)
+        return self.watch.deployments.get(name)
 
     def deploy(self, *, stages: int, replicas: int, timeout_s: float = 60.0) -> Deployment:
         request = DeployRequest(
@@ -199,11 +145,8 @@ class Fleet:
             ready_timeout_s=timeout_s - 5,
         )
         self.observer.publish(DEPLOY_REQUESTS.name(), encode(request)).wait(10)
-        self.watch.wait(
-            lambda: request.request_id in self.watch.replies, timeout_s, "the deploy reply"
-        )
-        reply = self.watch.replies[request.request_id]
-        assert reply.ok, reply.message
+        reply = self.watch.wait_answer(request.request_id, timeout_s)
+        assert isinstance(reply, DeployReply) and reply.ok, reply
         self.watch.wait(
             lambda: (d := self.deployment(reply.deployment)) is not None and d.epoch >= reply.epoch,
             10,
@@ -287,10 +230,7 @@ class Fleet:
     def close(self) -> None:
         for client in self.clients:
             client.close()
-        for process in self.agents.values():
-            if process.poll() is None:
-                process.send_signal(signal.SIGCONT)
-        spawn.stop([*self.agents.values(), *([self.coordinator] if self.coordinator else [])])
+        processes.stop([*self.agents.values(), *([self.coordinator] if self.coordinator else [])])
         self.observer.close()
         self.broker.stop()
 
@@ -321,7 +261,7 @@ def start_fleet(
         pool_dir,
         entry,
         observer,
-        Watch(observer),
+        watch(observer),
         agent_options=dict(agent_options or {}),
         coordinator_options=coordinator_options,
     )

@@ -17,13 +17,21 @@ def modules_after_import(module: str) -> set[str]:
     return set(out.stdout.split())
 
 
+HEAVY = {"paho", "tensorflow", "keras"}
+"""paho-mqtt is an extra (the reference engine only), TensorFlow the converter's."""
+
 FORBIDDEN = {
     "splitmq.wire": {"paho", "tensorflow", "keras", "ai_edge_litert", "tflite_runtime"},
-    "splitmq.transport": {"tensorflow", "keras", "ai_edge_litert", "tflite_runtime"},
+    "splitmq.transport": {"paho", "tensorflow", "keras", "ai_edge_litert", "tflite_runtime"},
     "splitmq.broker": {"tensorflow", "keras", "paho"},
     "splitmq.embedded_broker": {"paho", "tensorflow", "keras", "numpy"},
-    "splitmq.coordinator.service": {"tensorflow", "keras"},
-    "splitmq.client.client": {"tensorflow", "keras", "matplotlib"},
+    "splitmq.coordinator.service": HEAVY,
+    "splitmq.client.client": HEAVY | {"matplotlib"},
+    "splitmq.cli": HEAVY,
+    "splitmq.agent.cli": HEAVY,
+    "splitmq.coordinator.cli": HEAVY,
+    "splitmq.client.infer_cli": HEAVY,
+    "splitmq.demo.cli": HEAVY,
 }
 
 
@@ -49,6 +57,8 @@ ALLOWED: dict[str, set[str]] = {
     "broker": {"errors"},
     "connection": {"errors", "transport", "wire"},
     "secure_setup": {"broker", "errors", "transport", "wire"},
+    "processes": {"errors"},
+    "watch": {"errors", "transport", "wire"},
     # the parts
     "converter": {"errors", "wire"},
     "agent": {"errors", "transport", "wire"},

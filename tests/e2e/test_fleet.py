@@ -1,23 +1,21 @@
-"""The issue's acceptance against a real Mosquitto: a coordinator and three agents as
+"""The issue's acceptance, on a real Mosquitto and on the embedded Python broker (``python
+-m splitmq.embedded_broker``, a process of its own): a coordinator and three agents as
 processes (rpi4, phone, laptop), the digits model deployed in 2 stages x 2 replicas.
 
 - a request whose deadline cannot be met fails at once with the right error;
-- 300 requests stream through while the first agent of the route is killed with
-  SIGKILL a third of the way: every request ends once, with the unsplit model's exact
-  output or a clear error, and the coordinator heals the deployment without the agent.
+- requests stream through (300 on Mosquitto, 60 on the embedded broker) while the first
+  agent of the route is killed with SIGKILL a third of the way: every request ends once,
+  with the unsplit model's exact output or a clear error, and the coordinator heals the
+  deployment without the agent.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 
-from splitmq.broker import Mosquitto
 from splitmq.client import (
     Client,
     ClientConfig,
@@ -27,7 +25,7 @@ from splitmq.client import (
 )
 from splitmq.client.errors import DEADLINE, PLAN_REFUSED
 
-from .conftest import MODEL, Fleet, start_fleet, stop_fleet
+from .conftest import MODEL, Fleet
 from .streaming import (
     check_every_request_ended_once,
     check_served_after_healing,
@@ -37,18 +35,7 @@ from .streaming import (
 
 pytestmark = pytest.mark.integration
 
-REQUESTS = 300
 HEAL_WITHIN_S = 10.0
-
-
-@pytest.fixture(scope="module")
-def fleet(
-    mosquitto: Mosquitto, digits_pool: Any, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Fleet]:
-    workdir: Path = tmp_path_factory.mktemp("e2e-mosquitto")
-    started = start_fleet(mosquitto.url(), workdir, digits_pool)
-    yield started
-    stop_fleet(started)
 
 
 def test_the_deployment_spreads_two_replicas_per_stage_over_the_three_agents(
@@ -90,20 +77,21 @@ def test_a_deadline_below_the_predicted_latency_fails_before_sending(
     assert elapsed < deadline_s + 0.5, f"took {elapsed:.3f} s for a {deadline_s:.3f} s deadline"
 
 
-def test_hundreds_of_requests_survive_a_killed_agent(
+def test_requests_survive_a_killed_agent(
     fleet: Fleet, test_images: np.ndarray, reference: np.ndarray
 ) -> None:
+    requests = fleet.stream.requests
     run = stream_with_a_kill(
         fleet,
         test_images,
-        REQUESTS,
-        kill_after=REQUESTS // 3,
-        max_in_flight=32,
-        ordered=False,
+        requests,
+        kill_after=requests // 3,
+        max_in_flight=fleet.stream.max_in_flight,
+        ordered=fleet.stream.ordered,
     )
     print(run.summary())
-    check_every_request_ended_once(run, REQUESTS, reference)
-    assert len(run.results) >= 0.95 * REQUESTS, f"{run.summary()}\n{fleet.logs()}"
+    check_every_request_ended_once(run, requests, reference)
+    assert len(run.results) >= 0.95 * requests, f"{run.summary()}\n{fleet.logs()}"
     healed_s, healed = healed_without(fleet, run.victim, HEAL_WITHIN_S)
     print(f"healed in {healed_s - run.killed_s:.2f} s: {[s.replicas for s in healed.stages]}")
     assert healed_s - run.killed_s < HEAL_WITHIN_S

@@ -1,0 +1,55 @@
+"""The device's emulated link (when the profile asks for emulation): every publish
+waits the link's latency plus its bytes over its bandwidth, one transmission at a time
+as on one radio, and the radio energy is spent."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from splitmq.agent.config import AgentConfig
+from splitmq.agent.energy import EnergyMeter
+from splitmq.agent.requests import RequestFailed, now_ms
+from splitmq.errors import TransportError
+from splitmq.transport import Payload, Transport
+from splitmq.transport.base import payload_size
+from splitmq.wire import ErrorCode
+from splitmq.wire.topics import Topic
+
+
+class EmulatedLink:
+    """Sends over ``transport`` as the device's link would (see the module docstring)."""
+
+    def __init__(self, config: AgentConfig, transport: Transport, energy: EnergyMeter):
+        self.config = config
+        self.transport = transport
+        self.energy = energy
+        self._lock = threading.Lock()
+
+    @property
+    def compute_factor(self) -> float:
+        """How much slower than this machine the emulated device computes (1: as fast)."""
+        return self.config.profile.compute_factor if self.config.emulate else 1.0
+
+    def send(self, row: Topic[Any], topic: str, payload: Payload, *, deadline_ms: int = 0) -> None:
+        """Publish on ``topic`` (of the table's ``row``) over the emulated link: wait
+        latency + bytes / bandwidth, then send.
+
+        Raises:
+            RequestFailed: the transport could not send it (``internal``).
+        """
+        link = self.config.profile.link
+        size = payload_size(payload)
+        if self.config.emulate and link is not None:
+            delay_s = link.latency_ms / 1000.0 + size * 8 / (link.bandwidth_mbps * 1e6)
+            with self._lock:  # one radio: transmissions queue behind each other
+                time.sleep(delay_s)
+        expiry_s = None
+        if deadline_ms:
+            expiry_s = max(1.0, (deadline_ms - now_ms()) / 1000.0)
+        try:
+            row.publish_payload(self.transport, topic, payload, expiry_s=expiry_s)
+        except TransportError as error:
+            raise RequestFailed(ErrorCode.INTERNAL, f"cannot send to {topic}: {error}") from None
+        self.energy.spend_radio(size)

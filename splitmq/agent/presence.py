@@ -1,0 +1,135 @@
+"""What an agent tells the fleet about itself: the retained birth status (again after
+every reconnect: the broker may have lost it), the telemetry every period, and the
+broker's round trip, measured with pings the agent sends itself through the broker."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from typing import TYPE_CHECKING
+
+import splitmq
+from splitmq.agent import probes
+from splitmq.agent.requests import now_ms
+from splitmq.errors import TransportError
+from splitmq.wire import AgentState, AgentStatus, Ping, Telemetry
+from splitmq.wire.topics import COMMANDS, STATUS, TELEMETRY
+
+if TYPE_CHECKING:
+    from splitmq.agent.agent import Agent
+
+log = logging.getLogger(__name__)
+
+RTT_WINDOW = 10
+"""Broker round trips remembered; the lowest is reported. It is what a hop through the
+broker costs this agent (the planner's hop cost), not what it cost at a moment the
+agent was busy calibrating or loading a shard: one slow first probe, smoothed, made the
+partition optimizer shun an agent for a dozen periods."""
+RTT_MIN_PROBES = 3
+"""Round trips needed before one is reported: the first ones meet a fleet still starting."""
+
+
+class Presence:
+    """The status, telemetry and broker round trip of one :class:`~splitmq.agent.Agent`."""
+
+    def __init__(self, agent: Agent):
+        self.agent = agent
+        self.rtt_ms: float | None = None
+        """The lowest of the last :data:`RTT_WINDOW` round trips (None before
+        :data:`RTT_MIN_PROBES` came back)."""
+        self._rtts: deque[float] = deque(maxlen=RTT_WINDOW)
+        self._sequence = 0
+
+    def status(self) -> AgentStatus:
+        agent = self.agent
+        profile = agent.config.profile
+        factor = agent.link.compute_factor
+        return AgentStatus(
+            agent_id=agent.agent_id,
+            state=AgentState.ONLINE,
+            ts_ms=int(now_ms()),
+            version=splitmq.__version__,
+            runtime=str(agent.runtime.kind),
+            runtime_version=agent.runtime.version,
+            cores=probes.cores(),
+            memory_bytes=probes.mem_total_bytes(),
+            profile=profile.name,
+            cached_shards=tuple(agent.cache.digests()),
+            speed_gflops=agent.speed_gflops / factor,
+            active_power_w=profile.active_power_w,
+            idle_power_w=profile.idle_power_w,
+            radio_j_per_mb=profile.radio_j_per_mb,
+            compute_factor=factor,
+            link=profile.link if agent.config.emulate else None,
+        )
+
+    def telemetry(self) -> Telemetry:
+        agent = self.agent
+        hosted = agent.hosted_stages()
+        stats = agent.transport.stats
+        profile = agent.config.profile
+        return Telemetry(
+            agent_id=agent.agent_id,
+            ts_ms=int(now_ms()),
+            period_s=agent.config.telemetry_period_s,
+            cpu_pct=probes.cpu_pct(),
+            mem_free_bytes=probes.mem_free_bytes(),
+            battery=agent.energy.battery(),
+            profile=profile.name,
+            temperature_c=probes.temperature_c(),
+            queue_depth={s.key: s.queue.qsize() for s in hosted},
+            compute_ms={s.key: s.compute_ms for s in hosted if s.compute_ms is not None},
+            msgs_in=stats.msgs_in,
+            msgs_out=stats.msgs_out,
+            bytes_in=stats.bytes_in,
+            bytes_out=stats.bytes_out,
+            broker_rtt_ms=self.rtt_ms,
+            energy_j=agent.energy.energy_j,
+            link=profile.link if agent.config.emulate else None,
+            duplicates=agent.counters.duplicates,
+            unroutable=agent.counters.unroutable,
+        )
+
+    def announce(self) -> None:
+        """Publish the status (retained)."""
+        agent = self.agent
+        STATUS.publish(agent.transport, self.status(), agent.config.namespace, agent=agent.agent_id)
+
+    def on_connection(self, up: bool) -> None:
+        if up:  # the birth message, again after every reconnect
+            try:
+                self.announce()
+            except TransportError as error:
+                log.warning("could not announce: %s", error)
+
+    def run(self) -> None:
+        """The telemetry thread: probe the broker and publish telemetry every period."""
+        agent = self.agent
+        period = agent.config.telemetry_period_s
+        while not agent.stopping.is_set():
+            try:
+                self.probe_broker()
+                TELEMETRY.publish(
+                    agent.transport, self.telemetry(), agent.config.namespace, agent=agent.agent_id
+                )
+            except TransportError as error:
+                log.debug("telemetry not sent: %s", error)
+            agent.stopping.wait(period)
+
+    def probe_broker(self) -> None:
+        """Send ourselves a ping through the broker; its return gives the round trip."""
+        agent = self.agent
+        self._sequence += 1
+        probe = Ping(
+            command_id=f"rtt-{self._sequence}",
+            issuer=agent.agent_id,
+            sent_ms=time.monotonic() * 1000.0,
+        )
+        COMMANDS.publish(agent.transport, probe, agent.config.namespace, agent=agent.agent_id)
+
+    def on_echo(self, ping: Ping) -> None:
+        """One of our probes came back."""
+        self._rtts.append(time.monotonic() * 1000.0 - ping.sent_ms)
+        if len(self._rtts) >= RTT_MIN_PROBES:
+            self.rtt_ms = min(self._rtts)
