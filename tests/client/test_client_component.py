@@ -743,7 +743,7 @@ def test_a_stale_plan_the_coordinator_refuses_to_renew_is_dropped(
     env.deploy(digits, [["a"], ["a"]])
     refusal = PlanRefused("", "digits", "max_latency_ms", "no route within 1 ms")
     refuse = threading.Event()  # the coordinator answers the renewal once the test says
-    answers = iter([fixed_plan((("a",), ("a",))), refusal])
+    answers: Iterator[Plan | PlanRefused] = iter([fixed_plan((("a",), ("a",))), refusal])
 
     def answer(_request: PlanRequest) -> Plan | PlanRefused:
         given = next(answers, refusal)
