@@ -742,7 +742,16 @@ def test_a_stale_plan_the_coordinator_refuses_to_renew_is_dropped(
     env.fleet.agent("a")
     env.deploy(digits, [["a"], ["a"]])
     refusal = PlanRefused("", "digits", "max_latency_ms", "no route within 1 ms")
-    env.answer(always(fixed_plan((("a",), ("a",))), refusal))
+    refuse = threading.Event()  # the coordinator answers the renewal once the test says
+    answers: Iterator[Plan | PlanRefused] = iter([fixed_plan((("a",), ("a",))), refusal])
+
+    def answer(_request: PlanRequest) -> Plan | PlanRefused:
+        given = next(answers, refusal)
+        if isinstance(given, PlanRefused):
+            refuse.wait(30)
+        return given
+
+    env.answer(answer)
     client = env.client(plan_ttl_s=0.1)
     client.infer(digits.image)
 
@@ -751,6 +760,8 @@ def test_a_stale_plan_the_coordinator_refuses_to_renew_is_dropped(
         return env.coordinator.plans_asked() == 2
 
     wait_until(renewal_asked, 10, "the plan to age and a renewal to be asked")
+    assert client.infer(digits.image).record.ok, "the stale plan serves while renewal is asked"
+    refuse.set()
     refusals: list[PlanRefusedError] = []
 
     def refused() -> bool:  # the stale plan serves until the refusal arrives, then it is gone

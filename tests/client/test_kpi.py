@@ -276,7 +276,9 @@ def test_the_prediction_is_set_against_what_it_predicts_and_queueing_apart() -> 
 
 def test_the_report_tells_a_busy_fleet_from_a_wrong_cost_model() -> None:
     busy = format_report(compute_kpis(busy_fleet()), "results.db", "demo")
-    assert "cost model: transfer + compute took 0.97x the prediction: it holds" in busy, busy
+    assert (
+        "cost model: transfer + compute took 37.0 ms against 38.0 ms predicted (0.97x): it holds"
+    ) in busy, busy
     assert (
         "queueing: requests waited 60.0 ms (median; 0.0 ms predicted from the queue depths "
         "at planning), 62% of the time: a busy fleet (requests in flight queue behind each "
@@ -295,7 +297,23 @@ def test_the_report_tells_a_busy_fleet_from_a_wrong_cost_model() -> None:
     ]
     wrong = format_report(compute_kpis(slow), "results.db", "demo")
     assert (
-        "cost model: transfer + compute took 1.53x the prediction (furthest: stage 0 "
-        "compute, 3.00x): the cost model is off"
+        "cost model: transfer + compute took 58.0 ms against 38.0 ms predicted (1.53x); the "
+        "most off: stage 0 compute (30.0 ms against 10.0 ms): the cost model is off"
     ) in wrong, wrong
     assert "queueing: requests waited 0.5 ms (median; 0.0 ms predicted): the fleet kept up" in wrong
+
+
+def test_a_few_ms_off_on_a_fast_path_is_no_wrong_cost_model() -> None:
+    quick = [
+        planned(
+            f"quick-{i}",
+            BASE_MS + 100 * i,
+            [Hop("pi", 0.8, 0.0, 0.1), Hop("phone", 0.1, 0.0, 0.1)],
+            1.5,
+            predicted=[(0.5, 0.0, 0.02), (0.0, 0.0, 0.01)],
+            predicted_hop_ms=0.5,
+        )
+        for i in range(3)
+    ]
+    text = format_report(compute_kpis(quick), "results.db", "demo")
+    assert "took 2.6 ms against 1.0 ms predicted (2.52x): it holds" in text, text

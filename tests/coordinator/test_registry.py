@@ -144,3 +144,20 @@ def test_after_our_own_outage_agents_get_a_grace_period(clock: Clock) -> None:
     assert registry.online_ids() == ["pi"]  # 3 periods after the grace
     clock.now += 1.5
     assert registry.online_ids() == []  # still silent: gone
+
+
+def test_the_planners_views_carry_the_queue_depths_telemetry_reports() -> None:
+    from splitmq.coordinator.views import deployment_views
+    from splitmq.wire import Deployment, StageSpec
+
+    registry = Registry(clock=Clock())
+    for agent, depth in (("a", 3), ("b", 0)):
+        registry.on_status(status(agent))
+        registry.on_telemetry(
+            telemetry(agent, compute_ms={"d/0": 2.0}, queue_depth={"d/0": depth, "e/0": 7})
+        )
+    stage = StageSpec(0, 0, 1, "ab" * 32, 1000, (), (), ("a", "b", "c"))
+    deployment = Deployment("d", "m", "v1", "float32", 1, (stage,))
+    (view,) = deployment_views([deployment], registry, lambda *_: None)
+    assert dict(view.stages[0].queue_depth) == {"a": 3}  # b idle, c unknown: nothing waits
+    assert registry.queue_depth("d", 0, "a") == 3 and registry.queue_depth("d", 0, "c") == 0

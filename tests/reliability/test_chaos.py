@@ -7,9 +7,12 @@ random pause; some restarts come with a wiped cache (a replaced device), and tho
 killed again as soon as they ask the pool for their first chunk (mid-download). The
 client streams 2000 requests at a steady pace meanwhile.
 
-Every request must end exactly once, in the exact output of the unsplit model or in a
-clear error; after the chaos the fleet must be whole again (every stage with two
-replicas that serve it) without anyone's help, and answer everything.
+The monkey kills only an agent whose stages keep another replica serving (or a spare):
+on a loaded machine restarts take longer while kills keep their pace, and a stage left
+with nobody tests the machine's speed, not failover. Every request must end exactly
+once, in the exact output of the unsplit model or in a clear error; after the chaos
+the fleet must be whole again (every stage with two replicas that serve it) without
+anyone's help, and answer everything.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from splitmq.transport import InboundMessage
 from splitmq.wire import FetchShard, decode
 from splitmq.wire.topics import POOL_FETCH
 
-from .fleet import Fleet, Reference, paced, percentile_ms, start_fleet
+from .fleet import DEPLOYMENT, Fleet, Reference, paced, percentile_ms, start_fleet
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -89,24 +92,53 @@ class Monkey:
 
     def _kill_downloader(self, agent_id: str) -> None:
         with self._lock:
-            if not self.fleet.alive(agent_id):
+            if not self.fleet.alive(agent_id) or not self._safe(agent_id):
                 return
             self.fleet.kill_agent(agent_id)
             self.events.append(f"kill {agent_id} mid-download")
             self.fleet.start_agent(agent_id)
             self.events.append(f"restart {agent_id}")
 
-    def _victim(self) -> str:
+    def _serving(self, agent_id: str, stage: int) -> bool:
+        telemetry = self.fleet.watch.telemetry.get(agent_id)
+        return (
+            self.fleet.alive(agent_id)
+            and self.fleet.watch.online(agent_id)
+            and telemetry is not None
+            and f"{DEPLOYMENT}/{stage}" in telemetry.queue_depth
+        )
+
+    def _safe(self, agent_id: str) -> bool:
+        """Whether every stage the agent hosts has another replica serving it.
+
+        Kills come at a steady pace while a restart takes longer on a loaded machine: a
+        kill that left a stage with nobody would test how fast this machine is, not
+        whether requests fail over.
+        """
+        deployment = self.fleet.deployment()
+        if deployment is None:
+            return True
+        return all(
+            any(other != agent_id and self._serving(other, s.stage) for other in s.replicas)
+            for s in deployment.stages
+            if agent_id in s.replicas
+        )
+
+    def _victim(self) -> str | None:
         deployment = self.fleet.deployment()
         replicas = {a for s in deployment.stages for a in s.replicas} if deployment else set()
-        alive = [a for a in AGENTS if self.fleet.alive(a)]
+        alive = [a for a in AGENTS if self.fleet.alive(a) and self._safe(a)]
         preferred = [a for a in alive if a in replicas]
+        if not alive:
+            return None  # every stage is down to one replica: wait for the others
         return self.rng.choice(preferred if preferred and self.rng.random() < 0.8 else alive)
 
     def _run(self) -> None:
         while not self.stop.wait(self.rng.uniform(0.4, 1.2)):
             with self._lock:
                 victim = self._victim()
+                if victim is None:
+                    continue
                 self.fleet.kill_agent(victim)
                 self.events.append(f"kill {victim}")
             self.stop.wait(self.rng.uniform(0.1, 1.0))
