@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from splitmq.embedded_broker import EmbeddedBroker
-from splitmq.mqtt.codes import Prop, Version
+from splitmq.mqtt.codes import PacketType, Prop, Version
 from splitmq.mqtt.packets import ConnAck, WillMessage, get_property
 
 from .brokers import BrokerProcess, MosquittoUnderTest
@@ -202,3 +202,26 @@ def test_mqtt5_3_2_2_3_14_server_keep_alive(case: Case, capped_brokers: dict[str
         assert get_property(connack.properties, Prop.SERVER_KEEP_ALIVE) == 10
     finally:
         client.close()
+
+
+def test_mqtt_4_4_pubrel_sent_again_after_pubrec(case: Case, raw: RawFactory, prefix: str) -> None:
+    """4.4 / 4.3.3: once the client answered PUBREC the broker sends PUBREL again on
+    resuming the session, never the PUBLISH."""
+    client_id = f"rel-{uuid.uuid4().hex[:8]}"
+    subscriber = raw()
+    kept(subscriber, client_id, case)
+    subscriber.subscribe(f"{prefix}/t", 2)
+    publisher = raw()
+    publisher.connect(f"pub-{client_id}")
+    publisher.publish(f"{prefix}/t", b"exactly once", qos=2)
+    publish, _ = subscriber.next_publish()
+    subscriber.ack(publish)  # PUBREC
+    subscriber.read_until(PacketType.PUBREL)
+    subscriber.sever()  # no PUBCOMP
+    back = raw()
+    assert kept(back, client_id, case).session_present
+    packet = back.read()
+    assert (packet.kind, int.from_bytes(packet.body[:2], "big")) == (
+        PacketType.PUBREL,
+        publish.packet_id,
+    )

@@ -370,6 +370,39 @@ def test_mqtt5_4_13_disconnect_on_a_publish_fails_it_once(
 
 
 @engines("splitmq")
+def test_mqtt5_4_13_disconnect_on_a_subscribe_fails_it(
+    client: ClientMaker, engine: str, version: str
+) -> None:
+    """4.13: a SUBSCRIBE the broker answers by closing the connection fails to its
+    caller with the broker's reason, and is not sent again after the reconnect."""
+    subscribes: list[int] = []
+    again = threading.Event()
+
+    def script(link: Link) -> None:
+        serve_connack(link)
+        if link.number > 0:
+            again.set()
+        while True:
+            first, _ = link.read(timeout_s=60.0)
+            if first >> 4 == SUBSCRIBE:
+                subscribes.append(link.number)
+                link.send(bytes((0xE0, 2, 0x8F, 0)))  # DISCONNECT Topic filter invalid
+                link.close()
+                return
+            if first >> 4 == PINGREQ:
+                link.send(bytes((0xD0, 0)))
+
+    with ScriptedBroker(script) as broker:
+        transport = client(engine, version, broker.port)
+        with pytest.raises(TransportError, match="Topic filter invalid"):
+            transport.subscribe("a/b", lambda m: None, timeout_s=10.0)
+        assert again.wait(10.0), "no reconnection"
+        assert transport.publish("a/c", b"x", qos=0) is not None
+        time.sleep(0.5)  # a re-subscription would have come by now
+        assert subscribes == [0]
+
+
+@engines("splitmq")
 def test_client_back_off_is_not_reset_by_connections_that_die_at_once(
     client: ClientMaker,
     engine: str,
