@@ -16,6 +16,7 @@ import pytest
 from splitmq.embedded_broker import EmbeddedBroker
 from splitmq.mqtt.codes import PacketType, Prop, Version
 from splitmq.mqtt.packets import ConnAck, WillMessage, get_property
+from splitmq.transport import MqttTransport, TransportConfig
 
 from .brokers import BrokerProcess, MosquittoUnderTest
 from .conftest import Case
@@ -202,6 +203,9 @@ def test_mqtt5_3_2_2_3_14_server_keep_alive(case: Case, capped_brokers: dict[str
         assert get_property(connack.properties, Prop.SERVER_KEEP_ALIVE) == 10
     finally:
         client.close()
+    config = TransportConfig(port=capped_brokers[case.broker], keepalive_s=60)
+    with MqttTransport(config) as ours:  # MQTT-3.2.2-21: the client uses it
+        assert ours.keepalive_s == 10
 
 
 def test_mqtt_4_4_pubrel_sent_again_after_pubrec(case: Case, raw: RawFactory, prefix: str) -> None:
