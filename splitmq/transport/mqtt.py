@@ -909,7 +909,8 @@ class MqttTransport(MqttEngine):
         elif isinstance(packet, Disconnect):
             text = reason_text(packet.reason)
             detail = string_property(packet.properties, Prop.REASON_STRING)
-            raise BrokerClosed(f"DISCONNECT {text}" + (f": {detail}" if detail else ""))
+            why = f"DISCONNECT {text}" + (f": {detail}" if detail else "")
+            raise BrokerClosed(why, packet.reason)
         elif isinstance(packet, ConnAck):
             raise ProtocolViolation(Reason.PROTOCOL_ERROR, "an unexpected CONNACK")
 

@@ -37,11 +37,30 @@ class BrokerFeatures:
         )
 
 
+NOT_ABOUT_A_PACKET = frozenset(
+    {
+        Reason.SUCCESS,
+        0x89,  # Server busy
+        Reason.SERVER_SHUTTING_DOWN,
+        Reason.KEEP_ALIVE_TIMEOUT,
+        Reason.SESSION_TAKEN_OVER,
+        0x96,  # Message rate too high
+        0x98,  # Administrative action
+        0x9C,  # Use another server
+        0x9D,  # Server moved
+        0x9F,  # Connection rate exceeded
+        0xA0,  # Maximum connect time
+    }
+)
+"""MQTT 5 DISCONNECT reason codes that say nothing against the packets in flight."""
+
+
 def broker_reason(loss: BaseException | None) -> str | None:
-    """Why the broker ended a connection, if it did: a DISCONNECT, a close, or a reset
-    (a broker closing with our unread bytes in its buffer resets the connection)."""
+    """Why the broker ended a connection, if it did and a packet we sent may be the
+    cause: a DISCONNECT blaming one, a close without a reason, or a reset (a broker
+    closing with our unread bytes in its buffer resets the connection)."""
     if isinstance(loss, BrokerClosed):
-        return loss.reason
+        return None if loss.code in NOT_ABOUT_A_PACKET else loss.reason
     if isinstance(loss, ConnectionResetError | BrokenPipeError):
         return f"it reset the connection ({loss.strerror or loss})"
     return None

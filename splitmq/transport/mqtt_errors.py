@@ -40,10 +40,12 @@ class BrokerClosed(TransportError):
 
     Attributes:
         reason: the broker's reason (MQTT 5 DISCONNECT), or what we saw.
+        code: the MQTT 5 DISCONNECT reason code, None for a close without one.
     """
 
-    def __init__(self, reason: str):
+    def __init__(self, reason: str, code: int | None = None):
         self.reason = reason
+        self.code = code
         super().__init__(f"the broker closed the connection: {reason}")
 
 

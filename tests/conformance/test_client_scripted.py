@@ -370,6 +370,29 @@ def test_mqtt5_4_13_disconnect_on_a_publish_fails_it_once(
 
 
 @engines("splitmq")
+def test_mqtt5_4_13_a_shutdown_blames_no_message(
+    client: ClientMaker, engine: str, version: str
+) -> None:
+    """4.13 / 3.14.2.1: a DISCONNECT whose reason is about the server (0x8B Server
+    shutting down), not a packet, fails nothing: the message goes on the next connection."""
+
+    def script(link: Link) -> None:
+        serve_connack(link)
+        _, body = link.read_until(PUBLISH, timeout_s=60.0)
+        if link.number < 2:
+            link.send(bytes((0xE0, 2, 0x8B, 0)))  # DISCONNECT Server shutting down
+            link.close()
+            return
+        link.send(ack(PUBACK, packet_id(body)))
+        hold(link)
+
+    with ScriptedBroker(script) as broker:
+        transport = client(engine, version, broker.port)
+        transport.publish("a/b", b"x", qos=1).wait(15.0)
+        assert broker.connections == 3
+
+
+@engines("splitmq")
 def test_mqtt5_4_13_disconnect_on_a_subscribe_fails_it(
     client: ClientMaker, engine: str, version: str
 ) -> None:
