@@ -39,8 +39,9 @@ PAHO_RESENDS = (
     "reconnect, forever"
 )
 PAHO_NO_FILTER_CHECK = (
-    "paho-mqtt does not check a topic filter's levels before SUBSCRIBE; the broker "
-    "closes the connection instead"
+    "paho-mqtt 2.2 checks wildcards but sends names and filters holding NUL, names "
+    "starting with '$' and malformed $share filters (with MQTT 5 also an empty name, "
+    "against Mosquitto a 65,536-byte filter) on to the broker"
 )
 PAHO_NO_FALLBACK = (
     "paho-mqtt reads a 3.1.1 broker's answer to an MQTT 5 CONNECT as a refusal and does "

@@ -15,7 +15,7 @@ import pytest
 
 from splitmq.embedded_broker import EmbeddedBroker
 from splitmq.mqtt.codes import PacketType, Prop, Version
-from splitmq.mqtt.packets import ConnAck, WillMessage, get_property
+from splitmq.mqtt.packets import ConnAck, WillMessage, encode_publish, get_property
 from splitmq.transport import MqttTransport, TransportConfig
 
 from .brokers import BrokerProcess, MosquittoUnderTest
@@ -229,3 +229,18 @@ def test_mqtt_4_4_pubrel_sent_again_after_pubrec(case: Case, raw: RawFactory, pr
         PacketType.PUBREL,
         publish.packet_id,
     )
+
+
+def test_mqtt_3_3_2_1_wildcards_in_a_topic_name_close_the_connection(
+    case: Case, raw: RawFactory, prefix: str
+) -> None:
+    """3.3.2.1 (MQTT-3.3.2-2): a Topic Name holds no wildcard; a broker receiving one
+    treats it as a protocol violation and closes the connection (4.8 / 4.13)."""
+    client = raw()
+    client.connect(f"bad-{uuid.uuid4().hex[:8]}")
+    client.sock.sendall(
+        encode_publish(client.version, f"{prefix}/+", b"x", qos=1, retain=False, packet_id=1)
+    )
+    with pytest.raises(ConnectionError):
+        while True:  # an MQTT 5 broker may send DISCONNECT first; then it closes
+            assert client.read().kind == PacketType.DISCONNECT
