@@ -933,7 +933,10 @@ class MqttTransport(MqttEngine):
         if message is None:
             return
         error = None
-        if ack.reason >= 0x80:
+        # A PUBCOMP after PUBREC completes the message whatever its reason: the broker
+        # took it at PUBREC (after a reconnect with a clean session it may no longer
+        # know the identifier: 0x92, Packet Identifier not found).
+        if ack.reason >= 0x80 and not message.released:
             reason = reason_text(ack.reason)
             log.warning("broker refused publish on %s: %s", message.topic, reason)
             error = PublishRefused(message.topic, reason)
