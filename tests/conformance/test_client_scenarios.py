@@ -168,10 +168,10 @@ def test_mqtt_4_7_bad_topics_fail_at_the_call(connect: ClientFactory, prefix: st
 
 @pytest.mark.brokers("embedded", "mosquitto")
 @pytest.mark.versions("3.1.1")
-def test_mqtt311_4_8_0_a_packet_the_broker_closes_on_fails_once(
+def test_mqtt311_4_8_a_packet_the_broker_closes_on_fails_once(
     connect: ClientFactory, prefix: str
 ) -> None:
-    """4.8.0 (3.1.1: on a protocol violation the server closes the connection): a
+    """4.8 (3.1.1: on a protocol violation the server closes the connection): a
     PUBLISH above the broker's packet limit, which 3.1.1 cannot announce, fails to its
     caller once; it is not re-sent after every reconnect."""
     client = connect(max_packet_bytes=32 * 1024 * 1024)

@@ -373,6 +373,41 @@ def test_mqtt5_4_13_disconnect_on_a_publish_fails_it_once(
         assert publishes == [0, 1]
 
 
+@engines("splitmq", versions=("5", "3.1.1"))
+def test_mqtt_4_13_the_culprit_among_many_in_flight_fails_alone(
+    client: ClientMaker, engine: str, version: str
+) -> None:
+    """4.13 (5.0) / 4.8 (3.1.1): with five messages in flight, the broker closes the
+    connection on one of them each time it arrives. That one fails after being sent
+    twice; the four others are delivered; nothing is sent in a loop."""
+    bad_sends: list[int] = []
+    v5 = version == "5"
+
+    def script(link: Link) -> None:
+        serve_connack(link, v5=v5)
+        while True:
+            first, body = link.read(timeout_s=60.0)
+            if first >> 4 != PUBLISH:
+                continue
+            if body.endswith(b"bad"):
+                bad_sends.append(link.number)
+                if v5:
+                    link.send(bytes((0xE0, 2, 0x97, 0)))  # DISCONNECT Quota exceeded
+                link.close()
+                return
+            link.send(ack(PUBACK, packet_id(body)))
+
+    with ScriptedBroker(script) as broker:
+        transport = client(engine, version, broker.port)
+        payloads = [b"one", b"two", b"bad", b"four", b"five"]
+        receipts = [transport.publish("a/b", p, qos=1) for p in payloads]
+        with pytest.raises(PublishRefused):
+            receipts[2].wait(15.0)
+        for index in (0, 1, 3, 4):
+            receipts[index].wait(15.0)
+        assert len(bad_sends) == 2
+
+
 @engines("splitmq")
 def test_mqtt5_4_13_a_shutdown_blames_no_message(
     client: ClientMaker, engine: str, version: str
