@@ -251,7 +251,9 @@ class Broker:
                 if best is None or options.qos > best.qos:
                     plain[session] = options
             for group in node.groups.values():
-                member, options = group.pick(lambda s: self.has_room(s, message))
+                member, options = group.pick(
+                    lambda s: s.connection is not None and self.has_room(s, message)
+                )
                 self.deliver(member, message, min(message.qos, options.qos), retain=False)
         for session, options in plain.items():
             retain = message.retain and options.retain_as_published

@@ -40,6 +40,9 @@ copies a payload four times. Here:
   :class:`PublishRefused` (never re-sent in a loop). A SUBSCRIBE waiting when the
   broker closes fails the same way.
 - A size check before publishing raises :class:`PayloadTooLarge`.
+
+Beside it: ``mqtt_reader`` cuts packets out of the byte stream, ``mqtt_connack`` reads
+what a CONNACK says, ``mqtt_errors`` holds what the client raises about the broker.
 """
 
 from __future__ import annotations
@@ -56,14 +59,12 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 from splitmq.errors import NotConnected, PayloadTooLarge, TransportError
 from splitmq.mqtt.codes import (
     CONNACK_V311_TEXT,
     PacketType,
     Prop,
-    Properties,
     Reason,
     Version,
     reason_text,
@@ -84,7 +85,6 @@ from splitmq.mqtt.packets import (
     encode_unsubscribe,
     expiry_property,
     get_property,
-    parse_fixed_header,
     publish_header,
     string_property,
 )
@@ -104,8 +104,33 @@ from splitmq.transport.base import (
 )
 from splitmq.transport.channel import Channel, TlsChannel
 from splitmq.transport.config import MqttVersion, TransportConfig
+from splitmq.transport.mqtt_connack import BrokerFeatures, answered_as_311, broker_reason
+from splitmq.transport.mqtt_errors import (
+    BrokerClosed,
+    ConnectionRefused,
+    NotMqtt5,
+    PublishRefused,
+)
+from splitmq.transport.mqtt_reader import LARGE_PACKET, _payload, _Reader
 
 log = logging.getLogger(__name__)
+
+__all__ = [  # what other modules and the tests take from here
+    "LARGE_PACKET",
+    "MAX_EXPIRY_S",
+    "BrokerClosed",
+    "BrokerFeatures",
+    "ConnectionRefused",
+    "MqttEngine",
+    "MqttTransport",
+    "NotMqtt5",
+    "PublishRefused",
+    "_Reader",
+    "_payload",
+    "backoff_delay",
+    "max_payload_bytes",
+    "packet_size",
+]
 
 MAX_TOPIC_BYTES = 512
 """The longest topic we budget for when telling callers the largest payload."""
@@ -118,56 +143,6 @@ DEFAULT_INFLIGHT_311 = 20
 QoS 2 messages from a 3.1.1 client."""
 STABLE_CONNECTION_S = 10.0
 """A connection that lived shorter than this does not reset the reconnect back-off."""
-INITIAL_BUFFER = 1 << 20
-LARGE_PACKET = 64 * 1024
-"""A packet from this size on is read into a buffer of its own, which becomes the
-message's payload: its bytes are not copied once more out of the shared buffer."""
-
-
-class ConnectionRefused(TransportError):
-    """The broker refused our CONNECT (bad credentials, not authorized, ...).
-
-    Attributes:
-        reason: the broker's reason, as MQTT names it.
-    """
-
-    def __init__(self, url: str, reason: str):
-        self.reason = reason
-        super().__init__(
-            f"broker {url} refused the connection: {reason}; check the user name, "
-            "password and the broker's ACL"
-        )
-
-
-class PublishRefused(TransportError):
-    """The broker refused a message: a failure reason in PUBACK or PUBREC (MQTT 5), or
-    it closed the connection each time the message was sent.
-
-    Attributes:
-        topic: where the message was to go.
-        reason: the broker's reason, as MQTT names it.
-    """
-
-    def __init__(self, topic: str, reason: str):
-        self.topic = topic
-        self.reason = reason
-        super().__init__(f"broker refused the message on {topic!r}: {reason}")
-
-
-class BrokerClosed(TransportError):
-    """The broker ended the connection itself: a DISCONNECT, or an orderly close.
-
-    Attributes:
-        reason: the broker's reason (MQTT 5 DISCONNECT), or what we saw.
-    """
-
-    def __init__(self, reason: str):
-        self.reason = reason
-        super().__init__(f"the broker closed the connection: {reason}")
-
-
-class NotMqtt5(TransportError):
-    """The broker answered an MQTT 5 CONNECT as a 3.1.1-only broker does."""
 
 
 def packet_size(topic: str, payload_bytes: int, qos: int, version: MqttVersion) -> int:
@@ -753,7 +728,7 @@ class MqttTransport(MqttEngine):
             packet = decode_server_packet(first, bytes(body), self._version)
             if not isinstance(packet, ConnAck):
                 raise ProtocolViolation(Reason.PROTOCOL_ERROR, "the first packet is not CONNACK")
-            if self._version is Version.V5 and _answered_as_311(packet, len(body)):
+            if self._version is Version.V5 and answered_as_311(packet, len(body)):
                 raise NotMqtt5(
                     f"the broker {config.url} does not speak MQTT 5: it answered the MQTT 5 "
                     f"CONNECT as an MQTT 3.1.1 broker (CONNACK code {packet.reason})"
@@ -834,7 +809,7 @@ class MqttTransport(MqttEngine):
         was_connected = self._connected.is_set()
         self._connected.clear()
         channel.close()
-        broker_reason = _broker_reason(loss)
+        closed_by = broker_reason(loss)
         culprit: _Outgoing | None = None
         with self._lock:
             if self._channel is channel:
@@ -844,7 +819,7 @@ class MqttTransport(MqttEngine):
             unreleased = [m for m in self._inflight.values() if not m.released]
             for message in unreleased:
                 del self._inflight[message.packet_id]
-            if broker_reason is not None and unreleased:
+            if closed_by is not None and unreleased:
                 if len(unreleased) == 1 and unreleased[0].packet_id in self._suspects:
                     culprit = unreleased.pop()
                     self._suspects.discard(culprit.packet_id)
@@ -856,15 +831,13 @@ class MqttTransport(MqttEngine):
                 "the broker closed the connection each time the message on %r was sent (%s): "
                 "refused, not sent again",
                 culprit.topic,
-                broker_reason,
+                closed_by,
             )
-            culprit.finish(
-                PublishRefused(culprit.topic, f"it closed the connection ({broker_reason})")
-            )
+            culprit.finish(PublishRefused(culprit.topic, f"it closed the connection ({closed_by})"))
         for waiter in waiters:
             waiter.lost = True
             if not waiter.quiet:
-                waiter.closed_by_broker = broker_reason
+                waiter.closed_by_broker = closed_by
             waiter.event.set()
         if was_connected and not self._closing.is_set():
             self._events.put(False)
@@ -936,7 +909,8 @@ class MqttTransport(MqttEngine):
         elif isinstance(packet, Disconnect):
             text = reason_text(packet.reason)
             detail = string_property(packet.properties, Prop.REASON_STRING)
-            raise BrokerClosed(f"DISCONNECT {text}" + (f": {detail}" if detail else ""))
+            why = f"DISCONNECT {text}" + (f": {detail}" if detail else "")
+            raise BrokerClosed(why, packet.reason)
         elif isinstance(packet, ConnAck):
             raise ProtocolViolation(Reason.PROTOCOL_ERROR, "an unexpected CONNACK")
 
@@ -959,7 +933,10 @@ class MqttTransport(MqttEngine):
         if message is None:
             return
         error = None
-        if ack.reason >= 0x80:
+        # A PUBCOMP after PUBREC completes the message whatever its reason: the broker
+        # took it at PUBREC (after a reconnect with a clean session it may no longer
+        # know the identifier: 0x92, Packet Identifier not found).
+        if ack.reason >= 0x80 and not message.released:
             reason = reason_text(ack.reason)
             log.warning("broker refused publish on %s: %s", message.topic, reason)
             error = PublishRefused(message.topic, reason)
@@ -994,129 +971,7 @@ class MqttTransport(MqttEngine):
                     channel.send_lock.release()
 
 
-@dataclass(frozen=True, slots=True)
-class BrokerFeatures:
-    """What a broker's CONNACK says it supports (MQTT 5.0 section 3.2.2.3); a 3.1.1
-    broker says nothing, which means everything but a Receive Maximum."""
-
-    retain_available: bool = True
-    wildcard_subscriptions: bool = True
-    shared_subscriptions: bool = True
-    subscription_identifiers: bool = True
-    maximum_qos: int = 2
-    topic_alias_maximum: int = 0
-
-    @classmethod
-    def from_properties(cls, properties: Properties) -> BrokerFeatures:
-        def flag(key: Prop) -> bool:
-            return get_property(properties, key, 1) != 0
-
-        return cls(
-            retain_available=flag(Prop.RETAIN_AVAILABLE),
-            wildcard_subscriptions=flag(Prop.WILDCARD_SUBSCRIPTION_AVAILABLE),
-            shared_subscriptions=flag(Prop.SHARED_SUBSCRIPTION_AVAILABLE),
-            subscription_identifiers=flag(Prop.SUBSCRIPTION_IDENTIFIER_AVAILABLE),
-            maximum_qos=get_property(properties, Prop.MAXIMUM_QOS, 2) or 0,
-            topic_alias_maximum=get_property(properties, Prop.TOPIC_ALIAS_MAXIMUM, 0) or 0,
-        )
-
-
 @functools.lru_cache(maxsize=4096)
 def _checked_name(topic: str) -> str:
     """:func:`check_topic_name`, remembered for names that passed (the hot path)."""
     return check_topic_name(topic)
-
-
-def _broker_reason(loss: BaseException | None) -> str | None:
-    """Why the broker ended a connection, if it did: a DISCONNECT, a close, or a reset
-    (a broker closing with our unread bytes in its buffer resets the connection)."""
-    if isinstance(loss, BrokerClosed):
-        return loss.reason
-    if isinstance(loss, ConnectionResetError | BrokenPipeError):
-        return f"it reset the connection ({loss.strerror or loss})"
-    return None
-
-
-def _answered_as_311(connack: ConnAck, body_bytes: int) -> bool:
-    """Whether a CONNACK to an MQTT 5 CONNECT is a 3.1.1-only broker's answer: a
-    two-byte body (MQTT 5 always has a property length) or Unsupported Protocol Version."""
-    return body_bytes == 2 or connack.reason == Reason.UNSUPPORTED_PROTOCOL_VERSION
-
-
-def _payload(packet: memoryview | bytearray, body: memoryview, start: int) -> bytes | bytearray:
-    """The payload from ``start`` on: a packet in a buffer of its own becomes it (cutting
-    the front of a bytearray moves no bytes); a view into the shared buffer is copied."""
-    if isinstance(packet, bytearray):
-        body.release()
-        with contextlib.suppress(BufferError):  # another view of it still held: copy
-            del packet[:start]
-            return packet
-        return bytes(packet[start:])
-    return bytes(body[start:])
-
-
-class _Reader:
-    """Cuts packets out of the byte stream, reading into one buffer that grows as needed."""
-
-    def __init__(self, channel: Channel):
-        self._channel = channel
-        self._buffer = bytearray(INITIAL_BUFFER)
-        self._view = memoryview(self._buffer)
-        self._start = 0
-        self._end = 0
-
-    def next_packet(self) -> tuple[int, memoryview | bytearray]:
-        """The next packet's first byte and body: a view valid until the next call, or,
-        for a large packet not yet read, a buffer of its own (:data:`LARGE_PACKET`)."""
-        while True:
-            header = parse_fixed_header(self._view[self._start : min(self._end, self._start + 5)])
-            if header is not None:
-                first, remaining, header_length = header
-                total = header_length + remaining
-                if self._end - self._start >= total:
-                    body = self._view[self._start + header_length : self._start + total]
-                    self._start += total
-                    return first, body
-                if remaining >= LARGE_PACKET:
-                    return first, self._read_own(header_length, remaining)
-                self._make_room(total)
-            else:
-                self._make_room(5)
-            self._fill()
-
-    def _read_own(self, header_length: int, remaining: int) -> bytearray:
-        """The body of a packet of ``remaining`` bytes, read straight into its own buffer
-        (what is buffered already is the start of it)."""
-        body = bytearray(remaining)
-        view = memoryview(body)
-        have = self._end - self._start - header_length
-        view[:have] = self._view[self._start + header_length : self._end]
-        self._start = self._end = 0
-        while have < remaining:
-            count = self._channel.recv_into(view[have:])
-            if count == 0:
-                raise BrokerClosed("it closed the socket")
-            have += count
-        view.release()
-        return body
-
-    def _make_room(self, packet_bytes: int) -> None:
-        if self._start + packet_bytes <= len(self._buffer):
-            return
-        held = self._end - self._start
-        if packet_bytes > len(self._buffer):
-            bigger = bytearray(max(packet_bytes, 2 * len(self._buffer)))
-            bigger[:held] = self._view[self._start : self._end]
-            self._buffer = bigger
-            self._view = memoryview(bigger)
-        else:  # a copy first: source and destination may overlap
-            self._buffer[:held] = bytes(self._view[self._start : self._end])
-        self._start, self._end = 0, held
-
-    def _fill(self) -> None:
-        if self._start == self._end:
-            self._start = self._end = 0
-        count = self._channel.recv_into(self._view[self._end :])
-        if count == 0:
-            raise BrokerClosed("it closed the socket")
-        self._end += count

@@ -96,6 +96,10 @@ class RawClient:
         )
         if qos == 1:
             self.read_until(PacketType.PUBACK)
+        elif qos == 2:  # the whole exchange: a broker may route it only on PUBREL
+            self.read_until(PacketType.PUBREC)
+            self.sock.sendall(encode_ack(PacketType.PUBREL, self._next_id, self.version))
+            self.read_until(PacketType.PUBCOMP)
 
     def read(self, timeout_s: float = 10.0) -> Received:
         self.sock.settimeout(timeout_s)

@@ -14,8 +14,9 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from splitmq.embedded_broker import EmbeddedBroker
-from splitmq.mqtt.codes import Prop, Version
-from splitmq.mqtt.packets import ConnAck, WillMessage, get_property
+from splitmq.mqtt.codes import PacketType, Prop, Version
+from splitmq.mqtt.packets import ConnAck, WillMessage, encode_publish, get_property
+from splitmq.transport import MqttTransport, TransportConfig
 
 from .brokers import BrokerProcess, MosquittoUnderTest
 from .conftest import Case
@@ -202,3 +203,44 @@ def test_mqtt5_3_2_2_3_14_server_keep_alive(case: Case, capped_brokers: dict[str
         assert get_property(connack.properties, Prop.SERVER_KEEP_ALIVE) == 10
     finally:
         client.close()
+    config = TransportConfig(port=capped_brokers[case.broker], keepalive_s=60)
+    with MqttTransport(config) as ours:  # MQTT-3.2.2-21: the client uses it
+        assert ours.keepalive_s == 10
+
+
+def test_mqtt_4_4_pubrel_sent_again_after_pubrec(case: Case, raw: RawFactory, prefix: str) -> None:
+    """4.4 / 4.3.3: once the client answered PUBREC the broker sends PUBREL again on
+    resuming the session, never the PUBLISH."""
+    client_id = f"rel-{uuid.uuid4().hex[:8]}"
+    subscriber = raw()
+    kept(subscriber, client_id, case)
+    subscriber.subscribe(f"{prefix}/t", 2)
+    publisher = raw()
+    publisher.connect(f"pub-{client_id}")
+    publisher.publish(f"{prefix}/t", b"exactly once", qos=2)
+    publish, _ = subscriber.next_publish()
+    subscriber.ack(publish)  # PUBREC
+    subscriber.read_until(PacketType.PUBREL)
+    subscriber.sever()  # no PUBCOMP
+    back = raw()
+    assert kept(back, client_id, case).session_present
+    packet = back.read()
+    assert (packet.kind, int.from_bytes(packet.body[:2], "big")) == (
+        PacketType.PUBREL,
+        publish.packet_id,
+    )
+
+
+def test_mqtt_3_3_2_1_wildcards_in_a_topic_name_close_the_connection(
+    case: Case, raw: RawFactory, prefix: str
+) -> None:
+    """3.3.2.1 (MQTT-3.3.2-2): a Topic Name holds no wildcard; a broker receiving one
+    treats it as a protocol violation and closes the connection (4.8 / 4.13)."""
+    client = raw()
+    client.connect(f"bad-{uuid.uuid4().hex[:8]}")
+    client.sock.sendall(
+        encode_publish(client.version, f"{prefix}/+", b"x", qos=1, retain=False, packet_id=1)
+    )
+    with pytest.raises(ConnectionError):
+        while True:  # an MQTT 5 broker may send DISCONNECT first; then it closes
+            assert client.read().kind == PacketType.DISCONNECT

@@ -143,12 +143,22 @@ def test_mqtt_4_7_bad_topics_fail_at_the_call(connect: ClientFactory, prefix: st
     empty, too long, NUL, not UTF-8, or a '$' name fails at the call; nothing is sent
     and the connection stays up."""
     client = connect()
+    accepted = []
     for name in BAD_NAMES:
-        with pytest.raises(ValueError):
+        try:
             client.publish(name, b"x", qos=1)
+            accepted.append(f"publish {name[:20]!r}")
+        except ValueError:
+            pass
     for topic_filter in BAD_FILTERS:
-        with pytest.raises(ValueError):
-            client.subscribe(topic_filter, lambda m: None, qos=1, timeout_s=5.0)
+        try:
+            client.subscribe(topic_filter, lambda m: None, qos=1, timeout_s=2.0)
+            accepted.append(f"subscribe {topic_filter[:20]!r}")
+        except ValueError:
+            pass
+        except TransportError:  # sent: the broker refused it, or closed on it
+            accepted.append(f"subscribe {topic_filter[:20]!r} (sent)")
+    assert accepted == [], "; ".join(accepted)
     got = Collector()
     client.subscribe(f"{prefix}/ok", got, qos=1)
     client.publish(f"{prefix}/ok", b"fine", qos=1).wait()
@@ -158,15 +168,15 @@ def test_mqtt_4_7_bad_topics_fail_at_the_call(connect: ClientFactory, prefix: st
 
 @pytest.mark.brokers("embedded", "mosquitto")
 @pytest.mark.versions("3.1.1")
-def test_mqtt311_4_8_0_a_packet_the_broker_closes_on_fails_once(
+def test_mqtt311_4_8_a_packet_the_broker_closes_on_fails_once(
     connect: ClientFactory, prefix: str
 ) -> None:
-    """4.8.0 (3.1.1: on a protocol violation the server closes the connection): a
+    """4.8 (3.1.1: on a protocol violation the server closes the connection): a
     PUBLISH above the broker's packet limit, which 3.1.1 cannot announce, fails to its
     caller once; it is not re-sent after every reconnect."""
     client = connect(max_packet_bytes=32 * 1024 * 1024)
     receipt = client.publish(f"{prefix}/huge", bytes(9 * 1024 * 1024), qos=1)
-    with pytest.raises(TransportError):
+    with pytest.raises(TransportError, match="refused"):  # not a mere timeout
         receipt.wait(8.0)
     wait_until(lambda: client.connected, 10.0, "the client back")
     assert client.stats.reconnects <= 3

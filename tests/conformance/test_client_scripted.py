@@ -278,8 +278,12 @@ def test_mqtt_4_3_3_after_pubrec_only_pubrel_is_sent_again(
             first, body = link.read(timeout_s=10.0)
             if first >> 4 in (PUBLISH, PUBREL):
                 after_reconnect.append(first >> 4)
-                if first >> 4 == PUBREL:
-                    link.send(ack(PUBCOMP, int.from_bytes(body[:2], "big")))
+                if first >> 4 == PUBREL:  # a clean session: the broker forgot the id
+                    pid = int.from_bytes(body[:2], "big")
+                    if v5:  # PUBCOMP 0x92 Packet Identifier not found (MQTT-4.3.3)
+                        link.send(bytes((0x70, 3)) + pid.to_bytes(2, "big") + b"\x92")
+                    else:
+                        link.send(ack(PUBCOMP, pid))
                     hold(link)
                     return
                 link.send(ack(PUBREC, packet_id(body)))
@@ -367,6 +371,97 @@ def test_mqtt5_4_13_disconnect_on_a_publish_fails_it_once(
             transport.publish("a/b", b"x", qos=1).wait(10.0)
         time.sleep(0.5)  # a loop would show more PUBLISHes by now
         assert publishes == [0, 1]
+
+
+@engines("splitmq", versions=("5", "3.1.1"))
+def test_mqtt_4_13_the_culprit_among_many_in_flight_fails_alone(
+    client: ClientMaker, engine: str, version: str
+) -> None:
+    """4.13 (5.0) / 4.8 (3.1.1): with five messages in flight, the broker closes the
+    connection on one of them each time it arrives. That one fails after being sent
+    twice; the four others are delivered; nothing is sent in a loop."""
+    bad_sends: list[int] = []
+    v5 = version == "5"
+
+    def script(link: Link) -> None:
+        serve_connack(link, v5=v5)
+        while True:
+            first, body = link.read(timeout_s=60.0)
+            if first >> 4 != PUBLISH:
+                continue
+            if body.endswith(b"bad"):
+                bad_sends.append(link.number)
+                if v5:
+                    link.send(bytes((0xE0, 2, 0x97, 0)))  # DISCONNECT Quota exceeded
+                link.close()
+                return
+            link.send(ack(PUBACK, packet_id(body)))
+
+    with ScriptedBroker(script) as broker:
+        transport = client(engine, version, broker.port)
+        payloads = [b"one", b"two", b"bad", b"four", b"five"]
+        receipts = [transport.publish("a/b", p, qos=1) for p in payloads]
+        with pytest.raises(PublishRefused):
+            receipts[2].wait(15.0)
+        for index in (0, 1, 3, 4):
+            receipts[index].wait(15.0)
+        assert len(bad_sends) == 2
+
+
+@engines("splitmq")
+def test_mqtt5_4_13_a_shutdown_blames_no_message(
+    client: ClientMaker, engine: str, version: str
+) -> None:
+    """4.13 / 3.14.2.1: a DISCONNECT whose reason is about the server (0x8B Server
+    shutting down), not a packet, fails nothing: the message goes on the next connection."""
+
+    def script(link: Link) -> None:
+        serve_connack(link)
+        _, body = link.read_until(PUBLISH, timeout_s=60.0)
+        if link.number < 2:
+            link.send(bytes((0xE0, 2, 0x8B, 0)))  # DISCONNECT Server shutting down
+            link.close()
+            return
+        link.send(ack(PUBACK, packet_id(body)))
+        hold(link)
+
+    with ScriptedBroker(script) as broker:
+        transport = client(engine, version, broker.port)
+        transport.publish("a/b", b"x", qos=1).wait(15.0)
+        assert broker.connections == 3
+
+
+@engines("splitmq")
+def test_mqtt5_4_13_disconnect_on_a_subscribe_fails_it(
+    client: ClientMaker, engine: str, version: str
+) -> None:
+    """4.13: a SUBSCRIBE the broker answers by closing the connection fails to its
+    caller with the broker's reason, and is not sent again after the reconnect."""
+    subscribes: list[int] = []
+    again = threading.Event()
+
+    def script(link: Link) -> None:
+        serve_connack(link)
+        if link.number > 0:
+            again.set()
+        while True:
+            first, _ = link.read(timeout_s=60.0)
+            if first >> 4 == SUBSCRIBE:
+                subscribes.append(link.number)
+                link.send(bytes((0xE0, 2, 0x8F, 0)))  # DISCONNECT Topic filter invalid
+                link.close()
+                return
+            if first >> 4 == PINGREQ:
+                link.send(bytes((0xD0, 0)))
+
+    with ScriptedBroker(script) as broker:
+        transport = client(engine, version, broker.port)
+        with pytest.raises(TransportError, match="Topic filter invalid"):
+            transport.subscribe("a/b", lambda m: None, timeout_s=10.0)
+        assert again.wait(10.0), "no reconnection"
+        assert transport.publish("a/c", b"x", qos=0) is not None
+        time.sleep(0.5)  # a re-subscription would have come by now
+        assert subscribes == [0]
 
 
 @engines("splitmq")

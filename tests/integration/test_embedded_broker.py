@@ -723,3 +723,58 @@ def test_python_m_runs_until_sigterm() -> None:
     finally:
         process.kill()
         process.wait(10)
+
+
+# -- sessions, queue bytes and the loopback rule ----------------------------------------
+
+
+def test_a_session_queue_is_bounded_in_bytes_too() -> None:
+    """Messages for a client away wait in its session up to max_queued_bytes."""
+    with EmbeddedBroker(max_queued_bytes=10_000) as small:
+        away = paho.Client(
+            CallbackAPIVersion.VERSION2, client_id="away", protocol=V311, clean_session=False
+        )
+        away.connect(small.host, small.port)
+        away.loop_start()
+        subscribed = threading.Event()
+        away.on_subscribe = lambda *args: subscribed.set()
+        away.subscribe("bytes/t", qos=1)
+        assert subscribed.wait(10.0)
+        away.disconnect()
+        away.loop_stop()
+        wait_until(lambda: small.stats.clients == 0, what="the client away")
+        with MqttTransport(TransportConfig(port=small.port)) as publisher:
+            for _ in range(5):
+                publisher.publish("bytes/t", bytes(3_000), qos=1).wait()
+        wait_until(lambda: small.stats.dropped == 2, what="2 drops (3 x 3,000 bytes kept)")
+        assert small.stats.sessions == 1
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "192.0.2.1", "example.org"])
+def test_refuses_to_listen_beyond_loopback_unless_allowed(host: str) -> None:
+    from splitmq.embedded_broker import BrokerConfig
+    from splitmq.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="no authentication"):
+        BrokerConfig(host=host)
+    assert BrokerConfig(host=host, allow_remote=True).host == host
+    assert BrokerConfig(host="::1").host == "::1"
+
+
+def test_help_says_there_is_no_authentication() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "splitmq.embedded_broker", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "NO authentication" in " ".join(out.split())
+    assert "--allow-remote" in out
+    refused = subprocess.run(
+        [sys.executable, "-m", "splitmq.embedded_broker", "--host", "0.0.0.0", "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert refused.returncode == 2 and "loopback" in refused.stderr
