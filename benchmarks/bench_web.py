@@ -20,7 +20,7 @@ browser stage beside the native agent on the same shard; the agent page's first 
 3. (same) The agent page's first load in a fresh browser context (no cache): time
    from navigation to connected, and the bytes it downloaded (page, bundle, wasm).
 
-    .venv/bin/python benchmarks/bench_web.py [--quick] [--rounds N]
+    .venv/bin/python benchmarks/bench_web.py [--quick] [--rounds N] [--only transport|browser]
 """
 
 from __future__ import annotations
@@ -392,13 +392,22 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a smoke run")
     parser.add_argument("--rounds", type=int, help="interleaved rounds (5; quick: 2)")
+    parser.add_argument(
+        "--only", choices=["transport", "browser"], help="one part: round trips, or the page"
+    )
     args = parser.parse_args()
     rounds = args.rounds or (2 if args.quick else 5)
-    print("round trips: tcp, relay, mosquitto-ws ...", flush=True)
-    rows, figures = transport_rows(rounds, args.quick)
-    print("the agent page: first load, and a shard on the page beside the native agent ...")
-    more_rows, more_figures = browser_rows(rounds, args.quick)
-    report("bench_web", rows + more_rows, {**figures, **more_figures})
+    rows: list[Row] = []
+    figures: dict[str, Any] = {}
+    if args.only in (None, "transport"):
+        print("round trips: tcp, relay, mosquitto-ws ...", flush=True)
+        more_rows, more_figures = transport_rows(rounds, args.quick)
+        rows, figures = rows + more_rows, {**figures, **more_figures}
+    if args.only in (None, "browser"):
+        print("the agent page: first load, and a shard on the page beside the native agent")
+        more_rows, more_figures = browser_rows(rounds, args.quick)
+        rows, figures = rows + more_rows, {**figures, **more_figures}
+    report("bench_web", rows, figures)
     return 0
 
 
