@@ -205,6 +205,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shards", type=Path, default=None)
     parser.add_argument("--chromium", default="/usr/bin/chromium")
+    parser.add_argument("--screenshot", type=Path, help="save the page's status panel here")
     parser.add_argument(
         "--isolated",
         action="store_true",
@@ -348,11 +349,24 @@ def main() -> int:
         rows.append(("served / errors (page)", f"{view['served']} / {view['errors']}"))
         if view["served"] != len(x) or view["errors"]:
             failures.append(f"page counted {view['served']} served, {view['errors']} errors")
+        if args.screenshot:
+            page.screenshot(path=str(args.screenshot), full_page=True)
         page.close()
         offline = listener.wait(
             lambda t, m: isinstance(m, AgentStatus) and m.state == "offline", 30
         )
         rows.append(("after close", offline.state))
+        # A page that dies without pagehide: the broker publishes its will.
+        listener.subscribe(f"{NS}/agents/web-2/status")
+        crashing = browser.new_page()
+        crashing.goto(f"http://127.0.0.1:{http_port}/agent.html?id=web-2")
+        listener.wait(lambda t, m: isinstance(m, AgentStatus) and m.agent_id == "web-2", 120)
+        with contextlib.suppress(Exception):
+            crashing.goto("chrome://crash", timeout=5_000)
+        will = listener.wait(lambda t, m: isinstance(m, AgentStatus) and m.agent_id == "web-2", 90)
+        rows.append(("after a renderer crash (the will)", will.state))
+        if will.state != "offline":
+            failures.append("no will after the crash")
         browser.close()
     listener.client.loop_stop()
     server.shutdown()

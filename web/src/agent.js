@@ -229,7 +229,7 @@ export class BrowserAgent {
     const queueDepth = {};
     const computeMs = {};
     for (const hosted of this.stages.values()) {
-      queueDepth[hosted.key] = hosted.queue.length + (hosted.busy ? 1 : 0);
+      queueDepth[hosted.key] = hosted.queue.length; // waiting, as the Python agent counts
       if (hosted.computeMs !== null) computeMs[hosted.key] = hosted.computeMs;
     }
     const c = this.counters;
@@ -694,6 +694,7 @@ export class BrowserAgent {
       brokerRttMs: this.rttMs,
       fetch: this.fetchProgress ? Object.freeze({ ...this.fetchProgress }) : null,
       queueDepth: Object.freeze(Object.fromEntries([...this.stages.values()].map((s) => [s.key, s.queue.length]))),
+      computeMs: Object.freeze(Object.fromEntries([...this.stages.values()].map((s) => [s.key, s.computeMs]))),
     });
   }
 }

@@ -43,7 +43,7 @@ export async function pageConfig(location = window.location, storage = window.lo
 function publishStatus(state) {
   const view = {};
   for (const key of ['connected', 'agentId', 'hosted', 'served', 'errors', 'lastError', 'runtime',
-    'runtimeVersion', 'wasmBuild', 'speedGflops', 'battery', 'brokerRttMs', 'loading', 'duplicates', 'unroutable', 'fetch', 'queueDepth']) {
+    'runtimeVersion', 'wasmBuild', 'speedGflops', 'battery', 'brokerRttMs', 'loading', 'duplicates', 'unroutable', 'fetch', 'queueDepth', 'computeMs']) {
     Object.defineProperty(view, key, { enumerable: true, get: () => state.snapshot()[key] });
   }
   Object.defineProperty(view, 'phase', { enumerable: true, get: () => state.phase });
@@ -57,7 +57,17 @@ async function main() {
   const empty = () => ({ connected: false, agentId: null, hosted: [], served: 0, errors: 0, lastError: null, battery: null });
   const state = { phase: 'starting', startupError: null, agent: null, wakeLock: null, config: null, snapshot: () => (state.agent ? state.agent.snapshot() : empty()) };
   publishStatus(state);
-  const redraw = () => renderPanel(panel, state);
+  let drawing = false;
+  const redraw = () => { // at most once a frame, however many requests finish in it
+    if (drawing) return;
+    drawing = true;
+    const draw = () => {
+      drawing = false;
+      renderPanel(panel, state);
+    };
+    if (typeof requestAnimationFrame === 'function' && document.visibilityState === 'visible') requestAnimationFrame(draw);
+    else setTimeout(draw, 250);
+  };
   try {
     const config = await pageConfig();
     state.config = config;
@@ -84,12 +94,13 @@ async function main() {
       clientId: `splitmq-${settings.agentId}`,
       username: config.username,
       password: config.password,
+      maxPacketBytes: config.max_packet_bytes ?? undefined,
       will: { topic: topicName(STATUS, settings.namespace, { agent: settings.agentId }), payload: offline, qos: STATUS.qos, retain: STATUS.retain },
     });
     const agent = new BrowserAgent(settings, {
       transport,
       runtime,
-      fetchShard: httpShardFetcher(new URL(config.shard_url ?? '/shards/{sha256}', window.location.href).href.replace('%7Bsha256%7D', '{sha256}')),
+      fetchShard: httpShardFetcher(config.shard_url ?? '/shards/{sha256}'), // relative to the page
       battery: await browserBattery(),
     });
     state.agent = agent;

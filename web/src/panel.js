@@ -27,8 +27,9 @@ export function renderPanel(element, state) {
     ['last error', s.lastError ?? 'none'],
     ['screen wake lock', state.wakeLock?.state ?? 'not offered'],
   ];
-  const hosted = (s.hosted ?? []).map((key) => `<tr><td>${text(key)}</td><td>${s.queueDepth?.[key] ?? 0}</td></tr>`).join('');
-  const loading = (s.loading ?? []).map((key) => `<tr><td>${text(key)}</td><td>loading</td></tr>`).join('');
+  const ms = (key) => (s.computeMs?.[key] == null ? '—' : s.computeMs[key].toFixed(2));
+  const hosted = (s.hosted ?? []).map((key) => `<tr><td>${text(key)}</td><td>${s.queueDepth?.[key] ?? 0}</td><td>${ms(key)}</td></tr>`).join('');
+  const loading = (s.loading ?? []).map((key) => `<tr><td>${text(key)}</td><td colspan="2">loading</td></tr>`).join('');
   let fetch = '';
   if (s.fetch) {
     const pct = s.fetch.total ? (100 * s.fetch.received) / s.fetch.total : 0;
@@ -37,6 +38,6 @@ export function renderPanel(element, state) {
   element.innerHTML = `
     <table class="facts">${rows.map(([k, v]) => `<tr><th>${text(k)}</th><td>${text(v)}</td></tr>`).join('')}</table>
     <h2>Hosted stages</h2>
-    <table class="stages"><tr><th>deployment/stage</th><th>queued</th></tr>${hosted}${loading || ''}${hosted || loading ? '' : '<tr><td colspan="2">none yet: the coordinator will assign one</td></tr>'}</table>
+    <table class="stages"><tr><th>deployment/stage</th><th>queued</th><th>compute ms</th></tr>${hosted}${loading}${hosted || loading ? '' : '<tr><td colspan="3">none yet: the coordinator will assign one</td></tr>'}</table>
     ${fetch}`;
 }

@@ -7,7 +7,9 @@
 
 import mqtt from 'mqtt';
 
-export function mqttTransport({ url, clientId, username = null, password = null, will, keepaliveS = 30 }) {
+import { DEFAULT_MAX_PACKET_BYTES, PayloadTooLarge, publishPacketBytes } from './packet.js';
+
+export function mqttTransport({ url, clientId, username = null, password = null, will, keepaliveS = 30, maxPacketBytes = DEFAULT_MAX_PACKET_BYTES }) {
   let client = null;
   let agent = null;
   const options = {
@@ -54,6 +56,10 @@ export function mqttTransport({ url, clientId, username = null, password = null,
     },
 
     publish(topic, payload, { qos = 0, retain = false } = {}) {
+      // A broker drops the connection of a client that sends past its limit, and the
+      // client would resend the packet forever after reconnecting.
+      const size = publishPacketBytes(topic, payload.length, qos);
+      if (size > maxPacketBytes) return Promise.reject(new PayloadTooLarge(topic, size, maxPacketBytes));
       return new Promise((resolve, reject) => {
         client.publish(topic, payload, { qos, retain }, (error) => (error ? reject(error) : resolve()));
       });
