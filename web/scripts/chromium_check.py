@@ -91,7 +91,11 @@ def start_mosquitto(work: Path) -> tuple[Any, int, int]:
         f"listener {tcp} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\n"
         f"listener {ws}\nprotocol websockets\nsocket_domain ipv4\n"
     )
-    process = subprocess.Popen(["/usr/sbin/mosquitto", "-c", str(conf)], stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        ["/usr/sbin/mosquitto", "-c", str(conf)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     import socket
 
     deadline = time.monotonic() + 10
@@ -175,7 +179,10 @@ class Listener:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError("nothing matching came")
-            topic, payload = self.inbox.get(timeout=left)
+            try:
+                topic, payload = self.inbox.get(timeout=left)
+            except queue.Empty:
+                raise TimeoutError("nothing matching came") from None
             message = decode(payload)
             if predicate(topic, message):
                 return message
@@ -199,6 +206,18 @@ def ulps(a: np.ndarray, b: np.ndarray) -> int:
     ia = np.where(ia < 0, np.int64(-(2**31)) - ia, ia)  # order negative floats as integers
     ib = np.where(ib < 0, np.int64(-(2**31)) - ib, ib)
     return int(np.max(np.abs(ia - ib))) if ia.size else 0
+
+
+def report(rows: list[tuple[str, str]], failures: list[str], logs: list[str]) -> int:
+    """Print the table (and what failed, with the page's last console lines)."""
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        print(f"{key:<{width}}  {value}")
+    if failures:
+        print("FAILURES:", *failures, sep="\n  ")
+        print("page console:", *logs[-20:], sep="\n  ")
+        return 1
+    return 0
 
 
 def main() -> int:
@@ -243,142 +262,148 @@ def main() -> int:
     }
     server, http_port = start_static(shard_bytes, config, args.isolated)
     listener = Listener(tcp)
-    for topic in (f"{NS}/agents/web-1/#", f"{NS}/clients/check/result", f"{NS}/stage/d1/1/probe"):
-        listener.subscribe(topic)
-    failures: list[str] = []
-    rows: list[tuple[str, str]] = []
-    from playwright.sync_api import TimeoutError as PlaywrightTimeout
-    from playwright.sync_api import sync_playwright
+    try:
+        for topic in (
+            f"{NS}/agents/web-1/#",
+            f"{NS}/clients/check/result",
+            f"{NS}/stage/d1/1/probe",
+        ):
+            listener.subscribe(topic)
+        failures: list[str] = []
+        rows: list[tuple[str, str]] = []
+        from playwright.sync_api import TimeoutError as PlaywrightTimeout
+        from playwright.sync_api import sync_playwright
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=args.chromium, args=CHROMIUM_ARGS)
-        page = browser.new_page()
-        logs: list[str] = []
-        page.on("console", lambda m: logs.append(f"{m.type}: {m.text}"))
-        started = time.perf_counter()
-        page.goto(f"http://127.0.0.1:{http_port}/agent.html?id=web-1")
-        status = listener.wait(lambda t, m: isinstance(m, AgentStatus) and m.state == "online", 120)
-        rows.append(("page up, online status (s)", f"{time.perf_counter() - started:.2f}"))
-        rows.append(("status runtime", f"{status.runtime} {status.runtime_version}"))
-        rows.append(("calibrated speed (GFLOP/s)", f"{status.speed_gflops:.2f}"))
-        if status.runtime != "litert.js" or status.speed_gflops <= 0:
-            failures.append(f"bad birth status {status}")
-        telemetry = listener.wait(lambda t, m: isinstance(m, Telemetry), 30)
-        rows.append(("telemetry battery", f"{telemetry.battery}"))
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=args.chromium, args=CHROMIUM_ARGS)
+            page = browser.new_page()
+            logs: list[str] = []
+            page.on("console", lambda m: logs.append(f"{m.type}: {m.text}"))
+            started = time.perf_counter()
+            page.goto(f"http://127.0.0.1:{http_port}/agent.html?id=web-1")
+            status = listener.wait(
+                lambda t, m: isinstance(m, AgentStatus) and m.state == "online", 120
+            )
+            rows.append(("page up, online status (s)", f"{time.perf_counter() - started:.2f}"))
+            rows.append(("status runtime", f"{status.runtime} {status.runtime_version}"))
+            rows.append(("calibrated speed (GFLOP/s)", f"{status.speed_gflops:.2f}"))
+            if status.runtime != "litert.js" or status.speed_gflops <= 0:
+                failures.append(f"bad birth status {status}")
+            telemetry = listener.wait(lambda t, m: isinstance(m, Telemetry), 30)
+            rows.append(("telemetry battery", f"{telemetry.battery}"))
 
-        for m in meta:
-            load = LoadShard(
-                command_id=f"load-{m['stage']}",
-                issuer="coordinator",
-                deployment="d1",
-                stage=m["stage"],
-                digest=m["sha256"],
-                size_bytes=len(shard_bytes[m["sha256"]]),
-                inputs=tuple(TensorSpec(n, tuple(s), d) for n, s, d in m["inputs"]),
-                outputs=tuple(TensorSpec(n, tuple(s), d) for n, s, d in m["outputs"]),
-            )
-            listener.publish(f"{NS}/agents/web-1/cmd", encode(load))
-            ready = listener.wait(lambda t, m: t.endswith("/events"), 120)
-            if not isinstance(ready, ShardReady):
-                failures.append(f"stage {m['stage']} not loaded: {ready}")
-                continue
-            rows.append((f"stage {m['stage']} bench (ms)", f"{ready.bench_ms:.3f}"))
+            for m in meta:
+                load = LoadShard(
+                    command_id=f"load-{m['stage']}",
+                    issuer="coordinator",
+                    deployment="d1",
+                    stage=m["stage"],
+                    digest=m["sha256"],
+                    size_bytes=len(shard_bytes[m["sha256"]]),
+                    inputs=tuple(TensorSpec(n, tuple(s), d) for n, s, d in m["inputs"]),
+                    outputs=tuple(TensorSpec(n, tuple(s), d) for n, s, d in m["outputs"]),
+                )
+                listener.publish(f"{NS}/agents/web-1/cmd", encode(load))
+                ready = listener.wait(lambda t, m: t.endswith("/events"), 120)
+                if not isinstance(ready, ShardReady):
+                    rows.append((f"stage {m['stage']} load refused", getattr(ready, "message", "")))
+                    failures.append(f"stage {m['stage']} not loaded")
+                    continue
+                rows.append((f"stage {m['stage']} bench (ms)", f"{ready.bench_ms:.3f}"))
 
-        view = page.evaluate("() => ({...window.splitmqAgent})")
-        rows.append(("window.splitmqAgent.hosted", ",".join(view["hosted"])))
-        rows.append(("wasm build", str(view["wasmBuild"])))
-        input_name = meta[0]["inputs"][0][0]
-        middle_name = meta[0]["outputs"][0][0]
-        diffs_stage0, diffs_full, diffs_chain, exact, exact_chain = [], [], [], 0, 0
-        ulps_chain: list[int] = []
-        for i in range(len(x)):
-            sample = x[i : i + 1].reshape(meta[0]["inputs"][0][1])
-            # stage 0 on the page, forwarded to a probe: compare the activation itself
-            activation = Activation(
-                request_id=i.to_bytes(16, "big"),
-                attempt=0,
-                deployment="d1",
-                stage=0,
-                route=(("web-1",), ("probe",)),
-                callback=f"{NS}/clients/check/result",
-                deadline_ms=int(time.time() * 1000) + 30_000,
-                tensors=(Tensor(input_name, sample),),
+            view = page.evaluate("() => ({...window.splitmqAgent})")
+            rows.append(("window.splitmqAgent.hosted", ",".join(view["hosted"])))
+            rows.append(("wasm build", str(view["wasmBuild"])))
+            if len(view["hosted"]) < len(meta):
+                return report(rows, failures, logs)
+            input_name = meta[0]["inputs"][0][0]
+            middle_name = meta[0]["outputs"][0][0]
+            diffs_stage0, diffs_full, diffs_chain, exact, exact_chain = [], [], [], 0, 0
+            ulps_chain: list[int] = []
+            for i in range(len(x)):
+                sample = x[i : i + 1].reshape(meta[0]["inputs"][0][1])
+                # stage 0 on the page, forwarded to a probe: compare the activation itself
+                activation = Activation(
+                    request_id=i.to_bytes(16, "big"),
+                    attempt=0,
+                    deployment="d1",
+                    stage=0,
+                    route=(("web-1",), ("probe",)),
+                    callback=f"{NS}/clients/check/result",
+                    deadline_ms=int(time.time() * 1000) + 30_000,
+                    tensors=(Tensor(input_name, sample),),
+                )
+                listener.publish(f"{NS}/stage/d1/0/web-1", encode(activation))
+                forwarded = listener.wait(lambda t, m: t.endswith("/stage/d1/1/probe"), 30)
+                mine = forwarded.tensors[0].array
+                reference = litert_run(shard_bytes[meta[0]["sha256"]], [sample])[0]
+                diffs_stage0.append(float(np.max(np.abs(mine - reference))))
+                # both stages on the page against the unsplit model on ai-edge-litert
+                chained = Activation(
+                    request_id=(1000 + i).to_bytes(16, "big"),
+                    attempt=0,
+                    deployment="d1",
+                    stage=0,
+                    route=(("web-1",), ("web-1",)),
+                    callback=f"{NS}/clients/check/result",
+                    deadline_ms=int(time.time() * 1000) + 30_000,
+                    tensors=(Tensor(input_name, sample),),
+                )
+                listener.publish(f"{NS}/stage/d1/0/web-1", encode(chained))
+                result = listener.wait(lambda t, m: t.endswith("/result"), 30)
+                if result.KIND != "result":
+                    failures.append(f"request {i}: {result}")
+                    continue
+                logits = result.tensors[0].array
+                expected = litert_run(full, [sample])[0]
+                diffs_full.append(float(np.max(np.abs(logits - expected))))
+                exact += int(np.array_equal(logits, expected))
+                middle = litert_run(shard_bytes[meta[0]["sha256"]], [sample])[0]
+                chain = litert_run(shard_bytes[meta[1]["sha256"]], [middle])[0]
+                diffs_chain.append(float(np.max(np.abs(logits - chain))))
+                ulps_chain.append(ulps(logits, chain))
+                exact_chain += int(np.array_equal(logits, chain))
+            rows.append(("tensor forwarded name", forwarded.tensors[0].name))
+            if forwarded.tensors[0].name != middle_name:
+                failures.append("the forwarded tensor lost its graph name")
+            rows.append(("stage 0 max |diff| vs ai-edge-litert", f"{max(diffs_stage0):.3g}"))
+            rows.append(("both stages max |diff| vs unsplit", f"{max(diffs_full):.3g}"))
+            rows.append(("bit-exact answers vs unsplit", f"{exact} of {len(x)}"))
+            rows.append(("both stages max |diff| vs same shards", f"{max(diffs_chain):.3g}"))
+            rows.append(("bit-exact answers vs same shards", f"{exact_chain} of {len(x)}"))
+            rows.append(("largest difference in float32 ulps", f"{max(ulps_chain)}"))
+            with contextlib.suppress(PlaywrightTimeout):  # counted once the broker acknowledged it
+                page.wait_for_function(f"window.splitmqAgent.served >= {len(x)}", timeout=10_000)
+            view = page.evaluate("() => ({...window.splitmqAgent})")
+            rows.append(("served / errors (page)", f"{view['served']} / {view['errors']}"))
+            if view["served"] != len(x) or view["errors"]:
+                failures.append(f"page counted {view['served']} served, {view['errors']} errors")
+            if args.screenshot:
+                page.screenshot(path=str(args.screenshot), full_page=True)
+            page.close()
+            offline = listener.wait(
+                lambda t, m: isinstance(m, AgentStatus) and m.state == "offline", 30
             )
-            listener.publish(f"{NS}/stage/d1/0/web-1", encode(activation))
-            forwarded = listener.wait(lambda t, m: t.endswith("/stage/d1/1/probe"), 30)
-            mine = forwarded.tensors[0].array
-            reference = litert_run(shard_bytes[meta[0]["sha256"]], [sample])[0]
-            diffs_stage0.append(float(np.max(np.abs(mine - reference))))
-            # both stages on the page against the unsplit model on ai-edge-litert
-            chained = Activation(
-                request_id=(1000 + i).to_bytes(16, "big"),
-                attempt=0,
-                deployment="d1",
-                stage=0,
-                route=(("web-1",), ("web-1",)),
-                callback=f"{NS}/clients/check/result",
-                deadline_ms=int(time.time() * 1000) + 30_000,
-                tensors=(Tensor(input_name, sample),),
+            rows.append(("after close", offline.state))
+            # A page that dies without pagehide: the broker publishes its will.
+            listener.subscribe(f"{NS}/agents/web-2/status")
+            crashing = browser.new_page()
+            crashing.goto(f"http://127.0.0.1:{http_port}/agent.html?id=web-2")
+            listener.wait(lambda t, m: isinstance(m, AgentStatus) and m.agent_id == "web-2", 120)
+            with contextlib.suppress(Exception):
+                crashing.goto("chrome://crash", timeout=5_000)
+            will = listener.wait(
+                lambda t, m: isinstance(m, AgentStatus) and m.agent_id == "web-2", 90
             )
-            listener.publish(f"{NS}/stage/d1/0/web-1", encode(chained))
-            result = listener.wait(lambda t, m: t.endswith("/result"), 30)
-            if result.KIND != "result":
-                failures.append(f"request {i}: {result}")
-                continue
-            logits = result.tensors[0].array
-            expected = litert_run(full, [sample])[0]
-            diffs_full.append(float(np.max(np.abs(logits - expected))))
-            exact += int(np.array_equal(logits, expected))
-            middle = litert_run(shard_bytes[meta[0]["sha256"]], [sample])[0]
-            chain = litert_run(shard_bytes[meta[1]["sha256"]], [middle])[0]
-            diffs_chain.append(float(np.max(np.abs(logits - chain))))
-            ulps_chain.append(ulps(logits, chain))
-            exact_chain += int(np.array_equal(logits, chain))
-        rows.append(("tensor forwarded name", forwarded.tensors[0].name))
-        if forwarded.tensors[0].name != middle_name:
-            failures.append("the forwarded tensor lost its graph name")
-        rows.append(("stage 0 max |diff| vs ai-edge-litert", f"{max(diffs_stage0):.3g}"))
-        rows.append(("both stages max |diff| vs unsplit", f"{max(diffs_full):.3g}"))
-        rows.append(("bit-exact answers vs unsplit", f"{exact} of {len(x)}"))
-        rows.append(("both stages max |diff| vs same shards", f"{max(diffs_chain):.3g}"))
-        rows.append(("bit-exact answers vs same shards", f"{exact_chain} of {len(x)}"))
-        rows.append(("largest difference in float32 ulps", f"{max(ulps_chain)}"))
-        with contextlib.suppress(PlaywrightTimeout):  # counted once the broker acknowledged it
-            page.wait_for_function(f"window.splitmqAgent.served >= {len(x)}", timeout=10_000)
-        view = page.evaluate("() => ({...window.splitmqAgent})")
-        rows.append(("served / errors (page)", f"{view['served']} / {view['errors']}"))
-        if view["served"] != len(x) or view["errors"]:
-            failures.append(f"page counted {view['served']} served, {view['errors']} errors")
-        if args.screenshot:
-            page.screenshot(path=str(args.screenshot), full_page=True)
-        page.close()
-        offline = listener.wait(
-            lambda t, m: isinstance(m, AgentStatus) and m.state == "offline", 30
-        )
-        rows.append(("after close", offline.state))
-        # A page that dies without pagehide: the broker publishes its will.
-        listener.subscribe(f"{NS}/agents/web-2/status")
-        crashing = browser.new_page()
-        crashing.goto(f"http://127.0.0.1:{http_port}/agent.html?id=web-2")
-        listener.wait(lambda t, m: isinstance(m, AgentStatus) and m.agent_id == "web-2", 120)
-        with contextlib.suppress(Exception):
-            crashing.goto("chrome://crash", timeout=5_000)
-        will = listener.wait(lambda t, m: isinstance(m, AgentStatus) and m.agent_id == "web-2", 90)
-        rows.append(("after a renderer crash (the will)", will.state))
-        if will.state != "offline":
-            failures.append("no will after the crash")
-        browser.close()
-    listener.client.loop_stop()
-    server.shutdown()
-    broker.terminate()
-    width = max(len(k) for k, _ in rows)
-    for key, value in rows:
-        print(f"{key:<{width}}  {value}")
-    if failures:
-        print("FAILURES:", *failures, sep="\n  ")
-        print("page console:", *logs[-20:], sep="\n  ")
-        return 1
-    return 0
+            rows.append(("after a renderer crash (the will)", will.state))
+            if will.state != "offline":
+                failures.append("no will after the crash")
+            browser.close()
+    finally:
+        listener.client.loop_stop()
+        server.shutdown()
+        broker.terminate()
+    return report(rows, failures, logs)
 
 
 if __name__ == "__main__":
