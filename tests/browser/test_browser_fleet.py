@@ -19,6 +19,7 @@ import pytest
 from splitmq.client import Client
 from splitmq.transport import parse_broker_url
 from splitmq.web.config import WebConfig
+from splitmq.web.phone import WASM_TOLERANCE
 from splitmq.web.server import WebServer
 from splitmq.wire import AgentState, Deployment, DeployRequest, encode
 from splitmq.wire.topics import DEPLOY_REQUESTS
@@ -31,12 +32,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 PYTHON_AGENTS = ["py-1", "py-2"]
 PAGES = ["page-1", "page-2"]
 REQUESTS = 100
-WASM_TOLERANCE = 1e-6
-"""Largest absolute difference allowed between an answer through a page (LiteRT.js wasm)
-and the unsplit model run by ai-edge-litert: softmax probabilities of the digits model,
-so 1e-6 is 8 float32 ulps at 1.0. Measured: at most 3.0e-7 over 100 requests with the
-page on stage 0 (the convolutions are bit-exact, the dense head differs in the last
-bits, web/README.md); the top-1 class is always the same."""
 
 
 @pytest.fixture(scope="module")

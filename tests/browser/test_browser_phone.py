@@ -37,7 +37,7 @@ def test_the_headless_phone_comes_online_and_its_will_fires_when_it_stops(
         watcher.subscribe(STATUS.name(agent=agent_id), on_status)
         broker = parse_broker_url(mosquitto.url())
         with browser_phone(broker, tmp_path, tmp_path, say=said.append, agent_id=agent_id) as phone:
-            assert phone == agent_id, said
+            assert phone is not None and phone.agent_id == agent_id, said
             with changed:
                 assert changed.wait_for(lambda: AgentState.ONLINE in states, 90), said
         # Stopping the browser ends the page: offline, said by the page or by its will.

@@ -21,6 +21,7 @@ from splitmq.client import Client, ClientConfig
 from splitmq.secure_setup import SecureSetup, make_secure_setup
 from splitmq.transport import MqttTransport, parse_broker_url
 from splitmq.web.config import WebConfig
+from splitmq.web.phone import WASM_TOLERANCE
 from splitmq.web.server import WebServer
 from splitmq.wire import Deployment, DeployReply, DeployRequest, encode
 from tests import processes as spawn
@@ -37,7 +38,6 @@ USERS = [
     ("agent", "page-s1"),
     ("client", "alice"),
 ]
-WASM_TOLERANCE = 1e-6  # as tests/browser/test_browser_fleet.py
 
 
 @dataclass
