@@ -84,10 +84,10 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-bench: venv mosquitto
+bench: venv mosquitto chromium web
 	$(PY) benchmarks/run_all.py
 
-bench-quick: venv mosquitto
+bench-quick: venv mosquitto chromium web
 	$(PY) benchmarks/run_all.py --quick
 
 clean:

@@ -20,7 +20,7 @@ browser stage beside the native agent on the same shard; the agent page's first 
 3. (same) The agent page's first load in a fresh browser context (no cache): time
    from navigation to connected, and the bytes it downloaded (page, bundle, wasm).
 
-    .venv/bin/python benchmarks/bench_web.py [--quick] [--rounds N]
+    .venv/bin/python benchmarks/bench_web.py [--quick] [--rounds N] [--only transport|browser]
 """
 
 from __future__ import annotations
@@ -42,9 +42,12 @@ from websockets.sync.client import ClientConnection, connect
 from websockets.typing import Subprotocol
 
 from splitmq.broker import Mosquitto, config_dir, free_port
+from splitmq.converter import open_entry
+from splitmq.errors import SplitMQError
 from splitmq.transport import parse_broker_url
-from splitmq.web.config import WebConfig
+from splitmq.web.config import STATIC_DIR, WebConfig
 from splitmq.web.server import WebServer
+from splitmq.wire import AgentStatus, Message, decode
 
 SIZES = {"4 kB": 4 * 1024, "600 kB": 600 * 1024}
 TIMEOUT_S = 120.0
@@ -236,14 +239,174 @@ def transport_rows(rounds: int, quick: bool) -> tuple[list[Row], dict[str, Any]]
     return rows, figures
 
 
+CHROMIUM = Path(os.environ.get("SPLITMQ_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-background-timer-throttling",
+    "--disable-renderer-backgrounding",
+]
+PAGE_TIMEOUT_S = 180.0
+
+
+def open_page(browser: Any, url: str) -> tuple[Any, Any, float]:
+    """A fresh context (empty cache) at ``url``; seconds until its agent serves."""
+    context = browser.new_context()
+    page = context.new_page()
+    start = time.perf_counter()
+    page.goto(url)
+    deadline = time.monotonic() + PAGE_TIMEOUT_S
+    while True:
+        state = page.evaluate("() => ({...window.splitmqAgent})")
+        if state.get("phase") == "serving" and state.get("connected"):
+            return context, page, time.perf_counter() - start
+        if state.get("phase") == "failed" or time.monotonic() > deadline:
+            raise SystemExit(f"the agent page did not start: {state}")
+        page.wait_for_timeout(20)
+
+
+def downloaded_bytes(page: Any) -> tuple[int, int, list[str]]:
+    """(bytes on the wire, bytes decoded, names) of everything the page fetched."""
+    entries = page.evaluate(
+        """() => performance.getEntriesByType('navigation')
+              .concat(performance.getEntriesByType('resource'))
+              .map(e => [e.name, e.transferSize, e.decodedBodySize])"""
+    )
+    wire = sum(int(e[1]) for e in entries)
+    body = sum(int(e[2]) for e in entries)
+    return wire, body, [str(e[0]).rsplit("/", 1)[-1].split("?")[0] for e in entries]
+
+
+def browser_rows(rounds: int, quick: bool) -> tuple[list[Row], dict[str, Any]]:
+    """Parts 2 and 3 of the module docstring."""
+    from _fleet import POOL, AgentSpec, fleet, mobilenet, online
+    from playwright.sync_api import sync_playwright
+
+    from splitmq.converter.digits import train_and_convert
+    from splitmq.wire import ShardReady
+    from splitmq.wire.topics import EVENTS
+
+    rows: list[Row] = []
+    figures: dict[str, Any] = {}
+    if not CHROMIUM.is_file() or not (STATIC_DIR / "agent.html").is_file():
+        print(f"skipped the browser figures: no {CHROMIUM} or no built page (make web)")
+        return rows, figures
+    models = {"mnv3l": mobilenet(("float32",))}
+    try:
+        models["digits"] = open_entry(POOL, "digits")
+    except SplitMQError:
+        models["digits"] = train_and_convert(POOL, epochs=3, variants=("float32",))
+    with (
+        fleet([AgentSpec("native-1")], pool=POOL) as running,
+        sync_playwright() as playwright,
+    ):
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        config = WebConfig(
+            broker=parse_broker_url(running.url), host="127.0.0.1", port=0, pool_dir=POOL
+        )
+        server = WebServer(config).start()
+        try:
+            # 3. first load, each in a fresh context (no cache)
+            loads = []
+            for index in range(rounds):
+                url = f"{server.local_url}agent.html?id=load-{index}"
+                context, page, seconds = open_page(browser, url)
+                loads.append(seconds)
+                wire, body, names = downloaded_bytes(page)
+                build = page.evaluate("window.splitmqAgent.wasmBuild")
+                context.close()
+            first_load = statistics.median(loads)
+            figures["first_load"] = {
+                "seconds": loads,
+                "wire_bytes": wire,
+                "decoded_bytes": body,
+                "files": names,
+                "wasm_build": build,
+            }
+            rows += [
+                Row(
+                    "web page",
+                    "first load to serving (median)",
+                    f"{first_load:.2f} s",
+                    value=first_load,
+                ),
+                Row(
+                    "web page",
+                    f"downloaded ({build} wasm build)",
+                    f"{wire / 1e6:.1f} MB",
+                    value=wire,
+                ),
+            ]
+            # 2. the same shard on the page and on the native agent
+            events: list[Message] = []
+            running.operator.subscribe(
+                EVENTS.filter(),
+                lambda message: events.append(decode(message.payload)) if message.payload else None,
+            )
+            context, page, _ = open_page(browser, f"{server.local_url}agent.html?id=page-1")
+            running.inbox.wait_for(AgentStatus, online("page-1"), 60)
+            figures["invoke"] = {}
+            for name, entry in models.items():
+                deployment = running.deploy(
+                    entry.name,
+                    stages=1,
+                    replicas=2,
+                    expect_agents=["native-1", "page-1"],
+                    ready_timeout_s=120.0,
+                )
+                ready = {
+                    e.agent_id: e.bench_ms
+                    for e in events
+                    if isinstance(e, ShardReady) and e.deployment == deployment.deployment
+                }
+                if set(ready) != {"native-1", "page-1"}:
+                    raise SystemExit(f"{name}: shard benchmarks from {sorted(ready)} only")
+                ratio = ready["page-1"] / ready["native-1"]
+                figures["invoke"][name] = {"bench_ms": ready, "digest": deployment.stages[0].digest}
+                rows += [
+                    Row(
+                        f"web {name}",
+                        "invoke, native agent (ai-edge-litert)",
+                        f"{ready['native-1']:.2f} ms",
+                        value=ready["native-1"],
+                    ),
+                    Row(
+                        f"web {name}",
+                        f"invoke, page (LiteRT.js {build})",
+                        f"{ready['page-1']:.2f} ms",
+                        value=ready["page-1"],
+                    ),
+                    Row(f"web {name}", "page / native", f"{ratio:.2f}x", value=ratio),
+                ]
+            context.close()
+        finally:
+            server.stop()
+            browser.close()
+    return rows, figures
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a smoke run")
     parser.add_argument("--rounds", type=int, help="interleaved rounds (5; quick: 2)")
+    parser.add_argument(
+        "--only", choices=["transport", "browser"], help="one part: round trips, or the page"
+    )
     args = parser.parse_args()
     rounds = args.rounds or (2 if args.quick else 5)
-    print("round trips: tcp, relay, mosquitto-ws ...", flush=True)
-    rows, figures = transport_rows(rounds, args.quick)
+    rows: list[Row] = []
+    figures: dict[str, Any] = {}
+    if args.only in (None, "transport"):
+        print("round trips: tcp, relay, mosquitto-ws ...", flush=True)
+        more_rows, more_figures = transport_rows(rounds, args.quick)
+        rows, figures = rows + more_rows, {**figures, **more_figures}
+    if args.only in (None, "browser"):
+        print("the agent page: first load, and a shard on the page beside the native agent")
+        more_rows, more_figures = browser_rows(rounds, args.quick)
+        rows, figures = rows + more_rows, {**figures, **more_figures}
     report("bench_web", rows, figures)
     return 0
 

@@ -42,10 +42,11 @@ SCRIPTS = (
     "bench_hops",
     "bench_embedded_broker",
     "bench_cut",
+    "bench_web",  # the browser path: relay vs Mosquitto's WebSocket listener, page vs native
 )
 TIMEOUT_S = 900
 NEEDS_MODEL = {"bench_split", "bench_pipeline", "bench_links", "bench_fleet", "bench_agent"}
-NEEDS_MODEL |= {"bench_cut"}
+NEEDS_MODEL |= {"bench_cut", "bench_web"}
 
 
 def run(script: str, quick: bool, timeout_s: float) -> tuple[list[Row], float, str | None]:

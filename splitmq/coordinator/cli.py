@@ -66,6 +66,10 @@ def run_coordinator(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # Handlers first: a SIGTERM right after start still stops cleanly.
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    signal.signal(signal.SIGINT, lambda *_: stopping.set())
     try:
         config = CoordinatorConfig(
             coordinator_id=args.id, namespace=namespace(args), heal=not args.no_heal
@@ -92,9 +96,6 @@ def run_coordinator(args: argparse.Namespace) -> int:
     except SplitMQError as error:
         print(f"splitmq coordinator: error: {error}", file=sys.stderr, flush=True)
         return 2
-    stopping = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
-    signal.signal(signal.SIGINT, lambda *_: stopping.set())
     stopping.wait()
     if web is not None:
         web.stop()

@@ -83,14 +83,15 @@ def start_server(config: WebConfig, *, qr: bool, out: TextIO = sys.stdout) -> We
 
 
 def run_web(args: argparse.Namespace) -> int:
+    # Handlers first: a SIGTERM right after the URL is printed still stops cleanly.
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    signal.signal(signal.SIGINT, lambda *_: stopping.set())
     try:
         server = start_server(web_config(args, args.port, "splitmq-web"), qr=not args.no_qr)
     except SplitMQError as error:
         print(f"splitmq web: {error}", file=sys.stderr)
         return 2
-    stopping = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
-    signal.signal(signal.SIGINT, lambda *_: stopping.set())
     stopping.wait()
     server.stop()
     return 0

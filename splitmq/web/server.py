@@ -61,7 +61,13 @@ def build_app(
         body: dict[str, Any] = (
             fleet.snapshot()
             if fleet is not None
-            else {"columns": list(COLUMNS), "agents": [], "deployments": [], "connected": False}
+            else {
+                "columns": list(COLUMNS),
+                "agents": [],
+                "deployments": [],
+                "connected": False,
+                "requests": {"available": False, "recent": [], "median_ms": {}, "count": 0},
+            }
         )
         body["join_url"] = agent_url
         body["relay"] = vars(relay.stats)

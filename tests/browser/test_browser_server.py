@@ -20,11 +20,15 @@ from splitmq.wire import (
     AgentStatus,
     Battery,
     Deployment,
+    ErrorCode,
+    ErrorMessage,
+    Result,
     StageSpec,
     Telemetry,
+    TraceEntry,
     encode,
 )
-from splitmq.wire.topics import DEPLOYMENTS, STATUS, TELEMETRY
+from splitmq.wire.topics import DEPLOYMENTS, RESULTS, STATUS, TELEMETRY
 
 pytestmark = pytest.mark.integration
 
@@ -141,6 +145,23 @@ def test_fleet_page_shows_agents_and_deployments_live(
             row = page.wait_for_selector('tr[data-deployment="digits-float32"]', timeout=TIMEOUT_MS)
             assert "1 [4, 8): phone-9" in row.inner_text()
             assert "\t3\t" in row.inner_text()  # the epoch
+
+            # a request's result on a callback topic: its route and latency (the trace)
+            trace = (
+                TraceEntry(0, "pi-1", 1000.0, 1000.5, 1003.0),
+                TraceEntry(1, "phone-9", 1004.0, 1005.0, 1012.5),
+            )
+            result = Result(b"r" * 16, 1, "digits-float32", (), trace, "phone-9")
+            results = RESULTS.name(namespace, client="alice")
+            agent.publish(results, encode(result)).wait(10)
+            row = page.wait_for_selector("#requests tbody tr", timeout=TIMEOUT_MS)
+            assert "pi-1 \u2192 phone-9" in row.inner_text()
+            assert "12.5" in row.inner_text()  # from the first arrival to the last finish
+            assert "median 12.5 ms" in page.inner_text("#medians")
+            failure = ErrorMessage(b"e" * 16, 0, 1, "phone-9", ErrorCode.OVERLOADED, "queue full")
+            agent.publish(results, encode(failure)).wait(10)
+            page.wait_for_selector("#requests tbody tr.bad", timeout=TIMEOUT_MS)
+            assert "overloaded at stage 1 on phone-9" in page.inner_text("#requests")
 
             offline = AgentStatus(agent_id="phone-9", state=AgentState.OFFLINE)
             agent.publish(STATUS.name(namespace, agent="phone-9"), encode(offline), retain=True)

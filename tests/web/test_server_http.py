@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import http.client
 import json
@@ -44,6 +45,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "static" / "agent.html").write_text("<!doctype html><title>agent</title>")
     (root / "static" / "agent.js").write_text("export const agent = 1;")
     (root / "static" / "wasm" / "litert.wasm").write_bytes(b"\x00asm\x01\x00\x00\x00")
+    (root / "static" / "wasm" / "big.wasm").write_bytes(b"\x00asm\x01\x00\x00\x00" * 4096)
     (root / "static" / ".hidden").write_text("no")
     (root / "secret.txt").write_text("outside the static directory")
     (root / "pool").mkdir()
@@ -135,6 +137,24 @@ def test_no_path_leaves_the_static_directory(server, path) -> None:
     status, _, body = get(server, path)
     assert status == 404, (path, body)
     assert b"outside the static" not in body
+
+
+def test_large_files_go_gzipped_to_browsers_that_accept_it(server, site) -> None:
+    original = (site / "static" / "wasm" / "big.wasm").read_bytes()
+    status, headers, body = get(server, "/wasm/big.wasm", {"Accept-Encoding": "gzip, br"})
+    assert status == 200
+    assert headers["content-encoding"] == "gzip"
+    assert headers["content-type"] == "application/wasm"
+    assert headers["vary"] == "Accept-Encoding"
+    assert gzip.decompress(body) == original and len(body) < len(original) / 10
+    assert headers["cross-origin-embedder-policy"] == "require-corp"
+    etag = headers["etag"]
+    status, _, body = get(
+        server, "/wasm/big.wasm", {"Accept-Encoding": "gzip", "If-None-Match": etag}
+    )
+    assert (status, body) == (304, b"")
+    status, headers, body = get(server, "/wasm/big.wasm")  # no Accept-Encoding
+    assert status == 200 and body == original and "content-encoding" not in headers
 
 
 def test_config_json_points_the_page_at_our_relay_by_the_host_it_used(server) -> None:

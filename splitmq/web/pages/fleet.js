@@ -41,6 +41,30 @@ function drawDeployments(deployments) {
   document.getElementById("no-deployments").hidden = deployments.length > 0;
 }
 
+function drawRequests(requests) {
+  const body = document.querySelector("#requests tbody");
+  const recent = requests?.recent ?? [];
+  body.replaceChildren(
+    ...recent.map((r) => {
+      const when = new Date(r.ts_ms).toLocaleTimeString();
+      const tr = r.error
+        ? cells([when, r.deployment ?? "", `error: ${r.error}`, "", r.attempt], "td")
+        : cells([when, r.deployment, r.route.join(" \u2192 "), r.latency_ms?.toFixed(1) ?? "-", r.attempt], "td");
+      if (r.error) tr.className = "bad";
+      return tr;
+    }),
+  );
+  const none = document.getElementById("no-requests");
+  none.hidden = recent.length > 0;
+  if (requests && !requests.available) none.textContent = "The broker does not let this server read results.";
+  const medians = Object.entries(requests?.median_ms ?? {})
+    .map(([name, ms]) => `${name}: median ${ms.toFixed(1)} ms`)
+    .join(" · ");
+  document.getElementById("medians").textContent = medians
+    ? `over the last ${requests.count} requests: ${medians}`
+    : "";
+}
+
 function drawLink(fleet) {
   const link = document.getElementById("link");
   const relay = fleet.relay ?? {};
@@ -60,6 +84,7 @@ async function refresh() {
     const fleet = await response.json();
     drawAgents(fleet.columns, fleet.agents);
     drawDeployments(fleet.deployments);
+    drawRequests(fleet.requests);
     drawLink(fleet);
     document.body.dataset.updated = String(fleet.ts_ms);
   } catch (error) {
