@@ -49,12 +49,14 @@ ALLOWED: dict[str, set[str]] = {
     # the contracts, at the bottom
     "errors": set(),
     "tables": set(),
-    "wire": {"errors"},
+    "topic_syntax": {"errors"},
+    "orphans": set(),
+    "wire": {"errors", "topic_syntax"},
     "mqtt": {"errors"},
     # the MQTT engines and the brokers
-    "transport": {"errors", "mqtt", "wire"},
-    "embedded_broker": {"errors", "mqtt"},
-    "broker": {"errors"},
+    "transport": {"errors", "mqtt", "topic_syntax", "wire"},
+    "embedded_broker": {"errors", "mqtt", "topic_syntax"},
+    "broker": {"errors", "orphans"},
     "connection": {"errors", "transport", "wire"},
     "secure_setup": {"broker", "errors", "transport", "wire"},
     "processes": {"errors"},
@@ -62,11 +64,23 @@ ALLOWED: dict[str, set[str]] = {
     # the parts
     "converter": {"errors", "wire"},
     "agent": {"errors", "transport", "wire"},
-    "coordinator": {"connection", "converter", "errors", "tables", "transport", "wire"},
+    "coordinator": {"connection", "converter", "errors", "tables", "transport", "web", "wire"},
     "client": {"agent", "connection", "errors", "tables", "transport", "wire"},
+    # the page server for browser agents and the fleet page
+    "web": {"broker", "connection", "coordinator", "errors", "transport", "wire"},
     # what puts the parts together
-    "demo": {"broker", "client", "converter", "errors", "secure_setup", "transport", "wire"},
-    "cli": {"agent", "client", "converter", "coordinator", "demo", "errors"},
+    "demo": {
+        "broker",
+        "client",
+        "converter",
+        "errors",
+        "orphans",
+        "secure_setup",
+        "transport",
+        "web",
+        "wire",
+    },
+    "cli": {"agent", "client", "converter", "coordinator", "demo", "errors", "web"},
     "__main__": {"cli"},
 }
 """Which of splitmq's packages and top modules each one may import (lazily too).
@@ -79,6 +93,9 @@ NARROW: dict[tuple[str, str], set[str]] = {
         "splitmq.coordinator.model_pool",
         "splitmq.coordinator.deployer",
     },
+    # `splitmq coordinator --web PORT` starts the page server beside the service; the
+    # rest of the coordinator knows nothing of it (the page server reads the coordinator).
+    ("coordinator", "web"): {"splitmq.coordinator.cli"},
 }
 """An allowed edge that only these modules may take."""
 

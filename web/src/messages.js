@@ -65,6 +65,14 @@ const STRUCTS = {
     ['dtype', 'str', REQUIRED],
     ['scale', optional('float'), null],
     ['zero_point', optional('int'), null],
+    ['size_bytes', 'int', 0],
+  ],
+  StagePrediction: [
+    ['stage', 'int', REQUIRED],
+    ['agent_id', 'str', REQUIRED],
+    ['transfer_ms', 'float', REQUIRED],
+    ['queueing_ms', 'float', REQUIRED],
+    ['compute_ms', 'float', REQUIRED],
   ],
   TraceEntry: [
     ['stage', 'int', REQUIRED],
@@ -240,6 +248,8 @@ export const MESSAGES = {
     ['route', ROUTE, REQUIRED],
     ['predicted_latency_ms', 'float', REQUIRED],
     ['predicted_energy_j', 'float', REQUIRED],
+    ['predicted_stages', optional(seq(struct('StagePrediction'))), null],
+    ['predicted_final_hop_ms', optional('float'), null],
   ]],
   'plan.refused': [1, [
     ['request_id', 'str', REQUIRED],
