@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from splitmq.errors import ConversionError, ModelReadError
 
 __all__ = [
