@@ -24,12 +24,12 @@ from __future__ import annotations
 import copy
 import hashlib
 import itertools
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from splitmq.converter.errors import CutPointError, UncuttableGraphError
+from splitmq.converter.errors import CutPointError, StageGraphError, UncuttableGraphError
 from splitmq.converter.graph import (
     CONTROL_FLOW_OPS,
     Graph,
@@ -38,7 +38,15 @@ from splitmq.converter.graph import (
     read_model,
 )
 
-__all__ = ["CutPointSpec", "Shard", "cut", "cut_graph", "validate_cut_points"]
+__all__ = [
+    "CutPointSpec",
+    "Shard",
+    "cut",
+    "cut_graph",
+    "cut_stages",
+    "stage_sources",
+    "validate_cut_points",
+]
 
 _BUFFER_ALIGNMENT = 16
 
@@ -57,6 +65,8 @@ class Shard:
             order of the shard's own input list.
         outputs: tensors the shard writes, same conventions.
         path: where the shard was written, when ``cut`` was given ``out_dir``.
+        operators: the live operators it runs (for a chain stage, those of
+            ``[start, end)``; for a stage of a stage graph, any closed set of them).
     """
 
     stage: int
@@ -67,6 +77,7 @@ class Shard:
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
     path: Path | None = None
+    operators: tuple[int, ...] = ()
 
     @property
     def size_bytes(self) -> int:
@@ -170,32 +181,135 @@ def cut_graph(
     stages = validate_cut_points(cut_points, graph)
     shards = []
     for stage, (start, end) in enumerate(stages):
-        data, inputs, outputs = _build_shard(graph, start, end)
-        digest = hashlib.sha256(data).hexdigest()
-        path: Path | None = None
-        if out_dir is not None:
-            directory = Path(out_dir)
-            directory.mkdir(parents=True, exist_ok=True)
-            path = directory / f"stage-{stage}-{digest[:12]}.tflite"
-            path.write_bytes(data)
-        shards.append(
-            Shard(
-                stage=stage,
-                start=start,
-                end=end,
-                data=data,
-                sha256=digest,
-                inputs=tuple(graph.tensor_spec(t) for t in inputs),
-                outputs=tuple(graph.tensor_spec(t) for t in outputs),
-                path=path,
-            )
-        )
+        live = [i for i in range(start, end) if graph.is_live(i)]
+        shards.append(_make_shard(graph, stage, live, out_dir))
     return shards
 
 
-def _stage_operators(graph: Graph, start: int, end: int) -> list[int]:
+MODEL_INPUT = -1
+"""In :func:`stage_sources`: the stage reads model inputs (the request's tensors)."""
+
+
+def cut_stages(
+    graph: Graph, stages: Sequence[Collection[int]], out_dir: str | Path | None = None
+) -> list[Shard]:
+    """Cut a stage graph: one shard per set of live operators, not only per range.
+
+    Every live operator of the main subgraph must be in exactly one stage, and a stage
+    may read only model inputs and what stages listed before it produce (so the list is
+    an execution order of the graph: fan-out, branches, fan-in). A shard's inputs are
+    the tensors it reads that others produce, its outputs the tensors it produces that
+    other stages read or that are model outputs; constant operators are copied into
+    every shard that needs them, as for a chain. :func:`cut_graph` is the special case
+    of contiguous ranges.
+
+    Raises:
+        StageGraphError: the stages do not partition the live operators, a stage names
+            a constant operator, or a stage reads what a later stage produces.
+        UncuttableGraphError: resource variables or variable tensors.
+    """
+    graph.check_cuttable()
+    ordered = _check_stages(graph, stages)
+    return [_make_shard(graph, i, live, out_dir) for i, live in enumerate(ordered)]
+
+
+def _check_stages(graph: Graph, stages: Sequence[Collection[int]]) -> list[list[int]]:
+    n = graph.num_operators
+    owner: dict[int, int] = {}
+    ordered: list[list[int]] = []
+    for stage, members in enumerate(stages):
+        live = sorted({int(i) for i in members})
+        if not live:
+            raise StageGraphError(f"stage {stage} has no operator", stage=stage)
+        for index in live:
+            if not 0 <= index < n:
+                raise StageGraphError(
+                    f"stage {stage} names operator {index}; this model has operators 0..{n - 1}",
+                    stage=stage,
+                    op_index=index,
+                )
+            if not graph.is_live(index):
+                raise StageGraphError(
+                    f"stage {stage} names operator {index} ({graph.op_types[index]}), a "
+                    "constant operator (weights preparation): leave it out, the cutter "
+                    "copies it into every shard that needs it",
+                    stage=stage,
+                    op_index=index,
+                )
+            if index in owner:
+                raise StageGraphError(
+                    f"operator {index} is in stage {owner[index]} and in stage {stage}; "
+                    "each operator runs in exactly one stage",
+                    stage=stage,
+                    op_index=index,
+                )
+            owner[index] = stage
+        ordered.append(live)
+    missing = [i for i in range(n) if graph.is_live(i) and i not in owner]
+    if missing:
+        raise StageGraphError(
+            f"operators {missing[:10]}{'...' if len(missing) > 10 else ''} are in no stage; "
+            "every live operator must run in one",
+            stage=len(ordered),
+            op_index=missing[0],
+        )
+    ops = graph.subgraph.operators or []
+    for stage, live in enumerate(ordered):
+        for index in live:
+            for raw in ops[index].inputs:
+                producer = graph.producer.get(int(raw)) if raw >= 0 else None
+                if producer is None or not graph.is_live(producer):
+                    continue
+                if owner[producer] > stage:
+                    raise StageGraphError(
+                        f"stage {stage} (operator {index}) reads "
+                        f"{graph.tensor_name(int(raw))!r}, which stage {owner[producer]} "
+                        "produces later; list the stages in an order where each reads only "
+                        "model inputs and earlier stages (fan-out, branches, fan-in)",
+                        stage=stage,
+                        op_index=index,
+                    )
+    return ordered
+
+
+def stage_sources(shards: Sequence[Shard]) -> list[tuple[int, ...]]:
+    """Per shard, the stages whose outputs it reads (:data:`MODEL_INPUT` for the model's
+    inputs), ascending: the edges of the stage graph. A chain gives ``(i - 1,)``."""
+    producer: dict[str, int] = {}
+    for shard in shards:
+        for spec in shard.outputs:
+            producer.setdefault(spec.name, shard.stage)
+    sources = []
+    for shard in shards:
+        found = {producer.get(spec.name, MODEL_INPUT) for spec in shard.inputs}
+        sources.append(tuple(sorted(found)))
+    return sources
+
+
+def _make_shard(graph: Graph, stage: int, live: Sequence[int], out_dir: str | Path | None) -> Shard:
+    data, inputs, outputs = _build_shard(graph, live)
+    digest = hashlib.sha256(data).hexdigest()
+    path: Path | None = None
+    if out_dir is not None:
+        directory = Path(out_dir)
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / f"stage-{stage}-{digest[:12]}.tflite"
+        path.write_bytes(data)
+    return Shard(
+        stage=stage,
+        start=min(live),
+        end=max(live) + 1,
+        data=data,
+        sha256=digest,
+        inputs=tuple(graph.tensor_spec(t) for t in inputs),
+        outputs=tuple(graph.tensor_spec(t) for t in outputs),
+        path=path,
+        operators=tuple(live),
+    )
+
+
+def _stage_operators(graph: Graph, live: Sequence[int]) -> list[int]:
     """The stage's live operators plus the constant operators they depend on."""
-    live = [i for i in range(start, end) if graph.is_live(i)]
     needed: set[int] = set(live)
     pending = list(live)
     ops = graph.subgraph.operators
@@ -209,12 +323,14 @@ def _stage_operators(graph: Graph, start: int, end: int) -> list[int]:
     return sorted(needed)
 
 
-def _build_shard(graph: Graph, start: int, end: int) -> tuple[bytes, list[int], list[int]]:
+def _build_shard(graph: Graph, live: Sequence[int]) -> tuple[bytes, list[int], list[int]]:
+    """A shard running the live operators ``live`` (and the constant ones they need)."""
     from ai_edge_litert import schema_py_generated as schema
 
     model = graph.model
     ops = graph.subgraph.operators
-    op_indices = _stage_operators(graph, start, end)
+    op_indices = _stage_operators(graph, live)
+    members = set(live)
 
     produced: set[int] = set()
     read: list[int] = []
@@ -242,7 +358,8 @@ def _build_shard(graph: Graph, start: int, end: int) -> tuple[bytes, list[int], 
             t = int(raw)
             if t < 0 or t in model_outputs:
                 continue
-            if graph.last_use.get(t, -1) >= end and t not in outputs:
+            read_elsewhere = any(r not in members for r in graph.readers.get(t, ()))
+            if read_elsewhere and t not in outputs:
                 outputs.append(t)
 
     # Every tensor the shard refers to, in original order, and the remapping.
