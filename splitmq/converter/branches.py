@@ -39,7 +39,7 @@ class Branch:
         outputs: tensors it writes that operators outside it, or the model's
             outputs, read (tensor indices).
         flops, param_bytes: sums over its operators.
-        output_bytes: size of ``outputs``.
+        input_bytes, output_bytes: sizes of ``inputs`` and ``outputs``.
     """
 
     operators: tuple[int, ...]
@@ -47,6 +47,7 @@ class Branch:
     outputs: tuple[int, ...]
     flops: int
     param_bytes: int
+    input_bytes: int
     output_bytes: int
 
 
@@ -141,6 +142,7 @@ def _describe(
         outputs=tuple(outputs),
         flops=sum(infos[i].flops for i in members),
         param_bytes=sum(infos[i].param_bytes for i in members),
+        input_bytes=sum(graph.tensor_bytes(t) for t in inputs),
         output_bytes=sum(graph.tensor_bytes(t) for t in outputs),
     )
 
