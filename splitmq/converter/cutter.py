@@ -37,6 +37,7 @@ from splitmq.converter.graph import (
     raise_cut_point_range,
     read_model,
 )
+from splitmq.wire.messages import REQUESTER, StageEdge
 
 __all__ = [
     "CutPointSpec",
@@ -44,7 +45,7 @@ __all__ = [
     "cut",
     "cut_graph",
     "cut_stages",
-    "stage_sources",
+    "stage_edges",
     "validate_cut_points",
 ]
 
@@ -186,10 +187,6 @@ def cut_graph(
     return shards
 
 
-MODEL_INPUT = -1
-"""In :func:`stage_sources`: the stage reads model inputs (the request's tensors)."""
-
-
 def cut_stages(
     graph: Graph, stages: Sequence[Collection[int]], out_dir: str | Path | None = None
 ) -> list[Shard]:
@@ -272,18 +269,39 @@ def _check_stages(graph: Graph, stages: Sequence[Collection[int]]) -> list[list[
     return ordered
 
 
-def stage_sources(shards: Sequence[Shard]) -> list[tuple[int, ...]]:
-    """Per shard, the stages whose outputs it reads (:data:`MODEL_INPUT` for the model's
-    inputs), ascending: the edges of the stage graph. A chain gives ``(i - 1,)``."""
+def stage_edges(
+    shards: Sequence[Shard], model_outputs: Sequence[str]
+) -> list[tuple[tuple[StageEdge, ...], tuple[StageEdge, ...]]]:
+    """Per shard of a stage graph, its ``(sources, targets)``: which stage sends it which
+    of its inputs (:data:`REQUESTER` for the model's inputs) and which of its outputs
+    go to which stage (:data:`REQUESTER` for the model's outputs, ``model_outputs``
+    by name), stages ascending -- the edges a deployment's stages carry on the wire."""
     producer: dict[str, int] = {}
     for shard in shards:
         for spec in shard.outputs:
             producer.setdefault(spec.name, shard.stage)
-    sources = []
+    wanted = set(model_outputs)
+    edges = []
     for shard in shards:
-        found = {producer.get(spec.name, MODEL_INPUT) for spec in shard.inputs}
-        sources.append(tuple(sorted(found)))
-    return sources
+        by_source: dict[int, list[str]] = {}
+        for spec in shard.inputs:
+            by_source.setdefault(producer.get(spec.name, REQUESTER), []).append(spec.name)
+        made = {spec.name for spec in shard.outputs}
+        by_target: dict[int, list[str]] = {}
+        returned = [spec.name for spec in shard.outputs if spec.name in wanted]
+        if returned:
+            by_target[REQUESTER] = returned
+        for other in shards:
+            sent = [spec.name for spec in other.inputs if spec.name in made]
+            if sent and other.stage != shard.stage:
+                by_target[other.stage] = sent
+        edges.append(
+            (
+                tuple(StageEdge(k, tuple(v)) for k, v in sorted(by_source.items())),
+                tuple(StageEdge(k, tuple(v)) for k, v in sorted(by_target.items())),
+            )
+        )
+    return edges
 
 
 def _make_shard(graph: Graph, stage: int, live: Sequence[int], out_dir: str | Path | None) -> Shard:

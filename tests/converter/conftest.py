@@ -181,3 +181,36 @@ def branchy_entry(
         calibration=calibration,
         front_end=converter_front_end,
     )
+
+
+def build_recurrent_towers_model() -> object:
+    """Two inputs, each read by a GRU (a WHILE loop once converted), joined by a head:
+    each tower's shard carries its loop's subgraphs."""
+    import keras
+
+    keras.utils.set_random_seed(9)
+    first = keras.Input((6, 3), name="first")
+    second = keras.Input((6, 3), name="second")
+    a = keras.layers.GRU(6, name="gru_first")(first)
+    b = keras.layers.GRU(6, name="gru_second")(second)
+    joined = keras.layers.Concatenate(name="join")([a, b])
+    return keras.Model([first, second], keras.layers.Dense(2, name="head")(joined))
+
+
+@pytest.fixture(scope="session")
+def recurrent_towers_entry(
+    pool_dir: Path, tmp_path_factory: pytest.TempPathFactory, converter_front_end: Any
+) -> object:
+    """:func:`build_recurrent_towers_model`, float32 only (TensorFlow 2.21 cannot
+    calibrate recurrent models for int8, see :func:`build_recurrent_model`)."""
+    from splitmq.converter import convert
+
+    path = tmp_path_factory.mktemp("recurrent_towers") / "towers.keras"
+    build_recurrent_towers_model().save(path)  # type: ignore[attr-defined]
+    return convert(
+        path,
+        name="recurrent-towers",
+        pool_dir=pool_dir,
+        variants=("float32",),
+        front_end=converter_front_end,
+    )
