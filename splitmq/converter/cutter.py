@@ -17,6 +17,13 @@ stages ``[0, k1), [k1, k2), ..., [km, n)``. Each shard is a complete TFLite mode
 
 Running the shards in order, feeding each the named tensors the earlier ones produced,
 gives bit for bit the output of the unsplit model (see ``run_chain``).
+
+A chain is the special case of a *stage graph* (:func:`cut_stages`): a stage is then
+any set of live operators, the stages together running each once, and each reading only
+model inputs and what stages listed before it produce -- the branches of a fan-out
+(``splitmq.converter.branches``) each as a stage, and the stage that joins them. Inputs
+and outputs follow the same rule (what it reads that others produce; what it produces
+that others or the model's outputs read); ``run_stage_graph`` runs such a graph.
 """
 
 from __future__ import annotations
