@@ -7,13 +7,19 @@ reads what the other writes; two operators that only read the same frontier tens
 not (that is a fan-out). The branches of an Inception block, the towers of a two-input
 model, the heads of a multi-task model are such components.
 
-A *parallel section* is a range ``[a, c)`` with two branches or more that is as long as
-it can be from ``a`` (no later end keeps two branches) and not contained in another
-section's range. These are what a planner needs: run the operators before ``a`` as one
-stage (or a chain), each branch as a stage of its own in parallel, and the operators
-from ``c`` on as the stage that joins them (or let the requester be the join when
-``c`` is the end of the model). Listing every pair of cut points instead would grow
-with the square of the model's size.
+A *parallel section* is a range ``[a, c)`` with two branches or more. From each
+boundary ``a`` the end ``c`` kept is the one where running the branches side by side
+saves the most: the largest sum of the branches' FLOPs but the dearest (the work taken
+off the critical path, were each branch on a device of its own); the latest such ``c``
+on a tie. A section is dropped when a section containing it saves as much. A range
+whose branches save nothing (all but one without FLOPs) is not a section. These are
+what a planner needs: run the operators before ``a`` as one stage (or a chain), each
+branch as a stage of its own in parallel, and the operators from ``c`` on as the stage
+that joins them (or let the requester be the join when ``c`` is the end of the
+model). Listing every pair of cut points instead would grow with the square of the
+model's size. (The longest range with two branches would not do: in a NASNet cell the
+next cell's shortcut from the cell's input keeps a second branch alive far past the
+cell's own concatenation, and hides the five branches inside it.)
 
 Scanning from ``a`` stops once no tensor of ``a``'s frontier is alive any more: from
 there on no new branch can start, so the branch count only falls.
@@ -61,14 +67,16 @@ class Section:
 
 
 class _Components:
-    """Union-find over operator indices, counting components."""
+    """Union-find over operator indices, counting components and summing their FLOPs."""
 
     def __init__(self) -> None:
         self.parent: dict[int, int] = {}
+        self.flops: dict[int, int] = {}  # per root
         self.count = 0
 
-    def add(self, item: int) -> None:
+    def add(self, item: int, flops: int = 0) -> None:
         self.parent[item] = item
+        self.flops[item] = flops
         self.count += 1
 
     def find(self, item: int) -> int:
@@ -83,7 +91,13 @@ class _Components:
         ra, rb = self.find(a), self.find(b)
         if ra != rb:
             self.parent[rb] = ra
+            self.flops[ra] += self.flops.pop(rb)
             self.count -= 1
+
+    def saving(self) -> int:
+        """FLOPs off the critical path if every component ran on its own device: all
+        of them but the dearest."""
+        return sum(self.flops.values()) - max(self.flops.values(), default=0)
 
 
 def _boundaries(graph: Graph) -> list[int]:
@@ -150,19 +164,20 @@ def _describe(
 def parallel_sections(graph: Graph) -> list[Section]:
     """Every parallel section of the model (see the module docstring), by start."""
     ops = graph.subgraph.operators or []
+    flops = [op.flops for op in graph.operators()]
     boundaries = _boundaries(graph)
     boundary_set = set(boundaries)
     frontiers = graph.all_frontiers()
     n = graph.num_operators
-    found: list[tuple[int, int]] = []
+    found: list[tuple[int, int, int]] = []  # start, end, saving
     for start in boundaries[:-1]:
         given = set(_frontier_at(graph, frontiers, start))
         components = _Components()
         produced_by: dict[int, int] = {}
-        best: int | None = None
+        best: tuple[int, int] | None = None  # saving, end
         for index in range(start, n):
             if graph.is_live(index):
-                components.add(index)
+                components.add(index, flops[index])
                 for raw in ops[index].inputs:
                     producer = produced_by.get(int(raw))
                     if producer is not None:
@@ -173,19 +188,22 @@ def parallel_sections(graph: Graph) -> list[Section]:
             end = index + 1
             if end not in boundary_set:
                 continue
-            if components.count >= 2:
-                best = end
+            saving = components.saving()
+            if components.count >= 2 and saving > 0 and (best is None or saving >= best[0]):
+                best = (saving, end)
             alive = given & set(_frontier_at(graph, frontiers, end)) if end < n else given
             if not alive and components.count < 2:
                 break
-        if best is None:
-            continue
-        found.append((start, best))
-    # Keep the sections no other one contains.
+        if best is not None:
+            found.append((start, best[1], best[0]))
+    # Keep the sections no section containing them matches in saving.
     maximal = [
         (start, end)
-        for start, end in found
-        if not any(s <= start and end <= e and (s, e) != (start, end) for s, e in found)
+        for start, end, saving in found
+        if not any(
+            s <= start and end <= e and (s, e) != (start, end) and other >= saving
+            for s, e, other in found
+        )
     ]
     infos = graph.operators()
     readers = graph.readers
