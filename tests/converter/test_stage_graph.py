@@ -174,10 +174,25 @@ def test_bad_stage_graphs_are_refused_with_the_reason(branchy_entry: PoolEntry) 
     for reason, stages in cases.items():
         with pytest.raises(StageGraphError, match=reason):
             cut_stages(graph, stages)
+
+
+def test_float16_branches_each_get_the_weights_they_unpack(two_io_entry: PoolEntry) -> None:
+    """float16 weights are unpacked by constant DEQUANTIZE operators: each branch's
+    shard gets its own copies, and a stage may not name one."""
+    from splitmq.converter.graph import read_model
+
+    model = two_io_entry.variant_path("float16").read_bytes()
+    graph = Graph.load(model)
+    towers = parallel_sections(graph)[0]
+    stages = section_stages(graph, towers.start, towers.end)
+    assert_exact(model, graph, stages, seed=11)
+    shards = cut_stages(graph, stages)
+    for shard in shards:
+        parsed = read_model(shard.data)
+        assert len(parsed.subgraphs[0].operators) > len(shard.operators)  # + DEQUANTIZE
     constant = sorted(graph.constant_ops)
-    if constant:
-        with pytest.raises(StageGraphError, match="constant operator"):
-            cut_stages(graph, [left, right, [*rest, constant[0]]])
+    with pytest.raises(StageGraphError, match="constant operator"):
+        cut_stages(graph, [*stages[:-1], [*stages[-1], constant[0]]])
 
 
 def test_recurrent_towers_carry_their_loops(recurrent_towers_entry: PoolEntry) -> None:
