@@ -27,12 +27,22 @@ there on no new branch can start, so the branch count only falls.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
+from splitmq.converter.errors import StageGraphError
 from splitmq.converter.graph import Graph, OperatorInfo
 
-__all__ = ["Branch", "Section", "branches", "parallel_sections", "section_stages"]
+__all__ = [
+    "Branch",
+    "Section",
+    "branches",
+    "parallel_sections",
+    "section_stages",
+    "stage_graph",
+]
 
 
 @dataclass(frozen=True)
@@ -250,4 +260,64 @@ def section_stages(graph: Graph, start: int, end: int) -> list[list[int]]:
     stages.extend(_groups(graph, start, end))
     if after:
         stages.append(after)
+    return stages
+
+
+class _HasOperators(Protocol):
+    @property
+    def operators(self) -> tuple[int, ...]: ...
+
+
+class _SectionLike(Protocol):
+    """A :class:`Section` here, or a manifest's ``ParallelSection``."""
+
+    @property
+    def start(self) -> int: ...
+
+    @property
+    def end(self) -> int: ...
+
+    @property
+    def branches(self) -> Sequence[_HasOperators]: ...
+
+
+def stage_graph(
+    graph: Graph, sections: Sequence[_SectionLike], cut_points: Sequence[int] = ()
+) -> list[list[int]]:
+    """The stages of a plan that fans out at ``sections`` and is a chain elsewhere, cut
+    at ``cut_points``, as operator sets for :func:`splitmq.converter.cutter.cut_stages`:
+    in execution order, each section's branches one stage each, the operators between
+    them split at the cut points. A section may come from a manifest (its branches'
+    ``operators``), so a planner needs no analysis of its own.
+
+    Raises:
+        StageGraphError: sections that overlap, or a cut point inside a section.
+    """
+    ordered = sorted(sections, key=lambda s: s.start)
+    for previous, section in itertools.pairwise(ordered):
+        if section.start < previous.end:
+            raise StageGraphError(
+                f"sections [{previous.start}, {previous.end}) and [{section.start}, "
+                f"{section.end}) overlap; fan out at one of them",
+                stage=0,
+            )
+    for point in cut_points:
+        for section in ordered:
+            if section.start < point < section.end:
+                raise StageGraphError(
+                    f"cut point {point} falls inside the section [{section.start}, "
+                    f"{section.end}); its branches are stages already",
+                    stage=0,
+                )
+    by_start = {s.start: s for s in ordered}
+    bounds = {0, graph.num_operators, *cut_points} | {s.end for s in ordered} | set(by_start)
+    stages: list[list[int]] = []
+    for start, end in itertools.pairwise(sorted(bounds)):
+        fan_out = by_start.get(start)
+        if fan_out is not None:
+            stages.extend(list(b.operators) for b in fan_out.branches)
+            continue
+        live = [i for i in range(start, end) if graph.is_live(i)]
+        if live:
+            stages.append(live)
     return stages

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from splitmq.converter import Graph, PoolEntry, cut_graph, run_model
-from splitmq.converter.branches import Section, branches, parallel_sections, section_stages
+from splitmq.converter.branches import branches, parallel_sections, section_stages, stage_graph
 from splitmq.converter.cutter import cut_stages, stage_edges
 from splitmq.converter.errors import StageGraphError
 from splitmq.converter.manifest import Manifest, load_manifest
@@ -49,23 +49,6 @@ def assert_exact(
         produced = run_stage_graph(shards, inputs)
         for name, value in expected.items():
             assert np.array_equal(produced[name], value), f"{name} differs for {stages}"
-
-
-def all_sections_stages(graph: Graph, sections: list[Section]) -> list[list[int]]:
-    """One stage graph fanning out and in at every section: the operators between
-    sections as one stage each, every branch as a stage of its own."""
-    stages: list[list[int]] = []
-    position = 0
-    for section in sections:
-        between = [i for i in range(position, section.start) if graph.is_live(i)]
-        if between:
-            stages.append(between)
-        stages.extend(list(b.operators) for b in section.branches)
-        position = section.end
-    rest = [i for i in range(position, graph.num_operators) if graph.is_live(i)]
-    if rest:
-        stages.append(rest)
-    return stages
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -115,9 +98,17 @@ def test_branchy_stage_graphs_bit_exact(branchy_entry: PoolEntry, variant: str) 
     sections = parallel_sections(graph)
     for number, section in enumerate(sections):
         assert_exact(model, graph, section_stages(graph, section.start, section.end), number)
-    stages = all_sections_stages(graph, sections)
+    stages = stage_graph(graph, sections)
     assert len(stages) == 2 + 1 + 4 + 1 + 3
     assert_exact(model, graph, stages, seed=7)
+    # The same from the manifest's sections, with the chain between them cut too.
+    recorded = branchy_entry.manifest.variants[variant].parallel_sections
+    between = [p for p in graph.candidate_cut_points() if sections[0].end < p < sections[1].start]
+    stages = stage_graph(graph, recorded, between[:1])
+    assert len(stages) == 2 + 2 + 4 + 1 + 3
+    assert_exact(model, graph, stages, seed=8)
+    with pytest.raises(StageGraphError, match="inside the section"):
+        stage_graph(graph, recorded, [sections[1].start + 1])
     # Shards carry only their own weights.
     shards = cut_stages(graph, stages)
     assert sum(s.size_bytes for s in shards) < len(model) + 16 * 1024 * len(shards)
