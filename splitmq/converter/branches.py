@@ -124,17 +124,13 @@ def _frontier_at(graph: Graph, frontiers: dict[int, list[int]], position: int) -
 
 def branches(graph: Graph, start: int, end: int) -> list[Branch]:
     """The branches of operator range ``[start, end)``, ordered by first operator."""
-    readers = graph.readers
     infos = graph.operators()
-    return [_describe(graph, g, readers, infos) for g in _groups(graph, start, end)]
+    return [_describe(graph, g, infos) for g in _groups(graph, start, end)]
 
 
-def _describe(
-    graph: Graph,
-    members: Sequence[int],
-    readers: dict[int, list[int]],
-    infos: Sequence[OperatorInfo] | None = None,
-) -> Branch:
+def _describe(graph: Graph, members: Sequence[int], infos: Sequence[OperatorInfo]) -> Branch:
+    """A branch of operators ``members``: its tensors in and out, FLOPs, weights."""
+    readers = graph.readers
     ops = graph.subgraph.operators or []
     inside = set(members)
     produced: list[int] = []
@@ -159,7 +155,6 @@ def _describe(
         for t in produced
         if t in model_outputs or any(r not in inside for r in readers.get(t, ()))
     ]
-    infos = infos if infos is not None else graph.operators()
     return Branch(
         operators=tuple(members),
         inputs=tuple(inputs),
@@ -216,7 +211,6 @@ def parallel_sections(graph: Graph) -> list[Section]:
         )
     ]
     infos = graph.operators()
-    readers = graph.readers
     sections = []
     for start, end in maximal:
         groups = _groups(graph, start, end)
@@ -224,7 +218,7 @@ def parallel_sections(graph: Graph) -> list[Section]:
             Section(
                 start=start,
                 end=end,
-                branches=tuple(_describe(graph, g, readers, infos) for g in groups),
+                branches=tuple(_describe(graph, g, infos) for g in groups),
             )
         )
     return sections
