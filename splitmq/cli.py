@@ -80,8 +80,9 @@ def _run_convert(args: argparse.Namespace) -> int:
 def _add_inspect(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "inspect",
-        help="show a pool entry's variants and cut points",
-        description="Print a model's variants and its cut point table; optionally plot "
+        help="show a pool entry's variants, cut points and parallel branches",
+        description="Print a model's variants, its cut point table and its parallel "
+        "sections (branches that can run at the same time); optionally plot "
         "activation size and cumulative compute along the network.",
     )
     parser.add_argument("name", help="model name in the pool, or an entry directory")
@@ -94,7 +95,7 @@ def _add_inspect(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
 def _run_inspect(args: argparse.Namespace) -> int:
     from splitmq.converter.manifest import load_manifest
     from splitmq.converter.pool import open_entry
-    from splitmq.converter.report import cut_point_table, plot, summary
+    from splitmq.converter.report import cut_point_table, parallel_table, plot, summary
 
     if Path(args.name).is_dir():
         manifest = load_manifest(args.name)
@@ -103,6 +104,10 @@ def _run_inspect(args: argparse.Namespace) -> int:
     print(summary(manifest))
     print()
     print(cut_point_table(manifest))
+    branches = parallel_table(manifest)
+    if branches:
+        print()
+        print(branches)
     if args.plot:
         print(f"\nplot: {plot(manifest, args.plot)}")
     return 0

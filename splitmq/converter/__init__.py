@@ -8,6 +8,8 @@ Public API (documented in ``docs/converter.md``)::
     open_entry(pool_dir, name, version=None) -> PoolEntry
     cut(model_bytes_or_path, cut_points, out_dir=None) -> list[Shard]
     run_model(model, inputs) / run_chain(shards, inputs)   # LiteRT, bit-exact settings
+    branches.parallel_sections(graph); cutter.cut_stages(graph, stages);
+    runner.run_stage_graph(shards, inputs)                  # Plan 2: fan-out, fan-in
     splitmq.converter.digits.train_and_convert(pool_dir, ...) -> PoolEntry
 
 Importing this package never imports TensorFlow, nor does ``convert``: it runs

@@ -9,9 +9,18 @@ import difflib
 import hashlib
 from collections.abc import Mapping, Sequence
 
+from splitmq.converter.branches import parallel_sections
 from splitmq.converter.errors import UncuttableGraphError
 from splitmq.converter.graph import Graph
-from splitmq.converter.manifest import AlignedCutPoint, CutPoint, Fidelity, Operator, Variant
+from splitmq.converter.manifest import (
+    AlignedCutPoint,
+    Branch,
+    CutPoint,
+    Fidelity,
+    Operator,
+    ParallelSection,
+    Variant,
+)
 
 __all__ = ["align_cut_points", "describe_variant"]
 
@@ -25,7 +34,8 @@ def describe_variant(
     fidelity: Fidelity | None = None,
     graph: Graph | None = None,
 ) -> Variant:
-    """The manifest entry of one variant: operators, every candidate cut point, digests."""
+    """The manifest entry of one variant: operators, every candidate cut point, the
+    parallel sections (see :mod:`splitmq.converter.branches`), digests."""
     graph = graph or Graph.load(data)
     operators = graph.operators()
     cuttable = True
@@ -35,7 +45,19 @@ def describe_variant(
     except UncuttableGraphError as error:
         cuttable, reason = False, str(error)
     cut_points: list[CutPoint] = []
+    sections: list[ParallelSection] = []
     if cuttable:
+        sections = [
+            ParallelSection(
+                start=section.start,
+                end=section.end,
+                branches=tuple(
+                    Branch(b.operators, b.flops, b.param_bytes, b.input_bytes, b.output_bytes)
+                    for b in section.branches
+                ),
+            )
+            for section in parallel_sections(graph)
+        ]
         cumulative = [0]
         for op in operators:
             cumulative.append(cumulative[-1] + op.flops)
@@ -65,6 +87,7 @@ def describe_variant(
         cuttable=cuttable,
         uncuttable_reason=reason,
         fidelity=fidelity,
+        parallel_sections=tuple(sections),
     )
 
 

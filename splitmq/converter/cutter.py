@@ -17,6 +17,13 @@ stages ``[0, k1), [k1, k2), ..., [km, n)``. Each shard is a complete TFLite mode
 
 Running the shards in order, feeding each the named tensors the earlier ones produced,
 gives bit for bit the output of the unsplit model (see ``run_chain``).
+
+A chain is the special case of a *stage graph* (:func:`cut_stages`): a stage is then
+any set of live operators, the stages together running each once, and each reading only
+model inputs and what stages listed before it produce -- the branches of a fan-out
+(``splitmq.converter.branches``) each as a stage, and the stage that joins them. Inputs
+and outputs follow the same rule (what it reads that others produce; what it produces
+that others or the model's outputs read); ``run_stage_graph`` runs such a graph.
 """
 
 from __future__ import annotations
@@ -24,12 +31,12 @@ from __future__ import annotations
 import copy
 import hashlib
 import itertools
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from splitmq.converter.errors import CutPointError, UncuttableGraphError
+from splitmq.converter.errors import CutPointError, StageGraphError, UncuttableGraphError
 from splitmq.converter.graph import (
     CONTROL_FLOW_OPS,
     Graph,
@@ -37,8 +44,17 @@ from splitmq.converter.graph import (
     raise_cut_point_range,
     read_model,
 )
+from splitmq.wire.messages import REQUESTER, StageEdge
 
-__all__ = ["CutPointSpec", "Shard", "cut", "cut_graph", "validate_cut_points"]
+__all__ = [
+    "CutPointSpec",
+    "Shard",
+    "cut",
+    "cut_graph",
+    "cut_stages",
+    "stage_edges",
+    "validate_cut_points",
+]
 
 _BUFFER_ALIGNMENT = 16
 
@@ -57,6 +73,8 @@ class Shard:
             order of the shard's own input list.
         outputs: tensors the shard writes, same conventions.
         path: where the shard was written, when ``cut`` was given ``out_dir``.
+        operators: the live operators it runs (for a chain stage, those of
+            ``[start, end)``; for a stage of a stage graph, any closed set of them).
     """
 
     stage: int
@@ -67,6 +85,7 @@ class Shard:
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
     path: Path | None = None
+    operators: tuple[int, ...] = ()
 
     @property
     def size_bytes(self) -> int:
@@ -170,32 +189,152 @@ def cut_graph(
     stages = validate_cut_points(cut_points, graph)
     shards = []
     for stage, (start, end) in enumerate(stages):
-        data, inputs, outputs = _build_shard(graph, start, end)
-        digest = hashlib.sha256(data).hexdigest()
-        path: Path | None = None
-        if out_dir is not None:
-            directory = Path(out_dir)
-            directory.mkdir(parents=True, exist_ok=True)
-            path = directory / f"stage-{stage}-{digest[:12]}.tflite"
-            path.write_bytes(data)
-        shards.append(
-            Shard(
-                stage=stage,
-                start=start,
-                end=end,
-                data=data,
-                sha256=digest,
-                inputs=tuple(graph.tensor_spec(t) for t in inputs),
-                outputs=tuple(graph.tensor_spec(t) for t in outputs),
-                path=path,
-            )
-        )
+        live = [i for i in range(start, end) if graph.is_live(i)]
+        shards.append(_make_shard(graph, stage, live, out_dir))
     return shards
 
 
-def _stage_operators(graph: Graph, start: int, end: int) -> list[int]:
+def cut_stages(
+    graph: Graph, stages: Sequence[Collection[int]], out_dir: str | Path | None = None
+) -> list[Shard]:
+    """Cut a stage graph: one shard per set of live operators, not only per range.
+
+    Every live operator of the main subgraph must be in exactly one stage, and a stage
+    may read only model inputs and what stages listed before it produce (so the list is
+    an execution order of the graph: fan-out, branches, fan-in). A shard's inputs are
+    the tensors it reads that others produce, its outputs the tensors it produces that
+    other stages read or that are model outputs; constant operators are copied into
+    every shard that needs them, as for a chain. :func:`cut_graph` is the special case
+    of contiguous ranges.
+
+    Raises:
+        StageGraphError: the stages do not partition the live operators, a stage names
+            a constant operator, or a stage reads what a later stage produces.
+        UncuttableGraphError: resource variables or variable tensors.
+    """
+    graph.check_cuttable()
+    ordered = _check_stages(graph, stages)
+    return [_make_shard(graph, i, live, out_dir) for i, live in enumerate(ordered)]
+
+
+def _check_stages(graph: Graph, stages: Sequence[Collection[int]]) -> list[list[int]]:
+    n = graph.num_operators
+    owner: dict[int, int] = {}
+    ordered: list[list[int]] = []
+    for stage, members in enumerate(stages):
+        live = sorted({int(i) for i in members})
+        if not live:
+            raise StageGraphError(f"stage {stage} has no operator", stage=stage)
+        for index in live:
+            if not 0 <= index < n:
+                raise StageGraphError(
+                    f"stage {stage} names operator {index}; this model has operators 0..{n - 1}",
+                    stage=stage,
+                    op_index=index,
+                )
+            if not graph.is_live(index):
+                raise StageGraphError(
+                    f"stage {stage} names operator {index} ({graph.op_types[index]}), a "
+                    "constant operator (weights preparation): leave it out, the cutter "
+                    "copies it into every shard that needs it",
+                    stage=stage,
+                    op_index=index,
+                )
+            if index in owner:
+                raise StageGraphError(
+                    f"operator {index} is in stage {owner[index]} and in stage {stage}; "
+                    "each operator runs in exactly one stage",
+                    stage=stage,
+                    op_index=index,
+                )
+            owner[index] = stage
+        ordered.append(live)
+    missing = [i for i in range(n) if graph.is_live(i) and i not in owner]
+    if missing:
+        raise StageGraphError(
+            f"operators {missing[:10]}{'...' if len(missing) > 10 else ''} are in no stage; "
+            "every live operator must run in one",
+            stage=len(ordered),
+            op_index=missing[0],
+        )
+    ops = graph.subgraph.operators or []
+    for stage, live in enumerate(ordered):
+        for index in live:
+            for raw in ops[index].inputs:
+                producer = graph.producer.get(int(raw)) if raw >= 0 else None
+                if producer is None or not graph.is_live(producer):
+                    continue
+                if owner[producer] > stage:
+                    raise StageGraphError(
+                        f"stage {stage} (operator {index}) reads "
+                        f"{graph.tensor_name(int(raw))!r}, which stage {owner[producer]} "
+                        "produces later; list the stages in an order where each reads only "
+                        "model inputs and earlier stages (fan-out, branches, fan-in)",
+                        stage=stage,
+                        op_index=index,
+                    )
+    return ordered
+
+
+def stage_edges(
+    shards: Sequence[Shard], model_outputs: Sequence[str]
+) -> list[tuple[tuple[StageEdge, ...], tuple[StageEdge, ...]]]:
+    """Per shard of a stage graph, its ``(sources, targets)``: which stage sends it which
+    of its inputs (:data:`REQUESTER` for the model's inputs) and which of its outputs
+    go to which stage (:data:`REQUESTER` for the model's outputs, ``model_outputs``
+    by name), stages ascending -- the edges a deployment's stages carry on the wire."""
+    producer: dict[str, int] = {}
+    for shard in shards:
+        for spec in shard.outputs:
+            producer.setdefault(spec.name, shard.stage)
+    wanted = set(model_outputs)
+    edges = []
+    for shard in shards:
+        by_source: dict[int, list[str]] = {}
+        for spec in shard.inputs:
+            by_source.setdefault(producer.get(spec.name, REQUESTER), []).append(spec.name)
+        made = {spec.name for spec in shard.outputs}
+        by_target: dict[int, list[str]] = {}
+        returned = [spec.name for spec in shard.outputs if spec.name in wanted]
+        if returned:
+            by_target[REQUESTER] = returned
+        for other in shards:
+            sent = [spec.name for spec in other.inputs if spec.name in made]
+            if sent and other.stage != shard.stage:
+                by_target[other.stage] = sent
+        edges.append(
+            (
+                tuple(StageEdge(k, tuple(v)) for k, v in sorted(by_source.items())),
+                tuple(StageEdge(k, tuple(v)) for k, v in sorted(by_target.items())),
+            )
+        )
+    return edges
+
+
+def _make_shard(graph: Graph, stage: int, live: Sequence[int], out_dir: str | Path | None) -> Shard:
+    data, inputs, outputs = _build_shard(graph, live)
+    digest = hashlib.sha256(data).hexdigest()
+    path: Path | None = None
+    if out_dir is not None:
+        directory = Path(out_dir)
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / f"stage-{stage}-{digest[:12]}.tflite"
+        path.write_bytes(data)
+    return Shard(
+        stage=stage,
+        start=min(live),
+        end=max(live) + 1,
+        data=data,
+        sha256=digest,
+        inputs=tuple(graph.tensor_spec(t) for t in inputs),
+        outputs=tuple(graph.tensor_spec(t) for t in outputs),
+        path=path,
+        operators=tuple(live),
+    )
+
+
+def _stage_operators(graph: Graph, live: Sequence[int]) -> list[int]:
     """The stage's live operators plus the constant operators they depend on."""
-    live = [i for i in range(start, end) if graph.is_live(i)]
     needed: set[int] = set(live)
     pending = list(live)
     ops = graph.subgraph.operators
@@ -209,12 +348,14 @@ def _stage_operators(graph: Graph, start: int, end: int) -> list[int]:
     return sorted(needed)
 
 
-def _build_shard(graph: Graph, start: int, end: int) -> tuple[bytes, list[int], list[int]]:
+def _build_shard(graph: Graph, live: Sequence[int]) -> tuple[bytes, list[int], list[int]]:
+    """A shard running the live operators ``live`` (and the constant ones they need)."""
     from ai_edge_litert import schema_py_generated as schema
 
     model = graph.model
     ops = graph.subgraph.operators
-    op_indices = _stage_operators(graph, start, end)
+    op_indices = _stage_operators(graph, live)
+    members = set(live)
 
     produced: set[int] = set()
     read: list[int] = []
@@ -242,7 +383,8 @@ def _build_shard(graph: Graph, start: int, end: int) -> tuple[bytes, list[int], 
             t = int(raw)
             if t < 0 or t in model_outputs:
                 continue
-            if graph.last_use.get(t, -1) >= end and t not in outputs:
+            read_elsewhere = any(r not in members for r in graph.readers.get(t, ()))
+            if read_elsewhere and t not in outputs:
                 outputs.append(t)
 
     # Every tensor the shard refers to, in original order, and the remapping.

@@ -55,6 +55,21 @@ class CutPointError(ConversionError):
         super().__init__(message)
 
 
+class StageGraphError(ConversionError):
+    """A stage graph the cutter cannot make: an operator in no stage or in two, a
+    constant operator named, or a stage reading what a later stage produces.
+
+    Attributes:
+        stage: the offending stage (its position in the list given).
+        op_index: the operator concerned, when one is.
+    """
+
+    def __init__(self, message: str, *, stage: int, op_index: int | None = None):
+        self.stage = stage
+        self.op_index = op_index
+        super().__init__(message)
+
+
 class UncuttableGraphError(ConversionError):
     """A graph the cutter cannot split without changing its meaning.
 

@@ -270,6 +270,18 @@ class Graph:
         for tensor_index in self.model_outputs:
             self.last_use[tensor_index] = n
 
+        # Live readers of every tensor, in execution order.
+        self.readers: dict[int, list[int]] = {}
+        for index, op in enumerate(raw_ops):
+            if index in self.constant_ops:
+                continue
+            for tensor_index in op.inputs:
+                if tensor_index < 0:
+                    continue
+                readers = self.readers.setdefault(int(tensor_index), [])
+                if index not in readers:
+                    readers.append(index)
+
     @classmethod
     def load(cls, source: bytes | bytearray | str | Path) -> Graph:
         """Read and analyse a ``.tflite`` file or its bytes."""

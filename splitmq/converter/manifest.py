@@ -14,11 +14,13 @@ from splitmq.wire.manifest import (
     SCHEMA,
     SCHEMA_VERSION,
     AlignedCutPoint,
+    Branch,
     Calibration,
     CutPoint,
     Fidelity,
     Manifest,
     Operator,
+    ParallelSection,
     Variant,
 )
 
@@ -27,11 +29,13 @@ __all__ = [
     "SCHEMA",
     "SCHEMA_VERSION",
     "AlignedCutPoint",
+    "Branch",
     "Calibration",
     "CutPoint",
     "Fidelity",
     "Manifest",
     "Operator",
+    "ParallelSection",
     "Variant",
     "load_manifest",
 ]

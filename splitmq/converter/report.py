@@ -1,4 +1,5 @@
-"""Human output for a pool entry: the cut point table and the activation/compute plot.
+"""Human output for a pool entry: the cut point and parallel branch tables, and the
+activation/compute plot.
 
 No TensorFlow; matplotlib (Agg backend) is imported only by :func:`plot`.
 """
@@ -9,7 +10,7 @@ from pathlib import Path
 
 from splitmq.converter.manifest import Manifest
 
-__all__ = ["cut_point_table", "plot", "summary"]
+__all__ = ["cut_point_table", "parallel_table", "plot", "summary"]
 
 
 def _size(value: int | None) -> str:
@@ -62,6 +63,37 @@ def cut_point_table(manifest: Manifest) -> str:
         lines.append(row)
     if not reference.cuttable:
         lines.append(f"not cuttable: {reference.uncuttable_reason}")
+    return "\n".join(lines)
+
+
+def parallel_table(manifest: Manifest) -> str:
+    """One row per branch of every parallel section of the reference variant: its
+    operators, FLOPs (and share of the section's), weights, bytes in and out. Empty
+    when the model has no parallel section."""
+    reference = manifest.variants[manifest.reference_variant]
+    if not reference.parallel_sections:
+        return ""
+    header = (
+        f"{'section':>11} {'branch':>6} {'operators':>13} {'MFLOPs':>9} {'%':>6} "
+        f"{'weights':>11} {'in':>11} {'out':>11}"
+    )
+    lines = [
+        f"parallel sections of {reference.name} (branches that can run at the same time)",
+        header,
+        "-" * len(header),
+    ]
+    for section in reference.parallel_sections:
+        span = f"[{section.start}, {section.end})"
+        total = max(1, sum(b.flops for b in section.branches))
+        for number, branch in enumerate(section.branches):
+            ops = branch.operators
+            where = f"{len(ops)}: {ops[0]}..{ops[-1]}" if len(ops) > 1 else f"1: {ops[0]}"
+            lines.append(
+                f"{span if number == 0 else '':>11} {number:>6} {where:>13} "
+                f"{branch.flops / 1e6:>9.2f} {100 * branch.flops / total:>5.1f}% "
+                f"{_size(branch.param_bytes):>11} {_size(branch.input_bytes):>11} "
+                f"{_size(branch.output_bytes):>11}"
+            )
     return "\n".join(lines)
 
 

@@ -20,7 +20,7 @@ import numpy as np
 from splitmq.converter.cutter import Shard
 from splitmq.errors import ConversionError
 
-__all__ = ["make_interpreter", "run_chain", "run_model"]
+__all__ = ["make_interpreter", "run_chain", "run_model", "run_stage_graph"]
 
 
 def make_interpreter(
@@ -102,4 +102,35 @@ def run_chain(
         interpreter = make_interpreter(data, xnnpack=xnnpack)
         names = [d["name"] for d in interpreter.get_input_details()]
         tensors.update(run_model(interpreter, {name: tensors[name] for name in names}))
+    return tensors
+
+
+def run_stage_graph(
+    shards: Sequence[Shard],
+    inputs: Mapping[str, np.ndarray],
+    *,
+    xnnpack: bool = False,
+) -> dict[str, np.ndarray]:
+    """Run a stage graph (see :func:`splitmq.converter.cutter.cut_stages`) the way
+    agents would: a shard runs once every tensor it reads has arrived, fed only its
+    named inputs, in waves -- every shard ready in a wave could run at the same time
+    (the branches of a fan-out). Returns every tensor produced, by name.
+
+    Raises:
+        ConversionError: a shard whose inputs nobody produces.
+    """
+    tensors: dict[str, np.ndarray] = dict(inputs)
+    pending = list(shards)
+    while pending:
+        ready = [s for s in pending if all(t.name in tensors for t in s.inputs)]
+        if not ready:
+            stuck = {s.stage: [t.name for t in s.inputs if t.name not in tensors] for s in pending}
+            raise ConversionError(f"stages wait for tensors no stage produces: {stuck}")
+        wave: dict[str, np.ndarray] = {}
+        for shard in ready:
+            interpreter = make_interpreter(shard.data, xnnpack=xnnpack)
+            wave.update(run_model(interpreter, {t.name: tensors[t.name] for t in shard.inputs}))
+        tensors.update(wave)
+        done = {id(s) for s in ready}
+        pending = [s for s in pending if id(s) not in done]
     return tensors

@@ -13,6 +13,7 @@ from splitmq.wire.limits import DEFAULT_LIMITS, Limits
 from splitmq.wire.messages import (
     PLAN_UNAVAILABLE,
     REQUEST_ID_BYTES,
+    REQUESTER,
     Activation,
     AgentState,
     AgentStatus,
@@ -40,6 +41,7 @@ from splitmq.wire.messages import (
     Route,
     ShardChunk,
     ShardReady,
+    StageEdge,
     StagePrediction,
     StageSpec,
     Telemetry,
@@ -52,6 +54,7 @@ from splitmq.wire.tensors import Tensor
 __all__ = [
     "DEFAULT_LIMITS",
     "PLAN_UNAVAILABLE",
+    "REQUESTER",
     "REQUEST_ID_BYTES",
     "Activation",
     "AgentState",
@@ -83,6 +86,7 @@ __all__ = [
     "Route",
     "ShardChunk",
     "ShardReady",
+    "StageEdge",
     "StagePrediction",
     "StageSpec",
     "Telemetry",

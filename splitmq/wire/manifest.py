@@ -21,11 +21,13 @@ __all__ = [
     "SCHEMA",
     "SCHEMA_VERSION",
     "AlignedCutPoint",
+    "Branch",
     "Calibration",
     "CutPoint",
     "Fidelity",
     "Manifest",
     "Operator",
+    "ParallelSection",
     "Variant",
 ]
 
@@ -144,6 +146,69 @@ class Fidelity:
 
 
 @dataclass(frozen=True)
+class Branch:
+    """One branch of a parallel section (see ``splitmq.converter.branches``).
+
+    Attributes:
+        operators: its live operators, in execution order: cut them as one stage.
+        flops, param_bytes: sums over its operators.
+        input_bytes: the section's frontier tensors it reads (what it is sent).
+        output_bytes: the tensors it produces that others read (what it sends).
+    """
+
+    operators: tuple[int, ...]
+    flops: int
+    param_bytes: int
+    input_bytes: int
+    output_bytes: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "flops": self.flops,
+            "param_bytes": self.param_bytes,
+            "input_bytes": self.input_bytes,
+            "output_bytes": self.output_bytes,
+            "operators": list(self.operators),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Branch:
+        return cls(
+            operators=tuple(int(i) for i in data["operators"]),
+            flops=int(data["flops"]),
+            param_bytes=int(data["param_bytes"]),
+            input_bytes=int(data["input_bytes"]),
+            output_bytes=int(data["output_bytes"]),
+        )
+
+
+@dataclass(frozen=True)
+class ParallelSection:
+    """Operators ``[start, end)`` that fall into two or more independent branches once
+    the tensors crossing ``start`` are given; ``start`` is 0 or a cut point, ``end`` a
+    cut point or the number of operators (then the model's outputs are the join)."""
+
+    start: int
+    end: int
+    branches: tuple[Branch, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "start": self.start,
+            "end": self.end,
+            "branches": [b.to_json() for b in self.branches],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ParallelSection:
+        return cls(
+            start=int(data["start"]),
+            end=int(data["end"]),
+            branches=tuple(Branch.from_json(b) for b in data["branches"]),
+        )
+
+
+@dataclass(frozen=True)
 class Variant:
     """One ``.tflite`` of the pool entry.
 
@@ -156,6 +221,8 @@ class Variant:
         cut_points: every candidate cut point with its frontier.
         cuttable: ``False`` when the cutter refuses this graph (see ``uncuttable_reason``).
         fidelity: against float32 on the calibration set (float32 itself: 1.0).
+        parallel_sections: the ranges whose operators fall into independent branches
+            (optional on disk: absent in manifests written before, and when empty).
     """
 
     name: str
@@ -169,6 +236,7 @@ class Variant:
     cuttable: bool
     uncuttable_reason: str | None
     fidelity: Fidelity | None
+    parallel_sections: tuple[ParallelSection, ...] = ()
 
     @property
     def total_flops(self) -> int:
@@ -181,7 +249,7 @@ class Variant:
         return None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "name": self.name,
             "file": self.file,
             "size_bytes": self.size_bytes,
@@ -194,6 +262,9 @@ class Variant:
             "operators": [op.to_json() for op in self.operators],
             "cut_points": [c.to_json() for c in self.cut_points],
         }
+        if self.parallel_sections:
+            data["parallel_sections"] = [s.to_json() for s in self.parallel_sections]
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Variant:
@@ -210,6 +281,9 @@ class Variant:
             cuttable=bool(data["cuttable"]),
             uncuttable_reason=data.get("uncuttable_reason"),
             fidelity=None if fidelity is None else Fidelity.from_json(fidelity),
+            parallel_sections=tuple(
+                ParallelSection.from_json(s) for s in data.get("parallel_sections", ())
+            ),
         )
 
 

@@ -21,8 +21,13 @@ from splitmq.wire.tensors import Tensor
 REQUEST_ID_BYTES = 16
 
 # A route lists, per stage, the agents that can run it: the chosen one first, then
-# its fallbacks in the order to try them.
+# its fallbacks in the order to try them. In a stage graph (fan-out and fan-in) too:
+# ``route[i]`` is stage ``i``'s, whatever stages feed it.
 Route = tuple[tuple[str, ...], ...]
+
+REQUESTER = -1
+"""In a stage graph, the requester's end of an edge: the request's input tensors (a
+:class:`StageEdge` source) or the model's outputs sent back to it (a target)."""
 
 
 def _check_request_id(request_id: bytes) -> None:
@@ -130,6 +135,19 @@ class TensorSpec:
             zero_point=None if data.get("zero_point") is None else int(data["zero_point"]),
             size_bytes=int(data.get("size_bytes", 0)),
         )
+
+
+@dataclass(frozen=True)
+class StageEdge:
+    """An edge of a stage graph: tensors one stage sends another.
+
+    Attributes:
+        stage: the stage at the other end; :data:`REQUESTER` for the requester.
+        tensors: the tensors' names (as in the shards' inputs and outputs).
+    """
+
+    stage: int
+    tensors: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -243,6 +261,13 @@ class LoadShard(Message):
     threads: int | None = None
     shared: bool = False
     """Also serve the stage's shared ``any`` topic (one replica of the group takes each)."""
+    sources: tuple[StageEdge, ...] | None = None
+    """Where the stage's inputs come from, in a stage graph: a join waits for every
+    source of a request before it runs. ``None``: a chain (all from the previous stage,
+    or from the requester for stage 0)."""
+    targets: tuple[StageEdge, ...] | None = None
+    """Where the stage's outputs go, in a stage graph: each target is sent its tensors.
+    ``None``: a chain (all to the next stage, or to the requester from the last)."""
 
 
 @dataclass(frozen=True)
@@ -359,6 +384,9 @@ class Activation(Message):
     tensors: tuple[Tensor, ...]
     trace: tuple[TraceEntry, ...] = ()
     client_id: str = ""
+    source: int | None = None
+    """In a stage graph, the stage that produced ``tensors`` (:data:`REQUESTER` for the
+    request's input): one branch's share of what ``stage`` reads. ``None``: a chain."""
 
     def __post_init__(self) -> None:
         _check_request_id(self.request_id)
@@ -376,6 +404,9 @@ class Result(Message):
     tensors: tuple[Tensor, ...]
     trace: tuple[TraceEntry, ...] = ()
     agent_id: str = ""
+    stage: int | None = None
+    """In a stage graph whose model outputs come from several stages (the requester is
+    the join), the stage these outputs are from. ``None``: the last stage of a chain."""
 
     def __post_init__(self) -> None:
         _check_request_id(self.request_id)
@@ -462,7 +493,13 @@ class PlanRefused(Message):
 
 @dataclass(frozen=True)
 class StageSpec:
-    """One stage of a deployment: operators ``[start_op, end_op)`` of the model."""
+    """One stage of a deployment: operators ``[start_op, end_op)`` of the model.
+
+    In a stage graph (fan-out, branches in parallel, fan-in) a stage runs a set of
+    operators within ``[start_op, end_op)`` (``operators``), and ``sources`` and
+    ``targets`` say which stages feed it and which it feeds. A chain leaves all three
+    ``None`` and is written as before.
+    """
 
     stage: int
     start_op: int
@@ -472,6 +509,13 @@ class StageSpec:
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
     replicas: tuple[str, ...]
+    sources: tuple[StageEdge, ...] | None = None
+    """Where its inputs come from (see :class:`StageEdge`); ``None``: the previous
+    stage, or the requester for stage 0."""
+    targets: tuple[StageEdge, ...] | None = None
+    """Where its outputs go; ``None``: the next stage, or the requester from the last."""
+    operators: tuple[int, ...] | None = None
+    """The model's operators it runs, when not the whole ``[start_op, end_op)``."""
 
 
 @dataclass(frozen=True)

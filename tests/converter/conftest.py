@@ -121,3 +121,96 @@ def digits_entry(pool_dir: Path, converter_front_end: Any) -> object:
     from splitmq.converter.digits import train_and_convert
 
     return train_and_convert(pool_dir, front_end=converter_front_end)
+
+
+def build_branchy_model() -> object:
+    """Every kind of fan-out and fan-in in one small model (one conversion per session):
+    two inputs, each with its own convolution tower, joined; an Inception-style block
+    (1x1, 1x1 then 3x3, 1x1 then 5x5, pool then 1x1, concatenated); three heads, each
+    with convolutions of its own, giving the model's three outputs."""
+    import keras
+
+    layers = keras.layers
+    keras.utils.set_random_seed(5)
+    left = keras.Input((16, 16, 3), name="left")
+    right = keras.Input((16, 16, 3), name="right")
+
+    def tower(x: object, name: str) -> object:
+        x = layers.Conv2D(12, 3, padding="same", activation="relu", name=f"{name}_a")(x)
+        return layers.Conv2D(12, 3, padding="same", activation="relu", name=f"{name}_b")(x)
+
+    x = layers.Concatenate(name="towers")([tower(left, "left"), tower(right, "right")])
+    x = layers.Conv2D(16, 1, activation="relu", name="stem")(x)
+    b1 = layers.Conv2D(8, 1, activation="relu", name="inc_1x1")(x)
+    b3 = layers.Conv2D(8, 1, activation="relu", name="inc_3x3_reduce")(x)
+    b3 = layers.Conv2D(8, 3, padding="same", activation="relu", name="inc_3x3")(b3)
+    b5 = layers.Conv2D(4, 1, activation="relu", name="inc_5x5_reduce")(x)
+    b5 = layers.Conv2D(8, 5, padding="same", activation="relu", name="inc_5x5")(b5)
+    bp = layers.MaxPooling2D(3, strides=1, padding="same", name="inc_pool")(x)
+    bp = layers.Conv2D(8, 1, activation="relu", name="inc_pool_proj")(bp)
+    x = layers.Concatenate(name="inception")([b1, b3, b5, bp])
+    x = layers.Conv2D(16, 1, activation="relu", name="neck")(x)
+    outputs = []
+    for name, units in (("age", 1), ("kind", 5), ("pose", 3)):
+        h = layers.Conv2D(16, 3, padding="same", activation="relu", name=f"{name}_conv1")(x)
+        h = layers.Conv2D(16, 3, padding="same", activation="relu", name=f"{name}_conv2")(h)
+        h = layers.GlobalAveragePooling2D(name=f"{name}_pool")(h)
+        outputs.append(layers.Dense(units, name=name)(h))
+    return keras.Model([left, right], outputs, name="branchy")
+
+
+@pytest.fixture(scope="session")
+def branchy_entry(
+    pool_dir: Path, tmp_path_factory: pytest.TempPathFactory, converter_front_end: Any
+) -> object:
+    """:func:`build_branchy_model` as a float32 + int8 pool entry."""
+    from splitmq.converter import convert
+
+    path = tmp_path_factory.mktemp("branchy") / "branchy.keras"
+    build_branchy_model().save(path)  # type: ignore[attr-defined]
+    rng = np.random.default_rng(6)
+    calibration = {
+        name: rng.uniform(0, 1, (CALIBRATION_SAMPLES, 16, 16, 3)).astype(np.float32)
+        for name in ("left", "right")
+    }
+    return convert(
+        path,
+        name="branchy",
+        pool_dir=pool_dir,
+        variants=("float32", "int8"),
+        calibration=calibration,
+        front_end=converter_front_end,
+    )
+
+
+def build_recurrent_towers_model() -> object:
+    """Two inputs, each read by a GRU (a WHILE loop once converted), joined by a head:
+    each tower's shard carries its loop's subgraphs."""
+    import keras
+
+    keras.utils.set_random_seed(9)
+    first = keras.Input((6, 3), name="first")
+    second = keras.Input((6, 3), name="second")
+    a = keras.layers.GRU(6, name="gru_first")(first)
+    b = keras.layers.GRU(6, name="gru_second")(second)
+    joined = keras.layers.Concatenate(name="join")([a, b])
+    return keras.Model([first, second], keras.layers.Dense(2, name="head")(joined))
+
+
+@pytest.fixture(scope="session")
+def recurrent_towers_entry(
+    pool_dir: Path, tmp_path_factory: pytest.TempPathFactory, converter_front_end: Any
+) -> object:
+    """:func:`build_recurrent_towers_model`, float32 only (TensorFlow 2.21 cannot
+    calibrate recurrent models for int8, see :func:`build_recurrent_model`)."""
+    from splitmq.converter import convert
+
+    path = tmp_path_factory.mktemp("recurrent_towers") / "towers.keras"
+    build_recurrent_towers_model().save(path)  # type: ignore[attr-defined]
+    return convert(
+        path,
+        name="recurrent-towers",
+        pool_dir=pool_dir,
+        variants=("float32",),
+        front_end=converter_front_end,
+    )

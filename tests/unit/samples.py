@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from splitmq.wire import (
+    REQUESTER,
     Activation,
     AgentState,
     AgentStatus,
@@ -31,6 +32,7 @@ from splitmq.wire import (
     Result,
     ShardChunk,
     ShardReady,
+    StageEdge,
     StagePrediction,
     StageSpec,
     Telemetry,
@@ -47,6 +49,95 @@ TRACE = (
     TraceEntry(0, "rpi-1", 1700000000000.5, 1700000000001.0, 1700000000012.25, 602112, 0),
     TraceEntry(1, "phone-1", 1700000000013.0, 1700000000013.5, 1700000000020.0, 31360, 0),
 )
+
+
+SPEC_L = TensorSpec("tower_l/relu", (1, 8, 8, 12), "float32", size_bytes=3072)
+SPEC_R = TensorSpec("tower_r/relu", (1, 8, 8, 12), "float32", size_bytes=3072)
+SPEC_OUT = TensorSpec("logits", (1, 10), "float32", size_bytes=40)
+
+
+def stage_graph_messages() -> list[Message]:
+    """The stage graph's optional fields (fan-out, branches, fan-in), set: a trunk
+    feeding two branches that a join stage joins, and the activations between them."""
+    rng = np.random.default_rng(8)
+    left = rng.random((1, 8, 8, 12), dtype=np.float32)
+    trunk = StageSpec(
+        0,
+        0,
+        10,
+        "a0" * 32,
+        1000,
+        (SPEC_IN,),
+        (SPEC_Q,),
+        ("rpi-1",),
+        sources=(StageEdge(REQUESTER, (SPEC_IN.name,)),),
+        targets=(StageEdge(1, (SPEC_Q.name,)), StageEdge(2, (SPEC_Q.name,))),
+    )
+    branches = [
+        StageSpec(
+            stage,
+            10,
+            30,
+            f"b{stage}" * 32,
+            2000,
+            (SPEC_Q,),
+            (spec,),
+            (agent, "laptop-1"),
+            sources=(StageEdge(0, (SPEC_Q.name,)),),
+            targets=(StageEdge(3, (spec.name,)),),
+            operators=tuple(range(10 + stage, 30, 2)),
+        )
+        for stage, spec, agent in ((1, SPEC_L, "rpi-2"), (2, SPEC_R, "phone-1"))
+    ]
+    join = StageSpec(
+        3,
+        30,
+        40,
+        "c3" * 32,
+        500,
+        (SPEC_L, SPEC_R),
+        (SPEC_OUT,),
+        ("laptop-1",),
+        sources=(StageEdge(1, (SPEC_L.name,)), StageEdge(2, (SPEC_R.name,))),
+        targets=(StageEdge(REQUESTER, (SPEC_OUT.name,)),),
+    )
+    route = (("rpi-1",), ("rpi-2", "laptop-1"), ("phone-1", "laptop-1"), ("laptop-1",))
+    return [
+        LoadShard(
+            "c9",
+            "coordinator",
+            "d2",
+            3,
+            "c3" * 32,
+            500,
+            join.inputs,
+            join.outputs,
+            sources=join.sources,
+            targets=join.targets,
+        ),
+        Activation(
+            request_id=REQUEST_ID,
+            attempt=0,
+            deployment="d2",
+            stage=3,
+            route=route,
+            callback="splitmq/v1/clients/alice/result",
+            deadline_ms=1700000000500,
+            tensors=(Tensor(SPEC_L.name, left),),
+            trace=TRACE,
+            client_id="alice",
+            source=1,
+        ),
+        Result(REQUEST_ID, 0, "d2", (Tensor("logits", left.reshape(1, -1)[:, :10]),), stage=3),
+        Deployment(
+            deployment="d2",
+            model="two_towers",
+            version="v2",
+            variant="float32",
+            epoch=1,
+            stages=(trunk, *branches, join),
+        ),
+    ]
 
 
 def sample_messages() -> list[Message]:
@@ -179,4 +270,5 @@ def sample_messages() -> list[Message]:
             failed_agents=("rpi-1",),
             predicted_latency_ms=84.2,
         ),
+        *stage_graph_messages(),
     ]

@@ -17,6 +17,10 @@ export { WireDecodeError };
 
 export const REQUEST_ID_BYTES = 16;
 
+// In a stage graph, the requester's end of an edge (a StageEdge's stage): the
+// request's input tensors, or the model's outputs sent back to it.
+export const REQUESTER = -1;
+
 export const LIMITS = Object.freeze({
   max_message_bytes: 64 * 1024 * 1024,
   max_depth: 32,
@@ -85,6 +89,10 @@ const STRUCTS = {
     ['bytes_out', 'int', 0],
     ['energy_j', 'float', 0.0],
   ],
+  StageEdge: [
+    ['stage', 'int', REQUIRED],
+    ['tensors', seq('str'), REQUIRED],
+  ],
   StageSpec: [
     ['stage', 'int', REQUIRED],
     ['start_op', 'int', REQUIRED],
@@ -94,6 +102,9 @@ const STRUCTS = {
     ['inputs', seq(struct('TensorSpec')), REQUIRED],
     ['outputs', seq(struct('TensorSpec')), REQUIRED],
     ['replicas', seq('str'), REQUIRED],
+    ['sources', optional(seq(struct('StageEdge'))), null],
+    ['targets', optional(seq(struct('StageEdge'))), null],
+    ['operators', optional(seq('int')), null],
   ],
 };
 
@@ -149,6 +160,8 @@ export const MESSAGES = {
     ['outputs', seq(struct('TensorSpec')), []],
     ['threads', optional('int'), null],
     ['shared', 'bool', false],
+    ['sources', optional(seq(struct('StageEdge'))), null],
+    ['targets', optional(seq(struct('StageEdge'))), null],
   ]],
   'cmd.unload': [1, [
     ['command_id', 'str', REQUIRED],
@@ -209,6 +222,7 @@ export const MESSAGES = {
     ['tensors', seq('tensor'), REQUIRED],
     ['trace', seq(struct('TraceEntry')), []],
     ['client_id', 'str', ''],
+    ['source', optional('int'), null],
   ]],
   result: [1, [
     ['request_id', 'request_id', REQUIRED],
@@ -217,6 +231,7 @@ export const MESSAGES = {
     ['tensors', seq('tensor'), REQUIRED],
     ['trace', seq(struct('TraceEntry')), []],
     ['agent_id', 'str', ''],
+    ['stage', optional('int'), null],
   ]],
   error: [1, [
     ['request_id', 'request_id', REQUIRED],
