@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 
 from splitmq.converter.errors import UncuttableGraphError
 from splitmq.converter.graph import Graph
-from splitmq.converter.manifest import AlignedCutPoint, CutPoint, Fidelity, Operator, Variant
+from splitmq.wire.manifest import AlignedCutPoint, CutPoint, Fidelity, Operator, Variant
 
 __all__ = ["align_cut_points", "describe_variant"]
 
