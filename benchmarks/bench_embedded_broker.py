@@ -29,6 +29,7 @@ from pathlib import Path
 
 from _report import Row, percentile, report
 
+from splitmq import processes
 from splitmq.broker import Mosquitto, config_dir, mosquitto_binary
 from splitmq.embedded_broker import EmbeddedBroker
 from splitmq.errors import ConfigError
@@ -63,21 +64,12 @@ def mosquitto() -> Iterator[str]:
 
 @contextlib.contextmanager
 def embedded_process() -> Iterator[str]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "splitmq.embedded_broker", "--port", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline().split()
-        if not line:
-            raise SystemExit("the embedded broker process did not start")
-        yield line[-1]  # "embedded MQTT broker listening on mqtt://127.0.0.1:PORT"
-    finally:
-        process.terminate()
-        process.wait(10)
+    with tempfile.TemporaryDirectory(prefix="bench-embedded-") as workdir:
+        process, url = processes.start_embedded_broker(Path(workdir) / "broker.log")
+        try:
+            yield url
+        finally:
+            processes.stop([process])
 
 
 @contextlib.contextmanager

@@ -5,7 +5,9 @@ the tests, the benchmarks and the soak script.
 :func:`spawn` starts one with its output appended to a log file; :func:`stop` ends a
 group (terminate, then kill what is left after a grace period) and :func:`kill` one
 (SIGKILL: no goodbye, the broker fires its will). A stopped (SIGSTOP) process is sent
-SIGCONT first, so it can act on what it is sent.
+SIGCONT first, so it can act on what it is sent. With ``bound_to_parent`` a child gets
+SIGTERM from the kernel should this process die without cleaning up
+(:mod:`splitmq.orphans`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from splitmq.errors import SplitMQError
+from splitmq.orphans import die_with_parent
 
 __all__ = [
     "Process",
@@ -86,6 +89,7 @@ def spawn(
     *,
     environment: Mapping[str, str] | None = None,
     without: Iterable[str] = (),
+    bound_to_parent: bool = False,
 ) -> Process:
     """Start ``command`` with stdout and stderr appended to ``log_file``.
 
@@ -93,16 +97,26 @@ def spawn(
         environment: the environment (default: this process's), plus
             :data:`QUIET_ENVIRONMENT`.
         without: variables to leave out of it.
+        bound_to_parent: SIGTERM the child when this process dies (start it from the
+            main thread: see :mod:`splitmq.orphans`).
     """
     env = dict(os.environ if environment is None else environment, **QUIET_ENVIRONMENT)
     for variable in without:
         env.pop(variable, None)
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with log_file.open("ab") as log:  # the child keeps its own descriptor
-        return subprocess.Popen(list(command), stdout=log, stderr=subprocess.STDOUT, env=env)
+        return subprocess.Popen(
+            list(command),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            preexec_fn=die_with_parent() if bound_to_parent else None,  # noqa: PLW1509 - prctl only
+        )
 
 
-def start_embedded_broker(log_file: Path, python: str = sys.executable) -> tuple[Process, str]:
+def start_embedded_broker(
+    log_file: Path, python: str = sys.executable, *, bound_to_parent: bool = False
+) -> tuple[Process, str]:
     """``python -m splitmq.embedded_broker --port 0``; the process and its ``mqtt://`` URL.
 
     Raises:
@@ -115,6 +129,7 @@ def start_embedded_broker(log_file: Path, python: str = sys.executable) -> tuple
             stdout=subprocess.PIPE,
             stderr=log,
             env=dict(os.environ, **QUIET_ENVIRONMENT),
+            preexec_fn=die_with_parent() if bound_to_parent else None,  # noqa: PLW1509 - prctl only
         )
     assert process.stdout is not None  # stdout=PIPE
     line = process.stdout.readline().decode(errors="replace").strip()

@@ -30,9 +30,10 @@ from splitmq.converter.errors import (
 )
 from splitmq.converter.graph import Graph, TensorSpec
 from splitmq.converter.isolated import FrontEndProcess
-from splitmq.converter.manifest import Manifest, load_manifest
+from splitmq.converter.manifest import load_manifest
 from splitmq.converter.pool import PoolEntry, open_entry
 from splitmq.converter.runner import run_chain, run_model
+from splitmq.wire.manifest import Manifest
 
 __all__ = [
     "CalibrationError",

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from splitmq.converter.branches import parallel_sections
 from splitmq.converter.errors import UncuttableGraphError
 from splitmq.converter.graph import Graph
-from splitmq.converter.manifest import (
+from splitmq.wire.manifest import (
     AlignedCutPoint,
     Branch,
     CutPoint,

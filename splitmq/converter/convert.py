@@ -30,8 +30,8 @@ from splitmq.converter.errors import (
 )
 from splitmq.converter.fidelity import measure_fidelity
 from splitmq.converter.graph import Graph
-from splitmq.converter.manifest import Calibration, Manifest
 from splitmq.converter.pool import PoolEntry, check_name, content_version, variant_file, write_entry
+from splitmq.wire.manifest import Calibration, Manifest
 
 if TYPE_CHECKING:
     from splitmq.converter.isolated import FrontEndProcess

@@ -7,8 +7,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from splitmq.converter.manifest import Fidelity
 from splitmq.converter.runner import make_interpreter, run_model
+from splitmq.wire.manifest import Fidelity
 
 __all__ = ["measure_fidelity", "predict"]
 

@@ -1,7 +1,7 @@
 """Reading a model pool manifest from disk. No TensorFlow.
 
-The manifest types live in :mod:`splitmq.wire.manifest` (the coordinator reads them
-too); they are re-exported here for the converter's own modules.
+The manifest types live in :mod:`splitmq.wire.manifest`: the converter writes them, the
+coordinator reads them, and neither imports the other for it.
 """
 
 from __future__ import annotations
@@ -10,35 +10,9 @@ import json
 from pathlib import Path
 
 from splitmq.errors import ModelReadError
-from splitmq.wire.manifest import (
-    SCHEMA,
-    SCHEMA_VERSION,
-    AlignedCutPoint,
-    Branch,
-    Calibration,
-    CutPoint,
-    Fidelity,
-    Manifest,
-    Operator,
-    ParallelSection,
-    Variant,
-)
+from splitmq.wire.manifest import Manifest
 
-__all__ = [
-    "MANIFEST_FILE",
-    "SCHEMA",
-    "SCHEMA_VERSION",
-    "AlignedCutPoint",
-    "Branch",
-    "Calibration",
-    "CutPoint",
-    "Fidelity",
-    "Manifest",
-    "Operator",
-    "ParallelSection",
-    "Variant",
-    "load_manifest",
-]
+__all__ = ["MANIFEST_FILE", "load_manifest"]
 
 MANIFEST_FILE = "manifest.json"
 

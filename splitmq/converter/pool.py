@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from splitmq.converter.errors import ConversionError, ModelReadError
-from splitmq.converter.manifest import MANIFEST_FILE, Manifest, load_manifest
+from splitmq.converter.manifest import MANIFEST_FILE, load_manifest
+from splitmq.wire.manifest import Manifest
 
 __all__ = ["PoolEntry", "content_version", "open_entry", "variant_file", "write_entry"]
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from splitmq.converter.manifest import Manifest
+from splitmq.wire.manifest import Manifest
 
 __all__ = ["cut_point_table", "parallel_table", "plot", "summary"]
 

@@ -11,18 +11,13 @@ be killed with SIGKILL, and run no cleanup, its children get SIGTERM from the ke
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
 import subprocess
-import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from splitmq import processes
 from splitmq.broker import Mosquitto, config_dir, mosquitto_binary
 from splitmq.errors import ConfigError, SplitMQError
-from splitmq.orphans import die_with_parent
 from splitmq.secure_setup import SecureSetup
 
 AGENT_PROFILES = {"pi-1": "rpi4", "phone-1": "phone", "laptop-1": "laptop"}
@@ -121,18 +116,11 @@ class DemoFleet:
         return self.broker_url
 
     def _start_embedded(self) -> str:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "splitmq.embedded_broker", "--port", "0"],
-            stdout=subprocess.PIPE,
-            stderr=(self.logs / "broker.log").open("ab"),
-            preexec_fn=die_with_parent(),  # noqa: PLW1509 - a prctl call, nothing else
+        process, url = processes.start_embedded_broker(
+            self.logs / "broker.log", bound_to_parent=True
         )
         self._processes.append(process)
-        assert process.stdout is not None
-        line = process.stdout.readline().decode().strip()
-        if "mqtt://" not in line:
-            raise SplitMQError(f"the embedded broker did not start: {line!r} (see logs/broker.log)")
-        return line[line.index("mqtt://") :]
+        return url
 
     # -- splitmq processes --------------------------------------------------------------
 
@@ -142,48 +130,31 @@ class DemoFleet:
             return self.secure.access(user).cli_args()
         return ["--broker", self.broker_url]
 
-    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
-        env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2")
-        for variable in CONNECTION_ENVIRONMENT:
-            env.pop(variable, None)
-        process = subprocess.Popen(
-            [sys.executable, "-m", "splitmq", *args],
-            stdout=(self.logs / f"{name}.log").open("ab"),
-            stderr=subprocess.STDOUT,
-            env=env,
-            preexec_fn=die_with_parent(),  # noqa: PLW1509 - a prctl call, nothing else
+    def _spawn(self, name: str, command: list[str]) -> subprocess.Popen[bytes]:
+        process = processes.spawn(
+            command,
+            self.logs / f"{name}.log",
+            without=CONNECTION_ENVIRONMENT,
+            bound_to_parent=True,
         )
         self._processes.append(process)
         return process
 
     def start_coordinator(self) -> subprocess.Popen[bytes]:
-        return self._spawn(
-            "coordinator",
-            ["coordinator", *self.broker_args(COORDINATOR), "--pool", str(self.pool)],
-        )
+        command = processes.coordinator_command(self.broker_args(COORDINATOR), self.pool)
+        return self._spawn("coordinator", command)
 
     def start_agent(self, agent_id: str, profile: str) -> subprocess.Popen[bytes]:
-        process = self._spawn(
+        command = processes.agent_command(
+            self.broker_args(agent_id),
             agent_id,
-            [
-                "agent",
-                *self.broker_args(agent_id),
-                "--id",
-                agent_id,
-                "--profile",
-                profile,
-                "--cache",
-                str(self.workdir / "cache" / agent_id),
-                "--battery",
-                "simulated",
-                "--threads",
-                "1",
-                # Builtin kernels: the split output is then bit-identical to one device's.
-                "--no-xnnpack",
-                "--telemetry-period",
-                "0.5",
-            ],
+            self.workdir / "cache" / agent_id,
+            profile=profile,
+            # Builtin kernels (the default): the split output is then bit-identical to
+            # one device's.
+            telemetry_period_s=0.5,
         )
+        process = self._spawn(agent_id, command)
         self.agents[agent_id] = process
         return process
 
@@ -200,22 +171,11 @@ class DemoFleet:
         """SIGKILL an agent: no goodbye, the broker fires its will."""
         process = self.agents[agent_id]
         self._killed.append(process)
-        with contextlib.suppress(ProcessLookupError):
-            process.send_signal(signal.SIGKILL)
-        process.wait(10)
+        processes.kill(process)
 
     def stop(self) -> None:
         """Stop every process started (agents and coordinator first, the broker last)."""
-        for process in reversed(self._processes):
-            if process.poll() is None:
-                process.terminate()
-        deadline = time.monotonic() + 10
-        for process in self._processes:
-            try:
-                process.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(5)
+        processes.stop(reversed(self._processes))
         self._processes.clear()
         if self._mosquitto is not None:
             self._mosquitto.stop()

@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -47,21 +46,15 @@ from splitmq.demo.processes import (
 from splitmq.demo.stopping import Stopped
 from splitmq.errors import ConfigError, SplitMQError
 from splitmq.secure_setup import Role, SecureSetup, make_secure_setup
-from splitmq.transport import InboundMessage, MqttTransport, TransportConfig, parse_broker_url
+from splitmq.transport import MqttTransport, TransportConfig, parse_broker_url
+from splitmq.watch import Watcher
 from splitmq.wire import (
-    AgentState,
-    AgentStatus,
-    DecodeError,
     Deployment,
     DeployReply,
     DeployRequest,
-    Message,
     Objective,
-    Plan,
     PlanRefused,
     PlanRequest,
-    decode,
-    encode,
 )
 from splitmq.wire.topics import (
     DEPLOY_REPLIES,
@@ -122,7 +115,7 @@ def say(text: str) -> None:
     print(text, flush=True)
 
 
-class Control:
+class Control(Watcher):
     """The demo's operator connection: waits for agents and the coordinator, deploys.
 
     ``probe`` is the connection of a client (a plan request is a client's to send: the
@@ -130,39 +123,15 @@ class Control:
     """
 
     def __init__(self, config: TransportConfig, probe: TransportConfig):
-        self.transport = MqttTransport(config)
+        super().__init__(MqttTransport(config))
         self.probe = probe
-        self._online: set[str] = set()
-        self._replies: dict[str, Any] = {}
-        self.deployments: dict[str, Deployment] = {}
-        self._cond = threading.Condition()
 
     def start(self) -> None:
         self.transport.start()
-        self.transport.subscribe(STATUS.filter(), self._on_status)
-        self.transport.subscribe(DEPLOY_REPLIES.name(client=OPERATOR), self._on_reply)
-        self.transport.subscribe(DEPLOYMENTS.filter(), self._on_deployment)
+        self.watch(STATUS).watch(DEPLOY_REPLIES, client=OPERATOR).watch(DEPLOYMENTS)
 
     def close(self) -> None:
         self.transport.close()
-
-    def _on_status(self, message: InboundMessage) -> None:
-        status = _decode(message, AgentStatus)
-        if status is None:
-            return
-        with self._cond:
-            if status.state is AgentState.ONLINE:
-                self._online.add(status.agent_id)
-            else:
-                self._online.discard(status.agent_id)
-            self._cond.notify_all()
-
-    def _on_deployment(self, message: InboundMessage) -> None:
-        deployment = _decode(message, Deployment) if message.payload else None
-        if deployment is not None:
-            with self._cond:
-                self.deployments[deployment.deployment] = deployment
-                self._cond.notify_all()
 
     def wait_healed(self, victim: str, timeout_s: float = 20.0) -> list[Deployment]:
         """The deployments once none of them names ``victim`` any more."""
@@ -174,18 +143,13 @@ class Control:
                 for stage in deployment.stages
             )
 
-        with self._cond:
-            if not self._cond.wait_for(healed, timeout_s):
-                raise SplitMQError(f"the coordinator did not re-deploy the stages of {victim}")
-            return list(self.deployments.values())
-
-    def _on_reply(self, message: InboundMessage) -> None:
-        reply = _decode(message, (DeployReply, Plan, PlanRefused))
-        if not isinstance(reply, DeployReply | Plan | PlanRefused):
-            return
-        with self._cond:
-            self._replies[reply.request_id] = reply
-            self._cond.notify_all()
+        try:
+            self.wait(healed, timeout_s, f"deployments without {victim}")
+        except TimeoutError:
+            raise SplitMQError(
+                f"the coordinator did not re-deploy the stages of {victim}"
+            ) from None
+        return list(self.deployments.values())
 
     def wait_agents(
         self, agents: Iterable[str], check: Callable[[], None], timeout_s: float = 60.0
@@ -193,13 +157,17 @@ class Control:
         """Wait until every agent is online; ``check`` raises when a process died."""
         wanted = set(agents)
         deadline = time.monotonic() + timeout_s
-        with self._cond:
-            while not wanted <= self._online:
-                check()
+        while True:
+            check()
+            try:
+                self.wait(lambda: all(self.online(a) for a in wanted), 0.5, "the agents")
+                return
+            except TimeoutError:
                 if time.monotonic() > deadline:
-                    missing = ", ".join(sorted(wanted - self._online))
-                    raise SplitMQError(f"agents {missing} did not come online (see logs/)")
-                self._cond.wait(0.5)
+                    missing = ", ".join(sorted(a for a in wanted if not self.online(a)))
+                    raise SplitMQError(
+                        f"agents {missing} did not come online (see logs/)"
+                    ) from None
 
     def wait_coordinator(self, timeout_s: float = 60.0) -> None:
         """Ask, as the client, for a plan of a model nobody has until a coordinator
@@ -207,39 +175,27 @@ class Control:
         deadline = time.monotonic() + timeout_s
         # A fresh MQTT client id: the demo's Client connects as splitmq-demo-client.
         with MqttTransport(replace(self.probe, client_id="")) as client:
-            client.subscribe(PLANS.name(client=CLIENT), self._on_reply)
+            client.subscribe(PLANS.name(client=CLIENT), self, qos=PLANS.qos)
             while time.monotonic() < deadline:
                 request_id = uuid.uuid4().hex
                 probe = PlanRequest(request_id=request_id, client_id=CLIENT, model="no-such-model")
-                client.publish(PLAN_REQUESTS.name(), encode(probe)).wait(5)
+                PLAN_REQUESTS.publish(client, probe).wait(5)
                 if isinstance(self._wait_reply(request_id, 1.0), PlanRefused):
                     return
         raise SplitMQError("no coordinator answered (see logs/coordinator.log)")
 
     def deploy(self, request: DeployRequest, timeout_s: float = 180.0) -> DeployReply:
-        self.transport.publish(DEPLOY_REQUESTS.name(), encode(request)).wait(5)
+        DEPLOY_REQUESTS.publish(self.transport, request).wait(5)
         reply = self._wait_reply(request.request_id, timeout_s)
         if not isinstance(reply, DeployReply):
             raise SplitMQError(f"the coordinator did not deploy {request.model} in time")
         return reply
 
     def _wait_reply(self, request_id: str, timeout_s: float) -> object:
-        with self._cond:
-            self._cond.wait_for(lambda: request_id in self._replies, timeout_s)
-            return self._replies.pop(request_id, None)
-
-
-M = TypeVar("M", bound=Message)
-
-
-def _decode(message: InboundMessage, kind: type[M] | tuple[type[M], ...]) -> M | None:
-    """The message, or None and one line saying why: anyone may publish on the topics
-    the demo watches, and a stranger's garbage is no reason to stop watching."""
-    try:
-        return decode(message.payload, expect=kind, topic=message.topic)
-    except DecodeError as error:
-        log.warning("ignored a bad message on %s: %s", message.topic, error)
-        return None
+        try:
+            return self.wait_answer(request_id, timeout_s)
+        except TimeoutError:
+            return None
 
 
 def deploy(

@@ -120,10 +120,7 @@ def process_fleet(
             python, runtime, mosquitto, client, statuses, results, first, second, workdir, digits
         )
     finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            process.wait(10)
+        spawn.stop(processes)
         client.close()
 
 

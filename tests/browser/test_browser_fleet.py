@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+pytest.importorskip("aiohttp", reason="needs aiohttp: pip install -e '.[web]'")
+
 from splitmq.client import Client
 from splitmq.transport import parse_broker_url
 from splitmq.web.config import WebConfig

@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+pytest.importorskip("aiohttp", reason="needs aiohttp: pip install -e '.[web]'")
+
 from splitmq.client import Client, ClientConfig
 from splitmq.secure_setup import SecureSetup, make_secure_setup
 from splitmq.transport import MqttTransport, parse_broker_url

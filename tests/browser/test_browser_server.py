@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 
+pytest.importorskip("aiohttp", reason="needs aiohttp: pip install -e '.[web]'")
+
 from splitmq.broker import Mosquitto
 from splitmq.transport import MqttTransport, parse_broker_url
 from splitmq.web.config import WebConfig

@@ -44,7 +44,7 @@ from splitmq.wire import (
 from splitmq.wire.topics import DEPLOYMENTS, RESULTS, STAGE, STATUS
 
 from ..agent.conftest import CutModel
-from ..helpers import Collector, wait_until
+from ..helpers import Collector, needs, wait_until
 from .conftest import ClientFleet, Records, always, fixed_plan
 
 Expected = Callable[[int], np.ndarray]
@@ -785,6 +785,7 @@ def test_a_stale_plan_the_coordinator_refuses_to_renew_is_dropped(
     assert refusals[0].code == "plan_refused" and "1 ms" in str(refusals[0])
 
 
+@needs("PIL", "client")
 def test_the_infer_table_shows_results_and_failures(
     fleet_with_coordinator: ClientFleet, digits: CutModel, tmp_path: Path
 ) -> None:

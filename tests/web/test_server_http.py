@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+pytest.importorskip("aiohttp", reason="needs aiohttp: pip install -e '.[web]'")
+
 import splitmq
 from splitmq.broker import Mosquitto
 from splitmq.coordinator.model_pool import INDEX_FILE, SHARDS_DIR

@@ -26,6 +26,8 @@ from paho.mqtt.reasoncodes import ReasonCode
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
+pytest.importorskip("aiohttp", reason="needs aiohttp: pip install -e '.[web]'")
+
 from splitmq.broker import Mosquitto, free_port
 from splitmq.transport import parse_broker_url
 from splitmq.web.config import WebConfig
