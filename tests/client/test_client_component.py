@@ -185,8 +185,10 @@ def test_a_stage_agent_crashing_mid_stream_loses_and_duplicates_nothing(
     env = fleet_with_coordinator
     slow = load_profile(slow_profile(tmp_path, 300))
     env.fleet.agent("a"), env.fleet.agent("a2")
-    b = env.fleet.agent("b", profile=slow)
-    env.fleet.agent("b2", profile=slow)
+    # Queues with room for the retries a loaded machine makes once b2 carries everything
+    # (attempts that time out leave their copies queued): overload is tested elsewhere.
+    b = env.fleet.agent("b", profile=slow, queue_size=64)
+    env.fleet.agent("b2", profile=slow, queue_size=64)
     env.deploy(digits, [["a", "a2"], ["b", "b2"]])
     env.answer(always(fixed_plan((("a", "a2"), ("b", "b2")))))
     records = Records()
