@@ -20,10 +20,11 @@ from splitmq.converter import Graph, PoolEntry, cut_graph, run_model
 from splitmq.converter.branches import branches, parallel_sections, section_stages, stage_graph
 from splitmq.converter.cutter import cut_stages, stage_edges
 from splitmq.converter.errors import StageGraphError
-from splitmq.converter.manifest import Manifest, load_manifest
+from splitmq.converter.manifest import load_manifest
 from splitmq.converter.report import parallel_table
 from splitmq.converter.runner import run_stage_graph
 from splitmq.wire import REQUESTER, StageEdge
+from splitmq.wire.manifest import Manifest
 
 pytestmark = [pytest.mark.slow, pytest.mark.tensorflow]
 
