@@ -111,7 +111,7 @@ from splitmq.transport.mqtt_errors import (
     NotMqtt5,
     PublishRefused,
 )
-from splitmq.transport.mqtt_reader import LARGE_PACKET, _payload, _Reader
+from splitmq.transport.mqtt_reader import LARGE_PACKET, PacketReader, payload_view
 
 log = logging.getLogger(__name__)
 
@@ -125,8 +125,6 @@ __all__ = [  # what other modules and the tests take from here
     "MqttTransport",
     "NotMqtt5",
     "PublishRefused",
-    "_Reader",
-    "_payload",
     "backoff_delay",
     "max_payload_bytes",
     "packet_size",
@@ -356,7 +354,7 @@ class MqttTransport(MqttEngine):
         self._keepalive_s = config.keepalive_s
         self._broker = BrokerFeatures()
         self._qos_capped_warned = False
-        self._reader: _Reader | None = None
+        self._reader: PacketReader | None = None
         self._last_read = 0.0
         self._last_write = 0.0
         self._ever_connected = False
@@ -723,7 +721,7 @@ class MqttTransport(MqttEngine):
                     )
                 ]
             )
-            reader = _Reader(channel)
+            reader = PacketReader(channel)
             first, body = reader.next_packet()
             packet = decode_server_packet(first, bytes(body), self._version)
             if not isinstance(packet, ConnAck):
@@ -876,7 +874,7 @@ class MqttTransport(MqttEngine):
                 if not byte & 0x80:
                     break
             position += size
-        payload = _payload(packet, body, position)
+        payload = payload_view(packet, body, position)
         if qos == 2:
             fresh = packet_id not in self._qos2_in
             self._qos2_in.add(packet_id)

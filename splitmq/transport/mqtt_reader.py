@@ -14,7 +14,7 @@ LARGE_PACKET = 64 * 1024
 message's payload: its bytes are not copied once more out of the shared buffer."""
 
 
-def _payload(packet: memoryview | bytearray, body: memoryview, start: int) -> bytes | bytearray:
+def payload_view(packet: memoryview | bytearray, body: memoryview, start: int) -> bytes | bytearray:
     """The payload from ``start`` on: a packet in a buffer of its own becomes it (cutting
     the front of a bytearray moves no bytes); a view into the shared buffer is copied."""
     if isinstance(packet, bytearray):
@@ -26,7 +26,7 @@ def _payload(packet: memoryview | bytearray, body: memoryview, start: int) -> by
     return bytes(body[start:])
 
 
-class _Reader:
+class PacketReader:
     """Cuts packets out of the byte stream, reading into one buffer that grows as needed."""
 
     def __init__(self, channel: Channel):

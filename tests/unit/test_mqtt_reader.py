@@ -10,7 +10,7 @@ import pytest
 
 from splitmq.mqtt.codes import Version
 from splitmq.mqtt.packets import publish_header
-from splitmq.transport.mqtt import LARGE_PACKET, _payload, _Reader
+from splitmq.transport.mqtt_reader import LARGE_PACKET, PacketReader, payload_view
 
 
 class Trickle:
@@ -37,14 +37,14 @@ def publish(topic: str, payload: bytes, packet_id: int) -> bytes:
 
 def payload_of(packet: memoryview | bytearray, topic: str) -> bytes | bytearray:
     start = 2 + len(topic) + 2 + 1  # topic length, topic, packet id, empty properties
-    return _payload(packet, memoryview(packet), start)
+    return payload_view(packet, memoryview(packet), start)
 
 
 @pytest.mark.parametrize("chunk", [7, 1000, 65_000])
 def test_a_large_payload_is_read_into_its_own_buffer_and_the_stream_goes_on(chunk: int) -> None:
     small, large, after = os.urandom(100), os.urandom(3 * LARGE_PACKET), os.urandom(50)
     stream = publish("a", small, 1) + publish("b/c", large, 2) + publish("d", after, 3)
-    reader = _Reader(Trickle(stream, chunk))  # type: ignore[arg-type]
+    reader = PacketReader(Trickle(stream, chunk))  # type: ignore[arg-type]
 
     first, packet = reader.next_packet()
     assert first >> 4 == 3 and isinstance(packet, memoryview)
@@ -61,7 +61,7 @@ def test_a_large_payload_is_read_into_its_own_buffer_and_the_stream_goes_on(chun
 
 def test_a_large_packet_already_buffered_is_a_view_of_the_shared_buffer() -> None:
     large = os.urandom(2 * LARGE_PACKET)
-    reader = _Reader(Trickle(publish("t", large, 1), 1 << 30))  # type: ignore[arg-type]
+    reader = PacketReader(Trickle(publish("t", large, 1), 1 << 30))  # type: ignore[arg-type]
     _, packet = reader.next_packet()
     assert isinstance(packet, memoryview)
     assert payload_of(packet, "t") == large
