@@ -28,9 +28,9 @@ from typing import Any, TypeVar
 import numpy as np
 
 from splitmq import processes
-from splitmq.broker import Mosquitto, config_dir
 from splitmq.converter import PoolEntry, convert, open_entry
 from splitmq.errors import SplitMQError
+from splitmq.mosquitto import Mosquitto, config_dir
 from splitmq.transport import MqttTransport, parse_broker_url
 from splitmq.watch import Watcher
 from splitmq.wire import (

@@ -34,7 +34,7 @@ from typing import Any, Protocol
 import numpy as np
 from _grpc_chain import pack, unpack
 
-from splitmq.broker import free_port
+from splitmq.mosquitto import free_port
 from splitmq.mqtt.packets import encode_varint
 
 _NUMBER = struct.Struct("<I")

@@ -35,8 +35,8 @@ from _report import Row, report
 
 from splitmq import processes
 from splitmq.agent import find_runtime
-from splitmq.broker import Mosquitto, config_dir
 from splitmq.coordinator.pool_service import PoolService
+from splitmq.mosquitto import Mosquitto, config_dir
 from splitmq.transport import InboundMessage, MqttTransport, parse_broker_url
 from splitmq.wire import (
     Activation,

@@ -30,9 +30,9 @@ from pathlib import Path
 from _report import Row, percentile, report
 
 from splitmq import processes
-from splitmq.broker import Mosquitto, config_dir, mosquitto_binary
 from splitmq.embedded_broker import EmbeddedBroker
 from splitmq.errors import ConfigError
+from splitmq.mosquitto import Mosquitto, config_dir, mosquitto_binary
 from splitmq.transport import InboundMessage, MqttTransport, parse_broker_url
 
 HOPS = ("bench/hop1", "bench/hop2", "bench/hop3")

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from _report import Row, percentile, report
 
-from splitmq.broker import Mosquitto, config_dir
+from splitmq.mosquitto import Mosquitto, config_dir
 from splitmq.transport import InboundMessage, MqttTransport, parse_broker_url
 
 HOPS = ("bench/hop1", "bench/hop2", "bench/hop3")

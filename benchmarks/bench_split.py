@@ -53,9 +53,9 @@ from _raw_chain import RawChain, write_shards
 from _report import Row, percentile, report
 
 from splitmq.agent import find_runtime
-from splitmq.broker import free_port
 from splitmq.client import Client, ClientConfig
 from splitmq.converter import cut
+from splitmq.mosquitto import free_port
 from splitmq.transport import InboundMessage, MqttTransport, parse_broker_url
 from splitmq.wire import Deployment
 

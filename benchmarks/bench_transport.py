@@ -23,7 +23,7 @@ from pathlib import Path
 
 from _report import Row, percentile, report, rounds_median
 
-from splitmq.broker import Mosquitto, config_dir
+from splitmq.mosquitto import Mosquitto, config_dir
 from splitmq.transport import InboundMessage, MqttTransport, parse_broker_url
 from splitmq.transport.paho_transport import PahoTransport
 

@@ -41,9 +41,9 @@ from _report import Row, report
 from websockets.sync.client import ClientConnection, connect
 from websockets.typing import Subprotocol
 
-from splitmq.broker import Mosquitto, config_dir, free_port
 from splitmq.converter import open_entry
 from splitmq.errors import SplitMQError
+from splitmq.mosquitto import Mosquitto, config_dir, free_port
 from splitmq.transport import parse_broker_url
 from splitmq.web.config import STATIC_DIR, WebConfig
 from splitmq.web.server import WebServer

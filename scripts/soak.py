@@ -46,8 +46,8 @@ import numpy as np
 import psutil
 
 from splitmq import processes
-from splitmq.broker import Mosquitto, config_dir
 from splitmq.client import Client, ClientConfig, InferenceError, InferenceResult
+from splitmq.mosquitto import Mosquitto, config_dir
 from splitmq.transport import MqttTransport, parse_broker_url
 from splitmq.watch import Watcher
 from splitmq.wire import (

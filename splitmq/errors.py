@@ -28,6 +28,8 @@ live next to the code that raises them (the module in brackets)::
     │   ├── CutPointError         a cut point out of range or unordered [converter.errors]
     │   ├── UncuttableGraphError  variables, or a cut inside a loop body or branch
     │   │                         [converter.errors]
+    │   ├── StageGraphError       stages that are not a closed, acyclic operator set
+    │   │                         [converter.errors]
     │   └── ConverterCrashError   TensorFlow's converter died on a variant [converter.errors]
     ├── ShardLoadError            shard bytes the runtime cannot load [agent.runtime]
     ├── DigestMismatch            bytes whose sha256 is not the announced one [agent.cache]

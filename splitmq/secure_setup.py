@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
-from splitmq.broker import Mosquitto, config_dir, free_port
 from splitmq.errors import ConfigError, SplitMQError
+from splitmq.mosquitto import Mosquitto, config_dir, free_port
 from splitmq.transport import TransportConfig
 from splitmq.wire.topics import DEFAULT_NAMESPACE, check_segment
 

@@ -22,8 +22,8 @@ from typing import Any, TypeVar
 import numpy as np
 import pytest
 
-from splitmq.broker import Mosquitto, config_dir, mosquitto_binary
 from splitmq.errors import SplitMQError
+from splitmq.mosquitto import Mosquitto, config_dir, mosquitto_binary
 from tests.data import digits_pool as shipped_digits_pool
 
 BROKER_CONFIG = config_dir()

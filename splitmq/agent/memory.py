@@ -6,7 +6,7 @@ unmapped (or the heap trimmed) when it is freed, so the pages of every large mes
 fault in again: paho's parsing of one 600 kB publish (a few copies of it) took 1.7 ms
 instead of 0.3 ms here. :func:`keep_large_buffers` raises both thresholds once, at the
 agent's entry point (``splitmq agent``); Mosquitto gets the same settings from its
-environment (:data:`splitmq.broker.MALLOC_TUNABLES`). Elsewhere than glibc it does
+environment (:data:`splitmq.mosquitto.MALLOC_TUNABLES`). Elsewhere than glibc it does
 nothing.
 """
 

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from splitmq.connection import add_broker_options, namespace, transport_config
+from splitmq.broker_options import add_broker_options, namespace, transport_config
 from splitmq.errors import ConfigError, SplitMQError
 from splitmq.wire import EnergyLevel
 

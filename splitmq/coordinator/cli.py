@@ -12,7 +12,7 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from splitmq.connection import add_broker_options, namespace, transport_config
+from splitmq.broker_options import add_broker_options, namespace, transport_config
 from splitmq.errors import ConfigError, SplitMQError
 
 log = logging.getLogger(__name__)

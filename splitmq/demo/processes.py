@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from splitmq import processes
-from splitmq.broker import Mosquitto, config_dir, mosquitto_binary
 from splitmq.errors import ConfigError, SplitMQError
+from splitmq.mosquitto import Mosquitto, config_dir, mosquitto_binary
 from splitmq.secure_setup import SecureSetup
 
 AGENT_PROFILES = {"pi-1": "rpi4", "phone-1": "phone", "laptop-1": "laptop"}

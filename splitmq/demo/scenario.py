@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from splitmq.broker import mosquitto_binary
 from splitmq.client import Client, ClientConfig, InferenceError, InferenceResult
 from splitmq.client.kpi import ReportInputs
 from splitmq.client.plots import write_plots
@@ -45,6 +44,7 @@ from splitmq.demo.processes import (
 )
 from splitmq.demo.stopping import Stopped
 from splitmq.errors import ConfigError, SplitMQError
+from splitmq.mosquitto import mosquitto_binary
 from splitmq.secure_setup import Role, SecureSetup, make_secure_setup
 from splitmq.transport import MqttTransport, TransportConfig, parse_broker_url
 from splitmq.watch import Watcher

@@ -12,8 +12,8 @@ import logging
 import signal
 import sys
 
-from splitmq.embedded_broker.broker import Broker
 from splitmq.embedded_broker.model import DEFAULT_MAX_PACKET_BYTES, BrokerConfig
+from splitmq.embedded_broker.server import Broker
 from splitmq.errors import SplitMQError
 
 

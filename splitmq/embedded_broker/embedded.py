@@ -7,8 +7,8 @@ import queue
 import threading
 from types import TracebackType
 
-from splitmq.embedded_broker.broker import Broker
 from splitmq.embedded_broker.model import DEFAULT_MAX_PACKET_BYTES, BrokerConfig, BrokerStats
+from splitmq.embedded_broker.server import Broker
 from splitmq.errors import SplitMQError
 
 

@@ -25,7 +25,7 @@ from splitmq.embedded_broker.model import Message
 from splitmq.mqtt.packets import SubscriptionOptions
 
 if TYPE_CHECKING:
-    from splitmq.embedded_broker.connection import Connection
+    from splitmq.embedded_broker.client_connection import Connection
 
 NEVER_EXPIRES = 0xFFFFFFFF
 """The Session Expiry Interval meaning "never" (MQTT 5.0 section 3.1.2.11.2)."""

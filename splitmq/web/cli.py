@@ -9,7 +9,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from splitmq.connection import add_broker_options, namespace, transport_config
+from splitmq.broker_options import add_broker_options, namespace, transport_config
 from splitmq.errors import SplitMQError
 from splitmq.web.config import DEFAULT_PORT, WebConfig
 

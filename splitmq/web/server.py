@@ -23,9 +23,9 @@ from typing import Any
 
 from aiohttp import web
 
-from splitmq.broker import free_port
 from splitmq.coordinator.fleet_table import COLUMNS
 from splitmq.errors import ConfigError, SplitMQError
+from splitmq.mosquitto import free_port
 from splitmq.web.config import PAGES_DIR, RELAY_PATH, WebConfig, page_config
 from splitmq.web.fleet import FleetView
 from splitmq.web.qr import join_url, svg_qr

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from splitmq.broker import Mosquitto
 from splitmq.coordinator.pool_service import PoolService
+from splitmq.mosquitto import Mosquitto
 from splitmq.transport import MqttTransport, parse_broker_url
 from splitmq.wire import (
     Activation,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from splitmq.broker import Mosquitto
+from splitmq.mosquitto import Mosquitto
 from splitmq.transport import InboundMessage, MqttTransport, parse_broker_url
 from splitmq.web.phone import browser_phone
 from splitmq.wire import AgentState, AgentStatus, decode

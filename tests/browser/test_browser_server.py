@@ -13,7 +13,7 @@ import pytest
 
 pytest.importorskip("aiohttp", reason="needs aiohttp: pip install -e '.[web]'")
 
-from splitmq.broker import Mosquitto
+from splitmq.mosquitto import Mosquitto
 from splitmq.transport import MqttTransport, parse_broker_url
 from splitmq.web.config import WebConfig
 from splitmq.web.server import WebServer

@@ -16,11 +16,11 @@ pytest.importorskip("PIL", reason="needs pillow: pip install -e '.[client]'")
 from PIL import Image
 
 from splitmq.agent import Agent, AgentConfig, BatteryMode, agent_will, load_profile
-from splitmq.broker import Mosquitto
 from splitmq.client import Client, ClientConfig, InferenceResult
 from splitmq.client.infer_cli import add_parser
 from splitmq.client.results_db import ResultsDB
 from splitmq.coordinator.pool_service import PoolService
+from splitmq.mosquitto import Mosquitto
 from splitmq.transport import MqttTransport, Transport, parse_broker_url
 
 from ..agent.conftest import CutModel

@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 from typing import Protocol
 
-from splitmq.broker import Mosquitto, config_dir, free_port
 from splitmq.embedded_broker import EmbeddedBroker
 from splitmq.errors import SplitMQError
+from splitmq.mosquitto import Mosquitto, config_dir, free_port
 
 HOST = "127.0.0.1"
 

@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from splitmq.broker import Mosquitto
 from splitmq.converter import run_model
 from splitmq.coordinator.service import Coordinator, CoordinatorConfig
+from splitmq.mosquitto import Mosquitto
 from splitmq.transport import MqttTransport, parse_broker_url
 from splitmq.wire import (
     Activation,

@@ -12,8 +12,8 @@ import uuid
 
 import pytest
 
-from splitmq.broker import Mosquitto
 from splitmq.demo.scenario import OPERATOR, Control
+from splitmq.mosquitto import Mosquitto
 from splitmq.transport import MqttTransport, parse_broker_url
 from splitmq.wire import AgentState, AgentStatus, Ping, encode
 from splitmq.wire.topics import DEPLOY_REPLIES, DEPLOYMENTS, STATUS

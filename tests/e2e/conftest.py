@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 
 from splitmq import processes
-from splitmq.connection import add_broker_options
+from splitmq.broker_options import add_broker_options
 from splitmq.converter.runner import make_interpreter, run_model
 from splitmq.coordinator.cli import request_deployment
 from splitmq.transport import MqttTransport, parse_broker_url

@@ -26,9 +26,9 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from splitmq.broker import free_port
 from splitmq.embedded_broker import EmbeddedBroker
 from splitmq.errors import PayloadTooLarge
+from splitmq.mosquitto import free_port
 from splitmq.transport import MqttTransport, MqttVersion, TransportConfig, Will, parse_broker_url
 
 from ..helpers import Collector, wait_until

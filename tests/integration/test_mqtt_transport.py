@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from splitmq.broker import Mosquitto, config_dir, free_port
 from splitmq.errors import PayloadTooLarge
+from splitmq.mosquitto import Mosquitto, config_dir, free_port
 from splitmq.transport import (
     InboundMessage,
     MqttTransport,

@@ -23,8 +23,8 @@ import numpy as np
 import psutil
 
 from splitmq import processes
-from splitmq.broker import Mosquitto
 from splitmq.client import Client, ClientConfig, RequestRecord
+from splitmq.mosquitto import Mosquitto
 from splitmq.transport import MqttTransport, parse_broker_url
 from splitmq.watch import Watcher
 from splitmq.wire import (
@@ -244,7 +244,7 @@ def start_fleet(
     agent_options: Mapping[str, tuple[str, ...]] | None = None,
 ) -> Fleet:
     """Start Mosquitto (dev.conf, own port), a coordinator process and the agents."""
-    from splitmq.broker import config_dir
+    from splitmq.mosquitto import config_dir
 
     broker = Mosquitto(config_dir() / "dev.conf", workdir / "broker").start()
     pool_dir = workdir / "pool"

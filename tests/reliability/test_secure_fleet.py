@@ -23,9 +23,9 @@ from pathlib import Path
 
 import pytest
 
-from splitmq.broker import Mosquitto
 from splitmq.client import Client, ClientConfig
 from splitmq.errors import TransportError
+from splitmq.mosquitto import Mosquitto
 from splitmq.secure_setup import SecureSetup, make_secure_setup
 from splitmq.transport import (
     ConnectionRefused,

@@ -23,7 +23,7 @@ HEAVY = {"paho", "tensorflow", "keras"}
 FORBIDDEN = {
     "splitmq.wire": {"paho", "tensorflow", "keras", "ai_edge_litert", "tflite_runtime"},
     "splitmq.transport": {"paho", "tensorflow", "keras", "ai_edge_litert", "tflite_runtime"},
-    "splitmq.broker": {"tensorflow", "keras", "paho"},
+    "splitmq.mosquitto": {"tensorflow", "keras", "paho"},
     "splitmq.embedded_broker": {"paho", "tensorflow", "keras", "numpy"},
     "splitmq.coordinator.service": HEAVY,
     "splitmq.client.client": HEAVY | {"matplotlib"},
@@ -56,21 +56,21 @@ ALLOWED: dict[str, set[str]] = {
     # the MQTT engines and the brokers
     "transport": {"errors", "mqtt", "topic_syntax", "wire"},
     "embedded_broker": {"errors", "mqtt", "topic_syntax"},
-    "broker": {"errors", "orphans"},
-    "connection": {"errors", "transport", "wire"},
-    "secure_setup": {"broker", "errors", "transport", "wire"},
+    "mosquitto": {"errors", "orphans"},
+    "broker_options": {"errors", "transport", "wire"},
+    "secure_setup": {"mosquitto", "errors", "transport", "wire"},
     "processes": {"errors", "orphans"},
     "watch": {"errors", "transport", "wire"},
     # the parts
     "converter": {"errors", "wire"},
     "agent": {"errors", "transport", "wire"},
-    "coordinator": {"connection", "converter", "errors", "tables", "transport", "web", "wire"},
-    "client": {"agent", "connection", "errors", "tables", "transport", "wire"},
+    "coordinator": {"broker_options", "converter", "errors", "tables", "transport", "web", "wire"},
+    "client": {"agent", "broker_options", "errors", "tables", "transport", "wire"},
     # the page server for browser agents and the fleet page
-    "web": {"agent", "broker", "connection", "coordinator", "errors", "transport", "wire"},
+    "web": {"agent", "mosquitto", "broker_options", "coordinator", "errors", "transport", "wire"},
     # what puts the parts together
     "demo": {
-        "broker",
+        "mosquitto",
         "client",
         "converter",
         "errors",

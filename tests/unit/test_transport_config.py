@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from splitmq.broker import config_dir, render_config
 from splitmq.errors import ConfigError
+from splitmq.mosquitto import config_dir, render_config
 from splitmq.transport import MqttVersion, parse_broker_url
 from splitmq.transport.mqtt import backoff_delay, packet_size
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from splitmq.broker import Mosquitto, free_port
+from splitmq.mosquitto import Mosquitto, free_port
 
 pytestmark = pytest.mark.integration
 

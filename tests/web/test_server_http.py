@@ -16,8 +16,8 @@ import pytest
 pytest.importorskip("aiohttp", reason="needs aiohttp: pip install -e '.[web]'")
 
 import splitmq
-from splitmq.broker import Mosquitto
 from splitmq.coordinator.model_pool import INDEX_FILE, SHARDS_DIR
+from splitmq.mosquitto import Mosquitto
 from splitmq.transport import parse_broker_url
 from splitmq.web import qr
 from splitmq.web.config import WebConfig

@@ -28,7 +28,7 @@ from websockets.sync.client import ClientConnection, connect
 
 pytest.importorskip("aiohttp", reason="needs aiohttp: pip install -e '.[web]'")
 
-from splitmq.broker import Mosquitto, free_port
+from splitmq.mosquitto import Mosquitto, free_port
 from splitmq.transport import parse_broker_url
 from splitmq.web.config import WebConfig
 from splitmq.web.server import WebServer

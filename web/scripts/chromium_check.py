@@ -32,7 +32,7 @@ import numpy as np
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from splitmq.broker import free_port
+from splitmq.mosquitto import free_port
 from splitmq.wire import (
     Activation,
     AgentStatus,

@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 
-from splitmq.embedded_broker.connection import Connection
+from splitmq.embedded_broker.client_connection import Connection
 from splitmq.embedded_broker.model import BrokerConfig, BrokerStats, Message
 from splitmq.embedded_broker.session import NEVER_EXPIRES, Session
 from splitmq.embedded_broker.topics import (

@@ -53,7 +53,7 @@ from splitmq.mqtt.packets import (
 )
 
 if TYPE_CHECKING:
-    from splitmq.embedded_broker.broker import Broker
+    from splitmq.embedded_broker.server import Broker
 
 log = logging.getLogger(__name__)
 
