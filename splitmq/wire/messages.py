@@ -210,6 +210,9 @@ class AgentStatus(Message):
     radio_j_per_mb: float = 0.0
     compute_factor: float = 1.0
     link: Link | None = None
+    tensor_dtypes: tuple[str, ...] | None = None
+    """The tensor dtypes its runtime can pass across a shard's boundary (its inputs and
+    outputs); ``None``: any (left off the wire, as older agents send it)."""
 
 
 @dataclass(frozen=True)

@@ -158,6 +158,12 @@ def sample_messages() -> list[Message]:
             cached_shards=("ab" * 32,),
         ),
         AgentStatus("rpi-1", AgentState.OFFLINE),
+        AgentStatus(
+            "page-1",
+            AgentState.ONLINE,
+            runtime="litert.js",
+            tensor_dtypes=("float32", "int32", "uint8"),
+        ),
         Telemetry(
             agent_id="phone-1",
             ts_ms=1700000000000,

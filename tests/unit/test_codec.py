@@ -83,6 +83,38 @@ def test_exact_bytes_of_a_ping() -> None:
     assert payload == expected
 
 
+# An AgentStatus with every optional field at its default, as written before agents
+# declared their tensor dtypes: 17 pairs, ``link`` (None) left off.
+STATUS_BEFORE_TENSOR_DTYPES = bytes.fromhex(
+    "b1646b696e6466737461747573617601686167656e745f69646161657374617465666f6e6c696e65"
+    "6574735f6d73006776657273696f6e606772756e74696d65606f72756e74696d655f76657273696f"
+    "6e6065636f726573006c6d656d6f72795f6279746573006770726f66696c65606d6361636865645f"
+    "736861726473806c73706565645f67666c6f7073fb00000000000000006e6163746976655f706f77"
+    "65725f77fb00000000000000006c69646c655f706f7765725f77fb00000000000000006e72616469"
+    "6f5f6a5f7065725f6d62fb00000000000000006e636f6d707574655f666163746f72fb3ff0000000"
+    "000000"
+)
+
+
+def test_a_status_without_tensor_dtypes_writes_the_bytes_it_wrote_before() -> None:
+    # None ("any dtype") is left off the wire: an agent that declares nothing writes
+    # what older agents write, and their statuses read back as declaring nothing.
+    assert encode(AgentStatus("a", AgentState.ONLINE)) == STATUS_BEFORE_TENSOR_DTYPES
+    assert decode(STATUS_BEFORE_TENSOR_DTYPES) == AgentStatus("a", AgentState.ONLINE)
+
+
+def test_declared_tensor_dtypes_are_one_more_pair_at_the_end() -> None:
+    declared = AgentStatus("a", AgentState.ONLINE, tensor_dtypes=("float32", "uint8"))
+    payload = encode(declared)
+    # map of 18 (0xb2), the same pairs, then "tensor_dtypes": ["float32", "uint8"]
+    assert payload == (
+        b"\xb2"
+        + STATUS_BEFORE_TENSOR_DTYPES[1:]
+        + bytes.fromhex("6d74656e736f725f64747970657382" "67666c6f61743332" "6575696e7438")
+    )
+    assert decode(payload) == declared
+
+
 RFC8746_LITTLE_ENDIAN = {
     # The typed-array tags of RFC 8746 section 2.1, written out independently of splitmq.
     64: "u1",

@@ -36,6 +36,7 @@ import {
   topicFilter,
   topicName,
 } from './topics.js';
+import { TENSOR_DTYPES } from './runtime.js';
 
 export const RUNTIME_KIND = 'litert.js';
 const EWMA_WEIGHT = 0.2;
@@ -222,6 +223,7 @@ export class BrowserAgent {
       radio_j_per_mb: figures.radio_j_per_mb,
       compute_factor: 1.0,
       link: null,
+      tensor_dtypes: [...TENSOR_DTYPES],
     };
   }
 

@@ -127,6 +127,7 @@ export const MESSAGES = {
     ['radio_j_per_mb', 'float', 0.0],
     ['compute_factor', 'float', 1.0],
     ['link', optional(struct('Link')), null],
+    ['tensor_dtypes', optional(seq('str')), null],
   ]],
   telemetry: [1, [
     ['agent_id', 'str', REQUIRED],

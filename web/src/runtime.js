@@ -10,6 +10,9 @@ import { Tensor, loadAndCompile, loadLiteRt, supportsFeature } from '@litertjs/c
 
 // What LiteRT.js can hand across its boundary (its DType): anything else is refused at load.
 const SUPPORTED = new Map([['float32', Float32Array], ['int32', Int32Array], ['uint8', Uint8Array]]);
+/** Those dtypes by name: the page declares them in its status, so the coordinator
+ * places on it only stages whose boundaries carry them. */
+export const TENSOR_DTYPES = Object.freeze([...SUPPORTED.keys()]);
 
 /** The FLOPs of splitmq/agent/calibration.tflite (splitmq.agent.runtime.CALIBRATION_FLOPS). */
 export const CALIBRATION_FLOPS = 23_170_304;
@@ -31,7 +34,7 @@ class LoadedShard {
     for (const [side, specs] of [['input', this.inputs], ['output', this.outputs]]) {
       for (const s of specs) {
         if (!SUPPORTED.has(s.dtype)) {
-          throw new ShardLoadError(`LiteRT.js cannot pass the ${s.dtype} ${side} ${s.name}: only float32, int32 and uint8`);
+          throw new ShardLoadError(`LiteRT.js cannot pass the ${s.dtype} ${side} ${s.name}: only ${TENSOR_DTYPES.join(', ')}`);
         }
       }
     }

@@ -56,6 +56,8 @@ test('birth: a retained online status with runtime litert.js and the calibrated 
   assert.equal(status.state, 'online');
   assert.equal(status.runtime, 'litert.js');
   assert.equal(status.speed_gflops, 1.25);
+  // What LiteRT.js can pass at a shard's boundary: the coordinator places stages by it.
+  assert.deepEqual(status.tensor_dtypes, ['float32', 'int32', 'uint8']);
   assert.ok(transport.subscriptions.has(`${NS}/agents/web/cmd`));
   assert.ok(transport.subscriptions.has(`${NS}/stage/+/+/web`));
 });
