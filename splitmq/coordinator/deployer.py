@@ -6,7 +6,9 @@
    version is a rollback) and pick the variant (asked for, else float32);
 2. run the partition optimizer over the online agents (measured speed, links, memory,
    battery) for the request's objective, stages, replicas, pins and gates — a miss
-   comes back as a refusal with the figures;
+   comes back as a refusal with the figures. Agents whose runtime cannot pass a dtype
+   at the variant's boundaries (a page's LiteRT.js and int8 frontiers) are left out,
+   and named in the reply;
 3. cut the shards (or read them back: they are kept by digest) and serve them;
 4. order every replica to load its shard and wait until all report ready (or the
    timeout), naming each agent that failed and why;
@@ -15,7 +17,8 @@
 
 ``heal(deployment)`` runs when an agent hosting a stage goes offline or its battery
 drops below the floor unplugged: the affected stages get replacement replicas (the
-cheapest eligible agents for that stage), loaded and ready before the new epoch is
+cheapest eligible agents for that stage that can pass its tensors), loaded and ready
+before the new epoch is
 published; the other stages keep serving throughout. It also runs when a replica is
 online but its telemetry no longer lists the stage (the agent restarted, or lost the
 shard): that agent is told to load the stage again — from its cache, usually — and
@@ -41,6 +44,12 @@ from splitmq.coordinator.partition import (
 )
 from splitmq.coordinator.planner import AgentView, PlannerConfig, eligible
 from splitmq.coordinator.registry import FLOPS_PER_MS_PER_GFLOPS, Registry
+from splitmq.coordinator.tensor_dtypes import (
+    cannot_pass,
+    stage_dtypes,
+    variant_dtypes,
+    why_left_out,
+)
 from splitmq.coordinator.views import tensor_bytes
 from splitmq.errors import ConfigError
 from splitmq.wire import (
@@ -131,6 +140,33 @@ class Deployer:
                 f"({self.config.planner.battery_floor_pct:g}%) or plugged in: start one "
                 "(`splitmq agent`), or plug one in"
             )
+        dtypes = variant_dtypes(variant)
+        left_out = {
+            a.agent_id: why_left_out(a, dtypes, variant.name)
+            for a in agents
+            if cannot_pass(a, dtypes)
+        }
+        if left_out:
+            log.info(
+                "deploying %s %s without %s", entry.name, variant.name, "; ".join(left_out.values())
+            )
+        for constraint, pin in (("pin_first", request.pin_first), ("pin_last", request.pin_last)):
+            if pin in left_out:
+                steps = _next_steps(entry, variant, "pin another agent")
+                return refuse(f"{constraint} agent {left_out[pin]}: {steps} [{constraint}]")
+        passing = [a for a in agents if a.agent_id not in left_out]
+        if not passing:
+            missing = ", ".join(
+                sorted(frozenset().union(*(cannot_pass(a, dtypes) for a in agents)))
+            )
+            steps = _next_steps(
+                entry, variant, f"start an agent whose runtime passes {missing} (`splitmq agent`)"
+            )
+            return refuse(
+                f"no agent online can pass the tensors at the boundaries of {entry.name} "
+                f"{variant.name}: " + "; ".join(left_out.values()) + f": {steps}"
+            )
+        agents = passing
         try:
             chosen = partition(
                 variant,
@@ -148,7 +184,8 @@ class Deployer:
                 self.config.partition,
             )
         except PartitionRefused as error:
-            return refuse(f"{error} [{error.constraint}]")
+            also = f"; left out: {'; '.join(left_out.values())}" if left_out else ""
+            return refuse(f"{error}{also} [{error.constraint}]")
         except ConfigError as error:  # the request itself: no stages, a gate of 0...
             return refuse(f"{error} [request]")
         shards = self.pool.shards(entry, variant.name, chosen.cut_points)
@@ -184,6 +221,8 @@ class Deployer:
             f"deployed {entry.name} {entry.version} ({variant.name}) as {name} epoch "
             f"{deployment.epoch}\n{describe(chosen)}"
         )
+        if left_out:
+            summary += "\nleft out: " + "; ".join(left_out.values())
         log.info("%s", summary)
         return DeployReply(
             request.request_id,
@@ -324,10 +363,11 @@ class Deployer:
         exclude: set[str],
         variant: Variant | None = None,
     ) -> list[str]:
-        """Eligible agents that could take ``stage``, cheapest first."""
+        """Eligible agents that could take ``stage`` (and pass its tensors), cheapest first."""
         hosting_other = {
             a for s in deployment.stages if s.stage != stage.stage for a in s.replicas[:1]
         }
+        dtypes = stage_dtypes(stage)
         candidates = [
             view
             for view in fleet.values()
@@ -335,6 +375,7 @@ class Deployer:
             and view.agent_id not in exclude
             and view.agent_id not in stage.replicas
             and (view.mem_free_bytes is None or view.mem_free_bytes > 2 * stage.size_bytes)
+            and not cannot_pass(view, dtypes)
         ]
         flops = _stage_flops(variant, stage) if variant is not None else 0
 
@@ -431,6 +472,17 @@ def _variant(entry: PoolEntry, name: str) -> Variant:
             f"{entry.name} {entry.version} {name} cannot be cut: {variant.uncuttable_reason}"
         )
     return variant
+
+
+def _next_steps(entry: PoolEntry, variant: Variant, step: str) -> str:
+    """What to do when agents cannot pass ``variant``'s tensors: deploy the float32
+    variant (when that is another one), or ``step``."""
+    if variant.name == DEFAULT_VARIANT or DEFAULT_VARIANT not in entry.manifest.variants:
+        return step
+    return (
+        f"deploy the {DEFAULT_VARIANT} variant "
+        f"(`splitmq deploy {entry.name} --variant {DEFAULT_VARIANT}`), or {step}"
+    )
 
 
 def _stage_spec(shard: ShardFile, replicas: Sequence[str]) -> StageSpec:

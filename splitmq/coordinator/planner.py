@@ -77,6 +77,9 @@ class AgentView:
             taken as unlimited.
         hop_ms: what one hop through the broker costs this agent, as it measured it (its
             broker round trip, from telemetry); ``None``: ``PlannerConfig.hop_ms``.
+        runtime: its runtime's name (``ai-edge-litert``, ``litert.js``), from its status.
+        tensor_dtypes: the tensor dtypes its runtime can pass at a shard's boundary, as
+            it declared them; ``None``: any.
     """
 
     agent_id: str
@@ -90,6 +93,8 @@ class AgentView:
     speed_gflops: float = 1.0
     mem_free_bytes: int | None = None
     hop_ms: float | None = None
+    runtime: str = ""
+    tensor_dtypes: tuple[str, ...] | None = None
 
     def send_ms(self, size_bytes: int) -> float:
         return self.link_latency_ms + size_bytes * 8 / (self.bandwidth_mbps * 1e3)

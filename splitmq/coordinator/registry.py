@@ -3,7 +3,8 @@
 Built from three retained or periodic sources (the topic table: docs/architecture.md):
 
 - ``agents/{agent}/status``: the birth message (runtime, cores, memory, power figures,
-  calibrated speed, link, cached shards), or the will the broker published (offline);
+  calibrated speed, link, cached shards, the tensor dtypes it can pass at a shard's
+  boundary), or the will the broker published (offline);
 - ``agents/{agent}/telemetry``: every period, battery, load, free memory, queue depths
   and the smoothed compute time of each hosted stage;
 - ``agents/{agent}/events``: ``ShardReady`` with the benchmark time of a freshly
@@ -258,6 +259,8 @@ class Registry:
             mem_free_bytes=telemetry.mem_free_bytes if telemetry is not None else None,
             # its broker round trip: what a hop through the broker costs it, as measured
             hop_ms=telemetry.broker_rtt_ms if telemetry is not None else None,
+            runtime=status.runtime if status is not None else "",
+            tensor_dtypes=status.tensor_dtypes if status is not None else None,
         )
 
 

@@ -166,12 +166,21 @@ def test_the_client_adds_no_hint_of_its_own_to_a_refusal() -> None:
 # -- the deployer's replies ------------------------------------------------------------------
 
 
-def registry(*agents: str) -> Registry:
-    """Agents online, plugged, with a speed and a link."""
+def registry(*agents: str, pages: tuple[str, ...] = ()) -> Registry:
+    """Agents online, plugged, with a speed and a link; ``pages`` declare LiteRT.js's
+    tensor dtypes (float32, int32, uint8)."""
     fleet = Registry(clock=lambda: 100.0)
-    for agent in agents:
+    for agent in (*agents, *pages):
+        page = agent in pages
         fleet.on_status(
-            AgentStatus(agent, AgentState.ONLINE, speed_gflops=1.0, link=Link(100.0, 1.0))
+            AgentStatus(
+                agent,
+                AgentState.ONLINE,
+                runtime="litert.js" if page else "",
+                speed_gflops=1.0,
+                link=Link(100.0, 1.0),
+                tensor_dtypes=("float32", "int32", "uint8") if page else None,
+            )
         )
         fleet.on_telemetry(
             Telemetry(agent, 0, 1.0, 0.0, 2_000_000_000, Battery(100.0, plugged=True))
@@ -222,6 +231,25 @@ def test_the_deployers_refusals(pool: Path, digits_pool: object, tmp_path: Path)
     )
     assert deploy(pool, registry("a"), model=name, retire=True, variant="int8") == (
         f"nothing to retire: {name} int8 is not deployed"
+    )
+
+
+def test_the_deployers_refusals_of_dtypes_an_agent_cannot_pass(
+    pool: Path, digits_pool: object
+) -> None:
+    name = digits_pool.name  # type: ignore[attr-defined]
+    assert deploy(pool, registry(pages=("page-1",)), model=name, variant="int8") == (
+        f"no agent online can pass the tensors at the boundaries of {name} int8: page-1 "
+        "(litert.js) passes only float32, int32, uint8; int8 variant boundaries carry int8: "
+        f"deploy the float32 variant (`splitmq deploy {name} --variant float32`), or start "
+        "an agent whose runtime passes int8 (`splitmq agent`)"
+    )
+    assert deploy(
+        pool, registry("pi-1", pages=("page-1",)), model=name, variant="int8", pin_last="page-1"
+    ) == (
+        "pin_last agent page-1 (litert.js) passes only float32, int32, uint8; int8 variant "
+        f"boundaries carry int8: deploy the float32 variant (`splitmq deploy {name} --variant "
+        "float32`), or pin another agent [pin_last]"
     )
 
 

@@ -110,7 +110,7 @@ def test_declared_tensor_dtypes_are_one_more_pair_at_the_end() -> None:
     assert payload == (
         b"\xb2"
         + STATUS_BEFORE_TENSOR_DTYPES[1:]
-        + bytes.fromhex("6d74656e736f725f64747970657382" "67666c6f61743332" "6575696e7438")
+        + bytes.fromhex("6d74656e736f725f6474797065738267666c6f617433326575696e7438")
     )
     assert decode(payload) == declared
 
