@@ -93,6 +93,7 @@ class Deployer:
         publish: Publish,
         deployments: Callable[[], Mapping[str, Deployment]],
         config: DeployerConfig = DeployerConfig(),
+        next_epoch: Callable[[int | None], int] = lambda epoch: (epoch or 0) + 1,
     ):
         self.pool = pool
         self.registry = registry
@@ -100,6 +101,8 @@ class Deployer:
         self.publish = publish
         self.deployments = deployments
         self.config = config
+        self.next_epoch = next_epoch
+        """The epoch after a deployment's (None: a new one); the leader lease fences it."""
         # (agent, deployment, stage) -> when it was last known loaded (registry clock);
         # its telemetry must be newer than this to say it no longer serves the stage.
         self._loaded_s: dict[tuple[str, str, int], float] = {}
@@ -171,7 +174,7 @@ class Deployer:
             model=entry.name,
             version=entry.version,
             variant=variant.name,
-            epoch=(previous.epoch + 1) if previous is not None else 1,
+            epoch=self.next_epoch(previous.epoch if previous is not None else None),
             stages=stages,
             created_ms=int(time.time() * 1000),
             objective=str(request.objective),
@@ -202,7 +205,11 @@ class Deployer:
                 continue
             if request.variant and deployment.variant != request.variant:
                 continue
-            final = replace(deployment, epoch=deployment.epoch + 1, state=DeploymentState.RETIRED)
+            final = replace(
+                deployment,
+                epoch=self.next_epoch(deployment.epoch),
+                state=DeploymentState.RETIRED,
+            )
             self.publish(final)
             self._unload_dropped(deployment, replace(final, stages=()))
             retired.append(deployment.deployment)
@@ -288,9 +295,9 @@ class Deployer:
             )
             for stage, kept, lost, added in new_stages
         )
-        healed = replace(deployment, epoch=deployment.epoch + 1, stages=stages)
-        if healed.stages == deployment.stages:
+        if stages == deployment.stages:
             return None  # every restarted replica serves again: the epoch holds
+        healed = replace(deployment, epoch=self.next_epoch(deployment.epoch), stages=stages)
         self.publish(healed)
         log.info(
             "healed %s: epoch %d, replicas %s",

@@ -543,6 +543,26 @@ class DeployReply(Message):
     predicted_latency_ms: float | None = None
 
 
+@dataclass(frozen=True)
+class Lease(Message):
+    """Retained on ``coordinators/lease``: which coordinator leads (deploys and heals).
+
+    The holder publishes it every ``period_s`` while it leads; the others take the lease
+    as lost after ``expiry_s`` of silence, or at once on a release (``released``: the
+    holder's clean stop, or its will published by the broker when it vanishes).
+    ``term`` grows by one at every change of leader; ``holder`` is the coordinator's
+    connection id, unique per process.
+    """
+
+    KIND: ClassVar[str] = "coordinator.lease"
+
+    holder: str
+    term: int
+    period_s: float
+    expiry_s: float
+    released: bool = False
+
+
 MESSAGE_TYPES: tuple[type[Message], ...] = (
     AgentStatus,
     Telemetry,
@@ -564,4 +584,5 @@ MESSAGE_TYPES: tuple[type[Message], ...] = (
     Deployment,
     DeployRequest,
     DeployReply,
+    Lease,
 )

@@ -35,6 +35,7 @@ from splitmq.wire.messages import (
     ErrorMessage,
     FetchFailed,
     FetchShard,
+    Lease,
     LoadShard,
     Message,
     Ping,
@@ -303,6 +304,21 @@ DEPLOY_REPLIES: Topic[DeployReply] = Topic(
     description="coordinator -> operator: the deployment's outcome",
 )
 
+LEASE: Topic[Lease] = Topic(
+    "coordinators/lease",
+    (Lease,),
+    qos=1,
+    retain=True,
+    description="the leading coordinator, every period; its will releases it",
+)
+LEADER_DEPLOY: Topic[DeployRequest] = Topic(
+    "coordinators/{coordinator}/deploy",
+    (DeployRequest,),
+    qos=1,
+    retain=False,
+    description="a following coordinator -> the leader: a deploy request to carry out",
+)
+
 TOPICS: tuple[Topic[Any], ...] = (
     STATUS,
     TELEMETRY,
@@ -317,6 +333,8 @@ TOPICS: tuple[Topic[Any], ...] = (
     DEPLOYMENTS,
     DEPLOY_REQUESTS,
     DEPLOY_REPLIES,
+    LEASE,
+    LEADER_DEPLOY,
 )
 
 COORDINATORS_GROUP = "coordinators"
@@ -330,6 +348,8 @@ __all__ = [
     "DEPLOY_REPLIES",
     "DEPLOY_REQUESTS",
     "EVENTS",
+    "LEADER_DEPLOY",
+    "LEASE",
     "PLANS",
     "PLAN_REQUESTS",
     "POOL_CHUNKS",

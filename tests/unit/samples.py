@@ -19,6 +19,7 @@ from splitmq.wire import (
     ErrorMessage,
     FetchFailed,
     FetchShard,
+    Lease,
     Link,
     LoadShard,
     Message,
@@ -179,4 +180,5 @@ def sample_messages() -> list[Message]:
             failed_agents=("rpi-1",),
             predicted_latency_ms=84.2,
         ),
+        Lease("splitmq-coordinator-a1b2c3", term=7, period_s=1.0, expiry_s=3.0),
     ]

@@ -294,6 +294,13 @@ export const MESSAGES = {
     ['failed_agents', seq('str'), []],
     ['predicted_latency_ms', optional('float'), null],
   ]],
+  'coordinator.lease': [1, [
+    ['holder', 'str', REQUIRED],
+    ['term', 'int', REQUIRED],
+    ['period_s', 'float', REQUIRED],
+    ['expiry_s', 'float', REQUIRED],
+    ['released', 'bool', false],
+  ]],
 };
 
 export class WireEncodeError extends Error {
