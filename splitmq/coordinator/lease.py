@@ -219,7 +219,7 @@ class LeaseState:
             if now - max(self._claim_acked, self._settle_from) >= settle and self._valid(now):
                 self.role = Role.LEADER
                 self._takeover = False
-                log.info("lease: leading, term %d", self.term)
+                log.info("lease: %s leading, term %d", self.holder, self.term)
                 return self.due(now)
             if now >= self._next_renewal and self._mine is not None:
                 self._next_renewal = now + config.period_s  # keep the claim alive
