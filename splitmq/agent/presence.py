@@ -62,6 +62,7 @@ class Presence:
             radio_j_per_mb=profile.radio_j_per_mb,
             compute_factor=factor,
             link=profile.link if agent.config.emulate else None,
+            site=agent.config.site,
         )
 
     def telemetry(self) -> Telemetry:

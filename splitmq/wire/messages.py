@@ -192,6 +192,9 @@ class AgentStatus(Message):
     radio_j_per_mb: float = 0.0
     compute_factor: float = 1.0
     link: Link | None = None
+    site: str = ""
+    """Where the agent is (a home, a site, a campus; its site broker): free text, ''
+    when not said. Readers that predate it ignore it."""
 
 
 @dataclass(frozen=True)

@@ -65,6 +65,7 @@ def sample_messages() -> list[Message]:
             cores=4,
             memory_bytes=4 << 30,
             profile="rpi4",
+            site="north-campus",
             cached_shards=("ab" * 32,),
         ),
         AgentStatus("rpi-1", AgentState.OFFLINE),

@@ -116,6 +116,7 @@ export const MESSAGES = {
     ['radio_j_per_mb', 'float', 0.0],
     ['compute_factor', 'float', 1.0],
     ['link', optional(struct('Link')), null],
+    ['site', 'str', ''],
   ]],
   telemetry: [1, [
     ['agent_id', 'str', REQUIRED],
