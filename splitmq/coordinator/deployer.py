@@ -225,14 +225,16 @@ class Deployer:
     def needs_healing(self, deployment: Deployment) -> bool:
         if deployment.state is not DeploymentState.ACTIVE:
             return False
-        fleet = self.registry.views()
+        # The replicas' views only (checked every watch period: the fleet may be large);
+        # the whole fleet only when a stage is short and a spare might fill it.
+        hosts = self.registry.views(a for stage in deployment.stages for a in stage.replicas)
         for stage in deployment.stages:
-            healthy, lost = self._replica_states(deployment, stage, fleet)
-            if lost:
+            healthy, lost = self._replica_states(deployment, stage, hosts)
+            if lost or len(healthy) < min(len(stage.replicas), max(1, deployment.target_replicas)):
                 return True
             if len(healthy) < max(1, deployment.target_replicas):
-                spare = self._spares(stage, deployment, fleet, exclude=set(healthy))
-                if spare or len(healthy) < len(stage.replicas):
+                fleet = self.registry.views()
+                if self._spares(stage, deployment, fleet, exclude=set(healthy)):
                     return True
         return False
 

@@ -342,13 +342,18 @@ class Coordinator:
             log.warning("could not answer plan request %s: %s", request.request_id, error)
 
     def plan(self, request: PlanRequest) -> Plan | PlanRefused:
-        """The plan (or refusal) for ``request`` from the current fleet and deployments."""
-        fleet = self.registry.views()
+        """The plan (or refusal) for ``request`` from the current fleet and deployments.
+
+        Only the agents that host a stage (and the client's own) are looked at: the cost
+        of a plan follows the deployments, not the size of the fleet."""
+        deployments = self.deployments().values()
+        hosts = {a for d in deployments for s in d.stages for a in s.replicas}
+        fleet = self.registry.views({*hosts, request.client_id})
         client = fleet.get(request.client_id)
         if client is not None and request.client_battery is not None:
             client = _with_battery(client, request.client_battery)
             fleet[client.agent_id] = client
-        views = deployment_views(self.deployments().values(), self.registry, self._variant)
+        views = deployment_views(deployments, self.registry, self._variant)
         return plan(request, views, fleet, self.config.planner, client=client)
 
     def _cut_again(self, digest: str) -> bool:
