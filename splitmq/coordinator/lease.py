@@ -41,10 +41,11 @@ from tables); :class:`LeaseKeeper` runs it over a transport.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from splitmq.errors import ConfigError, DecodeError, SplitMQError, TransportError
@@ -145,6 +146,8 @@ class LeaseState:
         self._next_renewal = 0.0
         self._paused_until = 0.0  # another holder may still act until then
         self._connected = True
+        self.telemetry_period_s = 0.0
+        """The telemetry period advised to the agents with each renewal (0: none)."""
 
     # -- what the others say --------------------------------------------------------------
 
@@ -208,6 +211,8 @@ class LeaseState:
                 return None
             if now >= self._next_renewal and self._mine is not None:
                 self._next_renewal = now + config.period_s
+                if self._mine.telemetry_period_s != self.telemetry_period_s:
+                    self._mine = replace(self._mine, telemetry_period_s=self.telemetry_period_s)
                 return self._mine
             return None
         if self.role is Role.CANDIDATE:
@@ -247,7 +252,8 @@ class LeaseState:
 
     def acked(self, lease: Lease, sent: float, now: float) -> None:
         """The broker acknowledged ``lease``, which was sent at ``sent``."""
-        if self._mine is None or lease != self._mine:
+        mine = self._mine
+        if mine is None or (lease.holder, lease.term) != (mine.holder, mine.term):
             return
         if self.role is Role.CANDIDATE and self._claim_acked is None:
             self._claim_acked = now
@@ -311,6 +317,19 @@ class LeaseState:
         self._claim_acked = None
         if quiet:  # hear the others before claiming again
             self._quiet_until = now + self.config.expiry_s
+
+
+def advised_telemetry_period_s(agents: int, budget_per_s: float, floor_s: float) -> float:
+    """The telemetry period that keeps ``agents`` within ``budget_per_s`` messages per
+    second through the broker, on the 1-2-5 series (the advice changes seldom), never
+    below ``floor_s``; 0 (no advice) while the fleet is within the budget at the floor,
+    or without a budget."""
+    if budget_per_s <= 0 or agents / budget_per_s <= floor_s:
+        return 0.0
+    needed = agents / budget_per_s
+    decade = 10.0 ** math.floor(math.log10(needed))
+    step = next(m for m in (1.0, 2.0, 5.0, 10.0) if m * decade >= needed * (1 - 1e-9))
+    return max(floor_s, step * decade)
 
 
 def lease_will(holder: str, config: LeaseConfig, namespace: str = DEFAULT_NAMESPACE) -> Will:
@@ -394,6 +413,11 @@ class LeaseKeeper:
     def observe_epoch(self, epoch: int) -> None:
         with self._lock:
             self._state.observe_epoch(epoch)
+
+    def advise_telemetry(self, period_s: float) -> None:
+        """The telemetry period the renewals advise the agents (0: none)."""
+        with self._lock:
+            self._state.telemetry_period_s = period_s
 
     def wait_for_leader(self, timeout_s: float) -> str | None:
         """Who leads, waiting up to ``timeout_s`` for an election to end."""

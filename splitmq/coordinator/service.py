@@ -48,7 +48,12 @@ from typing import TypeVar
 
 from splitmq.coordinator.commands import CommandChannel
 from splitmq.coordinator.deployer import Deployer, DeployerConfig
-from splitmq.coordinator.lease import LeaseConfig, LeaseKeeper, LeaseLost
+from splitmq.coordinator.lease import (
+    LeaseConfig,
+    LeaseKeeper,
+    LeaseLost,
+    advised_telemetry_period_s,
+)
 from splitmq.coordinator.model_pool import ModelPool, UnknownModel
 from splitmq.coordinator.planner import AgentView, PlannerConfig, plan
 from splitmq.coordinator.pool_service import PoolService
@@ -109,6 +114,9 @@ class CoordinatorConfig:
             reconnect with a backoff of their own).
         deployer: deployer, partition and planner settings.
         lease: the leader lease (renewed every ``lease.period_s``: the telemetry period).
+        telemetry_budget_per_s: telemetry messages per second the fleet may send through
+            the broker; past it the leader advises the agents a longer period (with the
+            lease: ``Lease.telemetry_period_s``). 0: no advice.
     """
 
     coordinator_id: str = "coordinator"
@@ -119,6 +127,7 @@ class CoordinatorConfig:
     reconnect_grace_s: float = 10.0
     deployer: DeployerConfig = field(default_factory=DeployerConfig)
     lease: LeaseConfig = field(default_factory=LeaseConfig)
+    telemetry_budget_per_s: float = 1000.0
 
     @property
     def planner(self) -> PlannerConfig:
@@ -494,6 +503,9 @@ class Coordinator:
     def _run_watch(self) -> None:
         while not self._stop.wait(self.config.watch_period_s):
             self._restore_retained()
+            online = len(self.registry.online_ids())
+            budget, floor = self.config.telemetry_budget_per_s, self.config.lease.period_s
+            self.lease.advise_telemetry(advised_telemetry_period_s(online, budget, floor))
             if not self.config.heal or not self._work.empty() or not self.lease.is_leader():
                 continue  # only the leader heals (and not while cut off from the broker)
             for deployment in self.deployments().values():

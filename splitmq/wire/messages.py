@@ -554,7 +554,9 @@ class Lease(Message):
     as lost after ``expiry_s`` of silence, or at once on a release (``released``: the
     holder's clean stop, or its will published by the broker when it vanishes).
     ``term`` grows by one at every change of leader; ``holder`` is the coordinator's
-    connection id, unique per process.
+    connection id, unique per process. ``telemetry_period_s`` is the leader's advice to
+    the agents: send telemetry no more often than that (0: no advice), so that the
+    broker's telemetry load stays bounded as the fleet grows.
     """
 
     KIND: ClassVar[str] = "coordinator.lease"
@@ -564,6 +566,7 @@ class Lease(Message):
     period_s: float
     expiry_s: float
     released: bool = False
+    telemetry_period_s: float = 0.0
 
 
 MESSAGE_TYPES: tuple[type[Message], ...] = (

@@ -20,6 +20,7 @@ from splitmq.coordinator.lease import (
     LeaseLost,
     LeaseState,
     Role,
+    advised_telemetry_period_s,
     beats,
     term_of_epoch,
 )
@@ -249,6 +250,28 @@ def test_a_coordinator_that_may_not_lead_never_claims() -> None:
 def test_bad_settings_are_refused(options: dict[str, Any]) -> None:
     with pytest.raises(ConfigError, match="lease"):
         LeaseConfig(**options)
+
+
+@pytest.mark.parametrize(
+    ("agents", "budget_per_s", "floor_s", "advice_s"),
+    [
+        (10, 1000.0, 1.0, 0.0),  # within the budget: no advice
+        (1000, 1000.0, 1.0, 0.0),
+        (1001, 1000.0, 1.0, 2.0),  # the 1-2-5 series, rounded up
+        (2500, 1000.0, 1.0, 5.0),
+        (10_000, 1000.0, 1.0, 10.0),
+        (10_001, 1000.0, 1.0, 20.0),
+        (3, 10.0, 0.1, 0.5),
+        (3, 10.0, 1.0, 0.0),
+        (10_000, 0.0, 1.0, 0.0),  # no budget
+    ],
+)
+def test_the_telemetry_advice_keeps_the_fleet_within_its_budget(
+    agents: int, budget_per_s: float, floor_s: float, advice_s: float
+) -> None:
+    assert advised_telemetry_period_s(agents, budget_per_s, floor_s) == advice_s
+    if advice_s:
+        assert agents / advice_s <= budget_per_s
 
 
 # -- a simulated broker: several coordinators, random delays, pauses and partitions --------

@@ -10,7 +10,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,10 +40,11 @@ class Cluster:
     operator: MemoryTransport | None = None
     changed: threading.Condition = field(default_factory=threading.Condition)
 
-    def coordinator(self, name: str) -> Coordinator:
+    def coordinator(self, name: str, **overrides: Any) -> Coordinator:
         client_id = f"coordinator-{name}-{uuid.uuid4().hex[:4]}"
         transport = self.broker.transport(client_id, will=lease_will(client_id, LEASE))
         config = CoordinatorConfig(watch_period_s=0.1, lease=LEASE, reconnect_grace_s=1.0)
+        config = replace(config, **overrides)
         coordinator = Coordinator(transport, self.pool_dir, config)
         coordinator.start()
         self.coordinators.append(coordinator)
@@ -202,6 +203,46 @@ def test_a_new_leader_heals_after_the_leader_and_an_agent_vanish(cluster: Cluste
     assert term_of_epoch(healed.epoch) == new_leader.lease.term > term
     assert healed.epoch >= (term + 1) * EPOCH_STRIDE
     assert time.monotonic() - started < 15
+
+
+def test_the_leader_advises_a_longer_telemetry_period_to_a_large_fleet(
+    digits_pool: Any, tmp_path: Path
+) -> None:
+    pool_dir = tmp_path / "pool"
+    shutil.copytree(digits_pool.path.parents[1], pool_dir)
+    cluster = Cluster(MemoryBroker(), pool_dir, tmp_path)
+    agents = [cluster.agent(agent_id) for agent_id in ("a", "b", "c")]
+    # A budget of 10 telemetry messages per second: 3 agents every 0.1 s are 30.
+    coordinator = cluster.coordinator("x", telemetry_budget_per_s=10.0)
+    try:
+        cluster.leader()
+        cluster.wait(lambda: all(coordinator.registry.online(a) for a in "abc"), 10, "the agents")
+        gone: list[str] = []
+        deadline = time.monotonic() + 10
+        while any(a.presence.period_s != 0.5 for a in agents):
+            assert time.monotonic() < deadline, [a.presence.period_s for a in agents]
+            gone += [a for a in "abc" if not coordinator.registry.online(a)]
+            time.sleep(0.02)
+        record = coordinator.registry.record("a")
+        assert record is not None and record.telemetry is not None
+        cluster.wait(
+            lambda: (
+                (r := coordinator.registry.record("a")) is not None
+                and r.telemetry is not None
+                and r.telemetry.period_s == 0.5
+            ),
+            5,
+            "telemetry that says the new period",
+        )
+        settle = time.monotonic() + 1.5  # three new periods: nobody counts as gone
+        while time.monotonic() < settle:
+            gone += [a for a in "abc" if not coordinator.registry.online(a)]
+            time.sleep(0.02)
+        assert gone == []
+    finally:
+        coordinator.stop()
+        for agent in agents:
+            agent.stop()
 
 
 def test_a_partitioned_leader_steps_down_and_comes_back_a_follower(cluster: Cluster) -> None:

@@ -181,5 +181,11 @@ def sample_messages() -> list[Message]:
             failed_agents=("rpi-1",),
             predicted_latency_ms=84.2,
         ),
-        Lease("splitmq-coordinator-a1b2c3", term=7, period_s=1.0, expiry_s=3.0),
+        Lease(
+            "splitmq-coordinator-a1b2c3",
+            term=7,
+            period_s=1.0,
+            expiry_s=3.0,
+            telemetry_period_s=5.0,
+        ),
     ]

@@ -38,7 +38,7 @@ const samples = {
   deployment: { kind: 'deployment', deployment: 'd1', model: 'digits', version: 'v1', variant: 'float32', epoch: 4, stages: [{ stage: 0, start_op: 0, end_op: 3, digest: 'ab'.repeat(32), size_bytes: 12128, inputs: [spec], outputs: [qspec], replicas: ['web-1', 'py-1'] }], state: 'retired', created_ms: 1_700_000_000_000, objective: 'latency', target_replicas: 2 },
   deploy_request: { kind: 'deploy.request', request_id: 'r1', client_id: 'ops', model: 'digits', version: null, variant: 'float32', stages: 2, replicas: 1, objective: 'throughput', pin_first: null, pin_last: 'web-1', max_latency_ms: null, max_shard_bytes: 100000, ready_timeout_s: 30, retire: false },
   deploy_reply: { kind: 'deploy.reply', request_id: 'r1', ok: true, message: 'deployed', deployment: 'd1', epoch: 4, failed_agents: [], predicted_latency_ms: null },
-  lease: { kind: 'coordinator.lease', holder: 'splitmq-coordinator-a1b2c3', term: 3, period_s: 1.5, expiry_s: 4.5, released: true },
+  lease: { kind: 'coordinator.lease', holder: 'splitmq-coordinator-a1b2c3', term: 3, period_s: 1.5, expiry_s: 4.5, released: true, telemetry_period_s: 0 },
 };
 
 const dtypes = {

@@ -301,6 +301,7 @@ export const MESSAGES = {
     ['period_s', 'float', REQUIRED],
     ['expiry_s', 'float', REQUIRED],
     ['released', 'bool', false],
+    ['telemetry_period_s', 'float', 0.0],
   ]],
 };
 
