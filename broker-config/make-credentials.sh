@@ -48,6 +48,7 @@ for spec in "$@"; do
         echo "topic write $ns/stage/#"
         echo "topic write $ns/clients/+/result"
         echo "topic read $ns/deployments/#"
+        echo "topic read $ns/coordinators/lease"
         ;;
       operator)
         echo "topic write $ns/control/deploy"
