@@ -10,8 +10,11 @@ stages, 2 replicas) on four of them. For 1,000 and 10,000 agents it measures:
   and side by side the way it was before (every agent's view per request);
 - the watch's check of a deployment (``needs_healing``), every watch period;
 - deployment time (partition, cut, commands answered at once by the simulator);
-- the broker's load from telemetry (N / period messages per second) and the size of
-  the retained store (a status and a telemetry per agent, the deployment, the lease).
+- the broker's load from telemetry (N / period messages per second), the coordinator's
+  CPU time per telemetry message (decode and registry update, as its handler runs) and
+  what that makes at N / period, at 1 s and at the period the leader advises;
+- the size of the retained store (a status and a telemetry per agent, the deployment,
+  the lease).
 
 Ratios are measured side by side in one run. The plan-time goal is 5 ms at 10,000.
 
@@ -31,7 +34,7 @@ from pathlib import Path
 
 from _report import Row, median_time_s, report
 
-from splitmq.coordinator.lease import LeaseConfig, lease_will
+from splitmq.coordinator.lease import LeaseConfig, advised_telemetry_period_s, lease_will
 from splitmq.coordinator.service import Coordinator, CoordinatorConfig
 from splitmq.transport import InboundMessage, MemoryBroker
 from splitmq.wire import (
@@ -186,6 +189,18 @@ def measure(size: int, workdir: Path) -> dict[str, float]:
         def every_view() -> object:
             return coordinator.registry.views()  # what each plan request paid before
 
+        telemetry = [
+            InboundMessage(topic, payload) for topic, payload in messages if "telemetry" in topic
+        ]
+
+        def handle_telemetry() -> None:
+            for message in telemetry:
+                coordinator._on_telemetry(message)
+
+        cpu_started = time.process_time()
+        handle_telemetry()
+        telemetry_cpu_us = (time.process_time() - cpu_started) / len(telemetry) * 1e6
+        advised_s = advised_telemetry_period_s(size, config.telemetry_budget_per_s, 1.0) or 1.0
         (deployment,) = coordinator.deployments().values()
         retained = sum(len(p) for _, p in messages) + len(encode(deployment))
         lease_message = broker.retained(LEASE.name())
@@ -206,6 +221,10 @@ def measure(size: int, workdir: Path) -> dict[str, float]:
             * 1e3,
             "deploy_s": sorted(deploy_s)[1],
             "telemetry_per_s": size / TELEMETRY_PERIOD_S,
+            "telemetry_cpu_us": telemetry_cpu_us,
+            "telemetry_cpu_pct_1s": size / TELEMETRY_PERIOD_S * telemetry_cpu_us / 1e4,
+            "advised_period_s": advised_s,
+            "telemetry_cpu_pct_advised": size / advised_s * telemetry_cpu_us / 1e4,
             "retained_mb": retained / 1e6,
         }
     finally:
@@ -251,6 +270,12 @@ def main() -> None:
                 "scale",
                 f"{n}: telemetry msgs/s (1 s period) / retained store",
                 f"{o['telemetry_per_s']:,.0f} / {o['retained_mb']:.2f} MB",
+            ),
+            Row(
+                "scale",
+                f"{n}: coordinator CPU per telemetry msg; one core at 1 s / advised period",
+                f"{o['telemetry_cpu_us']:.0f} us; {o['telemetry_cpu_pct_1s']:.0f} % / "
+                f"{o['telemetry_cpu_pct_advised']:.0f} % ({o['advised_period_s']:g} s)",
             ),
         ]
     report("coordinator scale", rows, {"outcomes": outcomes})
