@@ -246,6 +246,7 @@ CHROMIUM_ARGS = [
     "--disable-background-networking",
     "--disable-component-update",
     "--no-first-run",
+    "--disable-dev-shm-usage",
     "--disable-background-timer-throttling",
     "--disable-renderer-backgrounding",
 ]

@@ -13,8 +13,11 @@ live next to the code that raises them (the module in brackets)::
     ├── TransportError            the broker connection
     │   ├── PayloadTooLarge       a payload above the broker's packet limit
     │   ├── NotConnected          publishing while no connection is up
-    │   ├── ConnectionRefused     the broker refused our CONNECT [transport.mqtt]
-    │   └── PublishRefused        the broker refused a QoS 1 publish [transport.mqtt]
+    │   ├── ConnectionRefused     the broker refused our CONNECT [transport.mqtt_errors]
+    │   ├── PublishRefused        the broker refused a message [transport.mqtt_errors]
+    │   ├── BrokerClosed          the broker ended the connection [transport.mqtt_errors]
+    │   └── NotMqtt5              a 3.1.1-only broker answered MQTT 5 [transport.mqtt_errors]
+    ├── InvalidTopic              a topic name or filter MQTT forbids [topic_syntax]
     ├── ProtocolViolation         an MQTT peer broke the protocol [mqtt.packets]
     ├── ConfigError               a setting that cannot work (bad URL, missing file)
     │   └── RuntimeUnavailable    no TFLite runtime (or not the one asked for) [agent.runtime]
@@ -23,7 +26,9 @@ live next to the code that raises them (the module in brackets)::
     │   ├── ModelReadError        unreadable file, unsupported format, corrupt flatbuffer
     │   ├── CalibrationError      calibration data or labels that do not fit [converter.errors]
     │   ├── CutPointError         a cut point out of range or unordered [converter.errors]
-    │   └── UncuttableGraphError  control flow, variables, several subgraphs [converter.errors]
+    │   ├── UncuttableGraphError  variables, or a cut inside a loop body or branch
+    │   │                         [converter.errors]
+    │   └── ConverterCrashError   TensorFlow's converter died on a variant [converter.errors]
     ├── ShardLoadError            shard bytes the runtime cannot load [agent.runtime]
     ├── DigestMismatch            bytes whose sha256 is not the announced one [agent.cache]
     ├── FetchError                a shard that could not be fetched from the pool [agent.fetch]

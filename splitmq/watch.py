@@ -10,16 +10,21 @@ reply) by request id. Callers wait for what they need with a timeout::
     watcher.wait(lambda: watcher.online("rpi-1"), 30, "rpi-1 online")
     deployment = watcher.wait_for(Deployment, lambda d: d.epoch > 3)
 
-A cleared retained message (an empty payload) is skipped; bytes that do not decode are
-counted in :attr:`Watcher.undecodable` and skipped.
+A cleared retained message (an empty payload) is skipped. Anyone on the broker may
+publish on the topics watched: what is not a message of the topic's types (or, on a
+filter given by :meth:`Watcher.subscribe`, not a message at all) is one warning line
+naming the topic and the reason, is counted in :attr:`Watcher.undecodable`, and the
+watcher keeps watching.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Self, TypeVar
 
 from splitmq.errors import DecodeError
@@ -38,6 +43,8 @@ from splitmq.wire import (
 from splitmq.wire.topics import DEFAULT_NAMESPACE, Topic
 
 __all__ = ["Received", "Watcher"]
+
+log = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=Message)
 Answer = Plan | PlanRefused | DeployReply
@@ -77,20 +84,27 @@ class Watcher:
     # -- subscribing --------------------------------------------------------------------
 
     def watch(self, row: Topic[Any], **params: str | int) -> Self:
-        """Subscribe to ``row`` (parameters not given match anything) in the namespace."""
-        return self.subscribe(row.filter(self.namespace, **params), qos=row.qos)
+        """Subscribe to ``row`` (parameters not given match anything) in the namespace;
+        only the row's message types are taken."""
+        handler = partial(self._receive, row.decode)
+        self.transport.subscribe(row.filter(self.namespace, **params), handler, qos=row.qos)
+        return self
 
     def subscribe(self, topic_filter: str, qos: int = 1) -> Self:
-        """Subscribe to any filter (a shared one, another namespace...)."""
+        """Subscribe to any filter (a shared one, another namespace...): any message."""
         self.transport.subscribe(topic_filter, self, qos=qos)
         return self
 
     def __call__(self, message: InboundMessage) -> None:
+        self._receive(decode, message)
+
+    def _receive(self, decoder: Callable[..., Message], message: InboundMessage) -> None:
         if not message.payload:
             return
         try:
-            decoded = decode(message.payload, topic=message.topic)
-        except DecodeError:
+            decoded = decoder(message.payload, topic=message.topic)
+        except DecodeError as error:
+            log.warning("ignored a bad message on %s: %s", message.topic, error)
             with self._cond:
                 self.undecodable += 1
             return

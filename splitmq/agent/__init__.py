@@ -15,12 +15,13 @@ Importing this package never imports TensorFlow (nor a TFLite runtime: that happ
 an agent is created). See ``docs/agent.md``.
 """
 
-from splitmq.agent.agent import Agent, agent_will, stage_key
+from splitmq.agent.agent import Agent, agent_will
 from splitmq.agent.cache import DigestMismatch, ShardCache
 from splitmq.agent.config import AgentConfig
 from splitmq.agent.energy import BatteryMode, EnergyMeter
 from splitmq.agent.fetch import FetchError
 from splitmq.agent.profiles import DeviceProfile, builtin_profiles, load_profile
+from splitmq.agent.requests import stage_key
 from splitmq.agent.runtime import (
     LoadedShard,
     Runtime,

@@ -1,7 +1,8 @@
-"""The edge agent: its life cycle, its commands (load, unload) and its stage workers.
+"""The edge agent: its life cycle, its commands (load, unload) and the stages it hosts.
 
-Its other rooms: :mod:`~splitmq.agent.presence` (status, telemetry, the broker's round
-trip), :mod:`~splitmq.agent.link` (the emulated link every publish goes through),
+Its other rooms: :mod:`~splitmq.agent.stages` (the stage workers: the request path),
+:mod:`~splitmq.agent.presence` (status, telemetry, the broker's round trip),
+:mod:`~splitmq.agent.link` (the emulated link every publish goes through),
 :mod:`~splitmq.agent.requests` (what a request meets: checks, errors, duplicates,
 salvage), :mod:`~splitmq.agent.fetch` and :mod:`~splitmq.agent.cache` (shards).
 
@@ -27,7 +28,6 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-import time
 from dataclasses import dataclass, field
 
 from splitmq.agent.cache import DigestMismatch, ShardCache
@@ -37,14 +37,11 @@ from splitmq.agent.fetch import FetchError, ShardFetcher
 from splitmq.agent.link import EmulatedLink
 from splitmq.agent.presence import Presence
 from splitmq.agent.requests import (
-    RequestFailed,
+    Job,
     SeenRequests,
     boundary,
-    checked_inputs,
-    error_for,
-    is_callback,
     now_ms,
-    salvage,
+    stage_key,
 )
 from splitmq.agent.runtime import (
     LoadedShard,
@@ -53,41 +50,32 @@ from splitmq.agent.runtime import (
     calibrate,
     find_runtime,
 )
+from splitmq.agent.stages import StageWorkers
 from splitmq.errors import DecodeError, TransportError
 from splitmq.transport import InboundMessage, Transport, Will
 from splitmq.wire import (
-    Activation,
     AgentState,
     AgentStatus,
     CommandReply,
-    ErrorCode,
-    ErrorMessage,
     LoadShard,
     Ping,
     Pong,
-    Result,
     ShardReady,
     Telemetry,
     TensorSpec,
-    TraceEntry,
     UnloadShard,
     encode,
-    encode_parts,
 )
 from splitmq.wire.topics import (
     ANY_AGENT,
     COMMANDS,
     EVENTS,
     POOL_CHUNKS,
-    RESULTS,
     STAGE,
     STATUS,
 )
 
 log = logging.getLogger(__name__)
-
-EWMA_WEIGHT = 0.2
-"""Weight of the newest sample in the smoothed compute time."""
 
 
 def agent_will(config: AgentConfig) -> Will:
@@ -101,17 +89,6 @@ def agent_will(config: AgentConfig) -> Will:
     )
 
 
-def stage_key(deployment: str, stage: int) -> str:
-    """How a hosted stage is named in telemetry (``queue_depth``, ``compute_ms``)."""
-    return f"{deployment}/{stage}"
-
-
-@dataclass(frozen=True)
-class _Job:
-    message: InboundMessage
-    received_ms: float
-
-
 @dataclass
 class _HostedStage:
     deployment: str
@@ -119,7 +96,7 @@ class _HostedStage:
     digest: str
     shard: LoadedShard
     inputs: tuple[TensorSpec, ...]
-    queue: queue.Queue[_Job | None]
+    queue: queue.Queue[Job | None]
     shared_filter: str | None = None
     compute_ms: float | None = None
     thread: threading.Thread | None = None
@@ -180,6 +157,7 @@ class Agent:
         self._started = False
         self.speed_gflops = self._calibrate()
         self.presence = Presence(self)
+        self.workers = StageWorkers(self)
 
     def _calibrate(self) -> float:
         """GFLOP/s of this runtime on the bundled calibration net (0 when it cannot run)."""
@@ -210,9 +188,9 @@ class Agent:
         )
         self.transport.subscribe(
             STAGE.filter(self._ns, agent=me),
-            self._on_stage,
+            self.workers.on_stage,
             qos=STAGE.qos,
-            fast_path=self._enqueue_stage,
+            fast_path=self.workers.enqueue,
         )
         # Announced only now, subscribed: whoever sees the birth message may command us
         # at once. After a reconnect the transport subscribes again before telling us.
@@ -354,9 +332,9 @@ class Agent:
             )
             self.transport.subscribe(
                 hosted.shared_filter,
-                self._on_stage,
+                self.workers.on_stage,
                 qos=STAGE.qos,
-                fast_path=self._enqueue_stage,
+                fast_path=self.workers.enqueue,
             )
         ready = ShardReady(
             command_id=command.command_id,
@@ -404,7 +382,7 @@ class Agent:
     def _serve(self, hosted: _HostedStage) -> None:
         where = (hosted.deployment, hosted.stage)
         hosted.thread = threading.Thread(
-            target=self._run_stage,
+            target=self.workers.run,
             args=(hosted,),
             name=f"agent-{self.agent_id}-stage-{hosted.key}",
             daemon=True,
@@ -439,249 +417,3 @@ class Agent:
             except TransportError as error:
                 log.warning("could not unsubscribe %s: %s", hosted.shared_filter, error)
         hosted.queue.put(None)  # the worker ends after what is queued; then the shard is freed
-
-    # -- requests ---------------------------------------------------------------------------
-
-    def _hosted_for(self, message: InboundMessage) -> _HostedStage | None:
-        params = STAGE.parse(message.topic, self._ns)
-        if params is None or not params["stage"].isdigit():
-            return None
-        with self._stages_lock:
-            return self._stages.get((params["deployment"], int(params["stage"])))
-
-    def _enqueue_stage(self, message: InboundMessage) -> bool:
-        """On the transport's network thread: hand a request straight to its stage's worker.
-
-        It only enqueues; anything else (a full queue, a stage not hosted) is declined
-        and reaches :meth:`_on_stage` on the inbox worker, which may publish errors.
-        """
-        hosted = self._hosted_for(message)
-        if hosted is None:
-            return False
-        try:
-            hosted.queue.put_nowait(_Job(message, now_ms()))
-        except queue.Full:
-            return False
-        return True
-
-    def _on_stage(self, message: InboundMessage) -> None:
-        """Route an activation to its stage's queue; refuse at once what cannot be served."""
-        received = now_ms()
-        hosted = self._hosted_for(message)
-        if hosted is not None:
-            try:
-                hosted.queue.put_nowait(_Job(message, received))
-            except queue.Full:
-                self._refuse(
-                    message,
-                    ErrorCode.OVERLOADED,
-                    f"stage {hosted.key} on {self.agent_id} has {self.config.queue_size} "
-                    "requests waiting: try a fallback replica",
-                )
-            return
-        try:
-            activation = STAGE.decode(message.payload, topic=message.topic)
-        except DecodeError as error:
-            self._refuse(message, ErrorCode.BAD_MESSAGE, str(error))
-            return
-        code, reason = self._why_not_served(activation.deployment, activation.stage)
-        self._send_error(activation, code, reason)
-
-    def _why_not_served(self, deployment: str, stage: int) -> tuple[ErrorCode, str]:
-        with self._stages_lock:
-            known = {d for d, _ in self._stages} | {d for d, _ in self._loading}
-            loading = (deployment, stage) in self._loading
-        if deployment not in known:
-            return (
-                ErrorCode.UNKNOWN_DEPLOYMENT,
-                f"agent {self.agent_id} hosts nothing of deployment {deployment!r}: the "
-                "plan is stale; ask the coordinator for a new one",
-            )
-        state = "is still loading" if loading else "is not loaded"
-        return (
-            ErrorCode.SHARD_NOT_LOADED,
-            f"stage {stage} of {deployment!r} {state} on agent {self.agent_id}",
-        )
-
-    def _run_stage(self, hosted: _HostedStage) -> None:
-        while True:
-            job = hosted.queue.get()
-            if job is None:
-                return
-            try:
-                self._process(hosted, job)
-            except Exception as error:  # a bug must not kill the stage: tell the requester
-                log.exception("stage %s failed on a request", hosted.key)
-                self._refuse(job.message, ErrorCode.INTERNAL, f"internal error: {error}")
-
-    def _process(self, hosted: _HostedStage, job: _Job) -> None:
-        try:
-            activation = STAGE.decode(job.message.payload, topic=job.message.topic)
-        except DecodeError as error:
-            self._refuse(job.message, ErrorCode.BAD_MESSAGE, str(error))
-            return
-        if (activation.deployment, activation.stage) != (hosted.deployment, hosted.stage):
-            self._send_error(
-                activation,
-                ErrorCode.BAD_MESSAGE,
-                f"sent to stage {hosted.key} but addressed to "
-                f"{stage_key(activation.deployment, activation.stage)}",
-            )
-            return
-        current, received_ms, bytes_in = activation, job.received_ms, len(job.message.payload)
-        self.energy.spend_radio(bytes_in)
-        while True:
-            if not self._seen.first_time((current.request_id, current.stage, current.attempt)):
-                self.counters.add("duplicates")
-                log.debug("duplicate of %s at stage %d", current.request_id.hex(), current.stage)
-                return
-            try:
-                following = self._compute(hosted, current, received_ms, bytes_in)
-            except RequestFailed as failure:
-                self._send_error(current, failure.code, str(failure))
-                return
-            if following is None:
-                return
-            current, hosted = following
-            received_ms, bytes_in = now_ms(), 0
-
-    def _compute(
-        self, hosted: _HostedStage, activation: Activation, received_ms: float, bytes_in: int
-    ) -> tuple[Activation, _HostedStage] | None:
-        """Run one stage; forward, answer, or hand back the next stage hosted here."""
-        if activation.deadline_ms and now_ms() > activation.deadline_ms:
-            late = now_ms() - activation.deadline_ms
-            raise RequestFailed(
-                ErrorCode.DEADLINE_EXCEEDED,
-                f"arrived at stage {activation.stage} on {self.agent_id} {late:.0f} ms "
-                "after its deadline",
-            )
-        next_topic = self._next_hop(activation)  # nothing is computed for nowhere
-        arrays = checked_inputs(hosted.inputs, activation.tensors)
-        started = now_ms()
-        outputs, invoke_s = hosted.shard.run(arrays)
-        compute_s = invoke_s
-        factor = self.link.compute_factor
-        if factor > 1:
-            time.sleep((factor - 1) * invoke_s)
-            compute_s = invoke_s * factor
-        finished = now_ms()
-        self.energy.spend_compute(compute_s)
-        sample = compute_s * 1000.0
-        hosted.compute_ms = (
-            sample
-            if hosted.compute_ms is None
-            else hosted.compute_ms + EWMA_WEIGHT * (sample - hosted.compute_ms)
-        )
-        bytes_out = sum(tensor.array.nbytes for tensor in outputs)
-        trace = (
-            *activation.trace,
-            TraceEntry(
-                stage=activation.stage,
-                agent_id=self.agent_id,
-                received_ms=received_ms,
-                started_ms=started,
-                finished_ms=finished,
-                bytes_in=bytes_in,
-                attempt=activation.attempt,
-                bytes_out=bytes_out,
-                energy_j=self.energy.stage_energy_j(compute_s, bytes_in + bytes_out),
-            ),
-        )
-        next_stage = activation.stage + 1
-        if next_topic is None:  # the last stage
-            result = Result(
-                request_id=activation.request_id,
-                attempt=activation.attempt,
-                deployment=activation.deployment,
-                tensors=outputs,
-                trace=trace,
-                agent_id=self.agent_id,
-            )
-            self._send_to_callback(activation, result)
-            return None
-        forward = Activation(
-            request_id=activation.request_id,
-            attempt=activation.attempt,
-            deployment=activation.deployment,
-            stage=next_stage,
-            route=activation.route,
-            callback=activation.callback,
-            deadline_ms=activation.deadline_ms,
-            tensors=outputs,
-            trace=trace,
-            client_id=activation.client_id,
-        )
-        if activation.route[next_stage][0] == self.agent_id:
-            with self._stages_lock:
-                local = self._stages.get((activation.deployment, next_stage))
-            if local is not None:
-                return forward, local  # in-process: no broker hop
-        self.link.send(STAGE, next_topic, encode_parts(forward), deadline_ms=activation.deadline_ms)
-        return None
-
-    def _next_hop(self, activation: Activation) -> str | None:
-        """The next stage's topic (None after the last stage), checked before computing."""
-        if not is_callback(activation.callback, self._ns):
-            raise RequestFailed(
-                ErrorCode.BAD_MESSAGE, f"the callback {activation.callback!r} is not a result topic"
-            )
-        next_stage = activation.stage + 1
-        if next_stage >= len(activation.route):
-            return None
-        candidates = activation.route[next_stage]
-        if not candidates:
-            raise RequestFailed(
-                ErrorCode.BAD_MESSAGE, f"the route names no agent for stage {next_stage}"
-            )
-        try:
-            return STAGE.name(
-                self._ns, deployment=activation.deployment, stage=next_stage, agent=candidates[0]
-            )
-        except ValueError as error:
-            raise RequestFailed(ErrorCode.BAD_MESSAGE, f"bad route: {error}") from None
-
-    # -- answering ----------------------------------------------------------------------------
-
-    def _send_to_callback(self, activation: Activation, message: Result | ErrorMessage) -> None:
-        if not is_callback(activation.callback, self._ns):
-            self.counters.add("unroutable")
-            log.warning(
-                "request %s: callback %r is not a result topic; dropped its %s",
-                activation.request_id.hex(),
-                activation.callback,
-                message.KIND,
-            )
-            return
-        try:
-            self.link.send(RESULTS, activation.callback, encode_parts(message), deadline_ms=0)
-        except RequestFailed as failure:
-            if isinstance(message, ErrorMessage):
-                self.counters.add("unroutable")
-                log.error("could not report an error on %s: %s", activation.callback, failure)
-                return
-            error = error_for(activation, self.agent_id, failure.code, str(failure))
-            self._send_to_callback(activation, error)
-            return
-        self.counters.add("errors_sent" if isinstance(message, ErrorMessage) else "results_sent")
-
-    def _send_error(self, activation: Activation, code: ErrorCode, reason: str) -> None:
-        log.info(
-            "request %s stage %d: %s: %s",
-            activation.request_id.hex(),
-            activation.stage,
-            code,
-            reason,
-        )
-        self._send_to_callback(activation, error_for(activation, self.agent_id, code, reason))
-
-    def _refuse(self, message: InboundMessage, code: ErrorCode, reason: str) -> None:
-        """Answer a message we cannot (fully) decode, from whatever of it can be read."""
-        salvaged = salvage(message.payload)
-        if salvaged is None:
-            self.counters.add("unroutable")
-            log.warning(
-                "dropped a message on %s (%s: %s): no callback", message.topic, code, reason
-            )
-            return
-        self._send_error(salvaged, code, reason)

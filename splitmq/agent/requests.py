@@ -8,11 +8,13 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from splitmq.errors import SplitMQError
+from splitmq.transport import InboundMessage
 from splitmq.wire import (
     REQUEST_ID_BYTES,
     Activation,
@@ -28,6 +30,19 @@ from splitmq.wire.topics import RESULTS
 def now_ms() -> float:
     """Wall-clock milliseconds: what deadlines and traces are written in."""
     return time.time() * 1000.0
+
+
+def stage_key(deployment: str, stage: int) -> str:
+    """How a hosted stage is named in telemetry (``queue_depth``, ``compute_ms``)."""
+    return f"{deployment}/{stage}"
+
+
+@dataclass(frozen=True)
+class Job:
+    """A request waiting in a stage's queue, and when it arrived."""
+
+    message: InboundMessage
+    received_ms: float
 
 
 class RequestFailed(SplitMQError):

@@ -108,7 +108,7 @@ def run_coordinator(args: argparse.Namespace) -> int:
         if args.web is not None:
             from splitmq.web.cli import start_server, web_config
 
-            web_settings = web_config(args, args.web, f"splitmq-web-{args.id}")
+            web_settings = web_config(args, args.web, f"splitmq-web-{args.id}", args.id)
             web = start_server(web_settings, qr=not args.no_qr)
     except SplitMQError as error:
         print(f"splitmq coordinator: error: {error}", file=sys.stderr, flush=True)

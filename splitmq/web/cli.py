@@ -33,7 +33,7 @@ def add_web_options(parser: argparse.ArgumentParser, *, port_option: str = "--po
     add("--agent-user", help="the MQTT user name config.json gives agent pages")
     add("--agent-password", help="its password (else the page's ?user=&password=)")
     add("--telemetry-period", type=float, default=2.0, help="agent pages' period, s (2)")
-    add("--agent-profile", help="the device profile agent pages announce")
+    add("--agent-profile", help="the device profile (energy figures) agent pages announce")
     add("--no-qr", action="store_true", help="print the URL without its QR code")
 
 
@@ -47,11 +47,40 @@ def add_parser(subparsers: Subparsers) -> None:
     )
     add_broker_options(parser)
     parser.add_argument("--pool", type=Path, default=Path("pool"), help="model pool directory")
+    parser.add_argument(
+        "--coordinator-id", default="coordinator", help="the coordinator the pages obey"
+    )
     add_web_options(parser)
     parser.set_defaults(run=run_web)
 
 
-def web_config(args: argparse.Namespace, port: int, client_id: str) -> WebConfig:
+PROFILE_FIGURES = (
+    "active_power_w",
+    "idle_power_w",
+    "radio_j_per_mb",
+    "battery_wh",
+    "initial_battery_pct",
+    "plugged",
+)
+"""What a page takes from a device profile: energy figures, never an emulated slow-down
+or link (a page is a real device)."""
+
+
+def profile_figures(name: str | None) -> dict[str, object] | None:
+    """The energy figures of the device profile ``name`` (a shipped one or a file)."""
+    if name is None:
+        return None
+    from splitmq.agent.profiles import load_profile
+
+    profile = load_profile(name)
+    return {field: getattr(profile, field) for field in PROFILE_FIGURES}
+
+
+def web_config(
+    args: argparse.Namespace, port: int, client_id: str, coordinator_id: str | None = None
+) -> WebConfig:
+    """The server's settings from the command line (``coordinator_id``: the coordinator's
+    own ``--id`` when it runs the server, else ``--coordinator-id``)."""
     return WebConfig(
         broker=transport_config(args, client_id),
         host=args.host,
@@ -64,6 +93,8 @@ def web_config(args: argparse.Namespace, port: int, client_id: str) -> WebConfig
         agent_password=args.agent_password,
         telemetry_period_s=args.telemetry_period,
         profile=args.agent_profile,
+        profile_figures=profile_figures(args.agent_profile),
+        coordinator_id=coordinator_id or getattr(args, "coordinator_id", None) or "coordinator",
     )
 
 

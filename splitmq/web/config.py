@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from splitmq import __version__
 from splitmq.errors import ConfigError
 from splitmq.transport import TransportConfig
 from splitmq.wire.topics import DEFAULT_NAMESPACE
@@ -45,6 +47,11 @@ class WebConfig:
         agent_password: its password.
         telemetry_period_s: how often a page publishes its telemetry.
         profile: a device profile the pages announce (None: the page's own reading).
+        profile_figures: that profile's energy figures (the fields of
+            ``splitmq/agent/profiles/*.json``), which the page reports in its status so
+            the planner's energy model has them (None: the page's defaults).
+        coordinator_id: the only command issuer the pages obey (the coordinator's
+            ``--id``).
         max_message_bytes: the largest WebSocket message the relay accepts; the
             broker's ``max_packet_size`` plus a frame's worth of slack.
         fleet_view: subscribe to the fleet for the front page (off in benchmarks).
@@ -62,6 +69,8 @@ class WebConfig:
     agent_password: str | None = None
     telemetry_period_s: float = 2.0
     profile: str | None = None
+    profile_figures: Mapping[str, Any] | None = None
+    coordinator_id: str = "coordinator"
     max_message_bytes: int = 8 * 1024 * 1024 + 65536
     fleet_view: bool = True
 
@@ -98,4 +107,7 @@ def page_config(config: WebConfig, host: str, secure: bool) -> dict[str, Any]:
         "shard_url": "/shards/{sha256}",
         "wasm_url": "/wasm/",
         "profile": config.profile,
+        "coordinator_id": config.coordinator_id,
+        "version": __version__,
+        **({"profile_figures": dict(config.profile_figures)} if config.profile_figures else {}),
     }

@@ -29,6 +29,10 @@ from splitmq.wire.topics import RESULTS
 
 log = logging.getLogger(__name__)
 
+OBSERVER_QOS = 0
+"""The page only watches results go by: at most once is enough, and the broker keeps no
+acknowledgement state for it (the clients themselves receive at the row's QoS)."""
+
 RECENT_SHOWN = 15
 RECENT_KEPT = 200
 
@@ -120,7 +124,7 @@ class FleetView:
         self.watcher.start()
         try:
             self.transport.subscribe(
-                RESULTS.filter(self.namespace), self.requests.on_message, qos=0
+                RESULTS.filter(self.namespace), self.requests.on_message, qos=OBSERVER_QOS
             )
             self.requests.available = True
         except TransportError as error:  # e.g. an ACL that keeps results to their clients

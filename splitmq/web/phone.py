@@ -33,6 +33,7 @@ HEADLESS_ARGS = (
     "--no-first-run",
     "--disable-background-networking",
     "--disable-component-update",
+    "--disable-dev-shm-usage",  # containers give /dev/shm 64 MB
     # an agent must not be throttled like a page in a background tab
     "--disable-background-timer-throttling",
     "--disable-renderer-backgrounding",

@@ -28,8 +28,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from splitmq.agent import Agent, AgentConfig, agent_will, load_profile
-from splitmq.agent.agent import _Job
-from splitmq.agent.requests import now_ms
+from splitmq.agent.requests import Job, now_ms
 from splitmq.coordinator.pool_service import PoolService
 from splitmq.transport import InboundMessage, MemoryBroker, Transport
 from splitmq.wire import (
@@ -176,9 +175,9 @@ def handle_stage(target: Target, payload: bytes) -> None:
     agent = target.agent
     for (deployment, stage), hosted in list(agent._stages.items()):
         topic = STAGE.name(deployment=deployment, stage=stage, agent=AGENT)
-        agent._process(hosted, _Job(InboundMessage(topic, payload), now_ms()))
+        agent.workers.process(hosted, Job(InboundMessage(topic, payload), now_ms()))
     stray = STAGE.name(deployment="elsewhere", stage=0, agent=AGENT)
-    agent._on_stage(InboundMessage(stray, payload))
+    agent.workers.on_stage(InboundMessage(stray, payload))
     assert not any(spy.misfits for spy in target.spies), [s.misfits for s in target.spies]
 
 

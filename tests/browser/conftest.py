@@ -20,6 +20,7 @@ CHROMIUM_ARGS = [
     "--disable-background-networking",
     "--disable-component-update",
     "--no-first-run",
+    "--disable-dev-shm-usage",  # containers give /dev/shm 64 MB: Chromium would crash
     # a page in a background tab is throttled; the test's pages are agents at work
     "--disable-background-timer-throttling",
     "--disable-renderer-backgrounding",

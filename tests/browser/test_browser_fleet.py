@@ -21,7 +21,7 @@ from splitmq.transport import parse_broker_url
 from splitmq.web.config import WebConfig
 from splitmq.web.phone import WASM_TOLERANCE
 from splitmq.web.server import WebServer
-from splitmq.wire import AgentState, Deployment, DeployRequest, encode
+from splitmq.wire import AgentState, Deployment, DeployReply, DeployRequest, encode
 from splitmq.wire.topics import DEPLOY_REQUESTS
 from tests.reliability.fleet import MODEL, Fleet, Reference, start_fleet
 
@@ -84,8 +84,9 @@ def deploy(fleet: Fleet, **options: Any) -> Deployment:
         **options,
     )
     fleet.observer.publish(DEPLOY_REQUESTS.name(), encode(request)).wait(10)
-    fleet.watch.wait(lambda: request.request_id in fleet.watch.replies, 90, "the deploy reply")
-    reply = fleet.watch.replies[request.request_id]
+    fleet.watch.wait(lambda: request.request_id in fleet.watch.answers, 90, "the deploy reply")
+    reply = fleet.watch.answers[request.request_id]
+    assert isinstance(reply, DeployReply)
     assert reply.ok, reply.message
     fleet.watch.wait(
         lambda: (d := fleet.deployment(reply.deployment)) is not None and d.epoch >= reply.epoch,

@@ -20,12 +20,13 @@ import pytest
 from splitmq.client import Client, ClientConfig
 from splitmq.secure_setup import SecureSetup, make_secure_setup
 from splitmq.transport import MqttTransport, parse_broker_url
+from splitmq.watch import Watcher
 from splitmq.web.config import WebConfig
 from splitmq.web.phone import WASM_TOLERANCE
 from splitmq.web.server import WebServer
 from splitmq.wire import Deployment, DeployReply, DeployRequest, encode
 from tests import processes as spawn
-from tests.reliability.fleet import Reference, Watch
+from tests.reliability.fleet import Reference, watch
 
 from .pages import AgentPage, open_agent_page
 
@@ -46,7 +47,7 @@ class SecureWebFleet:
     server: WebServer
     page: AgentPage
     operator: MqttTransport
-    watch: Watch
+    watch: Watcher
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +75,7 @@ def secure_web_fleet(
             operator = MqttTransport(setup.access("reliability-ops").transport_config())
             operator.start()
             cleanup.append(operator.close)
-            watch = Watch(operator)
+            watcher = watch(operator)
             certs = setup.directory / "certs"
             config = WebConfig(
                 # The relay needs the broker's TLS listener only: every page brings its
@@ -99,10 +100,10 @@ def secure_web_fleet(
                 password=setup.access("page-s1").password,
             )
             cleanup.append(page.close)
-            watch.wait(
-                lambda: watch.online("py-s1") and watch.online("page-s1"), 60, "agents online"
+            watcher.wait(
+                lambda: watcher.online("py-s1") and watcher.online("page-s1"), 60, "agents online"
             )
-            yield SecureWebFleet(setup, server, page, operator, watch)
+            yield SecureWebFleet(setup, server, page, operator, watcher)
         finally:
             for step in reversed(cleanup):
                 step()
@@ -136,12 +137,13 @@ def test_a_page_with_its_agent_credentials_serves_over_wss(
     )
     # The coordinator may still be subscribing: ask until it answers.
     deadline = time.monotonic() + 60
-    while request.request_id not in fleet.watch.replies and time.monotonic() < deadline:
+    while request.request_id not in fleet.watch.answers and time.monotonic() < deadline:
         fleet.operator.publish(DEPLOY_REQUESTS.name(), encode(request)).wait(10)
-        with contextlib.suppress(AssertionError):
-            fleet.watch.wait(lambda: request.request_id in fleet.watch.replies, 3, "a reply")
-    fleet.watch.wait(lambda: request.request_id in fleet.watch.replies, 60, "the deploy reply")
-    reply: DeployReply = fleet.watch.replies[request.request_id]
+        with contextlib.suppress(TimeoutError):
+            fleet.watch.wait(lambda: request.request_id in fleet.watch.answers, 3, "a reply")
+    fleet.watch.wait(lambda: request.request_id in fleet.watch.answers, 60, "the deploy reply")
+    reply = fleet.watch.answers[request.request_id]
+    assert isinstance(reply, DeployReply)
     assert reply.ok, reply.message
     fleet.watch.wait(lambda: reply.deployment in fleet.watch.deployments, 10, "the deployment")
     deployment: Deployment = fleet.watch.deployments[reply.deployment]

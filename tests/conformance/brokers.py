@@ -32,7 +32,7 @@ class BrokerProcess(Protocol):
     def stop(self) -> None: ...
 
 
-def wait_listening(port: int, timeout_s: float, alive: object = None) -> None:
+def wait_listening(port: int, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         with contextlib.suppress(OSError), socket.create_connection((HOST, port), timeout=0.2):

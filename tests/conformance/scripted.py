@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable
 from types import TracebackType
 
-from splitmq.mqtt.codes import Prop
+from splitmq.mqtt.codes import Prop, PropertyValue
 from splitmq.mqtt.packets import encode_properties
 
 HOST = "127.0.0.1"
@@ -54,12 +54,12 @@ class Link:
         self.sock.sendall(data)
 
     def connack(
-        self, *, v5: bool, code: int = 0, properties: dict[Prop, object] | None = None
+        self, *, v5: bool, code: int = 0, properties: dict[Prop, PropertyValue] | None = None
     ) -> None:
         if not v5:
             self.send(bytes((0x20, 2, 0, code)))
             return
-        block = encode_properties([(int(k), v) for k, v in (properties or {}).items()])  # type: ignore[misc]
+        block = encode_properties([(int(k), v) for k, v in (properties or {}).items()])
         body = bytes((0, code)) + block
         self.send(bytes((0x20, len(body))) + body)
 

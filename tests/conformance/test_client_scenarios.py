@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import socket
 import threading
+from collections.abc import Iterator
 
 import pytest
 
@@ -16,7 +17,7 @@ from splitmq.transport import InboundMessage, Will
 from splitmq.transport.mqtt import MqttTransport
 
 from ..helpers import Collector, wait_until
-from .brokers import BrokerProcess
+from .brokers import BrokerProcess, MosquittoUnderTest
 from .conftest import Case, ClientFactory, Transport, new_broker
 
 pytestmark = pytest.mark.integration
@@ -242,3 +243,52 @@ def test_mqtt_4_1_broker_restart_then_resubscribed(
         subscriber.close()
         publisher.close()
         own.stop()
+
+
+@pytest.fixture(scope="module")
+def mosquitto_default_inflight(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """A Mosquitto with its default max_inflight_messages (20), as most installs run."""
+    broker = MosquittoUnderTest(tmp_path_factory.mktemp("inflight20"), "max_inflight_messages 20")
+    broker.start()
+    try:
+        yield broker.port
+    finally:
+        broker.stop()
+
+
+@pytest.mark.parametrize(
+    "engine",
+    [
+        "splitmq",
+        pytest.param(
+            "paho",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="paho-mqtt 2.2 keeps 100 in flight (PahoTransport's max_inflight) "
+                "over 3.1.1; Mosquitto drops the QoS 2 messages past its 20",
+            ),
+        ),
+    ],
+    ids=["mosquitto20-splitmq-mqtt311", "mosquitto20-paho-mqtt311"],
+)
+def test_client_burst_through_a_mosquitto_with_the_default_in_flight_limit(
+    engine: str, mosquitto_default_inflight: int, prefix: str
+) -> None:
+    """Not a normative statement (3.1.1 has no flow control): 100 QoS 1 then 100 QoS 2
+    published at once through a Mosquitto left at max_inflight_messages 20 all arrive."""
+    from splitmq.transport import MqttVersion, TransportConfig
+    from splitmq.transport.paho_transport import PahoTransport
+
+    config = TransportConfig(port=mosquitto_default_inflight, version=MqttVersion.V311)
+    kind = MqttTransport if engine == "splitmq" else PahoTransport
+    with kind(config) as subscriber, kind(config) as publisher:
+        got = Collector()
+        subscriber.subscribe(f"{prefix}/burst", got, qos=2)
+        receipts = [
+            publisher.publish(f"{prefix}/burst", b"%d" % i, qos=1 if i < 100 else 2)
+            for i in range(200)
+        ]
+        for receipt in receipts:
+            receipt.wait(30.0)
+        messages = got.wait_for(200, timeout_s=10.0)
+        assert sorted(int(m.payload) for m in messages) == list(range(200))

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from splitmq.errors import TransportError
-from splitmq.mqtt.codes import Prop
+from splitmq.mqtt.codes import Prop, PropertyValue
 from splitmq.transport import MqttTransport, MqttVersion, TransportConfig
 from splitmq.transport.mqtt import PublishRefused
 from splitmq.transport.paho_transport import PahoTransport
@@ -83,7 +83,7 @@ def client() -> Iterator[ClientMaker]:
         transport.close()
 
 
-def serve_connack(link: Link, v5: bool = True, **properties: object) -> int:
+def serve_connack(link: Link, v5: bool = True, **properties: PropertyValue) -> int:
     """Read CONNECT, answer CONNACK with ``properties`` (names of :class:`Prop`)."""
     first, body = link.read()
     assert first >> 4 == CONNECT

@@ -747,6 +747,8 @@ def test_a_session_queue_is_bounded_in_bytes_too() -> None:
             for _ in range(5):
                 publisher.publish("bytes/t", bytes(3_000), qos=1).wait()
         wait_until(lambda: small.stats.dropped == 2, what="2 drops (3 x 3,000 bytes kept)")
+        # The publisher's clean session ends when the broker has read its DISCONNECT.
+        wait_until(lambda: small.stats.clients == 0, what="the publisher gone")
         assert small.stats.sessions == 1
 
 

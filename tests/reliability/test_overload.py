@@ -156,7 +156,10 @@ def test_a_flood_through_the_client_ends_every_request_and_latency_recovers(
     assert codes["result"] > 0 and codes["result"] < count  # beyond capacity, not all served
     for outcome in outcomes:
         if isinstance(outcome, InferenceError):
-            assert outcome.record.finished_ms - outcome.record.sent_ms < 2000 + 500
+            # Ended at its deadline, not waiting on an answer that does not come: late
+            # only by the time a client with 500 requests in flight takes to get to it
+            # (seconds on a loaded machine).
+            assert outcome.record.finished_ms - outcome.record.sent_ms < 2000 + 3000
             assert any(a.outcome == "overloaded" for a in outcome.record.attempts) or (
                 outcome.code == "deadline"
             )

@@ -67,7 +67,7 @@ ALLOWED: dict[str, set[str]] = {
     "coordinator": {"connection", "converter", "errors", "tables", "transport", "web", "wire"},
     "client": {"agent", "connection", "errors", "tables", "transport", "wire"},
     # the page server for browser agents and the fleet page
-    "web": {"broker", "connection", "coordinator", "errors", "transport", "wire"},
+    "web": {"agent", "broker", "connection", "coordinator", "errors", "transport", "wire"},
     # what puts the parts together
     "demo": {
         "broker",

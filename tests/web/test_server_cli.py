@@ -53,7 +53,7 @@ def test_the_command_prints_where_to_join_and_serves(
     port = free_port()
     base = [sys.executable, "-m", "splitmq"]
     if command == "web":
-        args = [*base, "web", "--port", str(port)]
+        args = [*base, "web", "--port", str(port), "--agent-profile", "phone"]
     else:
         args = [*base, "coordinator", "--id", f"web-cli-{port}", "--web", str(port)]
     args += ["--broker", mosquitto.url(), "--pool", str(tmp_path), "--host", "127.0.0.1"]
@@ -65,7 +65,14 @@ def test_the_command_prints_where_to_join_and_serves(
         qr = lines[lines.index(join) + 2 :]  # after the loopback-only notice
         assert len(qr) > 10 and all("\u2588" in row or "\u2580" in row for row in qr[:3])
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/config.json", timeout=10) as r:
-            assert json.load(r)["broker_url"] == f"ws://127.0.0.1:{port}/mqtt"
+            config = json.load(r)
+        assert config["broker_url"] == f"ws://127.0.0.1:{port}/mqtt"
+        if command == "web":
+            assert config["profile"] == "phone"
+            assert config["profile_figures"]["battery_wh"] == 17.0  # agent/profiles/phone.json
+            assert config["coordinator_id"] == "coordinator"
+        else:  # the pages obey the coordinator that serves them
+            assert config["coordinator_id"] == f"web-cli-{port}"
     finally:
         assert stop(process) == 0
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+import splitmq
 from splitmq.broker import Mosquitto
 from splitmq.coordinator.model_pool import INDEX_FILE, SHARDS_DIR
 from splitmq.transport import parse_broker_url
@@ -170,6 +171,8 @@ def test_config_json_points_the_page_at_our_relay_by_the_host_it_used(server) ->
         "shard_url": "/shards/{sha256}",
         "wasm_url": "/wasm/",
         "profile": "phone",
+        "coordinator_id": "coordinator",
+        "version": splitmq.__version__,
     }
 
 

@@ -593,6 +593,7 @@ export class BrowserAgent {
       if (local) return [forward, local]; // in the page: no broker hop
     }
     await this.send(nextTopic, encode(forward));
+    this.counters.served += 1; // a stage run and handed on counts as served, as an answer does
     return null;
   }
 

@@ -119,7 +119,7 @@ test('the first stage forwards to the next stage\'s agent with its trace', async
   assert.deepEqual([...forward.tensors[0].data], [2, 3]);
   assert.equal(forward.tensors[0].name, 'y'); // the announced name, not the runtime's
   assert.equal(forward.trace[0].agent_id, 'web');
-  assert.equal(agent.snapshot().served, 0); // forwarded, not answered
+  assert.equal(agent.snapshot().served, 1); // run and forwarded: served, like an answer
 });
 
 test('the last stage answers on the callback topic; two local stages run without a broker hop', async () => {
