@@ -179,6 +179,7 @@ class Deployer:
             created_ms=int(time.time() * 1000),
             objective=str(request.objective),
             target_replicas=request.replicas,
+            sites=self._sites(stages),
         )
         self.publish(deployment)
         if previous is not None:
@@ -299,7 +300,12 @@ class Deployer:
         )
         if stages == deployment.stages:
             return None  # every restarted replica serves again: the epoch holds
-        healed = replace(deployment, epoch=self.next_epoch(deployment.epoch), stages=stages)
+        healed = replace(
+            deployment,
+            epoch=self.next_epoch(deployment.epoch),
+            stages=stages,
+            sites=self._sites(stages),
+        )
         self.publish(healed)
         log.info(
             "healed %s: epoch %d, replicas %s",
@@ -354,6 +360,11 @@ class Deployer:
             return (view.agent_id in hosting_other, compute + send)
 
         return [view.agent_id for view in sorted(candidates, key=cost)]
+
+    def _sites(self, stages: Sequence[StageSpec]) -> dict[str, str]:
+        """The site of each replica that has one: senders pick the hop's topic by it."""
+        replicas = {a for stage in stages for a in stage.replicas}
+        return {a: site for a in sorted(replicas) if (site := self.registry.site(a))}
 
     # -- loading ------------------------------------------------------------------------
 

@@ -200,6 +200,12 @@ class Registry:
                 return 0
             return record.telemetry.queue_depth.get(stage_key(deployment, stage), 0)
 
+    def site(self, agent_id: str) -> str:
+        """The agent's site, as its status says ('' when it says none)."""
+        with self._lock:
+            record = self._agents.get(agent_id)
+            return record.status.site if record is not None and record.status else ""
+
     def speed_gflops(self, agent_id: str) -> float:
         """Measured speed on our shards, else the calibrated figure corrected by the fleet."""
         with self._lock:

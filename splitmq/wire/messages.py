@@ -494,6 +494,10 @@ class Deployment(Message):
     objective: str = ""
     target_replicas: int = 1
     """Replicas each stage should have; healing restores it when agents are lost."""
+    sites: dict[str, str] = field(default_factory=dict)
+    """The site of each replica that has one (``AgentStatus.site``): a hop to an agent
+    of another site goes on ``sites/{site}/stage/...``, which the site brokers' bridges
+    carry (docs/scaling.md); hops within a site stay on its broker."""
 
 
 class Objective(StrEnum):

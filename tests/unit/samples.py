@@ -160,6 +160,7 @@ def sample_messages() -> list[Message]:
             state=DeploymentState.ACTIVE,
             created_ms=1700000000000,
             objective="latency",
+            sites={"rpi-1": "north-campus", "phone-1": "home"},
         ),
         DeployRequest(
             request_id="r1",

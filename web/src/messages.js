@@ -269,6 +269,7 @@ export const MESSAGES = {
     ['created_ms', 'int', 0],
     ['objective', 'str', ''],
     ['target_replicas', 'int', 1],
+    ['sites', map('str'), {}],
   ]],
   'deploy.request': [1, [
     ['request_id', 'str', REQUIRED],
