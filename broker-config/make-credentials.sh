@@ -46,8 +46,12 @@ for spec in "$@"; do
         echo "topic read $ns/stage/+/+/$name"
         echo "topic read $ns/stage/+/+/any"
         echo "topic write $ns/stage/#"
+        # hops to agents of other sites, or of the central broker (bridge.conf)
+        echo "topic write $ns/sites/+/stage/#"
+        echo "topic write $ns/central/stage/#"
         echo "topic write $ns/clients/+/result"
         echo "topic read $ns/deployments/#"
+        echo "topic read $ns/coordinators/lease"
         ;;
       operator)
         echo "topic write $ns/control/deploy"
@@ -60,6 +64,7 @@ for spec in "$@"; do
         echo "topic write $ns/plans/request"
         echo "topic read $ns/clients/$name/#"
         echo "topic write $ns/stage/#"
+        echo "topic write $ns/sites/+/stage/#"
         echo "topic read $ns/deployments/#"
         echo "topic read $ns/agents/+/status"
         echo "topic read $ns/agents/+/telemetry"

@@ -2,6 +2,7 @@
 
     python scripts/soak.py --minutes 60            # the real thing (not run in CI)
     python scripts/soak.py --minutes 3 --window 30 # a quick look
+    python scripts/soak.py --minutes 5 --window 30 --coordinators 3 --kill-coordinator-every 20
 
 SIGINT or SIGTERM ends it early, still with the summary of the windows so far.
 
@@ -12,6 +13,13 @@ one fault happens, in turn: an agent killed and restarted, an agent silent for a
 seconds (SIGSTOP), the broker crashing and coming back, the coordinator killed and
 restarted, an agent slow for a while (SIGSTOP/SIGCONT duty cycle), an agent replaced
 by one with an empty cache.
+
+With ``--coordinators N`` (N > 1) the coordinators share the work under the leader
+lease; the coordinator fault then kills a random one of them (often the leader), and
+``--kill-coordinator-every S`` adds a loop of its own that SIGKILLs a random
+coordinator every S seconds (jittered) and restarts it a moment later. The summary
+counts the leader terms seen and any epoch given to two different deployment contents
+(there must be none).
 
 Every ``--window`` seconds it prints requests served, errors by code, p50/p99 latency
 and the resident memory of each process; at the end a summary compares the first
@@ -51,11 +59,13 @@ from splitmq.mosquitto import Mosquitto, config_dir
 from splitmq.transport import MqttTransport, parse_broker_url
 from splitmq.watch import Watcher
 from splitmq.wire import (
+    Deployment,
     DeployReply,
     DeployRequest,
+    Lease,
     encode,
 )
-from splitmq.wire.topics import DEPLOY_REPLIES, DEPLOY_REQUESTS, DEPLOYMENTS, STATUS
+from splitmq.wire.topics import DEPLOY_REPLIES, DEPLOY_REQUESTS, DEPLOYMENTS, LEASE, STATUS
 
 log = logging.getLogger("soak")
 OPERATOR = "soak-ops"
@@ -110,7 +120,7 @@ class Soak:
         self.rng = random.Random(args.seed)
         self.broker = Mosquitto(config_dir() / "dev.conf", workdir / "broker")
         self.agents: dict[str, subprocess.Popen[bytes]] = {}
-        self.coordinator: subprocess.Popen[bytes] | None = None
+        self.coordinators: dict[str, subprocess.Popen[bytes]] = {}
         self.observer: MqttTransport | None = None
         self.watcher: Watcher | None = None
         self.lock = threading.Lock()
@@ -133,18 +143,18 @@ class Soak:
         )
         self.agents[agent_id] = processes.spawn(command, self.workdir / f"{agent_id}.log")
 
-    def start_coordinator(self) -> None:
-        log_file = self.workdir / "coordinator.log"
+    def start_coordinator(self, name: str = "coordinator") -> None:
+        log_file = self.workdir / f"{name}.log"
         before = log_file.read_text().count("serving the pool") if log_file.exists() else 0
         command = processes.coordinator_command(
             ["--broker", self.broker.url()],
             self.pool,
             extra=("--watch-period", "0.5", "--ready-timeout", "20"),
         )
-        self.coordinator = processes.spawn(command, log_file)
+        process = self.coordinators[name] = processes.spawn(command, log_file)
         deadline = time.monotonic() + 60
         while log_file.read_text().count("serving the pool") <= before:
-            if self.coordinator.poll() is not None or time.monotonic() > deadline:
+            if process.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit(f"the coordinator did not start: see {log_file}")
             time.sleep(0.05)
 
@@ -154,8 +164,7 @@ class Soak:
 
     def pids(self) -> dict[str, int]:
         pids = {a: p.pid for a, p in self.agents.items() if p.poll() is None}
-        if self.coordinator is not None and self.coordinator.poll() is None:
-            pids["coordinator"] = self.coordinator.pid
+        pids.update({c: p.pid for c, p in self.coordinators.items() if p.poll() is None})
         process = self.broker._process
         if process is not None and process.poll() is None:
             pids["mosquitto"] = process.pid
@@ -187,8 +196,9 @@ class Soak:
         )
         self.observer.start()
         watcher = self.watcher = Watcher(self.observer).watch(STATUS).watch(DEPLOYMENTS)
-        watcher.watch(DEPLOY_REPLIES, client=OPERATOR)
-        self.start_coordinator()
+        watcher.watch(DEPLOY_REPLIES, client=OPERATOR).watch(LEASE)
+        for index in range(self.args.coordinators):
+            self.start_coordinator("coordinator" if index == 0 else f"coordinator-{index + 1}")
         for index in range(self.args.agents):
             self.start_agent(f"soak-{index + 1}")
 
@@ -205,7 +215,7 @@ class Soak:
         print(reply.message, flush=True)
 
     def down(self) -> None:
-        started = [*self.agents.values(), *([self.coordinator] if self.coordinator else [])]
+        started = [*self.agents.values(), *self.coordinators.values()]
         processes.stop(started)
         if self.observer is not None:
             self.observer.close()
@@ -241,10 +251,22 @@ class Soak:
         return "broker crashed, back after 2 s"
 
     def fault_coordinator_restart(self) -> str:
-        self.kill(self.coordinator)
+        victim = self.rng.choice(sorted(self.coordinators))
+        self.kill(self.coordinators[victim])
         time.sleep(3.0)
-        self.start_coordinator()
-        return "coordinator killed, restarted after 3 s"
+        self.start_coordinator(victim)
+        return f"{victim} killed, restarted after 3 s"
+
+    def run_coordinator_kills(self, stop: threading.Event) -> None:
+        """SIGKILL a random coordinator every ``--kill-coordinator-every`` s (jittered)."""
+        every = self.args.kill_coordinator_every
+        while not stop.wait(self.rng.uniform(0.5 * every, 1.5 * every)):
+            victim = self.rng.choice(sorted(self.coordinators))
+            self.kill(self.coordinators[victim])
+            time.sleep(self.rng.uniform(0.2, 3.0))
+            self.start_coordinator(victim)
+            with self.lock:
+                self.windows[-1].faults.append(f"{victim} killed (kill loop), restarted")
 
     def fault_slow_agent(self) -> str:
         victim = self.replica()
@@ -309,6 +331,9 @@ class Soak:
         self.windows.append(Window(0.0))
         faults = threading.Thread(target=self.run_faults, args=(stop,), daemon=True)
         faults.start()
+        kills = threading.Thread(target=self.run_coordinator_kills, args=(stop,), daemon=True)
+        if self.args.kill_coordinator_every > 0:
+            kills.start()
         sent = skipped = 0
         next_window = window_s
         print(
@@ -337,6 +362,8 @@ class Soak:
         finally:
             stop.set()
             faults.join(60)
+            if kills.is_alive():
+                kills.join(60)
             deadline = time.monotonic() + self.args.deadline + 2
             while client.in_flight and time.monotonic() < deadline:
                 time.sleep(0.1)
@@ -384,8 +411,19 @@ class Soak:
             for name, size in memory_first.items()
             if name in memory_last
         }
+        epochs: dict[tuple[str, int], Deployment] = {}
+        given_twice = 0
+        terms: set[int] = set()
+        if self.watcher is not None:
+            for deployment in self.watcher.of(Deployment):
+                first = epochs.setdefault((deployment.deployment, deployment.epoch), deployment)
+                given_twice += first != deployment
+            terms = {lease.term for lease in self.watcher.of(Lease) if not lease.released}
         return {
             "minutes": self.args.minutes,
+            "coordinators": self.args.coordinators,
+            "leader_terms": len(terms),
+            "epochs_given_twice": given_twice,
             "rate_per_s": self.args.rate,
             "requests": sent,
             "not_sent_in_flight_bound": skipped,
@@ -413,6 +451,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, help="logs and caches (default: a temp dir)")
     parser.add_argument("--out", type=Path, help="the JSON report (default WORKDIR/soak.json)")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--coordinators", type=int, default=1, help="coordinator processes sharing the lease (1)"
+    )
+    parser.add_argument(
+        "--kill-coordinator-every",
+        type=float,
+        default=0.0,
+        help="SIGKILL a random coordinator about every S seconds (0: never)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="splitmq-soak-"))
@@ -449,6 +496,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{report['p50_ms_last_third']} ms; p99 {report['p99_ms_first_third']} ms, then "
         f"{report['p99_ms_last_third']} ms\n"
         f"memory growth first to last window (MB): {report['rss_growth_mb']}\n"
+        f"coordinators {report['coordinators']}: {report['leader_terms']} leader terms, "
+        f"{report['epochs_given_twice']} epochs given twice\n"
         f"report: {out}; logs: {workdir}",
         flush=True,
     )

@@ -39,6 +39,8 @@ live next to the code that raises them (the module in brackets)::
     │                             [coordinator.model_pool]
     ├── PartitionRefused          no partition of a variant meets the request
     │                             [coordinator.partition]
+    ├── LeaseLost                 a coordinator that does not hold the leader lease
+    │                             [coordinator.lease]
     ├── InputError                an input the client cannot read or fit [client.errors]
     ├── InferenceError            a request that finally failed [client.errors]
     │   ├── PlanRefusedError      no plan meets the constraints [client.errors]

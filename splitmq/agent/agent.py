@@ -50,6 +50,7 @@ from splitmq.agent.runtime import (
     calibrate,
     find_runtime,
 )
+from splitmq.agent.sites import SiteBook
 from splitmq.agent.stages import StageWorkers
 from splitmq.errors import DecodeError, TransportError
 from splitmq.transport import InboundMessage, Transport, Will
@@ -157,6 +158,7 @@ class Agent:
         self._started = False
         self.speed_gflops = self._calibrate()
         self.presence = Presence(self)
+        self.sites = SiteBook(transport, config.namespace)
         self.workers = StageWorkers(self)
 
     def _calibrate(self) -> float:
@@ -192,6 +194,7 @@ class Agent:
             qos=STAGE.qos,
             fast_path=self.workers.enqueue,
         )
+        self.sites.start()
         # Announced only now, subscribed: whoever sees the birth message may command us
         # at once. After a reconnect the transport subscribes again before telling us.
         self.transport.add_connection_listener(self.presence.on_connection)

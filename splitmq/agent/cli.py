@@ -53,6 +53,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     add("--telemetry-period", type=float, help="seconds between telemetry messages (1)")
     add("--queue-size", type=int, help="activations waiting per stage before 'overloaded'")
     add("--coordinator-id", help="the only command issuer obeyed (coordinator)")
+    add("--site", help="where this agent is (its site broker, home, campus): free text")
     add("--namespace", help="topic prefix (splitmq/v1)")
     add("--battery", choices=["auto", "real", "simulated"])
     add("--battery-pct", type=float, help="charge of the simulated battery at start")
@@ -81,6 +82,7 @@ _OPTIONS = [
     "telemetry_period",
     "queue_size",
     "coordinator_id",
+    "site",
     "namespace",
     "battery",
     "battery_pct",
@@ -148,6 +150,7 @@ def build(values: Mapping[str, Any]) -> tuple[Any, Any]:
         "telemetry_period": ("telemetry_period_s", float),
         "queue_size": ("queue_size", int),
         "coordinator_id": ("coordinator_id", str),
+        "site": ("site", str),
         "namespace": ("namespace", str),
         "battery": ("battery", BatteryMode),
         "battery_pct": ("battery_pct", float),

@@ -54,6 +54,8 @@ class AgentConfig:
         battery: report the real battery, a simulated one, or the real one when present.
         battery_pct: the simulated battery's charge at start (default: the profile's).
         emulate: apply the profile's compute factor and link; off runs at host speed.
+        site: where the agent is (its site broker, a home, a campus), shown by
+            ``splitmq fleet``; '' when not said.
         dedup_entries: (request, stage, attempt) triples remembered to drop duplicates.
     """
 
@@ -63,6 +65,7 @@ class AgentConfig:
     cache_max_bytes: int = 2 * GiB
     namespace: str = DEFAULT_NAMESPACE
     coordinator_id: str = "coordinator"
+    site: str = ""
     runtime: RuntimeKind = RuntimeKind.AUTO
     threads: int = field(default_factory=default_threads)
     xnnpack: bool = True

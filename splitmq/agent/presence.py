@@ -5,6 +5,7 @@ broker's round trip, measured with pings the agent sends itself through the brok
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import deque
 from typing import TYPE_CHECKING
@@ -12,9 +13,10 @@ from typing import TYPE_CHECKING
 import splitmq
 from splitmq.agent import probes
 from splitmq.agent.requests import now_ms
-from splitmq.errors import TransportError
+from splitmq.errors import DecodeError, TransportError
+from splitmq.transport import InboundMessage
 from splitmq.wire import AgentState, AgentStatus, Ping, Telemetry
-from splitmq.wire.topics import COMMANDS, STATUS, TELEMETRY
+from splitmq.wire.topics import COMMANDS, LEASE, STATUS, TELEMETRY
 
 if TYPE_CHECKING:
     from splitmq.agent.agent import Agent
@@ -40,6 +42,31 @@ class Presence:
         :data:`RTT_MIN_PROBES` came back)."""
         self._rtts: deque[float] = deque(maxlen=RTT_WINDOW)
         self._sequence = 0
+        self._advised_s = 0.0  # the leading coordinator's advice (0: none)
+        self._advice_changed = threading.Event()
+
+    @property
+    def period_s(self) -> float:
+        """The telemetry period: ours, or longer when the leading coordinator advises it
+        (a large fleet: the broker's telemetry load stays bounded)."""
+        return max(self.agent.config.telemetry_period_s, self._advised_s)
+
+    def on_lease(self, message: InboundMessage) -> None:
+        """The coordinators' lease: its holder's advice on the telemetry period."""
+        if not message.payload:
+            return
+        try:
+            lease = LEASE.decode(message.payload, topic=message.topic)
+        except DecodeError as error:
+            log.warning("ignored a bad lease: %s", error)
+            return
+        if lease.released or lease.telemetry_period_s == self._advised_s:
+            return
+        before = self.period_s
+        self._advised_s = max(0.0, lease.telemetry_period_s)
+        if self.period_s != before:
+            log.info("telemetry every %.1f s (the coordinator's advice)", self.period_s)
+            self._advice_changed.set()  # say the new period at once: silence counts by it
 
     def status(self) -> AgentStatus:
         agent = self.agent
@@ -62,6 +89,7 @@ class Presence:
             radio_j_per_mb=profile.radio_j_per_mb,
             compute_factor=factor,
             link=profile.link if agent.config.emulate else None,
+            site=agent.config.site or None,
         )
 
     def telemetry(self) -> Telemetry:
@@ -72,7 +100,7 @@ class Presence:
         return Telemetry(
             agent_id=agent.agent_id,
             ts_ms=int(now_ms()),
-            period_s=agent.config.telemetry_period_s,
+            period_s=self.period_s,
             cpu_pct=probes.cpu_pct(),
             mem_free_bytes=probes.mem_free_bytes(),
             battery=agent.energy.battery(),
@@ -106,8 +134,14 @@ class Presence:
     def run(self) -> None:
         """The telemetry thread: probe the broker and publish telemetry every period."""
         agent = self.agent
-        period = agent.config.telemetry_period_s
+        try:
+            agent.transport.subscribe(
+                LEASE.name(agent.config.namespace), self.on_lease, qos=LEASE.qos
+            )
+        except TransportError as error:
+            log.warning("cannot hear the coordinators' telemetry advice: %s", error)
         while not agent.stopping.is_set():
+            self._advice_changed.clear()
             try:
                 self.probe_broker()
                 TELEMETRY.publish(
@@ -115,7 +149,10 @@ class Presence:
                 )
             except TransportError as error:
                 log.debug("telemetry not sent: %s", error)
-            agent.stopping.wait(period)
+            deadline = time.monotonic() + self.period_s
+            while not self._advice_changed.is_set() and (left := deadline - time.monotonic()) > 0:
+                if agent.stopping.wait(min(left, 0.25)):
+                    return
 
     def probe_broker(self) -> None:
         """Send ourselves a ping through the broker; its return gives the round trip."""

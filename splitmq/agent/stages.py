@@ -30,7 +30,7 @@ from splitmq.wire import (
     TraceEntry,
     encode_parts,
 )
-from splitmq.wire.topics import RESULTS, STAGE
+from splitmq.wire.topics import RESULTS, STAGE, hop_topic
 
 if TYPE_CHECKING:
     from splitmq.agent.agent import Agent, _HostedStage
@@ -244,11 +244,13 @@ class StageWorkers:
                 ErrorCode.BAD_MESSAGE, f"the route names no agent for stage {next_stage}"
             )
         try:
-            return STAGE.name(
+            return hop_topic(
                 self.agent._ns,
                 deployment=activation.deployment,
                 stage=next_stage,
                 agent=candidates[0],
+                sites=self.agent.sites.sites,
+                here=self.agent.config.site,
             )
         except ValueError as error:
             raise RequestFailed(ErrorCode.BAD_MESSAGE, f"bad route: {error}") from None

@@ -314,8 +314,13 @@ class RequestEngine:
         self, request: RequestState, activation: Activation, remaining_s: float
     ) -> None:
         agent_id = routes.firsts(activation.route)[0]
-        topic = t.STAGE.name(
-            self.namespace, deployment=activation.deployment, stage=0, agent=agent_id
+        deployment = self._plans.deployment(activation.deployment)
+        topic = t.hop_topic(
+            self.namespace,
+            deployment=activation.deployment,
+            stage=0,
+            agent=agent_id,
+            sites=deployment.sites if deployment is not None else {},
         )
         try:
             payload = encode_parts(activation)  # the input's buffer is sent, not copied

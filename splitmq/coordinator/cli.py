@@ -43,6 +43,17 @@ def _add_coordinator(subparsers: Subparsers) -> None:
     parser.add_argument(
         "--no-heal", action="store_true", help="do not re-deploy stages of lost agents"
     )
+    parser.add_argument(
+        "--no-lead",
+        action="store_true",
+        help="never take the leader lease: only answer plan requests",
+    )
+    parser.add_argument(
+        "--lease-period",
+        type=float,
+        help="seconds between renewals of the leader lease (1: the telemetry period); "
+        "the others take over after 3 periods of silence",
+    )
     parser.add_argument("--battery-floor", type=float, help="percent; agents below are left out")
     parser.add_argument(
         "--watch-period", type=float, help="seconds between checks for stages to heal (1)"
@@ -60,6 +71,7 @@ def _add_coordinator(subparsers: Subparsers) -> None:
 def run_coordinator(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
+    from splitmq.coordinator.lease import lease_will
     from splitmq.coordinator.service import Coordinator, CoordinatorConfig
     from splitmq.transport import MqttTransport
 
@@ -82,8 +94,13 @@ def run_coordinator(args: argparse.Namespace) -> int:
         if args.ready_timeout is not None:
             deployer = replace(config.deployer, ready_timeout_s=args.ready_timeout)
             config = replace(config, deployer=deployer)
+        lease = replace(config.lease, candidate=not args.no_lead)
+        if args.lease_period is not None:
+            lease = replace(lease, period_s=args.lease_period)
+        config = replace(config, lease=lease)
+        client_id = f"splitmq-coordinator-{args.id}-{uuid.uuid4().hex[:6]}"
         transport = MqttTransport(
-            transport_config(args, f"splitmq-coordinator-{args.id}-{uuid.uuid4().hex[:6]}")
+            transport_config(args, client_id), will=lease_will(client_id, lease, config.namespace)
         )
         coordinator = Coordinator(transport, args.pool, config)
         coordinator.start()

@@ -102,6 +102,7 @@ class Deployer:
         publish: Publish,
         deployments: Callable[[], Mapping[str, Deployment]],
         config: DeployerConfig = DeployerConfig(),
+        next_epoch: Callable[[int | None], int] = lambda epoch: (epoch or 0) + 1,
     ):
         self.pool = pool
         self.registry = registry
@@ -109,6 +110,8 @@ class Deployer:
         self.publish = publish
         self.deployments = deployments
         self.config = config
+        self.next_epoch = next_epoch
+        """The epoch after a deployment's (None: a new one); the leader lease fences it."""
         # (agent, deployment, stage) -> when it was last known loaded (registry clock);
         # its telemetry must be newer than this to say it no longer serves the stage.
         self._loaded_s: dict[tuple[str, str, int], float] = {}
@@ -208,11 +211,12 @@ class Deployer:
             model=entry.name,
             version=entry.version,
             variant=variant.name,
-            epoch=(previous.epoch + 1) if previous is not None else 1,
+            epoch=self.next_epoch(previous.epoch if previous is not None else None),
             stages=stages,
             created_ms=int(time.time() * 1000),
             objective=str(request.objective),
             target_replicas=request.replicas,
+            sites=self._sites(stages),
         )
         self.publish(deployment)
         if previous is not None:
@@ -241,7 +245,11 @@ class Deployer:
                 continue
             if request.variant and deployment.variant != request.variant:
                 continue
-            final = replace(deployment, epoch=deployment.epoch + 1, state=DeploymentState.RETIRED)
+            final = replace(
+                deployment,
+                epoch=self.next_epoch(deployment.epoch),
+                state=DeploymentState.RETIRED,
+            )
             self.publish(final)
             self._unload_dropped(deployment, replace(final, stages=()))
             retired.append(deployment.deployment)
@@ -257,14 +265,16 @@ class Deployer:
     def needs_healing(self, deployment: Deployment) -> bool:
         if deployment.state is not DeploymentState.ACTIVE:
             return False
-        fleet = self.registry.views()
+        # The replicas' views only (checked every watch period: the fleet may be large);
+        # the whole fleet only when a stage is short and a spare might fill it.
+        hosts = self.registry.views(a for stage in deployment.stages for a in stage.replicas)
         for stage in deployment.stages:
-            healthy, lost = self._replica_states(deployment, stage, fleet)
-            if lost:
+            healthy, lost = self._replica_states(deployment, stage, hosts)
+            if lost or len(healthy) < min(len(stage.replicas), max(1, deployment.target_replicas)):
                 return True
             if len(healthy) < max(1, deployment.target_replicas):
-                spare = self._spares(stage, deployment, fleet, exclude=set(healthy))
-                if spare or len(healthy) < len(stage.replicas):
+                fleet = self.registry.views()
+                if self._spares(stage, deployment, fleet, exclude=set(healthy)):
                     return True
         return False
 
@@ -327,9 +337,14 @@ class Deployer:
             )
             for stage, kept, lost, added in new_stages
         )
-        healed = replace(deployment, epoch=deployment.epoch + 1, stages=stages)
-        if healed.stages == deployment.stages:
+        if stages == deployment.stages:
             return None  # every restarted replica serves again: the epoch holds
+        healed = replace(
+            deployment,
+            epoch=self.next_epoch(deployment.epoch),
+            stages=stages,
+            sites=self._sites(stages),
+        )
         self.publish(healed)
         log.info(
             "healed %s: epoch %d, replicas %s",
@@ -386,6 +401,11 @@ class Deployer:
             return (view.agent_id in hosting_other, compute + send)
 
         return [view.agent_id for view in sorted(candidates, key=cost)]
+
+    def _sites(self, stages: Sequence[StageSpec]) -> dict[str, str]:
+        """The site of each replica that has one: senders pick the hop's topic by it."""
+        replicas = {a for stage in stages for a in stage.replicas}
+        return {a: site for a in sorted(replicas) if (site := self.registry.site(a))}
 
     # -- loading ------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 COLUMNS = (
     "agent",
     "state",
+    "site",
     "profile",
     "runtime",
     "battery",
@@ -111,6 +112,7 @@ def fleet_rows(registry: Registry) -> list[tuple[str, ...]]:
             (
                 agent_id,
                 state,
+                (status.site or "-") if status else "-",
                 status.profile if status else "-",
                 f"{status.runtime} {status.runtime_version}".strip() if status else "-",
                 battery,

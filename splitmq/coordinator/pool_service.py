@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from splitmq.errors import DecodeError, TransportError
@@ -42,6 +43,9 @@ class PoolService:
         chunk_bytes: the most bytes one chunk carries, whatever the agent asks for.
         namespace: the topic prefix.
         group: share ``pool/fetch`` with other services of this group (``$share``).
+        resolve: asked for a digest this service does not hold, before refusing it: it
+            may add the shard (cut it again: with a group, another coordinator may have
+            cut it) and return whether it did.
     """
 
     def __init__(
@@ -51,6 +55,7 @@ class PoolService:
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
         namespace: str = DEFAULT_NAMESPACE,
         group: str | None = None,
+        resolve: Callable[[str], bool] | None = None,
     ):
         if chunk_bytes <= 0:
             raise ValueError("chunk_bytes must be above 0")
@@ -62,6 +67,7 @@ class PoolService:
             if group is not None
             else POOL_FETCH.name(namespace)
         )
+        self.resolve = resolve
         self._store: dict[str, bytes | Path] = {}
         self._lock = threading.Lock()
         self.chunks_sent = 0
@@ -105,6 +111,9 @@ class PoolService:
         """The reply to one request (no I/O besides reading the shard)."""
         with self._lock:
             source = self._store.get(request.digest)
+        if source is None and self.resolve is not None and self.resolve(request.digest):
+            with self._lock:
+                source = self._store.get(request.digest)
         if source is None:
             return FetchFailed(digest=request.digest, message="no shard with this digest")
         total = len(source) if isinstance(source, bytes) else source.stat().st_size

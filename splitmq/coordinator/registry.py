@@ -26,7 +26,7 @@ from __future__ import annotations
 import statistics
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from splitmq.coordinator.planner import AgentView
@@ -93,6 +93,7 @@ class Registry:
         self._clock = clock
         self._agents: dict[str, AgentRecord] = {}
         self._lock = threading.Lock()
+        self._correction_cache: float | None = None  # cleared by what may change it
 
     # -- feeding -----------------------------------------------------------------------
 
@@ -101,6 +102,7 @@ class Registry:
             record = self._record(status.agent_id)
             record.status = status
             record.seen_s = self._clock()
+            self._correction_cache = None
             if status.state is AgentState.OFFLINE:
                 record.telemetry = None
 
@@ -117,6 +119,7 @@ class Registry:
             record.bench_ms[stage_key(ready.deployment, ready.stage)] = ready.bench_ms
             if flops and ready.bench_ms > 0:
                 record.measured[ready.digest] = (flops, ready.bench_ms)
+                self._correction_cache = None
 
     def refresh(self, grace_s: float = 0.0) -> None:
         """Restart every agent's silence clock, with ``grace_s`` more to come back.
@@ -133,6 +136,7 @@ class Registry:
     def forget(self, agent_id: str) -> None:
         with self._lock:
             self._agents.pop(agent_id, None)
+            self._correction_cache = None
 
     def _record(self, agent_id: str) -> AgentRecord:
         record = self._agents.get(agent_id)
@@ -197,6 +201,13 @@ class Registry:
                 return 0
             return record.telemetry.queue_depth.get(stage_key(deployment, stage), 0)
 
+    def site(self, agent_id: str) -> str:
+        """The agent's site, as its status says ('' when it says none)."""
+        with self._lock:
+            record = self._agents.get(agent_id)
+            status = record.status if record is not None else None
+            return (status.site or "") if status is not None else ""
+
     def speed_gflops(self, agent_id: str) -> float:
         """Measured speed on our shards, else the calibrated figure corrected by the fleet."""
         with self._lock:
@@ -213,7 +224,14 @@ class Registry:
         return calibrated * correction if calibrated > 0 else DEFAULT_SPEED_GFLOPS
 
     def _correction(self) -> float:
-        """Median of measured / calibrated speed over the agents that have both."""
+        """Median of measured / calibrated speed over the agents that have both (kept
+        until a status, a benchmark or a forgotten agent may change it: a fleet of
+        thousands would otherwise pay a pass over every agent per plan request)."""
+        if self._correction_cache is None:
+            self._correction_cache = self._compute_correction()
+        return self._correction_cache
+
+    def _compute_correction(self) -> float:
         ratios = [
             measured / record.status.speed_gflops
             for record in self._agents.values()
@@ -223,15 +241,17 @@ class Registry:
         ]
         return statistics.median(ratios) if ratios else 1.0
 
-    def views(self) -> dict[str, AgentView]:
-        """The planner's view of every known agent (gone ones marked offline)."""
+    def views(self, agent_ids: Iterable[str] | None = None) -> dict[str, AgentView]:
+        """The planner's view of every known agent, or of those of ``agent_ids`` that
+        are known (gone ones marked offline)."""
         with self._lock:
             now = self._clock()
             correction = self._correction()
-            return {
-                agent_id: self._view(record, now, correction)
-                for agent_id, record in self._agents.items()
-            }
+            if agent_ids is None:
+                records = list(self._agents.values())
+            else:
+                records = [r for a in agent_ids if (r := self._agents.get(a)) is not None]
+            return {r.agent_id: self._view(r, now, correction) for r in records}
 
     def _view(self, record: AgentRecord, now: float, correction: float) -> AgentView:
         status, telemetry = record.status, record.telemetry

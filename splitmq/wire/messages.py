@@ -213,6 +213,9 @@ class AgentStatus(Message):
     tensor_dtypes: tuple[str, ...] | None = None
     """The tensor dtypes its runtime can pass across a shard's boundary (its inputs and
     outputs); ``None``: any (left off the wire, as older agents send it)."""
+    site: str | None = None
+    """Where the agent is (a home, a site, a campus; its site broker): free text; None
+    when not said (left off the wire). Readers that predate it ignore it."""
 
 
 @dataclass(frozen=True)
@@ -538,6 +541,10 @@ class Deployment(Message):
     objective: str = ""
     target_replicas: int = 1
     """Replicas each stage should have; healing restores it when agents are lost."""
+    sites: dict[str, str] = field(default_factory=dict)
+    """The site of each replica that has one (``AgentStatus.site``): a hop to an agent
+    of another site goes on ``sites/{site}/stage/...``, which the site brokers' bridges
+    carry (docs/scaling.md); hops within a site stay on its broker."""
 
 
 class Objective(StrEnum):
@@ -590,6 +597,29 @@ class DeployReply(Message):
     predicted_latency_ms: float | None = None
 
 
+@dataclass(frozen=True)
+class Lease(Message):
+    """Retained on ``coordinators/lease``: which coordinator leads (deploys and heals).
+
+    The holder publishes it every ``period_s`` while it leads; the others take the lease
+    as lost after ``expiry_s`` of silence, or at once on a release (``released``: the
+    holder's clean stop, or its will published by the broker when it vanishes).
+    ``term`` grows by one at every change of leader; ``holder`` is the coordinator's
+    connection id, unique per process. ``telemetry_period_s`` is the leader's advice to
+    the agents: send telemetry no more often than that (0: no advice), so that the
+    broker's telemetry load stays bounded as the fleet grows.
+    """
+
+    KIND: ClassVar[str] = "coordinator.lease"
+
+    holder: str
+    term: int
+    period_s: float
+    expiry_s: float
+    released: bool = False
+    telemetry_period_s: float = 0.0
+
+
 MESSAGE_TYPES: tuple[type[Message], ...] = (
     AgentStatus,
     Telemetry,
@@ -611,4 +641,5 @@ MESSAGE_TYPES: tuple[type[Message], ...] = (
     Deployment,
     DeployRequest,
     DeployReply,
+    Lease,
 )

@@ -18,6 +18,7 @@ topic's QoS and retain flag; ``PLANS.decode(payload)`` accepts only the topic's 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -35,6 +36,7 @@ from splitmq.wire.messages import (
     ErrorMessage,
     FetchFailed,
     FetchShard,
+    Lease,
     LoadShard,
     Message,
     Ping,
@@ -303,6 +305,58 @@ DEPLOY_REPLIES: Topic[DeployReply] = Topic(
     description="coordinator -> operator: the deployment's outcome",
 )
 
+LEASE: Topic[Lease] = Topic(
+    "coordinators/lease",
+    (Lease,),
+    qos=1,
+    retain=True,
+    description="the leading coordinator, every period; its will releases it",
+)
+LEADER_DEPLOY: Topic[DeployRequest] = Topic(
+    "coordinators/{coordinator}/deploy",
+    (DeployRequest,),
+    qos=1,
+    retain=False,
+    description="a following coordinator -> the leader: a deploy request to carry out",
+)
+
+SITE_STAGE: Topic[Activation] = Topic(
+    "sites/{site}/stage/{deployment}/{stage}/{agent}",
+    (Activation,),
+    qos=1,
+    retain=False,
+    description="a hop to an agent of another site: its site broker's bridge takes it in",
+)
+CENTRAL_STAGE: Topic[Activation] = Topic(
+    "central/stage/{deployment}/{stage}/{agent}",
+    (Activation,),
+    qos=1,
+    retain=False,
+    description="a hop from a site to an agent on the central broker (the bridge takes it out)",
+)
+
+
+def hop_topic(
+    namespace: str,
+    *,
+    deployment: str,
+    stage: int,
+    agent: str,
+    sites: Mapping[str, str],
+    here: str = "",
+) -> str:
+    """Where a hop to ``agent`` goes from a sender at site ``here`` ('': the central
+    broker), by the deployment's ``sites``: its own stage topic within one site (it
+    stays on that broker), else a topic the site brokers' bridges carry
+    (``broker-config/bridge.conf``)."""
+    there = "" if agent == ANY_AGENT else sites.get(agent, "")
+    if there == here or agent == ANY_AGENT:
+        return STAGE.name(namespace, deployment=deployment, stage=stage, agent=agent)
+    if not there:
+        return CENTRAL_STAGE.name(namespace, deployment=deployment, stage=stage, agent=agent)
+    return SITE_STAGE.name(namespace, site=there, deployment=deployment, stage=stage, agent=agent)
+
+
 TOPICS: tuple[Topic[Any], ...] = (
     STATUS,
     TELEMETRY,
@@ -317,12 +371,17 @@ TOPICS: tuple[Topic[Any], ...] = (
     DEPLOYMENTS,
     DEPLOY_REQUESTS,
     DEPLOY_REPLIES,
+    LEASE,
+    LEADER_DEPLOY,
+    SITE_STAGE,
+    CENTRAL_STAGE,
 )
 
 COORDINATORS_GROUP = "coordinators"
 
 __all__ = [
     "ANY_AGENT",
+    "CENTRAL_STAGE",
     "COMMANDS",
     "COORDINATORS_GROUP",
     "DEFAULT_NAMESPACE",
@@ -330,16 +389,20 @@ __all__ = [
     "DEPLOY_REPLIES",
     "DEPLOY_REQUESTS",
     "EVENTS",
+    "LEADER_DEPLOY",
+    "LEASE",
     "PLANS",
     "PLAN_REQUESTS",
     "POOL_CHUNKS",
     "POOL_FETCH",
     "RESULTS",
+    "SITE_STAGE",
     "STAGE",
     "STATUS",
     "TELEMETRY",
     "TOPICS",
     "Topic",
     "check_segment",
+    "hop_topic",
     "matches",
 ]

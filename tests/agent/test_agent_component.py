@@ -72,9 +72,16 @@ def test_birth_status_is_retained_and_the_will_marks_it_offline(fleet: MemoryFle
     assert status.runtime == "litert" and status.runtime_version
     assert status.cores >= 1 and status.memory_bytes > 0
     assert status.profile == "host" and status.version
+    assert status.site is None, "no site said"
     agent.transport.crash()  # type: ignore[attr-defined]
     gone = decode(fleet.broker.retained(STATUS.name(agent="rpi-1")), expect=AgentStatus)  # type: ignore[arg-type]
     assert gone.state is AgentState.OFFLINE
+
+
+def test_the_status_says_the_agents_site(fleet: MemoryFleet) -> None:
+    fleet.agent("pi-9", site="kitchen")
+    status = decode(fleet.broker.retained(STATUS.name(agent="pi-9")), expect=AgentStatus)  # type: ignore[arg-type]
+    assert status.site == "kitchen"
 
 
 def test_two_agents_chain_and_answer_bit_exact(fleet: MemoryFleet, digits: CutModel) -> None:

@@ -122,13 +122,19 @@ def test_settings_come_from_cli_then_environment_then_file(tmp_path: Path) -> No
     configure_parser(parser)
     args = parser.parse_args(["--id", "cli-id", "--no-xnnpack"])
     environ = {"SPLITMQ_BROKER": "mqtt://10.0.0.2:1884", "SPLITMQ_AGENT_ID": "env-id"}
-    file = {"profile": "rpi4", "broker": "mqtt://file:1", "queue-size": 3, "cache": str(tmp_path)}
+    file = {
+        "profile": "rpi4",
+        "broker": "mqtt://file:1",
+        "queue-size": 3,
+        "cache": str(tmp_path),
+        "site": "kitchen",
+    }
     values = settings(args, environ, file)
     config, transport = build(values)
     assert config.agent_id == "cli-id"
     assert (transport.host, transport.port) == ("10.0.0.2", 1884)
     assert config.profile.name == "rpi4" and config.queue_size == 3 and not config.xnnpack
-    assert config.cache_dir == tmp_path
+    assert config.cache_dir == tmp_path and config.site == "kitchen"
     assert transport.client_id == "splitmq-agent-cli-id"
     with pytest.raises(ConfigError, match="unknown keys"):
         settings(args, {}, {"brokr": "x"})

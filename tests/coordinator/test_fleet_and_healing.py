@@ -53,13 +53,23 @@ def test_the_fleet_table_shows_each_agent_with_its_figures() -> None:
     registry = fleet({"pi-1": (64.0, False), "laptop-1": (100.0, True)})
     registry.on_status(AgentStatus(agent_id="phone-1", state=AgentState.OFFLINE))
     table = fleet_table(registry, {"d": deployment(("pi-1",), ("laptop-1",))}).splitlines()
-    assert table[0].split()[:4] == ["agent", "state", "profile", "runtime"]
+    assert table[0].split()[:5] == ["agent", "state", "site", "profile", "runtime"]
     rows = {line.split()[0]: line for line in table[2:5]}
     assert "online" in rows["pi-1"] and "64% (sim)" in rows["pi-1"]
     assert "100% plugged" in rows["laptop-1"] and "40 Mb/s 4 ms" in rows["laptop-1"]
     assert "d/0 (2, 4.2)" in rows["pi-1"]
     assert "offline" in rows["phone-1"]
     assert any("d v1 epoch 1 active: 0: pi-1 | 1: laptop-1" in line for line in table)
+
+
+def test_the_fleet_table_shows_each_agents_site() -> None:
+    registry = fleet({"pi-1": (64.0, False)})
+    registry.on_status(
+        AgentStatus(agent_id="pi-2", state=AgentState.ONLINE, profile="rpi4", site="kitchen")
+    )
+    rows = {line.split()[0]: line.split() for line in fleet_table(registry).splitlines()[2:4]}
+    assert rows["pi-2"][:4] == ["pi-2", "online", "kitchen", "rpi4"]
+    assert rows["pi-1"][2] == "-", "no site said"
 
 
 def test_an_empty_fleet_says_so() -> None:

@@ -20,6 +20,7 @@ from splitmq.wire import (
     ErrorMessage,
     FetchFailed,
     FetchShard,
+    Lease,
     Link,
     LoadShard,
     Message,
@@ -155,6 +156,7 @@ def sample_messages() -> list[Message]:
             cores=4,
             memory_bytes=4 << 30,
             profile="rpi4",
+            site="north-campus",
             cached_shards=("ab" * 32,),
         ),
         AgentStatus("rpi-1", AgentState.OFFLINE),
@@ -255,6 +257,7 @@ def sample_messages() -> list[Message]:
             state=DeploymentState.ACTIVE,
             created_ms=1700000000000,
             objective="latency",
+            sites={"rpi-1": "north-campus", "phone-1": "home"},
         ),
         DeployRequest(
             request_id="r1",
@@ -276,5 +279,12 @@ def sample_messages() -> list[Message]:
             failed_agents=("rpi-1",),
             predicted_latency_ms=84.2,
         ),
-        *stage_graph_messages(),
+        Lease(
+            "splitmq-coordinator-a1b2c3",
+            term=7,
+            period_s=1.0,
+            expiry_s=3.0,
+            telemetry_period_s=5.0,
+        ),
+        *stage_graph_messages(),  # last: test_stage_graph_wire counts them from the end
     ]

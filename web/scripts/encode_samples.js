@@ -17,7 +17,7 @@ const spec = { name: 'serving_default_digit:0', shape: [1, 8, 8, 1], dtype: 'flo
 const qspec = { name: 'q', shape: [1, 4], dtype: 'int8', scale: 0.5, zero_point: -3 };
 
 const samples = {
-  status: { kind: 'status', agent_id: 'web-1', state: 'online', ts_ms: 1_700_000_000_000, version: '0.1.0', runtime: 'litert.js', runtime_version: '2.5.3', cores: 8, memory_bytes: 8 * 2 ** 30, profile: 'browser', cached_shards: ['ab'.repeat(32)], speed_gflops: 12, active_power_w: 3.5, idle_power_w: 0.6, radio_j_per_mb: 1.5, compute_factor: 1, link: null },
+  status: { kind: 'status', agent_id: 'web-1', state: 'online', ts_ms: 1_700_000_000_000, version: '0.1.0', runtime: 'litert.js', runtime_version: '2.5.3', cores: 8, memory_bytes: 8 * 2 ** 30, profile: 'browser', cached_shards: ['ab'.repeat(32)], speed_gflops: 12, active_power_w: 3.5, idle_power_w: 0.6, radio_j_per_mb: 1.5, compute_factor: 1, link: null, site: 'home' },
   status_offline: { kind: 'status', agent_id: 'web-1', state: 'offline' },
   telemetry: { kind: 'telemetry', agent_id: 'web-1', ts_ms: 1_700_000_000_000, period_s: 1, cpu_pct: 0, mem_free_bytes: 2 ** 31, battery: { pct: 57, plugged: false, simulated: false }, profile: 'browser', temperature_c: null, queue_depth: { 'd1/0': 0 }, compute_ms: { 'd1/0': 0.25 }, msgs_in: 5, msgs_out: 6, bytes_in: 2 ** 33, bytes_out: 7, broker_rtt_ms: 0.75, energy_j: 3, link: { bandwidth_mbps: 25, latency_ms: 12 }, duplicates: 1, unroutable: 0 },
   cmd_load: { kind: 'cmd.load', command_id: 'c1', issuer: 'coordinator', deployment: 'd1', stage: 0, digest: 'ab'.repeat(32), size_bytes: 12128, inputs: [spec], outputs: [qspec], threads: 2, shared: true },
@@ -35,9 +35,10 @@ const samples = {
   plan_request: { kind: 'plan.request', request_id: 'p1', client_id: 'alice', model: 'digits', version: null, max_latency_ms: 50, min_fidelity: null, energy_j: 1.5, energy_level: 'saver', client_battery: { pct: 20, plugged: false, simulated: true } },
   plan: { kind: 'plan', request_id: 'p1', deployment: 'd1', epoch: 4, model: 'digits', version: 'v1', variant: 'float32', route: [['web-1'], ['py-1']], predicted_latency_ms: 3, predicted_energy_j: 0.25 },
   plan_refused: { kind: 'plan.refused', request_id: 'p2', model: 'digits', constraint: 'unavailable', message: 'no replica online' },
-  deployment: { kind: 'deployment', deployment: 'd1', model: 'digits', version: 'v1', variant: 'float32', epoch: 4, stages: [{ stage: 0, start_op: 0, end_op: 3, digest: 'ab'.repeat(32), size_bytes: 12128, inputs: [spec], outputs: [qspec], replicas: ['web-1', 'py-1'] }], state: 'retired', created_ms: 1_700_000_000_000, objective: 'latency', target_replicas: 2 },
+  deployment: { kind: 'deployment', deployment: 'd1', model: 'digits', version: 'v1', variant: 'float32', epoch: 4, stages: [{ stage: 0, start_op: 0, end_op: 3, digest: 'ab'.repeat(32), size_bytes: 12128, inputs: [spec], outputs: [qspec], replicas: ['web-1', 'py-1'] }], state: 'retired', created_ms: 1_700_000_000_000, objective: 'latency', target_replicas: 2, sites: { 'py-1': 'kitchen' } },
   deploy_request: { kind: 'deploy.request', request_id: 'r1', client_id: 'ops', model: 'digits', version: null, variant: 'float32', stages: 2, replicas: 1, objective: 'throughput', pin_first: null, pin_last: 'web-1', max_latency_ms: null, max_shard_bytes: 100000, ready_timeout_s: 30, retire: false },
   deploy_reply: { kind: 'deploy.reply', request_id: 'r1', ok: true, message: 'deployed', deployment: 'd1', epoch: 4, failed_agents: [], predicted_latency_ms: null },
+  lease: { kind: 'coordinator.lease', holder: 'splitmq-coordinator-a1b2c3', term: 3, period_s: 1.5, expiry_s: 4.5, released: true, telemetry_period_s: 0 },
 };
 
 const dtypes = {

@@ -128,6 +128,7 @@ export const MESSAGES = {
     ['compute_factor', 'float', 1.0],
     ['link', optional(struct('Link')), null],
     ['tensor_dtypes', optional(seq('str')), null],
+    ['site', optional('str'), null],
   ]],
   telemetry: [1, [
     ['agent_id', 'str', REQUIRED],
@@ -284,6 +285,7 @@ export const MESSAGES = {
     ['created_ms', 'int', 0],
     ['objective', 'str', ''],
     ['target_replicas', 'int', 1],
+    ['sites', map('str'), {}],
   ]],
   'deploy.request': [1, [
     ['request_id', 'str', REQUIRED],
@@ -309,6 +311,14 @@ export const MESSAGES = {
     ['epoch', 'int', 0],
     ['failed_agents', seq('str'), []],
     ['predicted_latency_ms', optional('float'), null],
+  ]],
+  'coordinator.lease': [1, [
+    ['holder', 'str', REQUIRED],
+    ['term', 'int', REQUIRED],
+    ['period_s', 'float', REQUIRED],
+    ['expiry_s', 'float', REQUIRED],
+    ['released', 'bool', false],
+    ['telemetry_period_s', 'float', 0.0],
   ]],
 };
 
