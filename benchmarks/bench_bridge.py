@@ -25,7 +25,7 @@ from pathlib import Path
 
 from _report import Row, report
 
-from splitmq.broker import Mosquitto, config_dir
+from splitmq.mosquitto import Mosquitto, config_dir
 from splitmq.transport import InboundMessage, MqttTransport, parse_broker_url
 from splitmq.wire.topics import DEFAULT_NAMESPACE
 

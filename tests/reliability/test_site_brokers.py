@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 
 from splitmq import processes
-from splitmq.broker import Mosquitto, config_dir
 from splitmq.client import Client, ClientConfig, InferenceError, InferenceResult
+from splitmq.mosquitto import Mosquitto, config_dir
 from splitmq.processes import Process
 from splitmq.transport import InboundMessage, MqttTransport, parse_broker_url
 from splitmq.watch import Watcher
