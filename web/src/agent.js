@@ -36,7 +36,7 @@ import {
   topicFilter,
   topicName,
 } from './topics.js';
-import { TENSOR_DTYPES } from './runtime.js';
+import { TENSOR_DTYPES } from './dtypes.js';
 
 export const RUNTIME_KIND = 'litert.js';
 const EWMA_WEIGHT = 0.2;

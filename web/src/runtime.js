@@ -8,11 +8,10 @@
 
 import { Tensor, loadAndCompile, loadLiteRt, supportsFeature } from '@litertjs/core';
 
-// What LiteRT.js can hand across its boundary (its DType): anything else is refused at load.
-const SUPPORTED = new Map([['float32', Float32Array], ['int32', Int32Array], ['uint8', Uint8Array]]);
-/** Those dtypes by name: the page declares them in its status, so the coordinator
- * places on it only stages whose boundaries carry them. */
-export const TENSOR_DTYPES = Object.freeze([...SUPPORTED.keys()]);
+// What LiteRT.js can hand across its boundary: anything else is refused at load.
+import { SUPPORTED, TENSOR_DTYPES } from './dtypes.js';
+
+export { TENSOR_DTYPES };
 
 /** The FLOPs of splitmq/agent/calibration.tflite (splitmq.agent.runtime.CALIBRATION_FLOPS). */
 export const CALIBRATION_FLOPS = 23_170_304;
