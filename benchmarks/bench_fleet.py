@@ -32,12 +32,10 @@ import uuid
 import psutil
 from _fleet import MODEL, Fleet, fleet, mobilenet
 from _report import Row, report
+from _simulated import simulated_agent
 
 from splitmq.transport import InboundMessage, MqttTransport, parse_broker_url
 from splitmq.wire import (
-    AgentState,
-    AgentStatus,
-    Battery,
     CommandReply,
     DeployReply,
     DeployRequest,
@@ -47,12 +45,10 @@ from splitmq.wire import (
     PlanRefused,
     PlanRequest,
     ShardReady,
-    Telemetry,
     UnloadShard,
     decode,
     encode,
 )
-from splitmq.wire.messages import Link
 from splitmq.wire.topics import (
     COMMANDS,
     DEPLOY_REPLIES,
@@ -81,30 +77,7 @@ class SimulatedFleet:
         now_ms = int(time.time() * 1000)
         for index in range(size):
             agent_id = f"sim-{index:04d}"
-            link = Link(rng.choice([10.0, 100.0, 1000.0]), rng.uniform(0.5, 10.0))
-            status = AgentStatus(
-                agent_id=agent_id,
-                state=AgentState.ONLINE,
-                ts_ms=now_ms,
-                runtime="simulated",
-                cores=4,
-                memory_bytes=4 * 2**30,
-                profile="simulated",
-                speed_gflops=rng.uniform(2.0, 80.0),
-                active_power_w=rng.uniform(2.0, 20.0),
-                idle_power_w=1.0,
-                radio_j_per_mb=rng.uniform(0.05, 1.0),
-                link=link,
-            )
-            telemetry = Telemetry(
-                agent_id=agent_id,
-                ts_ms=now_ms,
-                period_s=PERIOD_S,
-                cpu_pct=rng.uniform(0, 50),
-                mem_free_bytes=rng.randint(200 * 2**20, 2 * 2**30),
-                battery=Battery(rng.uniform(20, 100), rng.random() < 0.5, simulated=True),
-                link=link,
-            )
+            status, telemetry = simulated_agent(agent_id, rng, now_ms, period_s=PERIOD_S)
             receipt = self.transport.publish(
                 STATUS.name(agent=agent_id), encode(status), retain=True
             )

@@ -33,24 +33,20 @@ import uuid
 from pathlib import Path
 
 from _report import Row, median_time_s, report
+from _simulated import simulated_agent
 
 from splitmq.coordinator.lease import LeaseConfig, advised_telemetry_period_s, lease_will
 from splitmq.coordinator.service import Coordinator, CoordinatorConfig
 from splitmq.transport import InboundMessage, MemoryBroker
 from splitmq.wire import (
-    AgentState,
-    AgentStatus,
-    Battery,
     CommandReply,
     DeployReply,
     DeployRequest,
-    Link,
     LoadShard,
     Message,
     Plan,
     PlanRequest,
     ShardReady,
-    Telemetry,
     UnloadShard,
     decode,
     encode,
@@ -76,30 +72,13 @@ def simulated_messages(size: int, seed: int = 0) -> list[tuple[str, bytes]]:
     messages = []
     for index in range(size):
         agent_id = f"sim-{index:05d}"
-        link = Link(rng.choice([10.0, 100.0, 1000.0]), rng.uniform(0.5, 10.0))
-        status = AgentStatus(
-            agent_id=agent_id,
-            state=AgentState.ONLINE,
-            ts_ms=now_ms,
-            runtime="simulated",
-            cores=4,
-            memory_bytes=4 * 2**30,
-            profile="simulated",
-            speed_gflops=rng.uniform(2.0, 80.0),
-            active_power_w=rng.uniform(2.0, 20.0),
-            idle_power_w=1.0,
-            radio_j_per_mb=rng.uniform(0.05, 1.0),
-            link=link,
-            site=f"site-{index % 10}",
-        )
-        telemetry = Telemetry(
-            agent_id=agent_id,
-            ts_ms=now_ms,
+        status, telemetry = simulated_agent(
+            agent_id,
+            rng,
+            now_ms,
             period_s=600.0,  # they stay fresh for the whole run
-            cpu_pct=rng.uniform(0, 50),
-            mem_free_bytes=rng.randint(200 * 2**20, 2 * 2**30),
-            battery=Battery(rng.uniform(20, 100), True, simulated=True),
-            link=link,
+            plugged=True,
+            site=f"site-{index % 10}",
         )
         messages.append((STATUS.name(agent=agent_id), encode(status)))
         messages.append((TELEMETRY.name(agent=agent_id), encode(telemetry)))

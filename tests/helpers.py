@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Callable
 from importlib.util import find_spec
+from typing import Self
 
 import pytest
 
@@ -47,3 +48,27 @@ def wait_until(predicate: Callable[[], bool], timeout_s: float = 10.0, what: str
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s} s waiting for {what or predicate}")
         time.sleep(0.01)
+
+
+class Periodic:
+    """Runs :meth:`tick` every ``period_s`` on a thread while the ``with`` block lasts."""
+
+    def __init__(self, period_s: float):
+        self.period_s = period_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.period_s):
+            self.tick()
+
+    def tick(self) -> None:
+        raise NotImplementedError

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from splitmq.converter.pool import PoolEntry, open_entry
 from splitmq.errors import SplitMQError
+
+if TYPE_CHECKING:
+    from splitmq.converter.isolated import FrontEndProcess
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +26,17 @@ MOBILENET = "mobilenet_v3_large"
 MOBILENET_SIZE = 224
 
 
-def ensure_digits(pool: Path) -> PoolEntry:
+def ensure_models(pool: Path, *, mobilenet: bool) -> tuple[PoolEntry, PoolEntry | None]:
+    """The digits classifier, and MobileNetV3Large when asked, through one converter
+    child: TensorFlow is imported once (its child starts only if a model is missing)."""
+    from splitmq.converter.isolated import FrontEndProcess
+
+    with FrontEndProcess() as front_end:
+        digits = ensure_digits(pool, front_end)
+        return digits, ensure_mobilenet(pool, front_end) if mobilenet else None
+
+
+def ensure_digits(pool: Path, front_end: FrontEndProcess | None = None) -> PoolEntry:
     """The digits classifier, trained on scikit-learn's digits and converted (float32, int8)."""
     try:
         return open_entry(pool, DIGITS)
@@ -31,10 +45,12 @@ def ensure_digits(pool: Path) -> PoolEntry:
     from splitmq.converter.digits import train_and_convert
 
     print("converting the digits classifier (training it first, a few seconds)", flush=True)
-    return train_and_convert(pool, name=DIGITS, epochs=12, variants=("float32", "int8"))
+    return train_and_convert(
+        pool, name=DIGITS, epochs=12, variants=("float32", "int8"), front_end=front_end
+    )
 
 
-def ensure_mobilenet(pool: Path) -> PoolEntry:
+def ensure_mobilenet(pool: Path, front_end: FrontEndProcess | None = None) -> PoolEntry:
     """MobileNetV3Large at 224x224, float32."""
     try:
         return open_entry(pool, MOBILENET)
@@ -52,6 +68,7 @@ def ensure_mobilenet(pool: Path) -> PoolEntry:
         variants=("float32",),
         calibration=calibration,
         input_size=MOBILENET_SIZE,
+        front_end=front_end,
     )
 
 

@@ -35,7 +35,7 @@ from splitmq.client.results_db import ResultsDB
 from splitmq.converter import run_model
 from splitmq.converter.digits import load_split
 from splitmq.converter.pool import PoolEntry
-from splitmq.demo.models import ensure_digits, ensure_mobilenet, mobilenet_inputs
+from splitmq.demo.models import ensure_models, mobilenet_inputs
 from splitmq.demo.processes import (
     AGENT_PROFILES,
     COORDINATOR,
@@ -325,8 +325,7 @@ def run_demo(
         say(f"broker: {fleet.broker_kind} at {url}")
         if fleet.secure is not None:
             describe_secure(fleet.secure)
-        digits = ensure_digits(pool)
-        mobilenet = ensure_mobilenet(pool) if options.mobilenet else None
+        digits, mobilenet = ensure_models(pool, mobilenet=options.mobilenet)
         fleet.start_coordinator()
         for agent_id, profile in AGENT_PROFILES.items():
             fleet.start_agent(agent_id, profile)

@@ -23,6 +23,7 @@ from splitmq.coordinator.service import Coordinator, CoordinatorConfig
 from splitmq.transport import InboundMessage, MemoryBroker, MemoryTransport
 from splitmq.wire import Deployment, DeployReply, DeployRequest
 from splitmq.wire.topics import DEPLOY_REPLIES, DEPLOY_REQUESTS, DEPLOYMENTS
+from tests.helpers import Periodic
 
 LEASE = LeaseConfig(period_s=0.2)
 OPERATOR = "ops"
@@ -131,26 +132,16 @@ def cluster(digits_pool: Any, tmp_path: Path) -> Iterator[Cluster]:
         agent.stop()
 
 
-class LeaderSampler:
+class LeaderSampler(Periodic):
     """Counts the coordinators that lead, every few milliseconds, on a thread."""
 
     def __init__(self, cluster: Cluster):
+        super().__init__(0.005)
         self.cluster = cluster
         self.most = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self) -> LeaderSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.005):
-            self.most = max(self.most, len(self.cluster.leaders()))
+    def tick(self) -> None:
+        self.most = max(self.most, len(self.cluster.leaders()))
 
 
 def test_requests_to_any_coordinator_are_carried_out_once_by_the_leader(

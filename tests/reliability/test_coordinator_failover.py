@@ -31,6 +31,7 @@ from splitmq.processes import Process
 from splitmq.wire import Deployment, DeployReply, DeployRequest, Lease, PlanRequest
 from splitmq.wire.topics import DEPLOY_REQUESTS, LEASE, PLAN_REQUESTS, PLANS
 from tests import processes as spawn
+from tests.helpers import Periodic
 
 from .fleet import DEPLOYMENT, MODEL, OPERATOR, Fleet, Reference, paced, start_fleet
 
@@ -84,42 +85,31 @@ class Coordinators:
         processes.stop([p for n, p in self.processes.items() if n != "coordinator"])
 
 
-class PlanProbe:
+class PlanProbe(Periodic):
     """Asks for a plan every 0.2 s on a thread, as a client does: a request unanswered
     after 1 s is asked again (one sent to a coordinator as it is killed is lost with
     its connection). Records how long each plan took, retries included."""
 
     def __init__(self, fleet: Fleet):
+        super().__init__(0.2)
         self.fleet = fleet
         self.waits_s: list[float] = []
         self.retries = 0
         self.unanswered = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self) -> PlanProbe:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.2):
-            asked = time.monotonic()
-            for _attempt in range(3):
-                request = PlanRequest(uuid.uuid4().hex, PROBE, MODEL)
-                PLAN_REQUESTS.publish(self.fleet.observer, request).wait(5)
-                try:
-                    self.fleet.watch.wait_answer(request.request_id, 1.0)
-                except TimeoutError:
-                    self.retries += 1
-                    continue
-                self.waits_s.append(time.monotonic() - asked)
-                break
-            else:
-                self.unanswered += 1
+    def tick(self) -> None:
+        asked = time.monotonic()
+        for _attempt in range(3):
+            request = PlanRequest(uuid.uuid4().hex, PROBE, MODEL)
+            PLAN_REQUESTS.publish(self.fleet.observer, request).wait(5)
+            try:
+                self.fleet.watch.wait_answer(request.request_id, 1.0)
+            except TimeoutError:
+                self.retries += 1
+                continue
+            self.waits_s.append(time.monotonic() - asked)
+            return
+        self.unanswered += 1
 
 
 @pytest.fixture(scope="module")
