@@ -35,6 +35,7 @@ def add_web_options(parser: argparse.ArgumentParser, *, port_option: str = "--po
     add("--telemetry-period", type=float, default=2.0, help="agent pages' period, s (2)")
     add("--agent-profile", help="the device profile (energy figures) agent pages announce")
     add("--no-qr", action="store_true", help="print the URL without its QR code")
+    add("--site", default="", help="the site agent pages are at, when the broker is a site broker")
 
 
 def add_parser(subparsers: Subparsers) -> None:
@@ -95,6 +96,7 @@ def web_config(
         profile=args.agent_profile,
         profile_figures=profile_figures(args.agent_profile),
         coordinator_id=coordinator_id or getattr(args, "coordinator_id", None) or "coordinator",
+        site=args.site,
     )
 
 

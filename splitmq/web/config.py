@@ -10,7 +10,7 @@ from typing import Any
 from splitmq import __version__
 from splitmq.errors import ConfigError
 from splitmq.transport import TransportConfig
-from splitmq.wire.topics import DEFAULT_NAMESPACE
+from splitmq.wire.topics import DEFAULT_NAMESPACE, check_segment
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 STATIC_DIR = PACKAGE_DIR / "static"
@@ -55,6 +55,9 @@ class WebConfig:
         max_message_bytes: the largest WebSocket message the relay accepts; the
             broker's ``max_packet_size`` plus a frame's worth of slack.
         fleet_view: subscribe to the fleet for the front page (off in benchmarks).
+        site: the site the pages are at ('' : the central broker), when this server
+            relays to a site broker (``broker-config/bridge.conf``): pages announce it
+            and route their hops by it, as ``splitmq agent --site`` does.
     """
 
     broker: TransportConfig
@@ -73,6 +76,7 @@ class WebConfig:
     coordinator_id: str = "coordinator"
     max_message_bytes: int = 8 * 1024 * 1024 + 65536
     fleet_view: bool = True
+    site: str = ""
 
     def __post_init__(self) -> None:
         if not 0 <= self.port < 65536:
@@ -85,6 +89,11 @@ class WebConfig:
                 raise ConfigError(f"{name} {path} does not exist or is not a file")
         if self.telemetry_period_s <= 0:
             raise ConfigError("telemetry_period_s must be above 0")
+        if self.site:
+            try:
+                check_segment("site", self.site)
+            except ValueError as error:
+                raise ConfigError(str(error)) from None
 
     @property
     def tls(self) -> bool:
@@ -109,5 +118,6 @@ def page_config(config: WebConfig, host: str, secure: bool) -> dict[str, Any]:
         "profile": config.profile,
         "coordinator_id": config.coordinator_id,
         "version": __version__,
+        **({"site": config.site} if config.site else {}),
         **({"profile_figures": dict(config.profile_figures)} if config.profile_figures else {}),
     }

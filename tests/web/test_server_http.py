@@ -17,10 +17,11 @@ pytest.importorskip("aiohttp", reason="needs aiohttp: pip install -e '.[web]'")
 
 import splitmq
 from splitmq.coordinator.model_pool import INDEX_FILE, SHARDS_DIR
+from splitmq.errors import ConfigError
 from splitmq.mosquitto import Mosquitto
-from splitmq.transport import parse_broker_url
+from splitmq.transport import TransportConfig, parse_broker_url
 from splitmq.web import qr
-from splitmq.web.config import WebConfig
+from splitmq.web.config import WebConfig, page_config
 from splitmq.web.server import WebServer
 from splitmq.web.shards import RESCAN_INTERVAL_S
 
@@ -276,3 +277,14 @@ def test_fleet_json_lists_agents_and_deployments_from_retained_topics(
             web.stop()
             for topic in (STATUS, TELEMETRY):
                 agent.publish(topic.name(namespace, agent="phone-7"), b"", qos=1, retain=True)
+
+
+def test_a_site_server_gives_its_pages_the_site_and_refuses_one_that_is_no_topic_level() -> None:
+    """Pages served by a site's server announce the site and route hops by it
+    (broker-config/bridge.conf); config.json says which."""
+    broker = TransportConfig(host="127.0.0.1", port=1883, client_id="web")
+    config = WebConfig(broker=broker, site="kitchen")
+    assert page_config(config, "10.0.0.5:8080", secure=False)["site"] == "kitchen"
+    assert "site" not in page_config(WebConfig(broker=broker), "10.0.0.5:8080", secure=False)
+    with pytest.raises(ConfigError, match="site 'a/b' cannot be a topic level"):
+        WebConfig(broker=broker, site="a/b")

@@ -25,11 +25,14 @@ import {
 import {
   ANY_AGENT,
   COMMANDS,
+  DEPLOYMENTS,
   EVENTS,
+  LEASE,
   STAGE,
   STATUS,
   TELEMETRY,
   checkSegment,
+  hopTopic,
   isCallback,
   parseTopic,
   sharedFilter,
@@ -56,8 +59,10 @@ export function agentConfig(options) {
     dedupEntries: options.dedupEntries ?? 4096,
     benchRuns: options.benchRuns ?? 5,
     figures: options.figures ?? null,
+    site: options.site ?? '',
   };
   checkSegment('agent id', config.agentId);
+  if (config.site) checkSegment('site', config.site);
   if (config.agentId === ANY_AGENT) throw new Error("agent id 'any' is reserved for shared stage topics");
   for (const name of ['telemetryPeriodS', 'queueSize', 'dedupEntries', 'benchRuns']) {
     if (!(config[name] > 0)) throw new Error(`agent setting ${name} must be above 0, got ${config[name]}`);
@@ -122,6 +127,15 @@ export class BrowserAgent {
     this.listeners = new Set();
     this.timer = null;
     this.fetchProgress = null; // {digest, received, total} while a shard downloads
+    this.sitesByDeployment = new Map(); // deployment -> {agent id: site}, from the retained deployments
+    this.sites = {}; // every deployment's sites merged: where each agent is
+    this.advisedPeriodS = 0; // the leading coordinator's advice on the telemetry period (0: none)
+  }
+
+  /** The telemetry period: ours, or longer when the leading coordinator advises it (a
+   * large fleet: the broker's telemetry load stays bounded). */
+  get telemetryPeriodS() {
+    return Math.max(this.config.telemetryPeriodS, this.advisedPeriodS);
   }
 
   get agentId() {
@@ -176,6 +190,8 @@ export class BrowserAgent {
     const me = this.agentId;
     await this.transport.subscribe(topicName(COMMANDS, this.ns, { agent: me }), COMMANDS.qos);
     await this.transport.subscribe(topicFilter(STAGE, this.ns, { agent: me }), STAGE.qos);
+    await this.transport.subscribe(topicFilter(DEPLOYMENTS, this.ns, {}), DEPLOYMENTS.qos);
+    await this.transport.subscribe(topicName(LEASE, this.ns, {}), LEASE.qos);
     for (const hosted of this.stages.values()) {
       if (hosted.sharedFilter) await this.transport.subscribe(hosted.sharedFilter, STAGE.qos);
     }
@@ -224,6 +240,7 @@ export class BrowserAgent {
       compute_factor: 1.0,
       link: null,
       tensor_dtypes: [...TENSOR_DTYPES],
+      site: this.config.site || null,
     };
   }
 
@@ -239,7 +256,7 @@ export class BrowserAgent {
       kind: 'telemetry',
       agent_id: this.agentId,
       ts_ms: Math.floor(this.clock()),
-      period_s: this.config.telemetryPeriodS,
+      period_s: this.telemetryPeriodS,
       cpu_pct: this.sampleCpuPct(),
       mem_free_bytes: memFreeBytes(),
       battery: this.energy.battery(),
@@ -288,7 +305,7 @@ export class BrowserAgent {
       this.log.debug?.(`telemetry not sent: ${error.message}`);
     }
     this.changed();
-    if (this.timer !== null) this.scheduleTelemetry(this.config.telemetryPeriodS * 1000);
+    if (this.timer !== null) this.scheduleTelemetry(this.telemetryPeriodS * 1000);
   }
 
   /** A ping to ourselves through the broker; its return gives the round trip. */
@@ -306,6 +323,8 @@ export class BrowserAgent {
     this.counters.bytesIn += payload.length;
     if (parseTopic(COMMANDS, this.ns, topic)) return this.onCommand(topic, payload);
     if (parseTopic(STAGE, this.ns, topic)) return this.onStage(topic, payload);
+    if (parseTopic(DEPLOYMENTS, this.ns, topic)) return this.onDeployment(payload);
+    if (parseTopic(LEASE, this.ns, topic)) return this.onLease(payload);
     this.log.warn(`ignored a message on ${topic}: no handler`);
     return undefined;
   }
@@ -599,6 +618,42 @@ export class BrowserAgent {
     return null;
   }
 
+  /** A retained deployment: where its agents are (its ``sites``), for routing hops. */
+  onDeployment(payload) {
+    if (!payload.length) return; // a retired deployment's retained message cleared
+    let deployment;
+    try {
+      deployment = decode(payload, { expect: ['deployment'] });
+    } catch (error) {
+      this.log.debug?.(`ignored a bad deployment: ${error.message}`);
+      return;
+    }
+    this.sitesByDeployment.set(deployment.deployment, { ...deployment.sites });
+    const merged = {};
+    for (const sites of this.sitesByDeployment.values()) Object.assign(merged, sites);
+    this.sites = merged;
+  }
+
+  /** The coordinators' lease: its holder's advice on the telemetry period. */
+  onLease(payload) {
+    if (!payload.length) return;
+    let lease;
+    try {
+      lease = decode(payload, { expect: ['coordinator.lease'] });
+    } catch (error) {
+      this.log.warn(`ignored a bad lease: ${error.message}`);
+      return;
+    }
+    if (lease.released || lease.telemetry_period_s === this.advisedPeriodS) return;
+    const before = this.telemetryPeriodS;
+    this.advisedPeriodS = Math.max(0, lease.telemetry_period_s);
+    if (this.telemetryPeriodS !== before) {
+      this.log.info?.(`telemetry every ${this.telemetryPeriodS.toFixed(1)} s (the coordinator's advice)`);
+      // say the new period at once: the coordinator counts silence by it
+      if (this.timer !== null) this.scheduleTelemetry(0);
+    }
+  }
+
   /** The next stage's topic (null after the last stage), checked before computing. */
   nextHop(activation) {
     if (!isCallback(activation.callback, this.ns)) {
@@ -609,7 +664,9 @@ export class BrowserAgent {
     const candidates = activation.route[nextStage];
     if (!candidates.length) throw new RequestFailed(ErrorCode.BAD_MESSAGE, `the route names no agent for stage ${nextStage}`);
     try {
-      return topicName(STAGE, this.ns, { deployment: activation.deployment, stage: nextStage, agent: candidates[0] });
+      return hopTopic(this.ns, {
+        deployment: activation.deployment, stage: nextStage, agent: candidates[0], sites: this.sites, here: this.config.site,
+      });
     } catch (error) {
       throw new RequestFailed(ErrorCode.BAD_MESSAGE, `bad route: ${error.message}`);
     }

@@ -34,6 +34,7 @@ export async function pageConfig(location = window.location, storage = window.lo
     ...config,
     agent_id: agentId,
     profile: query.get('profile') ?? config.profile ?? null,
+    site: query.get('site') ?? config.site ?? '',
     username: query.get('user') ?? config.username ?? null,
     password: query.get('password') ?? config.password ?? null,
   };
@@ -87,6 +88,7 @@ async function main() {
       version: config.version ?? __SPLITMQ_WEB_VERSION__,
       coordinatorId: config.coordinator_id ?? 'coordinator',
       figures: config.profile_figures ?? null,
+      site: config.site,
     });
     const offline = encode({ kind: 'status', agent_id: settings.agentId, state: 'offline' });
     const transport = mqttTransport({

@@ -24,6 +24,23 @@ export const COMMANDS = { pattern: 'agents/{agent}/cmd', qos: 1, retain: false }
 export const EVENTS = { pattern: 'agents/{agent}/events', qos: 1, retain: false };
 export const STAGE = { pattern: 'stage/{deployment}/{stage}/{agent}', qos: 1, retain: false };
 export const RESULTS = { pattern: 'clients/{client}/result', qos: 1, retain: false };
+export const DEPLOYMENTS = { pattern: 'deployments/{deployment}', qos: 1, retain: true };
+export const LEASE = { pattern: 'coordinators/lease', qos: 1, retain: true };
+export const SITE_STAGE = { pattern: 'sites/{site}/stage/{deployment}/{stage}/{agent}', qos: 1, retain: false };
+export const CENTRAL_STAGE = { pattern: 'central/stage/{deployment}/{stage}/{agent}', qos: 1, retain: false };
+
+/**
+ * Where a hop to ``agent`` goes from a sender at site ``here`` ('': the central broker),
+ * by the deployment's ``sites`` (agent id -> site): its own stage topic within one site
+ * (it stays on that broker), else a topic the site brokers' bridges carry
+ * (broker-config/bridge.conf). The same rule as splitmq.wire.topics.hop_topic.
+ */
+export function hopTopic(namespace, { deployment, stage, agent, sites, here = '' }) {
+  const there = agent === ANY_AGENT ? '' : (sites?.[agent] ?? '');
+  if (there === here || agent === ANY_AGENT) return topicName(STAGE, namespace, { deployment, stage, agent });
+  if (!there) return topicName(CENTRAL_STAGE, namespace, { deployment, stage, agent });
+  return topicName(SITE_STAGE, namespace, { site: there, deployment, stage, agent });
+}
 
 /** The concrete topic of ``row``; every parameter must be given. */
 export function topicName(row, namespace, params) {

@@ -12,11 +12,11 @@ const NS = 'splitmq/v1';
 const RESULT = `${NS}/clients/alice/result`;
 const QUIET = { info() {}, warn() {}, error() {}, debug() {} };
 
-async function started({ queueSize = 4, battery = null, runtime = new FakeRuntime(), now = () => 1_000_000 } = {}) {
+async function started({ queueSize = 4, battery = null, runtime = new FakeRuntime(), now = () => 1_000_000, site } = {}) {
   const transport = new FakeTransport();
   const shards = { ['ab'.repeat(32)]: new Uint8Array([1, 2, 3]), ['ff'.repeat(32)]: new Uint8Array([0xff]) };
   const progress = [];
-  const agent = new BrowserAgent(agentConfig({ agentId: 'web', queueSize, telemetryPeriodS: 3600 }), {
+  const agent = new BrowserAgent(agentConfig({ agentId: 'web', queueSize, telemetryPeriodS: 3600, site }), {
     transport, runtime, battery, clock: now, monotonic: () => 0, log: QUIET,
     fetchShard: async (digest, size, onProgress) => {
       if (!shards[digest]) throw new Error(`cannot fetch shard ${digest.slice(0, 12)}: HTTP 404`);
@@ -122,6 +122,63 @@ test('the first stage forwards to the next stage\'s agent with its trace', async
   assert.equal(forward.tensors[0].name, 'y'); // the announced name, not the runtime's
   assert.equal(forward.trace[0].agent_id, 'web');
   assert.equal(agent.snapshot().served, 1); // run and forwarded: served, like an answer
+});
+
+function deployment(sites) {
+  return encode({ kind: 'deployment', deployment: 'd1', model: 'm', version: 'v', variant: 'float32', epoch: 1, stages: [], sites });
+}
+
+// Site brokers (broker-config/bridge.conf): the same rule as splitmq.wire.topics.hop_topic.
+test('hops follow the deployment\'s sites: within a site, to another site, to the central broker', async () => {
+  const { agent, transport } = await started({ site: 'kitchen' });
+  assert.ok(transport.subscriptions.has(`${NS}/deployments/+`));
+  assert.equal(transport.on(`${NS}/agents/web/status`)[0].site, 'kitchen');
+  await load(agent);
+  const cases = [
+    [{ web: 'kitchen', py: 'kitchen' }, `${NS}/stage/d1/1/py`], // stays on the site broker
+    [{ web: 'kitchen', py: 'garage' }, `${NS}/sites/garage/stage/d1/1/py`],
+    [{ web: 'kitchen' }, `${NS}/central/stage/d1/1/py`], // py is on the central broker
+  ];
+  for (const [index, [sites, topic]] of cases.entries()) {
+    await agent.onMessage(`${NS}/deployments/d1`, deployment(sites));
+    transport.clear();
+    await send(agent, 0, activation({ id: index + 1 }));
+    assert.equal(transport.on(topic).length, 1, JSON.stringify(sites));
+  }
+  // A bad or cleared deployment changes nothing.
+  await agent.onMessage(`${NS}/deployments/d1`, new Uint8Array([0xff]));
+  await agent.onMessage(`${NS}/deployments/d2`, new Uint8Array());
+  assert.deepEqual(agent.sites, { web: 'kitchen' });
+});
+
+test('a page without a site sends to a site\'s agent through the bridge', async () => {
+  const { agent, transport } = await started();
+  assert.equal(transport.on(`${NS}/agents/web/status`)[0].site, null);
+  await load(agent);
+  await agent.onMessage(`${NS}/deployments/d1`, deployment({ py: 'garage' }));
+  await send(agent, 0, activation());
+  assert.equal(transport.on(`${NS}/sites/garage/stage/d1/1/py`).length, 1);
+});
+
+test('telemetry follows the leading coordinator\'s advice when it is longer than the page\'s own', async () => {
+  const { agent, transport } = await started();
+  assert.ok(transport.subscriptions.has(`${NS}/coordinators/lease`));
+  const lease = (period, released = false) => encode({
+    kind: 'coordinator.lease', holder: 'c1', term: 1, period_s: 1, expiry_s: 3, released, telemetry_period_s: period,
+  });
+  await agent.onMessage(`${NS}/coordinators/lease`, lease(7200));
+  assert.equal(agent.telemetryPeriodS, 7200);
+  assert.equal(agent.telemetry().period_s, 7200); // the coordinator counts silence by it
+  await agent.onMessage(`${NS}/coordinators/lease`, lease(60)); // shorter than ours: ours
+  assert.equal(agent.telemetryPeriodS, 3600);
+  await agent.onMessage(`${NS}/coordinators/lease`, lease(7200, true)); // a release advises nothing
+  assert.equal(agent.telemetryPeriodS, 3600);
+  await agent.onMessage(`${NS}/coordinators/lease`, new Uint8Array([0x01]));
+  assert.equal(agent.telemetryPeriodS, 3600);
+});
+
+test('a site that cannot be a topic level is refused', () => {
+  assert.throws(() => agentConfig({ agentId: 'web', site: 'a/b' }), /site "a\/b" cannot be a topic level/);
 });
 
 test('the last stage answers on the callback topic; two local stages run without a broker hop', async () => {
