@@ -181,10 +181,12 @@ class Mosquitto:
 
     def kill(self) -> None:
         """Stop abruptly, as a crash would (for fault tests)."""
-        if self._process is not None:
-            self._process.kill()
-            self._process.wait(5.0)
-            self._process = None
+        process, self._process = self._process, None
+        if process is not None:
+            process.kill()
+            process.wait(5.0)
+            if process.stderr:
+                process.stderr.close()
 
     @property
     def running(self) -> bool:

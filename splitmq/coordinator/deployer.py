@@ -198,8 +198,10 @@ class Deployer:
         )
         name = deployment_id(entry.name, variant.name)
         previous = self.deployments().get(name)
+        # A retired deployment's agents unloaded its shards: none of them serves it now.
+        serving = previous if previous and previous.state is not DeploymentState.RETIRED else None
         timeout_s = request.ready_timeout_s or self.config.ready_timeout_s
-        failures = self._load(name, stages, previous, timeout_s, variant)
+        failures = self._load(name, stages, serving, timeout_s, variant)
         if failures:
             return refuse(
                 "agents failed to load their shards: "
@@ -219,8 +221,8 @@ class Deployer:
             sites=self._sites(stages),
         )
         self.publish(deployment)
-        if previous is not None:
-            self._unload_dropped(previous, deployment)
+        if serving is not None:
+            self._unload_dropped(serving, deployment)
         summary = (
             f"deployed {entry.name} {entry.version} ({variant.name}) as {name} epoch "
             f"{deployment.epoch}\n{describe(chosen)}"

@@ -1,11 +1,12 @@
 """A site broker bridged to a central one (``broker-config/bridge.conf``), on loopback.
 
-Two Mosquitto processes: the central one (the coordinator, the client, agent ``c1``)
-and the site ``kitchen`` (agents ``k1`` and ``k2``, started with ``--site kitchen``),
-whose bridge carries what the bridge file says. Two deployments of the digits model:
-float32 on ``k1 -> k2`` (within the site) and int8 on ``k1 -> c1`` (across). A spy on
-the central broker sees which hops cross. Then the site broker restarts while requests
-stream: they complete once its agents and its bridge are back.
+Three Mosquitto processes: the central one (the coordinator, the client, agent ``c1``),
+the site ``kitchen`` (agents ``k1`` and ``k2``, started with ``--site kitchen``) and the
+site ``garage`` (agent ``g1``), whose bridges carry what the bridge file says.
+Deployments of the digits model: float32 on ``k1 -> k2`` (within the site), int8 on
+``k1 -> c1`` (across), and ``k1 -> g1`` (from one site broker to another, through the
+central one). A spy on the central broker sees which hops cross. Then the site broker
+restarts while requests stream: they complete once its agents and its bridge are back.
 """
 
 from __future__ import annotations
@@ -43,16 +44,17 @@ from .fleet import Reference, paced
 pytestmark = pytest.mark.integration
 
 SITE = "kitchen"
+OTHER_SITE = "garage"
 OPERATOR = "bridge-ops"
 NS = DEFAULT_NAMESPACE
 
 
-def site_config(workdir: Path, central: Mosquitto) -> Path:
-    """dev.conf with the bridge to ``central`` appended, for the site broker."""
+def site_config(workdir: Path, central: Mosquitto, site: str = SITE) -> Path:
+    """dev.conf with the bridge to ``central`` appended, for the broker of ``site``."""
     bridge = (config_dir() / "bridge.conf").read_text()
-    bridge = bridge.replace("@SITE@", SITE).replace("@CENTRAL@", f"127.0.0.1:{central.port}")
+    bridge = bridge.replace("@SITE@", site).replace("@CENTRAL@", f"127.0.0.1:{central.port}")
     bridge = bridge.replace("@NS@", NS)
-    path = workdir / "site.conf"
+    path = workdir / f"{site}.conf"
     path.write_text((config_dir() / "dev.conf").read_text() + "\n" + bridge)
     return path
 
@@ -61,6 +63,7 @@ def site_config(workdir: Path, central: Mosquitto) -> Path:
 class Sites:
     central: Mosquitto
     site: Mosquitto
+    other_site: Mosquitto
     workdir: Path
     observer: MqttTransport
     watch: Watcher
@@ -68,9 +71,9 @@ class Sites:
     agents: dict[str, Process] = field(default_factory=dict)
     coordinator: Process | None = None
 
-    def start_agent(self, agent_id: str, *, at_site: bool) -> None:
-        broker = self.site if at_site else self.central
-        extra = ("--profile", "host", *(("--site", SITE) if at_site else ()))
+    def start_agent(self, agent_id: str, *, site: str = "") -> None:
+        broker = {SITE: self.site, OTHER_SITE: self.other_site}.get(site, self.central)
+        extra = ("--profile", "host", *(("--site", site) if site else ()))
         self.agents[agent_id] = spawn.start_agent(broker.url(), agent_id, self.workdir, *extra)
 
     def on_crossing(self, message: InboundMessage) -> None:
@@ -103,6 +106,7 @@ class Sites:
     def close(self) -> None:
         processes.stop([*self.agents.values(), *([self.coordinator] if self.coordinator else [])])
         self.observer.close()
+        self.other_site.stop()
         self.site.stop()
         self.central.stop()
 
@@ -113,24 +117,31 @@ def sites(digits_pool: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     central = Mosquitto(config_dir() / "dev.conf", workdir / "central").start()
     site = Mosquitto(site_config(workdir, central), workdir / "site", files_dir=config_dir())
     site.start()
+    other_site = Mosquitto(
+        site_config(workdir, central, OTHER_SITE), workdir / OTHER_SITE, files_dir=config_dir()
+    )
+    other_site.start()
     pool = workdir / "pool"
     shutil.copytree(digits_pool.path.parents[1], pool)
     observer = MqttTransport(parse_broker_url(central.url(), reconnect_max_s=0.5))
     observer.start()
     watch = Watcher(observer).watch(STATUS).watch(DEPLOYMENTS).watch(LEASE)
     watch.watch(DEPLOY_REPLIES, client=OPERATOR)
-    fleet = Sites(central, site, workdir, observer, watch)
+    fleet = Sites(central, site, other_site, workdir, observer, watch)
     for pattern in ("stage/#", "sites/#", "central/#"):
         observer.subscribe(f"{NS}/{pattern}", fleet.on_crossing)
     try:
         fleet.coordinator = spawn.start_coordinator(
             central.url(), pool, workdir, "--watch-period", "0.3", "--lease-period", "0.5"
         )
-        fleet.start_agent("k1", at_site=True)
-        fleet.start_agent("k2", at_site=True)
-        fleet.start_agent("c1", at_site=False)
+        fleet.start_agent("k1", site=SITE)
+        fleet.start_agent("k2", site=SITE)
+        fleet.start_agent("g1", site=OTHER_SITE)
+        fleet.start_agent("c1")
         watch.wait(
-            lambda: all(watch.online(a) for a in ("k1", "k2", "c1")), 60, "the agents online"
+            lambda: all(watch.online(a) for a in ("k1", "k2", "g1", "c1")),
+            60,
+            "the agents online",
         )
         # A leader (it subscribed before it claimed): requests from now on reach it.
         watch.wait(lambda: any(not lease.released for lease in watch.of(Lease)), 30, "a leader")
@@ -215,3 +226,27 @@ def test_requests_complete_after_the_site_broker_restarts(
         for r in results
     )
     print(f"\n60 requests across a site broker restart in {time.monotonic() - started:.1f} s")
+
+
+def test_a_request_crosses_from_one_site_broker_to_another(
+    sites: Sites, reference: Reference
+) -> None:
+    """k1 (kitchen) -> g1 (garage): the hop leaves the kitchen's broker on
+    sites/garage/stage/..., crosses the central broker and enters the garage's broker,
+    whose bridge puts it on g1's own stage topic; the answer comes back to the central
+    client."""
+    for deployment in list(sites.watch.deployments.values()):
+        if deployment.state == "active":
+            retire(sites, deployment.variant)
+    spanning = sites.deploy("float32", "k1", "g1")
+    assert spanning.sites == {"k1": SITE, "g1": OTHER_SITE}
+    sites.crossing.clear()
+    with client(sites) as across:
+        for index in range(3):
+            outcome = across.infer(reference.images[index])
+            assert isinstance(outcome, InferenceResult)
+            assert reference.check(index, outcome.outputs)
+            assert [t.agent_id for t in outcome.trace] == ["k1", "g1"]
+    assert crossed(sites, "g1"), "the hop to the other site never reached the central broker"
+    assert all(t.startswith(f"{NS}/sites/{OTHER_SITE}/stage/") for t in crossed(sites, "g1"))
+    retire(sites, "float32")
