@@ -1,4 +1,4 @@
-"""Scale of the fleet: deployment and plan time for 10, 100 and 1000 simulated agents (goal 5).
+"""Scale of the fleet: 10, 100, 1,000 and 10,000 simulated agents through a real broker (goal 5).
 
 A real Mosquitto and a real coordinator process (``python -m splitmq coordinator``)
 serving the benchmark pool (MobileNetV3Large); the fleet is simulated on one MQTT
@@ -13,7 +13,14 @@ publishing the deployment).
   kept by digest in the pool, so only the very first run ever cuts them);
 - plan: a ``PlanRequest`` until its ``Plan``, through the broker (the planner's own time
   is ``bench_planner.py``'s);
-- the coordinator's resident memory with the fleet registered.
+- the coordinator's resident memory with the fleet registered;
+- telemetry through the broker: every agent publishes its telemetry, spread evenly over
+  its period, for a window: first at the agents' own 1 s period, then at the period the
+  leading coordinator advises in its lease (``telemetry_budget_per_s``, 1,000 messages/s
+  by default). Measured: the messages/s a subscriber receives through Mosquitto, and the
+  coordinator's and the broker's CPU (share of one core) over the window;
+- the broker's retained store: how many retained messages, and their bytes (what a new
+  subscriber to the namespace receives at once).
 
 Broker messages per request and agent memory are measured with real agents in
 ``bench_split.py``.
@@ -26,34 +33,43 @@ from __future__ import annotations
 import argparse
 import random
 import statistics
+import sys
+import threading
 import time
 import uuid
+from dataclasses import replace
 
 import psutil
 from _fleet import MODEL, Fleet, fleet, mobilenet
 from _report import Row, report
 from _simulated import simulated_agent
 
+from splitmq.coordinator.lease import LeaseConfig, advised_telemetry_period_s
+from splitmq.coordinator.service import CoordinatorConfig
 from splitmq.transport import InboundMessage, MqttTransport, parse_broker_url
 from splitmq.wire import (
     CommandReply,
     DeployReply,
     DeployRequest,
+    Lease,
     LoadShard,
     Message,
     Plan,
     PlanRefused,
     PlanRequest,
     ShardReady,
+    Telemetry,
     UnloadShard,
     decode,
     encode,
 )
 from splitmq.wire.topics import (
     COMMANDS,
+    DEFAULT_NAMESPACE,
     DEPLOY_REPLIES,
     DEPLOY_REQUESTS,
     EVENTS,
+    LEASE,
     PLAN_REQUESTS,
     PLANS,
     STATUS,
@@ -62,6 +78,8 @@ from splitmq.wire.topics import (
 
 SIMULATOR = "bench-simulator"
 PERIOD_S = 600.0  # telemetry period the simulated agents announce: they stay fresh
+OWN_PERIOD_S = 1.0  # the agents' own telemetry period (splitmq agent's default)
+TELEMETRY_BUDGET_PER_S = CoordinatorConfig().telemetry_budget_per_s
 
 
 class SimulatedFleet:
@@ -75,9 +93,11 @@ class SimulatedFleet:
         self.transport.subscribe(COMMANDS.filter(), self._on_command)
         rng = random.Random(seed)
         now_ms = int(time.time() * 1000)
+        self.telemetry: list[Telemetry] = []
         for index in range(size):
-            agent_id = f"sim-{index:04d}"
+            agent_id = f"sim-{index:05d}"
             status, telemetry = simulated_agent(agent_id, rng, now_ms, period_s=PERIOD_S)
+            self.telemetry.append(telemetry)
             receipt = self.transport.publish(
                 STATUS.name(agent=agent_id), encode(status), retain=True
             )
@@ -108,8 +128,122 @@ class SimulatedFleet:
             return
         self.transport.publish(EVENTS.name(agent=agent_id), encode(answer))
 
+    def stream(self, period_s: float, duration_s: float) -> int:
+        """Every agent's telemetry every ``period_s``, spread evenly, for ``duration_s``;
+        the number published."""
+        tick_s = 0.01
+        started = time.monotonic()
+        sent = 0
+        while (elapsed := time.monotonic() - started) < duration_s:
+            due = min(int(elapsed / period_s * self.size), int(duration_s / period_s * self.size))
+            now_ms = int(time.time() * 1000)
+            while sent < due:
+                telemetry = self.telemetry[sent % self.size]
+                fresh = replace(telemetry, ts_ms=now_ms, period_s=period_s)
+                self.transport.publish(
+                    TELEMETRY.name(agent=telemetry.agent_id), encode(fresh), qos=0, retain=True
+                )
+                sent += 1
+            time.sleep(tick_s)
+        return sent
+
     def close(self) -> None:
         self.transport.close()  # the broker goes with the fleet: nothing retained survives
+
+
+class Counter:
+    """Messages received on a filter, from a connection of its own."""
+
+    def __init__(self, url: str, topic_filter: str, client_id: str):
+        self.transport = MqttTransport(parse_broker_url(url, client_id=client_id))
+        self.transport.start()
+        self.count = 0
+        self.retained = 0
+        self.retained_bytes = 0
+        self.last_s = time.monotonic()
+        self._lock = threading.Lock()
+        self.transport.subscribe(topic_filter, self._on_message, qos=0)
+
+    def _on_message(self, message: InboundMessage) -> None:
+        with self._lock:
+            self.count += 1
+            self.last_s = time.monotonic()
+            if message.retain:
+                self.retained += 1
+                self.retained_bytes += len(message.topic) + len(message.payload)
+
+    def take(self) -> int:
+        with self._lock:
+            count, self.count = self.count, 0
+        return count
+
+    def quiet_for(self, seconds: float, timeout_s: float) -> None:
+        """Until nothing arrived for ``seconds`` (the retained store has been sent)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() - self.last_s < seconds and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        self.transport.close()
+
+
+def cpu_s(pid: int) -> float:
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system
+
+
+def advised_period_s(running: Fleet, size: int, timeout_s: float) -> float:
+    """The telemetry period the leading coordinator's lease advises for ``size`` agents
+    (0: none): what its renewals say once it has counted them."""
+    expected = advised_telemetry_period_s(size, TELEMETRY_BUDGET_PER_S, LeaseConfig().period_s)
+    if expected == 0:
+        return 0.0
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        leases = [m for m in running.inbox.of(Lease) if not m.released]
+        if leases and leases[-1].telemetry_period_s == expected:
+            return expected
+        time.sleep(0.1)
+    raise SystemExit(f"the coordinator never advised {expected:g} s for {size} agents")
+
+
+def telemetry_load(
+    running: Fleet, simulated: SimulatedFleet, period_s: float, window_s: float
+) -> dict[str, float]:
+    """Stream telemetry at ``period_s`` for ``window_s``: messages/s received through the
+    broker, and the coordinator's and broker's CPU over the window (share of a core)."""
+    assert running.coordinator is not None and running.broker.pid is not None
+    counter = Counter(running.url, TELEMETRY.filter(), "bench-telemetry-counter")
+    try:
+        counter.quiet_for(0.5, 60)  # the retained telemetry first
+        counter.take()
+        coordinator_0, broker_0 = cpu_s(running.coordinator.pid), cpu_s(running.broker.pid)
+        started = time.monotonic()
+        sent = simulated.stream(period_s, window_s)
+        elapsed = time.monotonic() - started
+        coordinator_s = cpu_s(running.coordinator.pid) - coordinator_0
+        broker_s = cpu_s(running.broker.pid) - broker_0
+        counter.quiet_for(0.3, 10)
+        received = counter.take()
+    finally:
+        counter.close()
+    return {
+        "period_s": period_s,
+        "sent_per_s": sent / elapsed,
+        "received_per_s": received / elapsed,
+        "coordinator_cpu_pct": 100 * coordinator_s / elapsed,
+        "broker_cpu_pct": 100 * broker_s / elapsed,
+    }
+
+
+def retained_store(running: Fleet) -> tuple[int, int]:
+    """The retained messages of the namespace and their bytes (topic + payload)."""
+    counter = Counter(running.url, f"{DEFAULT_NAMESPACE}/#", "bench-retained-counter")
+    try:
+        counter.quiet_for(1.0, 120)
+        return counter.retained, counter.retained_bytes
+    finally:
+        counter.close()
 
 
 def ask(running: Fleet, message: Message, topic: str, kinds: tuple[type, ...]) -> Message:
@@ -137,10 +271,11 @@ def deploy_request() -> DeployRequest:
     )
 
 
-def measure(size: int, deploys: int, plans: int) -> dict[str, float]:
+def measure(size: int, deploys: int, plans: int, window_s: float) -> dict[str, float]:
     with fleet([]) as running:
         running.operator.subscribe(PLANS.name(client="bench-operator"), running.inbox)
         running.operator.subscribe(DEPLOY_REPLIES.name(client="bench-operator"), running.inbox)
+        running.inbox.watch(LEASE)
         simulated = SimulatedFleet(running.url, size)
         try:
             started = time.perf_counter()
@@ -170,6 +305,10 @@ def measure(size: int, deploys: int, plans: int) -> dict[str, float]:
                     raise SystemExit(f"no plan over {size} agents: {answer}")
             assert running.coordinator is not None
             rss = psutil.Process(running.coordinator.pid).memory_info().rss
+            retained, retained_bytes = retained_store(running)
+            own = telemetry_load(running, simulated, OWN_PERIOD_S, window_s)
+            advice = advised_period_s(running, size, 60)
+            advised = telemetry_load(running, simulated, advice, window_s) if advice > 0 else own
         finally:
             simulated.close()
     return {
@@ -180,16 +319,37 @@ def measure(size: int, deploys: int, plans: int) -> dict[str, float]:
         "plan_round_trip_ms": statistics.median(plan_ms[5:]),
         "coordinator_rss_bytes": rss,
         "loads": simulated.loads,
+        "retained": retained,
+        "retained_bytes": retained_bytes,
+        "advice_s": advice,
+        **{f"own_{k}": v for k, v in own.items()},
+        **{f"advised_{k}": v for k, v in advised.items()},
     }
+
+
+def telemetry_cell(outcome: dict[str, float], which: str) -> str:
+    return (
+        f"{outcome[f'{which}_received_per_s']:,.0f} msgs/s through the broker "
+        f"(sent {outcome[f'{which}_sent_per_s']:,.0f}/s); CPU: coordinator "
+        f"{outcome[f'{which}_coordinator_cpu_pct']:.0f}%, broker "
+        f"{outcome[f'{which}_broker_cpu_pct']:.0f}% of a core"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="a smoke run: 10 and 100 agents")
+    parser.add_argument("--sizes", help="fleet sizes, comma-separated (10,100,1000,10000)")
     args = parser.parse_args()
     mobilenet()  # converted once, before any timing
-    sizes = (10, 100) if args.quick else (10, 100, 1000)
-    outcomes = [measure(size, 2 if args.quick else 4, 10 if args.quick else 40) for size in sizes]
+    sizes = (10, 100) if args.quick else (10, 100, 1000, 10000)
+    if args.sizes:
+        sizes = tuple(int(n) for n in args.sizes.split(","))
+    window_s = 3.0 if args.quick else 20.0
+    outcomes = []
+    for size in sizes:
+        print(f"  {size} agents ...", file=sys.stderr, flush=True)
+        outcomes.append(measure(size, 2 if args.quick else 4, 10 if args.quick else 40, window_s))
     rows = []
     for o in outcomes:
         size = int(o["agents"])
@@ -211,6 +371,27 @@ def main() -> None:
                 f"{size} agents: coordinator RSS, registry filled",
                 f"{o['coordinator_rss_bytes'] / 1e6:.0f} MB "
                 f"(registered in {o['registered_s']:.2f} s)",
+            ),
+            Row(
+                "5 fleet",
+                f"{size} agents: retained store",
+                f"{o['retained']:.0f} messages, {o['retained_bytes'] / 1e6:.1f} MB",
+            ),
+            Row(
+                "5 fleet",
+                f"{size} agents: telemetry at the agents' own {OWN_PERIOD_S:g} s",
+                telemetry_cell(o, "own"),
+                value=o["own_received_per_s"],
+            ),
+            Row(
+                "5 fleet",
+                f"{size} agents: telemetry at the advised period",
+                (
+                    f"{o['advice_s']:g} s: " + telemetry_cell(o, "advised")
+                    if o["advice_s"] > 0
+                    else "no advice (within the budget)"
+                ),
+                value=o["advised_received_per_s"],
             ),
         ]
     report(

@@ -189,6 +189,11 @@ class Mosquitto:
                 process.stderr.close()
 
     @property
+    def pid(self) -> int | None:
+        """The broker's process id while it runs (for resource figures)."""
+        return self._process.pid if self._process is not None else None
+
+    @property
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 

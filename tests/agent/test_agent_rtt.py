@@ -24,11 +24,13 @@ def test_a_slow_first_probe_does_not_linger_and_old_ones_are_forgotten(
     agent = fleet.agent("pi-1", telemetry_period_s=60.0)  # its own probe: once, at start
     probe_back(agent, "pi-1", 80.0)  # while the fleet was starting
     assert RTT_MIN_PROBES == 3 and agent.telemetry().broker_rtt_ms is None  # 2 at most yet
+    # Each round trip reads a little longer than made (the probe is handled after it is
+    # built): the figures are far enough apart for a busy machine.
     probe_back(agent, "pi-1", 1.2)
-    probe_back(agent, "pi-1", 1.5)
+    probe_back(agent, "pi-1", 15.0)
     rtt = agent.telemetry().broker_rtt_ms
-    assert rtt is not None and rtt < 1.3
+    assert rtt is not None and rtt < 15.0, "the lowest of the probes"
     for _ in range(RTT_WINDOW):  # the broker moved farther away: it shows in time
-        probe_back(agent, "pi-1", 6.0)
+        probe_back(agent, "pi-1", 40.0)
     rtt = agent.telemetry().broker_rtt_ms
-    assert rtt is not None and 6.0 <= rtt < 6.1
+    assert rtt is not None and 40.0 <= rtt < 80.0, "the old probes forgotten"
