@@ -73,11 +73,16 @@ demo-secure: $(STAMP) mosquitto
 
 # The fast tier: unit and component tests (in-memory transport, the shipped test models).
 # It needs only `pip install -e '.[agent,dev]'`.
+# Both run on two workers (pytest-xdist), a test file per worker at a time: a file's
+# session fixtures (a converted model, a broker) are built once on its worker.
+PYTEST_WORKERS ?= 2
+PYTEST_PARALLEL := -n $(PYTEST_WORKERS) --dist loadfile
+
 test-fast: $(STAMP)
-	$(PY) -m pytest -m "not integration and not slow"
+	$(PY) -m pytest $(PYTEST_PARALLEL) -m "not integration and not slow"
 
 test: venv mosquitto chromium web
-	SPLITMQ_TFLITE214_PYTHON=$(CURDIR)/$(VENV_TFLITE)/bin/python $(PY) -m pytest
+	SPLITMQ_TFLITE214_PYTHON=$(CURDIR)/$(VENV_TFLITE)/bin/python $(PY) -m pytest $(PYTEST_PARALLEL)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
