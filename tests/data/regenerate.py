@@ -14,19 +14,46 @@ from pathlib import Path
 import numpy as np
 
 from splitmq.converter.pool import PoolEntry
-from tests.data import DATA_DIR, DIGITS, DIGITS_EPOCHS, DIGITS_VARIANTS
+from tests.data import DATA_DIR, DIGITS, DIGITS_EPOCHS, DIGITS_VARIANTS, TASK, TASK_MEMBERS
 
 
 def regenerate(out_dir: Path) -> PoolEntry:
     """Train, convert and save; an existing ``out_dir/pool`` is replaced."""
     from splitmq.converter.digits import load_split, train_and_convert
+    from splitmq.converter.isolated import FrontEndProcess
 
     pool = out_dir / "pool"
     shutil.rmtree(pool, ignore_errors=True)
-    entry = train_and_convert(pool, name=DIGITS, epochs=DIGITS_EPOCHS, variants=DIGITS_VARIANTS)
+    with FrontEndProcess() as front_end:
+        entry = train_and_convert(
+            pool,
+            name=DIGITS,
+            epochs=DIGITS_EPOCHS,
+            variants=DIGITS_VARIANTS,
+            front_end=front_end,
+        )
+        regenerate_task(pool, front_end)
     _, _, x_test, y_test = load_split()
     np.savez_compressed(out_dir / "digits_test.npz", x_test=x_test, y_test=y_test)
     return entry
+
+
+def regenerate_task(pool: Path, front_end: object) -> list[PoolEntry]:
+    """Train and convert the task's members into ``pool`` (one TensorFlow for all)."""
+    from splitmq.converter.digits import train_and_convert
+
+    return [
+        train_and_convert(
+            pool,
+            name=name,
+            epochs=epochs,
+            size=size,
+            task=TASK,
+            variants=DIGITS_VARIANTS,
+            front_end=front_end,  # type: ignore[arg-type]
+        )
+        for name, (size, epochs) in TASK_MEMBERS.items()
+    ]
 
 
 def main() -> None:
