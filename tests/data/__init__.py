@@ -27,6 +27,7 @@ __all__ = [
     "DIGITS",
     "DIGITS_EPOCHS",
     "DIGITS_VARIANTS",
+    "POOL_DIR",
     "TASK",
     "TASK_MEMBERS",
     "digits_pool",
