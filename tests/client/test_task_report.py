@@ -19,7 +19,7 @@ from tests.helpers import needs
 
 
 def served(
-    request_id: str, sent_ms: float, model: str, variant: str, accuracy: float, compute_ms: float
+    request_id: str, sent_ms: float, model: str, variant: str, *, accuracy: float, compute_ms: float
 ) -> RequestRecord:
     """A task request served by ``model`` ``variant``: one stage of ``compute_ms``, energy
     1 mJ per ms of compute."""
@@ -32,10 +32,13 @@ def task_run() -> list[RequestRecord]:
     """Six requests on the large member, then (the battery falling) four on the small
     one; a model request and a failed task request that no member served."""
     records = [
-        served(f"l{i}", BASE_MS + 10 * i, "digits-large", "float32", 0.973, 4.0) for i in range(6)
+        served(f"l{i}", BASE_MS + 10 * i, "digits-large", "float32", accuracy=0.973, compute_ms=4.0)
+        for i in range(6)
     ]
     records += [
-        served(f"s{i}", BASE_MS + 100 + 10 * i, "digits-small", "int8", 0.787, 1.0)
+        served(
+            f"s{i}", BASE_MS + 100 + 10 * i, "digits-small", "int8", accuracy=0.787, compute_ms=1.0
+        )
         for i in range(4)
     ]
     records.append(ok_record("m0", BASE_MS + 200, [Hop("pi-1", 1, 0, 2)], 1))
