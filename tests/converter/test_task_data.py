@@ -45,8 +45,8 @@ def test_the_shipped_members_are_what_the_converter_produces(fresh: list[PoolEnt
         if shipped.manifest.created_with == entry.manifest.created_with:
             assert entry.version == shipped.version, hint
             for variant in DIGITS_VARIANTS:
-                ours = shipped.variant_path(variant).read_bytes()
-                assert entry.variant_path(variant).read_bytes() == ours, hint
+                shipped_bytes = shipped.variant_path(variant).read_bytes()
+                assert entry.variant_path(variant).read_bytes() == shipped_bytes, hint
         for variant in DIGITS_VARIANTS:
             ours, theirs = shipped.manifest.variants[variant], entry.manifest.variants[variant]
             assert [op.type for op in ours.operators] == [op.type for op in theirs.operators]
