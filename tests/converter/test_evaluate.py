@@ -199,3 +199,42 @@ def test_a_manifest_without_task_reads_and_writes_as_before() -> None:
     manifest = Manifest.from_json(raw)
     assert manifest.task is None and manifest.evaluation is None
     assert manifest.to_json() == raw
+
+
+def test_convert_task_and_labels_from_the_command_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A ``.tflite`` source converts in process (no TensorFlow): ``--task`` names the task,
+    ``--labels`` gives every variant its accuracy as the manifest's evaluation."""
+    x, y = digits_test()
+    np.save(tmp_path / "x.npy", x[:SAMPLES])
+    np.save(tmp_path / "y.npy", y[:SAMPLES])
+    source = open_entry(POOL_DIR, "digits-small").variant_path("float32")
+    pool = tmp_path / "pool"
+    common = ["--calibration", str(tmp_path / "x.npy"), "--labels", str(tmp_path / "y.npy")]
+    code = main(
+        [
+            "-q",
+            "convert",
+            str(source),
+            "--name",
+            "small",
+            "--task",
+            TASK,
+            *common,
+            "--pool",
+            str(pool),
+        ]
+    )
+    assert code == 0
+    assert "task: digits" in capsys.readouterr().out
+    (entry,) = task_members(pool, TASK)
+    evaluation = entry.manifest.evaluation
+    assert entry.manifest.task == TASK and evaluation is not None and evaluation.labelled
+    assert evaluation.data == "calibration set (x.npy)" and evaluation.samples == SAMPLES
+    fidelity = entry.manifest.variants["float32"].fidelity
+    assert fidelity is not None and entry.manifest.accuracy("float32") == fidelity.accuracy
+    bad = main(
+        ["-q", "convert", str(source), "--name", "s2", "--task", "no/slash", "--pool", str(pool)]
+    )
+    assert bad == 2 and "task name 'no/slash' is not usable" in capsys.readouterr().err
