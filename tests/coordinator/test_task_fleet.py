@@ -154,6 +154,7 @@ def test_a_falling_battery_moves_requests_to_the_smaller_member(
                 (output,) = result.outputs.values()
                 np.testing.assert_array_equal(output, expected)
                 assert result.record.model == plan.model and result.record.task == TASK
+                assert result.served_by == (plan.model, plan.variant)
                 served.append((pct, plan.model, plan.variant))
         # asking for more accuracy than the small member has keeps a bigger one
         low = Battery(BATTERY_STEPS[-1], plugged=False)
