@@ -122,7 +122,7 @@ def test_a_model_of_no_task_is_refused_and_gates_apply_per_member(
 
 
 def test_a_falling_battery_moves_requests_to_the_smaller_member(
-    fleet: TaskFleet, capsys: pytest.CaptureFixture[str]
+    fleet: TaskFleet, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     assert fleet.deploy(*TASK_MEMBERS, "--variants", "float32,int8") == 0
     out = capsys.readouterr().out
@@ -170,6 +170,18 @@ def test_a_falling_battery_moves_requests_to_the_smaller_member(
     assert sizes == sorted(sizes, reverse=True), served  # never back to a bigger member
     assert served[0][1:] == ("digits-large", "float32"), served
     assert served[-1][1] == "digits-small", served
+    # the command line: each row says which member served it
+    inputs = tmp_path / "inputs.npy"
+    np.save(inputs, images[:3])
+    broker = ["--broker", fleet.url, "--namespace", fleet.namespace]
+    code = main(
+        ["-q", "infer", "--task", TASK, str(inputs), "--batch", "--min-accuracy", "0.9"]
+        + broker
+        + ["--no-db"]
+    )
+    lines = capsys.readouterr().out.splitlines()
+    assert code == 0 and lines[0].split()[:3] == ["input", "served", "by"], lines
+    assert all("digits-medium" in line for line in lines[1:4]), lines
     report = format_report(ReportInputs(tuple(records.wait_for(len(served) + 2))).kpis())
     table = report.split("\n\n")[-1]
     assert table.splitlines()[0].split()[:3] == ["task", "member", "variant"]
