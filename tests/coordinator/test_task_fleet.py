@@ -173,12 +173,9 @@ def test_a_falling_battery_moves_requests_to_the_smaller_member(
     # the command line: each row says which member served it
     inputs = tmp_path / "inputs.npy"
     np.save(inputs, images[:3])
+    options = ["--batch", "--min-accuracy", "0.9", "--no-db"]
     broker = ["--broker", fleet.url, "--namespace", fleet.namespace]
-    code = main(
-        ["-q", "infer", "--task", TASK, str(inputs), "--batch", "--min-accuracy", "0.9"]
-        + broker
-        + ["--no-db"]
-    )
+    code = main(["-q", "infer", "--task", TASK, str(inputs), *options, *broker])
     lines = capsys.readouterr().out.splitlines()
     assert code == 0 and lines[0].split()[:3] == ["input", "served", "by"], lines
     assert all("digits-medium" in line for line in lines[1:4]), lines
