@@ -37,14 +37,12 @@ from splitmq.coordinator.planner import (
     Candidate,
     DeploymentView,
     PlannerConfig,
-    _no_route,
-    _with_fallbacks,
     figure,
     pareto_routes,
-    stage_predictions,
+    plan,
     within_budgets,
 )
-from splitmq.wire import EnergyLevel, Plan, PlanRefused, PlanRequest
+from splitmq.wire import PLAN_UNAVAILABLE, EnergyLevel, Plan, PlanRefused, PlanRequest
 from splitmq.wire.manifest import Manifest
 
 __all__ = [
@@ -193,8 +191,17 @@ def plan_task(
         members = good
     accuracy_known = all(d.accuracy is not None for d in members)
     routes = [r for d in members for r in pareto_routes(d, fleet, config, client)]
-    if not routes:
-        return refuse(*_no_route(members, fleet, config))
+    if not routes:  # no replica to run some stage: the planner says which and why
+        unavailable = plan(
+            _for_member(request, members[0], request.energy_level),
+            members,
+            fleet,
+            config,
+            client=client,
+        )
+        if isinstance(unavailable, PlanRefused):
+            return refuse(unavailable.constraint, unavailable.message)
+        return refuse(PLAN_UNAVAILABLE, f"no deployed member of task {task} can run now")
     feasible = [r for r in routes if within_budgets(r.cost, request)]
     if not feasible:
         return refuse(*_over_budget(request, routes, accuracy_known))
@@ -209,21 +216,31 @@ def plan_task(
             request.energy_level.value,
             level.value,
         )
-    parts, final_hop_ms = stage_predictions(best.deployment, best.agents, fleet, config, client)
-    return Plan(
-        request_id=request.request_id,
-        deployment=best.deployment.deployment,
-        epoch=best.deployment.epoch,
-        model=best.deployment.model,
-        version=best.deployment.version,
-        variant=best.deployment.variant,
-        route=_with_fallbacks(best, fleet, config),
-        predicted_latency_ms=best.cost.latency_ms,
-        predicted_energy_j=best.cost.energy_j,
-        predicted_stages=parts,
-        predicted_final_hop_ms=final_hop_ms,
-        task=task,
-        accuracy=best.deployment.accuracy,
+    # The route through the chosen member, its fallbacks and predictions: the planner's.
+    # Within one member, this level's key orders routes as the planner's level does.
+    within = EnergyLevel.PERFORMANCE if level is EnergyLevel.PERFORMANCE else EnergyLevel.SAVER
+    answer = plan(
+        _for_member(request, best.deployment, within),
+        [best.deployment],
+        fleet,
+        config,
+        client=client,
+    )
+    if isinstance(answer, PlanRefused):  # not expected: the route was within the budgets
+        return refuse(answer.constraint, answer.message)
+    return replace(answer, task=task, accuracy=best.deployment.accuracy)
+
+
+def _for_member(request: PlanRequest, member: DeploymentView, level: EnergyLevel) -> PlanRequest:
+    """``request`` as a request naming ``member`` (its budgets; fidelity already checked)."""
+    return replace(
+        request,
+        model=member.model,
+        version=member.version,
+        task=None,
+        min_accuracy=None,
+        min_fidelity=None,
+        energy_level=level,
     )
 
 

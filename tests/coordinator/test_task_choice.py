@@ -319,3 +319,13 @@ def test_the_choice_is_the_brute_force_optimum(seed: int) -> None:
     best = min(feasible, key=lambda c: choice_key(level, c, known))
     assert choice_key(level, ours, known) == pytest.approx(choice_key(level, best, known))
     assert result.accuracy == view.accuracy and result.task == TASK
+
+
+def test_members_with_no_replica_to_run_are_refused_as_the_planner_says() -> None:
+    offline = {k: replace(a, online=False) for k, a in FLEET.items()}
+    result = plan(ask(), member_views(), offline, CONFIG)
+    assert isinstance(result, PlanRefused) and result.constraint == "unavailable"
+    assert result.model == TASK and "has no replica online" in result.message
+    flat = {k: replace(a, plugged=False, battery_pct=5.0) for k, a in FLEET.items()}
+    result = plan(ask(), member_views(), flat, CONFIG)
+    assert isinstance(result, PlanRefused) and result.constraint == "battery"
