@@ -100,6 +100,18 @@ def plot_task_tradeoff(
                 color=color,
                 edgecolor="black",
             )
+    known = sorted((m for m in members if m.accuracy is not None), key=lambda m: m.latency_p50_ms)
+    line = {"color": "grey", "linestyle": "--", "linewidth": 0.8, "zorder": 0}
+    by_latency.plot([m.latency_p50_ms for m in known], [m.accuracy for m in known], **line)
+    thrifty = sorted(
+        (m for m in known if m.energy_per_inference_j is not None),
+        key=lambda m: m.energy_per_inference_j or 0.0,
+    )
+    by_energy.plot(
+        [1000 * (m.energy_per_inference_j or 0.0) for m in thrifty],
+        [m.accuracy for m in thrifty],
+        **line,
+    )
     by_latency.set_xlabel("latency (ms): dots the requests served, circles the median")
     by_energy.set_xlabel("energy per inference (mJ)")
     by_latency.set_ylabel("accuracy (measured)")
