@@ -10,7 +10,7 @@ level picks:
 
 - ``performance``: the most accurate; then the fastest;
 - ``saver``: the least (battery-weighted) energy; then the most accurate;
-- ``balanced``: the best accuracy per joule (weighted); then the fastest.
+- ``balanced``: the best accuracy per joule (weighted); then the thriftiest, the fastest.
 
 A low client battery moves the choice toward cheaper members: unplugged below
 ``TaskChoiceConfig.low_battery_pct`` the level is taken one step toward ``saver``
@@ -112,7 +112,8 @@ def choice_key(
         return (-score, cost.latency_ms, cost.weighted_energy_j)
     if level is EnergyLevel.SAVER:
         return (cost.weighted_energy_j, -score, cost.latency_ms)
-    return (-score / max(cost.weighted_energy_j, _EPSILON_J), cost.latency_ms, 0.0)
+    per_joule = score / max(cost.weighted_energy_j, _EPSILON_J)
+    return (-per_joule, cost.weighted_energy_j, cost.latency_ms)
 
 
 ManifestLookup = Callable[[str, str], Manifest | None]

@@ -265,7 +265,7 @@ def random_case(
                     tuple(stages),
                     task=rng.choice([TASK, TASK, TASK, "other"]),
                     accuracy=accuracy - loss if known else None,
-                    agreement=None if known else rng.uniform(0.5, 1.0),
+                    agreement=None if known else rng.choice([None, rng.uniform(0.5, 1.0)]),
                 )
             )
     request = ask(
