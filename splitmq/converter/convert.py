@@ -31,7 +31,7 @@ from splitmq.converter.errors import (
 from splitmq.converter.fidelity import measure_fidelity
 from splitmq.converter.graph import Graph
 from splitmq.converter.pool import PoolEntry, check_name, content_version, variant_file, write_entry
-from splitmq.converter.task import check_task, labelled_evaluation
+from splitmq.converter.task import check_task
 from splitmq.wire.manifest import Calibration, Manifest
 
 if TYPE_CHECKING:
@@ -83,7 +83,7 @@ def convert(
         input_size: side of the square input for a ``keras.applications`` name (224).
         task: the task the model is a member of (``digits``): members share inputs and
             the meaning of their outputs, and a request may name the task instead of a
-            model. With ``labels`` each variant's accuracy is recorded as its evaluation.
+            model. With ``labels`` each variant's fidelity has its accuracy.
         verbose: show TensorFlow's own log output (C++, absl, warnings) on stderr;
             by default it goes to a file that is deleted with the work directory.
         front_end: a running :class:`~splitmq.converter.isolated.FrontEndProcess` to
@@ -240,11 +240,6 @@ def _convert(
         cut_points=align_cut_points(reference, others),
         created_with=_created_with(None if is_tflite else front_end.tensorflow_version),
         task=task,
-        evaluation=(
-            None
-            if label_array is None
-            else labelled_evaluation(calibration_info, {v: fidelity[v] for v in stored})
-        ),
     )
     entry = write_entry(pool_dir, manifest, stored)
     log.info("wrote %s (%s) in %.1f s", entry.path, ", ".join(stored), time.monotonic() - started)

@@ -73,12 +73,18 @@ def task_table(manifests: Sequence[Manifest]) -> str:
             )
     rows.sort(key=lambda row: (-row[0], -row[1], row[2]))
     lines = [header, *(row[2] for row in rows)]
-    evaluations = {m.evaluation.data for m in manifests if m.evaluation is not None}
+    evaluations = {
+        m.evaluation.data
+        if m.evaluation is not None
+        else f"calibration set ({m.calibration.description})"
+        for m in manifests
+        if m.evaluation is not None or m.labels
+    }
     references = {
         m.evaluation.reference for m in manifests if m.evaluation and m.evaluation.reference
     }
     if evaluations:
-        lines.append(f"evaluated on: {', '.join(sorted(evaluations))}")
+        lines.append(f"measured on: {', '.join(sorted(evaluations))}")
     if any(m.accuracy(v) is None for m in manifests for v in m.variants):
         lines.append(
             "accuracy unknown where no labels were given: evaluate with labelled data "

@@ -8,18 +8,15 @@ to (``task``) and how accurate each of its variants is (``evaluation``). No Tens
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
 
 from splitmq.converter.errors import ConversionError
 from splitmq.converter.pool import LATEST_FILE, PoolEntry, open_entry
-from splitmq.wire.manifest import Calibration, Evaluation, Fidelity, VariantScore
 
 __all__ = [
     "best_accuracy",
     "check_task",
-    "labelled_evaluation",
     "runtime_name",
     "task_members",
 ]
@@ -43,21 +40,6 @@ def runtime_name() -> str:
         return f"ai-edge-litert {metadata.version('ai-edge-litert')}"
     except metadata.PackageNotFoundError:
         return "ai-edge-litert"
-
-
-def labelled_evaluation(calibration: Calibration, fidelity: Mapping[str, Fidelity]) -> Evaluation:
-    """The evaluation a conversion with labels gives: accuracy on the calibration set."""
-    return Evaluation(
-        data=f"calibration set ({calibration.description})",
-        sha256=calibration.sha256,
-        samples=calibration.samples,
-        labelled=True,
-        runtime=runtime_name(),
-        reference=None,
-        variants={
-            name: VariantScore(accuracy=f.accuracy, agreement=None) for name, f in fidelity.items()
-        },
-    )
 
 
 def task_members(pool_dir: str | Path, task: str) -> list[PoolEntry]:

@@ -178,7 +178,7 @@ def test_the_cli_prints_the_members_as_a_table(
     assert [row[0] for row in rows[:2]] == ["digits-large"] * 2  # most accurate first
     assert [row[0] for row in rows[-2:]] == ["digits-small"] * 2
     assert all(0.7 < float(row[5]) <= 1.0 for row in rows)
-    assert "evaluated on: digits-eval.npz" in out
+    assert "measured on: digits-eval.npz" in out
 
 
 def test_the_cli_says_what_is_wrong(
@@ -205,7 +205,7 @@ def test_convert_task_and_labels_from_the_command_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A ``.tflite`` source converts in process (no TensorFlow): ``--task`` names the task,
-    ``--labels`` gives every variant its accuracy as the manifest's evaluation."""
+    ``--labels`` gives every variant its accuracy (in its fidelity)."""
     x, y = digits_test()
     np.save(tmp_path / "x.npy", x[:SAMPLES])
     np.save(tmp_path / "y.npy", y[:SAMPLES])
@@ -229,11 +229,11 @@ def test_convert_task_and_labels_from_the_command_line(
     assert code == 0
     assert "task: digits" in capsys.readouterr().out
     (entry,) = task_members(pool, TASK)
-    evaluation = entry.manifest.evaluation
-    assert entry.manifest.task == TASK and evaluation is not None and evaluation.labelled
-    assert evaluation.data == "calibration set (x.npy)" and evaluation.samples == SAMPLES
+    assert entry.manifest.task == TASK and entry.manifest.labels
     fidelity = entry.manifest.variants["float32"].fidelity
-    assert fidelity is not None and entry.manifest.accuracy("float32") == fidelity.accuracy
+    assert fidelity is not None and fidelity.samples == SAMPLES
+    accuracy = entry.manifest.accuracy("float32")
+    assert accuracy is not None and accuracy == fidelity.accuracy
     bad = main(
         ["-q", "convert", str(source), "--name", "s2", "--task", "no/slash", "--pool", str(pool)]
     )
