@@ -35,6 +35,7 @@ SCRIPTS = (
     "bench_links",  # goal 4
     "bench_fleet",  # goal 5: deployment and plan requests at scale
     "bench_planner",  # goal 5: plan time
+    "bench_task_choice",  # issue 21: choosing a task's member on top of the route
     "bench_partition",  # goal 5: partition time
     "bench_agent",  # what one agent adds to its shard
     "bench_codec",

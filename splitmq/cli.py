@@ -42,6 +42,9 @@ def _add_convert(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     parser.add_argument("--labels", type=Path, help=".npy of integer labels, one per sample")
     parser.add_argument("--weights", type=Path, help="weights for an architecture name")
     parser.add_argument("--input-size", type=int, help="input side for an architecture name")
+    parser.add_argument(
+        "--task", help="the task the model is a member of (its members share inputs and labels)"
+    )
     parser.add_argument("--report", action="store_true", help="print the cut point table")
     parser.add_argument("--plot", type=Path, help="write the activation/compute plot (PNG)")
     parser.add_argument(
@@ -65,6 +68,7 @@ def _run_convert(args: argparse.Namespace) -> int:
         labels=args.labels,
         weights=args.weights,
         input_size=args.input_size,
+        task=args.task,
         verbose=args.verbose,
     )
     print(summary(entry.manifest))
@@ -113,6 +117,42 @@ def _run_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_evaluate(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="measure the accuracy of a model's variants (or a task's members) on data",
+        description="Run every variant of NAME (or of every member of --task) on "
+        "the data with LiteRT and record each one's accuracy in its manifest. The data is "
+        "an .npz: x (inputs, one sample per row) and y (integer labels). Without y, "
+        "accuracy stays unknown and members are ranked by their agreement with the task's "
+        "most accurate member on the same data.",
+    )
+    parser.add_argument("name", nargs="?", help="model name in the pool")
+    parser.add_argument("--task", help="evaluate every member of this task instead")
+    parser.add_argument("--data", type=Path, required=True, help=".npz with x and y")
+    parser.add_argument("--pool", type=Path, default=DEFAULT_POOL, help="pool directory")
+    parser.add_argument("--version", help="entry version of a model (default: the latest)")
+    parser.set_defaults(run=_run_evaluate)
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from splitmq.converter.evaluate import evaluate
+    from splitmq.converter.report import task_table
+    from splitmq.converter.task import task_members
+
+    if (args.name is None) == (args.task is None):
+        print("splitmq evaluate: error: name a model, or a task with --task", file=sys.stderr)
+        return 2
+    entries = evaluate(args.pool, args.name, args.data, task=args.task, version=args.version)
+    task = entries[0].manifest.task
+    shown = [e.manifest for e in entries]
+    if task is not None:
+        shown = [e.manifest for e in task_members(args.pool, task)]
+        print(f"task {task}: {len(shown)} members")
+    print(task_table(shown))
+    return 0
+
+
 def _add_agent(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from splitmq.agent.cli import add_parser
 
@@ -158,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     for add in (
         _add_convert,
         _add_inspect,
+        _add_evaluate,
         _add_agent,
         _add_coordinator,
         _add_infer,

@@ -62,6 +62,7 @@ from splitmq.client.wiring import client_agent, client_transport
 from splitmq.errors import ConfigError
 from splitmq.transport import MemoryBroker, Transport, TransportConfig
 from splitmq.wire import (
+    Battery,
     Deployment,
     EnergyLevel,
     Telemetry,
@@ -203,22 +204,41 @@ class Client(RequestEngine):
         energy_level: EnergyLevel | str = EnergyLevel.BALANCED,
         deadline_s: float | None = None,
         run: str = "",
+        task: str | None = None,
+        min_accuracy: float | None = None,
+        client_battery: Battery | None = None,
     ) -> Future[InferenceResult]:
         """Start one inference; the future holds its result or its :class:`InferenceError`.
 
         ``inputs``: one array, arrays in the model's input order, or a dict by input
         name. The constraints go to the planner; ``deadline_s`` (default
         ``config.deadline_s``) bounds the request, retries included; ``run`` labels
-        its record.
+        its record. ``task`` names a task instead of a model: the coordinator picks the
+        member and variant (``result.plan.model``, ``.variant``, ``.accuracy``) within
+        the budgets and ``min_accuracy``; ``client_battery`` tells it the client's
+        charge (a low one moves the choice toward cheaper members). Plans are kept per
+        constraints, the battery among them: pass it rounded (to 5 %, say).
         """
         if self._closed:
             raise base_errors.NotConnected(f"client {self.client_id} is closed")
         self.start()
-        name = model or self.config.model
-        if not name:
-            raise ConfigError("no model: pass model=... or set ClientConfig.model")
+        name = "" if task else (model or self.config.model or "")
+        if task and model:
+            raise ConfigError("name a model or a task, not both")
+        if not name and not task:
+            raise ConfigError("no model: pass model=... (or task=...) or set ClientConfig.model")
         level = EnergyLevel(energy_level)
-        key = PlanKey(name, version, max_latency_ms, min_fidelity, energy_j, level)
+        key = PlanKey(
+            name,
+            version,
+            max_latency_ms,
+            min_fidelity,
+            energy_j,
+            level,
+            task=task or None,
+            min_accuracy=min_accuracy,
+            client_battery=client_battery,
+        )
         wait_s = self.config.deadline_s if deadline_s is None else deadline_s
         deadline_ms = int(now_ms() + wait_s * 1000.0)
         request = RequestState(

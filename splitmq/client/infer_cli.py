@@ -1,5 +1,9 @@
 """``splitmq infer MODEL INPUT...``: run a deployed model on images or ``.npy`` files.
 
+``splitmq infer --task TASK INPUT...`` names a task instead: the coordinator picks the
+member and variant for each request (``--min-accuracy``, the budgets, ``--energy-level``
+and ``--battery-pct``), and each row says which one served it.
+
 Inputs are image files (resized to the model's input by the client; Pillow, extra
 ``client``), ``.npy`` arrays (``--batch``: one input per row of the first axis), taken
 as the values the model reads (the input's shape, give or take a batch axis: never
@@ -24,7 +28,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from splitmq.broker_options import add_broker_options, namespace, transport_config
 from splitmq.errors import ConfigError, SplitMQError
-from splitmq.wire import EnergyLevel
+from splitmq.wire import Battery, EnergyLevel
 
 if TYPE_CHECKING:
     from splitmq.client.client import Client, InferenceResult
@@ -41,8 +45,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         description="Send each input through the fleet (retrying on fallbacks), print the "
         "top predictions and record every request with its trace.",
     )
-    parser.add_argument("model", help="the model's name, as deployed")
-    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image, .npy file or directory")
+    parser.add_argument("model", help="the model's name, as deployed (with --task: an input)")
+    parser.add_argument("inputs", nargs="*", metavar="INPUT", help="image, .npy file or directory")
     add_broker_options(parser)
     add = parser.add_argument
     add("--client-id", help="this client's id (a topic level; default random)")
@@ -51,6 +55,14 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     add("--min-fidelity", type=float, help="plan constraint: variant fidelity (0-1)")
     add("--energy-j", type=float, help="plan constraint: energy per request (J)")
     add("--energy-level", choices=[level.value for level in EnergyLevel], default="balanced")
+    add("--task", help="name a task instead of a model: the coordinator picks member and variant")
+    add("--min-accuracy", type=float, help="plan constraint for a task: measured accuracy (0-1)")
+    add(
+        "--battery-pct",
+        type=float,
+        help="this client's battery (unplugged), sent with the plan requests: a low one "
+        "moves a task's choice toward cheaper members",
+    )
     add("--deadline-s", type=float, default=10.0, help="per request, retries included (10)")
     add("--attempts", type=int, default=3, help="sends per request, the first included (3)")
     add("--plan-timeout-s", type=float, default=5.0, help="wait for a plan this long (5)")
@@ -78,13 +90,16 @@ def run(args: argparse.Namespace) -> int:
     from splitmq.client.client import Client, ClientConfig
     from splitmq.client.inputs import load_inputs
 
-    inputs = load_inputs(args.inputs, value_range=_pixel_range(args.pixel_range), batch=args.batch)
+    paths = [args.model, *args.inputs] if args.task else list(args.inputs)
+    if not paths:
+        raise ConfigError("no inputs: name images, .npy files or directories after the model")
+    inputs = load_inputs(paths, value_range=_pixel_range(args.pixel_range), batch=args.batch)
     if not inputs:
         raise ConfigError("no inputs: the directories hold no images or .npy files")
     labels = _labels(args.labels)
     client_id = args.client_id or f"infer-{uuid.uuid4().hex[:8]}"
     config = ClientConfig(
-        model=args.model,
+        model=None if args.task else args.model,
         deadline_s=args.deadline_s,
         max_attempts=args.attempts,
         plan_timeout_s=args.plan_timeout_s,
@@ -111,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
                 options=_options(args, run_label),
                 top=args.top,
                 labels=labels,
+                served_by=bool(args.task),
             )
         if database is not None and args.jsonl:
             count = database.export_jsonl(args.jsonl, run=run_label)
@@ -131,8 +147,10 @@ def infer_inputs(
     top: int = 3,
     labels: Sequence[str] = (),
     out: TextIO | None = None,
+    served_by: bool = False,
 ) -> int:
-    """Stream ``(label, array)`` inputs through ``client``, printing a row per result.
+    """Stream ``(label, array)`` inputs through ``client``, printing a row per result
+    (with ``served_by``: the member and variant that served it, for a task).
 
     Returns how many failed.
     """
@@ -140,6 +158,8 @@ def infer_inputs(
     width = max(len("input"), *(len(name) for name, _ in inputs))
     columns = [f"top-{i + 1}" for i in range(top)]
     header = [f"{'input':<{width}}", *(f"{c:<16}" for c in columns), "latency_ms  attempts  route"]
+    if served_by:
+        header.insert(1, f"{'served by':<24}")
     print("  ".join(header), file=out, flush=True)
     latencies: list[float] = []
     failed = 0
@@ -152,7 +172,8 @@ def infer_inputs(
             print(f"{name:<{width}}  {_failure(item)}", file=out, flush=True)
             continue
         latencies.append(item.latency_ms)
-        print(f"{name:<{width}}  {_row(item, top, labels)}", file=out, flush=True)
+        member = f"{_served_by(item):<24}  " if served_by else ""
+        print(f"{name:<{width}}  {member}{_row(item, top, labels)}", file=out, flush=True)
     print(_summary(len(inputs), failed, latencies), file=out, flush=True)
     return failed
 
@@ -163,6 +184,13 @@ def _row(result: InferenceResult, top: int, labels: Sequence[str]) -> str:
     route = " > ".join(entry.agent_id for entry in result.trace)
     cells = [*(f"{b:<16}" for b in best), f"{result.latency_ms:>10.1f}"]
     return "  ".join([*cells, f"{len(result.record.attempts):>8}", route])
+
+
+def _served_by(result: InferenceResult) -> str:
+    """The member and variant that served a task request, with its accuracy."""
+    plan = result.plan
+    accuracy = "" if plan.accuracy is None else f" ({plan.accuracy:.3f})"
+    return f"{plan.model} {plan.variant}{accuracy}"
 
 
 def _failure(error: InferenceError) -> str:
@@ -208,6 +236,11 @@ def _options(args: argparse.Namespace, run_label: str) -> dict[str, Any]:
         "energy_j": args.energy_j,
         "energy_level": args.energy_level,
         "run": run_label,
+        "task": args.task,
+        "min_accuracy": args.min_accuracy,
+        "client_battery": (
+            None if args.battery_pct is None else Battery(pct=args.battery_pct, plugged=False)
+        ),
     }
 
 

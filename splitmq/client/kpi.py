@@ -51,6 +51,7 @@ from typing import Any, Final
 import numpy as np
 
 from splitmq.client.records import RequestRecord, TelemetrySample
+from splitmq.client.task_kpi import MemberKpi, member_kpis
 
 __all__ = [
     "PERCENTILE_METHOD",
@@ -221,6 +222,8 @@ class KpiReport:
     agents: tuple[AgentKpi, ...]
     wire_bytes: BytesKpi
     prediction: PredictionKpi
+    members: tuple[MemberKpi, ...] = ()
+    """For task requests: what each member and variant served (:mod:`task_kpi`)."""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data, ready for JSON."""
@@ -331,6 +334,7 @@ def compute_kpis(
         agents=agents,
         wire_bytes=_bytes(records, successes),
         prediction=_prediction(successes),
+        members=member_kpis(records),
     )
 
 

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from splitmq.client.timers import Timer
-from splitmq.wire import Deployment, DeploymentState, EnergyLevel, Plan, PlanRequest
+from splitmq.wire import Battery, Deployment, DeploymentState, EnergyLevel, Plan, PlanRequest
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,11 @@ class PlanKey:
     min_fidelity: float | None = None
     energy_j: float | None = None
     energy_level: EnergyLevel = EnergyLevel.BALANCED
+    task: str | None = None
+    """A task instead of a model (``model`` is then ``""``)."""
+    min_accuracy: float | None = None
+    client_battery: Battery | None = None
+    """The client's battery as it asked: a different charge is another key (and plan)."""
 
     def request(self, request_id: str, client_id: str) -> PlanRequest:
         """The :class:`PlanRequest` asking for a plan with these constraints."""
@@ -43,6 +48,9 @@ class PlanKey:
             min_fidelity=self.min_fidelity,
             energy_j=self.energy_j,
             energy_level=self.energy_level,
+            client_battery=self.client_battery,
+            task=self.task,
+            min_accuracy=self.min_accuracy,
         )
 
 

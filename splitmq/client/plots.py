@@ -1,4 +1,5 @@
-"""PNG plots of a report: latency distribution, stage breakdown, battery, latency over time.
+"""PNG plots of a report: latency distribution, stage breakdown, battery, latency over
+time, and for task requests the members' accuracy against latency and energy.
 
 matplotlib is imported only when a plot is drawn (it is the ``client`` extra, not needed
 to send requests); figures are drawn on the Agg canvas directly, without pyplot's global
@@ -15,16 +16,19 @@ import numpy as np
 
 from splitmq.client.kpi import KpiReport, ReportInputs, Summary
 from splitmq.client.records import RequestRecord, TelemetrySample
+from splitmq.client.task_kpi import MemberKpi
 
 __all__ = [
     "BATTERY",
     "LATENCY_DISTRIBUTION",
     "LATENCY_OVER_TIME",
     "STAGE_BREAKDOWN",
+    "TASK_TRADEOFF",
     "plot_battery",
     "plot_latency_distribution",
     "plot_latency_over_time",
     "plot_stage_breakdown",
+    "plot_task_tradeoff",
     "write_plots",
 ]
 
@@ -32,6 +36,7 @@ LATENCY_DISTRIBUTION = "latency_distribution.png"
 STAGE_BREAKDOWN = "stage_breakdown.png"
 BATTERY = "battery.png"
 LATENCY_OVER_TIME = "latency_over_time.png"
+TASK_TRADEOFF = "task_tradeoff.png"
 DPI = 110
 PERCENTILE_STYLES = (("p50", "tab:green"), ("p95", "tab:orange"), ("p99", "tab:red"))
 
@@ -55,7 +60,66 @@ def write_plots(inputs: ReportInputs, out_dir: str | Path) -> list[Path]:
         written.append(plot_latency_over_time(inputs.records, out / LATENCY_OVER_TIME, label))
     if inputs.telemetry:
         written.append(plot_battery(inputs.telemetry, out / BATTERY, label))
+    if report.members:
+        written.append(plot_task_tradeoff(report.members, inputs.records, out / TASK_TRADEOFF))
     return written
+
+
+def plot_task_tradeoff(
+    members: Sequence[MemberKpi], records: Sequence[RequestRecord], path: str | Path
+) -> Path:
+    """Accuracy against latency (left) and energy per inference (right), one marker per
+    member and variant of a task at its median, and every served request as a dot
+    beside it: where along the trade-off the requests were served."""
+    figure = _figure((11, 4.5))
+    by_latency, by_energy = figure.subplots(1, 2, sharey=True)
+    colors = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown"]
+    tasks = sorted({m.task for m in members})
+    for index, member in enumerate(m for m in members if m.accuracy is not None):
+        color = colors[index % len(colors)]
+        label = f"{member.model} {member.variant} ({member.requests})"
+        served = [
+            r
+            for r in records
+            if r.ok and (r.task, r.model, r.variant) == (member.task, member.model, member.variant)
+        ]
+        accuracy = member.accuracy or 0.0
+        by_latency.scatter(
+            [r.latency_ms for r in served], [accuracy] * len(served), s=8, alpha=0.35, color=color
+        )
+        by_latency.scatter(
+            [member.latency_p50_ms], [accuracy], s=90, color=color, edgecolor="black", label=label
+        )
+        energies = [1000 * sum(e.energy_j for e in r.trace) for r in served if r.trace]
+        by_energy.scatter(energies, [accuracy] * len(energies), s=8, alpha=0.35, color=color)
+        if member.energy_per_inference_j is not None:
+            by_energy.scatter(
+                [1000 * member.energy_per_inference_j],
+                [accuracy],
+                s=90,
+                color=color,
+                edgecolor="black",
+            )
+    known = sorted((m for m in members if m.accuracy is not None), key=lambda m: m.latency_p50_ms)
+    line = {"color": "grey", "linestyle": "--", "linewidth": 0.8, "zorder": 0}
+    by_latency.plot([m.latency_p50_ms for m in known], [m.accuracy for m in known], **line)
+    thrifty = sorted(
+        (m for m in known if m.energy_per_inference_j is not None),
+        key=lambda m: m.energy_per_inference_j or 0.0,
+    )
+    by_energy.plot(
+        [1000 * (m.energy_per_inference_j or 0.0) for m in thrifty],
+        [m.accuracy for m in thrifty],
+        **line,
+    )
+    by_latency.set_xlabel("latency (ms): dots the requests served, circles the median")
+    by_energy.set_xlabel("energy per inference (mJ)")
+    by_latency.set_ylabel("accuracy (measured)")
+    for axis in (by_latency, by_energy):
+        axis.grid(alpha=0.3)
+    by_latency.legend(fontsize="small", title="member variant (requests)")
+    figure.suptitle(f"task {', '.join(tasks)}: accuracy against latency and energy")
+    return _save(figure, path)
 
 
 def plot_latency_distribution(

@@ -46,6 +46,9 @@ class RequestRecord:
         trace: the trace of the attempt that answered (one entry per stage).
         top: the best classes of the first output, ``(class, score)``, best first.
         run: a label grouping requests (``demo``, a benchmark name...).
+        task: the task the request named (then ``model`` and ``variant`` are the member
+            and variant the coordinator chose), else ``""``.
+        accuracy: the served variant's measured accuracy, from the plan (None: unknown).
     """
 
     request_id: str
@@ -69,6 +72,8 @@ class RequestRecord:
     trace: tuple[TraceEntry, ...] = ()
     top: tuple[tuple[int, float], ...] = ()
     run: str = ""
+    task: str = ""
+    accuracy: float | None = None
 
     @property
     def latency_ms(self) -> float:

@@ -143,7 +143,30 @@ def format_report(report: KpiReport, source: str = "", run: str | None = None) -
     sections.append(_bytes_table(report))
     if report.prediction.latency_count or report.prediction.energy_count:
         sections.append(_prediction_table(report))
+    if report.members:
+        sections.append(_members_table(report))
     return "\n\n".join(sections)
+
+
+def _members_table(report: KpiReport) -> str:
+    """Which member and variant of each task served the requests, and what it delivered."""
+    headers = ["task", "member", "variant", "requests", "share %", "accuracy"]
+    headers += ["p50 ms", "p95 ms", "energy mJ/inference"]
+    rows = [
+        [
+            m.task,
+            m.model,
+            m.variant,
+            str(m.requests),
+            f"{100 * m.share:.0f}",
+            "unknown" if m.accuracy is None else f"{m.accuracy:.3f}",
+            _num(m.latency_p50_ms, 2),
+            _num(m.latency_p95_ms, 2),
+            "-" if m.energy_per_inference_j is None else f"{1000 * m.energy_per_inference_j:.3f}",
+        ]
+        for m in report.members
+    ]
+    return format_table(headers, rows, left=(0, 1, 2))
 
 
 def _heading(report: KpiReport, source: str, run: str | None) -> str:

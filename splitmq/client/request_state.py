@@ -116,7 +116,7 @@ class RequestState:
         plan = self.plan
         return RequestRecord(
             request_id=self.request_id.hex(),
-            model=self.key.model,
+            model=plan.model if plan is not None and self.key.task else self.key.model,
             sent_ms=self.sent_ms,
             finished_ms=now_ms(),
             ok=ok,
@@ -131,5 +131,7 @@ class RequestState:
             predicted_stages=(plan.predicted_stages or ()) if plan else (),
             predicted_final_hop_ms=plan.predicted_final_hop_ms if plan else None,
             run=self.run,
+            task=self.key.task or "",
+            accuracy=plan.accuracy if plan else None,
             **fields,
         )

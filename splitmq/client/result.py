@@ -20,7 +20,9 @@ class InferenceResult:
         outputs: the model's outputs by tensor name, in the model's output order.
         trace: one entry per stage: the agent that ran it, when, bytes, energy.
         record: the request as recorded (attempts, timing, bytes).
-        plan: the plan the request was on when it was answered.
+        plan: the plan the request was on when it was answered; for a request naming a
+            task, ``plan.model`` and ``plan.variant`` are the member and variant that
+            served it (also :attr:`served_by`) and ``plan.accuracy`` its accuracy.
         quantization: ``(scale, zero_point)`` of the quantized outputs, by name.
         index: the input's position in :meth:`Client.stream`, else None.
     """
@@ -35,6 +37,11 @@ class InferenceResult:
     @property
     def latency_ms(self) -> float:
         return self.record.latency_ms
+
+    @property
+    def served_by(self) -> tuple[str, str]:
+        """``(model, variant)`` that answered: for a task, the member the coordinator chose."""
+        return self.plan.model, self.plan.variant
 
     def top(self, k: int = 5, output: str | None = None) -> tuple[tuple[int, float], ...]:
         """The ``k`` best ``(class, score)`` of an output (the first by default)."""

@@ -12,7 +12,7 @@ Schema (version :data:`SCHEMA_VERSION`, in the ``meta`` table)::
                    bytes_received, predicted_latency_ms, predicted_energy_j,
                    top (JSON [[class, score], ...]), predicted_stages (JSON
                    [{stage, agent_id, transfer_ms, queueing_ms, compute_ms}, ...]),
-                   predicted_final_hop_ms
+                   predicted_final_hop_ms, task, accuracy
     attempts       (request_id, attempt) PRIMARY KEY, route (JSON list of agent ids),
                    sent_ms, outcome, message
     trace_entries  (request_id, position) PRIMARY KEY, stage, agent_id, received_ms,
@@ -21,8 +21,9 @@ Schema (version :data:`SCHEMA_VERSION`, in the ``meta`` table)::
                    energy_j, mem_free_bytes
 
 Recording a request whose id is already stored replaces it. Times are epoch ms. A file
-of schema version 1 is brought to version 2 on opening (two columns added, empty for
-the requests it held).
+of an earlier schema version is brought to this one on opening (version 1 to 2: the
+predicted stages; 2 to 3: the task and the served variant's accuracy; the columns
+added are empty for the requests it held).
 
 The JSON lines export holds one object per line, tagged by ``kind``: ``request`` (every
 field of a :class:`RequestRecord`, its ``attempts`` and ``trace`` as lists of objects)
@@ -55,7 +56,7 @@ __all__ = [
     "record_to_json",
 ]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 DEFAULT_PATH = Path("splitmq-results.db")
 MEMORY = ":memory:"
 
@@ -80,7 +81,9 @@ CREATE TABLE IF NOT EXISTS requests (
     predicted_energy_j REAL,
     top TEXT NOT NULL,
     predicted_stages TEXT,
-    predicted_final_hop_ms REAL
+    predicted_final_hop_ms REAL,
+    task TEXT NOT NULL DEFAULT '',
+    accuracy REAL
 );
 CREATE INDEX IF NOT EXISTS requests_by_run ON requests (run, sent_ms);
 CREATE TABLE IF NOT EXISTS attempts (
@@ -141,11 +144,17 @@ REQUEST_COLUMNS = (
     "top",
     "predicted_stages",
     "predicted_final_hop_ms",
+    "task",
+    "accuracy",
 )
 _MIGRATIONS = {
     "1": (
         "ALTER TABLE requests ADD COLUMN predicted_stages TEXT",
         "ALTER TABLE requests ADD COLUMN predicted_final_hop_ms REAL",
+    ),
+    "2": (
+        "ALTER TABLE requests ADD COLUMN task TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE requests ADD COLUMN accuracy REAL",
     ),
 }
 """Statements bringing a file of a former schema version to the next one."""

@@ -31,6 +31,7 @@ from splitmq.converter.errors import (
 from splitmq.converter.fidelity import measure_fidelity
 from splitmq.converter.graph import Graph
 from splitmq.converter.pool import PoolEntry, check_name, content_version, variant_file, write_entry
+from splitmq.converter.task import check_task
 from splitmq.wire.manifest import Calibration, Manifest
 
 if TYPE_CHECKING:
@@ -57,6 +58,7 @@ def convert(
     labels: str | Path | np.ndarray | None = None,
     weights: str | Path | None = None,
     input_size: int | None = None,
+    task: str | None = None,
     verbose: bool = False,
     front_end: FrontEndProcess | None = None,
 ) -> PoolEntry:
@@ -79,6 +81,9 @@ def convert(
         labels: integer class labels, one per calibration sample (``.npy`` or array).
         weights: weights file for a ``keras.applications`` name.
         input_size: side of the square input for a ``keras.applications`` name (224).
+        task: the task the model is a member of (``digits``): members share inputs and
+            the meaning of their outputs, and a request may name the task instead of a
+            model. With ``labels`` each variant's fidelity has its accuracy.
         verbose: show TensorFlow's own log output (C++, absl, warnings) on stderr;
             by default it goes to a file that is deleted with the work directory.
         front_end: a running :class:`~splitmq.converter.isolated.FrontEndProcess` to
@@ -103,6 +108,7 @@ def convert(
                 labels=labels,
                 weights=weights,
                 input_size=input_size,
+                task=task,
                 front_end=started,
             )
     return _convert(
@@ -115,6 +121,7 @@ def convert(
         labels=labels,
         weights=weights,
         input_size=input_size,
+        task=task,
     )
 
 
@@ -129,8 +136,11 @@ def _convert(
     labels: str | Path | np.ndarray | None = None,
     weights: str | Path | None = None,
     input_size: int | None = None,
+    task: str | None = None,
 ) -> PoolEntry:
     check_name(name)
+    if task is not None:
+        check_task(task)
     from splitmq.converter.frontend import VARIANTS, convert_variant, load_source
 
     is_tflite = Path(source).suffix.lower() == ".tflite"
@@ -229,6 +239,7 @@ def _convert(
         variants={v: described[v] for v in stored},
         cut_points=align_cut_points(reference, others),
         created_with=_created_with(None if is_tflite else front_end.tensorflow_version),
+        task=task,
     )
     entry = write_entry(pool_dir, manifest, stored)
     log.info("wrote %s (%s) in %.1f s", entry.path, ", ".join(stored), time.monotonic() - started)

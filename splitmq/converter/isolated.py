@@ -148,9 +148,10 @@ class FrontEndProcess:
         )
         return out.read_bytes()
 
-    def train_digits(self, out: Path, *, epochs: int) -> Path:
-        """Train the digits classifier in the child and save it as ``out`` (``.keras``)."""
-        self._request({"op": "train_digits", "out": str(out), "epochs": epochs}, "training")
+    def train_digits(self, out: Path, *, epochs: int, size: str = "medium") -> Path:
+        """Train the digits classifier of ``size`` in the child and save it as ``out``."""
+        request = {"op": "train_digits", "out": str(out), "epochs": epochs, "size": size}
+        self._request(request, "training")
         return out
 
     def ping(self) -> int:

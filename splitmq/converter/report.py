@@ -6,11 +6,12 @@ No TensorFlow; matplotlib (Agg backend) is imported only by :func:`plot`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from splitmq.wire.manifest import Manifest
 
-__all__ = ["cut_point_table", "parallel_table", "plot", "summary"]
+__all__ = ["cut_point_table", "parallel_table", "plot", "summary", "task_table"]
 
 
 def _size(value: int | None) -> str:
@@ -35,12 +36,60 @@ def summary(manifest: Manifest) -> str:
     for variant in manifest.variants.values():
         fidelity = variant.fidelity
         agree = "-" if fidelity is None else f"{fidelity.top1_agreement:.3f}"
-        accuracy = (
-            "-" if fidelity is None or fidelity.accuracy is None else f"{fidelity.accuracy:.3f}"
-        )
+        measured = manifest.accuracy(variant.name)
+        accuracy = "-" if measured is None else f"{measured:.3f}"
         lines.append(
             f"{variant.name:<9} {_size(variant.size_bytes):>11} {variant.sha256[:12]:<14} "
             f"{agree:>11} {accuracy:>9}"
+        )
+    if manifest.task is not None:
+        lines.insert(2, f"task: {manifest.task}")
+    return "\n".join(lines)
+
+
+def task_table(manifests: Sequence[Manifest]) -> str:
+    """One row per member and variant: compute, size, fidelity and accuracy (or, without
+    labels, agreement with the task's reference member), most accurate first."""
+    header = (
+        f"{'member':<16} {'variant':<8} {'MFLOPs':>8} {'size':>10} {'fidelity':>8} "
+        f"{'accuracy':>9} {'agreement':>9}"
+    )
+    rows = []
+    for manifest in manifests:
+        for variant in manifest.variants.values():
+            accuracy = manifest.accuracy(variant.name)
+            agreement = manifest.agreement(variant.name)
+            fidelity = variant.fidelity
+            rows.append(
+                (
+                    -1.0 if accuracy is None else accuracy,
+                    -1.0 if agreement is None else agreement,
+                    f"{manifest.name:<16} {variant.name:<8} {variant.total_flops / 1e6:>8.3f} "
+                    f"{_size(variant.size_bytes):>10} "
+                    f"{'-' if fidelity is None else f'{fidelity.top1_agreement:.3f}':>8} "
+                    f"{'unknown' if accuracy is None else f'{accuracy:.3f}':>9} "
+                    f"{'-' if agreement is None else f'{agreement:.3f}':>9}",
+                )
+            )
+    rows.sort(key=lambda row: (-row[0], -row[1], row[2]))
+    lines = [header, *(row[2] for row in rows)]
+    evaluations = {
+        m.evaluation.data
+        if m.evaluation is not None
+        else f"calibration set ({m.calibration.description})"
+        for m in manifests
+        if m.evaluation is not None or m.labels
+    }
+    references = {
+        m.evaluation.reference for m in manifests if m.evaluation and m.evaluation.reference
+    }
+    if evaluations:
+        lines.append(f"measured on: {', '.join(sorted(evaluations))}")
+    if any(m.accuracy(v) is None for m in manifests for v in m.variants):
+        lines.append(
+            "accuracy unknown where no labels were given: evaluate with labelled data "
+            "(`splitmq evaluate NAME --data FILE.npz`, x and y)"
+            + (f"; agreement is with {', '.join(sorted(references))}" if references else "")
         )
     return "\n".join(lines)
 

@@ -9,8 +9,8 @@ reads one JSON request per line on stdin and answers each on stdout:
 * ``{"op": "convert", "source": {...}, "variant", "calibration", "keys", "out"}`` ->
   ``{"path": out}``, the variant's ``.tflite`` written there; ``calibration`` is an
   ``.npz`` of ``arr_0, arr_1...`` in the order of ``keys``;
-* ``{"op": "train_digits", "out", "epochs"}`` -> the digits classifier trained and
-  saved to ``out``;
+* ``{"op": "train_digits", "out", "epochs", "size"}`` -> the digits classifier of that
+  size trained and saved to ``out``;
 * ``{"op": "ping"}`` -> ``{"pid": ...}``, the child's process id (TensorFlow not needed).
 
 Each answer is ``{"reply": ...}`` or ``{"error": {"type", "message", "path"}}``; before
@@ -114,7 +114,8 @@ def _handle(request: dict[str, Any]) -> dict[str, Any]:
     if op == "train_digits":
         from splitmq.converter.digits import train
 
-        train(Path(request["out"]), epochs=int(request["epochs"]))
+        size = str(request.get("size", "medium"))
+        train(Path(request["out"]), epochs=int(request["epochs"]), size=size)
         return {"path": request["out"]}
     raise ValueError(f"unknown request {op!r}")
 

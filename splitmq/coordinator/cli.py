@@ -131,9 +131,27 @@ def _add_deploy(subparsers: Subparsers) -> None:
         "the shards and publish the deployment. Deploying an earlier --version rolls back.",
     )
     add_broker_options(parser)
-    parser.add_argument("model", help="the model's name in the pool")
+    parser.add_argument(
+        "model",
+        nargs="*",
+        help="the model's name in the pool (with --task: the members to deploy)",
+    )
     parser.add_argument("--version", help="pool version (default: the latest)")
     parser.add_argument("--variant", help="float32 (default), float16 or int8")
+    parser.add_argument(
+        "--task",
+        help="deploy the models named as members of this task, side by side, each "
+        "partitioned over the fleet (gates apply per member)",
+    )
+    parser.add_argument(
+        "--variants",
+        help="with --task: comma-separated variants of every member (default: --variant)",
+    )
+    parser.add_argument(
+        "--pool",
+        type=Path,
+        help="with --task and no member named: deploy every member found in this pool",
+    )
     parser.add_argument("--stages", default="auto", help="number of stages, or auto")
     parser.add_argument("--replicas", type=int, default=1, help="agents per stage")
     parser.add_argument(
@@ -161,10 +179,15 @@ def run_deploy(args: argparse.Namespace) -> int:
         )
         return 2
     operator = args.id or f"operator-{uuid.uuid4().hex[:8]}"
+    if args.task is not None:
+        return _deploy_task(args, operator, stages)
+    if len(args.model) != 1:
+        print("splitmq deploy: error: name one model (or a task with --task)", file=sys.stderr)
+        return 2
     request = DeployRequest(
         request_id=uuid.uuid4().hex,
         client_id=operator,
-        model=args.model,
+        model=args.model[0],
         version=args.version,
         variant=args.variant,
         stages=stages,
@@ -187,6 +210,67 @@ def run_deploy(args: argparse.Namespace) -> int:
         return 1
     print(reply.message)
     return 0
+
+
+def _deploy_task(args: argparse.Namespace, operator: str, stages: int) -> int:
+    """Deploy every member named (each variant asked for) as a member of ``args.task``:
+    one request each, in turn; a table says how each went."""
+    from splitmq.tables import format_table
+    from splitmq.wire import DeployRequest, Objective
+
+    members = list(args.model)
+    if not members and args.pool is not None:
+        from splitmq.coordinator.model_pool import ModelPool
+
+        members = [entry.name for entry in ModelPool(args.pool).task_members(args.task)]
+    if not members:
+        print(
+            f"splitmq deploy: error: name the members of task {args.task} to deploy "
+            "(or --pool DIR to deploy every member found there)",
+            file=sys.stderr,
+        )
+        return 2
+    variants = [v.strip() for v in (args.variants or args.variant or "float32").split(",")]
+    rows = []
+    refused = 0
+    for member in members:
+        for variant in [v for v in variants if v]:
+            request = DeployRequest(
+                request_id=uuid.uuid4().hex,
+                client_id=operator,
+                model=member,
+                variant=variant,
+                stages=stages,
+                replicas=args.replicas,
+                objective=Objective(args.objective),
+                pin_first=args.pin_first,
+                pin_last=args.pin_last,
+                max_latency_ms=args.max_latency_ms,
+                max_shard_bytes=int(args.max_shard_mb * 1e6) if args.max_shard_mb else None,
+                ready_timeout_s=max(1.0, args.timeout - 5.0),
+                retire=args.retire,
+                task=args.task,
+            )
+            try:
+                reply = request_deployment(args, request, args.timeout)
+            except SplitMQError as error:
+                print(f"splitmq deploy: error: {error}", file=sys.stderr)
+                return 2
+            refused += not reply.ok
+            predicted = reply.predicted_latency_ms
+            rows.append(
+                [
+                    member,
+                    variant,
+                    reply.deployment or "-",
+                    "-" if predicted is None else f"{predicted:.2f}",
+                    ("ok: " if reply.ok else "refused: ") + reply.message,
+                ]
+            )
+    print(f"task {args.task}: {len(rows) - refused} of {len(rows)} deployed")
+    headers = ["member", "variant", "deployment", "predicted ms", "outcome"]
+    print(format_table(headers, rows, left=(0, 1, 2, 4)))
+    return 1 if refused else 0
 
 
 def request_deployment(args: argparse.Namespace, request: Any, timeout_s: float) -> Any:

@@ -135,6 +135,12 @@ class Deployer:
             variant = _variant(entry, variant_name)
         except UnknownModel as error:
             return refuse(str(error))
+        if request.task is not None and entry.manifest.task != request.task:
+            return refuse(
+                f"{entry.name} {entry.version} is not a member of task {request.task} (its "
+                f"manifest says {entry.manifest.task or 'no task'}): convert it with "
+                f"--task {request.task}, or leave it out"
+            )
         fleet = self.registry.views()
         agents = [v for v in fleet.values() if eligible(v, self.config.planner)]
         if not agents:

@@ -24,6 +24,7 @@ from splitmq.converter.pool import PoolEntry, open_entry
 from splitmq.coordinator.pool_service import PoolService
 from splitmq.errors import SplitMQError
 from splitmq.wire import TensorSpec
+from splitmq.wire.manifest import Manifest
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,7 @@ class ModelPool:
         self.pool_dir = Path(pool_dir)
         self.service = service
         self._lock = threading.Lock()
+        self._manifests: dict[tuple[str, str], tuple[float, Manifest]] = {}
 
     # -- entries ------------------------------------------------------------------------
 
@@ -90,6 +92,36 @@ class ModelPool:
             return open_entry(self.pool_dir, name, version)
         except SplitMQError as error:
             raise UnknownModel(str(error)) from error
+
+    def manifest(self, name: str, version: str) -> Manifest | None:
+        """The manifest of ``name`` at ``version``, or None when the pool has no such entry.
+
+        Read again only when the file changed (``splitmq evaluate`` rewrites it with the
+        accuracies it measured): one ``stat`` per call otherwise.
+        """
+        path = self.pool_dir / name / version / "manifest.json"
+        try:
+            mtime = path.stat().st_mtime
+        except OSError:
+            return None
+        key = (name, version)
+        with self._lock:
+            cached = self._manifests.get(key)
+        if cached is not None and cached[0] == mtime:
+            return cached[1]
+        try:
+            manifest = self.entry(name, version).manifest
+        except UnknownModel:
+            return None
+        with self._lock:
+            self._manifests[key] = (mtime, manifest)
+        return manifest
+
+    def task_members(self, task: str) -> list[PoolEntry]:
+        """The latest version of every model in the pool that is a member of ``task``."""
+        from splitmq.converter.task import task_members
+
+        return task_members(self.pool_dir, task)
 
     # -- shards -------------------------------------------------------------------------
 

@@ -128,7 +128,13 @@ class StageView:
 
 @dataclass(frozen=True)
 class DeploymentView:
-    """A deployment of one variant of a model."""
+    """A deployment of one variant of a model.
+
+    ``task``, ``accuracy`` and ``agreement`` come from the model's manifest: the task it
+    is a member of, the variant's measured accuracy, its agreement with the task's
+    reference member on unlabelled data (None: unknown). A request naming a task is
+    planned by :mod:`splitmq.coordinator.task_choice`.
+    """
 
     deployment: str
     epoch: int
@@ -137,6 +143,9 @@ class DeploymentView:
     variant: str
     fidelity: float
     stages: tuple[StageView, ...]
+    task: str | None = None
+    accuracy: float | None = None
+    agreement: float | None = None
 
 
 @dataclass(frozen=True)
@@ -423,6 +432,10 @@ def plan(
     client: AgentView | None = None,
 ) -> Plan | PlanRefused:
     """The route for ``request``, or the reason there is none. Pure: no I/O."""
+    if request.task is not None:  # a member and variant to choose first
+        from splitmq.coordinator.task_choice import plan_task
+
+        return plan_task(request, deployments, fleet, config, client=client)
 
     def refuse(constraint: str, message: str) -> PlanRefused:
         return PlanRefused(request.request_id, request.model, constraint, message)

@@ -58,6 +58,7 @@ from splitmq.coordinator.model_pool import ModelPool, UnknownModel
 from splitmq.coordinator.planner import AgentView, PlannerConfig, plan
 from splitmq.coordinator.pool_service import PoolService
 from splitmq.coordinator.registry import DEFAULT_STALE_PERIODS, Registry
+from splitmq.coordinator.task_choice import annotate
 from splitmq.coordinator.views import deployment_views
 from splitmq.errors import DecodeError, SplitMQError, TransportError
 from splitmq.transport import InboundMessage, Transport
@@ -363,6 +364,8 @@ class Coordinator:
             client = _with_battery(client, request.client_battery)
             fleet[client.agent_id] = client
         views = deployment_views(deployments, self.registry, self._variant)
+        if request.task is not None:  # the members' tasks and accuracies, from the pool
+            views = annotate(views, self.pool.manifest)
         return plan(request, views, fleet, self.config.planner, client=client)
 
     def _cut_again(self, digest: str) -> bool:

@@ -24,11 +24,13 @@ __all__ = [
     "Branch",
     "Calibration",
     "CutPoint",
+    "Evaluation",
     "Fidelity",
     "Manifest",
     "Operator",
     "ParallelSection",
     "Variant",
+    "VariantScore",
 ]
 
 SCHEMA = "splitmq/model-manifest"
@@ -361,6 +363,80 @@ class Calibration:
 
 
 @dataclass(frozen=True)
+class VariantScore:
+    """How one variant did on the evaluation data.
+
+    Attributes:
+        accuracy: share of samples whose first output's arg-max is the label (``None``:
+            the data had no labels).
+        agreement: share of samples whose arg-max equals the task's reference member's
+            (``Evaluation.reference``), when there was one.
+    """
+
+    accuracy: float | None
+    agreement: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"accuracy": self.accuracy, "agreement": self.agreement}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> VariantScore:
+        accuracy, agreement = data.get("accuracy"), data.get("agreement")
+        return cls(
+            None if accuracy is None else float(accuracy),
+            None if agreement is None else float(agreement),
+        )
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Every variant run on evaluation data (``splitmq evaluate``, or ``--labels``).
+
+    Attributes:
+        data: what the data was, in words (file name, or the calibration set).
+        sha256: digest of the inputs' bytes.
+        samples: number of samples.
+        labelled: whether it had labels (then every variant has an accuracy).
+        runtime: the runtime that ran the variants (``ai-edge-litert 1.4.0``).
+        reference: the task member the agreement is measured against
+            (``digits-large/0123abcd float32``), or ``None``.
+        variants: by variant name.
+    """
+
+    data: str
+    sha256: str
+    samples: int
+    labelled: bool
+    runtime: str
+    reference: str | None
+    variants: dict[str, VariantScore]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "data": self.data,
+            "sha256": self.sha256,
+            "samples": self.samples,
+            "labelled": self.labelled,
+            "runtime": self.runtime,
+            "reference": self.reference,
+            "variants": {k: v.to_json() for k, v in self.variants.items()},
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Evaluation:
+        reference = data.get("reference")
+        return cls(
+            data=str(data["data"]),
+            sha256=str(data["sha256"]),
+            samples=int(data["samples"]),
+            labelled=bool(data["labelled"]),
+            runtime=str(data.get("runtime", "")),
+            reference=None if reference is None else str(reference),
+            variants={k: VariantScore.from_json(v) for k, v in data["variants"].items()},
+        )
+
+
+@dataclass(frozen=True)
 class Manifest:
     """Everything known about one model pool entry ``POOL/NAME/VERSION/``.
 
@@ -374,6 +450,10 @@ class Manifest:
         variants: by name.
         cut_points: the reference variant's cut points aligned across variants.
         created_with: ``splitmq <version>, tensorflow <version>``.
+        task: the task this model is a member of (members share inputs and the meaning
+            of their outputs), or ``None`` (optional on disk: absent when ``None``).
+        evaluation: every variant's accuracy on labelled data (or agreement with the
+            task's reference member on unlabelled data), or ``None`` (absent likewise).
     """
 
     name: str
@@ -389,8 +469,37 @@ class Manifest:
     cut_points: tuple[AlignedCutPoint, ...]
     created_with: str
     schema_version: int = SCHEMA_VERSION
+    task: str | None = None
+    evaluation: Evaluation | None = None
+
+    def accuracy(self, variant: str) -> float | None:
+        """``variant``'s measured accuracy: on the evaluation data, else on the labelled
+        calibration set; ``None`` when unknown (no labels were ever given)."""
+        if self.evaluation is not None and self.evaluation.labelled:
+            score = self.evaluation.variants.get(variant)
+            if score is not None and score.accuracy is not None:
+                return score.accuracy
+        found = self.variants.get(variant)
+        if found is not None and found.fidelity is not None:
+            return found.fidelity.accuracy
+        return None
+
+    def agreement(self, variant: str) -> float | None:
+        """``variant``'s agreement with the task's reference member (unlabelled data)."""
+        if self.evaluation is None:
+            return None
+        score = self.evaluation.variants.get(variant)
+        return None if score is None else score.agreement
 
     def to_json(self) -> dict[str, Any]:
+        data = self._core_json()
+        if self.task is not None:
+            data["task"] = self.task
+        if self.evaluation is not None:
+            data["evaluation"] = self.evaluation.to_json()
+        return data
+
+    def _core_json(self) -> dict[str, Any]:
         return {
             "schema": SCHEMA,
             "schema_version": self.schema_version,
@@ -435,4 +544,8 @@ class Manifest:
             cut_points=tuple(AlignedCutPoint.from_json(c) for c in data["cut_points"]),
             created_with=str(data.get("created_with", "")),
             schema_version=version,
+            task=None if data.get("task") is None else str(data["task"]),
+            evaluation=(
+                None if data.get("evaluation") is None else Evaluation.from_json(data["evaluation"])
+            ),
         )

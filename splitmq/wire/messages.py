@@ -454,6 +454,11 @@ class PlanRequest(Message):
     energy_j: float | None = None
     energy_level: EnergyLevel = EnergyLevel.BALANCED
     client_battery: Battery | None = None
+    task: str | None = None
+    """A task instead of a model (``model`` is then ``""``): the coordinator picks the
+    member and variant that meet the budgets and ``min_accuracy``."""
+    min_accuracy: float | None = None
+    """For a task: the least measured accuracy the chosen member's variant must reach."""
 
 
 @dataclass(frozen=True)
@@ -475,6 +480,11 @@ class Plan(Message):
     """The latency's parts, per stage of the chosen route (None from older coordinators)."""
     predicted_final_hop_ms: float | None = None
     """The last part: the last stage's agent sending the result to the client."""
+    task: str | None = None
+    """The task asked for, when the request named one; ``model`` and ``variant`` are
+    then the member and variant the coordinator chose."""
+    accuracy: float | None = None
+    """The chosen variant's measured accuracy (None: unknown, or not a task request)."""
 
 
 PLAN_UNAVAILABLE = "unavailable"
@@ -580,6 +590,8 @@ class DeployRequest(Message):
     max_shard_bytes: int | None = None
     ready_timeout_s: float = 60.0
     retire: bool = False
+    task: str | None = None
+    """Deploy ``model`` as a member of this task: refused unless its manifest says so."""
 
 
 @dataclass(frozen=True)

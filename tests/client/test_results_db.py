@@ -6,7 +6,7 @@ import io
 import json
 import sqlite3
 import threading
-from dataclasses import MISSING, fields
+from dataclasses import MISSING, fields, replace
 from pathlib import Path
 
 import pytest
@@ -56,6 +56,8 @@ FULL = RequestRecord(
     ),
     top=((281, 0.625), (282, 0.25)),
     run="bench",
+    task="imagenet",
+    accuracy=0.75,
 )
 
 
@@ -116,15 +118,34 @@ def test_a_version_1_file_is_brought_to_the_current_schema(tmp_path: Path) -> No
     with ResultsDB(path) as db:
         db.record_many(sample_records())
     connection = sqlite3.connect(path)
-    with connection:  # as version 1 wrote it: no predicted parts
+    with connection:  # as version 1 wrote it: no predicted parts, no task
         connection.execute("ALTER TABLE requests DROP COLUMN predicted_stages")
         connection.execute("ALTER TABLE requests DROP COLUMN predicted_final_hop_ms")
+        connection.execute("ALTER TABLE requests DROP COLUMN task")
+        connection.execute("ALTER TABLE requests DROP COLUMN accuracy")
         connection.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
     connection.close()
     with ResultsDB(path) as db:
         assert db.requests() == sample_records()
         db.record(FULL)
         assert db.requests(run="bench") == [FULL]
+
+
+def test_a_version_2_file_gets_the_task_columns(tmp_path: Path) -> None:
+    path = tmp_path / "results.db"
+    with ResultsDB(path) as db:
+        db.record_many(sample_records())
+    connection = sqlite3.connect(path)
+    with connection:  # as version 2 wrote it: no task, no accuracy
+        connection.execute("ALTER TABLE requests DROP COLUMN task")
+        connection.execute("ALTER TABLE requests DROP COLUMN accuracy")
+        connection.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+    connection.close()
+    with ResultsDB(path) as db:
+        assert db.requests() == sample_records()
+        served = replace(FULL, request_id="task-0", task="digits", accuracy=0.875)
+        db.record(served)
+        assert db.requests(run="bench")[-1] == served
 
 
 def test_a_file_that_is_not_a_database_is_refused(tmp_path: Path) -> None:

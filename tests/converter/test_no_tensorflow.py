@@ -12,7 +12,7 @@ def test_cutter_imports_without_tensorflow() -> None:
         "import splitmq.converter\n"
         "from splitmq.converter import cutter, graph, manifest, pool, runner, analysis, report\n"
         "from splitmq.converter import branches\n"
-        "from splitmq.converter import isolated, worker, digits\n"
+        "from splitmq.converter import isolated, worker, digits, evaluate, task\n"
         "from splitmq.converter import cut, load_manifest, convert\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras'))\n"
         "print(','.join(bad))\n"

@@ -6,6 +6,11 @@
 ``(N, 8, 8, 1)`` float32, ``y_test``). Both are written by ``python -m
 tests.data.regenerate``; ``tests/converter/test_shipped_data.py`` (slow tier) checks the
 shipped files still agree with what the converter produces.
+
+The pool also holds the three members of the task ``digits`` (:data:`TASK_MEMBERS`:
+classifiers of three sizes, float32 and int8, converted with ``--task digits`` and the
+held-out labels, so every variant has a real accuracy); ``tests/converter/test_task_data.py``
+checks them the same way.
 """
 
 from __future__ import annotations
@@ -17,13 +22,30 @@ import numpy as np
 
 from splitmq.converter.pool import PoolEntry, open_entry
 
-__all__ = ["DATA_DIR", "DIGITS", "DIGITS_EPOCHS", "DIGITS_VARIANTS", "digits_pool", "digits_test"]
+__all__ = [
+    "DATA_DIR",
+    "DIGITS",
+    "DIGITS_EPOCHS",
+    "DIGITS_VARIANTS",
+    "POOL_DIR",
+    "TASK",
+    "TASK_MEMBERS",
+    "digits_pool",
+    "digits_test",
+]
 
 DATA_DIR = Path(__file__).parent
 DIGITS = "digits"
 DIGITS_EPOCHS = 3
 DIGITS_VARIANTS = ("float32", "int8")
 POOL_DIR = DATA_DIR / "pool"
+TASK = "digits"
+TASK_MEMBERS = {
+    "digits-small": ("small", 1),
+    "digits-medium": ("medium", 8),
+    "digits-large": ("large", 14),
+}
+"""The task's members: name -> (size for ``digits.build_model``, training epochs)."""
 TEST_SPLIT = DATA_DIR / "digits_test.npz"
 
 

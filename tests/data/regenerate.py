@@ -1,8 +1,9 @@
 """Write the shipped test data again: ``python -m tests.data.regenerate [OUT_DIR]``.
 
 Needs TensorFlow and scikit-learn (``pip install -e '.[convert]'``). It trains the
-digits classifier, converts it into ``OUT_DIR/pool`` (default: this directory) and
-saves the held-out split as ``OUT_DIR/digits_test.npz``.
+digits classifier and the three members of the task ``digits``, converts them into
+``OUT_DIR/pool`` (default: this directory) and saves the held-out split as
+``OUT_DIR/digits_test.npz``.
 """
 
 from __future__ import annotations
@@ -10,31 +11,61 @@ from __future__ import annotations
 import argparse
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from splitmq.converter.pool import PoolEntry
-from tests.data import DATA_DIR, DIGITS, DIGITS_EPOCHS, DIGITS_VARIANTS
+from tests.data import DATA_DIR, DIGITS, DIGITS_EPOCHS, DIGITS_VARIANTS, TASK, TASK_MEMBERS
+
+if TYPE_CHECKING:
+    from splitmq.converter.isolated import FrontEndProcess
 
 
-def regenerate(out_dir: Path) -> PoolEntry:
-    """Train, convert and save; an existing ``out_dir/pool`` is replaced."""
+def regenerate(out_dir: Path, front_end: FrontEndProcess | None = None) -> PoolEntry:
+    """Train, convert and save the digits classifier; an existing ``out_dir/pool`` is
+    replaced."""
     from splitmq.converter.digits import load_split, train_and_convert
 
     pool = out_dir / "pool"
     shutil.rmtree(pool, ignore_errors=True)
-    entry = train_and_convert(pool, name=DIGITS, epochs=DIGITS_EPOCHS, variants=DIGITS_VARIANTS)
+    entry = train_and_convert(
+        pool, name=DIGITS, epochs=DIGITS_EPOCHS, variants=DIGITS_VARIANTS, front_end=front_end
+    )
     _, _, x_test, y_test = load_split()
     np.savez_compressed(out_dir / "digits_test.npz", x_test=x_test, y_test=y_test)
     return entry
 
 
+def regenerate_task(pool: Path, front_end: FrontEndProcess | None = None) -> list[PoolEntry]:
+    """Train and convert the task's members into ``pool``."""
+    from splitmq.converter.digits import train_and_convert
+
+    return [
+        train_and_convert(
+            pool,
+            name=name,
+            epochs=epochs,
+            size=size,
+            task=TASK,
+            variants=DIGITS_VARIANTS,
+            front_end=front_end,
+        )
+        for name, (size, epochs) in TASK_MEMBERS.items()
+    ]
+
+
 def main() -> None:
+    from splitmq.converter.isolated import FrontEndProcess
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out_dir", nargs="?", type=Path, default=DATA_DIR)
     args = parser.parse_args()
-    entry = regenerate(args.out_dir)
-    print(f"wrote {entry.path} and {args.out_dir / 'digits_test.npz'}")
+    with FrontEndProcess() as front_end:  # one TensorFlow for all
+        entry = regenerate(args.out_dir, front_end)
+        members = regenerate_task(args.out_dir / "pool", front_end)
+    print(f"wrote {entry.path}, {', '.join(str(m.path) for m in members)}")
+    print(f"and {args.out_dir / 'digits_test.npz'}")
 
 
 if __name__ == "__main__":

@@ -254,6 +254,8 @@ export const MESSAGES = {
     ['energy_j', optional('float'), null],
     ['energy_level', ENERGY_LEVEL, 'balanced'],
     ['client_battery', optional(struct('Battery')), null],
+    ['task', optional('str'), null],
+    ['min_accuracy', optional('float'), null],
   ]],
   plan: [1, [
     ['request_id', 'str', REQUIRED],
@@ -267,6 +269,8 @@ export const MESSAGES = {
     ['predicted_energy_j', 'float', REQUIRED],
     ['predicted_stages', optional(seq(struct('StagePrediction'))), null],
     ['predicted_final_hop_ms', optional('float'), null],
+    ['task', optional('str'), null],
+    ['accuracy', optional('float'), null],
   ]],
   'plan.refused': [1, [
     ['request_id', 'str', REQUIRED],
@@ -302,6 +306,7 @@ export const MESSAGES = {
     ['max_shard_bytes', optional('int'), null],
     ['ready_timeout_s', 'float', 60.0],
     ['retire', 'bool', false],
+    ['task', optional('str'), null],
   ]],
   'deploy.reply': [1, [
     ['request_id', 'str', REQUIRED],
