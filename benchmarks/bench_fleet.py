@@ -189,7 +189,7 @@ class Counter:
 
 def cpu_s(pid: int) -> float:
     times = psutil.Process(pid).cpu_times()
-    return times.user + times.system
+    return float(times.user + times.system)
 
 
 def advised_period_s(running: Fleet, size: int, timeout_s: float) -> float:
@@ -342,7 +342,7 @@ def main() -> None:
     parser.add_argument("--sizes", help="fleet sizes, comma-separated (10,100,1000,10000)")
     args = parser.parse_args()
     mobilenet()  # converted once, before any timing
-    sizes = (10, 100) if args.quick else (10, 100, 1000, 10000)
+    sizes: tuple[int, ...] = (10, 100) if args.quick else (10, 100, 1000, 10000)
     if args.sizes:
         sizes = tuple(int(n) for n in args.sizes.split(","))
     window_s = 3.0 if args.quick else 20.0
