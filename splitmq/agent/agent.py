@@ -62,6 +62,7 @@ from splitmq.wire import (
     Ping,
     Pong,
     ShardReady,
+    StageEdge,
     Telemetry,
     TensorSpec,
     UnloadShard,
@@ -101,6 +102,8 @@ class _HostedStage:
     shared_filter: str | None = None
     compute_ms: float | None = None
     thread: threading.Thread | None = None
+    sources: tuple[StageEdge, ...] | None = None
+    targets: tuple[StageEdge, ...] | None = None
 
     @property
     def key(self) -> str:
@@ -380,6 +383,8 @@ class Agent:
             shard=shard,
             inputs=shard.inputs,
             queue=queue.Queue(maxsize=self.config.queue_size),
+            sources=command.sources,
+            targets=command.targets,
         )
 
     def _serve(self, hosted: _HostedStage) -> None:
