@@ -87,7 +87,7 @@ def test_fan_out_then_join_on_four_agents_is_bit_exact(
     route = tuple((a.agent_id,) for a in agents)
     publish(fleet, activation(fork, route), "trunk")
     result = results.wait_for(Result, timeout_s=20)
-    ((name, expected),) = fork.expected.items()
+    ((_name, expected),) = fork.expected.items()
     assert np.array_equal(result.tensors[0].array, expected)
     assert {e.stage for e in result.trace} == {0, 1, 2, 3}
     assert result.stage == 3
