@@ -169,11 +169,18 @@ class Joins:
         with self._cond:
             if key in self._done:
                 self.stats.add("late")
-                log.debug("late branch %d of %s: the join ran", source, activation.request_id.hex())
+                log.info(
+                    "dropped a late branch %d of %s: the join ran",
+                    source,
+                    activation.request_id.hex(),
+                )
                 return None
             waiting = self._waiting.get(key)
             if waiting is not None and source in waiting.arrived:
                 self.stats.add("duplicates")
+                log.info(
+                    "dropped a duplicate of branch %d of %s", source, activation.request_id.hex()
+                )
                 return None
             if self._bytes + size > self.max_bytes:
                 self.stats.add("refused_full")
