@@ -164,3 +164,17 @@ def join_results(parts: Sequence[Result]) -> Result:
         trace=tuple(sorted(trace, key=lambda e: e.finished_ms)),
         stage=None,
     )
+
+
+def primaries_first(route: Route, deployment: Deployment) -> Route:
+    """``route`` with each stage's deployment primary first: the optimizer gave the
+    stages of a graph distinct primaries, so that the branches run side by side (a
+    chain planner, which favours one agent for consecutive stages, would serialise them)."""
+    ordered = []
+    for stage, agents in enumerate(route):
+        replicas = deployment.stages[stage].replicas if stage < len(deployment.stages) else ()
+        primary = replicas[0] if replicas else None
+        ordered.append(
+            (primary, *(a for a in agents if a != primary)) if primary in agents else agents
+        )
+    return tuple(ordered)

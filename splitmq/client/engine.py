@@ -30,6 +30,7 @@ from splitmq.client.branches import (
     entry_activations,
     fallback_route,
     graph_of,
+    primaries_first,
 )
 from splitmq.client.config import ClientConfig
 from splitmq.client.errors import DeadlineError, InferenceError, InputError, PlanRefusedError
@@ -212,6 +213,8 @@ class RequestEngine:
             request.phase = Phase.DEPLOYMENT
             self._awaiting.setdefault(plan.deployment, []).append(request.request_id)
             return
+        if graph_of(deployment) is not None:  # Plan 2: the branches on distinct agents
+            plan = request.plan = replace(plan, route=primaries_first(plan.route, deployment))
         if request.fitted_for != (deployment.deployment, deployment.epoch):
             graph = graph_of(deployment)
             try:
@@ -234,6 +237,8 @@ class RequestEngine:
         dead = self._liveness.dead(time.monotonic())
         hops = self._hops.of(plan.deployment)
         probe = request.probe and request.attempt < 0  # a probe's first attempt only
+        if self._graph(plan.deployment) is not None:  # keep the branches' distinct agents
+            hops, probe = {}, False
         return routes.choose_route(plan.route, request.knowledge, dead, hops, probe=probe)[0]
 
     # -- attempts ------------------------------------------------------------------------
