@@ -42,22 +42,22 @@ from splitmq.converter import PoolEntry, convert, open_entry
 from splitmq.errors import SplitMQError
 from splitmq.wire import Deployment, PlanShape
 
-MODEL = "twoheads"
-SIZE = 16
-CHANNELS = 96
-LAYERS = 6
+MODEL = "twoheads-32"
+SIZE = 32
+CHANNELS = 128
+LAYERS = 8
 AGENTS = ("pi-a", "pi-b", "pi-c")
 LIGHT_POOL = Path(__file__).resolve().parents[1] / "tests" / "data" / "pool"
 
 
 def build() -> object:
-    """A trunk (one convolution) and two heads of ``LAYERS`` 3x3 convolutions each."""
+    """A trunk (one 1x1 convolution to 4 channels: a small tensor to fan out) and two heads of ``LAYERS`` 3x3 convolutions each."""
     import keras
 
     layers = keras.layers
     keras.utils.set_random_seed(2)
     x = keras.Input((SIZE, SIZE, 8), name="x")
-    trunk = layers.Conv2D(16, 1, activation="relu", name="trunk")(x)
+    trunk = layers.Conv2D(4, 1, activation="relu", name="trunk")(x)
     outputs = []
     for name, units in (("left", 10), ("right", 4)):
         h = trunk
@@ -111,10 +111,15 @@ def main() -> None:
             parallel = running.deploy(
                 "heads-parallel", plans=PlanShape.PARALLEL, expect_agents=AGENTS
             )
+            said = [running.last_reply]
             chain = running.deploy("heads-chain", plans=PlanShape.CHAIN)
-            print(running.last_reply.message if running.last_reply else "", file=sys.stderr)
+            said.append(running.last_reply)
             auto_heavy = running.deploy("heads-auto", plans=PlanShape.AUTO)
+            said.append(running.last_reply)
             auto_light = running.deploy("light-auto", plans=PlanShape.AUTO)
+            said.append(running.last_reply)
+            for reply in said:  # the optimizer's tables
+                print(reply.message if reply is not None else "", file=sys.stderr)
             x = np.random.default_rng(0).uniform(0, 1, (1, SIZE, SIZE, 8)).astype(np.float32)
             config = ClientConfig(deadline_s=30.0, min_attempt_timeout_s=10.0)
             client = Client(running.url, f"bench-{uuid.uuid4().hex[:6]}", config=config)
