@@ -12,8 +12,9 @@ into one activation that runs the shard like any other. While they wait:
 - the tensors held by every waiting request are bounded (``join_max_bytes``): an
   activation past the bound is refused at once as ``join_full`` (the requester
   retries the request elsewhere);
-- ``join_wait_ms`` after the first source arrived (never past the request's deadline)
-  every source still missing is reported to the requester as ``branch_missing`` with
+- ``join_wait_ms`` after the first source arrived -- or three times the usual spread
+  between a join's first and last branch when that is longer; never past the request's
+  deadline -- every source still missing is reported to the requester as ``branch_missing`` with
   that branch's stage, so the requester retries that branch alone; the others wait on,
   until the request's deadline, when what is left is dropped.
 
@@ -56,6 +57,14 @@ bits: ``attempt + retry << RETRY_SHIFT``."""
 DONE_ENTRIES = 4096
 """Joins that ran, remembered to drop their late branches."""
 
+SPREAD_MARGIN = 3.0
+"""A join waits at least this many times the usual spread between its first and last
+branch (smoothed over the requests whose branches all came) before it reports one
+missing: branches of unequal cost are not taken for lost."""
+
+SPREAD_WEIGHT = 0.2
+"""Weight of the newest request in the smoothed spread."""
+
 DROP_AFTER_WAITS = 10
 """With no deadline, a join gives up waiting after this many ``join_wait_ms``."""
 
@@ -81,6 +90,7 @@ class _Waiting:
     wanted: tuple[int, ...]
     arrived: dict[int, Activation]
     sizes: dict[int, int]
+    first_ms: float
     notify_ms: float
     drop_ms: float
     notified: bool = False
@@ -128,6 +138,7 @@ class Joins:
         self._waiting: dict[JoinKey, _Waiting] = {}
         self._done: OrderedDict[JoinKey, None] = OrderedDict()
         self._bytes = 0
+        self._spread: dict[tuple[str, int], float] = {}  # smoothed first-to-last arrival, ms
         self._events: list[tuple[float, int, JoinKey]] = []
         self._order = 0
         self._cond = threading.Condition()
@@ -194,9 +205,10 @@ class Joins:
             if waiting is None:
                 now = now_ms()
                 deadline = float(activation.deadline_ms or 0)
-                notify = now + self.wait_ms
-                drop = deadline if deadline else now + DROP_AFTER_WAITS * self.wait_ms
-                waiting = _Waiting(key, tuple(wanted), {}, {}, min(notify, drop), drop)
+                wait = max(self.wait_ms, SPREAD_MARGIN * self._spread.get(key[:2], 0.0))
+                notify = now + wait
+                drop = deadline if deadline else now + DROP_AFTER_WAITS * wait
+                waiting = _Waiting(key, tuple(wanted), {}, {}, now, min(notify, drop), drop)
                 self._waiting[key] = waiting
                 self._schedule(waiting.notify_ms, key)
                 self._schedule(waiting.drop_ms, key)
@@ -205,6 +217,12 @@ class Joins:
             self._bytes += size
             if len(waiting.arrived) < len(wanted):
                 return None
+            if not waiting.notified:  # a spread seen with every branch healthy
+                spread = now_ms() - waiting.first_ms
+                known = self._spread.get(key[:2])
+                self._spread[key[:2]] = (
+                    spread if known is None else known + SPREAD_WEIGHT * (spread - known)
+                )
             self._finish(key)
         return merge([waiting.arrived[s] for s in wanted])
 
@@ -257,14 +275,14 @@ class Joins:
             self._finish(key)
             if waiting.notified:
                 return []
-        elif waiting.notified:
+        elif waiting.notified or now < waiting.notify_ms:
             return []
         waiting.notified = True
         some = next(iter(waiting.arrived.values()))
         missing = [s for s in waiting.wanted if s not in waiting.arrived]
         with self.stats.lock:
             self.stats.missing_reported += len(missing)
-        waited = now - (waiting.notify_ms - self.wait_ms)
+        waited = now - waiting.first_ms
         return [
             (
                 some,
