@@ -48,8 +48,8 @@ def branchy_variant(
     return replace(variant, parallel_sections=(section,))
 
 
-def key(objective: Objective, figures: object) -> tuple[float, float]:
-    latency, bottleneck, _, weighted = figures  # type: ignore[misc]
+def key(objective: Objective, figures: tuple[float, float, float, float]) -> tuple[float, float]:
+    latency, bottleneck, _, weighted = figures
     if objective is Objective.THROUGHPUT:
         return (bottleneck, latency)
     if objective is Objective.ENERGY:

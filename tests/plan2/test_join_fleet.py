@@ -65,14 +65,14 @@ def deploy(fleet: Fleet, model: str = "fork") -> Deployment:
 
 
 def client(fleet: Fleet, model: str = "fork") -> Client:
-    settings = {
-        "model": model,
-        "deadline_s": 8.0,
-        "plan_timeout_s": 2.0,
-        "min_attempt_timeout_s": 2.5,
-        "attempt_timeout_margin_s": 2.0,
-    }
-    made = Client(fleet.url, f"p2-{uuid.uuid4().hex[:6]}", config=ClientConfig(**settings))
+    config = ClientConfig(
+        model=model,
+        deadline_s=8.0,
+        plan_timeout_s=2.0,
+        min_attempt_timeout_s=2.5,
+        attempt_timeout_margin_s=2.0,
+    )
+    made = Client(fleet.url, f"p2-{uuid.uuid4().hex[:6]}", config=config)
     made.start()
     fleet.clients.append(made)
     return made
