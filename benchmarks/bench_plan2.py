@@ -51,7 +51,8 @@ LIGHT_POOL = Path(__file__).resolve().parents[1] / "tests" / "data" / "pool"
 
 
 def build() -> object:
-    """A trunk (one 1x1 convolution to 4 channels: a small tensor to fan out) and two heads of ``LAYERS`` 3x3 convolutions each."""
+    """A trunk (one 1x1 convolution to 4 channels: a small tensor to fan out) and two
+    heads of ``LAYERS`` 3x3 convolutions each."""
     import keras
 
     layers = keras.layers
