@@ -224,3 +224,25 @@ def test_too_few_agents_for_one_per_stage_is_refused() -> None:
     with pytest.raises(PartitionRefused) as refused:
         parallel_partition(variant, [AgentView("a"), AgentView("b")])
     assert refused.value.constraint == "agents" and "needs 4 agents" in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("flag", "expected"),
+    [((), None), (("--plans", "parallel"), PlanShape.PARALLEL), (("--plans", "auto"), "auto")],
+)
+def test_deploy_plans_flag_reaches_the_request(
+    monkeypatch: pytest.MonkeyPatch, flag: tuple[str, ...], expected: object
+) -> None:
+    from splitmq.cli import main
+    from splitmq.coordinator import cli
+    from splitmq.wire import DeployReply
+
+    asked = []
+
+    def answer(_args: object, request: object, _timeout_s: float) -> DeployReply:
+        asked.append(request)
+        return DeployReply("r", ok=True, message="deployed")
+
+    monkeypatch.setattr(cli, "request_deployment", answer)
+    assert main(["deploy", "m", *flag]) == 0
+    assert asked[0].plans == expected  # type: ignore[attr-defined]
