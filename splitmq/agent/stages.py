@@ -186,12 +186,13 @@ class StageWorkers:
         topics = None if targets is None else self._fan_out_topics(activation, targets)
         arrays = checked_inputs(hosted.inputs, activation.tensors)
         started = now_ms()
+        cpu_s = time.thread_time()
         outputs, invoke_s = hosted.shard.run(arrays)
         compute_s = invoke_s
-        factor = self.agent.link.compute_factor
-        if factor > 1:
-            time.sleep((factor - 1) * invoke_s)
-            compute_s = invoke_s * factor
+        if self.agent.link.compute_factor > 1:  # the emulated device's slowness
+            cpu_s = time.thread_time() - cpu_s
+            compute_s = self.agent.link.device_s(invoke_s, cpu_s, hosted.shard.threads)
+            time.sleep(compute_s - invoke_s)
         finished = now_ms()
         self.agent.energy.spend_compute(compute_s)
         sample = compute_s * 1000.0

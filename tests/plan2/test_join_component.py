@@ -119,7 +119,7 @@ def test_join_drops_a_duplicate_reports_a_missing_branch_then_completes_and_drop
     missing = results.wait_for(ErrorMessage, timeout_s=10)
     assert missing.code is ErrorCode.BRANCH_MISSING and missing.stage == 2
     assert "branch stage 2" in missing.message
-    assert join.workers.joins.stats.duplicates == 1
+    wait_until(lambda: join.workers.joins.stats.duplicates == 1, 10, "the duplicate dropped")
     right = activation(
         fork,
         route,
