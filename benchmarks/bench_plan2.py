@@ -31,6 +31,7 @@ import statistics
 import sys
 import tempfile
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +41,7 @@ from _report import Row, percentile, report
 from splitmq.client import Client, ClientConfig
 from splitmq.converter import PoolEntry, convert, open_entry
 from splitmq.errors import SplitMQError
-from splitmq.wire import Deployment, PlanShape
+from splitmq.wire import Deployment, PlanShape, TraceEntry
 
 MODEL = "twoheads-32"
 SIZE = 32
@@ -91,6 +92,16 @@ def copy_entry(entry: PoolEntry, pool: Path, name: str) -> None:
     (pool / name / "latest").write_text(entry.version + "\n")
 
 
+def critical_compute_ms(trace: Sequence[TraceEntry]) -> float:
+    """The compute on a request's critical path, from its trace: the stages before the
+    branches, then the slowest branch (stage by stage in a chain: their sum)."""
+    by_stage = {e.stage: e.finished_ms - e.started_ms for e in trace}
+    if len(by_stage) == 1:
+        return sum(by_stage.values())
+    trunk = by_stage.pop(0)
+    return trunk + max(by_stage.values())
+
+
 def is_graph(deployment: Deployment) -> bool:
     return any(stage.sources is not None for stage in deployment.stages)
 
@@ -127,6 +138,7 @@ def main() -> None:
             client.start()
             try:
                 latency: dict[str, list[float]] = {"heads-parallel": [], "heads-chain": []}
+                critical: dict[str, list[float]] = {model: [] for model in latency}
                 for model in latency:  # warm-up: plans cached, shards warm
                     client.infer(x, model=model)
                 for index in range(requests):
@@ -134,6 +146,7 @@ def main() -> None:
                         result = client.infer(x, model=model)
                         record = result.record
                         latency[model].append(record.finished_ms - record.sent_ms)
+                        critical[model].append(critical_compute_ms(result.trace))
                     print(f"\r{index + 1}/{requests} rounds", end="", file=sys.stderr, flush=True)
                 print(file=sys.stderr)
             finally:
@@ -179,6 +192,18 @@ def main() -> None:
             "Plan 2" if is_graph(auto_light) else f"chain of {len(auto_light.stages)}",
             "chain",
             not is_graph(auto_light),
+        )
+    )
+    compute = {model: statistics.median(values) for model, values in critical.items()}
+    figures["plan2_critical_compute_p50_ms"] = compute["heads-parallel"]
+    figures["chain_critical_compute_p50_ms"] = compute["heads-chain"]
+    rows.append(
+        Row(
+            "Plan 2",
+            "compute on the critical path (traces): chain p50 / Plan 2 p50",
+            f"{compute['heads-chain'] / compute['heads-parallel']:.2f}x "
+            f"({compute['heads-chain']:.1f} ms vs {compute['heads-parallel']:.1f} ms)",
+            value=compute["heads-chain"] / compute["heads-parallel"],
         )
     )
     report("Plan 2: two heads in parallel against the best chain (rpi4 agents)", rows, figures)
