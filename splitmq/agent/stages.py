@@ -144,10 +144,10 @@ class StageWorkers:
             return
         current, received_ms, bytes_in = activation, job.received_ms, len(job.message.payload)
         self.agent.energy.spend_radio(bytes_in)
-        if is_join(hosted.sources):  # wait for every branch (splitmq.agent.join)
-            assert hosted.sources is not None
+        sources = hosted.sources
+        if sources is not None and is_join(sources):  # wait for every branch (agent.join)
             try:
-                joined = self.joins.offer(hosted.sources, current, bytes_in)
+                joined = self.joins.offer(sources, current, bytes_in)
             except RequestFailed as failure:
                 self._send_error(current, failure.code, str(failure))
                 return
