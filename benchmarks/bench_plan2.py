@@ -43,7 +43,7 @@ from splitmq.converter import PoolEntry, convert, open_entry
 from splitmq.errors import SplitMQError
 from splitmq.wire import Deployment, PlanShape, TraceEntry
 
-MODEL = "twoheads-32"
+MODEL = "twoheads-32x2"
 SIZE = 32
 CHANNELS = 128
 LAYERS = 8
@@ -52,14 +52,14 @@ LIGHT_POOL = Path(__file__).resolve().parents[1] / "tests" / "data" / "pool"
 
 
 def build() -> object:
-    """A trunk (one 1x1 convolution to 4 channels: a small tensor to fan out) and two
+    """A trunk (one 1x1 convolution to 2 channels: a small tensor to fan out) and two
     heads of ``LAYERS`` 3x3 convolutions each."""
     import keras
 
     layers = keras.layers
     keras.utils.set_random_seed(2)
     x = keras.Input((SIZE, SIZE, 8), name="x")
-    trunk = layers.Conv2D(4, 1, activation="relu", name="trunk")(x)
+    trunk = layers.Conv2D(2, 1, activation="relu", name="trunk")(x)
     outputs = []
     for name, units in (("left", 10), ("right", 4)):
         h = trunk

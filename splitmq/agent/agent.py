@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from dataclasses import dataclass, field
 
 from splitmq.agent.cache import DigestMismatch, ShardCache
@@ -327,8 +328,11 @@ class Agent:
             log.warning("load of %s failed: %s", stage_key(*where), error)
             self._reply(command.command_id, ok=False, message=str(error))
             return
-        bench_s = hosted.shard.benchmark(self.config.bench_runs)
-        bench_ms = bench_s * 1000.0 * self.link.compute_factor
+        runs = max(1, self.config.bench_runs)
+        cpu_s = time.thread_time()
+        bench_s = hosted.shard.benchmark(runs)
+        cpu_s = (time.thread_time() - cpu_s) / (runs + 1)  # the warm-up run included
+        bench_ms = self.link.device_s(bench_s, cpu_s, hosted.shard.threads) * 1000.0
         hosted.compute_ms = bench_ms
         self._serve(hosted)
         if command.shared:
