@@ -44,6 +44,7 @@ SCRIPTS = (
     "bench_embedded_broker",
     "bench_cut",
     "bench_web",  # the browser path: relay vs Mosquitto's WebSocket listener, page vs native
+    "bench_plan2",  # Plan 2: two heads in parallel against the best chain, rpi4 agents
 )
 TIMEOUT_S = 900
 NEEDS_MODEL = {"bench_split", "bench_pipeline", "bench_links", "bench_fleet", "bench_agent"}

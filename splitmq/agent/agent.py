@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from dataclasses import dataclass, field
 
 from splitmq.agent.cache import DigestMismatch, ShardCache
@@ -62,6 +63,7 @@ from splitmq.wire import (
     Ping,
     Pong,
     ShardReady,
+    StageEdge,
     Telemetry,
     TensorSpec,
     UnloadShard,
@@ -101,6 +103,8 @@ class _HostedStage:
     shared_filter: str | None = None
     compute_ms: float | None = None
     thread: threading.Thread | None = None
+    sources: tuple[StageEdge, ...] | None = None
+    targets: tuple[StageEdge, ...] | None = None
 
     @property
     def key(self) -> str:
@@ -324,8 +328,11 @@ class Agent:
             log.warning("load of %s failed: %s", stage_key(*where), error)
             self._reply(command.command_id, ok=False, message=str(error))
             return
-        bench_s = hosted.shard.benchmark(self.config.bench_runs)
-        bench_ms = bench_s * 1000.0 * self.link.compute_factor
+        runs = max(1, self.config.bench_runs)
+        cpu_s = time.thread_time()
+        bench_s = hosted.shard.benchmark(runs)
+        cpu_s = (time.thread_time() - cpu_s) / (runs + 1)  # the warm-up run included
+        bench_ms = self.link.device_s(bench_s, cpu_s, hosted.shard.threads) * 1000.0
         hosted.compute_ms = bench_ms
         self._serve(hosted)
         if command.shared:
@@ -380,6 +387,8 @@ class Agent:
             shard=shard,
             inputs=shard.inputs,
             queue=queue.Queue(maxsize=self.config.queue_size),
+            sources=command.sources,
+            targets=command.targets,
         )
 
     def _serve(self, hosted: _HostedStage) -> None:

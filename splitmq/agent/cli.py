@@ -58,6 +58,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     add("--battery", choices=["auto", "real", "simulated"])
     add("--battery-pct", type=float, help="charge of the simulated battery at start")
     add("--no-emulate", action="store_const", const=True, help="ignore compute factor and link")
+    add("--join-wait-ms", type=float, help="a join's wait for its last branches (ms)")
+    add("--join-max-mb", type=float, help="tensors a join may hold waiting (MB)")
     add("--mqtt-version", choices=["5", "3.1.1"])
     add("--username", help="MQTT user name")
     add("--password", help="MQTT password (prefer SPLITMQ_PASSWORD or --password-file)")
@@ -81,6 +83,8 @@ _OPTIONS = [
     "no_xnnpack",
     "telemetry_period",
     "queue_size",
+    "join_wait_ms",
+    "join_max_mb",
     "coordinator_id",
     "site",
     "namespace",
@@ -149,6 +153,8 @@ def build(values: Mapping[str, Any]) -> tuple[Any, Any]:
         "threads": ("threads", int),
         "telemetry_period": ("telemetry_period_s", float),
         "queue_size": ("queue_size", int),
+        "join_wait_ms": ("join_wait_ms", float),
+        "join_max_mb": ("join_max_bytes", lambda v: int(float(v) * MiB)),
         "coordinator_id": ("coordinator_id", str),
         "site": ("site", str),
         "namespace": ("namespace", str),

@@ -57,6 +57,11 @@ class AgentConfig:
         site: where the agent is (its site broker, a home, a campus), shown by
             ``splitmq fleet``; '' when not said.
         dedup_entries: (request, stage, attempt) triples remembered to drop duplicates.
+        join_wait_ms: how long a join stage waits for its last branches after the first
+            arrived (never past the request's deadline) before it tells the requester
+            which branches are missing (``branch_missing``), so it retries those alone.
+        join_max_bytes: tensors a join stage may hold waiting for their other branches;
+            an activation past it is refused as ``join_full``.
     """
 
     agent_id: str
@@ -80,6 +85,8 @@ class AgentConfig:
     battery_pct: float | None = None
     emulate: bool = True
     dedup_entries: int = 4096
+    join_wait_ms: float = 1000.0
+    join_max_bytes: int = 64 * 1024 * KiB
 
     def __post_init__(self) -> None:
         try:
@@ -98,6 +105,8 @@ class AgentConfig:
             "fetch_window": self.fetch_window,
             "fetch_timeout_s": self.fetch_timeout_s,
             "dedup_entries": self.dedup_entries,
+            "join_wait_ms": self.join_wait_ms,
+            "join_max_bytes": self.join_max_bytes,
         }
         for name, value in positive.items():
             if value <= 0:

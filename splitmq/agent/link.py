@@ -1,6 +1,7 @@
 """The device's emulated link (when the profile asks for emulation): every publish
 waits the link's latency plus its bytes over its bandwidth, one transmission at a time
-as on one radio, and the radio energy is spent."""
+as on one radio, and the radio energy is spent; and its compute factor
+(:meth:`EmulatedLink.device_s`)."""
 
 from __future__ import annotations
 
@@ -31,6 +32,19 @@ class EmulatedLink:
     def compute_factor(self) -> float:
         """How much slower than this machine the emulated device computes (1: as fast)."""
         return self.config.profile.compute_factor if self.config.emulate else 1.0
+
+    def device_s(self, invoke_s: float, cpu_s: float, threads: int) -> float:
+        """The emulated device's time for an invocation that took ``invoke_s`` here and
+        ``cpu_s`` of the calling thread's CPU: ``compute_factor`` times the work. A
+        single-threaded interpreter's work is that CPU time, so what a busy host adds
+        waiting for a core (other agents computing on the same machine) is not charged
+        again: the devices emulated have cores of their own. With more threads, or no
+        emulation, the time measured."""
+        factor = self.compute_factor
+        if factor <= 1:
+            return invoke_s
+        work_s = cpu_s if threads == 1 and 0 < cpu_s <= invoke_s else invoke_s
+        return max(invoke_s, factor * work_s)
 
     def send(self, row: Topic[Any], topic: str, payload: Payload, *, deadline_ms: int = 0) -> None:
         """Publish on ``topic`` (of the table's ``row``) over the emulated link: wait

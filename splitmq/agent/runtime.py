@@ -82,7 +82,7 @@ class Runtime:
             interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as error:
             raise ShardLoadError(f"{self.kind} cannot load the shard: {error}") from None
-        return LoadedShard(interpreter, kwargs["model_content"])
+        return LoadedShard(interpreter, kwargs["model_content"], threads=int(threads))
 
 
 def find_runtime(kind: RuntimeKind | str = RuntimeKind.AUTO) -> Runtime:
@@ -124,7 +124,9 @@ def _spec(detail: dict[str, Any]) -> TensorSpec:
 class LoadedShard:
     """One shard in an interpreter: its boundary tensors, a checked ``run``, a benchmark."""
 
-    def __init__(self, interpreter: Any, model: bytes):
+    def __init__(self, interpreter: Any, model: bytes, *, threads: int = 1):
+        self.threads = threads
+        """The interpreter's threads (1: it computes on the caller's thread alone)."""
         self._interpreter = interpreter
         self._model = model  # the interpreter reads from it: keep it alive
         self._lock = threading.Lock()

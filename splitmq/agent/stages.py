@@ -10,6 +10,7 @@ import queue
 import time
 from typing import TYPE_CHECKING
 
+from splitmq.agent.join import Joins, fan_out, fan_out_topics, is_join, seen_key
 from splitmq.agent.requests import (
     Job,
     RequestFailed,
@@ -27,6 +28,7 @@ from splitmq.wire import (
     ErrorCode,
     ErrorMessage,
     Result,
+    StageEdge,
     TraceEntry,
     encode_parts,
 )
@@ -46,6 +48,13 @@ class StageWorkers:
 
     def __init__(self, agent: Agent):
         self.agent = agent
+        self.joins = Joins(
+            agent.agent_id,
+            wait_ms=agent.config.join_wait_ms,
+            max_bytes=agent.config.join_max_bytes,
+            report=self._send_to_callback,
+            stopping=agent.stopping,
+        )
 
     def _hosted_for(self, message: InboundMessage) -> _HostedStage | None:
         params = STAGE.parse(message.topic, self.agent._ns)
@@ -135,10 +144,18 @@ class StageWorkers:
             return
         current, received_ms, bytes_in = activation, job.received_ms, len(job.message.payload)
         self.agent.energy.spend_radio(bytes_in)
+        sources = hosted.sources
+        if sources is not None and is_join(sources):  # wait for every branch (agent.join)
+            try:
+                joined = self.joins.offer(sources, current, bytes_in)
+            except RequestFailed as failure:
+                self._send_error(current, failure.code, str(failure))
+                return
+            if joined is None:
+                return
+            current = joined
         while True:
-            if not self.agent._seen.first_time(
-                (current.request_id, current.stage, current.attempt)
-            ):
+            if not self.agent._seen.first_time(seen_key(current)):
                 self.agent.counters.add("duplicates")
                 log.debug("duplicate of %s at stage %d", current.request_id.hex(), current.stage)
                 return
@@ -163,15 +180,19 @@ class StageWorkers:
                 f"arrived at stage {activation.stage} on {self.agent.agent_id} {late:.0f} ms "
                 "after its deadline",
             )
-        next_topic = self._next_hop(activation)  # nothing is computed for nowhere
+        targets = hosted.targets
+        # nothing is computed for nowhere
+        next_topic = self._next_hop(activation) if targets is None else None
+        topics = None if targets is None else self._fan_out_topics(activation, targets)
         arrays = checked_inputs(hosted.inputs, activation.tensors)
         started = now_ms()
+        cpu_s = time.thread_time()
         outputs, invoke_s = hosted.shard.run(arrays)
         compute_s = invoke_s
-        factor = self.agent.link.compute_factor
-        if factor > 1:
-            time.sleep((factor - 1) * invoke_s)
-            compute_s = invoke_s * factor
+        if self.agent.link.compute_factor > 1:  # the emulated device's slowness
+            cpu_s = time.thread_time() - cpu_s
+            compute_s = self.agent.link.device_s(invoke_s, cpu_s, hosted.shard.threads)
+            time.sleep(compute_s - invoke_s)
         finished = now_ms()
         self.agent.energy.spend_compute(compute_s)
         sample = compute_s * 1000.0
@@ -195,6 +216,18 @@ class StageWorkers:
                 energy_j=self.agent.energy.stage_energy_j(compute_s, bytes_in + bytes_out),
             ),
         )
+        if targets is not None and topics is not None:  # a stage graph: each target its share
+            sent = fan_out(
+                activation, targets, topics, outputs, trace=trace, agent_id=self.agent.agent_id
+            )
+            for out in sent:
+                if isinstance(out.message, Result):
+                    self._send_to_callback(activation, out.message)
+                else:
+                    payload = encode_parts(out.message)
+                    deadline = activation.deadline_ms
+                    self.agent.link.send(STAGE, out.topic, payload, deadline_ms=deadline)
+            return None
         next_stage = activation.stage + 1
         if next_topic is None:  # the last stage
             result = Result(
@@ -254,6 +287,21 @@ class StageWorkers:
             )
         except ValueError as error:
             raise RequestFailed(ErrorCode.BAD_MESSAGE, f"bad route: {error}") from None
+
+    def _fan_out_topics(
+        self, activation: Activation, targets: tuple[StageEdge, ...]
+    ) -> dict[int, str]:
+        if not is_callback(activation.callback, self.agent._ns):
+            raise RequestFailed(
+                ErrorCode.BAD_MESSAGE, f"the callback {activation.callback!r} is not a result topic"
+            )
+        return fan_out_topics(
+            activation,
+            targets,
+            namespace=self.agent._ns,
+            sites=self.agent.sites.sites,
+            here=self.agent.config.site,
+        )
 
     def _send_to_callback(self, activation: Activation, message: Result | ErrorMessage) -> None:
         if not is_callback(activation.callback, self.agent._ns):

@@ -24,6 +24,14 @@ from typing import TYPE_CHECKING, TypeVar
 
 from splitmq import errors as base_errors
 from splitmq.client import errors, routes
+from splitmq.client.branches import (
+    Fanin,
+    StageGraph,
+    entry_activations,
+    fallback_route,
+    graph_of,
+    primaries_first,
+)
 from splitmq.client.config import ClientConfig
 from splitmq.client.errors import DeadlineError, InferenceError, InputError, PlanRefusedError
 from splitmq.client.inputs import fit_inputs, read_outputs, top_classes
@@ -89,6 +97,7 @@ class RequestEngine:
         self._awaiting: dict[str, list[bytes]] = {}
         self._observed_ms: dict[str, float] = {}  # smoothed latency per deployment
         self._hops = routes.HopTimes()  # smoothed hop time per deployment, stage and agent
+        self._fanin: dict[bytes, Fanin] = {}  # stage graphs: branch retries, results to join
         self._made = 0  # requests made: every PROBE_EVERY-th is a probe
         self._plans = PlanCache(self.config.plan_ttl_s)
         self._pending = PendingPlans(self.client_id)
@@ -204,9 +213,12 @@ class RequestEngine:
             request.phase = Phase.DEPLOYMENT
             self._awaiting.setdefault(plan.deployment, []).append(request.request_id)
             return
+        if graph_of(deployment) is not None:  # Plan 2: the branches on distinct agents
+            plan = request.plan = replace(plan, route=primaries_first(plan.route, deployment))
         if request.fitted_for != (deployment.deployment, deployment.epoch):
+            graph = graph_of(deployment)
             try:
-                specs = deployment.stages[0].inputs
+                specs = deployment.stages[0].inputs if graph is None else graph.inputs
                 request.tensors = fit_inputs(
                     request.inputs, specs, resize=self.config.resize_inputs
                 )
@@ -214,13 +226,19 @@ class RequestEngine:
                 self._give_up(request, errors.BAD_INPUT, str(error), effects)
                 return
             request.fitted_for = (deployment.deployment, deployment.epoch)
-            request.outputs = tuple(spec.name for spec in deployment.stages[-1].outputs)
+            request.outputs = (
+                tuple(spec.name for spec in deployment.stages[-1].outputs)
+                if graph is None
+                else graph.outputs
+            )
         self._send(request, self._route(request, plan), effects)
 
     def _route(self, request: RequestState, plan: Plan) -> Route:
         dead = self._liveness.dead(time.monotonic())
         hops = self._hops.of(plan.deployment)
         probe = request.probe and request.attempt < 0  # a probe's first attempt only
+        if self._graph(plan.deployment) is not None:  # keep the branches' distinct agents
+            hops, probe = {}, False
         return routes.choose_route(plan.route, request.knowledge, dead, hops, probe=probe)[0]
 
     # -- attempts ------------------------------------------------------------------------
@@ -265,9 +283,78 @@ class RequestEngine:
             client_id=self.client_id,
         )
         timeout = Failure(routes.TIMEOUT, f"no answer within {timeout_s:.2f} s")
-        expire = partial(self._failed, request.request_id, request.attempt, timeout)
+        self._fanin.pop(request.request_id, None)
+        expire = partial(self._timed_out, request.request_id, request.attempt, 0, timeout)
         self._arm(request, now + timeout_s, expire)
-        effects.append(partial(self._publish_activation, request, activation, budget.remaining_s))
+        graph = self._graph(plan.deployment)
+        sent = (
+            [activation] if graph is None else entry_activations(graph, activation, request.tensors)
+        )
+        for each in sent:
+            effects.append(partial(self._publish_activation, request, each, budget.remaining_s))
+
+    def _graph(self, deployment_id: str) -> StageGraph | None:
+        deployment = self._plans.deployment(deployment_id)
+        return None if deployment is None else graph_of(deployment)
+
+    def _timed_out(
+        self, request_id: bytes, attempt: int, generation: int, failure: Failure, effects: Effects
+    ) -> None:
+        """An attempt's timeout, unless a branch retry since gave it a later one."""
+        fanin = self._fanin.get(request_id)
+        if fanin is not None and fanin.generation != generation:
+            return
+        self._failed(request_id, attempt, failure, effects)
+
+    def _retry_branch(self, request: RequestState, failure: Failure, effects: Effects) -> bool:
+        """Plan 2: a branch failed (an error naming its stage, ``branch_missing`` from the
+        join, its agent's will): send that branch alone again on its next fallback, in
+        the same attempt, so the join still completes. False when the failure is not a
+        branch's or its fallbacks are spent: the whole request is retried instead."""
+        plan, stage = request.plan, failure.stage
+        graph = None if plan is None else self._graph(plan.deployment)
+        if plan is None or graph is None or stage is None or stage not in graph.branches:
+            return False
+        route = fallback_route(request.route, stage)
+        fanin = self._fanin.setdefault(request.request_id, Fanin())
+        retry = fanin.retries.get(stage, 0) + 1
+        if route is None or retry >= len(request.route[stage]):
+            return False
+        fanin.retries[stage] = retry
+        fanin.generation += 1
+        if failure.agent_id:
+            request.knowledge = request.knowledge.fail(stage, failure.agent_id)
+        request.route = route
+        log.info(
+            "request %s: branch stage %d failed (%s: %s); retrying it alone on %s",
+            request.request_id.hex(),
+            stage,
+            failure.outcome,
+            failure.message,
+            route[stage][0],
+        )
+        now = time.monotonic()
+        remaining_s = request.deadline_s - now
+        timeout_s = self._attempt_timeout_s(plan, remaining_s, last=False)
+        timeout = Failure(routes.TIMEOUT, f"no answer within {timeout_s:.2f} s of a branch retry")
+        expire = partial(
+            self._timed_out, request.request_id, request.attempt, fanin.generation, timeout
+        )
+        self._arm(request, now + timeout_s, expire)
+        template = Activation(
+            request_id=request.request_id,
+            attempt=request.attempt,
+            deployment=plan.deployment,
+            stage=0,
+            route=route,
+            callback=self._callback,
+            deadline_ms=request.deadline_ms,
+            tensors=request.tensors,
+            client_id=self.client_id,
+        )
+        for each in entry_activations(graph, template, request.tensors, branch=stage, retry=retry):
+            effects.append(partial(self._publish_activation, request, each, remaining_s))
+        return True
 
     def _arm(self, request: RequestState, when_s: float, step: Callable[[Effects], None]) -> None:
         """Run ``step`` under the lock at ``when_s``, unless ``request`` has ended by then."""
@@ -313,12 +400,12 @@ class RequestEngine:
     def _publish_activation(
         self, request: RequestState, activation: Activation, remaining_s: float
     ) -> None:
-        agent_id = routes.firsts(activation.route)[0]
+        agent_id = routes.firsts(activation.route)[activation.stage]
         deployment = self._plans.deployment(activation.deployment)
         topic = t.hop_topic(
             self.namespace,
             deployment=activation.deployment,
-            stage=0,
+            stage=activation.stage,
             agent=agent_id,
             sites=deployment.sites if deployment is not None else {},
         )
@@ -356,6 +443,8 @@ class RequestEngine:
         if request is None or request.phase is not Phase.SENT or request.attempt != attempt:
             return  # answered already, or an attempt since superseded
         assert request.plan is not None
+        if failure.outcome != routes.TIMEOUT and self._retry_branch(request, failure, effects):
+            return
         plan, now = request.plan, time.monotonic()
         if failure.outcome == routes.TIMEOUT and not self._link_up:
             return  # the reconnection gives it a fresh timeout (see _link_changed)
@@ -464,11 +553,23 @@ class RequestEngine:
             elif answer.request_id not in self._finished:
                 self.unknown += 1
         elif isinstance(answer, Result):
-            self._succeed(request, answer, size, effects)
+            joined = self._join(request, answer)
+            if joined is not None:
+                self._succeed(request, joined, size, effects)
         else:
             where = f"stage {answer.stage} on {answer.agent_id}: {answer.message}"
             failure = Failure(str(answer.code), where, answer.stage, answer.agent_id)
             self._failed(request.request_id, answer.attempt, failure, effects)
+
+    def _join(self, request: RequestState, result: Result) -> Result | None:
+        """Plan 2 with the requester as the join: the result once every final stage's
+        share of the outputs is in (None until then); a chain's result as it is."""
+        if result.stage is None or request.plan is None:
+            return result
+        graph = self._graph(request.plan.deployment)
+        if graph is None or len(graph.finals) < 2:
+            return result
+        return self._fanin.setdefault(request.request_id, Fanin()).add(graph, result)
 
     def _succeed(self, request: RequestState, result: Result, size: int, effects: Effects) -> None:
         sent_ms = next((a.sent_ms for a in request.attempts if a.attempt == result.attempt), None)
@@ -527,6 +628,7 @@ class RequestEngine:
         for timer in request.timers:
             timer.cancel()
         del self._requests[request.request_id]
+        self._fanin.pop(request.request_id, None)
         self._finished[request.request_id] = None
         while len(self._finished) > self.config.remember_finished:
             self._finished.popitem(last=False)

@@ -157,6 +157,13 @@ def _add_deploy(subparsers: Subparsers) -> None:
     parser.add_argument(
         "--objective", choices=["latency", "throughput", "energy"], default="latency"
     )
+    parser.add_argument(
+        "--plans",
+        choices=["chain", "parallel", "auto"],
+        default="chain",
+        help="placements to consider: a chain (Plan 1), a parallel section's branches on "
+        "agents of their own (Plan 2), or whichever the objective prefers",
+    )
     parser.add_argument("--pin-first", metavar="AGENT", help="this agent runs the first stage")
     parser.add_argument("--pin-last", metavar="AGENT", help="this agent runs the last stage")
     parser.add_argument("--max-latency-ms", type=float, help="gate: refuse if predicted above")
@@ -168,7 +175,7 @@ def _add_deploy(subparsers: Subparsers) -> None:
 
 
 def run_deploy(args: argparse.Namespace) -> int:
-    from splitmq.wire import DeployRequest, Objective
+    from splitmq.wire import DeployRequest, Objective, PlanShape
 
     try:
         stages = 0 if args.stages == "auto" else int(args.stages)
@@ -199,6 +206,7 @@ def run_deploy(args: argparse.Namespace) -> int:
         max_shard_bytes=int(args.max_shard_mb * 1e6) if args.max_shard_mb else None,
         ready_timeout_s=max(1.0, args.timeout - 5.0),
         retire=args.retire,
+        plans=None if args.plans == "chain" else PlanShape(args.plans),
     )
     try:
         reply = request_deployment(args, request, args.timeout)

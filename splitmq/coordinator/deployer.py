@@ -4,7 +4,8 @@
 
 1. open the model (the latest version unless one is named: deploying an earlier
    version is a rollback) and pick the variant (asked for, else float32);
-2. run the partition optimizer over the online agents (measured speed, links, memory,
+2. run the partition optimizer (a chain, Plan 2 placements, or both: the request's
+   ``plans``) over the online agents (measured speed, links, memory,
    battery) for the request's objective, stages, replicas, pins and gates — a miss
    comes back as a refusal with the figures. Agents whose runtime cannot pass a dtype
    at the variant's boundaries (a page's LiteRT.js and int8 frontiers) are left out,
@@ -31,16 +32,19 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import cast
 
+from splitmq.converter.cutter import Shard, stage_edges
 from splitmq.converter.pool import PoolEntry
 from splitmq.coordinator.commands import CommandChannel, Outcome
 from splitmq.coordinator.model_pool import ModelPool, ShardFile, UnknownModel
 from splitmq.coordinator.partition import (
+    Partition,
     PartitionConfig,
     PartitionRefused,
     PartitionRequest,
+    choose,
     describe,
-    partition,
 )
 from splitmq.coordinator.planner import AgentView, PlannerConfig, eligible
 from splitmq.coordinator.registry import FLOPS_PER_MS_PER_GFLOPS, Registry
@@ -58,6 +62,7 @@ from splitmq.wire import (
     DeployReply,
     DeployRequest,
     LoadShard,
+    PlanShape,
     ShardReady,
     StageSpec,
     UnloadShard,
@@ -177,7 +182,7 @@ class Deployer:
             )
         agents = passing
         try:
-            chosen = partition(
+            chosen = choose(
                 variant,
                 agents,
                 PartitionRequest(
@@ -191,17 +196,14 @@ class Deployer:
                     source=fleet.get(request.client_id),
                 ),
                 self.config.partition,
+                request.plans or PlanShape.CHAIN,
             )
         except PartitionRefused as error:
             also = f"; left out: {'; '.join(left_out.values())}" if left_out else ""
             return refuse(f"{error}{also} [{error.constraint}]")
         except ConfigError as error:  # the request itself: no stages, a gate of 0...
             return refuse(f"{error} [request]")
-        shards = self.pool.shards(entry, variant.name, chosen.cut_points)
-        stages = tuple(
-            _stage_spec(shard, plan.replicas)
-            for shard, plan in zip(shards, chosen.stages, strict=True)
-        )
+        stages = self._stage_specs(entry, variant, chosen)
         name = deployment_id(entry.name, variant.name)
         previous = self.deployments().get(name)
         # A retired deployment's agents unloaded its shards: none of them serves it now.
@@ -243,6 +245,34 @@ class Deployer:
             deployment=name,
             epoch=deployment.epoch,
             predicted_latency_ms=chosen.predicted_latency_ms,
+        )
+
+    def _stage_specs(
+        self, entry: PoolEntry, variant: Variant, chosen: Partition
+    ) -> tuple[StageSpec, ...]:
+        """The deployment's stages: a chain cut at the cut points, or (Plan 2) the stage
+        graph around the chosen parallel section with each stage's sources and targets."""
+        if chosen.section is None:
+            shards = self.pool.shards(entry, variant.name, chosen.cut_points)
+            return tuple(
+                _stage_spec(shard, plan.replicas)
+                for shard, plan in zip(shards, chosen.stages, strict=True)
+            )
+        files = self.pool.graph_shards(entry, variant.name, chosen.section)
+        if len(files) != len(chosen.stages):
+            raise UnknownModel(
+                f"the stage graph around section {list(chosen.section)} has {len(files)} "
+                f"stages, the placement {len(chosen.stages)}: the manifest and the model differ"
+            )
+        edges = stage_edges(cast("list[Shard]", files), [t.name for t in variant.outputs])
+        return tuple(
+            replace(
+                _stage_spec(file, plan.replicas),
+                sources=sources,
+                targets=targets,
+                operators=file.operators,
+            )
+            for file, plan, (sources, targets) in zip(files, chosen.stages, edges, strict=True)
         )
 
     def retire(self, request: DeployRequest) -> DeployReply:
@@ -427,6 +457,8 @@ class Deployer:
             size_bytes=stage.size_bytes,
             inputs=stage.inputs,
             outputs=stage.outputs,
+            sources=stage.sources,
+            targets=stage.targets,
         )
 
     def _load(
@@ -527,4 +559,6 @@ def _stage_spec(shard: ShardFile, replicas: Sequence[str]) -> StageSpec:
 
 
 def _stage_flops(variant: Variant, stage: StageSpec) -> int:
+    if stage.operators is not None:
+        return sum(variant.operators[i].flops for i in stage.operators)
     return sum(op.flops for op in variant.operators[stage.start_op : stage.end_op])

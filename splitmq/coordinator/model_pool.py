@@ -16,7 +16,7 @@ import json
 import logging
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from splitmq.converter.cutter import Shard, cut
@@ -48,6 +48,8 @@ class ShardFile:
     path: Path
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
+    operators: tuple[int, ...] | None = None
+    """In a stage graph, the live operators the shard runs; ``None`` in a chain."""
 
 
 class ModelPool:
@@ -150,6 +152,45 @@ class ModelPool:
             self._serve(file)
         return files
 
+    def graph_shards(
+        self, entry: PoolEntry, variant: str, section: tuple[int, int]
+    ) -> list[ShardFile]:
+        """The shards of the Plan 2 stage graph around parallel section ``section`` of
+        ``variant`` (the operators before it, one shard per branch, the operators after
+        it), kept under ``shards/<variant>/graph-<start>-<end>/`` and served by digest."""
+        from splitmq.converter.branches import stage_graph
+        from splitmq.converter.cutter import cut_stages
+        from splitmq.converter.graph import Graph
+
+        manifest = entry.manifest.variants.get(variant)
+        found = [
+            s
+            for s in (manifest.parallel_sections if manifest else ())
+            if (s.start, s.end) == section
+        ]
+        if not found:
+            raise UnknownModel(
+                f"{entry.name} {entry.version} {variant} has no parallel section {list(section)}"
+            )
+        directory = entry.path / SHARDS_DIR / variant / f"graph-{section[0]}-{section[1]}"
+        with self._lock:
+            files = self._read_index(directory)
+            if files is None:
+                log.info(
+                    "cutting %s %s %s around section %s",
+                    entry.name,
+                    entry.version,
+                    variant,
+                    section,
+                )
+                graph = Graph.load(entry.variant_path(variant).read_bytes())
+                shards = cut_stages(graph, stage_graph(graph, found), directory)
+                files = [replace(_shard_file(s), operators=s.operators) for s in shards]
+                self._write_index(directory, files)
+        for file in files:
+            self._serve(file)
+        return files
+
     def serve_existing(self) -> int:
         """Serve every shard cut before under the pool; returns how many."""
         count = 0
@@ -209,6 +250,7 @@ def _to_json(file: ShardFile) -> dict[str, object]:
         "file": file.path.name,
         "inputs": [s.to_json() for s in file.inputs],
         "outputs": [s.to_json() for s in file.outputs],
+        **({} if file.operators is None else {"operators": list(file.operators)}),
     }
 
 
@@ -222,4 +264,7 @@ def _from_json(directory: Path, item: dict[str, object]) -> ShardFile:
         path=directory / str(item["file"]),
         inputs=tuple(TensorSpec.from_json(s) for s in item["inputs"]),  # type: ignore[attr-defined]
         outputs=tuple(TensorSpec.from_json(s) for s in item["outputs"]),  # type: ignore[attr-defined]
+        operators=(
+            None if item.get("operators") is None else tuple(int(i) for i in item["operators"])  # type: ignore[attr-defined]
+        ),
     )

@@ -42,6 +42,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
@@ -72,6 +73,7 @@ from splitmq.wire import (
     Plan,
     PlanRefused,
     PlanRequest,
+    StageSpec,
 )
 from splitmq.wire.manifest import Variant
 from splitmq.wire.topics import (
@@ -376,8 +378,12 @@ class Coordinator:
                 continue
             try:
                 entry = self.pool.entry(deployment.model, deployment.version)
-                cut_points = [stage.end_op for stage in stages[:-1]]
-                self.pool.shards(entry, deployment.variant, cut_points)
+                section = _graph_section(entry.manifest.variants.get(deployment.variant), stages)
+                if section is not None:  # Plan 2: the stage graph around that section
+                    self.pool.graph_shards(entry, deployment.variant, section)
+                else:
+                    cut_points = [stage.end_op for stage in stages[:-1]]
+                    self.pool.shards(entry, deployment.variant, cut_points)
             except (UnknownModel, SplitMQError) as error:
                 log.warning("cannot cut %s again: %s", deployment.deployment, error)
                 return False
@@ -534,3 +540,15 @@ def _decode(message: InboundMessage, row: Topic[M]) -> M | None:
 
 def _with_battery(view: AgentView, battery: Battery) -> AgentView:
     return replace(view, battery_pct=battery.pct, plugged=battery.plugged)
+
+
+def _graph_section(variant: Variant | None, stages: Sequence[StageSpec]) -> tuple[int, int] | None:
+    """The parallel section a Plan 2 deployment's stages were cut around (its branches
+    are stages of their own); ``None`` for a chain."""
+    if variant is None or all(stage.operators is None for stage in stages):
+        return None
+    runs = {stage.operators for stage in stages}
+    for section in variant.parallel_sections:
+        if all(branch.operators in runs for branch in section.branches):
+            return (section.start, section.end)
+    return None

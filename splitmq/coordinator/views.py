@@ -39,9 +39,10 @@ def fidelity(variant: Variant | None) -> float:
 def stage_view(
     deployment: Deployment, stage: StageSpec, registry: Registry, variant: Variant | None
 ) -> StageView:
-    flops = (
-        sum(op.flops for op in variant.operators[stage.start_op : stage.end_op]) if variant else 0
-    )
+    ops = (
+        range(stage.start_op, stage.end_op) if stage.operators is None else stage.operators
+    )  # a stage graph's stage runs a set of operators, not a range
+    flops = sum(variant.operators[i].flops for i in ops) if variant else 0
     compute: dict[str, float] = {}
     queued: dict[str, int] = {}
     for agent in stage.replicas:

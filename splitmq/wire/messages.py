@@ -50,6 +50,10 @@ class ErrorCode(StrEnum):
     OVERLOADED = "overloaded"
     SHARD_NOT_LOADED = "shard_not_loaded"
     INTERNAL = "internal"
+    BRANCH_MISSING = "branch_missing"
+    """A join waited for this branch (``stage``) in vain: retry that branch alone."""
+    JOIN_FULL = "join_full"
+    """A join's memory for waiting branches is full: retry the request elsewhere."""
 
 
 class EnergyLevel(StrEnum):
@@ -393,6 +397,13 @@ class Activation(Message):
     source: int | None = None
     """In a stage graph, the stage that produced ``tensors`` (:data:`REQUESTER` for the
     request's input): one branch's share of what ``stage`` reads. ``None``: a chain."""
+    branch: int | None = None
+    """A branch retry: this activation re-runs only the path from the requester to stage
+    ``branch`` (a fan-out sends it to that branch alone), whose join is still collecting
+    ``attempt``. ``None``: the whole request."""
+    retry: int | None = None
+    """The branch retry's number (1, 2...): the stages on its path de-duplicate it apart
+    from the first run of ``attempt``."""
 
     def __post_init__(self) -> None:
         _check_request_id(self.request_id)
@@ -557,6 +568,17 @@ class Deployment(Message):
     carry (docs/scaling.md); hops within a site stay on its broker."""
 
 
+class PlanShape(StrEnum):
+    """Which placements a deployment's optimizer considers."""
+
+    CHAIN = "chain"
+    """Plan 1: stages one after another."""
+    PARALLEL = "parallel"
+    """Plan 2: a parallel section's branches on agents of their own, then joined."""
+    AUTO = "auto"
+    """Whichever of the two the objective prefers."""
+
+
 class Objective(StrEnum):
     """What a deployment's partition optimises."""
 
@@ -592,6 +614,8 @@ class DeployRequest(Message):
     retire: bool = False
     task: str | None = None
     """Deploy ``model`` as a member of this task: refused unless its manifest says so."""
+    plans: PlanShape | None = None
+    """The placements to consider; ``None``: a chain."""
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,8 @@ export const ErrorCode = Object.freeze({
   OVERLOADED: 'overloaded',
   SHARD_NOT_LOADED: 'shard_not_loaded',
   INTERNAL: 'internal',
+  BRANCH_MISSING: 'branch_missing',
+  JOIN_FULL: 'join_full',
 });
 
 const REQUIRED = Symbol('required');
@@ -225,6 +227,8 @@ export const MESSAGES = {
     ['trace', seq(struct('TraceEntry')), []],
     ['client_id', 'str', ''],
     ['source', optional('int'), null],
+    ['branch', optional('int'), null],
+    ['retry', optional('int'), null],
   ]],
   result: [1, [
     ['request_id', 'request_id', REQUIRED],
@@ -307,6 +311,7 @@ export const MESSAGES = {
     ['ready_timeout_s', 'float', 60.0],
     ['retire', 'bool', false],
     ['task', optional('str'), null],
+    ['plans', optional({ enum: ['chain', 'parallel', 'auto'] }), null],
   ]],
   'deploy.reply': [1, [
     ['request_id', 'str', REQUIRED],

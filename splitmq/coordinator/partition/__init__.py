@@ -72,6 +72,10 @@ achieve is skipped.
 ``tests/coordinator/test_partition.py`` checks the result against brute force on
 random variants and fleets; ``benchmarks/bench_partition.py`` times it.
 
+Plan 2 placements (a parallel section's branches on agents of their own) are
+:mod:`.parallel`'s; :func:`choose` picks among chains and them (``splitmq deploy
+--plans chain|parallel|auto``).
+
 The package's modules, each one job: :mod:`.types` (request, config, partition,
 refusal, the table), :mod:`.reference` (the evaluation with the planner's
 ``route_cost``), :mod:`.arrays` (the interval and fleet arrays), :mod:`.kernels` (the
@@ -80,7 +84,8 @@ search's filters, bounds and families), :mod:`.search` (the dynamic programme),
 (:func:`partition` itself).
 """
 
-from splitmq.coordinator.partition.optimize import partition
+from splitmq.coordinator.partition.optimize import choose, partition
+from splitmq.coordinator.partition.parallel import evaluate_parallel, parallel_partition
 from splitmq.coordinator.partition.reference import boundaries, evaluate
 from splitmq.coordinator.partition.types import (
     Constraint,
@@ -104,7 +109,10 @@ __all__ = [
     "PartitionRequest",
     "StagePlan",
     "boundaries",
+    "choose",
     "describe",
     "evaluate",
+    "evaluate_parallel",
+    "parallel_partition",
     "partition",
 ]

@@ -23,7 +23,7 @@ from splitmq.coordinator.partition.types import (
 from splitmq.coordinator.planner import (
     AgentView,
 )
-from splitmq.wire import Objective
+from splitmq.wire import Objective, PlanShape
 from splitmq.wire.manifest import Variant
 
 # --- The entry points ----------------------------------------------------------------
@@ -152,3 +152,37 @@ def _partition(
         energy_j=figures.energy_j,
         weighted_energy_j=figures.weighted_energy_j,
     )
+
+
+def choose(
+    variant: Variant,
+    agents: Sequence[AgentView],
+    request: PartitionRequest = PartitionRequest(),
+    config: PartitionConfig = PartitionConfig(),
+    plans: PlanShape = PlanShape.CHAIN,
+) -> Partition:
+    """The best partition among the placements ``plans`` names: a chain
+    (:func:`partition`), a Plan 2 placement
+    (:func:`~splitmq.coordinator.partition.parallel.parallel_partition`), or (``auto``)
+    whichever of the two the objective prefers -- the chain on a tie, and whenever the
+    branches are too light to pay for their extra hops.
+
+    Raises:
+        PartitionRefused: nothing of what ``plans`` names meets the request.
+    """
+    from splitmq.coordinator.partition.parallel import parallel_partition
+
+    if plans is PlanShape.CHAIN:
+        return partition(variant, agents, request, config)
+    if plans is PlanShape.PARALLEL:
+        return parallel_partition(variant, agents, request, config)
+    found: list[Partition] = []
+    refusals: list[PartitionRefused] = []
+    for search in (partition, parallel_partition):
+        try:
+            found.append(search(variant, agents, request, config))
+        except PartitionRefused as refusal:
+            refusals.append(refusal)
+    if not found:
+        raise refusals[0]
+    return min(found, key=lambda p: (_objective_value(p), p.section is not None))

@@ -118,6 +118,8 @@ class PartitionConfig:
         memory_headroom: share of an agent's free memory a stage may take.
         battery_floor_pct: agents below this charge are left out unless plugged.
         low_battery_weight: how much more energy from an empty battery weighs.
+        join_ms: what a join adds to a Plan 2 placement's latency once its slowest
+            branch arrived: collecting the branches and merging them.
     """
 
     stage_overhead_ms: float = 1.0
@@ -125,6 +127,7 @@ class PartitionConfig:
     memory_headroom: float = 0.8
     battery_floor_pct: float = PlannerConfig.battery_floor_pct
     low_battery_weight: float = PlannerConfig.low_battery_weight
+    join_ms: float = 0.2
 
     @property
     def planner(self) -> PlannerConfig:
@@ -148,6 +151,8 @@ class StagePlan:
         input_bytes, output_bytes: bytes of the tensors entering and leaving it.
         replicas: the agents hosting it: the primary, then fallbacks, cheapest first.
         compute_ms: predicted compute time on each replica, in the same order.
+        operators: in a Plan 2 placement, the live operators it runs (a branch is not a
+            range); ``None`` in a chain.
     """
 
     stage: int
@@ -159,6 +164,7 @@ class StagePlan:
     output_bytes: int
     replicas: tuple[str, ...]
     compute_ms: tuple[float, ...]
+    operators: tuple[int, ...] | None = None
 
     @property
     def primary(self) -> str:
@@ -189,6 +195,9 @@ class Partition:
         throughput_rps: results per second when requests are pipelined.
         energy_j: energy per request.
         weighted_energy_j: the same, weighted by the primaries' battery levels.
+        section: a Plan 2 placement's parallel section ``[start, end)``: its stages are
+            the prefix (if any), one per branch, then the suffix (if any); ``None``: a
+            chain.
     """
 
     variant: str
@@ -200,6 +209,7 @@ class Partition:
     throughput_rps: float
     energy_j: float
     weighted_energy_j: float
+    section: tuple[int, int] | None = None
 
     @property
     def primaries(self) -> tuple[str, ...]:
@@ -221,7 +231,7 @@ def describe(partition: Partition) -> str:
     rows = [header] + [
         (
             str(s.stage),
-            f"[{s.start_op}, {s.end_op})",
+            f"[{s.start_op}, {s.end_op})" if s.operators is None else _operators(s.operators),
             f"{s.flops / 1e6:.1f}",
             f"{s.param_bytes / MB:.2f}",
             ", ".join(s.replicas),
@@ -235,6 +245,11 @@ def describe(partition: Partition) -> str:
         "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
     ]
     count = len(partition.stages)
+    if partition.section is not None:
+        lines.append(
+            f"Plan 2: the branches of section [{partition.section[0]}, {partition.section[1]}) "
+            "run in parallel"
+        )
     lines.append(
         f"{partition.variant}, {count} stage{'s' if count > 1 else ''}, objective "
         f"{partition.objective}: {partition.predicted_latency_ms:.1f} ms per request, "
@@ -242,3 +257,14 @@ def describe(partition: Partition) -> str:
         f"{partition.energy_j:.3f} J ({partition.weighted_energy_j:.3f} J weighted)"
     )
     return "\n".join(lines)
+
+
+def _operators(operators: tuple[int, ...]) -> str:
+    """A branch's operators, short: ``{3, 5..9}``."""
+    runs: list[list[int]] = []
+    for op in sorted(operators):
+        if runs and op == runs[-1][-1] + 1:
+            runs[-1].append(op)
+        else:
+            runs.append([op])
+    return "{" + ", ".join(str(r[0]) if len(r) == 1 else f"{r[0]}..{r[-1]}" for r in runs) + "}"
