@@ -63,6 +63,7 @@ from splitmq.coordinator.task_choice import annotate
 from splitmq.coordinator.views import deployment_views
 from splitmq.errors import DecodeError, SplitMQError, TransportError
 from splitmq.transport import InboundMessage, Transport
+from splitmq.transport.latest import LatestByTopic
 from splitmq.wire import (
     AgentState,
     Battery,
@@ -99,6 +100,9 @@ LEADER_WAIT_S = 30.0
 RETAINED_GRACE_S = 1.0
 """After a reconnection, how long retained deployments have to arrive before ours are
 published again."""
+CATCH_UP_S = 0.5
+"""How long a plan request waits for the statuses and telemetry that arrived before it
+to reach the registry (a flood of them is not waited out: the plan goes on)."""
 
 
 @dataclass(frozen=True)
@@ -178,6 +182,8 @@ class Coordinator:
         self._connected_before = False
         self._restore_at_s: float | None = None  # when to publish lost deployments again
         self._retained_seen: set[str] = set()
+        self._presence = LatestByTopic("presence", self._on_status, superseded=self._went_by)
+        self._telemetry = LatestByTopic("telemetry", self._on_telemetry)
 
     # -- life cycle ---------------------------------------------------------------------
 
@@ -189,8 +195,19 @@ class Coordinator:
             log.info("serving %d shards cut before", served)
         ns = self._ns
         subscribe = self.transport.subscribe
-        subscribe(STATUS.filter(ns), self._on_status, qos=STATUS.qos)
-        subscribe(TELEMETRY.filter(ns), self._on_telemetry, qos=TELEMETRY.qos)
+        # Presence and telemetry are states: a flood of them (a large fleet's retained
+        # topics at once) is conflated per agent and never crowds out a plan request.
+        self._presence.start()
+        self._telemetry.start()
+        subscribe(
+            STATUS.filter(ns), self._on_status, qos=STATUS.qos, fast_path=self._presence.fast_path
+        )
+        subscribe(
+            TELEMETRY.filter(ns),
+            self._on_telemetry,
+            qos=TELEMETRY.qos,
+            fast_path=self._telemetry.fast_path,
+        )
         subscribe(EVENTS.filter(ns), self._on_event, qos=EVENTS.qos, fast_path=self._event_fast)
         subscribe(DEPLOYMENTS.filter(ns), self._on_deployment, qos=DEPLOYMENTS.qos)
         plan_requests = PLAN_REQUESTS.shared_filter(COORDINATORS_GROUP, ns)
@@ -220,6 +237,8 @@ class Coordinator:
             thread.join(timeout=5.0)
         self.lease.stop()
         self.transport.close()
+        self._presence.stop()
+        self._telemetry.stop()
 
     def __enter__(self) -> Coordinator:
         self.start()
@@ -303,6 +322,19 @@ class Coordinator:
             if status.state is AgentState.OFFLINE:  # a load it was given will never finish
                 self.commands.agent_gone(status.agent_id)
 
+    def _went_by(self, message: InboundMessage) -> None:
+        """A status replaced before it was handled: an offline one still ends the loads
+        its agent was given (it may be back already, without them)."""
+        status = _decode(message, STATUS)
+        if status is not None and status.state is AgentState.OFFLINE:
+            self.commands.agent_gone(status.agent_id)
+
+    def caught_up(self) -> None:
+        """Wait (briefly) until the statuses and telemetry that arrived before now are in
+        the registry: a plan request sees what its sender published before it."""
+        for latest in (self._presence, self._telemetry):
+            latest.wait_caught_up(CATCH_UP_S)
+
     def _on_telemetry(self, message: InboundMessage) -> None:
         telemetry = _decode(message, TELEMETRY)
         if telemetry is not None:
@@ -346,6 +378,7 @@ class Coordinator:
         request = _decode(message, PLAN_REQUESTS)
         if request is None:
             return
+        self.caught_up()
         answer = self.plan(request)
         try:
             PLANS.publish(self.transport, answer, self._ns, client=request.client_id)
@@ -407,6 +440,7 @@ class Coordinator:
     def _on_deploy_request(self, message: InboundMessage) -> None:
         request = _decode(message, DEPLOY_REQUESTS)
         if request is not None:
+            self.caught_up()
             self._route(request)
 
     def _on_forwarded_request(self, message: InboundMessage) -> None:

@@ -73,8 +73,10 @@ def test_a_deadline_below_the_predicted_latency_fails_before_sending(
             client.infer(test_images[1], deadline_s=deadline_s)
         elapsed = time.monotonic() - started
     assert late.value.code == DEADLINE and "predicted latency" in late.value.reason
-    assert late.value.record.attempts == ()
-    assert elapsed < deadline_s + 0.5, f"took {elapsed:.3f} s for a {deadline_s:.3f} s deadline"
+    assert late.value.record.attempts == ()  # nothing was sent
+    # Refused at once, not after waiting (a generous bound: a busy machine may be slow
+    # to ask for a fresh plan, which the check above already proves was not sent).
+    assert elapsed < 5.0, f"took {elapsed:.3f} s for a {deadline_s:.3f} s deadline"
 
 
 def test_requests_survive_a_killed_agent(
