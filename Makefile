@@ -14,7 +14,7 @@ VENV_TFLITE := .venv-tflite214
 STAMP := $(VENV)/.installed
 STAMP_TFLITE := $(VENV_TFLITE)/.installed
 
-.PHONY: demo demo-secure test test-fast lint bench bench-quick venv mosquitto chromium web clean
+.PHONY: demo demo-secure test test-fast lint bench bench-quick venv mosquitto chromium web clean pi-root
 
 venv: $(STAMP) $(STAMP_TFLITE)
 
@@ -63,6 +63,21 @@ web:
 		cd web && npm ci --no-audit --no-fund && npm run build; \
 	fi
 
+# The emulated Raspberry Pi of tests/pi: an ARM64 Debian bookworm root under QEMU
+# user-mode emulation with splitmq[agent] inside, built once (minutes) and cached under
+# .cache/pi-root by scripts/pi_root.py (keyed on the dependency versions). Debian's
+# debootstrap, qemu-user-static and binfmt-support when missing. Without root the Pi
+# tests skip, saying so (CI runs as root: they run there).
+pi-root: $(STAMP)
+	@if [ "$$(id -u)" != 0 ]; then echo "pi-root: needs root (tests/pi will skip)"; exit 0; fi; \
+	if ! command -v debootstrap >/dev/null 2>&1 || [ ! -x /usr/bin/qemu-aarch64-static ] \
+		|| ! command -v update-binfmts >/dev/null 2>&1; then \
+		echo "installing debootstrap, qemu-user-static and binfmt-support from Debian's packages"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			debootstrap qemu-user-static binfmt-support; \
+	fi; \
+	$(PY) scripts/pi_root.py build
+
 # The demo needs no root: with Mosquitto installed it uses it, else the embedded broker.
 demo: $(STAMP)
 	$(PY) -m splitmq demo $(DEMO_ARGS)
@@ -76,7 +91,7 @@ demo-secure: $(STAMP) mosquitto
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not integration and not slow"
 
-test: venv mosquitto chromium web
+test: venv mosquitto chromium web pi-root
 	SPLITMQ_TFLITE214_PYTHON=$(CURDIR)/$(VENV_TFLITE)/bin/python $(PY) -m pytest
 
 lint: $(STAMP)

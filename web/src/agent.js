@@ -224,6 +224,9 @@ export class BrowserAgent {
       compute_factor: 1.0,
       link: null,
       tensor_dtypes: [...TENSOR_DTYPES],
+      // a page knows its instruction set (wasm) and runtime, not the CPU under them
+      machine: 'wasm32',
+      kernels: 'wasm',
     };
   }
 
