@@ -35,7 +35,6 @@ from tests.e2e.conftest import Watch
 PI = "pi-1"
 X86 = "x86-1"
 PI_CACHE = "/var/cache/splitmq/shards"
-PI_PYCACHE = "/var/cache/splitmq/pycache"
 TELEMETRY_PERIOD_S = 0.5
 START_TIMEOUT_S = 90.0
 """The Pi's start: Python, numpy and LiteRT imported and the calibration net run under
@@ -46,14 +45,14 @@ per session)."""
 
 
 @pytest.fixture(scope="session")
-def pi_root_dir() -> Path:
+def built_pi_root() -> pi_root.PiRoot:
     reason = pi_root.missing()
     if reason:
         pytest.skip(reason)
     found = pi_root.cached()
     if found is None:
         pytest.skip("the emulated Pi's root is not built: run `make pi-root`")
-    return found.path
+    return found
 
 
 @dataclass
@@ -63,7 +62,7 @@ class PiFleet:
     url: str
     namespace: str
     workdir: Path
-    root: Path
+    root: pi_root.PiRoot
     coordinator: processes.Process
     agents: dict[str, processes.Process]
     watch: Watch
@@ -102,12 +101,12 @@ class PiFleet:
         return "\n".join(parts)
 
 
-def start_pi_agent(root: Path, url: str, namespace: str, workdir: Path) -> processes.Process:
+def start_pi_agent(
+    root: pi_root.PiRoot, url: str, namespace: str, workdir: Path
+) -> processes.Process:
     """The Pi's agent: ``python -m splitmq.agent`` of this tree inside the root."""
     cache = workdir / "pi-cache"
     cache.mkdir(exist_ok=True)
-    pycache = pi_root.cache_dir() / "pycache"  # bytecode of /src, kept between runs
-    pycache.mkdir(parents=True, exist_ok=True)
     argv = processes.agent_command(
         ["--broker", url],
         PI,
@@ -118,13 +117,13 @@ def start_pi_agent(root: Path, url: str, namespace: str, workdir: Path) -> proce
         python=pi_root.PYTHON,
     )
     command = pi_chroot.command(
-        root,
+        root.path,
         argv,
-        env={"PYTHONPATH": "/src", "PYTHONUNBUFFERED": "1", "PYTHONPYCACHEPREFIX": PI_PYCACHE},
+        env={"PYTHONPATH": "/src", "PYTHONUNBUFFERED": "1", **pi_root.pycache_env()},
         binds=(
             pi_chroot.Bind(pi_root.PROJECT, "/src"),
             pi_chroot.Bind(cache, PI_CACHE, read_only=False),
-            pi_chroot.Bind(pycache, PI_PYCACHE, read_only=False),
+            pi_root.pycache_bind(root.pycache),
         ),
     )
     return processes.spawn(command, workdir / f"{PI}.log")
@@ -138,7 +137,7 @@ def broker_args(url: str, namespace: str) -> argparse.Namespace:
 
 @pytest.fixture(scope="module")
 def pi_fleet(
-    pi_root_dir: Path,
+    built_pi_root: pi_root.PiRoot,
     mosquitto: Any,
     digits_pool: Any,
     application_entry: Any,
@@ -159,7 +158,7 @@ def pi_fleet(
         url,
         namespace,
         workdir,
-        pi_root_dir,
+        built_pi_root,
         spawn.start_coordinator(url, pool_dir, workdir, "--namespace", namespace),
         {},
         watch,
