@@ -144,12 +144,16 @@ def pi_fleet(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[PiFleet]:
     workdir = tmp_path_factory.mktemp("pi-fleet")
+    started = time.monotonic()
     pool_dir = workdir / "pool"
     entries = {e.name: e for e in (digits_pool, application_entry(*MOBILENET))}
     for entry in entries.values():
         target = pool_dir / entry.name / entry.version
         shutil.copytree(entry.path, target)
         (target.parent / "latest").write_text(entry.version + "\n")
+    print(
+        f"\nthe pool (digits, {MOBILENET[0]}-{MOBILENET[1]}) in {time.monotonic() - started:.1f} s"
+    )
     url = mosquitto.url()
     namespace = f"pi-{uuid.uuid4().hex[:8]}/v1"
     watch = Watch(url, namespace)

@@ -25,6 +25,7 @@ from splitmq.client import equality as eq
 from splitmq.converter.runner import make_interpreter, run_model
 from splitmq.wire import AgentState, AgentStatus, Deployment
 from tests.data import digits_test
+from tests.e2e.conftest import Watch
 
 from .conftest import MOBILENET, PI, X86, PiFleet
 
@@ -75,10 +76,11 @@ def test_the_pi_says_what_it_is_in_its_retained_status(pi_fleet: PiFleet) -> Non
     assert pi.runtime == x86.runtime == "litert" and pi.kernels == x86.kernels == "builtin"
     # its speed as measured there: emulation is orders of magnitude slower than native
     assert 0 < pi.speed_gflops < x86.speed_gflops / 5, (pi.speed_gflops, x86.speed_gflops)
-    retained = [r for r in pi_fleet.watch.received if r.topic.endswith(f"/{PI}/status")]
-    assert retained, "no status from the Pi"
     telemetry = pi_fleet.watch.telemetry[PI]
     assert telemetry.profile == "rpi4" and telemetry.mem_free_bytes > 0
+    # retained: a connection made now gets the Pi's status and telemetry at once
+    late = retained_view(pi_fleet)
+    assert late.status[PI] == pi and PI in late.telemetry
 
 
 def test_digits_with_a_stage_on_the_pi_and_one_on_x86(pi_fleet: PiFleet) -> None:
@@ -127,6 +129,7 @@ def test_a_killed_pi_goes_offline_and_the_fleet_heals_without_it(pi_fleet: PiFle
     processes.kill(pi_fleet.agents[PI])
     watch.wait(lambda: not watch.online(PI), 30.0, "the Pi's will (offline)")
     assert watch.status[PI].state is AgentState.OFFLINE
+    assert retained_view(pi_fleet).status[PI].state is AgentState.OFFLINE  # the will, retained
     healed = {model: healed_without_pi(pi_fleet, model, epochs[model]) for model in epochs}
     assert all(X86 in s.replicas for d in healed.values() for s in d.stages)
     # x86 only now: the answers are the unsplit model's bits
@@ -154,3 +157,14 @@ def healed_without_pi(fleet: PiFleet, model: str, epoch: int) -> Deployment:
         )
 
     return fleet.watch.wait_for(Deployment, healed, HEAL_TIMEOUT_S)
+
+
+def retained_view(fleet: PiFleet) -> Watch:
+    """What a connection made now is given of the Pi at once: the retained messages."""
+    late = Watch(fleet.url, fleet.namespace)
+    late.start()
+    try:
+        late.wait(lambda: PI in late.status and PI in late.telemetry, 10.0, "retained messages")
+    finally:
+        late.close()
+    return late
