@@ -2,6 +2,7 @@
 #   make demo    create .venv, then run a broker, a coordinator and three agents end to end
 #   make demo-secure   the same on Mosquitto with TLS, passwords and per-role ACLs
 #   make test    create .venv, install everything (Mosquitto too), run the whole suite
+#   make pi-root   the emulated Raspberry Pi (ARM64 root under QEMU) of tests/pi, cached
 #   make test-fast   the fast tier only: no TensorFlow, no Mosquitto needed, under a minute
 #   make lint    ruff + mypy
 #   make bench   the benchmark suite: one table of ratios against the goals (docs/performance.md)

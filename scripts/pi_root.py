@@ -281,13 +281,13 @@ class Stages:
 
 def build() -> PiRoot:
     """The root for the current key: cached, or built now (minutes)."""
+    if os.geteuid() != 0:
+        raise SystemExit("pi-root: the root needs root (debootstrap, chroot, mount)")
+    enable_binfmt()  # a cached root needs it too (after a reboot, say)
     found = cached()
     if found is not None:
         print(f"pi-root: cached at {found.path}")
         return found
-    if os.geteuid() != 0:
-        raise SystemExit("pi-root: building the root needs root (debootstrap, chroot, mount)")
-    enable_binfmt()
     reason = missing()
     if reason:
         raise SystemExit(f"pi-root: {reason}")
