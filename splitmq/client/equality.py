@@ -189,7 +189,8 @@ class Tally:
             how = (
                 "bit-identical to the unsplit model"
                 if rule is Rule.IDENTICAL
-                else f"within the {self.variant} tolerance ({TOLERANCES.get(self.variant)}, "
+                else f"within the {self.variant} tolerance "
+                f"({TOLERANCES.get(self.variant, TOLERANCES['float32'])}, "
                 "arg-max equal)"
             )
             out.append(f"{ok}/{total} {how}")
@@ -211,3 +212,51 @@ def check(
     statuses: ``Client.agent_status``); the comparison and why that rule."""
     rule, reason = rule_for((ComputeKind.of(status_of(a)) for a in stage_agents), reference)
     return compare(outputs, expected, rule, variant), reason
+
+
+class ReferenceRun:
+    """The unsplit model run here (LiteRT, builtin kernels, one thread), to hold a run's
+    answers against: ``splitmq infer --reference model.tflite``.
+
+    Only array inputs of a one-input model are compared (an image is resized by the
+    client first: :attr:`skipped` counts what was not compared).
+    """
+
+    def __init__(self, model: bytes):
+        from splitmq.agent.runtime import RuntimeKind, find_runtime
+
+        self._shard = find_runtime(RuntimeKind.LITERT).load(model, threads=1, xnnpack=False)
+        self.kind = reference_kind()
+        self.tally = Tally()
+        self.skipped = 0
+
+    def add(
+        self,
+        outputs: Mapping[str, np.ndarray],
+        value: object,
+        *,
+        variant: str,
+        stage_agents: Iterable[str],
+        status_of: Callable[[str], AgentStatus | None],
+    ) -> Comparison | None:
+        """Compare one answer to ``value``; None when it cannot be compared."""
+        if not isinstance(value, np.ndarray) or len(self._shard.inputs) != 1:
+            self.skipped += 1
+            return None
+        (spec,) = self._shard.inputs
+        tensors, _ = self._shard.run({spec.name: value.reshape(spec.shape).astype(spec.dtype)})
+        self.tally.variant = variant
+        comparison, reason = check(
+            outputs,
+            {t.name: t.array for t in tensors},
+            stage_agents=stage_agents,
+            status_of=status_of,
+            reference=self.kind,
+            variant=variant,
+        )
+        self.tally.add(comparison, reason)
+        return comparison
+
+    def lines(self) -> list[str]:
+        skipped = [f"{self.skipped} not compared (not an array input)"] if self.skipped else []
+        return [f"against the unsplit model here ({self.kind}):", *self.tally.lines(), *skipped]

@@ -3,11 +3,19 @@ otherwise the variant's stated tolerance, arg-max equal; the largest difference 
 
 from __future__ import annotations
 
+from io import StringIO
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from splitmq.client import equality as eq
+from splitmq.client.infer_cli import infer_inputs
+from splitmq.client.inputs import load_inputs
 from splitmq.wire import AgentState, AgentStatus
+
+from ..agent.conftest import CutModel
+from .conftest import ClientFleet, always, fixed_plan
 
 X86 = eq.ComputeKind("x86_64", "litert", "2.3.0", "builtin")
 
@@ -102,3 +110,29 @@ def test_the_tally_says_each_rule_and_the_largest_difference() -> None:
     assert lines[1].startswith("1/2 within the float32 tolerance")
     assert "aarch64" in lines[2] and lines[-1].endswith("0.003")
     assert (tally.total, tally.equal) == (3, 2)
+
+
+def test_infer_with_a_reference_says_the_rule_and_the_largest_difference(
+    fleet_with_coordinator: ClientFleet, digits: CutModel, tmp_path: Path
+) -> None:
+    env = fleet_with_coordinator
+    env.fleet.agent("a")
+    env.deploy(digits, [["a"], ["a"]])
+    env.answer(always(fixed_plan((("a",), ("a",)))))
+    np.save(tmp_path / "one.npy", digits.image)
+    (tmp_path / "model.tflite").write_bytes(digits.model)
+    out = StringIO()
+    failed = infer_inputs(
+        env.client(),
+        load_inputs([tmp_path / "one.npy"]),
+        out=out,
+        reference=tmp_path / "model.tflite",
+    )
+    assert failed == 0
+    lines = out.getvalue().splitlines()
+    # an x86 agent with this machine's runtime and builtin kernels: the strict rule
+    assert lines[-3].startswith("against the unsplit model here (x86_64 litert ")
+    assert lines[-2:] == [
+        "1/1 bit-identical to the unsplit model",
+        "largest difference from the unsplit model: 0",
+    ]
