@@ -181,9 +181,10 @@ def pi_fleet(
         )
         print(f"\nthe emulated Pi and the x86 agent online in {time.monotonic() - started:.1f} s")
         watch.coordinator_answers(30.0)
-    except BaseException as error:
+    except BaseException:
         stop(fleet)
-        raise AssertionError(f"{error}\n{fleet.logs()}") from None
+        print(fleet.logs())  # shown with the failure
+        raise
     yield fleet
     stop(fleet)
 
