@@ -2,6 +2,7 @@
 #   make demo    create .venv, then run a broker, a coordinator and three agents end to end
 #   make demo-secure   the same on Mosquitto with TLS, passwords and per-role ACLs
 #   make test    create .venv, install everything (Mosquitto too), run the whole suite
+#   make pi-root   the emulated Raspberry Pi (ARM64 root under QEMU) of tests/pi, cached
 #   make test-fast   the fast tier only: no TensorFlow, no Mosquitto needed, under a minute
 #   make lint    ruff + mypy
 #   make bench   the benchmark suite: one table of ratios against the goals (docs/performance.md)
@@ -14,7 +15,7 @@ VENV_TFLITE := .venv-tflite214
 STAMP := $(VENV)/.installed
 STAMP_TFLITE := $(VENV_TFLITE)/.installed
 
-.PHONY: demo demo-secure test test-fast lint bench bench-quick venv mosquitto chromium web clean
+.PHONY: demo demo-secure test test-fast lint bench bench-quick venv mosquitto chromium web clean pi-root
 
 venv: $(STAMP) $(STAMP_TFLITE)
 
@@ -63,6 +64,21 @@ web:
 		cd web && npm ci --no-audit --no-fund && npm run build; \
 	fi
 
+# The emulated Raspberry Pi of tests/pi: an ARM64 Debian bookworm root under QEMU
+# user-mode emulation with splitmq[agent] inside, built once (minutes) and cached under
+# .cache/pi-root by scripts/pi_root.py (keyed on the dependency versions). Debian's
+# debootstrap, qemu-user-static and binfmt-support when missing. Without root the Pi
+# tests skip, saying so (CI runs as root: they run there).
+pi-root: $(STAMP)
+	@if [ "$$(id -u)" != 0 ]; then echo "pi-root: needs root (tests/pi will skip)"; exit 0; fi; \
+	if ! command -v debootstrap >/dev/null 2>&1 || [ ! -x /usr/bin/qemu-aarch64-static ] \
+		|| ! command -v update-binfmts >/dev/null 2>&1; then \
+		echo "installing debootstrap, qemu-user-static and binfmt-support from Debian's packages"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			debootstrap qemu-user-static binfmt-support; \
+	fi; \
+	$(PY) scripts/pi_root.py build
+
 # The demo needs no root: with Mosquitto installed it uses it, else the embedded broker.
 demo: $(STAMP)
 	$(PY) -m splitmq demo $(DEMO_ARGS)
@@ -81,7 +97,7 @@ PYTEST_PARALLEL := -n $(PYTEST_WORKERS) --dist loadfile
 test-fast: $(STAMP)
 	$(PY) -m pytest $(PYTEST_PARALLEL) -m "not integration and not slow"
 
-test: venv mosquitto chromium web
+test: venv mosquitto chromium web pi-root
 	SPLITMQ_TFLITE214_PYTHON=$(CURDIR)/$(VENV_TFLITE)/bin/python $(PY) -m pytest $(PYTEST_PARALLEL)
 
 lint: $(STAMP)

@@ -31,6 +31,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from splitmq.agent import device
 from splitmq.agent.cache import DigestMismatch, ShardCache
 from splitmq.agent.config import AgentConfig
 from splitmq.agent.energy import EnergyMeter
@@ -160,6 +161,7 @@ class Agent:
         self.stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self._started = False
+        self.device = device.detect()
         self.speed_gflops = self._calibrate()
         self.presence = Presence(self)
         self.sites = SiteBook(transport, config.namespace)

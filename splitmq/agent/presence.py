@@ -72,6 +72,7 @@ class Presence:
         agent = self.agent
         profile = agent.config.profile
         factor = agent.link.compute_factor
+        me = agent.device
         return AgentStatus(
             agent_id=agent.agent_id,
             state=AgentState.ONLINE,
@@ -79,8 +80,8 @@ class Presence:
             version=splitmq.__version__,
             runtime=str(agent.runtime.kind),
             runtime_version=agent.runtime.version,
-            cores=probes.cores(),
-            memory_bytes=probes.mem_total_bytes(),
+            cores=me.cores,
+            memory_bytes=me.memory_bytes,
             profile=profile.name,
             cached_shards=tuple(agent.cache.digests()),
             speed_gflops=agent.speed_gflops / factor,
@@ -90,6 +91,10 @@ class Presence:
             compute_factor=factor,
             link=profile.link if agent.config.emulate else None,
             site=agent.config.site or None,
+            machine=me.machine,
+            cpu_model=me.cpu_model or None,
+            kernels="xnnpack" if agent.config.xnnpack else "builtin",
+            emulator=me.emulator,
         )
 
     def telemetry(self) -> Telemetry:

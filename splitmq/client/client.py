@@ -62,6 +62,7 @@ from splitmq.client.wiring import client_agent, client_transport
 from splitmq.errors import ConfigError
 from splitmq.transport import MemoryBroker, Transport, TransportConfig
 from splitmq.wire import (
+    AgentStatus,
     Battery,
     Deployment,
     EnergyLevel,
@@ -177,6 +178,12 @@ class Client(RequestEngine):
     def in_flight(self) -> int:
         with self._lock:
             return len(self._requests)
+
+    def agent_status(self, agent_id: str) -> AgentStatus | None:
+        """The agent's last online status (its architecture, runtime, kernels: what
+        :mod:`splitmq.client.equality` needs), None before one arrived."""
+        with self._lock:
+            return self._statuses.get(agent_id)
 
     def deployment(self, name: str) -> Deployment | None:
         """The latest deployment message seen for ``name`` (retained on ``deployments/+``)."""

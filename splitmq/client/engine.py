@@ -102,6 +102,7 @@ class RequestEngine:
         self._plans = PlanCache(self.config.plan_ttl_s)
         self._pending = PendingPlans(self.client_id)
         self._liveness = routes.Liveness(self.config.stale_periods, self.config.min_stale_s)
+        self._statuses: dict[str, AgentStatus] = {}  # each agent's last status, as it said
         self._timers = Timers(f"client-{self.client_id}-timers")
         self._random = random.Random()  # jitter of the waits: busy agents, unavailable stages
         # start() returns connected; the first connection's event is not a reconnection
@@ -659,6 +660,8 @@ class RequestEngine:
     def _status(self, status: AgentStatus, effects: Effects) -> None:
         agent_id, online = status.agent_id, status.state is AgentState.ONLINE
         self._liveness.status(agent_id, online)
+        if online:
+            self._statuses[agent_id] = status
         if online:  # (re)subscribed just now: what reached the broker before may be gone
             self._rearm(self._sent(via=agent_id), f"{agent_id} coming online")
             return

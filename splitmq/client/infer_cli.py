@@ -80,6 +80,13 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         metavar="LABEL",
         help="label of this run in the database (default infer-<time>)",
     )
+    add(
+        "--reference",
+        type=Path,
+        metavar="TFLITE",
+        help="the unsplit model (.tflite of the served variant): compare every answer with "
+        "it here, bit for bit or within the variant's tolerance, whichever fits",
+    )
     add("--serve-stages", action="store_true", help="run an agent as this client (pinned stages)")
     add("--profile", default="host", help="device profile of that agent (host)")
     parser.set_defaults(run=run)
@@ -127,6 +134,7 @@ def run(args: argparse.Namespace) -> int:
                 top=args.top,
                 labels=labels,
                 served_by=bool(args.task),
+                reference=args.reference,
             )
         if database is not None and args.jsonl:
             count = database.export_jsonl(args.jsonl, run=run_label)
@@ -148,13 +156,23 @@ def infer_inputs(
     labels: Sequence[str] = (),
     out: TextIO | None = None,
     served_by: bool = False,
+    reference: Path | None = None,
 ) -> int:
     """Stream ``(label, array)`` inputs through ``client``, printing a row per result
-    (with ``served_by``: the member and variant that served it, for a task).
+    (with ``served_by``: the member and variant that served it, for a task), and with
+    ``reference`` (the unsplit .tflite) how the answers compare with it.
 
     Returns how many failed.
     """
     out = out or sys.stdout
+    check = None
+    if reference is not None:
+        from splitmq.client.equality import ReferenceRun
+
+        try:
+            check = ReferenceRun(reference.read_bytes())
+        except OSError as error:
+            raise ConfigError(f"cannot read the reference model {reference}: {error}") from None
     width = max(len("input"), *(len(name) for name, _ in inputs))
     columns = [f"top-{i + 1}" for i in range(top)]
     header = [f"{'input':<{width}}", *(f"{c:<16}" for c in columns), "latency_ms  attempts  route"]
@@ -174,7 +192,17 @@ def infer_inputs(
         latencies.append(item.latency_ms)
         member = f"{_served_by(item):<24}  " if served_by else ""
         print(f"{name:<{width}}  {member}{_row(item, top, labels)}", file=out, flush=True)
+        if check is not None:
+            check.add(
+                item.outputs,
+                inputs[item.index][1],
+                variant=item.plan.variant,
+                stage_agents=[entry.agent_id for entry in item.trace],
+                status_of=client.agent_status,
+            )
     print(_summary(len(inputs), failed, latencies), file=out, flush=True)
+    if check is not None:
+        print("\n".join(check.lines()), file=out, flush=True)
     return failed
 
 

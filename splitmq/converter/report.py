@@ -31,7 +31,8 @@ def summary(manifest: Manifest) -> str:
         f"calibration: {manifest.calibration.source}, {manifest.calibration.samples} samples "
         f"({manifest.calibration.description})",
         "",
-        f"{'variant':<9} {'size':>11} {'sha256':<14} {'top-1 agree':>11} {'accuracy':>9}",
+        f"{'variant':<9} {'size':>11} {'sha256':<14} {'top-1 agree':>11} {'accuracy':>9}"
+        "  measured on",
     ]
     for variant in manifest.variants.values():
         fidelity = variant.fidelity
@@ -40,7 +41,7 @@ def summary(manifest: Manifest) -> str:
         accuracy = "-" if measured is None else f"{measured:.3f}"
         lines.append(
             f"{variant.name:<9} {_size(variant.size_bytes):>11} {variant.sha256[:12]:<14} "
-            f"{agree:>11} {accuracy:>9}"
+            f"{agree:>11} {accuracy:>9}  {(fidelity and fidelity.measured_on) or '-'}"
         )
     if manifest.task is not None:
         lines.insert(2, f"task: {manifest.task}")

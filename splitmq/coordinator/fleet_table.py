@@ -10,7 +10,7 @@ from splitmq.coordinator.registry import Registry
 from splitmq.errors import DecodeError
 from splitmq.tables import format_table
 from splitmq.transport import InboundMessage, Transport
-from splitmq.wire import Deployment
+from splitmq.wire import AgentStatus, Deployment
 from splitmq.wire.topics import DEPLOYMENTS, STATUS, TELEMETRY
 
 log = logging.getLogger(__name__)
@@ -114,7 +114,7 @@ def fleet_rows(registry: Registry) -> list[tuple[str, ...]]:
                 state,
                 (status.site or "-") if status else "-",
                 status.profile if status else "-",
-                f"{status.runtime} {status.runtime_version}".strip() if status else "-",
+                _runtime(status) if status else "-",
                 battery,
                 cpu,
                 mem,
@@ -126,6 +126,13 @@ def fleet_rows(registry: Registry) -> list[tuple[str, ...]]:
             )
         )
     return rows
+
+
+def _runtime(status: AgentStatus) -> str:
+    """Runtime and version, and the architecture (``emulated`` when it is) if said."""
+    emulated = "emulated" if status.emulator else ""
+    parts = (status.runtime, status.runtime_version, status.machine or "", emulated)
+    return " ".join(p for p in parts if p)
 
 
 def fleet_table(registry: Registry, deployments: Mapping[str, Deployment] | None = None) -> str:

@@ -15,15 +15,16 @@ for ``stale_periods`` of its own period (a crashed device whose will has not fir
 or a silent link). Times are taken on arrival with a monotonic clock: device clocks need
 not agree.
 
-Speed: an agent's status carries a calibrated speed figure measured at start. Once
-shards have run, their measured times say how fast an agent really runs *our* graphs;
-the ratio of measured to calibrated speed over the fleet corrects the figure of agents
-not measured yet. No I/O here: the coordinator's service feeds messages in.
+Speed: only what was measured on the device itself. Once shards have run on an agent,
+their measured times say how fast it really runs *our* graphs; before that, the figure
+its status carries, measured at start on the same device with the same runtime and
+kernels (a small calibration net). Nothing is carried over from other devices: an
+emulated Pi or a browser page runs the calibration net and our graphs in proportions
+no x86 agent's ratio predicts. No I/O here: the coordinator's service feeds messages in.
 """
 
 from __future__ import annotations
 
-import statistics
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -93,7 +94,6 @@ class Registry:
         self._clock = clock
         self._agents: dict[str, AgentRecord] = {}
         self._lock = threading.Lock()
-        self._correction_cache: float | None = None  # cleared by what may change it
 
     # -- feeding -----------------------------------------------------------------------
 
@@ -102,7 +102,6 @@ class Registry:
             record = self._record(status.agent_id)
             record.status = status
             record.seen_s = self._clock()
-            self._correction_cache = None
             if status.state is AgentState.OFFLINE:
                 record.telemetry = None
 
@@ -119,7 +118,6 @@ class Registry:
             record.bench_ms[stage_key(ready.deployment, ready.stage)] = ready.bench_ms
             if flops and ready.bench_ms > 0:
                 record.measured[ready.digest] = (flops, ready.bench_ms)
-                self._correction_cache = None
 
     def refresh(self, grace_s: float = 0.0) -> None:
         """Restart every agent's silence clock, with ``grace_s`` more to come back.
@@ -136,7 +134,6 @@ class Registry:
     def forget(self, agent_id: str) -> None:
         with self._lock:
             self._agents.pop(agent_id, None)
-            self._correction_cache = None
 
     def _record(self, agent_id: str) -> AgentRecord:
         record = self._agents.get(agent_id)
@@ -209,51 +206,25 @@ class Registry:
             return (status.site or "") if status is not None else ""
 
     def speed_gflops(self, agent_id: str) -> float:
-        """Measured speed on our shards, else the calibrated figure corrected by the fleet."""
+        """Measured speed on our shards, else the agent's own calibrated figure."""
         with self._lock:
             record = self._agents.get(agent_id)
             if record is None:
                 return DEFAULT_SPEED_GFLOPS
-            return self._speed(record, self._correction())
-
-    def _speed(self, record: AgentRecord, correction: float) -> float:
-        measured = _measured_speed(record)
-        if measured is not None:
-            return measured
-        calibrated = record.status.speed_gflops if record.status is not None else 0.0
-        return calibrated * correction if calibrated > 0 else DEFAULT_SPEED_GFLOPS
-
-    def _correction(self) -> float:
-        """Median of measured / calibrated speed over the agents that have both (kept
-        until a status, a benchmark or a forgotten agent may change it: a fleet of
-        thousands would otherwise pay a pass over every agent per plan request)."""
-        if self._correction_cache is None:
-            self._correction_cache = self._compute_correction()
-        return self._correction_cache
-
-    def _compute_correction(self) -> float:
-        ratios = [
-            measured / record.status.speed_gflops
-            for record in self._agents.values()
-            if record.status is not None
-            and record.status.speed_gflops > 0
-            and (measured := _measured_speed(record)) is not None
-        ]
-        return statistics.median(ratios) if ratios else 1.0
+            return _speed(record)
 
     def views(self, agent_ids: Iterable[str] | None = None) -> dict[str, AgentView]:
         """The planner's view of every known agent, or of those of ``agent_ids`` that
         are known (gone ones marked offline)."""
         with self._lock:
             now = self._clock()
-            correction = self._correction()
             if agent_ids is None:
                 records = list(self._agents.values())
             else:
                 records = [r for a in agent_ids if (r := self._agents.get(a)) is not None]
-            return {r.agent_id: self._view(r, now, correction) for r in records}
+            return {r.agent_id: self._view(r, now) for r in records}
 
-    def _view(self, record: AgentRecord, now: float, correction: float) -> AgentView:
+    def _view(self, record: AgentRecord, now: float) -> AgentView:
         status, telemetry = record.status, record.telemetry
         link = (telemetry.link if telemetry is not None else None) or (
             status.link if status is not None else None
@@ -275,13 +246,23 @@ class Registry:
             ),
             bandwidth_mbps=link.bandwidth_mbps if link is not None else defaults.bandwidth_mbps,
             link_latency_ms=link.latency_ms if link is not None else defaults.link_latency_ms,
-            speed_gflops=self._speed(record, correction),
+            speed_gflops=_speed(record),
             mem_free_bytes=telemetry.mem_free_bytes if telemetry is not None else None,
             # its broker round trip: what a hop through the broker costs it, as measured
             hop_ms=telemetry.broker_rtt_ms if telemetry is not None else None,
             runtime=status.runtime if status is not None else "",
             tensor_dtypes=status.tensor_dtypes if status is not None else None,
         )
+
+
+def _speed(record: AgentRecord) -> float:
+    """What was measured on the agent itself: our shards, else its calibration net (a
+    placeholder when it could measure neither)."""
+    measured = _measured_speed(record)
+    if measured is not None:
+        return measured
+    calibrated = record.status.speed_gflops if record.status is not None else 0.0
+    return calibrated if calibrated > 0 else DEFAULT_SPEED_GFLOPS
 
 
 def _measured_speed(record: AgentRecord) -> float | None:

@@ -121,29 +121,38 @@ class Fidelity:
         accuracy: share of samples whose first output's arg-max equals the label, when
             labels were given.
         max_abs_diff: largest absolute difference from float32 over all outputs.
+        measured_on: where these figures were measured: architecture, runtime and
+            version, kernels (``x86_64 litert 2.3.0 builtin``); another architecture's
+            kernels give other last bits. None in manifests that predate it.
     """
 
     samples: int
     top1_agreement: float
     accuracy: float | None
     max_abs_diff: float
+    measured_on: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "samples": self.samples,
             "top1_agreement": self.top1_agreement,
             "accuracy": self.accuracy,
             "max_abs_diff": self.max_abs_diff,
         }
+        if self.measured_on is not None:
+            out["measured_on"] = self.measured_on
+        return out
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Fidelity:
         accuracy = data.get("accuracy")
+        measured_on = data.get("measured_on")
         return cls(
             int(data["samples"]),
             float(data["top1_agreement"]),
             None if accuracy is None else float(accuracy),
             float(data["max_abs_diff"]),
+            None if measured_on is None else str(measured_on),
         )
 
 

@@ -220,6 +220,18 @@ class AgentStatus(Message):
     site: str | None = None
     """Where the agent is (a home, a site, a campus; its site broker): free text; None
     when not said (left off the wire). Readers that predate it ignore it."""
+    machine: str | None = None
+    """The device's CPU architecture as it reports it (``x86_64``, ``aarch64``; a
+    browser: ``wasm32``); None: not said (left off the wire, as every field below)."""
+    cpu_model: str | None = None
+    """The CPU or board model the device reports (a Pi: its /proc/cpuinfo ``Model``)."""
+    kernels: str | None = None
+    """The kernel set its shards run with (``xnnpack``, ``builtin``; LiteRT.js: ``wasm``):
+    with ``runtime``, ``runtime_version`` and ``machine`` it says whether its outputs
+    can be bit-identical to a reference run elsewhere (splitmq.client.equality)."""
+    emulator: str | None = None
+    """How the agent is emulated (``qemu-user cortex-a72``): its cores, memory and speed
+    are then the host's or the emulator's, not a real device's. None: native."""
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,10 @@ def message(topic: str, payload: bytes) -> InboundMessage:
     return InboundMessage(topic, payload)
 
 
+def pending(latest: LatestByTopic) -> int:
+    return latest.pending
+
+
 def test_the_newest_message_of_each_topic_is_handled_in_first_arrival_order() -> None:
     seen: list[tuple[str, bytes]] = []
     gate = threading.Event()
@@ -22,16 +26,16 @@ def test_the_newest_message_of_each_topic_is_handled_in_first_arrival_order() ->
         gate.wait(5)  # the first message holds the thread while the flood arrives
         seen.append((m.topic, bytes(m.payload)))
 
-    latest = LatestByTopic("t", handler, superseded=lambda m: superseded.append(m.payload))
+    latest = LatestByTopic("t", handler, superseded=lambda m: superseded.append(bytes(m.payload)))
     latest.start()
     try:
         assert latest.fast_path(message("a", b"0"))
-        while latest.pending:  # the thread took "a"/0 and waits at the gate
+        while pending(latest):  # the thread took "a"/0 and waits at the gate
             threading.Event().wait(0.001)
         for round_ in range(1, 101):
             for topic in ("b", "a", "c"):
                 assert latest.fast_path(message(topic, str(round_).encode()))
-        assert latest.pending == 3  # 300 messages, three topics: three slots
+        assert pending(latest) == 3  # 300 messages, three topics: three slots
         gate.set()
         assert latest.wait_caught_up(5)
     finally:
@@ -74,7 +78,11 @@ def test_a_failing_handler_is_logged_and_the_rest_still_handled() -> None:
 
 def test_waiting_gives_up_after_its_timeout() -> None:
     gate = threading.Event()
-    latest = LatestByTopic("t", lambda m: gate.wait(5))
+
+    def handler(_message: InboundMessage) -> None:
+        gate.wait(5)
+
+    latest = LatestByTopic("t", handler)
     latest.start()
     try:
         latest.fast_path(message("a", b""))

@@ -241,6 +241,9 @@ export class BrowserAgent {
       link: null,
       tensor_dtypes: [...TENSOR_DTYPES],
       site: this.config.site || null,
+      // a page knows its instruction set (wasm) and runtime, not the CPU under them
+      machine: 'wasm32',
+      kernels: 'wasm',
     };
   }
 

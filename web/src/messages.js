@@ -131,6 +131,10 @@ export const MESSAGES = {
     ['link', optional(struct('Link')), null],
     ['tensor_dtypes', optional(seq('str')), null],
     ['site', optional('str'), null],
+    ['machine', optional('str'), null],
+    ['cpu_model', optional('str'), null],
+    ['kernels', optional('str'), null],
+    ['emulator', optional('str'), null],
   ]],
   telemetry: [1, [
     ['agent_id', 'str', REQUIRED],

@@ -1,0 +1,1 @@
+"""Developer scripts: soak test, conformance table, the emulated Raspberry Pi root."""
