@@ -58,7 +58,7 @@ from splitmq.coordinator.model_pool import ModelPool, UnknownModel
 from splitmq.coordinator.planner import AgentView, PlannerConfig, plan
 from splitmq.coordinator.pool_service import PoolService
 from splitmq.coordinator.registry import DEFAULT_STALE_PERIODS, Registry
-from splitmq.coordinator.task_choice import annotate
+from splitmq.coordinator.task_choice import TaskChoiceConfig, annotate, plan_task
 from splitmq.coordinator.views import deployment_views
 from splitmq.errors import DecodeError, SplitMQError, TransportError
 from splitmq.transport import InboundMessage, Transport
@@ -118,6 +118,8 @@ class CoordinatorConfig:
         telemetry_budget_per_s: telemetry messages per second the fleet may send through
             the broker; past it the leader advises the agents a longer period (with the
             lease: ``Lease.telemetry_period_s``). 0: no advice.
+        task_choice: how a client's low battery moves a task request toward cheaper
+            members (``splitmq coordinator --task-battery-levels``).
     """
 
     coordinator_id: str = "coordinator"
@@ -129,6 +131,7 @@ class CoordinatorConfig:
     deployer: DeployerConfig = field(default_factory=DeployerConfig)
     lease: LeaseConfig = field(default_factory=LeaseConfig)
     telemetry_budget_per_s: float = 1000.0
+    task_choice: TaskChoiceConfig = field(default_factory=TaskChoiceConfig)
 
     @property
     def planner(self) -> PlannerConfig:
@@ -366,6 +369,10 @@ class Coordinator:
         views = deployment_views(deployments, self.registry, self._variant)
         if request.task is not None:  # the members' tasks and accuracies, from the pool
             views = annotate(views, self.pool.manifest)
+            choice = self.config.task_choice
+            return plan_task(
+                request, views, fleet, self.config.planner, client=client, choice=choice
+            )
         return plan(request, views, fleet, self.config.planner, client=client)
 
     def _cut_again(self, digest: str) -> bool:
