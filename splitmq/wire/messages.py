@@ -184,7 +184,6 @@ class StagePrediction:
     compute_ms: float
 
 
-
 @dataclass(frozen=True)
 class TaskCandidate:
     """A member and variant of a task that a :class:`Plan` weighed, with its figures.
@@ -208,6 +207,7 @@ class TaskCandidate:
     predicted_latency_ms: float | None = None
     predicted_energy_j: float | None = None
     excluded: str | None = None
+
 
 # --- presence and telemetry -------------------------------------------------------
 
