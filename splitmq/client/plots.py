@@ -38,6 +38,8 @@ BATTERY = "battery.png"
 LATENCY_OVER_TIME = "latency_over_time.png"
 TASK_TRADEOFF = "task_tradeoff.png"
 DPI = 110
+WIDE_RANGE = 20.0
+"""An axis whose figures span more than this factor is drawn on a log scale."""
 PERCENTILE_STYLES = (("p50", "tab:green"), ("p95", "tab:orange"), ("p99", "tab:red"))
 
 
@@ -70,8 +72,10 @@ def plot_task_tradeoff(
 ) -> Path:
     """Accuracy against latency (left) and energy per inference (right): every member
     and variant of a task the plans weighed, as a circle at the planner's predicted
-    figures (filled when it served requests, hollow when it served none), joined by the
-    trade-off curve; every served request as a dot at its measured figures beside it.
+    figures (filled when it served requests, hollow when it served none), the dashed
+    trade-off curve through those no other beats on both counts; every served request
+    as a dot at its measured figures. An axis spanning more than :data:`WIDE_RANGE`
+    times is logarithmic (requests queued in a burst measure far above the prediction).
 
     Where no member's accuracy is known, the y axis is the agreement with the task's
     reference member; members with neither figure are left out (the table has them).
@@ -116,8 +120,12 @@ def plot_task_tradeoff(
         if m.predicted_energy_j is not None
     )
     for axis, points in ((by_latency, latency_points), (by_energy, energy_points)):
-        axis.plot([x for x, _ in points], [y for _, y in points], **line)
+        frontier = _frontier(points)
+        axis.plot([x for x, _ in frontier], [y for _, y in frontier], **line)
         axis.grid(alpha=0.3)
+        shown = [x for collection in axis.collections for x, _ in collection.get_offsets()]
+        if shown and min(shown) > 0 and max(shown) / min(shown) > WIDE_RANGE:
+            axis.set_xscale("log")  # measured figures far from predicted ones: both seen
     by_latency.set_xlabel("latency (ms): circles predicted, dots the requests served")
     by_energy.set_xlabel("energy per inference (mJ): circles predicted, dots measured")
     by_latency.set_ylabel(
@@ -130,6 +138,16 @@ def plot_task_tradeoff(
         title += f" ({len(members) - len(drawn)} of unknown accuracy not drawn)"
     figure.suptitle(title)
     return _save(figure, path)
+
+
+def _frontier(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The points no other beats on both counts (less cost, more accuracy), by cost: the
+    trade-off curve a request chooses along."""
+    kept: list[tuple[float, float]] = []
+    for x, y in sorted(points, key=lambda point: (point[0], -point[1])):
+        if not kept or y > kept[-1][1]:
+            kept.append((x, y))
+    return kept
 
 
 def _not_chosen(member: MemberKpi) -> str:

@@ -266,6 +266,7 @@ def _deploy_task(args: argparse.Namespace, operator: str, stages: int) -> int:
         return 2
     variants = [v.strip() for v in (args.variants or args.variant or "float32").split(",")]
     rows = []
+    details: list[str] = []
     refused = 0
     for member in members:
         for variant in [v for v in variants if v]:
@@ -292,18 +293,29 @@ def _deploy_task(args: argparse.Namespace, operator: str, stages: int) -> int:
                 return 2
             refused += not reply.ok
             predicted = reply.predicted_latency_ms
+            first, _, rest = reply.message.partition("\n")
             rows.append(
                 [
                     member,
                     variant,
                     reply.deployment or "-",
                     "-" if predicted is None else f"{predicted:.2f}",
-                    ("ok: " if reply.ok else "refused: ") + reply.message,
+                    ("ok: " if reply.ok else "refused: ") + first,
                 ]
             )
-    print(f"task {args.task}: {len(rows) - refused} of {len(rows)} deployed")
+            if not reply.ok and rest.strip():
+                details.append(f"{member} {variant} refused: {reply.message}")
+    done = "retired" if args.retire else "deployed"
+    print(f"task {args.task}: {len(rows) - refused} of {len(rows)} {done}")
     headers = ["member", "variant", "deployment", "predicted ms", "outcome"]
     print(format_table(headers, rows, left=(0, 1, 2, 4)))
+    for detail in details:
+        print(f"\n{detail}")
+    if not args.retire and refused < len(rows):
+        print(
+            f"\n`splitmq fleet` shows where each member runs; ask the task with "
+            f"`splitmq infer --task {args.task} INPUT...`"
+        )
     return 1 if refused else 0
 
 
