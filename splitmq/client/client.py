@@ -231,6 +231,11 @@ class Client(RequestEngine):
             )
         if not name and not task:
             raise ConfigError("no model: pass model=... (or task=...) or set ClientConfig.model")
+        if min_accuracy is not None and not task:
+            raise ConfigError(
+                "min_accuracy chooses among a task's members: name the task (task=...), or "
+                "bound one model's variants with min_fidelity"
+            )
         self.start()
         level = EnergyLevel(energy_level)
         key = PlanKey(

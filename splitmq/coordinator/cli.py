@@ -252,6 +252,14 @@ def _deploy_task(args: argparse.Namespace, operator: str, stages: int) -> int:
     from splitmq.tables import format_table
     from splitmq.wire import DeployRequest, Objective
 
+    if args.version is not None:
+        print(
+            f"splitmq deploy: error: --version names one model's version, and task "
+            f"{args.task}'s members each have their own: deploy the member alone with "
+            "--version, or leave it out (each member's latest)",
+            file=sys.stderr,
+        )
+        return 2
     members = list(args.model)
     if not members and args.pool is not None:
         from splitmq.coordinator.model_pool import ModelPool

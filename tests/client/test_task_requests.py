@@ -1,6 +1,7 @@
 """A request naming a task is checked before anything is sent: a version belongs to one
 model (a task's members each have their own), so a task with a version is refused with
-what to do, by the client and by ``splitmq infer``."""
+what to do, by the client, ``splitmq infer`` and ``splitmq deploy --task``; a
+``min_accuracy`` without a task is refused too (it chooses among members)."""
 
 from __future__ import annotations
 
@@ -14,11 +15,21 @@ from splitmq.transport import MemoryBroker
 
 def test_a_task_with_a_version_is_refused_before_connecting() -> None:
     client = Client(MemoryBroker())
-    with pytest.raises(ConfigError, match="name the member .* with its version"):
+    with pytest.raises(ConfigError, match=r"name the member \(model=\.\.\.\) with its version"):
         client.infer_async([0.0], task="digits", version="7ac2a57d5a11")
     with pytest.raises(ConfigError, match="a model or a task, not both"):
         client.infer_async([0.0], task="digits", model="digits-small")
+    with pytest.raises(ConfigError, match="min_accuracy chooses among a task's members"):
+        client.infer_async([0.0], model="digits-small", min_accuracy=0.9)
     assert not client.transport.connected
+
+
+def test_splitmq_deploy_a_task_with_a_version_is_refused(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    arguments = ["-q", "deploy", "--task", "digits", "digits-small", "--version", "072a"]
+    assert main([*arguments, "--broker", "mqtt://127.0.0.1:9"]) == 2
+    assert "deploy the member alone with --version" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
