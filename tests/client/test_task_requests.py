@@ -5,6 +5,7 @@ what to do, by the client, ``splitmq infer`` and ``splitmq deploy --task``; a
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from splitmq.cli import main
@@ -12,15 +13,17 @@ from splitmq.client import Client
 from splitmq.errors import ConfigError
 from splitmq.transport import MemoryBroker
 
+INPUT = np.zeros((1, 8, 8, 1), np.float32)
+
 
 def test_a_task_with_a_version_is_refused_before_connecting() -> None:
     client = Client(MemoryBroker())
     with pytest.raises(ConfigError, match=r"name the member \(model=\.\.\.\) with its version"):
-        client.infer_async([0.0], task="digits", version="7ac2a57d5a11")
+        client.infer_async(INPUT, task="digits", version="7ac2a57d5a11")
     with pytest.raises(ConfigError, match="a model or a task, not both"):
-        client.infer_async([0.0], task="digits", model="digits-small")
+        client.infer_async(INPUT, task="digits", model="digits-small")
     with pytest.raises(ConfigError, match="min_accuracy chooses among a task's members"):
-        client.infer_async([0.0], model="digits-small", min_accuracy=0.9)
+        client.infer_async(INPUT, model="digits-small", min_accuracy=0.9)
     assert not client.transport.connected
 
 

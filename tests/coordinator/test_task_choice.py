@@ -263,10 +263,11 @@ def test_the_battery_levels_can_be_set() -> None:
 
 def test_splitmq_coordinator_task_battery_levels() -> None:
     def config(*options: str) -> TaskChoiceConfig:
-        return coordinator_config(build_parser().parse_args(["coordinator", *options]))
+        arguments = build_parser().parse_args(["coordinator", *options])
+        return coordinator_config(arguments).task_choice
 
-    assert config().task_choice == TaskChoiceConfig()
-    assert config("--task-battery-levels", "70,30").task_choice == TaskChoiceConfig(70.0, 30.0)
+    assert config() == TaskChoiceConfig()
+    assert config("--task-battery-levels", "70,30") == TaskChoiceConfig(70.0, 30.0)
     with pytest.raises(ConfigError, match="two percentages LOW,CRITICAL"):
         config("--task-battery-levels", "70")
     with pytest.raises(ConfigError, match="critical at most low"):

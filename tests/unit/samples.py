@@ -35,8 +35,8 @@ from splitmq.wire import (
     ShardReady,
     StageEdge,
     StagePrediction,
-    TaskCandidate,
     StageSpec,
+    TaskCandidate,
     Telemetry,
     Tensor,
     TensorSpec,
@@ -255,9 +255,11 @@ def sample_messages() -> list[Message]:
             task="digits",
             accuracy=0.94,
             candidates=(
-                TaskCandidate("digits-small", "072a", "int8", 0.78, None, 0.5, 0.0001, "min_accuracy"),
+                TaskCandidate(
+                    "digits-small", "072a", "int8", 0.78, None, 0.5, 1e-4, excluded="min_accuracy"
+                ),
                 TaskCandidate("digits-medium", "8e33", "int8", 0.94, None, 1.25, 0.0004),
-                TaskCandidate("digits-large", "7ac2", "float32", agreement=1.0, excluded="unavailable"),
+                TaskCandidate("digits-large", "7ac2", "float32", None, 1.0, excluded="unavailable"),
             ),
         ),
         PlanRefused("p2", "mobilenet_v3_large", "energy_j", "needs 3.1 J, budget 0.5 J"),
