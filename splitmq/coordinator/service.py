@@ -359,6 +359,14 @@ class Coordinator:
 
         Only the agents that host a stage (and the client's own) are looked at: the cost
         of a plan follows the deployments, not the size of the fleet."""
+        if request.task is None and request.min_accuracy is not None:
+            return PlanRefused(
+                request.request_id,
+                request.model,
+                "min_accuracy",
+                "min_accuracy chooses among a task's members: name the task instead of "
+                f"{request.model}, or bound its variants with min_fidelity",
+            )
         deployments = self.deployments().values()
         hosts = {a for d in deployments for s in d.stages for a in s.replicas}
         fleet = self.registry.views({*hosts, request.client_id})

@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import random
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -28,6 +29,7 @@ from splitmq.coordinator.planner import (
     route_cost,
     within_budgets,
 )
+from splitmq.coordinator.service import Coordinator
 from splitmq.coordinator.task_choice import (
     TaskChoiceConfig,
     annotate,
@@ -36,6 +38,7 @@ from splitmq.coordinator.task_choice import (
     plan_task,
 )
 from splitmq.errors import ConfigError
+from splitmq.transport import MemoryBroker
 from splitmq.wire import Battery, EnergyLevel, Plan, PlanRefused, PlanRequest
 from splitmq.wire.manifest import Manifest
 from tests.data import POOL_DIR, TASK, TASK_MEMBERS
@@ -398,3 +401,11 @@ def test_members_with_no_replica_to_run_are_refused_as_the_planner_says() -> Non
     flat = {k: replace(a, plugged=False, battery_pct=5.0) for k, a in FLEET.items()}
     result = plan(ask(), member_views(), flat, CONFIG)
     assert isinstance(result, PlanRefused) and result.constraint == "battery"
+
+
+def test_the_coordinator_refuses_min_accuracy_for_a_model(tmp_path: Path) -> None:
+    coordinator = Coordinator(MemoryBroker().transport("coordinator"), tmp_path)
+    request = PlanRequest(request_id="r", client_id="c", model="digits-small", min_accuracy=0.9)
+    refused = coordinator.plan(request)
+    assert isinstance(refused, PlanRefused) and refused.constraint == "min_accuracy"
+    assert "name the task instead of digits-small" in refused.message
