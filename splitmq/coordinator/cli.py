@@ -179,7 +179,8 @@ def _add_deploy(subparsers: Subparsers) -> None:
     )
     parser.add_argument(
         "--variants",
-        help="with --task: comma-separated variants of every member (default: --variant)",
+        help="with --task: comma-separated variants of every member (default: --variant, "
+        "or float32; with --retire: every variant)",
     )
     parser.add_argument(
         "--pool",
@@ -272,12 +273,15 @@ def _deploy_task(args: argparse.Namespace, operator: str, stages: int) -> int:
             file=sys.stderr,
         )
         return 2
-    variants = [v.strip() for v in (args.variants or args.variant or "float32").split(",")]
+    asked = args.variants or args.variant
+    variants: list[str | None] = [v.strip() for v in (asked or "float32").split(",") if v.strip()]
+    if args.retire and not asked:
+        variants = [None]  # every deployed variant of each member
     rows = []
     details: list[str] = []
     refused = 0
     for member in members:
-        for variant in [v for v in variants if v]:
+        for variant in variants:
             request = DeployRequest(
                 request_id=uuid.uuid4().hex,
                 client_id=operator,
@@ -305,14 +309,14 @@ def _deploy_task(args: argparse.Namespace, operator: str, stages: int) -> int:
             rows.append(
                 [
                     member,
-                    variant,
+                    variant or "all",
                     reply.deployment or "-",
                     "-" if predicted is None else f"{predicted:.2f}",
                     ("ok: " if reply.ok else "refused: ") + first,
                 ]
             )
             if not reply.ok and rest.strip():
-                details.append(f"{member} {variant} refused: {reply.message}")
+                details.append(f"{member} {variant or 'all'} refused: {reply.message}")
     done = "retired" if args.retire else "deployed"
     print(f"task {args.task}: {len(rows) - refused} of {len(rows)} {done}")
     headers = ["member", "variant", "deployment", "predicted ms", "outcome"]

@@ -34,7 +34,7 @@ from splitmq.coordinator.service import Coordinator, CoordinatorConfig
 from splitmq.coordinator.task_choice import TaskChoiceConfig
 from splitmq.mosquitto import Mosquitto
 from splitmq.transport import MqttTransport, parse_broker_url
-from splitmq.wire import Battery, EnergyLevel
+from splitmq.wire import Battery, DeploymentState, EnergyLevel
 from tests.client.conftest import Records
 from tests.data import DIGITS, POOL_DIR, TASK, TASK_MEMBERS, digits_test
 
@@ -193,3 +193,14 @@ def test_a_falling_battery_moves_requests_to_the_smaller_member(
     assert table[0].split()[:3] == ["task", "member", "variant"]
     rows = {tuple(line.split()[1:3]): line for line in table[2:8]}
     assert set(rows) == {(m, v) for m in TASK_MEMBERS for v in ("float32", "int8")}, table
+    # retiring the task's members retires every variant of each
+    assert fleet.deploy(*TASK_MEMBERS, "--retire") == 0
+    out = capsys.readouterr().out
+    assert "task digits: 3 of 3 retired" in out, out
+    for line in out.splitlines()[3:6]:
+        assert line.split()[1] == "all" and "ok: retired" in line, out
+    members = [d for d in fleet.coordinator.deployments().values() if d.model in TASK_MEMBERS]
+    assert {(d.model, d.variant) for d in members} >= {
+        (m, v) for m in TASK_MEMBERS for v in ("float32", "int8")
+    }
+    assert all(d.state is DeploymentState.RETIRED for d in members), members
