@@ -228,12 +228,22 @@ class Client(RequestEngine):
         """
         if self._closed:
             raise base_errors.NotConnected(f"client {self.client_id} is closed")
-        self.start()
         name = "" if task else (model or self.config.model or "")
         if task and model:
             raise ConfigError("name a model or a task, not both")
+        if task and version:
+            raise ConfigError(
+                f"a version belongs to one model, and task {task}'s members each have their "
+                "own: name the member (model=...) with its version, or leave the version out"
+            )
         if not name and not task:
             raise ConfigError("no model: pass model=... (or task=...) or set ClientConfig.model")
+        if min_accuracy is not None and not task:
+            raise ConfigError(
+                "min_accuracy chooses among a task's members: name the task (task=...), or "
+                "bound one model's variants with min_fidelity"
+            )
+        self.start()
         level = EnergyLevel(energy_level)
         key = PlanKey(
             name,

@@ -22,6 +22,7 @@ import statistics
 import sys
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -45,12 +46,17 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         description="Send each input through the fleet (retrying on fallbacks), print the "
         "top predictions and record every request with its trace.",
     )
-    parser.add_argument("model", help="the model's name, as deployed (with --task: an input)")
+    parser.add_argument(
+        "model",
+        nargs="?",
+        metavar="MODEL",
+        help="the model's name, as deployed (with --task: leave it out, the inputs follow)",
+    )
     parser.add_argument("inputs", nargs="*", metavar="INPUT", help="image, .npy file or directory")
     add_broker_options(parser)
     add = parser.add_argument
     add("--client-id", help="this client's id (a topic level; default random)")
-    add("--version", help="model version (default: any deployed)")
+    add("--version", help="model version (default: any deployed; not with --task)")
     add("--max-latency-ms", type=float, help="plan constraint: predicted latency")
     add("--min-fidelity", type=float, help="plan constraint: variant fidelity (0-1)")
     add("--energy-j", type=float, help="plan constraint: energy per request (J)")
@@ -97,9 +103,17 @@ def run(args: argparse.Namespace) -> int:
     from splitmq.client.client import Client, ClientConfig
     from splitmq.client.inputs import load_inputs
 
-    paths = [args.model, *args.inputs] if args.task else list(args.inputs)
+    if args.task and args.version:
+        raise ConfigError(
+            f"--version pins one model's version, and task {args.task}'s members each have "
+            "their own: name the member instead of --task, or leave --version out"
+        )
+    if not args.task and not args.model:
+        raise ConfigError("name the model to run (or a task with --task), then the inputs")
+    paths = [args.model, *args.inputs] if args.task and args.model else list(args.inputs)
     if not paths:
-        raise ConfigError("no inputs: name images, .npy files or directories after the model")
+        where = "after --task TASK" if args.task else "after the model"
+        raise ConfigError(f"no inputs: name images, .npy files or directories {where}")
     inputs = load_inputs(paths, value_range=_pixel_range(args.pixel_range), batch=args.batch)
     if not inputs:
         raise ConfigError("no inputs: the directories hold no images or .npy files")
@@ -177,9 +191,10 @@ def infer_inputs(
     columns = [f"top-{i + 1}" for i in range(top)]
     header = [f"{'input':<{width}}", *(f"{c:<16}" for c in columns), "latency_ms  attempts  route"]
     if served_by:
-        header.insert(1, f"{'served by':<24}")
+        header.insert(1, f"{'served by':<{SERVED_BY_WIDTH}}")
     print("  ".join(header), file=out, flush=True)
     latencies: list[float] = []
+    members: Counter[str] = Counter()
     failed = 0
     items = client.stream((array for _, array in inputs), ordered=True, **(options or {}))
     for item in items:
@@ -190,7 +205,10 @@ def infer_inputs(
             print(f"{name:<{width}}  {_failure(item)}", file=out, flush=True)
             continue
         latencies.append(item.latency_ms)
-        member = f"{_served_by(item):<24}  " if served_by else ""
+        member = ""
+        if served_by:
+            members[f"{item.plan.model} {item.plan.variant}"] += 1
+            member = f"{_served_by(item):<{SERVED_BY_WIDTH}}  "
         print(f"{name:<{width}}  {member}{_row(item, top, labels)}", file=out, flush=True)
         if check is not None:
             check.add(
@@ -201,9 +219,16 @@ def infer_inputs(
                 status_of=client.agent_status,
             )
     print(_summary(len(inputs), failed, latencies), file=out, flush=True)
+    if members:
+        served = ", ".join(f"{member} {count}" for member, count in members.most_common())
+        print(f"served by {served}", file=out, flush=True)
     if check is not None:
         print("\n".join(check.lines()), file=out, flush=True)
     return failed
+
+
+SERVED_BY_WIDTH = 30
+"""The served-by column: a member's name, variant and accuracy."""
 
 
 def _row(result: InferenceResult, top: int, labels: Sequence[str]) -> str:

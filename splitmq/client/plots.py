@@ -38,6 +38,8 @@ BATTERY = "battery.png"
 LATENCY_OVER_TIME = "latency_over_time.png"
 TASK_TRADEOFF = "task_tradeoff.png"
 DPI = 110
+WIDE_RANGE = 20.0
+"""An axis whose figures span more than this factor is drawn on a log scale."""
 PERCENTILE_STYLES = (("p50", "tab:green"), ("p95", "tab:orange"), ("p99", "tab:red"))
 
 
@@ -68,58 +70,88 @@ def write_plots(inputs: ReportInputs, out_dir: str | Path) -> list[Path]:
 def plot_task_tradeoff(
     members: Sequence[MemberKpi], records: Sequence[RequestRecord], path: str | Path
 ) -> Path:
-    """Accuracy against latency (left) and energy per inference (right), one marker per
-    member and variant of a task at its median, and every served request as a dot
-    beside it: where along the trade-off the requests were served."""
+    """Accuracy against latency (left) and energy per inference (right): every member
+    and variant of a task the plans weighed, as a circle at the planner's predicted
+    figures (filled when it served requests, hollow when it served none), the dashed
+    trade-off curve through those no other beats on both counts; every served request
+    as a dot at its measured figures. An axis spanning more than :data:`WIDE_RANGE`
+    times is logarithmic (requests queued in a burst measure far above the prediction).
+
+    Where no member's accuracy is known, the y axis is the agreement with the task's
+    reference member; members with neither figure are left out (the table has them).
+    """
     figure = _figure((11, 4.5))
     by_latency, by_energy = figure.subplots(1, 2, sharey=True)
     colors = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown"]
     tasks = sorted({m.task for m in members})
-    for index, member in enumerate(m for m in members if m.accuracy is not None):
+    measured = any(m.accuracy is not None for m in members)
+    drawn = [m for m in members if (m.accuracy if measured else m.agreement) is not None]
+    for index, member in enumerate(drawn):
         color = colors[index % len(colors)]
-        label = f"{member.model} {member.variant} ({member.requests})"
+        score = (member.accuracy if measured else member.agreement) or 0.0
         served = [
             r
             for r in records
             if r.ok and (r.task, r.model, r.variant) == (member.task, member.model, member.variant)
         ]
-        accuracy = member.accuracy or 0.0
-        by_latency.scatter(
-            [r.latency_ms for r in served], [accuracy] * len(served), s=8, alpha=0.35, color=color
-        )
-        by_latency.scatter(
-            [member.latency_p50_ms], [accuracy], s=90, color=color, edgecolor="black", label=label
-        )
+        latencies = [r.latency_ms for r in served]
         energies = [1000 * sum(e.energy_j for e in r.trace) for r in served if r.trace]
-        by_energy.scatter(energies, [accuracy] * len(energies), s=8, alpha=0.35, color=color)
-        if member.energy_per_inference_j is not None:
-            by_energy.scatter(
-                [1000 * member.energy_per_inference_j],
-                [accuracy],
-                s=90,
-                color=color,
-                edgecolor="black",
-            )
-    known = sorted((m for m in members if m.accuracy is not None), key=lambda m: m.latency_p50_ms)
+        by_latency.scatter(latencies, [score] * len(latencies), s=8, alpha=0.35, color=color)
+        by_energy.scatter(energies, [score] * len(energies), s=8, alpha=0.35, color=color)
+        circle: dict[str, Any] = {"s": 90, "edgecolor": color, "linewidth": 1.5, "zorder": 3}
+        circle["facecolor"] = color if member.requests else "none"
+        label = f"{member.model} {member.variant}: " + (
+            f"{member.requests} served" if member.requests else _not_chosen(member)
+        )
+        if member.predicted_latency_ms is not None:
+            by_latency.scatter([member.predicted_latency_ms], [score], label=label, **circle)
+        if member.predicted_energy_j is not None:
+            by_energy.scatter([1000 * member.predicted_energy_j], [score], **circle)
     line = {"color": "grey", "linestyle": "--", "linewidth": 0.8, "zorder": 0}
-    by_latency.plot([m.latency_p50_ms for m in known], [m.accuracy for m in known], **line)
-    thrifty = sorted(
-        (m for m in known if m.energy_per_inference_j is not None),
-        key=lambda m: m.energy_per_inference_j or 0.0,
+    scores = [(m.accuracy if measured else m.agreement) or 0.0 for m in drawn]
+    latency_points = sorted(
+        (m.predicted_latency_ms, score)
+        for m, score in zip(drawn, scores, strict=True)
+        if m.predicted_latency_ms is not None
     )
-    by_energy.plot(
-        [1000 * (m.energy_per_inference_j or 0.0) for m in thrifty],
-        [m.accuracy for m in thrifty],
-        **line,
+    energy_points = sorted(
+        (1000 * m.predicted_energy_j, score)
+        for m, score in zip(drawn, scores, strict=True)
+        if m.predicted_energy_j is not None
     )
-    by_latency.set_xlabel("latency (ms): dots the requests served, circles the median")
-    by_energy.set_xlabel("energy per inference (mJ)")
-    by_latency.set_ylabel("accuracy (measured)")
-    for axis in (by_latency, by_energy):
+    for axis, points in ((by_latency, latency_points), (by_energy, energy_points)):
+        frontier = _frontier(points)
+        axis.plot([x for x, _ in frontier], [y for _, y in frontier], **line)
         axis.grid(alpha=0.3)
-    by_latency.legend(fontsize="small", title="member variant (requests)")
-    figure.suptitle(f"task {', '.join(tasks)}: accuracy against latency and energy")
+        shown = [x for collection in axis.collections for x, _ in collection.get_offsets()]
+        if shown and min(shown) > 0 and max(shown) / min(shown) > WIDE_RANGE:
+            axis.set_xscale("log")  # measured figures far from predicted ones: both seen
+    by_latency.set_xlabel("latency (ms): circles predicted, dots the requests served")
+    by_energy.set_xlabel("energy per inference (mJ): circles predicted, dots measured")
+    by_latency.set_ylabel(
+        "accuracy (measured)" if measured else "agreement with the reference member"
+    )
+    if drawn:
+        by_latency.legend(fontsize="small", title="member variant")
+    title = f"task {', '.join(tasks)}: accuracy against latency and energy"
+    if len(drawn) < len(members):
+        title += f" ({len(members) - len(drawn)} of unknown accuracy not drawn)"
+    figure.suptitle(title)
     return _save(figure, path)
+
+
+def _frontier(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The points no other beats on both counts (less cost, more accuracy), by cost: the
+    trade-off curve a request chooses along."""
+    kept: list[tuple[float, float]] = []
+    for x, y in sorted(points, key=lambda point: (point[0], -point[1])):
+        if not kept or y > kept[-1][1]:
+            kept.append((x, y))
+    return kept
+
+
+def _not_chosen(member: MemberKpi) -> str:
+    return f"none served ({member.excluded})" if member.excluded else "none served"
 
 
 def plot_latency_distribution(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from splitmq.wire import StagePrediction, Telemetry, TraceEntry
+from splitmq.wire import StagePrediction, TaskCandidate, Telemetry, TraceEntry
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,8 @@ class RequestRecord:
         task: the task the request named (then ``model`` and ``variant`` are the member
             and variant the coordinator chose), else ``""``.
         accuracy: the served variant's measured accuracy, from the plan (None: unknown).
+        candidates: for a task, every deployed member and variant the plan weighed, with
+            its accuracy and predicted latency and energy (the trade-off it chose along).
     """
 
     request_id: str
@@ -74,6 +76,7 @@ class RequestRecord:
     run: str = ""
     task: str = ""
     accuracy: float | None = None
+    candidates: tuple[TaskCandidate, ...] = ()
 
     @property
     def latency_ms(self) -> float:

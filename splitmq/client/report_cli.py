@@ -149,24 +149,38 @@ def format_report(report: KpiReport, source: str = "", run: str | None = None) -
 
 
 def _members_table(report: KpiReport) -> str:
-    """Which member and variant of each task served the requests, and what it delivered."""
-    headers = ["task", "member", "variant", "requests", "share %", "accuracy"]
-    headers += ["p50 ms", "p95 ms", "energy mJ/inference"]
+    """Every member and variant of each task the plans weighed: accuracy, the planner's
+    predicted figures, what it served and what that measured, and why it was passed over."""
+    headers = ["task", "member", "variant", "accuracy", "predicted ms", "predicted mJ"]
+    headers += ["requests", "share %", "p50 ms", "p95 ms", "energy mJ/inference", "missed"]
     rows = [
         [
             m.task,
             m.model,
             m.variant,
+            _accuracy(m.accuracy, m.agreement),
+            _num(m.predicted_latency_ms, 2),
+            _num(None if m.predicted_energy_j is None else 1000 * m.predicted_energy_j, 3),
             str(m.requests),
             f"{100 * m.share:.0f}",
-            "unknown" if m.accuracy is None else f"{m.accuracy:.3f}",
             _num(m.latency_p50_ms, 2),
             _num(m.latency_p95_ms, 2),
-            "-" if m.energy_per_inference_j is None else f"{1000 * m.energy_per_inference_j:.3f}",
+            _num(None if m.energy_per_inference_j is None else 1000 * m.energy_per_inference_j, 3),
+            m.excluded or "-",
         ]
         for m in report.members
     ]
-    return format_table(headers, rows, left=(0, 1, 2))
+    note = (
+        "predicted: the planner's median for the route through it; missed: the constraint "
+        "it missed most often in the plans that weighed it"
+    )
+    return format_table(headers, rows, left=(0, 1, 2, len(headers) - 1)) + "\n" + note
+
+
+def _accuracy(accuracy: float | None, agreement: float | None) -> str:
+    if accuracy is not None:
+        return f"{accuracy:.3f}"
+    return "unknown" if agreement is None else f"unknown (agrees {agreement:.3f})"
 
 
 def _heading(report: KpiReport, source: str, run: str | None) -> str:

@@ -133,5 +133,6 @@ class RequestState:
             run=self.run,
             task=self.key.task or "",
             accuracy=plan.accuracy if plan else None,
+            candidates=(plan.candidates or ()) if plan else (),
             **fields,
         )

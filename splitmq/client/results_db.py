@@ -17,13 +17,17 @@ Schema (version :data:`SCHEMA_VERSION`, in the ``meta`` table)::
                    sent_ms, outcome, message
     trace_entries  (request_id, position) PRIMARY KEY, stage, agent_id, received_ms,
                    started_ms, finished_ms, bytes_in, bytes_out, attempt, energy_j
+    task_candidates (request_id, position) PRIMARY KEY, model, version, variant,
+                   accuracy, agreement, predicted_latency_ms, predicted_energy_j, excluded
+                   -- a task request's plan: every member and variant it weighed
     telemetry      (agent_id, ts_ms) UNIQUE, battery_pct, plugged, simulated, cpu_pct,
                    energy_j, mem_free_bytes
 
 Recording a request whose id is already stored replaces it. Times are epoch ms. A file
 of an earlier schema version is brought to this one on opening (version 1 to 2: the
-predicted stages; 2 to 3: the task and the served variant's accuracy; the columns
-added are empty for the requests it held).
+predicted stages; 2 to 3: the task and the served variant's accuracy; 3 to 4: the
+members a task's plan weighed; the columns and tables added are empty for the requests
+it held).
 
 The JSON lines export holds one object per line, tagged by ``kind``: ``request`` (every
 field of a :class:`RequestRecord`, its ``attempts`` and ``trace`` as lists of objects)
@@ -45,7 +49,7 @@ from typing import IO, Any, TypeVar
 
 from splitmq.client.records import AttemptRecord, RequestRecord, TelemetrySample
 from splitmq.errors import SplitMQError
-from splitmq.wire import StagePrediction, Telemetry, TraceEntry
+from splitmq.wire import StagePrediction, TaskCandidate, Telemetry, TraceEntry
 
 __all__ = [
     "DEFAULT_PATH",
@@ -56,7 +60,7 @@ __all__ = [
     "record_to_json",
 ]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 DEFAULT_PATH = Path("splitmq-results.db")
 MEMORY = ":memory:"
 
@@ -109,6 +113,19 @@ CREATE TABLE IF NOT EXISTS trace_entries (
     energy_j REAL NOT NULL,
     PRIMARY KEY (request_id, position)
 );
+CREATE TABLE IF NOT EXISTS task_candidates (
+    request_id TEXT NOT NULL REFERENCES requests (request_id) ON DELETE CASCADE,
+    position INTEGER NOT NULL,
+    model TEXT NOT NULL,
+    version TEXT NOT NULL,
+    variant TEXT NOT NULL,
+    accuracy REAL,
+    agreement REAL,
+    predicted_latency_ms REAL,
+    predicted_energy_j REAL,
+    excluded TEXT,
+    PRIMARY KEY (request_id, position)
+);
 CREATE TABLE IF NOT EXISTS telemetry (
     agent_id TEXT NOT NULL,
     ts_ms INTEGER NOT NULL,
@@ -156,10 +173,12 @@ _MIGRATIONS = {
         "ALTER TABLE requests ADD COLUMN task TEXT NOT NULL DEFAULT ''",
         "ALTER TABLE requests ADD COLUMN accuracy REAL",
     ),
+    "3": (),  # the task_candidates table: created with the schema's other new tables
 }
 """Statements bringing a file of a former schema version to the next one."""
-CHILD_FIELDS = ("attempts", "trace")
+CHILD_FIELDS = ("attempts", "trace", "candidates")
 TRACE_COLUMNS = tuple(f.name for f in fields(TraceEntry))
+CANDIDATE_COLUMNS = tuple(f.name for f in fields(TaskCandidate))
 TELEMETRY_COLUMNS = tuple(f.name for f in fields(TelemetrySample))
 
 
@@ -375,6 +394,11 @@ class ResultsDB:
                 f"WHERE request_id IN ({selected}) ORDER BY request_id, position",
                 parameters,
             )
+            candidates = self._query(
+                f"SELECT request_id, {', '.join(CANDIDATE_COLUMNS)} FROM task_candidates "
+                f"WHERE request_id IN ({selected}) ORDER BY request_id, position",
+                parameters,
+            )
         attempts_of: dict[str, list[AttemptRecord]] = {}
         for request_id, attempt, route, sent_ms, outcome, message in attempts:
             attempts_of.setdefault(request_id, []).append(
@@ -383,8 +407,16 @@ class ResultsDB:
         trace_of: dict[str, list[TraceEntry]] = {}
         for request_id, *values in trace:
             trace_of.setdefault(request_id, []).append(TraceEntry(*values))
+        candidates_of: dict[str, list[TaskCandidate]] = {}
+        for request_id, *values in candidates:
+            candidates_of.setdefault(request_id, []).append(TaskCandidate(*values))
         return [
-            _request_from_row(row, attempts_of.get(row[0], ()), trace_of.get(row[0], ()))
+            _request_from_row(
+                row,
+                attempts_of.get(row[0], ()),
+                trace_of.get(row[0], ()),
+                candidates_of.get(row[0], ()),
+            )
             for row in rows
         ]
 
@@ -522,6 +554,9 @@ def record_from_json(data: Mapping[str, Any]) -> RequestRecord:
         for a in data.get("attempts", ())
     )
     values["trace"] = tuple(_from_mapping(TraceEntry, t) for t in data.get("trace", ()))
+    values["candidates"] = tuple(
+        _from_mapping(TaskCandidate, c) for c in data.get("candidates") or ()
+    )
     values["predicted_stages"] = tuple(
         _from_mapping(StagePrediction, p) for p in data.get("predicted_stages") or ()
     )
@@ -552,6 +587,7 @@ def _insert_request(connection: sqlite3.Connection, record: RequestRecord) -> No
     request_id = record.request_id
     connection.execute("DELETE FROM attempts WHERE request_id = ?", (request_id,))
     connection.execute("DELETE FROM trace_entries WHERE request_id = ?", (request_id,))
+    connection.execute("DELETE FROM task_candidates WHERE request_id = ?", (request_id,))
     connection.execute("DELETE FROM requests WHERE request_id = ?", (request_id,))
     row = [_column(record, name) for name in REQUEST_COLUMNS]
     connection.execute(
@@ -575,6 +611,14 @@ def _insert_request(connection: sqlite3.Connection, record: RequestRecord) -> No
             for position, entry in enumerate(record.trace)
         ],
     )
+    connection.executemany(
+        f"INSERT INTO task_candidates (request_id, position, {', '.join(CANDIDATE_COLUMNS)}) "
+        f"VALUES (?, ?, {', '.join('?' * len(CANDIDATE_COLUMNS))})",
+        [
+            (request_id, position, *(getattr(entry, name) for name in CANDIDATE_COLUMNS))
+            for position, entry in enumerate(record.candidates)
+        ],
+    )
 
 
 def _column(record: RequestRecord, name: str) -> Any:
@@ -588,14 +632,19 @@ def _column(record: RequestRecord, name: str) -> Any:
 
 
 def _request_from_row(
-    row: tuple[Any, ...], attempts: Iterable[AttemptRecord], trace: Iterable[TraceEntry]
+    row: tuple[Any, ...],
+    attempts: Iterable[AttemptRecord],
+    trace: Iterable[TraceEntry],
+    candidates: Iterable[TaskCandidate] = (),
 ) -> RequestRecord:
     values = dict(zip(REQUEST_COLUMNS, row, strict=True))
     values["ok"] = bool(values["ok"])
     values["top"] = tuple((int(c), float(s)) for c, s in json.loads(values["top"]))
     stages = json.loads(values["predicted_stages"] or "[]")
     values["predicted_stages"] = tuple(_from_mapping(StagePrediction, p) for p in stages)
-    return RequestRecord(**values, attempts=tuple(attempts), trace=tuple(trace))
+    return RequestRecord(
+        **values, attempts=tuple(attempts), trace=tuple(trace), candidates=tuple(candidates)
+    )
 
 
 def _sample_row(sample: TelemetrySample) -> tuple[Any, ...]:

@@ -18,6 +18,9 @@ from splitmq.errors import ConfigError, SplitMQError
 log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
+    from splitmq.coordinator.service import CoordinatorConfig
+    from splitmq.coordinator.task_choice import TaskChoiceConfig
+
     Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
 
 
@@ -61,6 +64,13 @@ def _add_coordinator(subparsers: Subparsers) -> None:
     parser.add_argument(
         "--ready-timeout", type=float, help="seconds to wait for agents to load a shard (60)"
     )
+    parser.add_argument(
+        "--task-battery-levels",
+        metavar="LOW,CRITICAL",
+        help="percent: a task request from an unplugged client below LOW is planned one "
+        "energy level cheaper (performance as balanced, balanced as saver), below CRITICAL "
+        "as saver (default 50,20)",
+    )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
     from splitmq.web.cli import add_web_options
 
@@ -69,10 +79,8 @@ def _add_coordinator(subparsers: Subparsers) -> None:
 
 
 def run_coordinator(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
     from splitmq.coordinator.lease import lease_will
-    from splitmq.coordinator.service import Coordinator, CoordinatorConfig
+    from splitmq.coordinator.service import Coordinator
     from splitmq.transport import MqttTransport
 
     logging.basicConfig(
@@ -83,24 +91,11 @@ def run_coordinator(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     signal.signal(signal.SIGINT, lambda *_: stopping.set())
     try:
-        config = CoordinatorConfig(
-            coordinator_id=args.id, namespace=namespace(args), heal=not args.no_heal
-        )
-        if args.battery_floor is not None:
-            planner = replace(config.deployer.planner, battery_floor_pct=args.battery_floor)
-            config = replace(config, deployer=replace(config.deployer, planner=planner))
-        if args.watch_period is not None:
-            config = replace(config, watch_period_s=args.watch_period)
-        if args.ready_timeout is not None:
-            deployer = replace(config.deployer, ready_timeout_s=args.ready_timeout)
-            config = replace(config, deployer=deployer)
-        lease = replace(config.lease, candidate=not args.no_lead)
-        if args.lease_period is not None:
-            lease = replace(lease, period_s=args.lease_period)
-        config = replace(config, lease=lease)
+        config = coordinator_config(args)
         client_id = f"splitmq-coordinator-{args.id}-{uuid.uuid4().hex[:6]}"
         transport = MqttTransport(
-            transport_config(args, client_id), will=lease_will(client_id, lease, config.namespace)
+            transport_config(args, client_id),
+            will=lease_will(client_id, config.lease, config.namespace),
         )
         coordinator = Coordinator(transport, args.pool, config)
         coordinator.start()
@@ -118,6 +113,45 @@ def run_coordinator(args: argparse.Namespace) -> int:
         web.stop()
     coordinator.stop()
     return 0
+
+
+def coordinator_config(args: argparse.Namespace) -> CoordinatorConfig:
+    """The coordinator's settings from ``splitmq coordinator``'s options."""
+    from dataclasses import replace
+
+    from splitmq.coordinator.service import CoordinatorConfig
+
+    config = CoordinatorConfig(
+        coordinator_id=args.id, namespace=namespace(args), heal=not args.no_heal
+    )
+    if args.battery_floor is not None:
+        planner = replace(config.deployer.planner, battery_floor_pct=args.battery_floor)
+        config = replace(config, deployer=replace(config.deployer, planner=planner))
+    if args.watch_period is not None:
+        config = replace(config, watch_period_s=args.watch_period)
+    if args.ready_timeout is not None:
+        deployer = replace(config.deployer, ready_timeout_s=args.ready_timeout)
+        config = replace(config, deployer=deployer)
+    lease = replace(config.lease, candidate=not args.no_lead)
+    if args.lease_period is not None:
+        lease = replace(lease, period_s=args.lease_period)
+    config = replace(config, lease=lease)
+    if args.task_battery_levels is not None:
+        config = replace(config, task_choice=task_battery_levels(args.task_battery_levels))
+    return config
+
+
+def task_battery_levels(text: str) -> TaskChoiceConfig:
+    """``--task-battery-levels LOW,CRITICAL`` as a :class:`TaskChoiceConfig`."""
+    from splitmq.coordinator.task_choice import TaskChoiceConfig
+
+    try:
+        low, critical = (float(part) for part in text.split(","))
+    except ValueError:
+        raise ConfigError(
+            f"--task-battery-levels {text!r} must be two percentages LOW,CRITICAL (e.g. 50,20)"
+        ) from None
+    return TaskChoiceConfig(low_battery_pct=low, critical_battery_pct=critical)
 
 
 # -- splitmq deploy --------------------------------------------------------------------------
@@ -145,7 +179,8 @@ def _add_deploy(subparsers: Subparsers) -> None:
     )
     parser.add_argument(
         "--variants",
-        help="with --task: comma-separated variants of every member (default: --variant)",
+        help="with --task: comma-separated variants of every member (default: --variant, "
+        "or float32; with --retire: every variant)",
     )
     parser.add_argument(
         "--pool",
@@ -226,6 +261,14 @@ def _deploy_task(args: argparse.Namespace, operator: str, stages: int) -> int:
     from splitmq.tables import format_table
     from splitmq.wire import DeployRequest, Objective
 
+    if args.version is not None:
+        print(
+            f"splitmq deploy: error: --version names one model's version, and task "
+            f"{args.task}'s members each have their own: deploy the member alone with "
+            "--version, or leave it out (each member's latest)",
+            file=sys.stderr,
+        )
+        return 2
     members = list(args.model)
     if not members and args.pool is not None:
         from splitmq.coordinator.model_pool import ModelPool
@@ -238,11 +281,15 @@ def _deploy_task(args: argparse.Namespace, operator: str, stages: int) -> int:
             file=sys.stderr,
         )
         return 2
-    variants = [v.strip() for v in (args.variants or args.variant or "float32").split(",")]
+    asked = args.variants or args.variant
+    variants: list[str | None] = [v.strip() for v in (asked or "float32").split(",") if v.strip()]
+    if args.retire and not asked:
+        variants = [None]  # every deployed variant of each member
     rows = []
+    details: list[str] = []
     refused = 0
     for member in members:
-        for variant in [v for v in variants if v]:
+        for variant in variants:
             request = DeployRequest(
                 request_id=uuid.uuid4().hex,
                 client_id=operator,
@@ -266,18 +313,29 @@ def _deploy_task(args: argparse.Namespace, operator: str, stages: int) -> int:
                 return 2
             refused += not reply.ok
             predicted = reply.predicted_latency_ms
+            first, _, rest = reply.message.partition("\n")
             rows.append(
                 [
                     member,
-                    variant,
+                    variant or "all",
                     reply.deployment or "-",
                     "-" if predicted is None else f"{predicted:.2f}",
-                    ("ok: " if reply.ok else "refused: ") + reply.message,
+                    ("ok: " if reply.ok else "refused: ") + first,
                 ]
             )
-    print(f"task {args.task}: {len(rows) - refused} of {len(rows)} deployed")
+            if not reply.ok and rest.strip():
+                details.append(f"{member} {variant or 'all'} refused: {reply.message}")
+    done = "retired" if args.retire else "deployed"
+    print(f"task {args.task}: {len(rows) - refused} of {len(rows)} {done}")
     headers = ["member", "variant", "deployment", "predicted ms", "outcome"]
     print(format_table(headers, rows, left=(0, 1, 2, 4)))
+    for detail in details:
+        print(f"\n{detail}")
+    if not args.retire and refused < len(rows):
+        print(
+            f"\n`splitmq fleet` shows where each member runs; ask the task with "
+            f"`splitmq infer --task {args.task} INPUT...`"
+        )
     return 1 if refused else 0
 
 

@@ -59,7 +59,7 @@ from splitmq.coordinator.model_pool import ModelPool, UnknownModel
 from splitmq.coordinator.planner import AgentView, PlannerConfig, plan
 from splitmq.coordinator.pool_service import PoolService
 from splitmq.coordinator.registry import DEFAULT_STALE_PERIODS, Registry
-from splitmq.coordinator.task_choice import annotate
+from splitmq.coordinator.task_choice import TaskChoiceConfig, annotate, plan_task
 from splitmq.coordinator.views import deployment_views
 from splitmq.errors import DecodeError, SplitMQError, TransportError
 from splitmq.transport import InboundMessage, Transport
@@ -124,6 +124,8 @@ class CoordinatorConfig:
         telemetry_budget_per_s: telemetry messages per second the fleet may send through
             the broker; past it the leader advises the agents a longer period (with the
             lease: ``Lease.telemetry_period_s``). 0: no advice.
+        task_choice: how a client's low battery moves a task request toward cheaper
+            members (``splitmq coordinator --task-battery-levels``).
     """
 
     coordinator_id: str = "coordinator"
@@ -135,6 +137,7 @@ class CoordinatorConfig:
     deployer: DeployerConfig = field(default_factory=DeployerConfig)
     lease: LeaseConfig = field(default_factory=LeaseConfig)
     telemetry_budget_per_s: float = 1000.0
+    task_choice: TaskChoiceConfig = field(default_factory=TaskChoiceConfig)
 
     @property
     def planner(self) -> PlannerConfig:
@@ -391,6 +394,14 @@ class Coordinator:
 
         Only the agents that host a stage (and the client's own) are looked at: the cost
         of a plan follows the deployments, not the size of the fleet."""
+        if request.task is None and request.min_accuracy is not None:
+            return PlanRefused(
+                request.request_id,
+                request.model,
+                "min_accuracy",
+                "min_accuracy chooses among a task's members: name the task instead of "
+                f"{request.model}, or bound its variants with min_fidelity",
+            )
         deployments = self.deployments().values()
         hosts = {a for d in deployments for s in d.stages for a in s.replicas}
         fleet = self.registry.views({*hosts, request.client_id})
@@ -401,6 +412,10 @@ class Coordinator:
         views = deployment_views(deployments, self.registry, self._variant)
         if request.task is not None:  # the members' tasks and accuracies, from the pool
             views = annotate(views, self.pool.manifest)
+            choice = self.config.task_choice
+            return plan_task(
+                request, views, fleet, self.config.planner, client=client, choice=choice
+            )
         return plan(request, views, fleet, self.config.planner, client=client)
 
     def _cut_again(self, digest: str) -> bool:

@@ -23,7 +23,13 @@ Accuracy is the variant's measured accuracy (``splitmq evaluate``, or labels at
 conversion). Where a member's accuracy is unknown, members are ranked by their
 agreement with the task's reference member on the same data, and a ``min_accuracy``
 cannot be checked: such a request is refused with what to do. A refusal names the
-constraint that failed and the best figures on offer. Pure: no I/O.
+constraint that failed and the best figures on offer. The plan lists every member and
+variant weighed (``Plan.candidates``: accuracy, the predicted latency and energy of the
+route through it, the constraint it missed), so a report can draw the whole trade-off.
+
+A version belongs to one model, and a task's members each have their own: a request
+naming a task and a version is refused (constraint ``version``); name the member to pin
+one. Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -42,7 +48,15 @@ from splitmq.coordinator.planner import (
     plan,
     within_budgets,
 )
-from splitmq.wire import PLAN_UNAVAILABLE, EnergyLevel, Plan, PlanRefused, PlanRequest
+from splitmq.errors import ConfigError
+from splitmq.wire import (
+    PLAN_UNAVAILABLE,
+    EnergyLevel,
+    Plan,
+    PlanRefused,
+    PlanRequest,
+    TaskCandidate,
+)
 from splitmq.wire.manifest import Manifest
 
 __all__ = [
@@ -76,6 +90,14 @@ class TaskChoiceConfig:
 
     low_battery_pct: float = 50.0
     critical_battery_pct: float = 20.0
+
+    def __post_init__(self) -> None:
+        low, critical = self.low_battery_pct, self.critical_battery_pct
+        if not 0.0 <= critical <= low <= 100.0:
+            raise ConfigError(
+                f"task battery levels low {low:g} % and critical {critical:g} % must be "
+                "percentages with critical at most low (e.g. 50 and 20)"
+            )
 
 
 def effective_level(
@@ -154,9 +176,17 @@ def plan_task(
     def refuse(constraint: str, message: str) -> PlanRefused:
         return PlanRefused(request.request_id, task, constraint, message)
 
+    if request.version is not None:
+        return refuse(
+            "version",
+            f"a request naming task {task} cannot name a version ({request.version}): each "
+            "member has versions of its own; name the member and its version instead of "
+            "the task, or leave the version out",
+        )
     members = [d for d in deployments if d.task == task]
     if not members:
         return refuse("task", _no_member(task, deployments))
+    weighed = members
     if request.min_fidelity is not None:
         faithful = [d for d in members if d.fidelity >= request.min_fidelity]
         if not faithful:
@@ -191,7 +221,8 @@ def plan_task(
             )
         members = good
     accuracy_known = all(d.accuracy is not None for d in members)
-    routes = [r for d in members for r in pareto_routes(d, fleet, config, client)]
+    routes_of = {d.deployment: pareto_routes(d, fleet, config, client) for d in weighed}
+    routes = [r for d in members for r in routes_of[d.deployment]]
     if not routes:  # no replica to run some stage: the planner says which and why
         unavailable = plan(
             _for_member(request, members[0], request.energy_level),
@@ -229,7 +260,57 @@ def plan_task(
     )
     if isinstance(answer, PlanRefused):  # not expected: the route was within the budgets
         return refuse(answer.constraint, answer.message)
-    return replace(answer, task=task, accuracy=best.deployment.accuracy)
+    # Every member weighed, with its figures: the trade-off the choice was made along.
+    # The chosen one's figures are the plan's own.
+    candidates = []
+    for member in weighed:
+        offered = _candidate(member, routes_of[member.deployment], request, level, accuracy_known)
+        if member is best.deployment:
+            offered = replace(
+                offered,
+                predicted_latency_ms=answer.predicted_latency_ms,
+                predicted_energy_j=answer.predicted_energy_j,
+            )
+        candidates.append(offered)
+    return replace(
+        answer, task=task, accuracy=best.deployment.accuracy, candidates=tuple(candidates)
+    )
+
+
+def _candidate(
+    member: DeploymentView,
+    routes: Sequence[Candidate],
+    request: PlanRequest,
+    level: EnergyLevel,
+    accuracy_known: bool,
+) -> TaskCandidate:
+    """What ``member`` offers a request (the route this level would take through it) and
+    the constraint it misses, if any."""
+    excluded: str | None = None
+    if request.min_fidelity is not None and member.fidelity < request.min_fidelity:
+        excluded = "min_fidelity"
+    elif request.min_accuracy is not None and (
+        member.accuracy is None or member.accuracy < request.min_accuracy
+    ):
+        excluded = "min_accuracy"
+    feasible = [r for r in routes if within_budgets(r.cost, request)]
+    if not routes:
+        excluded = excluded or PLAN_UNAVAILABLE
+    elif not feasible and excluded is None:
+        excluded = _over_budget(request, routes, accuracy_known)[0]
+    taken = min(
+        feasible or routes, key=lambda c: choice_key(level, c, accuracy_known), default=None
+    )
+    return TaskCandidate(
+        model=member.model,
+        version=member.version,
+        variant=member.variant,
+        accuracy=member.accuracy,
+        agreement=member.agreement,
+        predicted_latency_ms=None if taken is None else taken.cost.latency_ms,
+        predicted_energy_j=None if taken is None else taken.cost.energy_j,
+        excluded=excluded,
+    )
 
 
 def _for_member(request: PlanRequest, member: DeploymentView, level: EnergyLevel) -> PlanRequest:

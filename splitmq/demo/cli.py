@@ -22,6 +22,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     add("--requests", type=int, default=60, help="MobileNetV3Large frames (60; digits: 4x)")
     add("--no-kill", action="store_true", help="do not kill an agent mid-stream")
     add("--digits-only", action="store_true", help="skip MobileNetV3Large (fast)")
+    add(
+        "--task",
+        action="store_true",
+        help="also ask the task 'digits' (three classifiers of different sizes, trained "
+        "once) as the client's battery falls: the coordinator picks the member",
+    )
     add("--embedded-broker", action="store_true", help="the embedded broker, even with Mosquitto")
     add(
         "--keep-running",
@@ -67,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
         keep_running=args.keep_running,
         secure=args.secure,
         browser=args.browser,
+        task=args.task,
     )
     with stop_on_signals():
         try:

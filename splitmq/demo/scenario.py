@@ -43,6 +43,7 @@ from splitmq.demo.processes import (
     DemoFleet,
 )
 from splitmq.demo.stopping import Stopped
+from splitmq.demo.task import BATTERY_STEPS, ensure_members, run_task
 from splitmq.errors import ConfigError, SplitMQError
 from splitmq.mosquitto import mosquitto_binary
 from splitmq.secure_setup import Role, SecureSetup, make_secure_setup
@@ -96,6 +97,8 @@ class DemoOptions:
             ACLs) with a CA and credentials made by the ``broker-config`` scripts.
         browser: add a headless Chromium with the agent page to the fleet, when
             Chromium is installed (``splitmq.web.phone``).
+        task: also ask the task ``digits`` (three classifiers of different sizes) as the
+            client's battery falls (:mod:`splitmq.demo.task`).
     """
 
     workdir: Path
@@ -106,6 +109,7 @@ class DemoOptions:
     keep_running: bool = False
     secure: bool = False
     browser: bool = False
+    task: bool = False
 
 
 Say = Callable[[str], None]
@@ -332,6 +336,7 @@ def run_demo(
         if fleet.secure is not None:
             describe_secure(fleet.secure)
         digits, mobilenet = ensure_models(pool, mobilenet=options.mobilenet)
+        members = tuple(ensure_members(pool)) if options.task else ()
         fleet.start_coordinator()
         for agent_id, profile in AGENT_PROFILES.items():
             fleet.start_agent(agent_id, profile)
@@ -343,7 +348,7 @@ def run_demo(
             if phone is not None:
                 fleet.agents[phone.agent_id] = phone.process  # killable like any agent
                 control.wait_agents([phone.agent_id], fleet.check_alive)
-            models = Models(digits, mobilenet)
+            models = Models(digits, mobilenet, members)
             return _scenario(options, fleet, control, config_for, models)
         finally:
             control.close()
@@ -392,6 +397,7 @@ def describe_secure(setup: SecureSetup) -> None:
 class Models:
     digits: PoolEntry
     mobilenet: PoolEntry | None
+    members: tuple[PoolEntry, ...] = ()
 
 
 def _scenario(
@@ -460,6 +466,17 @@ def _scenario(
                     f"re-deployed without {outcome.killed}: {deployment.deployment} epoch "
                     f"{deployment.epoch} ({stages})"
                 )
+        if models.members:
+            task_inputs = digit_inputs[: len(BATTERY_STEPS) * max(4, options.requests // 4)]
+            mismatches += run_task(
+                client,
+                control.deploy,
+                list(models.members),
+                task_inputs,
+                operator=OPERATOR,
+                run=run,
+                say=say,
+            )
     records = db.requests(run=run)
     inputs = ReportInputs(tuple(records), tuple(db.telemetry()), run)
     say("\n" + format_report(inputs.kpis(), str(db.path), run))

@@ -188,6 +188,31 @@ class StagePrediction:
     compute_ms: float
 
 
+@dataclass(frozen=True)
+class TaskCandidate:
+    """A member and variant of a task that a :class:`Plan` weighed, with its figures.
+
+    For a request naming a task the plan lists every deployed member and variant it
+    considered, so a client sees the trade-off it chose along (accuracy against latency
+    and energy), not only the member that served it. ``predicted_latency_ms`` and
+    ``predicted_energy_j`` are those of the route the planner would take through it
+    (None: no route now); ``excluded`` names the constraint it missed (``min_fidelity``,
+    ``min_accuracy``, ``max_latency_ms``, ``energy_j``, ``max_latency_ms+energy_j``,
+    ``unavailable``), None when it met every one.
+    """
+
+    model: str
+    version: str
+    variant: str
+    accuracy: float | None = None
+    """Its measured accuracy (None: never evaluated on labelled data)."""
+    agreement: float | None = None
+    """Its agreement with the task's reference member on unlabelled data."""
+    predicted_latency_ms: float | None = None
+    predicted_energy_j: float | None = None
+    excluded: str | None = None
+
+
 # --- presence and telemetry -------------------------------------------------------
 
 
@@ -508,6 +533,8 @@ class Plan(Message):
     then the member and variant the coordinator chose."""
     accuracy: float | None = None
     """The chosen variant's measured accuracy (None: unknown, or not a task request)."""
+    candidates: tuple[TaskCandidate, ...] | None = None
+    """For a task: every deployed member and variant weighed, the chosen one among them."""
 
 
 PLAN_UNAVAILABLE = "unavailable"

@@ -14,7 +14,7 @@ import pytest
 from splitmq.client import results_db
 from splitmq.client.records import AttemptRecord, RequestRecord, TelemetrySample
 from splitmq.client.results_db import ResultsDB, ResultsDBError, record_from_json
-from splitmq.wire import Battery, StagePrediction, Telemetry, TraceEntry
+from splitmq.wire import Battery, StagePrediction, TaskCandidate, Telemetry, TraceEntry
 from tests.client.records_fixtures import (
     BASE_MS,
     failed_record,
@@ -58,6 +58,11 @@ FULL = RequestRecord(
     run="bench",
     task="imagenet",
     accuracy=0.75,
+    candidates=(
+        TaskCandidate("mobilenet-small", "1", "int8", 0.5, None, 20.25, 0.125, "min_accuracy"),
+        TaskCandidate("mobilenet", "2", "float16", 0.75, 0.875, 90.5, 1.25),
+        TaskCandidate("resnet", "3", "float32", agreement=1.0, excluded="unavailable"),
+    ),
 )
 
 
@@ -123,6 +128,7 @@ def test_a_version_1_file_is_brought_to_the_current_schema(tmp_path: Path) -> No
         connection.execute("ALTER TABLE requests DROP COLUMN predicted_final_hop_ms")
         connection.execute("ALTER TABLE requests DROP COLUMN task")
         connection.execute("ALTER TABLE requests DROP COLUMN accuracy")
+        connection.execute("DROP TABLE task_candidates")
         connection.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
     connection.close()
     with ResultsDB(path) as db:
@@ -139,6 +145,7 @@ def test_a_version_2_file_gets_the_task_columns(tmp_path: Path) -> None:
     with connection:  # as version 2 wrote it: no task, no accuracy
         connection.execute("ALTER TABLE requests DROP COLUMN task")
         connection.execute("ALTER TABLE requests DROP COLUMN accuracy")
+        connection.execute("DROP TABLE task_candidates")
         connection.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
     connection.close()
     with ResultsDB(path) as db:
@@ -146,6 +153,23 @@ def test_a_version_2_file_gets_the_task_columns(tmp_path: Path) -> None:
         served = replace(FULL, request_id="task-0", task="digits", accuracy=0.875)
         db.record(served)
         assert db.requests(run="bench")[-1] == served
+
+
+def test_a_version_3_file_gets_the_members_a_plan_weighed(tmp_path: Path) -> None:
+    path = tmp_path / "results.db"
+    with ResultsDB(path) as db:
+        db.record_many(sample_records())
+    connection = sqlite3.connect(path)
+    with connection:  # as version 3 wrote it: no task_candidates table
+        connection.execute("DROP TABLE task_candidates")
+        connection.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+    connection.close()
+    with ResultsDB(path) as db:
+        assert db.requests() == sample_records()
+        db.record(FULL)
+        assert db.requests(run="bench") == [FULL]
+        db.record(replace(FULL, candidates=FULL.candidates[:1]))  # replaced, not added to
+        assert db.requests(run="bench")[0].candidates == FULL.candidates[:1]
 
 
 def test_a_file_that_is_not_a_database_is_refused(tmp_path: Path) -> None:

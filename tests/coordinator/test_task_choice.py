@@ -11,10 +11,13 @@ from __future__ import annotations
 import itertools
 import random
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
+from splitmq.cli import build_parser
 from splitmq.converter.pool import open_entry
+from splitmq.coordinator.cli import coordinator_config
 from splitmq.coordinator.planner import (
     AgentView,
     Candidate,
@@ -26,7 +29,16 @@ from splitmq.coordinator.planner import (
     route_cost,
     within_budgets,
 )
-from splitmq.coordinator.task_choice import annotate, choice_key, effective_level
+from splitmq.coordinator.service import Coordinator
+from splitmq.coordinator.task_choice import (
+    TaskChoiceConfig,
+    annotate,
+    choice_key,
+    effective_level,
+    plan_task,
+)
+from splitmq.errors import ConfigError
+from splitmq.transport import MemoryBroker
 from splitmq.wire import Battery, EnergyLevel, Plan, PlanRefused, PlanRequest
 from splitmq.wire.manifest import Manifest
 from tests.data import POOL_DIR, TASK, TASK_MEMBERS
@@ -216,6 +228,55 @@ def test_without_labels_members_rank_by_agreement_and_min_accuracy_is_refused() 
     assert "unknown" in refused.message and "splitmq evaluate --task digits" in refused.message
 
 
+def test_a_plan_lists_every_member_weighed_with_its_figures() -> None:
+    result = plan(ask(min_accuracy=0.9), member_views(), FLEET, CONFIG)
+    assert isinstance(result, Plan) and result.candidates is not None
+    weighed = {(c.model, c.variant): c for c in result.candidates}
+    assert set(weighed) == {(v.model, v.variant) for v in member_views()}
+    for (model, _), candidate in weighed.items():
+        assert candidate.accuracy is not None and candidate.predicted_latency_ms is not None
+        expected = "min_accuracy" if model == "digits-small" else None
+        assert candidate.excluded == expected, candidate
+    mine = weighed[(result.model, result.variant)]
+    assert mine.predicted_latency_ms == result.predicted_latency_ms
+    assert mine.predicted_energy_j == result.predicted_energy_j
+    # a latency budget only the int8 variants meet: the float32 ones say so
+    result = plan(ask(max_latency_ms=3.0), member_views(), FLEET, CONFIG)
+    assert isinstance(result, Plan) and result.candidates is not None
+    missed = {(c.model, c.variant): c.excluded for c in result.candidates}
+    assert missed[("digits-large", "float32")] == "max_latency_ms"
+    assert missed[("digits-large", "int8")] is None
+
+
+def test_a_task_request_naming_a_version_is_refused() -> None:
+    result = plan(ask(version="7ac2a57d5a11"), member_views(), FLEET, CONFIG)
+    assert isinstance(result, PlanRefused) and result.constraint == "version"
+    assert "name the member and its version instead of the task" in result.message
+
+
+def test_the_battery_levels_can_be_set() -> None:
+    request = ask(energy_level=EnergyLevel.PERFORMANCE, client_battery=Battery(60.0, False))
+    assert chosen(plan(request, member_views(), FLEET, CONFIG)) == ("digits-large", "float32")
+    higher = TaskChoiceConfig(low_battery_pct=80.0, critical_battery_pct=70.0)
+    result = plan_task(request, member_views(), FLEET, CONFIG, choice=higher)
+    assert chosen(result)[0] == "digits-small"  # planned as saver: 60 % is below 70 %
+    with pytest.raises(ConfigError, match="critical at most low"):
+        TaskChoiceConfig(low_battery_pct=20.0, critical_battery_pct=50.0)
+
+
+def test_splitmq_coordinator_task_battery_levels() -> None:
+    def config(*options: str) -> TaskChoiceConfig:
+        arguments = build_parser().parse_args(["coordinator", *options])
+        return coordinator_config(arguments).task_choice
+
+    assert config() == TaskChoiceConfig()
+    assert config("--task-battery-levels", "70,30") == TaskChoiceConfig(70.0, 30.0)
+    with pytest.raises(ConfigError, match="two percentages LOW,CRITICAL"):
+        config("--task-battery-levels", "70")
+    with pytest.raises(ConfigError, match="critical at most low"):
+        config("--task-battery-levels", "20,50")
+
+
 def test_a_model_request_still_plans_the_model_named() -> None:
     request = PlanRequest(request_id="r", client_id="c", model="digits-small")
     result = plan(request, member_views(), FLEET, CONFIG)
@@ -319,6 +380,17 @@ def test_the_choice_is_the_brute_force_optimum(seed: int) -> None:
     best = min(feasible, key=lambda c: choice_key(level, c, known))
     assert choice_key(level, ours, known) == pytest.approx(choice_key(level, best, known))
     assert result.accuracy == view.accuracy and result.task == TASK
+    # the plan lists every member of the task, and only those with a feasible route that
+    # meet min_accuracy as meeting every constraint
+    weighed = {(c.model, c.variant): c for c in result.candidates or ()}
+    assert set(weighed) == {(v.model, v.variant) for v in views if v.task == TASK}
+    meeting = {(c.deployment.model, c.deployment.variant) for c in feasible}
+    assert {key for key, c in weighed.items() if c.excluded is None} == meeting
+    mine = weighed[(result.model, result.variant)]
+    assert (mine.predicted_latency_ms, mine.predicted_energy_j) == (
+        result.predicted_latency_ms,
+        result.predicted_energy_j,
+    )
 
 
 def test_members_with_no_replica_to_run_are_refused_as_the_planner_says() -> None:
@@ -329,3 +401,11 @@ def test_members_with_no_replica_to_run_are_refused_as_the_planner_says() -> Non
     flat = {k: replace(a, plugged=False, battery_pct=5.0) for k, a in FLEET.items()}
     result = plan(ask(), member_views(), flat, CONFIG)
     assert isinstance(result, PlanRefused) and result.constraint == "battery"
+
+
+def test_the_coordinator_refuses_min_accuracy_for_a_model(tmp_path: Path) -> None:
+    coordinator = Coordinator(MemoryBroker().transport("coordinator"), tmp_path)
+    request = PlanRequest(request_id="r", client_id="c", model="digits-small", min_accuracy=0.9)
+    refused = coordinator.plan(request)
+    assert isinstance(refused, PlanRefused) and refused.constraint == "min_accuracy"
+    assert "name the task instead of digits-small" in refused.message

@@ -31,9 +31,10 @@ from splitmq.client.report_cli import format_report
 from splitmq.converter.pool import open_entry
 from splitmq.converter.runner import run_model
 from splitmq.coordinator.service import Coordinator, CoordinatorConfig
+from splitmq.coordinator.task_choice import TaskChoiceConfig
 from splitmq.mosquitto import Mosquitto
 from splitmq.transport import MqttTransport, parse_broker_url
-from splitmq.wire import Battery, EnergyLevel
+from splitmq.wire import Battery, DeploymentState, EnergyLevel
 from tests.client.conftest import Records
 from tests.data import DIGITS, POOL_DIR, TASK, TASK_MEMBERS, digits_test
 
@@ -41,6 +42,8 @@ pytestmark = pytest.mark.integration
 
 PROFILES = {"laptop": "laptop", "phone": "phone"}
 BATTERY_STEPS = (100.0, 60.0, 35.0, 10.0)
+LEVELS = TaskChoiceConfig(low_battery_pct=70.0, critical_battery_pct=20.0)
+"""Not the defaults (50, 20): at 60 % performance is planned as balanced."""
 REQUESTS_PER_STEP = 4
 
 
@@ -66,7 +69,7 @@ def fleet(mosquitto: Mosquitto, tmp_path_factory: pytest.TempPathFactory) -> Ite
     coordinator = Coordinator(
         MqttTransport(parse_broker_url(url)),
         pool,
-        CoordinatorConfig(namespace=namespace, watch_period_s=0.3),
+        CoordinatorConfig(namespace=namespace, watch_period_s=0.3, task_choice=LEVELS),
     )
     coordinator.start()
     agents = []
@@ -116,7 +119,7 @@ def test_a_model_of_no_task_is_refused_and_gates_apply_per_member(
     )
     out = capsys.readouterr().out
     assert code == 1 and "task digits: 1 of 2 deployed" in out
-    rows = {line.split()[0]: line for line in out.splitlines()[3:]}
+    rows = {line.split()[0]: line for line in out.splitlines()[3:5]}
     assert "ok: deployed digits-small" in rows["digits-small"]
     assert "refused:" in rows["digits-large"]
 
@@ -156,6 +159,10 @@ def test_a_falling_battery_moves_requests_to_the_smaller_member(
                 assert result.record.model == plan.model and result.record.task == TASK
                 assert result.served_by == (plan.model, plan.variant)
                 served.append((pct, plan.model, plan.variant))
+                # every member and variant deployed, weighed, and kept with the record
+                weighed = {(c.model, c.variant) for c in plan.candidates or ()}
+                assert weighed == {(m, v) for m in TASK_MEMBERS for v in ("float32", "int8")}
+                assert result.record.candidates == plan.candidates
         # asking for more accuracy than the small member has keeps a bigger one
         low = Battery(BATTERY_STEPS[-1], plugged=False)
         result = client.infer(images[0][None], task=TASK, min_accuracy=0.9, client_battery=low)
@@ -169,6 +176,8 @@ def test_a_falling_battery_moves_requests_to_the_smaller_member(
     sizes = [list(TASK_MEMBERS).index(model) for _, model, _ in served]
     assert sizes == sorted(sizes, reverse=True), served  # never back to a bigger member
     assert served[0][1:] == ("digits-large", "float32"), served
+    at_60 = {model for pct, model, _ in served if pct == 60.0}
+    assert "digits-large" not in at_60, served  # the coordinator's levels, not the defaults
     assert served[-1][1] == "digits-small", served
     # the command line: each row says which member served it
     inputs = tmp_path / "inputs.npy"
@@ -180,6 +189,18 @@ def test_a_falling_battery_moves_requests_to_the_smaller_member(
     assert code == 0 and lines[0].split()[:3] == ["input", "served", "by"], lines
     assert all("digits-medium" in line for line in lines[1:4]), lines
     report = format_report(ReportInputs(tuple(records.wait_for(len(served) + 2))).kpis())
-    table = report.split("\n\n")[-1]
-    assert table.splitlines()[0].split()[:3] == ["task", "member", "variant"]
-    assert "digits-large" in table and "digits-small" in table
+    table = report.split("\n\n")[-1].splitlines()
+    assert table[0].split()[:3] == ["task", "member", "variant"]
+    rows = {tuple(line.split()[1:3]): line for line in table[2:8]}
+    assert set(rows) == {(m, v) for m in TASK_MEMBERS for v in ("float32", "int8")}, table
+    # retiring the task's members retires every variant of each
+    assert fleet.deploy(*TASK_MEMBERS, "--retire") == 0
+    out = capsys.readouterr().out
+    assert "task digits: 3 of 3 retired" in out, out
+    for line in out.splitlines()[3:6]:
+        assert line.split()[1] == "all" and "ok: retired" in line, out
+    members = [d for d in fleet.coordinator.deployments().values() if d.model in TASK_MEMBERS]
+    assert {(d.model, d.variant) for d in members} >= {
+        (m, v) for m in TASK_MEMBERS for v in ("float32", "int8")
+    }
+    assert all(d.state is DeploymentState.RETIRED for d in members), members

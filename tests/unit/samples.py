@@ -36,6 +36,7 @@ from splitmq.wire import (
     StageEdge,
     StagePrediction,
     StageSpec,
+    TaskCandidate,
     Telemetry,
     Tensor,
     TensorSpec,
@@ -240,6 +241,26 @@ def sample_messages() -> list[Message]:
                 StagePrediction(1, "b", 20.5, 3.25, 5.0),
             ),
             predicted_final_hop_ms=0.75,
+        ),
+        Plan(  # a task's plan: the member chosen, and every member and variant weighed
+            "p3",
+            "d2",
+            1,
+            "digits-medium",
+            "8e33",
+            "int8",
+            (("a",),),
+            1.25,
+            0.0004,
+            task="digits",
+            accuracy=0.94,
+            candidates=(
+                TaskCandidate(
+                    "digits-small", "072a", "int8", 0.78, None, 0.5, 1e-4, excluded="min_accuracy"
+                ),
+                TaskCandidate("digits-medium", "8e33", "int8", 0.94, None, 1.25, 0.0004),
+                TaskCandidate("digits-large", "7ac2", "float32", None, 1.0, excluded="unavailable"),
+            ),
         ),
         PlanRefused("p2", "mobilenet_v3_large", "energy_j", "needs 3.1 J, budget 0.5 J"),
         Deployment(

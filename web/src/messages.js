@@ -80,6 +80,16 @@ const STRUCTS = {
     ['queueing_ms', 'float', REQUIRED],
     ['compute_ms', 'float', REQUIRED],
   ],
+  TaskCandidate: [
+    ['model', 'str', REQUIRED],
+    ['version', 'str', REQUIRED],
+    ['variant', 'str', REQUIRED],
+    ['accuracy', optional('float'), null],
+    ['agreement', optional('float'), null],
+    ['predicted_latency_ms', optional('float'), null],
+    ['predicted_energy_j', optional('float'), null],
+    ['excluded', optional('str'), null],
+  ],
   TraceEntry: [
     ['stage', 'int', REQUIRED],
     ['agent_id', 'str', REQUIRED],
@@ -279,6 +289,7 @@ export const MESSAGES = {
     ['predicted_final_hop_ms', optional('float'), null],
     ['task', optional('str'), null],
     ['accuracy', optional('float'), null],
+    ['candidates', optional(seq(struct('TaskCandidate'))), null],
   ]],
   'plan.refused': [1, [
     ['request_id', 'str', REQUIRED],
