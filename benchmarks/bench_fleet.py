@@ -55,7 +55,6 @@ from splitmq.wire import (
     LoadShard,
     Message,
     Plan,
-    PlanRefused,
     PlanRequest,
     ShardReady,
     Telemetry,
@@ -77,6 +76,7 @@ from splitmq.wire.topics import (
 )
 
 SIMULATOR = "bench-simulator"
+ASKER = "bench-asker"
 PERIOD_S = 600.0  # telemetry period the simulated agents announce: they stay fresh
 OWN_PERIOD_S = 1.0  # the agents' own telemetry period (splitmq agent's default)
 TELEMETRY_BUDGET_PER_S = CoordinatorConfig().telemetry_budget_per_s
@@ -162,7 +162,12 @@ class Counter:
         self.retained_bytes = 0
         self.last_s = time.monotonic()
         self._lock = threading.Lock()
-        self.transport.subscribe(topic_filter, self._on_message, qos=0)
+        # Counted on the network thread: a burst never waits in (or overflows) the inbox.
+        self.transport.subscribe(topic_filter, self._on_message, qos=0, fast_path=self._count)
+
+    def _count(self, message: InboundMessage) -> bool:
+        self._on_message(message)
+        return True
 
     def _on_message(self, message: InboundMessage) -> None:
         with self._lock:
@@ -246,24 +251,51 @@ def retained_store(running: Fleet) -> tuple[int, int]:
         counter.close()
 
 
-def ask(running: Fleet, message: Message, topic: str, kinds: tuple[type, ...]) -> Message:
-    running.operator.publish(topic, encode(message)).wait(10)
-    request_id = message.request_id  # type: ignore[attr-defined]
-    return running.inbox.wait_for(
-        Message,
-        lambda m: isinstance(m, kinds) and m.request_id == request_id,  # type: ignore[attr-defined]
-        300,
-    )
+class Asker:
+    """Plan and deploy requests, and their answers, on a connection of its own that
+    hears nothing else (the operator's watcher also hears every agent's status: at
+    10,000 agents, finding an answer among them would be what is timed)."""
+
+    def __init__(self, url: str):
+        self.transport = MqttTransport(parse_broker_url(url, client_id=ASKER))
+        self.transport.start()
+        self._answers: dict[str, Message] = {}
+        self._arrived = threading.Condition()
+        for topic in (PLANS.name(client=ASKER), DEPLOY_REPLIES.name(client=ASKER)):
+            self.transport.subscribe(topic, self._on_answer, fast_path=self._take)
+
+    def _take(self, message: InboundMessage) -> bool:
+        self._on_answer(message)
+        return True
+
+    def _on_answer(self, message: InboundMessage) -> None:
+        answer = decode(message.payload)
+        with self._arrived:
+            self._answers[answer.request_id] = answer  # type: ignore[attr-defined]
+            self._arrived.notify_all()
+
+    def answer(self, request_id: str, timeout_s: float = 300.0) -> Message:
+        with self._arrived:
+            if not self._arrived.wait_for(lambda: request_id in self._answers, timeout_s):
+                raise TimeoutError(f"no answer to {request_id} within {timeout_s} s")
+            return self._answers.pop(request_id)
+
+    def ask(self, message: PlanRequest | DeployRequest, topic: str) -> Message:
+        self.transport.publish(topic, encode(message)).wait(10)
+        return self.answer(message.request_id)
+
+    def close(self) -> None:
+        self.transport.close()
 
 
 def plan_request() -> PlanRequest:
-    return PlanRequest(request_id=uuid.uuid4().hex, client_id="bench-operator", model=MODEL)
+    return PlanRequest(request_id=uuid.uuid4().hex, client_id=ASKER, model=MODEL)
 
 
 def deploy_request() -> DeployRequest:
     return DeployRequest(
         request_id=uuid.uuid4().hex,
-        client_id="bench-operator",
+        client_id=ASKER,
         model=MODEL,
         stages=4,
         replicas=2,
@@ -273,9 +305,8 @@ def deploy_request() -> DeployRequest:
 
 def measure(size: int, deploys: int, plans: int, window_s: float) -> dict[str, float]:
     with fleet([]) as running:
-        running.operator.subscribe(PLANS.name(client="bench-operator"), running.inbox)
-        running.operator.subscribe(DEPLOY_REPLIES.name(client="bench-operator"), running.inbox)
         running.inbox.watch(LEASE)
+        asker = Asker(running.url)
         simulated = SimulatedFleet(running.url, size)
         try:
             started = time.perf_counter()
@@ -283,23 +314,19 @@ def measure(size: int, deploys: int, plans: int, window_s: float) -> dict[str, f
             # coordinator answers it once it has read them all.
             sentinel = plan_request()
             simulated.transport.publish(PLAN_REQUESTS.name(), encode(sentinel)).wait(30)
-            running.inbox.wait_for(
-                Message,
-                lambda m: isinstance(m, Plan | PlanRefused) and m.request_id == sentinel.request_id,
-                300,
-            )
+            asker.answer(sentinel.request_id)
             registered_s = time.perf_counter() - started
             deploy_s = []
             for _ in range(deploys):
                 started = time.perf_counter()
-                reply = ask(running, deploy_request(), DEPLOY_REQUESTS.name(), (DeployReply,))
+                reply = asker.ask(deploy_request(), DEPLOY_REQUESTS.name())
                 deploy_s.append(time.perf_counter() - started)
                 if not isinstance(reply, DeployReply) or not reply.ok:
                     raise SystemExit(f"deployment over {size} agents failed: {reply}")
             plan_ms = []
             for _ in range(plans + 5):
                 started = time.perf_counter()
-                answer = ask(running, plan_request(), PLAN_REQUESTS.name(), (Plan, PlanRefused))
+                answer = asker.ask(plan_request(), PLAN_REQUESTS.name())
                 plan_ms.append((time.perf_counter() - started) * 1e3)
                 if not isinstance(answer, Plan):
                     raise SystemExit(f"no plan over {size} agents: {answer}")
@@ -311,6 +338,7 @@ def measure(size: int, deploys: int, plans: int, window_s: float) -> dict[str, f
             advised = telemetry_load(running, simulated, advice, window_s) if advice > 0 else own
         finally:
             simulated.close()
+            asker.close()
     return {
         "agents": size,
         "registered_s": registered_s,
