@@ -61,6 +61,8 @@ def stage_view(
         input_bytes=sum(tensor_bytes(s) for s in stage.inputs),
         output_bytes=sum(tensor_bytes(s) for s in stage.outputs),
         queue_depth=queued,
+        sources=None if stage.sources is None else tuple(e.stage for e in stage.sources),
+        targets=None if stage.targets is None else tuple(e.stage for e in stage.targets),
     )
 
 

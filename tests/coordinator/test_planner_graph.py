@@ -1,0 +1,164 @@
+"""The per-request planner on stage graphs (Plan 2) and across site brokers' bridges:
+hand-computed tables."""
+
+from __future__ import annotations
+
+import pytest
+
+from splitmq.cli import build_parser
+from splitmq.coordinator.cli import coordinator_config
+from splitmq.coordinator.graph_routes import graph_stage_predictions
+from splitmq.coordinator.planner import (
+    AgentView,
+    DeploymentView,
+    PlannerConfig,
+    StageView,
+    plan,
+    route_cost,
+    stage_predictions,
+)
+from splitmq.wire import REQUESTER, Plan, PlanRefused, PlanRequest
+
+CONFIG = PlannerConfig(hop_ms=0.5, join_ms=0.2, bridge_ms=0.08)
+# 80 Mbit/s and 1 ms: a send of N bytes takes 1 + N / 10,000 ms.
+LINK = {"bandwidth_mbps": 80.0, "link_latency_ms": 1.0}
+CLIENT = AgentView("client", **LINK)  # type: ignore[arg-type]
+
+
+def agents(*names: str, sites: dict[str, str] | None = None) -> dict[str, AgentView]:
+    sites = sites or {}
+    return {n: AgentView(n, site=sites.get(n, ""), **LINK) for n in names}  # type: ignore[arg-type]
+
+
+def request(**kwargs: object) -> PlanRequest:
+    return PlanRequest(request_id="r1", client_id="c", model="m", **kwargs)  # type: ignore[arg-type]
+
+
+def stage(
+    index: int,
+    compute: dict[str, float],
+    sources: tuple[int, ...],
+    targets: tuple[int, ...],
+    *,
+    output: int,
+) -> StageView:
+    return StageView(
+        index, tuple(compute), compute, 10_000, output, sources=sources, targets=targets
+    )
+
+
+def diamond(join: bool = True) -> DeploymentView:
+    """A prefix fans out to two branches (30 ms and 20 ms); a join stage, or the
+    requester, joins them."""
+    to = (3,) if join else (REQUESTER,)
+    stages = [
+        stage(0, {"p": 5.0}, (REQUESTER,), (1, 2), output=20_000),
+        stage(1, {"b1": 30.0}, (0,), to, output=5_000),
+        stage(2, {"b2": 20.0}, (0,), to, output=5_000),
+    ]
+    if join:
+        stages.append(stage(3, {"j": 4.0}, (1, 2), (REQUESTER,), output=1_000))
+    return DeploymentView("d1", 1, "m", "v1", "float32", 1.0, tuple(stages))
+
+
+def test_a_stage_graph_costs_its_slowest_branch_plus_the_join() -> None:
+    fleet = agents("p", "b1", "b2", "j")
+    route = ("p", "b1", "b2", "j")
+    cost = route_cost(diamond(), route, fleet, CONFIG, client=CLIENT)
+    # input: link 1 + 10 kB 1 + hop 0.5 = 2.5; prefix 5, its send 1 + 2 + 0.5 = 3.5 -> 11;
+    # branch 1 (slowest) 30 + send 1 + 0.5 + 0.5 = 2 -> 43; join 0.2 + 4 + 1.6 = 48.8.
+    assert cost.latency_ms == pytest.approx(48.8)
+    # energy: the sum -- 59 ms at 5 W, and 71 kB over the radio at 0.1 J/MB
+    assert cost.energy_j == pytest.approx(0.295 + 0.0071)
+    parts, final_hop = stage_predictions(diamond(), route, fleet, CONFIG, client=CLIENT)
+    assert [(p.stage, p.agent_id) for p in parts] == [(0, "p"), (1, "b1"), (2, "b2"), (3, "j")]
+    table = [(p.transfer_ms, p.queueing_ms, p.compute_ms) for p in parts]
+    expected = [(2.5, 0, 5), (3.5, 0, 30), (3.5, 0, 20), (2.2, 0, 4)]
+    assert [pytest.approx(row) for row in expected] == table
+    assert final_hop == pytest.approx(1.6)
+    slowest = [parts[0], parts[1], parts[3]]
+    along = sum(p.transfer_ms + p.queueing_ms + p.compute_ms for p in slowest)
+    assert along + final_hop == pytest.approx(cost.latency_ms)
+
+
+def test_the_requester_joins_the_branches() -> None:
+    fleet = agents("p", "b1", "b2")
+    cost = route_cost(diamond(join=False), ("p", "b1", "b2"), fleet, CONFIG, client=CLIENT)
+    # branch 1 done at 41, its send 2 -> 43, the requester's join 0.2
+    assert cost.latency_ms == pytest.approx(43.2)
+    _, final_hop = graph_stage_predictions(
+        diamond(join=False), ("p", "b1", "b2"), fleet, CONFIG, client=CLIENT
+    )
+    assert final_hop == pytest.approx(2.2)
+
+
+def test_a_tight_bound_a_chain_would_miss_is_met_by_the_stage_graph() -> None:
+    fleet = agents("p", "b1", "b2", "j")
+    # as a chain the same stages would take 2.5 + 8.5 + 32 + 22 + 5.6 = 70.6 ms
+    result = plan(request(max_latency_ms=50.0), [diamond()], fleet, CONFIG, client=CLIENT)
+    assert isinstance(result, Plan), result
+    assert result.predicted_latency_ms == pytest.approx(48.8)
+    refused = plan(request(max_latency_ms=45.0), [diamond()], fleet, CONFIG, client=CLIENT)
+    assert isinstance(refused, PlanRefused) and refused.constraint == "max_latency_ms"
+
+
+def test_a_queued_branch_can_become_the_slowest() -> None:
+    d = diamond()
+    queued = StageView(
+        2, ("b2",), {"b2": 20.0}, 10_000, 5_000, {"b2": 1}, sources=(0,), targets=(3,)
+    )
+    d = DeploymentView(
+        "d1", 1, "m", "v1", "float32", 1.0, (d.stages[0], d.stages[1], queued, d.stages[3])
+    )
+    fleet = agents("p", "b1", "b2", "j")
+    # branch 2 waits behind one request (its compute 20, its link's send 1.5), computes
+    # 20 and sends 2: at the join at 54.5, after branch 1 (43)
+    cost = route_cost(d, ("p", "b1", "b2", "j"), fleet, CONFIG, client=CLIENT)
+    assert cost.latency_ms == pytest.approx(11 + 21.5 + 20 + 2 + 0.2 + 4 + 1.6)
+
+
+def test_bridge_crossings_are_in_a_stage_graphs_prediction() -> None:
+    fleet = agents("p", "b1", "b2", "j", sites={"b1": "site-a"})
+    cost = route_cost(diamond(), ("p", "b1", "b2", "j"), fleet, CONFIG, client=CLIENT)
+    # into site-a and back out: two crossings on the slowest branch
+    assert cost.latency_ms == pytest.approx(48.8 + 2 * 0.08)
+
+
+def chain(*replicas: tuple[str, ...]) -> DeploymentView:
+    stages = tuple(
+        StageView(i, names, dict.fromkeys(names, 10.0), 10_000, 10_000)
+        for i, names in enumerate(replicas)
+    )
+    return DeploymentView("d1", 1, "m", "v1", "float32", 1.0, stages)
+
+
+def test_the_route_stays_within_a_site_between_equal_replicas() -> None:
+    sites = {"k1": "a", "k2": "a", "k3": "a", "m2": "b"}
+    fleet = agents("k1", "c2", "m2", "k2", "k3", sites=sites)
+    d = chain(("k1",), ("c2", "m2", "k2"), ("k3",))  # the site's own replica listed last
+    result = plan(request(), [d], fleet, CONFIG, client=CLIENT)
+    assert isinstance(result, Plan), result
+    assert [s[0] for s in result.route] == ["k1", "k2", "k3"]
+    # the input into site a, the result out: two crossings
+    within = route_cost(d, ("k1", "k2", "k3"), fleet, CONFIG, client=CLIENT)
+    no_bridges = route_cost(d, ("k1", "k2", "k3"), fleet, PlannerConfig(bridge_ms=0.0), CLIENT)
+    assert within.latency_ms - no_bridges.latency_ms == pytest.approx(2 * 0.08)
+    # out to the central broker and back in: two more; to site b and back: four more
+    central = route_cost(d, ("k1", "c2", "k3"), fleet, CONFIG, client=CLIENT)
+    other_site = route_cost(d, ("k1", "m2", "k3"), fleet, CONFIG, client=CLIENT)
+    assert central.latency_ms - within.latency_ms == pytest.approx(2 * 0.08)
+    assert other_site.latency_ms - within.latency_ms == pytest.approx(4 * 0.08)
+    # and the parts the plan predicts carry them
+    parts = sum(p.transfer_ms + p.queueing_ms + p.compute_ms for p in result.predicted_stages or ())
+    assert parts + (result.predicted_final_hop_ms or 0.0) == pytest.approx(within.latency_ms)
+    assert result.predicted_stages is not None
+    assert result.predicted_stages[0].transfer_ms == pytest.approx(1 + 1 + 0.5 + 0.08)
+
+
+def test_splitmq_coordinator_bridge_ms() -> None:
+    def planner(*options: str) -> PlannerConfig:
+        arguments = build_parser().parse_args(["coordinator", *options])
+        return coordinator_config(arguments).planner
+
+    assert planner().bridge_ms == PlannerConfig().bridge_ms
+    assert planner("--bridge-ms", "12.5").bridge_ms == 12.5
