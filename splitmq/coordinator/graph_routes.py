@@ -6,8 +6,8 @@ For a route (an agent per stage), every stage's times follow its edges:
 - the input reaches every stage that reads it (the requester among its ``sources``)
   after the client's send: a broker hop, the bridges to its site, and the client's link
   carrying every entry stage its input (none for stages on the client's own agent);
-- a stage starts once its **last** input arrived (a join: ``join_ms`` more, collecting
-  and merging), waits behind the requests its agent had queued for it (unless every
+- a stage starts once its **last** input arrived, waits (a join: ``join_ms``, merging
+  the branches; and behind the requests its agent had queued for it, unless every
   input came from stages on the same agent: in-process), then computes;
 - it sends its output once (its link and a broker hop) unless every target runs on its
   own agent; each target receives it after the bridges between their sites;
@@ -18,8 +18,11 @@ For a route (an agent per stage), every stage's times follow its edges:
 
 :func:`graph_routes` weighs every combination of the stages' eligible replicas (a
 stage graph has a few stages and few replicas each) and keeps the Pareto set;
-:func:`graph_stage_predictions` gives each stage's parts, the transfer being the wait
-for its last input, so the parts along the slowest path add up to the latency.
+:func:`graph_stage_predictions` gives each stage's parts as a trace measures them
+(:func:`splitmq.client.kpi.stage_times`): the stages in the order they finish (a
+trace's order), each one's transfer from the previous one's finish to the arrival of
+its last input -- negative for a branch that runs alongside the one before it -- so
+the parts add up to the latency, as a chain's do.
 """
 
 from __future__ import annotations
@@ -91,6 +94,7 @@ def _timeline(
 ) -> _Timeline:
     stages = deployment.stages
     sources, targets = _edges(deployment)
+    position = {s.stage: i for i, s in enumerate(stages)}
     views = [fleet[a] for a in agents]
     entries = [i for i, s in enumerate(sources) if REQUESTER in s]
     link_bytes = sum(stages[i].input_bytes for i in entries if not _at_client(client, agents[i]))
@@ -99,22 +103,22 @@ def _timeline(
     done = [0.0] * len(stages)  # when each stage finished computing
     sent = [0.0] * len(stages)  # when its output left (= done when it stays in-process)
     energy = weighted = 0.0
-    predictions = []
+    parts: list[tuple[float, int, float, float, float]] = []
     for i in _order(sources):
         stage, agent = stages[i], views[i]
-        # (arrival of each input, when its sender finished: the transfer is between)
         arrivals = [
-            (input_sent_ms + bridge_ms("", agent.site, config), 0.0)
+            input_sent_ms + bridge_ms("", agent.site, config)
             if s == REQUESTER
-            else (sent[s] + bridge_ms(views[s].site, agent.site, config), done[s])
+            else sent[s] + bridge_ms(views[s].site, agent.site, config)
             if agents[s] != agents[i]
-            else (done[s], done[s])
+            else done[s]
             for s in sources[i]
         ]
-        ready, since = max(arrivals)
-        ready += config.join_ms if len(sources[i]) > 1 else 0.0
+        ready = max(arrivals)
         in_process = all(s != REQUESTER and agents[s] == agents[i] for s in sources[i])
-        wait = 0.0 if in_process else queueing_ms(stage, agent)
+        wait = (config.join_ms if len(sources[i]) > 1 else 0.0) + (
+            0.0 if in_process else queueing_ms(stage, agent)
+        )
         compute = stage.compute_ms[agents[i]]
         done[i] = ready + wait + compute
         remote = any(t == REQUESTER or agents[t] != agents[i] for t in targets[i])
@@ -128,20 +132,18 @@ def _timeline(
         joules = agent.active_w * compute / 1e3 + agent.radio_j_per_mb * radio_bytes / MB
         energy += joules
         weighted += joules * battery_weight(agent, config)
-        predictions.append(
-            StagePrediction(
-                stage=stage.stage,
-                agent_id=agents[i],
-                transfer_ms=ready - since,
-                queueing_ms=wait,
-                compute_ms=compute,
-            )
-        )
+        parts.append((done[i], stage.stage, ready, wait, compute))
     finals = [i for i, t in enumerate(targets) if REQUESTER in t]
-    end, last = max((sent[i] + bridge_ms(views[i].site, "", config), i) for i in finals)
+    end = max(sent[i] + bridge_ms(views[i].site, "", config) for i in finals)
     end += config.join_ms if len(finals) > 1 else 0.0
-    predictions.sort(key=lambda p: p.stage)
-    return _Timeline(Cost(end, weighted, energy), tuple(predictions), end - done[last])
+    predictions = []
+    previous = 0.0  # in the order a trace lists them: by finish
+    for finished, index, ready, wait, compute in sorted(parts):
+        predictions.append(
+            StagePrediction(index, agents[position[index]], ready - previous, wait, compute)
+        )
+        previous = finished
+    return _Timeline(Cost(end, weighted, energy), tuple(predictions), end - previous)
 
 
 def _order(sources: Sequence[tuple[int, ...]]) -> list[int]:
@@ -175,9 +177,10 @@ def graph_stage_predictions(
     config: PlannerConfig,
     client: AgentView | None = None,
 ) -> tuple[tuple[StagePrediction, ...], float]:
-    """Per stage (in stage order): the wait for its last input (a join's ``join_ms``
-    included), its queueing and compute; then the last share's way to the requester
-    (a requester's join included). Along the slowest path they add up to the latency."""
+    """Per stage, in the order they finish (as a trace lists them): from the previous
+    one's finish to the arrival of its last input, its wait (a join's ``join_ms``
+    included) and its compute; then the way from the last finish to the requester (a
+    requester's join included). They add up to the latency."""
     timeline = _timeline(deployment, agents, fleet, config, client)
     return timeline.predictions, timeline.final_hop_ms
 

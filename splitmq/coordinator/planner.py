@@ -344,6 +344,11 @@ def is_graph(deployment: DeploymentView) -> bool:
     return any(s.sources is not None for s in deployment.stages)
 
 
+def join_waits_ms(deployment: DeploymentView, config: PlannerConfig) -> float:
+    """What a stage graph's join stages add to their stages' queueing parts."""
+    return config.join_ms * sum(len(s.sources or ()) > 1 for s in deployment.stages)
+
+
 def stage_predictions(
     deployment: DeploymentView,
     agents: Sequence[str],
@@ -621,10 +626,10 @@ def _over_budget(
     bound, budget = request.max_latency_ms, request.energy_j
     if bound is not None and fastest.cost.latency_ms > bound:
         parts, _ = stage_predictions(fastest.deployment, fastest.agents, fleet, config, client)
-        waiting_ms = sum(p.queueing_ms for p in parts)
+        waiting_ms = sum(p.queueing_ms for p in parts) - join_waits_ms(fastest.deployment, config)
         busy = (
             f" ({figure(waiting_ms)} ms of it waiting behind queued requests: the fleet is busy)"
-            if waiting_ms > 0
+            if waiting_ms > 1e-9
             else ""
         )
         return (

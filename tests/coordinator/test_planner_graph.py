@@ -3,6 +3,10 @@ hand-computed tables."""
 
 from __future__ import annotations
 
+import itertools
+import random
+from dataclasses import replace
+
 import pytest
 
 from splitmq.cli import build_parser
@@ -17,7 +21,7 @@ from splitmq.coordinator.planner import (
     route_cost,
     stage_predictions,
 )
-from splitmq.wire import REQUESTER, Plan, PlanRefused, PlanRequest
+from splitmq.wire import REQUESTER, EnergyLevel, Plan, PlanRefused, PlanRequest
 
 CONFIG = PlannerConfig(hop_ms=0.5, join_ms=0.2, bridge_ms=0.08)
 # 80 Mbit/s and 1 ms: a send of N bytes takes 1 + N / 10,000 ms.
@@ -71,14 +75,16 @@ def test_a_stage_graph_costs_its_slowest_branch_plus_the_join() -> None:
     # energy: the sum -- 59 ms at 5 W, and 71 kB over the radio at 0.1 J/MB
     assert cost.energy_j == pytest.approx(0.295 + 0.0071)
     parts, final_hop = stage_predictions(diamond(), route, fleet, CONFIG, client=CLIENT)
-    assert [(p.stage, p.agent_id) for p in parts] == [(0, "p"), (1, "b1"), (2, "b2"), (3, "j")]
+    # as a trace lists them, by finish: the prefix at 7.5, branch 2 at 31, branch 1 at
+    # 41 (its input arrived at 11: 20 ms before branch 2 finished), the join at 47.2
+    # (its last input at 43, its merge 0.2 among its wait, as the agent measures it)
+    assert [(p.stage, p.agent_id) for p in parts] == [(0, "p"), (2, "b2"), (1, "b1"), (3, "j")]
     table = [(p.transfer_ms, p.queueing_ms, p.compute_ms) for p in parts]
-    expected = [(2.5, 0, 5), (3.5, 0, 30), (3.5, 0, 20), (2.2, 0, 4)]
+    expected = [(2.5, 0, 5), (3.5, 0, 20), (-20, 0, 30), (2, 0.2, 4)]
     assert [pytest.approx(row) for row in expected] == table
     assert final_hop == pytest.approx(1.6)
-    slowest = [parts[0], parts[1], parts[3]]
-    along = sum(p.transfer_ms + p.queueing_ms + p.compute_ms for p in slowest)
-    assert along + final_hop == pytest.approx(cost.latency_ms)
+    total = sum(p.transfer_ms + p.queueing_ms + p.compute_ms for p in parts)
+    assert total + final_hop == pytest.approx(cost.latency_ms)
 
 
 def test_the_requester_joins_the_branches() -> None:
@@ -86,9 +92,10 @@ def test_the_requester_joins_the_branches() -> None:
     cost = route_cost(diamond(join=False), ("p", "b1", "b2"), fleet, CONFIG, client=CLIENT)
     # branch 1 done at 41, its send 2 -> 43, the requester's join 0.2
     assert cost.latency_ms == pytest.approx(43.2)
-    _, final_hop = graph_stage_predictions(
+    parts, final_hop = graph_stage_predictions(
         diamond(join=False), ("p", "b1", "b2"), fleet, CONFIG, client=CLIENT
     )
+    assert [p.stage for p in parts] == [0, 2, 1]
     assert final_hop == pytest.approx(2.2)
 
 
@@ -100,6 +107,7 @@ def test_a_tight_bound_a_chain_would_miss_is_met_by_the_stage_graph() -> None:
     assert result.predicted_latency_ms == pytest.approx(48.8)
     refused = plan(request(max_latency_ms=45.0), [diamond()], fleet, CONFIG, client=CLIENT)
     assert isinstance(refused, PlanRefused) and refused.constraint == "max_latency_ms"
+    assert "48.8 ms" in refused.message and "busy" not in refused.message  # the join's merge
 
 
 def test_a_queued_branch_can_become_the_slowest() -> None:
@@ -162,3 +170,96 @@ def test_splitmq_coordinator_bridge_ms() -> None:
 
     assert planner().bridge_ms == PlannerConfig().bridge_ms
     assert planner("--bridge-ms", "12.5").bridge_ms == 12.5
+
+
+def paths_latency(
+    d: DeploymentView, route: tuple[str, ...], fleet: dict[str, AgentView], client: AgentView
+) -> float:
+    """The latency written another way: the longest path from the client's send to the
+    requester, every stage and hop on it added up."""
+    where = dict(zip((s.stage for s in d.stages), route, strict=True))
+    by_stage = {s.stage: s for s in d.stages}
+
+    def site(stage: int) -> str:
+        return "" if stage == REQUESTER else fleet[where[stage]].site
+
+    def stage_ms(s: StageView) -> float:
+        sources = s.sources or ()
+        local = all(x != REQUESTER and where[x] == where[s.stage] for x in sources)
+        queued = (
+            0.0
+            if local
+            else s.queue_depth.get(where[s.stage], 0)
+            * (s.compute_ms[where[s.stage]] + fleet[where[s.stage]].send_ms(s.output_bytes))
+        )
+        join = CONFIG.join_ms if len(sources) > 1 else 0.0
+        return join + queued + s.compute_ms[where[s.stage]]
+
+    def edge_ms(a: int, b: int) -> float:
+        sender = fleet[where[a]]
+        s = by_stage[a]
+        if b != REQUESTER and where[b] == where[a]:
+            return 0.0
+        remote = any(t == REQUESTER or where[t] != where[a] for t in s.targets or ())
+        send = sender.send_ms(s.output_bytes) + (sender.hop_ms or CONFIG.hop_ms) if remote else 0
+        bridges = {("", ""): 0, ("a", "a"): 0, ("b", "b"): 0}.get((site(a), site(b)))
+        count = bridges if bridges is not None else (site(a) != "") + (site(b) != "")
+        return send + count * CONFIG.bridge_ms
+
+    entries = [s for s in d.stages if REQUESTER in (s.sources or ())]
+    in_bytes = sum(s.input_bytes for s in entries if where[s.stage] != client.agent_id)
+    start = (client.send_ms(in_bytes) if in_bytes else 0.0) + CONFIG.hop_ms
+    finals = [s for s in d.stages if REQUESTER in (s.targets or ())]
+
+    def longest(stage: int) -> float:  # from the stage's start to the requester
+        s = by_stage[stage]
+        return stage_ms(s) + max(
+            edge_ms(stage, t) + (0.0 if t == REQUESTER else longest(t)) for t in s.targets or ()
+        )
+
+    requester_join = CONFIG.join_ms if len(finals) > 1 else 0.0
+    return requester_join + max(
+        start + (CONFIG.bridge_ms if site(s.stage) else 0.0) + longest(s.stage) for s in entries
+    )
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_a_stage_graphs_latency_is_its_longest_path(seed: int) -> None:
+    rng = random.Random(seed)
+    names = ["n1", "n2", "n3", "n4"]
+    fleet = {
+        n: AgentView(
+            n,
+            bandwidth_mbps=rng.choice([10.0, 100.0]),
+            link_latency_ms=rng.uniform(0, 3),
+            hop_ms=rng.choice([None, rng.uniform(0.1, 2)]),
+            site=rng.choice(["", "a", "b"]),
+        )
+        for n in names
+    }
+    base = diamond(join=rng.random() < 0.5)
+    stages = tuple(
+        replace(
+            s,
+            replicas=tuple(names),
+            compute_ms={n: rng.uniform(1, 40) for n in names},
+            queue_depth={n: rng.choice([0, 0, 2]) for n in names},
+        )
+        for s in base.stages
+    )
+    d = replace(base, stages=stages)
+    client = rng.choice([CLIENT, replace(CLIENT, agent_id="n1")])
+    route = tuple(rng.choice(names) for _ in stages)
+    cost = route_cost(d, route, fleet, CONFIG, client=client)
+    assert cost.latency_ms == pytest.approx(paths_latency(d, route, fleet, client))
+    parts, final_hop = stage_predictions(d, route, fleet, CONFIG, client=client)
+    total = sum(p.transfer_ms + p.queueing_ms + p.compute_ms for p in parts)
+    assert total + final_hop == pytest.approx(cost.latency_ms)
+    # the planner's choice is the fastest of every route, weighed one by one
+    chosen = plan(request(energy_level=EnergyLevel.PERFORMANCE), [d], fleet, CONFIG, client=client)
+    assert isinstance(chosen, Plan)
+    every = [
+        route_cost(d, r, fleet, CONFIG, client=client).latency_ms
+        for r in itertools.product(names, repeat=len(stages))
+    ]
+    assert chosen.predicted_latency_ms == pytest.approx(min(every))
