@@ -79,10 +79,12 @@ def test_the_view_carries_battery_power_link_and_memory(clock: Clock) -> None:
             radio_j_per_mb=0.5,
             speed_gflops=20.0,
             link=Link(50.0, 8.0),
+            site="home",
         )
     )
     registry.on_telemetry(telemetry("phone", pct=42.0, plugged=False, mem_free_bytes=123))
     view = registry.views()["phone"]
+    assert view.site == "home"  # the planner counts the bridges a hop to it crosses
     assert (view.battery_pct, view.plugged) == (42.0, False)
     assert (view.active_w, view.radio_j_per_mb) == (3.0, 0.5)
     assert (view.bandwidth_mbps, view.link_latency_ms) == (50.0, 8.0)
