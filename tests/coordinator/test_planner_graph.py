@@ -10,6 +10,8 @@ from dataclasses import replace
 import pytest
 
 from splitmq.cli import build_parser
+from splitmq.client.kpi import compute_kpis
+from splitmq.client.records import AttemptRecord, RequestRecord
 from splitmq.coordinator.cli import coordinator_config
 from splitmq.coordinator.graph_routes import graph_stage_predictions
 from splitmq.coordinator.planner import (
@@ -21,7 +23,7 @@ from splitmq.coordinator.planner import (
     route_cost,
     stage_predictions,
 )
-from splitmq.wire import REQUESTER, EnergyLevel, Plan, PlanRefused, PlanRequest
+from splitmq.wire import REQUESTER, EnergyLevel, Plan, PlanRefused, PlanRequest, TraceEntry
 
 CONFIG = PlannerConfig(hop_ms=0.5, join_ms=0.2, bridge_ms=0.08)
 # 80 Mbit/s and 1 ms: a send of N bytes takes 1 + N / 10,000 ms.
@@ -263,3 +265,33 @@ def test_a_stage_graphs_latency_is_its_longest_path(seed: int) -> None:
         for r in itertools.product(names, repeat=len(stages))
     ]
     assert chosen.predicted_latency_ms == pytest.approx(min(every))
+
+
+def test_the_report_sets_a_graphs_predicted_parts_beside_its_trace() -> None:
+    fleet = agents("p", "b1", "b2", "j")
+    route = ("p", "b1", "b2", "j")
+    parts, final_hop = stage_predictions(diamond(), route, fleet, CONFIG, client=CLIENT)
+    # what the agents would stamp if the model were exact (ms after the client's send),
+    # listed by finish as the client merges a graph's trace
+    stamps = {0: (2.5, 2.5, 7.5), 1: (11, 11, 41), 2: (11, 11, 31), 3: (43, 43.2, 47.2)}
+    trace = tuple(
+        TraceEntry(stage, route[stage], *stamps[stage])
+        for stage in sorted(stamps, key=lambda s: stamps[s][2])
+    )
+    record = RequestRecord(
+        "r",
+        "m",
+        sent_ms=0.0,
+        finished_ms=48.8,
+        ok=True,
+        attempts=(AttemptRecord(0, route, 0.0, "result"),),
+        predicted_latency_ms=48.8,
+        predicted_stages=parts,
+        predicted_final_hop_ms=final_hop,
+        trace=trace,
+    )
+    report = compute_kpis([record]).prediction
+    assert report.parts, "the trace was not set beside the prediction"
+    for part in (*report.parts, report.cost_model, report.queueing):
+        assert part.count == 1
+        assert part.measured_median == pytest.approx(part.predicted_median), part.part
