@@ -52,7 +52,7 @@ from splitmq.wire import REQUESTER, StagePrediction
 
 __all__ = ["graph_route_cost", "graph_routes", "graph_stage_predictions"]
 
-MAX_ROUTES = 1024
+MAX_ROUTES = 256
 """Combinations weighed at most: beyond, each stage keeps only its fastest replicas."""
 
 
