@@ -13,7 +13,7 @@ from splitmq.cli import build_parser
 from splitmq.client.kpi import compute_kpis
 from splitmq.client.records import AttemptRecord, RequestRecord
 from splitmq.coordinator.cli import coordinator_config
-from splitmq.coordinator.graph_routes import graph_stage_predictions
+from splitmq.coordinator.graph_routes import graph_routes, graph_stage_predictions
 from splitmq.coordinator.planner import (
     AgentView,
     DeploymentView,
@@ -295,3 +295,20 @@ def test_the_report_sets_a_graphs_predicted_parts_beside_its_trace() -> None:
     for part in (*report.parts, report.cost_model, report.queueing):
         assert part.count == 1
         assert part.measured_median == pytest.approx(part.predicted_median), part.part
+
+
+def test_past_the_cap_each_stage_keeps_its_fastest_replicas() -> None:
+    def used(count: int) -> set[str]:
+        names = [f"n{i}" for i in range(count)]
+        fleet = agents(*names)
+        fleet["n0"] = replace(fleet["n0"], active_w=0.5)  # the slowest, the thriftiest
+        d = diamond()
+        stages = tuple(
+            replace(s, replicas=tuple(names), compute_ms={n: 9.0 - i for i, n in enumerate(names)})
+            for s in d.stages
+        )
+        routes = graph_routes(replace(d, stages=stages), fleet, CONFIG, CLIENT)
+        return {a for r in routes for a in r.agents}
+
+    assert "n0" in used(4)  # 4^4 = 256 routes, all weighed: n0 is on the Pareto front
+    assert "n0" not in used(5)  # 5^4 = 625, above MAX_ROUTES: only the fastest 4 kept
