@@ -139,6 +139,7 @@ def main() -> None:
             try:
                 latency: dict[str, list[float]] = {"heads-parallel": [], "heads-chain": []}
                 critical: dict[str, list[float]] = {model: [] for model in latency}
+                predicted: dict[str, list[float]] = {model: [] for model in latency}
                 for model in latency:  # warm-up: plans cached, shards warm
                     client.infer(x, model=model)
                 for index in range(requests):
@@ -147,6 +148,8 @@ def main() -> None:
                         record = result.record
                         latency[model].append(record.finished_ms - record.sent_ms)
                         critical[model].append(critical_compute_ms(result.trace))
+                        if record.predicted_latency_ms is not None:
+                            predicted[model].append(record.predicted_latency_ms)
                     print(f"\r{index + 1}/{requests} rounds", end="", file=sys.stderr, flush=True)
                 print(file=sys.stderr)
             finally:
@@ -206,6 +209,19 @@ def main() -> None:
             value=compute["heads-chain"] / compute["heads-parallel"],
         )
     )
+    for model, label in (("heads-parallel", "Plan 2"), ("heads-chain", "the chain")):
+        if not predicted[model]:
+            continue
+        expected = statistics.median(predicted[model])
+        figures[f"{model}_predicted_p50_ms"] = expected
+        rows.append(
+            Row(
+                "Plan 2",
+                f"{label}: measured p50 / the planner's predicted latency (p50)",
+                f"{p50[model] / expected:.2f}x ({p50[model]:.1f} ms vs {expected:.1f} ms)",
+                value=p50[model] / expected,
+            )
+        )
     report("Plan 2: two heads in parallel against the best chain (rpi4 agents)", rows, figures)
 
 

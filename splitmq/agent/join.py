@@ -108,6 +108,18 @@ class JoinStats:
         with self.lock:
             setattr(self, name, getattr(self, name) + 1)
 
+    def counts(self) -> dict[str, int] | None:
+        """The counters as telemetry carries them (``Telemetry.joins``); None while all
+        are zero."""
+        with self.lock:
+            counts = {
+                "duplicates": self.duplicates,
+                "late": self.late,
+                "missing": self.missing_reported,
+                "refused_full": self.refused_full,
+            }
+        return counts if any(counts.values()) else None
+
 
 class Joins:
     """The requests waiting at this agent's join stages (see the module docstring).

@@ -122,6 +122,7 @@ class Presence:
             link=profile.link if agent.config.emulate else None,
             duplicates=agent.counters.duplicates,
             unroutable=agent.counters.unroutable,
+            joins=agent.workers.joins.stats.counts(),
         )
 
     def announce(self) -> None:

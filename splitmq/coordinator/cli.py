@@ -59,6 +59,12 @@ def _add_coordinator(subparsers: Subparsers) -> None:
     )
     parser.add_argument("--battery-floor", type=float, help="percent; agents below are left out")
     parser.add_argument(
+        "--bridge-ms",
+        type=float,
+        help="ms a hop adds per bridge it crosses between a site broker and the central "
+        "one, for the planner (0.08: measured on loopback; between sites, their link)",
+    )
+    parser.add_argument(
         "--watch-period", type=float, help="seconds between checks for stages to heal (1)"
     )
     parser.add_argument(
@@ -126,6 +132,9 @@ def coordinator_config(args: argparse.Namespace) -> CoordinatorConfig:
     )
     if args.battery_floor is not None:
         planner = replace(config.deployer.planner, battery_floor_pct=args.battery_floor)
+        config = replace(config, deployer=replace(config.deployer, planner=planner))
+    if args.bridge_ms is not None:
+        planner = replace(config.deployer.planner, bridge_ms=args.bridge_ms)
         config = replace(config, deployer=replace(config.deployer, planner=planner))
     if args.watch_period is not None:
         config = replace(config, watch_period_s=args.watch_period)

@@ -21,6 +21,11 @@ The cost model (docs/architecture.md, "Energy model"), for a route ``a_0 .. a_{S
   radio sends one message at a time). An idle fleet queues nothing; a busy one shows
   in the prediction, and :func:`stage_predictions` gives the parts (transfer, queueing,
   compute per stage, then the final hop) that a request's trace measures;
+- a hop between brokers (an agent behind a site broker and one of another site, or the
+  client on the central broker) adds ``bridge_ms`` per bridge it crosses, so that
+  between equal replicas a route that stays within a site wins;
+- a stage graph (Plan 2) is timed as a graph (:mod:`splitmq.coordinator.graph_routes`):
+  a stage starts when its last input arrives, a join waits ``join_ms`` more;
 - energy (J) = for every stage, active power x compute time + radio J/MB x MB sent and
   received by the agent (the input is not received over the radio by the client's own
   agent);
@@ -80,6 +85,7 @@ class AgentView:
         runtime: its runtime's name (``ai-edge-litert``, ``litert.js``), from its status.
         tensor_dtypes: the tensor dtypes its runtime can pass at a shard's boundary, as
             it declared them; ``None``: any.
+        site: the site broker it sits behind (its status's ``site``); '': the central one.
     """
 
     agent_id: str
@@ -95,6 +101,7 @@ class AgentView:
     hop_ms: float | None = None
     runtime: str = ""
     tensor_dtypes: tuple[str, ...] | None = None
+    site: str = ""
 
     def send_ms(self, size_bytes: int) -> float:
         return self.link_latency_ms + size_bytes * 8 / (self.bandwidth_mbps * 1e3)
@@ -116,6 +123,8 @@ class StageView:
         output_bytes: bytes of the tensors leaving it.
         queue_depth: requests waiting for the stage, per agent, as its last telemetry
             said (an agent not listed: none).
+        sources, targets: in a stage graph (Plan 2), the stages that feed it and those it
+            feeds (:data:`~splitmq.wire.REQUESTER` for the requester); ``None`` in a chain.
     """
 
     stage: int
@@ -124,6 +133,8 @@ class StageView:
     input_bytes: int
     output_bytes: int
     queue_depth: Mapping[str, int] = field(default_factory=dict)
+    sources: tuple[int, ...] | None = None
+    targets: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -158,12 +169,21 @@ class PlannerConfig:
         hop_ms: the cost of one hop through the broker, for agents that have not measured
             their own (``AgentView.hop_ms``).
         max_fallbacks: fallbacks listed per stage after the chosen agent.
+        bridge_ms: what a hop adds per bridge it crosses between a site broker and the
+            central one (``AgentView.site``; docs/scaling.md): between two agents of one
+            site none, between a site and the central broker (the client) one, between
+            two sites two. The default is the measured median on loopback
+            (``benchmarks/bench_bridge.py``); between real sites set the link's latency.
+        join_ms: what a stage graph's join adds once its slowest branch arrived
+            (as ``PartitionConfig.join_ms``).
     """
 
     battery_floor_pct: float = 15.0
     low_battery_weight: float = 3.0
     hop_ms: float = 0.5
     max_fallbacks: int = 2
+    bridge_ms: float = 0.08
+    join_ms: float = 0.2
 
 
 class Cost(NamedTuple):
@@ -247,6 +267,20 @@ def hop_ms(agent: AgentView | None, config: PlannerConfig) -> float:
     return agent.hop_ms if agent is not None and agent.hop_ms is not None else config.hop_ms
 
 
+def crossings(here: str, there: str) -> int:
+    """Bridges a hop from site ``here`` to site ``there`` crosses ('': the central broker)."""
+    return 0 if here == there else (here != "") + (there != "")
+
+
+def bridge_ms(here: str, there: str, config: PlannerConfig) -> float:
+    """What the bridges add to a hop from site ``here`` to site ``there``."""
+    return crossings(here, there) * config.bridge_ms
+
+
+def _bridge(here: str, there: str, config: PlannerConfig) -> Cost:
+    return Cost(bridge_ms(here, there, config), 0.0, 0.0)
+
+
 def _send(agent: AgentView, size_bytes: int, config: PlannerConfig) -> Cost:
     return _radio(agent, size_bytes, agent.send_ms(size_bytes) + hop_ms(agent, config), config)
 
@@ -261,13 +295,18 @@ def _at_client(client: AgentView | None, agent_id: str) -> bool:
 
 
 def _client_send(
-    deployment: DeploymentView, client: AgentView | None, first: str, config: PlannerConfig
+    deployment: DeploymentView,
+    client: AgentView | None,
+    first: str,
+    config: PlannerConfig,
+    site: str = "",
 ) -> Cost:
-    """The input's way to the first stage's agent ``first``: a broker hop, and the
-    client's link unless ``first`` is the client's own agent."""
+    """The input's way to the first stage's agent ``first`` (at ``site``): a broker hop,
+    the bridges from the central broker the client publishes on, and the client's link
+    unless ``first`` is the client's own agent."""
     input_bytes = deployment.stages[0].input_bytes
     link_ms = 0.0 if client is None or _at_client(client, first) else client.send_ms(input_bytes)
-    return Cost(link_ms + hop_ms(client, config), 0.0, 0.0)
+    return Cost(link_ms + hop_ms(client, config) + bridge_ms("", site, config), 0.0, 0.0)
 
 
 def route_cost(
@@ -280,17 +319,34 @@ def route_cost(
     """The cost of one complete route, written plainly: the reference for the search.
 
     Stage i on agent a_i computes; it receives its input unless a_(i-1) is a_i (then the
-    tensors stay in-process), and sends its output unless a_(i+1) is a_i.
+    tensors stay in-process), and sends its output unless a_(i+1) is a_i, through the
+    bridges between their sites (the client's: the central broker).
     """
-    total = _client_send(deployment, client, agents[0], config)
+    if is_graph(deployment):
+        from splitmq.coordinator.graph_routes import graph_route_cost
+
+        return graph_route_cost(deployment, agents, fleet, config, client)
+    total = _client_send(deployment, client, agents[0], config, fleet[agents[0]].site)
     for i, (stage, agent_id) in enumerate(zip(deployment.stages, agents, strict=True)):
         agent = fleet[agent_id]
         if (i == 0 and not _at_client(client, agent_id)) or (i > 0 and agents[i - 1] != agent_id):
             total = total + _receive(agent, stage.input_bytes, config)
         total = total + _compute(stage, agent, config, queued=i == 0 or agents[i - 1] != agent_id)
         if i == len(agents) - 1 or agents[i + 1] != agent_id:
+            there = fleet[agents[i + 1]].site if i < len(agents) - 1 else ""
             total = total + _send(agent, stage.output_bytes, config)
+            total = total + _bridge(agent.site, there, config)
     return total
+
+
+def is_graph(deployment: DeploymentView) -> bool:
+    """Whether ``deployment`` is a stage graph (Plan 2) rather than a chain."""
+    return any(s.sources is not None for s in deployment.stages)
+
+
+def join_waits_ms(deployment: DeploymentView, config: PlannerConfig) -> float:
+    """What a stage graph's join stages add to their stages' queueing parts."""
+    return config.join_ms * sum(len(s.sources or ()) > 1 for s in deployment.stages)
 
 
 def stage_predictions(
@@ -302,9 +358,16 @@ def stage_predictions(
 ) -> tuple[tuple[StagePrediction, ...], float]:
     """The parts of a route's latency, as a trace measures them: per stage the transfer
     of its input, its queueing and its compute, then the final hop to the client. They
-    add up to :func:`route_cost`'s latency."""
+    add up to :func:`route_cost`'s latency. In a stage graph they follow the graph
+    (:func:`splitmq.coordinator.graph_routes.graph_stage_predictions`)."""
+    if is_graph(deployment):
+        from splitmq.coordinator.graph_routes import graph_stage_predictions
+
+        return graph_stage_predictions(deployment, agents, fleet, config, client)
     predictions = []
-    transfer_ms = _client_send(deployment, client, agents[0], config).latency_ms
+    transfer_ms = _client_send(
+        deployment, client, agents[0], config, fleet[agents[0]].site
+    ).latency_ms
     for i, (stage, agent_id) in enumerate(zip(deployment.stages, agents, strict=True)):
         agent = fleet[agent_id]
         in_process = i > 0 and agents[i - 1] == agent_id
@@ -318,7 +381,13 @@ def stage_predictions(
             )
         )
         stays = i < len(agents) - 1 and agents[i + 1] == agent_id
-        transfer_ms = 0.0 if stays else _send(agent, stage.output_bytes, config).latency_ms
+        there = fleet[agents[i + 1]].site if i < len(agents) - 1 else ""
+        transfer_ms = (
+            0.0
+            if stays
+            else _send(agent, stage.output_bytes, config).latency_ms
+            + bridge_ms(agent.site, there, config)
+        )
     return tuple(predictions), transfer_ms
 
 
@@ -347,7 +416,12 @@ def pareto_routes(
 
     Whether a stage sends its output depends on who runs the next stage, so partial
     routes are kept per last agent, with that agent's send settled one step later.
+    A stage graph's routes come from :func:`splitmq.coordinator.graph_routes.graph_routes`.
     """
+    if is_graph(deployment):
+        from splitmq.coordinator.graph_routes import graph_routes
+
+        return graph_routes(deployment, fleet, config, client)
     fronts: dict[str | None, Front] = {None: [(ZERO, ())]}
     previous_stage: StageView | None = None
     for stage in deployment.stages:
@@ -369,11 +443,11 @@ def pareto_routes(
             for last, partials in fronts.items():
                 if last is None:  # the first stage: the input comes from the client
                     arrive = here if _at_client(client, agent_id) else moved
-                    step = _client_send(deployment, client, agent_id, config) + arrive
+                    step = _client_send(deployment, client, agent_id, config, agent.site) + arrive
                 elif last == agent_id:
                     step = in_process
                 else:
-                    step = moved + sends[last]
+                    step = moved + sends[last] + _bridge(fleet[last].site, agent.site, config)
                 for cost, path in partials:
                     _pareto_insert(front, cost + step, (*path, agent_id))
             new[agent_id] = front
@@ -386,6 +460,7 @@ def pareto_routes(
         if last is None or previous_stage is None:
             continue
         final = _send(fleet[last], previous_stage.output_bytes, config)
+        final = final + _bridge(fleet[last].site, "", config)
         routes.extend(Candidate(deployment, path, cost + final) for cost, path in partials)
     return _pareto_filter(routes)
 
@@ -551,10 +626,10 @@ def _over_budget(
     bound, budget = request.max_latency_ms, request.energy_j
     if bound is not None and fastest.cost.latency_ms > bound:
         parts, _ = stage_predictions(fastest.deployment, fastest.agents, fleet, config, client)
-        waiting_ms = sum(p.queueing_ms for p in parts)
+        waiting_ms = sum(p.queueing_ms for p in parts) - join_waits_ms(fastest.deployment, config)
         busy = (
             f" ({figure(waiting_ms)} ms of it waiting behind queued requests: the fleet is busy)"
-            if waiting_ms > 0
+            if waiting_ms > 1e-9
             else ""
         )
         return (

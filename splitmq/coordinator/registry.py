@@ -252,6 +252,7 @@ class Registry:
             hop_ms=telemetry.broker_rtt_ms if telemetry is not None else None,
             runtime=status.runtime if status is not None else "",
             tensor_dtypes=status.tensor_dtypes if status is not None else None,
+            site=(status.site or "") if status is not None else "",
         )
 
 

@@ -9,13 +9,13 @@ depth there is the one the agent's last telemetry reported.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
 from splitmq.coordinator.planner import DeploymentView, StageView
 from splitmq.coordinator.registry import FLOPS_PER_MS_PER_GFLOPS, Registry
-from splitmq.wire import Deployment, DeploymentState, StageSpec, TensorSpec
+from splitmq.wire import Deployment, DeploymentState, StageEdge, StageSpec, TensorSpec
 from splitmq.wire.manifest import Variant
 
 VariantLookup = Callable[[str, str, str], Variant | None]
@@ -27,6 +27,16 @@ def tensor_bytes(spec: TensorSpec) -> int:
     count = math.prod(max(1, d) for d in spec.shape)
     itemsize = 1 if spec.dtype == "bool" else np.dtype(spec.dtype).itemsize
     return count * itemsize
+
+
+def edge_bytes(edges: Sequence[StageEdge] | None, specs: Sequence[TensorSpec]) -> int:
+    """Bytes a stage receives (or sends) over ``edges``: in a stage graph each edge
+    carries its own tensors (a tensor two targets read is sent twice); in a chain
+    (``None``) every tensor once."""
+    if edges is None:
+        return sum(tensor_bytes(s) for s in specs)
+    sizes = {s.name: tensor_bytes(s) for s in specs}
+    return sum(sizes.get(name, 0) for edge in edges for name in edge.tensors)
 
 
 def fidelity(variant: Variant | None) -> float:
@@ -58,9 +68,11 @@ def stage_view(
         stage=stage.stage,
         replicas=stage.replicas,
         compute_ms=compute,
-        input_bytes=sum(tensor_bytes(s) for s in stage.inputs),
-        output_bytes=sum(tensor_bytes(s) for s in stage.outputs),
+        input_bytes=edge_bytes(stage.sources, stage.inputs),
+        output_bytes=edge_bytes(stage.targets, stage.outputs),
         queue_depth=queued,
+        sources=None if stage.sources is None else tuple(e.stage for e in stage.sources),
+        targets=None if stage.targets is None else tuple(e.stage for e in stage.targets),
     )
 
 

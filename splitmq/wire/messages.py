@@ -286,6 +286,10 @@ class Telemetry(Message):
     """Activations delivered again (QoS 1) and not computed twice, since start."""
     unroutable: int = 0
     """Failed requests whose callback topic was unknown: logged and counted, since start."""
+    joins: dict[str, int] | None = None
+    """Its join stages' counters since start (``duplicates``, ``late``, ``missing``,
+    ``refused_full``: branches dropped as duplicates, after their join ran, reported
+    missing, refused for want of memory); None until a join dropped or missed one."""
 
 
 # --- commands (coordinator -> agent) and events (agent -> coordinator) -------------

@@ -339,10 +339,16 @@ def with_measured_hops(rng: random.Random, agents: dict[str, AgentView]) -> dict
     }
 
 
+def with_sites(rng: random.Random, agents: dict[str, AgentView]) -> dict[str, AgentView]:
+    """Some agents sit behind site brokers (hops between sites cross bridges)."""
+    return {k: replace(a, site=rng.choice(["", "", "a", "b"])) for k, a in agents.items()}
+
+
 @pytest.mark.parametrize("seed", range(300))
 def test_the_planner_finds_the_brute_force_optimum(seed: int) -> None:
     deployments, agents, req = random_case(random.Random(seed))
     agents = with_measured_hops(random.Random(seed + 20_000), agents)
+    agents = with_sites(random.Random(seed + 40_000), agents)
     deployments = with_random_queues(random.Random(seed + 30_000), deployments)
     client = random_client(random.Random(seed + 10_000), agents)
     expected = brute_force(deployments, agents, req, client)

@@ -79,10 +79,12 @@ def test_the_view_carries_battery_power_link_and_memory(clock: Clock) -> None:
             radio_j_per_mb=0.5,
             speed_gflops=20.0,
             link=Link(50.0, 8.0),
+            site="home",
         )
     )
     registry.on_telemetry(telemetry("phone", pct=42.0, plugged=False, mem_free_bytes=123))
     view = registry.views()["phone"]
+    assert view.site == "home"  # the planner counts the bridges a hop to it crosses
     assert (view.battery_pct, view.plugged) == (42.0, False)
     assert (view.active_w, view.radio_j_per_mb) == (3.0, 0.5)
     assert (view.bandwidth_mbps, view.link_latency_ms) == (50.0, 8.0)
@@ -162,3 +164,41 @@ def test_the_planners_views_carry_the_queue_depths_telemetry_reports() -> None:
     (view,) = deployment_views([deployment], registry, lambda *_: None)
     assert dict(view.stages[0].queue_depth) == {"a": 3}  # b idle, c unknown: nothing waits
     assert registry.queue_depth("d", 0, "a") == 3 and registry.queue_depth("d", 0, "c") == 0
+
+
+def test_a_stage_graphs_views_carry_its_edges_and_each_edges_bytes() -> None:
+    from splitmq.coordinator.views import deployment_views
+    from splitmq.wire import REQUESTER, Deployment, StageEdge, StageSpec, TensorSpec
+
+    registry = Registry(clock=Clock())
+    x, t = TensorSpec("x", (1, 4), "float32"), TensorSpec("t", (1, 8), "float32")
+    y1, y2 = TensorSpec("y1", (1, 2), "float32"), TensorSpec("y2", (1, 3), "int8")
+
+    def spec(
+        index: int,
+        inputs: tuple[TensorSpec, ...],
+        outputs: tuple[TensorSpec, ...],
+        sources: tuple[StageEdge, ...],
+        targets: tuple[StageEdge, ...],
+    ) -> StageSpec:
+        return StageSpec(index, 0, 1, "ab" * 32, 10, inputs, outputs, ("a",), sources, targets)
+
+    stages = (  # the trunk sends t to both heads: 2 x 32 bytes; the heads answer
+        spec(
+            0,
+            (x,),
+            (t,),
+            (StageEdge(REQUESTER, ("x",)),),
+            (StageEdge(1, ("t",)), StageEdge(2, ("t",))),
+        ),
+        spec(1, (t,), (y1,), (StageEdge(0, ("t",)),), (StageEdge(REQUESTER, ("y1",)),)),
+        spec(2, (t,), (y2,), (StageEdge(0, ("t",)),), (StageEdge(REQUESTER, ("y2",)),)),
+    )
+    deployment = Deployment("d", "m", "v1", "float32", 1, stages)
+    (view,) = deployment_views([deployment], registry, lambda *_: None)
+    edges = [(s.sources, s.targets, s.input_bytes, s.output_bytes) for s in view.stages]
+    assert edges == [
+        ((REQUESTER,), (1, 2), 16, 64),
+        ((0,), (REQUESTER,), 32, 8),
+        ((0,), (REQUESTER,), 32, 3),
+    ]

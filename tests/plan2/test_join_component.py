@@ -136,6 +136,10 @@ def test_join_drops_a_duplicate_reports_a_missing_branch_then_completes_and_drop
     wait_until(lambda: join.workers.joins.stats.late == 1, 10, "the late branch dropped")
     assert len(results.of(Result)) == 1
     assert join.workers.joins.held_bytes == 0 and join.workers.joins.pending() == 0
+    # the counters go to the agent's telemetry too (Telemetry.joins)
+    counts = {"duplicates": 1, "late": 1, "missing": 1, "refused_full": 0}
+    assert join.presence.telemetry().joins == counts
+    assert fleet.agent("idle").presence.telemetry().joins is None
 
 
 def test_a_join_past_its_memory_bound_refuses_with_join_full(

@@ -109,6 +109,15 @@ def golden_messages() -> dict[str, Message]:
         compute_ms={"d/0": 0.1, "d/1": 3.0},
         queue_depth={f"d/{i}": i for i in range(30)},  # a map past 23 entries
     )
+    vectors["telemetry_joins"] = Telemetry(
+        agent_id="join-1",
+        ts_ms=1_700_000_000_000,
+        period_s=1.0,
+        cpu_pct=12.5,
+        mem_free_bytes=1 << 30,
+        battery=Battery(pct=50.0, plugged=False, simulated=True),
+        joins={"duplicates": 1, "late": 2, "missing": 3, "refused_full": 0},
+    )
     vectors["error_long_message"] = ErrorMessage(
         REQUEST_ID, 0, 0, "a", ErrorCode.INTERNAL, "x" * 300, "d"
     )

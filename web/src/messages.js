@@ -166,6 +166,7 @@ export const MESSAGES = {
     ['link', optional(struct('Link')), null],
     ['duplicates', 'int', 0],
     ['unroutable', 'int', 0],
+    ['joins', optional(map('int')), null],
   ]],
   'cmd.load': [1, [
     ['command_id', 'str', REQUIRED],

@@ -136,6 +136,8 @@ class PartitionConfig:
             battery_floor_pct=self.battery_floor_pct,
             low_battery_weight=self.low_battery_weight,
             hop_ms=self.hop_ms,
+            bridge_ms=0.0,  # the optimizer does not weigh bridge crossings (yet)
+            join_ms=self.join_ms,
         )
 
 
