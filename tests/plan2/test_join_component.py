@@ -116,10 +116,10 @@ def test_join_drops_a_duplicate_reports_a_missing_branch_then_completes_and_drop
     )
     publish(fleet, left, "join")
     publish(fleet, left, "join")  # QoS 1 may deliver twice
-    missing = results.wait_for(ErrorMessage, timeout_s=10)
+    missing = results.wait_for(ErrorMessage, timeout_s=30)
     assert missing.code is ErrorCode.BRANCH_MISSING and missing.stage == 2
     assert "branch stage 2" in missing.message
-    wait_until(lambda: join.workers.joins.stats.duplicates == 1, 10, "the duplicate dropped")
+    wait_until(lambda: join.workers.joins.stats.duplicates == 1, 30, "the duplicate dropped")
     right = activation(
         fork,
         route,
@@ -130,10 +130,10 @@ def test_join_drops_a_duplicate_reports_a_missing_branch_then_completes_and_drop
         dep="j",
     )
     publish(fleet, right, "join")  # the retried branch: the join still completes
-    result = results.wait_for(Result, timeout_s=10)
+    result = results.wait_for(Result, timeout_s=30)
     assert np.array_equal(result.tensors[0].array, next(iter(fork.expected.values())))
     publish(fleet, right, "join")  # late: after the join ran
-    wait_until(lambda: join.workers.joins.stats.late == 1, 10, "the late branch dropped")
+    wait_until(lambda: join.workers.joins.stats.late == 1, 30, "the late branch dropped")
     assert len(results.of(Result)) == 1
     assert join.workers.joins.held_bytes == 0 and join.workers.joins.pending() == 0
     # the counters go to the agent's telemetry too (Telemetry.joins)
@@ -154,7 +154,7 @@ def test_a_join_past_its_memory_bound_refuses_with_join_full(
     route = (("x",), ("left",), ("right",), ("join",))
     left = activation(fork, route, stage=3, source=1, tensors=branch_output(fork, 1), dep="j")
     publish(fleet, left, "join")
-    error = results.wait_for(ErrorMessage, timeout_s=10)
+    error = results.wait_for(ErrorMessage, timeout_s=30)
     assert error.code is ErrorCode.JOIN_FULL and error.stage == 3
     assert "join_max_bytes" in error.message
     assert join.workers.joins.held_bytes == 0
