@@ -272,17 +272,7 @@ class RequestEngine:
         request.maybe_lost = False
         last = request.attempts_spent >= self.config.max_attempts
         timeout_s = self._attempt_timeout_s(plan, budget.remaining_s, last=last)
-        activation = Activation(
-            request_id=request.request_id,
-            attempt=request.attempt,
-            deployment=plan.deployment,
-            stage=0,
-            route=route,
-            callback=self._callback,
-            deadline_ms=request.deadline_ms,
-            tensors=request.tensors,
-            client_id=self.client_id,
-        )
+        activation = self._first_activation(request, plan.deployment, route)
         timeout = Failure(routes.TIMEOUT, f"no answer within {timeout_s:.2f} s")
         self._fanin.pop(request.request_id, None)
         expire = partial(self._timed_out, request.request_id, request.attempt, 0, timeout)
@@ -342,10 +332,17 @@ class RequestEngine:
             self._timed_out, request.request_id, request.attempt, fanin.generation, timeout
         )
         self._arm(request, now + timeout_s, expire)
-        template = Activation(
+        template = self._first_activation(request, plan.deployment, route)
+        for each in entry_activations(graph, template, request.tensors, branch=stage, retry=retry):
+            effects.append(partial(self._publish_activation, request, each, remaining_s))
+        return True
+
+    def _first_activation(self, request: RequestState, deployment: str, route: Route) -> Activation:
+        """The request's activation for its first stage(s), on ``route`` this attempt."""
+        return Activation(
             request_id=request.request_id,
             attempt=request.attempt,
-            deployment=plan.deployment,
+            deployment=deployment,
             stage=0,
             route=route,
             callback=self._callback,
@@ -353,9 +350,6 @@ class RequestEngine:
             tensors=request.tensors,
             client_id=self.client_id,
         )
-        for each in entry_activations(graph, template, request.tensors, branch=stage, retry=retry):
-            effects.append(partial(self._publish_activation, request, each, remaining_s))
-        return True
 
     def _arm(self, request: RequestState, when_s: float, step: Callable[[Effects], None]) -> None:
         """Run ``step`` under the lock at ``when_s``, unless ``request`` has ended by then."""
