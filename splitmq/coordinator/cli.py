@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 if TYPE_CHECKING:
     from splitmq.coordinator.service import CoordinatorConfig
     from splitmq.coordinator.task_choice import TaskChoiceConfig
+    from splitmq.wire import DeployRequest
 
     Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
 
@@ -219,8 +220,6 @@ def _add_deploy(subparsers: Subparsers) -> None:
 
 
 def run_deploy(args: argparse.Namespace) -> int:
-    from splitmq.wire import DeployRequest, Objective, PlanShape
-
     try:
         stages = 0 if args.stages == "auto" else int(args.stages)
     except ValueError:
@@ -235,22 +234,8 @@ def run_deploy(args: argparse.Namespace) -> int:
     if len(args.model) != 1:
         print("splitmq deploy: error: name one model (or a task with --task)", file=sys.stderr)
         return 2
-    request = DeployRequest(
-        request_id=uuid.uuid4().hex,
-        client_id=operator,
-        model=args.model[0],
-        version=args.version,
-        variant=args.variant,
-        stages=stages,
-        replicas=args.replicas,
-        objective=Objective(args.objective),
-        pin_first=args.pin_first,
-        pin_last=args.pin_last,
-        max_latency_ms=args.max_latency_ms,
-        max_shard_bytes=int(args.max_shard_mb * 1e6) if args.max_shard_mb else None,
-        ready_timeout_s=max(1.0, args.timeout - 5.0),
-        retire=args.retire,
-        plans=None if args.plans == "chain" else PlanShape(args.plans),
+    request = _deploy_request(
+        args, operator, args.model[0], args.variant, stages, version=args.version
     )
     try:
         reply = request_deployment(args, request, args.timeout)
@@ -264,11 +249,43 @@ def run_deploy(args: argparse.Namespace) -> int:
     return 0
 
 
+def _deploy_request(
+    args: argparse.Namespace,
+    operator: str,
+    model: str,
+    variant: str | None,
+    stages: int,
+    *,
+    version: str | None = None,
+    task: str | None = None,
+) -> DeployRequest:
+    """The deploy request the command line asks for, of ``model`` (a task's member too)."""
+    from splitmq.wire import DeployRequest, Objective, PlanShape
+
+    return DeployRequest(
+        request_id=uuid.uuid4().hex,
+        client_id=operator,
+        model=model,
+        version=version,
+        variant=variant,
+        stages=stages,
+        replicas=args.replicas,
+        objective=Objective(args.objective),
+        pin_first=args.pin_first,
+        pin_last=args.pin_last,
+        max_latency_ms=args.max_latency_ms,
+        max_shard_bytes=int(args.max_shard_mb * 1e6) if args.max_shard_mb else None,
+        ready_timeout_s=max(1.0, args.timeout - 5.0),
+        retire=args.retire,
+        plans=None if args.plans == "chain" else PlanShape(args.plans),
+        task=task,
+    )
+
+
 def _deploy_task(args: argparse.Namespace, operator: str, stages: int) -> int:
     """Deploy every member named (each variant asked for) as a member of ``args.task``:
     one request each, in turn; a table says how each went."""
     from splitmq.tables import format_table
-    from splitmq.wire import DeployRequest, Objective
 
     if args.version is not None:
         print(
@@ -299,22 +316,7 @@ def _deploy_task(args: argparse.Namespace, operator: str, stages: int) -> int:
     refused = 0
     for member in members:
         for variant in variants:
-            request = DeployRequest(
-                request_id=uuid.uuid4().hex,
-                client_id=operator,
-                model=member,
-                variant=variant,
-                stages=stages,
-                replicas=args.replicas,
-                objective=Objective(args.objective),
-                pin_first=args.pin_first,
-                pin_last=args.pin_last,
-                max_latency_ms=args.max_latency_ms,
-                max_shard_bytes=int(args.max_shard_mb * 1e6) if args.max_shard_mb else None,
-                ready_timeout_s=max(1.0, args.timeout - 5.0),
-                retire=args.retire,
-                task=args.task,
-            )
+            request = _deploy_request(args, operator, member, variant, stages, task=args.task)
             try:
                 reply = request_deployment(args, request, args.timeout)
             except SplitMQError as error:
