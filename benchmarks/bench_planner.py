@@ -20,11 +20,9 @@ from splitmq.coordinator.planner import AgentView, DeploymentView, StageView, pl
 from splitmq.wire import EnergyLevel, Plan, PlanRequest
 
 
-def fleet_and_deployments(
-    size: int, seed: int = 0
-) -> tuple[dict[str, AgentView], list[DeploymentView]]:
-    rng = random.Random(seed)
-    agents = {
+def random_agents(size: int, rng: random.Random) -> dict[str, AgentView]:
+    """``size`` agents with figures drawn from ``rng`` (also bench_task_choice's fleet)."""
+    return {
         f"agent-{i}": AgentView(
             f"agent-{i}",
             battery_pct=rng.uniform(10, 100),
@@ -36,6 +34,13 @@ def fleet_and_deployments(
         )
         for i in range(size)
     }
+
+
+def fleet_and_deployments(
+    size: int, seed: int = 0
+) -> tuple[dict[str, AgentView], list[DeploymentView]]:
+    rng = random.Random(seed)
+    agents = random_agents(size, rng)
     names = list(agents)
     deployments = []
     for k, (variant, fidelity) in enumerate(

@@ -16,6 +16,7 @@ import random
 import sys
 
 from _report import Row, median_time_s, report
+from bench_planner import random_agents
 
 from splitmq.coordinator.planner import AgentView, DeploymentView, StageView, plan
 from splitmq.wire import EnergyLevel, Plan, PlanRequest
@@ -28,18 +29,7 @@ def fleet_and_members(
     size: int, seed: int = 0
 ) -> tuple[dict[str, AgentView], list[DeploymentView]]:
     rng = random.Random(seed)
-    agents = {
-        f"agent-{i}": AgentView(
-            f"agent-{i}",
-            battery_pct=rng.uniform(10, 100),
-            plugged=rng.random() < 0.3,
-            active_w=rng.uniform(2, 20),
-            radio_j_per_mb=rng.uniform(0.05, 1.0),
-            bandwidth_mbps=rng.choice([10.0, 100.0, 1000.0]),
-            link_latency_ms=rng.uniform(0.1, 10),
-        )
-        for i in range(size)
-    }
+    agents = random_agents(size, rng)
     names = list(agents)
     views = []
     for epoch, (member, (accuracy, stage_ms)) in enumerate(MEMBERS.items(), start=1):
