@@ -47,6 +47,7 @@ from splitmq.wire import (
     TraceEntry,
 )
 from splitmq.wire.topics import hop_topic
+from splitmq.wire.traces import merged_trace
 
 log = logging.getLogger(__name__)
 
@@ -319,20 +320,12 @@ class Joins:
 def merge(parts: Sequence[Activation]) -> Activation:
     """One activation from every source's: their tensors, and their traces (each stage's
     entry once), on the route of the latest (a retried branch's route names its fallback)."""
-    seen: set[tuple[int, str, int]] = set()
-    trace: list[TraceEntry] = []
-    for part in parts:
-        for entry in part.trace:
-            mark = (entry.stage, entry.agent_id, entry.attempt)
-            if mark not in seen:
-                seen.add(mark)
-                trace.append(entry)
     tensors: list[Tensor] = [t for part in parts for t in part.tensors]
     latest = max(parts, key=lambda p: p.retry or 0)
     return replace(
         latest,
         tensors=tuple(tensors),
-        trace=tuple(sorted(trace, key=lambda e: e.finished_ms)),
+        trace=merged_trace(part.trace for part in parts),
         source=None,
         branch=None,
         retry=None,

@@ -19,8 +19,8 @@ from splitmq.wire import (
     Route,
     Tensor,
     TensorSpec,
-    TraceEntry,
 )
+from splitmq.wire.traces import merged_trace
 
 
 @dataclass(frozen=True)
@@ -150,18 +150,10 @@ class Fanin:
 
 def join_results(parts: Sequence[Result]) -> Result:
     """One result from the finals' results: their tensors, and every trace entry once."""
-    seen: set[tuple[int, str, int]] = set()
-    trace: list[TraceEntry] = []
-    for part in parts:
-        for entry in part.trace:
-            mark = (entry.stage, entry.agent_id, entry.attempt)
-            if mark not in seen:
-                seen.add(mark)
-                trace.append(entry)
     return replace(
         parts[-1],
         tensors=tuple(t for part in parts for t in part.tensors),
-        trace=tuple(sorted(trace, key=lambda e: e.finished_ms)),
+        trace=merged_trace(part.trace for part in parts),
         stage=None,
     )
 
