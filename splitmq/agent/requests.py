@@ -24,6 +24,7 @@ from splitmq.wire import (
     TensorSpec,
 )
 from splitmq.wire.codec import decode_fields
+from splitmq.wire.hop import Hop
 from splitmq.wire.topics import RESULTS
 
 
@@ -128,7 +129,9 @@ def checked_inputs(
     return arrays
 
 
-def error_for(activation: Activation, agent_id: str, code: ErrorCode, reason: str) -> ErrorMessage:
+def error_for(
+    activation: Activation | Hop, agent_id: str, code: ErrorCode, reason: str
+) -> ErrorMessage:
     return ErrorMessage(
         request_id=activation.request_id,
         attempt=activation.attempt,

@@ -22,14 +22,8 @@ from splitmq.agent.requests import (
 )
 from splitmq.errors import DecodeError
 from splitmq.transport import InboundMessage
-from splitmq.wire import (
-    Activation,
-    ErrorCode,
-    ErrorMessage,
-    Result,
-    TraceEntry,
-    encode_parts,
-)
+from splitmq.wire import Activation, ErrorCode, ErrorMessage, encode_parts, hop
+from splitmq.wire.hop import Hop
 from splitmq.wire.topics import RESULTS, STAGE, hop_topic
 
 if TYPE_CHECKING:
@@ -120,10 +114,16 @@ class StageWorkers:
                 self._refuse(job.message, ErrorCode.INTERNAL, f"internal error: {error}")
 
     def process(self, hosted: _HostedStage, job: Job) -> None:
-        try:
-            activation = STAGE.decode(job.message.payload, topic=job.message.topic)
-        except DecodeError as error:
-            self._refuse(job.message, ErrorCode.BAD_MESSAGE, str(error))
+        payload = job.message.payload
+        try:  # the fast path; a payload another encoder laid out is decoded the general way
+            activation = hop.read(payload)
+            if activation is None:
+                activation = Hop.of(STAGE.decode(payload, topic=job.message.topic))
+        except DecodeError:
+            try:  # the general decoder says what is wrong, with the topic
+                STAGE.decode(payload, topic=job.message.topic)
+            except DecodeError as error:
+                self._refuse(job.message, ErrorCode.BAD_MESSAGE, str(error))
             return
         if (activation.deployment, activation.stage) != (hosted.deployment, hosted.stage):
             self._send_error(
@@ -133,7 +133,7 @@ class StageWorkers:
                 f"{stage_key(activation.deployment, activation.stage)}",
             )
             return
-        current, received_ms, bytes_in = activation, job.received_ms, len(job.message.payload)
+        current, received_ms, bytes_in = activation, job.received_ms, len(payload)
         self.agent.energy.spend_radio(bytes_in)
         while True:
             if not self.agent._seen.first_time(
@@ -153,8 +153,8 @@ class StageWorkers:
             received_ms, bytes_in = now_ms(), 0
 
     def _compute(
-        self, hosted: _HostedStage, activation: Activation, received_ms: float, bytes_in: int
-    ) -> tuple[Activation, _HostedStage] | None:
+        self, hosted: _HostedStage, activation: Hop, received_ms: float, bytes_in: int
+    ) -> tuple[Hop, _HostedStage] | None:
         """Run one stage; forward, answer, or hand back the next stage hosted here."""
         if activation.deadline_ms and now_ms() > activation.deadline_ms:
             late = now_ms() - activation.deadline_ms
@@ -181,55 +181,36 @@ class StageWorkers:
             else hosted.compute_ms + EWMA_WEIGHT * (sample - hosted.compute_ms)
         )
         bytes_out = sum(tensor.array.nbytes for tensor in outputs)
-        trace = (
-            *activation.trace,
-            TraceEntry(
-                stage=activation.stage,
-                agent_id=self.agent.agent_id,
-                received_ms=received_ms,
-                started_ms=started,
-                finished_ms=finished,
-                bytes_in=bytes_in,
-                attempt=activation.attempt,
-                bytes_out=bytes_out,
-                energy_j=self.agent.energy.stage_energy_j(compute_s, bytes_in + bytes_out),
-            ),
-        )
-        next_stage = activation.stage + 1
-        if next_topic is None:  # the last stage
-            result = Result(
-                request_id=activation.request_id,
-                attempt=activation.attempt,
-                deployment=activation.deployment,
-                tensors=outputs,
-                trace=trace,
-                agent_id=self.agent.agent_id,
-            )
-            self._send_to_callback(activation, result)
-            return None
-        forward = Activation(
-            request_id=activation.request_id,
+        entry = hop.trace_entry(
+            stage=activation.stage,
+            agent_id=self.agent.agent_id,
+            received_ms=received_ms,
+            started_ms=started,
+            finished_ms=finished,
+            bytes_in=bytes_in,
             attempt=activation.attempt,
-            deployment=activation.deployment,
-            stage=next_stage,
-            route=activation.route,
-            callback=activation.callback,
-            deadline_ms=activation.deadline_ms,
-            tensors=outputs,
-            trace=trace,
-            client_id=activation.client_id,
+            bytes_out=bytes_out,
+            energy_j=self.agent.energy.stage_energy_j(compute_s, bytes_in + bytes_out),
         )
+        if next_topic is None:  # the last stage
+            answer = hop.result_parts(activation, outputs, entry, self.agent.agent_id)
+            self._send_to_callback(activation, answer, ok=True)
+            return None
+        next_stage = activation.stage + 1
         if activation.route[next_stage][0] == self.agent.agent_id:
             with self.agent._stages_lock:
                 local = self.agent._stages.get((activation.deployment, next_stage))
-            if local is not None:
-                return forward, local  # in-process: no broker hop
+            if local is not None:  # in-process: no broker hop
+                return activation.following(outputs, entry), local
         self.agent.link.send(
-            STAGE, next_topic, encode_parts(forward), deadline_ms=activation.deadline_ms
+            STAGE,
+            next_topic,
+            hop.forward_parts(activation, outputs, entry),
+            deadline_ms=activation.deadline_ms,
         )
         return None
 
-    def _next_hop(self, activation: Activation) -> str | None:
+    def _next_hop(self, activation: Hop) -> str | None:
         """The next stage's topic (None after the last stage), checked before computing."""
         if not is_callback(activation.callback, self.agent._ns):
             raise RequestFailed(
@@ -255,31 +236,38 @@ class StageWorkers:
         except ValueError as error:
             raise RequestFailed(ErrorCode.BAD_MESSAGE, f"bad route: {error}") from None
 
-    def _send_to_callback(self, activation: Activation, message: Result | ErrorMessage) -> None:
+    def _send_to_callback(
+        self,
+        activation: Hop | Activation,
+        message: ErrorMessage | list[bytes | bytearray | memoryview],
+        *,
+        ok: bool = False,
+    ) -> None:
+        """Send an error, or (``ok``) a result's encoded parts, on the request's callback."""
+        kind = "result" if ok else "error"
         if not is_callback(activation.callback, self.agent._ns):
             self.agent.counters.add("unroutable")
             log.warning(
                 "request %s: callback %r is not a result topic; dropped its %s",
                 activation.request_id.hex(),
                 activation.callback,
-                message.KIND,
+                kind,
             )
             return
+        payload = message if isinstance(message, list) else encode_parts(message)
         try:
-            self.agent.link.send(RESULTS, activation.callback, encode_parts(message), deadline_ms=0)
+            self.agent.link.send(RESULTS, activation.callback, payload, deadline_ms=0)
         except RequestFailed as failure:
-            if isinstance(message, ErrorMessage):
+            if not ok:
                 self.agent.counters.add("unroutable")
                 log.error("could not report an error on %s: %s", activation.callback, failure)
                 return
             error = error_for(activation, self.agent.agent_id, failure.code, str(failure))
             self._send_to_callback(activation, error)
             return
-        self.agent.counters.add(
-            "errors_sent" if isinstance(message, ErrorMessage) else "results_sent"
-        )
+        self.agent.counters.add("results_sent" if ok else "errors_sent")
 
-    def _send_error(self, activation: Activation, code: ErrorCode, reason: str) -> None:
+    def _send_error(self, activation: Hop | Activation, code: ErrorCode, reason: str) -> None:
         log.info(
             "request %s stage %d: %s: %s",
             activation.request_id.hex(),
