@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 
 EWMA_WEIGHT = 0.2
 """Weight of the newest sample in the smoothed compute time."""
+TOPICS_REMEMBERED = 1024
+"""Stage topics whose parse is remembered (a request's topic is parsed once per topic,
+not once per request, on the network thread)."""
 
 
 class StageWorkers:
@@ -40,13 +43,25 @@ class StageWorkers:
 
     def __init__(self, agent: Agent):
         self.agent = agent
+        self._topics: dict[str, tuple[str, int] | None] = {}
+        """Stage topics already parsed, by name (:data:`TOPICS_REMEMBERED` at most)."""
 
     def _hosted_for(self, message: InboundMessage) -> _HostedStage | None:
-        params = STAGE.parse(message.topic, self.agent._ns)
-        if params is None or not params["stage"].isdigit():
+        topic = message.topic
+        try:  # one lookup: the network thread and the inbox worker both come here
+            where = self._topics[topic]
+        except KeyError:
+            params = STAGE.parse(topic, self.agent._ns)
+            where = None
+            if params is not None and params["stage"].isdigit():
+                where = (params["deployment"], int(params["stage"]))
+            if len(self._topics) >= TOPICS_REMEMBERED:
+                self._topics.clear()
+            self._topics[topic] = where
+        if where is None:
             return None
         with self.agent._stages_lock:
-            return self.agent._stages.get((params["deployment"], int(params["stage"])))
+            return self.agent._stages.get(where)
 
     def enqueue(self, message: InboundMessage) -> bool:
         """On the transport's network thread: hand a request straight to its stage's worker.
