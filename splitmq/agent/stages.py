@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 EWMA_WEIGHT = 0.2
-"""Weight of the newest sample in the smoothed compute time."""
+"""Weight of the newest sample in the smoothed time a request holds a stage."""
 TOPICS_REMEMBERED = 1024
 """Stage topics whose parse is remembered (a request's topic is parsed once per topic,
 not once per request, on the network thread)."""
@@ -189,12 +189,6 @@ class StageWorkers:
             compute_s = invoke_s * factor
         finished = now_ms()
         self.agent.energy.spend_compute(compute_s)
-        sample = compute_s * 1000.0
-        hosted.compute_ms = (
-            sample
-            if hosted.compute_ms is None
-            else hosted.compute_ms + EWMA_WEIGHT * (sample - hosted.compute_ms)
-        )
         bytes_out = sum(tensor.array.nbytes for tensor in outputs)
         entry = hop.trace_entry(
             stage=activation.stage,
@@ -209,21 +203,41 @@ class StageWorkers:
         )
         if next_topic is None:  # the last stage
             answer = hop.result_parts(activation, outputs, entry, self.agent.agent_id)
+            self._held(hosted, received_ms)
             self._send_to_callback(activation, answer, ok=True)
+            hosted.free_ms = now_ms()
             return None
         next_stage = activation.stage + 1
         if activation.route[next_stage][0] == self.agent.agent_id:
             with self.agent._stages_lock:
                 local = self.agent._stages.get((activation.deployment, next_stage))
             if local is not None:  # in-process: no broker hop
+                self._held(hosted, received_ms)
                 return activation.following(outputs, entry), local
-        self.agent.link.send(
-            STAGE,
-            next_topic,
-            hop.forward_parts(activation, outputs, entry),
-            deadline_ms=activation.deadline_ms,
-        )
+        forward = hop.forward_parts(activation, outputs, entry)
+        self._held(hosted, received_ms)
+        self.agent.link.send(STAGE, next_topic, forward, deadline_ms=activation.deadline_ms)
+        hosted.free_ms = now_ms()
         return None
+
+    @staticmethod
+    def _held(hosted: _HostedStage, received_ms: float) -> None:
+        """A request is ready to leave the stage: smooth the time it held the stage into
+        ``compute_ms`` (what the planner counts per stage and per queued request).
+
+        From its arrival, or the worker's previous request's end when it had to queue
+        behind it, to its output encoded: the hand-off to the worker, decoding, checks,
+        the shard (slowed down as the profile says), encoding. Its queueing is left
+        out (the planner counts it from the queue depth) and so is its send (the
+        planner counts the link and the broker hop)."""
+        now = now_ms()
+        sample = now - max(received_ms, hosted.free_ms)
+        hosted.free_ms = now  # the send, if any, moves it on
+        hosted.compute_ms = (
+            sample
+            if hosted.compute_ms is None
+            else hosted.compute_ms + EWMA_WEIGHT * (sample - hosted.compute_ms)
+        )
 
     def _next_hop(self, activation: Hop) -> str | None:
         """The next stage's topic (None after the last stage), checked before computing."""
