@@ -10,9 +10,13 @@ from dataclasses import fields, replace
 import cbor2
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from splitmq.errors import DecodeError
 from splitmq.wire import Activation, Result, Tensor, TraceEntry, decode, encode, encode_parts, hop
+
+from .test_codec_properties import messages_of
 
 REQUEST_ID = bytes(range(16))
 
@@ -136,3 +140,41 @@ def test_a_wrong_field_in_our_layout_is_an_error() -> None:
         hop.read(cbor2.dumps({**raw, "trace": [{"stage": "x"}]}))
     with pytest.raises(DecodeError):
         hop.read(encode(activation()) + b"\x00")  # trailing bytes
+
+
+def _same_verdict(payload: bytes) -> None:
+    """What the fast path makes of ``payload`` agrees with the general decoder."""
+    try:
+        read = hop.read(payload)
+    except DecodeError:
+        with pytest.raises(DecodeError):
+            decode(payload, expect=Activation)
+        return
+    if read is not None:
+        general = decode(payload, expect=Activation)
+        assert read.activation() == general
+        entry = TraceEntry(**ENTRY)
+        forward = replace(general, stage=general.stage + 1, trace=(*general.trace, entry))
+        assert join(hop.forward_parts(read, general.tensors, ENTRY)) == encode(forward)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(message=messages_of(Activation))
+def test_random_activations_read_as_the_general_decoder_reads_them(message: Activation) -> None:
+    _same_verdict(encode(message))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    edits=st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), min_size=1, max_size=4),
+    cut=st.integers(0, 400),
+)
+def test_mutated_activations_get_the_general_decoders_verdict(
+    edits: list[tuple[int, int]], cut: int
+) -> None:
+    payload = bytearray(encode(activation()))
+    for position, value in edits:
+        payload[position % 400] = value  # the fields around the tensors' start
+    if cut % 3 == 0:
+        del payload[len(payload) - cut :]
+    _same_verdict(bytes(payload))
