@@ -2,8 +2,10 @@
 
 Each run directory holds the ``<script>.json`` files a run wrote (``run_all.py`` with
 ``SPLITMQ_BENCH_RESULTS`` set, or the scripts run one by one). A row's *measured* text
-is the median run's (by the row's value); *range* gives the lowest and highest value
-over the runs; *met* how many runs met the goal.
+gives each of its numbers as its range over the runs when the runs' texts differ in
+their numbers only (else the median run's text, by the row's value, or the first
+run's); *range* gives the lowest and highest value of the row's figure; *met* how many
+runs met the goal.
 
     .venv/bin/python benchmarks/ranges.py results/run1 results/run2 results/run3 \\
         --markdown table.md
@@ -13,23 +15,49 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from _report import describe_machine
+from run_all import SCRIPTS
 
 
 def load(run: Path) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     """The rows of every script in ``run``, in file order, and the machine they ran on."""
     rows: list[dict[str, Any]] = []
     machine = None
-    for path in sorted(run.glob("bench_*.json")):
+    order = {name: index for index, name in enumerate(SCRIPTS)}
+    paths = sorted(run.glob("bench_*.json"), key=lambda p: (order.get(p.stem, len(order)), p.stem))
+    for path in paths:
         data = json.loads(path.read_text())
         machine = machine or data.get("machine")
         rows += [{**row, "script": path.stem} for row in data["rows"]]
     return rows, machine
+
+
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+_NAMES = re.compile(r"[A-Za-z]-\d|\[\d")
+"""Numbers that name things (``agent-2``, ``[0,57)``): not spanned."""
+
+
+def spanned(texts: Sequence[str]) -> str | None:
+    """The runs' texts as one, each number as its range (``7.5-8.4 ms``), when they
+    differ in their numbers only; else None."""
+    skeletons = {_NUMBER.sub("#", text) for text in texts}
+    if len(skeletons) != 1 or any(_NAMES.search(text) for text in texts):
+        return None
+    columns = zip(*(_NUMBER.findall(text) for text in texts), strict=True)
+    pieces = iter(_spanned_number(column) for column in columns)
+    return _NUMBER.sub(lambda _match: next(pieces), texts[0])
+
+
+def _spanned_number(column: Sequence[str]) -> str:
+    low = min(column, key=float)
+    high = max(column, key=float)
+    return low if float(low) == float(high) else f"{low} to {high}"
 
 
 def number(value: float) -> str:
@@ -56,6 +84,8 @@ def merged(runs: Sequence[list[dict[str, Any]]]) -> list[dict[str, str]]:
             measured = next(r["measured"] for r in same if r["value"] == middle)
             low, high = min(values), max(values)
             spread = number(low) if low == high else f"{number(low)} to {number(high)}"
+        if len(same) > 1:
+            measured = spanned([r["measured"] for r in same]) or measured
         met = ""
         if row.get("goal"):
             met = f"{sum(1 for r in same if r.get('met'))} of {len(same)}"
@@ -73,7 +103,7 @@ def merged(runs: Sequence[list[dict[str, Any]]]) -> list[dict[str, str]]:
 
 
 def markdown(table: list[dict[str, str]], runs: int) -> str:
-    head = f"| scenario | figure | measured (median run) | range over {runs} runs | goal | met |"
+    head = f"| scenario | figure | measured ({runs} runs) | the figure's range | goal | met |"
     lines = [head, "|---|---|---|---|---|---|"]
     for row in table:
         cells = [row[k].replace("|", "/") for k in ("scenario", "figure", "measured")]
