@@ -94,6 +94,7 @@ def test_a_stream_goes_to_each_replica_by_its_speed(
     results = [item for item in items if isinstance(item, InferenceResult)]
     assert len(results) == 80, [item for item in items if not isinstance(item, InferenceResult)]
     served = Counter(result.trace[0].agent_id for result in results)
-    later = Counter(result.trace[0].agent_id for result in results[40:])
+    # both used, the faster one more (by the plan's order alone, the slow one would
+    # take all but the probes)
     assert served[fast] + served[slow] == 80
-    assert later[fast] > later[slow] > 0, served  # both used, the faster one more
+    assert served[fast] > served[slow] > 0, served
