@@ -6,18 +6,21 @@ fallbacks idle. The pick is therefore made per request, here, from what this cli
 knows best of all: its own requests in flight at each replica, and each replica's
 *service time* measured on the traces of its results.
 
-For each stage, among the replicas a request may go to first (alive, not failed or
-suspected by this request), the pick is the one with the least expected delay::
+At each stage the route's first replica (the planner's choice, unless the client
+routes around it: :func:`~splitmq.client.routes.choose_route`) keeps the request while
+none of this client's requests is in flight there: the plan weighs energy and battery
+too, and a free replica needs no relief. Once it has some, among the replicas a
+request may go to first (alive, not failed or suspected by this request), the pick is
+the one with the least expected delay::
 
     (requests of this client in flight there + 1) x service time
 
-the shortest expected delay first; on ties the replica with fewer in flight, then
-the plan's order. Equal replicas then
+on ties the replica with fewer in flight, then the plan's order. Equal replicas then
 take turns; a replica three times slower gets about a third of the requests once the
-others have a queue (so a stream reaches the replicas' summed capacity); with one
-request in flight at a time, every request goes to the fastest. A replica never
-measured is taken to be as fast as the fastest measured one (or as the speed its
-telemetry reports), so it is tried and measured early.
+others have a queue (so a stream reaches the replicas' summed capacity); one request
+at a time always goes to the plan's choice. A replica never measured is taken to be as
+fast as the fastest measured one (or as the speed its telemetry reports), so it is
+tried and measured early.
 
 A replica's service time is what one request costs it apart from waiting in its
 queue: from the previous stage's finish (the client's send for stage 0) to its
@@ -118,14 +121,15 @@ class Spread:
         knowledge: Knowledge | None = None,
         dead: Collection[str] = (),
     ) -> Route:
-        """``route`` with, at each stage, the replica of least expected delay first (of
-        those a first attempt may go to: alive, never failed or suspected here)."""
+        """``route`` with, at each stage where its first replica has requests of this
+        client in flight, the replica of least expected delay first (of those a first
+        attempt may go to: alive, never failed or suspected here)."""
         barred = {*knowledge.failed, *knowledge.suspects} if knowledge else set()
         chosen: list[tuple[str, ...]] = []
         for stage, agents in enumerate(route):
             candidates = [a for a in agents if a not in dead and (stage, a) not in barred]
-            if len(candidates) < 2:
-                chosen.append(agents)
+            if len(candidates) < 2 or not self.in_flight(deployment, stage, candidates[0]):
+                chosen.append(agents)  # the preferred replica is free: the plan's choice
                 continue
             best = self.best(deployment, stage, candidates)
             chosen.append((best, *(a for a in agents if a != best)))

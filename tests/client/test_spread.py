@@ -43,7 +43,8 @@ def test_the_service_time_leaves_out_the_queue_and_counts_the_way_in_and_out() -
     ("service", "in_flight", "best"),
     [
         ({"a": 10.0, "a2": 10.0}, {"a": 1}, "a2"),  # equal: the shorter queue
-        ({"a": 10.0, "a2": 30.0}, {}, "a"),  # one at a time: always the fastest
+        ({"a": 10.0, "a2": 30.0}, {}, "a"),  # one at a time: the plan's choice...
+        ({"a": 30.0, "a2": 10.0}, {}, "a"),  # ...even when slower (it may save energy)
         ({"a": 10.0, "a2": 30.0}, {"a": 2}, "a2"),  # 3 x 10 = 1 x 30: fewer in flight
         ({"a": 10.0, "a2": 30.0}, {"a": 3}, "a2"),  # 4 x 10 > 30
         ({"a": 10.0, "a2": 30.0}, {"a": 1}, "a"),  # 2 x 10 < 30
@@ -135,6 +136,7 @@ def simulate(stage_ms: dict[str, float], window: int, requests: int) -> tuple[fl
         ({"a": 10.0, "a2": 10.0}, 4),
         ({"a": 10.0, "a2": 10.0, "a3": 10.0}, 6),
         ({"a": 10.0, "a2": 30.0}, 3),
+        ({"a": 30.0, "a2": 10.0}, 3),  # the plan prefers the slower one
     ],
 )
 def test_a_stream_reaches_the_replicas_summed_capacity(
