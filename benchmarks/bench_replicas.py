@@ -80,6 +80,7 @@ def slower_profile(directory: Path, profile: str) -> Path:
     shipped = resources.files("splitmq.agent") / "profiles" / f"{profile}.json"
     data = json.loads(shipped.read_text())
     data.update(name=f"{profile}-x{SLOWER:g}", compute_factor=data["compute_factor"] * SLOWER)
+    directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{data['name']}.json"
     path.write_text(json.dumps(data))
     return path
