@@ -32,6 +32,7 @@ HERE = Path(__file__).resolve().parent
 SCRIPTS = (
     "bench_split",  # goals 1 and 2, the planner's prediction, messages and agent memory
     "bench_pipeline",  # goal 3
+    "bench_replicas",  # replicas that add throughput (rpi4 agents)
     "bench_links",  # goal 4
     "bench_fleet",  # goal 5: deployment and plan requests at scale
     "bench_planner",  # goal 5: plan time
@@ -48,6 +49,7 @@ SCRIPTS = (
 )
 TIMEOUT_S = 900
 NEEDS_MODEL = {"bench_split", "bench_pipeline", "bench_links", "bench_fleet", "bench_agent"}
+NEEDS_MODEL |= {"bench_replicas"}
 NEEDS_MODEL |= {"bench_cut", "bench_web"}
 
 

@@ -103,6 +103,10 @@ class _HostedStage:
     queue: queue.Queue[Job | None]
     shared_filter: str | None = None
     compute_ms: float | None = None
+    """The smoothed time one request holds the stage (telemetry's ``compute_ms``):
+    :meth:`~splitmq.agent.stages.StageWorkers` measures it."""
+    free_ms: float = 0.0
+    """When the stage's worker finished its last request (epoch ms)."""
     thread: threading.Thread | None = None
     sources: tuple[StageEdge, ...] | None = None
     targets: tuple[StageEdge, ...] | None = None

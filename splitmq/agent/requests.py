@@ -8,8 +8,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -24,6 +23,7 @@ from splitmq.wire import (
     TensorSpec,
 )
 from splitmq.wire.codec import decode_fields
+from splitmq.wire.hop import Hop
 from splitmq.wire.topics import RESULTS
 
 
@@ -37,9 +37,9 @@ def stage_key(deployment: str, stage: int) -> str:
     return f"{deployment}/{stage}"
 
 
-@dataclass(frozen=True)
-class Job:
-    """A request waiting in a stage's queue, and when it arrived."""
+class Job(NamedTuple):
+    """A request waiting in a stage's queue, and when it arrived (a tuple: one is made
+    per request on the network thread)."""
 
     message: InboundMessage
     received_ms: float
@@ -88,6 +88,16 @@ def checked_inputs(
     specs: tuple[TensorSpec, ...], tensors: tuple[Tensor, ...]
 ) -> dict[str, np.ndarray[Any, Any]]:
     """The arrays by name, once names, shapes, dtypes and quantization match the shard."""
+    if len(specs) == 1 and len(tensors) == 1:  # the common case in a few steps
+        spec, tensor = specs[0], tensors[0]
+        array = tensor.array
+        if (
+            tensor.name == spec.name
+            and array.shape == tuple(spec.shape)
+            and array.dtype.name == spec.dtype
+            and (spec.scale is None or tensor.scale is None)
+        ):
+            return {spec.name: array}
     by_name = {t.name: t for t in tensors}
     wanted = [s.name for s in specs]
     if sorted(by_name) != sorted(wanted) or len(by_name) != len(tensors):
@@ -128,7 +138,9 @@ def checked_inputs(
     return arrays
 
 
-def error_for(activation: Activation, agent_id: str, code: ErrorCode, reason: str) -> ErrorMessage:
+def error_for(
+    activation: Activation | Hop, agent_id: str, code: ErrorCode, reason: str
+) -> ErrorMessage:
     return ErrorMessage(
         request_id=activation.request_id,
         attempt=activation.attempt,

@@ -10,6 +10,8 @@ import queue
 import time
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from splitmq.agent.join import Joins, fan_out, fan_out_topics, is_join, seen_key
 from splitmq.agent.requests import (
     Job,
@@ -29,9 +31,12 @@ from splitmq.wire import (
     ErrorMessage,
     Result,
     StageEdge,
+    Tensor,
     TraceEntry,
     encode_parts,
+    hop,
 )
+from splitmq.wire.hop import Hop
 from splitmq.wire.topics import RESULTS, STAGE, hop_topic
 
 if TYPE_CHECKING:
@@ -40,7 +45,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 EWMA_WEIGHT = 0.2
-"""Weight of the newest sample in the smoothed compute time."""
+"""Weight of the newest sample in the smoothed time a request holds a stage."""
+TOPICS_REMEMBERED = 1024
+"""Stage topics whose parse is remembered (a request's topic is parsed once per topic,
+not once per request, on the network thread)."""
 
 
 class StageWorkers:
@@ -55,13 +63,25 @@ class StageWorkers:
             report=self._send_to_callback,
             stopping=agent.stopping,
         )
+        self._topics: dict[str, tuple[str, int] | None] = {}
+        """Stage topics already parsed, by name (:data:`TOPICS_REMEMBERED` at most)."""
 
     def _hosted_for(self, message: InboundMessage) -> _HostedStage | None:
-        params = STAGE.parse(message.topic, self.agent._ns)
-        if params is None or not params["stage"].isdigit():
+        topic = message.topic
+        try:  # one lookup: the network thread and the inbox worker both come here
+            where = self._topics[topic]
+        except KeyError:
+            params = STAGE.parse(topic, self.agent._ns)
+            where = None
+            if params is not None and params["stage"].isdigit():
+                where = (params["deployment"], int(params["stage"]))
+            if len(self._topics) >= TOPICS_REMEMBERED:
+                self._topics.clear()
+            self._topics[topic] = where
+        if where is None:
             return None
         with self.agent._stages_lock:
-            return self.agent._stages.get((params["deployment"], int(params["stage"])))
+            return self.agent._stages.get(where)
 
     def enqueue(self, message: InboundMessage) -> bool:
         """On the transport's network thread: hand a request straight to its stage's worker.
@@ -129,6 +149,112 @@ class StageWorkers:
                 self._refuse(job.message, ErrorCode.INTERNAL, f"internal error: {error}")
 
     def process(self, hosted: _HostedStage, job: Job) -> None:
+        if hosted.sources is not None or hosted.targets is not None:
+            self._process_graph(hosted, job)  # a stage of a stage graph (Plan 2)
+            return
+        payload = job.message.payload
+        try:  # the fast path; a payload another encoder laid out is decoded the general way
+            activation = hop.read(payload)
+            if activation is None:
+                activation = Hop.of(STAGE.decode(payload, topic=job.message.topic))
+        except DecodeError:
+            try:  # the general decoder says what is wrong, with the topic
+                STAGE.decode(payload, topic=job.message.topic)
+            except DecodeError as error:
+                self._refuse(job.message, ErrorCode.BAD_MESSAGE, str(error))
+            return
+        if (activation.deployment, activation.stage) != (hosted.deployment, hosted.stage):
+            self._send_error(
+                activation,
+                ErrorCode.BAD_MESSAGE,
+                f"sent to stage {hosted.key} but addressed to "
+                f"{stage_key(activation.deployment, activation.stage)}",
+            )
+            return
+        current, received_ms, bytes_in = activation, job.received_ms, len(payload)
+        self.agent.energy.spend_radio(bytes_in)
+        while True:
+            if not self.agent._seen.first_time(
+                (current.request_id, current.stage, current.attempt)
+            ):
+                self.agent.counters.add("duplicates")
+                log.debug("duplicate of %s at stage %d", current.request_id.hex(), current.stage)
+                return
+            try:
+                following = self._compute(hosted, current, received_ms, bytes_in)
+            except RequestFailed as failure:
+                self._send_error(current, failure.code, str(failure))
+                return
+            if following is None:
+                return
+            current, hosted = following
+            received_ms, bytes_in = now_ms(), 0
+
+    def _compute(
+        self, hosted: _HostedStage, activation: Hop, received_ms: float, bytes_in: int
+    ) -> tuple[Hop, _HostedStage] | None:
+        """Run one stage; forward, answer, or hand back the next stage hosted here."""
+        if activation.deadline_ms and now_ms() > activation.deadline_ms:
+            late = now_ms() - activation.deadline_ms
+            raise RequestFailed(
+                ErrorCode.DEADLINE_EXCEEDED,
+                f"arrived at stage {activation.stage} on {self.agent.agent_id} {late:.0f} ms "
+                "after its deadline",
+            )
+        next_topic = self._next_hop(activation)  # nothing is computed for nowhere
+        arrays = checked_inputs(hosted.inputs, activation.tensors)
+        started = now_ms()
+        outputs, compute_s = self._invoke(hosted, arrays)
+        finished = now_ms()
+        self.agent.energy.spend_compute(compute_s)
+        bytes_out = sum(tensor.array.nbytes for tensor in outputs)
+        entry = hop.trace_entry(
+            stage=activation.stage,
+            agent_id=self.agent.agent_id,
+            received_ms=received_ms,
+            started_ms=started,
+            finished_ms=finished,
+            bytes_in=bytes_in,
+            attempt=activation.attempt,
+            bytes_out=bytes_out,
+            energy_j=self.agent.energy.stage_energy_j(compute_s, bytes_in + bytes_out),
+        )
+        if next_topic is None:  # the last stage
+            answer = hop.result_parts(activation, outputs, entry, self.agent.agent_id)
+            self._held(hosted, received_ms)
+            self._send_to_callback(activation, answer, ok=True)
+            hosted.free_ms = now_ms()
+            return None
+        next_stage = activation.stage + 1
+        if activation.route[next_stage][0] == self.agent.agent_id:
+            with self.agent._stages_lock:
+                local = self.agent._stages.get((activation.deployment, next_stage))
+            if local is not None:  # in-process: no broker hop
+                self._held(hosted, received_ms)
+                return activation.following(outputs, entry), local
+        forward = hop.forward_parts(activation, outputs, entry)
+        self._held(hosted, received_ms)
+        self.agent.link.send(STAGE, next_topic, forward, deadline_ms=activation.deadline_ms)
+        hosted.free_ms = now_ms()
+        return None
+
+    def _invoke(
+        self, hosted: _HostedStage, arrays: dict[str, np.ndarray]
+    ) -> tuple[tuple[Tensor, ...], float]:
+        """Run the shard: its outputs, and the compute time (the emulated device's, which
+        it also waits out, when the profile is slower than this machine)."""
+        cpu_s = time.thread_time()
+        outputs, invoke_s = hosted.shard.run(arrays)
+        if self.agent.link.compute_factor <= 1:
+            return outputs, invoke_s
+        cpu_s = time.thread_time() - cpu_s
+        compute_s = self.agent.link.device_s(invoke_s, cpu_s, hosted.shard.threads)
+        time.sleep(compute_s - invoke_s)
+        return outputs, compute_s
+
+    # -- a stage of a stage graph: whole messages (joins and fan-out are rare) ----------
+
+    def _process_graph(self, hosted: _HostedStage, job: Job) -> None:
         try:
             activation = STAGE.decode(job.message.payload, topic=job.message.topic)
         except DecodeError as error:
@@ -160,7 +286,7 @@ class StageWorkers:
                 log.debug("duplicate of %s at stage %d", current.request_id.hex(), current.stage)
                 return
             try:
-                following = self._compute(hosted, current, received_ms, bytes_in)
+                following = self._compute_graph(hosted, current, received_ms, bytes_in)
             except RequestFailed as failure:
                 self._send_error(current, failure.code, str(failure))
                 return
@@ -169,10 +295,11 @@ class StageWorkers:
             current, hosted = following
             received_ms, bytes_in = now_ms(), 0
 
-    def _compute(
+    def _compute_graph(
         self, hosted: _HostedStage, activation: Activation, received_ms: float, bytes_in: int
     ) -> tuple[Activation, _HostedStage] | None:
-        """Run one stage; forward, answer, or hand back the next stage hosted here."""
+        """Run one stage of a stage graph; send each target its share, answer, or hand
+        back the next stage hosted here."""
         if activation.deadline_ms and now_ms() > activation.deadline_ms:
             late = now_ms() - activation.deadline_ms
             raise RequestFailed(
@@ -186,21 +313,9 @@ class StageWorkers:
         topics = None if targets is None else self._fan_out_topics(activation, targets)
         arrays = checked_inputs(hosted.inputs, activation.tensors)
         started = now_ms()
-        cpu_s = time.thread_time()
-        outputs, invoke_s = hosted.shard.run(arrays)
-        compute_s = invoke_s
-        if self.agent.link.compute_factor > 1:  # the emulated device's slowness
-            cpu_s = time.thread_time() - cpu_s
-            compute_s = self.agent.link.device_s(invoke_s, cpu_s, hosted.shard.threads)
-            time.sleep(compute_s - invoke_s)
+        outputs, compute_s = self._invoke(hosted, arrays)
         finished = now_ms()
         self.agent.energy.spend_compute(compute_s)
-        sample = compute_s * 1000.0
-        hosted.compute_ms = (
-            sample
-            if hosted.compute_ms is None
-            else hosted.compute_ms + EWMA_WEIGHT * (sample - hosted.compute_ms)
-        )
         bytes_out = sum(tensor.array.nbytes for tensor in outputs)
         trace = (
             *activation.trace,
@@ -216,17 +331,19 @@ class StageWorkers:
                 energy_j=self.agent.energy.stage_energy_j(compute_s, bytes_in + bytes_out),
             ),
         )
+        self._held(hosted, received_ms)
         if targets is not None and topics is not None:  # a stage graph: each target its share
             sent = fan_out(
                 activation, targets, topics, outputs, trace=trace, agent_id=self.agent.agent_id
             )
             for out in sent:
                 if isinstance(out.message, Result):
-                    self._send_to_callback(activation, out.message)
+                    self._send_to_callback(activation, encode_parts(out.message), ok=True)
                 else:
                     payload = encode_parts(out.message)
                     deadline = activation.deadline_ms
                     self.agent.link.send(STAGE, out.topic, payload, deadline_ms=deadline)
+            hosted.free_ms = now_ms()
             return None
         next_stage = activation.stage + 1
         if next_topic is None:  # the last stage
@@ -238,7 +355,8 @@ class StageWorkers:
                 trace=trace,
                 agent_id=self.agent.agent_id,
             )
-            self._send_to_callback(activation, result)
+            self._send_to_callback(activation, encode_parts(result), ok=True)
+            hosted.free_ms = now_ms()
             return None
         forward = Activation(
             request_id=activation.request_id,
@@ -260,9 +378,44 @@ class StageWorkers:
         self.agent.link.send(
             STAGE, next_topic, encode_parts(forward), deadline_ms=activation.deadline_ms
         )
+        hosted.free_ms = now_ms()
         return None
 
-    def _next_hop(self, activation: Activation) -> str | None:
+    def _fan_out_topics(
+        self, activation: Activation, targets: tuple[StageEdge, ...]
+    ) -> dict[int, str]:
+        if not is_callback(activation.callback, self.agent._ns):
+            raise RequestFailed(
+                ErrorCode.BAD_MESSAGE, f"the callback {activation.callback!r} is not a result topic"
+            )
+        return fan_out_topics(
+            activation,
+            targets,
+            namespace=self.agent._ns,
+            sites=self.agent.sites.sites,
+            here=self.agent.config.site,
+        )
+
+    @staticmethod
+    def _held(hosted: _HostedStage, received_ms: float) -> None:
+        """A request is ready to leave the stage: smooth the time it held the stage into
+        ``compute_ms`` (what the planner counts per stage and per queued request).
+
+        From its arrival, or the worker's previous request's end when it had to queue
+        behind it, to its output encoded: the hand-off to the worker, decoding, checks,
+        the shard (slowed down as the profile says), encoding. Its queueing is left
+        out (the planner counts it from the queue depth) and so is its send (the
+        planner counts the link and the broker hop)."""
+        now = now_ms()
+        sample = now - max(received_ms, hosted.free_ms)
+        hosted.free_ms = now  # the send, if any, moves it on
+        hosted.compute_ms = (
+            sample
+            if hosted.compute_ms is None
+            else hosted.compute_ms + EWMA_WEIGHT * (sample - hosted.compute_ms)
+        )
+
+    def _next_hop(self, activation: Hop | Activation) -> str | None:
         """The next stage's topic (None after the last stage), checked before computing."""
         if not is_callback(activation.callback, self.agent._ns):
             raise RequestFailed(
@@ -288,46 +441,38 @@ class StageWorkers:
         except ValueError as error:
             raise RequestFailed(ErrorCode.BAD_MESSAGE, f"bad route: {error}") from None
 
-    def _fan_out_topics(
-        self, activation: Activation, targets: tuple[StageEdge, ...]
-    ) -> dict[int, str]:
-        if not is_callback(activation.callback, self.agent._ns):
-            raise RequestFailed(
-                ErrorCode.BAD_MESSAGE, f"the callback {activation.callback!r} is not a result topic"
-            )
-        return fan_out_topics(
-            activation,
-            targets,
-            namespace=self.agent._ns,
-            sites=self.agent.sites.sites,
-            here=self.agent.config.site,
-        )
-
-    def _send_to_callback(self, activation: Activation, message: Result | ErrorMessage) -> None:
+    def _send_to_callback(
+        self,
+        activation: Hop | Activation,
+        message: ErrorMessage | list[bytes | bytearray | memoryview],
+        *,
+        ok: bool = False,
+    ) -> None:
+        """Send an error, or (``ok``) a result's encoded parts, on the request's callback."""
+        kind = "result" if ok else "error"
         if not is_callback(activation.callback, self.agent._ns):
             self.agent.counters.add("unroutable")
             log.warning(
                 "request %s: callback %r is not a result topic; dropped its %s",
                 activation.request_id.hex(),
                 activation.callback,
-                message.KIND,
+                kind,
             )
             return
+        payload = message if isinstance(message, list) else encode_parts(message)
         try:
-            self.agent.link.send(RESULTS, activation.callback, encode_parts(message), deadline_ms=0)
+            self.agent.link.send(RESULTS, activation.callback, payload, deadline_ms=0)
         except RequestFailed as failure:
-            if isinstance(message, ErrorMessage):
+            if not ok:
                 self.agent.counters.add("unroutable")
                 log.error("could not report an error on %s: %s", activation.callback, failure)
                 return
             error = error_for(activation, self.agent.agent_id, failure.code, str(failure))
             self._send_to_callback(activation, error)
             return
-        self.agent.counters.add(
-            "errors_sent" if isinstance(message, ErrorMessage) else "results_sent"
-        )
+        self.agent.counters.add("results_sent" if ok else "errors_sent")
 
-    def _send_error(self, activation: Activation, code: ErrorCode, reason: str) -> None:
+    def _send_error(self, activation: Hop | Activation, code: ErrorCode, reason: str) -> None:
         log.info(
             "request %s stage %d: %s: %s",
             activation.request_id.hex(),

@@ -23,7 +23,7 @@ from functools import partial
 from typing import TYPE_CHECKING, TypeVar
 
 from splitmq import errors as base_errors
-from splitmq.client import errors, routes
+from splitmq.client import errors, routes, spread
 from splitmq.client.branches import (
     Fanin,
     StageGraph,
@@ -98,6 +98,7 @@ class RequestEngine:
         self._observed_ms: dict[str, float] = {}  # smoothed latency per deployment
         self._hops = routes.HopTimes()  # smoothed hop time per deployment, stage and agent
         self._fanin: dict[bytes, Fanin] = {}  # stage graphs: branch retries, results to join
+        self._spread = spread.Spread()  # requests in flight and service time per replica
         self._made = 0  # requests made: every PROBE_EVERY-th is a probe
         self._plans = PlanCache(self.config.plan_ttl_s)
         self._pending = PendingPlans(self.client_id)
@@ -239,8 +240,11 @@ class RequestEngine:
         hops = self._hops.of(plan.deployment)
         probe = request.probe and request.attempt < 0  # a probe's first attempt only
         if self._graph(plan.deployment) is not None:  # keep the branches' distinct agents
-            hops, probe = {}, False
-        return routes.choose_route(plan.route, request.knowledge, dead, hops, probe=probe)[0]
+            return routes.choose_route(plan.route, request.knowledge, dead, {}, probe=False)[0]
+        route = routes.choose_route(plan.route, request.knowledge, dead, hops, probe=probe)[0]
+        if probe:
+            return route
+        return self._spread.pick(plan.deployment, route, request.knowledge, dead)
 
     # -- attempts ------------------------------------------------------------------------
 
@@ -269,6 +273,8 @@ class RequestEngine:
             return
         request.attempt += 1
         request.route, request.phase, request.attempt_sent_ms = route, Phase.SENT, now_ms()
+        self._spread.ended(request.counted)
+        request.counted = self._spread.sent(plan.deployment, route)
         request.maybe_lost = False
         last = request.attempts_spent >= self.config.max_attempts
         timeout_s = self._attempt_timeout_s(plan, budget.remaining_s, last=last)
@@ -443,6 +449,8 @@ class RequestEngine:
         plan, now = request.plan, time.monotonic()
         if failure.outcome == routes.TIMEOUT and not self._link_up:
             return  # the reconnection gives it a fresh timeout (see _link_changed)
+        self._spread.ended(request.counted)
+        request.counted = ()
         if failure.outcome == routes.TIMEOUT and request.maybe_lost:
             # dropped by the broker in an outage, perhaps: send again, blaming no agent
             request.close_attempt(routes.LOST, failure.message)
@@ -576,6 +584,7 @@ class RequestEngine:
             self._hops.observe(
                 result.deployment, result.trace, sent_ms, received_ms, time.monotonic()
             )
+            self._spread.observe(result.deployment, result.trace, sent_ms, received_ms)
         if request.phase is Phase.SENT and result.attempt == request.attempt:
             request.close_attempt("result", "")
         else:  # an earlier attempt answered after its timeout: the first result wins
@@ -620,6 +629,8 @@ class RequestEngine:
         if request.phase is Phase.DEPLOYMENT and request.plan is not None:
             self._awaiting[request.plan.deployment].remove(request.request_id)
         request.phase = Phase.DONE
+        self._spread.ended(request.counted)
+        request.counted = ()
         for timer in request.timers:
             timer.cancel()
         del self._requests[request.request_id]
@@ -674,6 +685,7 @@ class RequestEngine:
         with self._lock:
             seen_s = message.received_s - age_s
             self._liveness.telemetry(telemetry.agent_id, seen_s, telemetry.period_s)
+            self._spread.telemetry(telemetry)
         if self._on_telemetry is not None:
             apply_effects([partial(self._on_telemetry, telemetry)])
 

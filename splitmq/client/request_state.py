@@ -97,6 +97,8 @@ class RequestState:
     (:func:`splitmq.client.routes.by_speed`)."""
     timers: list[Timer] = field(default_factory=list)
     """Its deadline, attempt timeouts and waits: cancelled when it ends."""
+    counted: tuple[tuple[str, int, str], ...] = ()
+    """Where its attempt in flight is counted (:meth:`splitmq.client.spread.Spread.sent`)."""
 
     @property
     def attempts_spent(self) -> int:

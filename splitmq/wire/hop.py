@@ -1,0 +1,274 @@
+"""An activation as a stage reads and forwards it: the per-hop fast path.
+
+A stage needs little of an activation: where it goes (route, callback, deadline), who
+it is (request id, attempt), and its tensors. The rest, and most of what it reads, it
+only forwards. :func:`read` therefore decodes an activation in three pieces, cut where
+splitmq's own encoder puts them:
+
+- the fields before ``tensors`` (kind ... deadline_ms), through cbor2's C decoder in
+  one call, kept as the decoded map, so the next hop's map is that map with its stage
+  changed (:func:`forward_parts`), encoded by cbor2 in one call again;
+- the tensors, through the zero-copy reader (their bytes stay views of the payload);
+- the fields after them (trace, client_id, source), through cbor2's C decoder.
+
+Every field goes through the codec's own converter, so :func:`read` accepts exactly
+what :func:`splitmq.wire.decode` accepts as an :class:`Activation`; a payload not laid
+out the way splitmq encodes it (another encoder's key order, unknown fields) makes
+:func:`read` return None, and the caller decodes it the general way
+(:meth:`Hop.of`). The bytes :func:`forward_parts` and :func:`result_parts` give are
+those :func:`splitmq.wire.encode_parts` gives for the same :class:`Activation` or
+:class:`Result`, byte for byte (tests check it): no message object is built per hop.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from splitmq.errors import DecodeError
+from splitmq.wire.cbor import _Reader, dumps_parts, loads_cbor2
+from splitmq.wire.codec import _schema
+from splitmq.wire.limits import DEFAULT_LIMITS, Limits
+from splitmq.wire.messages import Activation, Result, Route, TraceEntry, _check_request_id
+from splitmq.wire.tensors import Tensor, tensor_to_wire
+
+__all__ = ["Hop", "forward_parts", "read", "result_parts", "trace_entry"]
+
+_ACTIVATION = _schema(Activation)
+_FIELDS = {f.name: f for f in _ACTIVATION.fields}
+_TRACE = _schema(TraceEntry)
+_HEAD: tuple[str, ...] = ("kind", "v", "request_id", "attempt", "deployment", "stage", "route")
+_HEAD += ("callback", "deadline_ms")
+"""The fields before ``tensors``, in the order the encoder writes them."""
+_TAILS = {2: ("trace", "client_id"), 3: ("trace", "client_id", "source")}
+"""The fields after ``tensors``, by how many there are."""
+_TENSORS_KEY = b"\x67tensors"  # a 7-byte text string: "tensors"
+_MAP = 0xA0
+"""A CBOR map's initial byte, less its count (below 24)."""
+_TRIES = 4
+"""Places tried for the ``tensors`` key before leaving a payload to the general decoder."""
+
+
+class Hop:
+    """An activation on its way through a stage: its fields as :class:`Activation` has
+    them, its trace as the maps the wire carries (already checked), and the decoded
+    map of its fields before the tensors (``head``), which the next hop's message reuses.
+    """
+
+    __slots__ = (
+        "attempt",
+        "callback",
+        "client_id",
+        "deadline_ms",
+        "deployment",
+        "head",
+        "request_id",
+        "route",
+        "source",
+        "stage",
+        "tensors",
+        "trace",
+    )
+
+    def __init__(
+        self,
+        head: dict[str, Any],
+        route: Route,
+        tensors: tuple[Tensor, ...],
+        *,
+        trace: list[dict[str, Any]],
+        client_id: str,
+        source: int | None,
+    ):
+        self.head = head
+        self.request_id: bytes = head["request_id"]
+        self.attempt: int = head["attempt"]
+        self.deployment: str = head["deployment"]
+        self.stage: int = head["stage"]
+        self.callback: str = head["callback"]
+        self.deadline_ms: int = head["deadline_ms"]
+        self.route = route
+        self.tensors = tensors
+        self.trace = trace
+        self.client_id = client_id
+        self.source = source
+
+    @classmethod
+    def of(cls, activation: Activation) -> Hop:
+        """The hop of an activation decoded the general way."""
+        wire = _ACTIVATION.to_wire(activation)
+        head = {name: wire[name] for name in _HEAD}
+        return cls(
+            head,
+            activation.route,
+            activation.tensors,
+            trace=wire["trace"],
+            client_id=activation.client_id,
+            source=activation.source,
+        )
+
+    def following(self, tensors: tuple[Tensor, ...], entry: dict[str, Any]) -> Hop:
+        """The activation this stage hands the next stage in-process (no bytes)."""
+        head = {**self.head, "stage": self.stage + 1}
+        trace = [*self.trace, entry]
+        return Hop(
+            head, self.route, tensors, trace=trace, client_id=self.client_id, source=self.source
+        )
+
+    def activation(self) -> Activation:
+        """The whole message (for what the fast path does not serve)."""
+        trace = tuple(_TRACE.from_wire(e, DEFAULT_LIMITS, "trace") for e in self.trace)
+        return Activation(
+            request_id=self.request_id,
+            attempt=self.attempt,
+            deployment=self.deployment,
+            stage=self.stage,
+            route=self.route,
+            callback=self.callback,
+            deadline_ms=self.deadline_ms,
+            tensors=self.tensors,
+            trace=trace,
+            client_id=self.client_id,
+            source=self.source,
+        )
+
+
+def trace_entry(
+    *,
+    stage: int,
+    agent_id: str,
+    received_ms: float,
+    started_ms: float,
+    finished_ms: float,
+    bytes_in: int,
+    attempt: int,
+    bytes_out: int,
+    energy_j: float,
+) -> dict[str, Any]:
+    """A :class:`TraceEntry` as the wire carries it (its fields in their order)."""
+    return {
+        "stage": stage,
+        "agent_id": agent_id,
+        "received_ms": float(received_ms),
+        "started_ms": float(started_ms),
+        "finished_ms": float(finished_ms),
+        "bytes_in": bytes_in,
+        "attempt": attempt,
+        "bytes_out": bytes_out,
+        "energy_j": float(energy_j),
+    }
+
+
+def read(payload: bytes | bytearray | memoryview, limits: Limits = DEFAULT_LIMITS) -> Hop | None:
+    """The activation in ``payload`` if splitmq's encoder laid it out, else None.
+
+    Raises:
+        DecodeError: it is laid out so, and a field is wrong (the message says which).
+    """
+    if not isinstance(payload, bytes | bytearray):
+        return None
+    size = len(payload)
+    if size > limits.max_message_bytes or size < 2:
+        return None
+    pairs = payload[0] - _MAP
+    tail_names = _TAILS.get(pairs - len(_HEAD) - 1)
+    if tail_names is None:
+        return None
+    view = memoryview(payload)
+    head, at = _head(payload, view, limits)
+    if head is None:
+        return None
+    version = head["v"]
+    if (
+        head["kind"] != Activation.KIND
+        or type(version) is not int
+        or not 1 <= version <= Activation.VERSION
+    ):
+        return None
+    values = {name: _FIELDS[name].from_wire(head[name], limits, name) for name in _HEAD[2:]}
+    try:
+        _check_request_id(values["request_id"])
+    except ValueError as error:
+        raise DecodeError(str(error)) from None
+    reader = _Reader(view, limits.max_depth)
+    reader.pos = at + len(_TENSORS_KEY)
+    tensors = _FIELDS["tensors"].from_wire(reader.item(1), limits, "tensors")
+    tail = loads_cbor2(
+        bytes((_MAP + len(tail_names),)) + view[reader.pos :], max_depth=limits.max_depth
+    )
+    if not isinstance(tail, dict) or tuple(tail) != tail_names:
+        return None
+    trace = _FIELDS["trace"].from_wire(tail["trace"], limits, "trace")
+    client_id = _FIELDS["client_id"].from_wire(tail["client_id"], limits, "client_id")
+    source = tail.get("source")
+    if source is not None:
+        source = _FIELDS["source"].from_wire(source, limits, "source")
+    head["request_id"] = values["request_id"]
+    return Hop(
+        head,
+        values["route"],
+        tensors,
+        trace=[_TRACE.to_wire(entry) for entry in trace],
+        client_id=client_id,
+        source=source,
+    )
+
+
+def _head(
+    payload: bytes | bytearray, view: memoryview, limits: Limits
+) -> tuple[dict[str, Any] | None, int]:
+    """The fields before ``tensors``, and where the ``tensors`` key starts.
+
+    The first place the key's bytes occur may be inside a string before it (a
+    deployment named ``gtensors``): such a cut does not decode, and the next is tried.
+    """
+    at = payload.find(_TENSORS_KEY)
+    for _ in range(_TRIES):
+        if at < 0:
+            return None, at
+        try:
+            head = loads_cbor2(bytes((_MAP + len(_HEAD),)) + view[1:at], max_depth=limits.max_depth)
+        except DecodeError:
+            at = payload.find(_TENSORS_KEY, at + 1)
+            continue
+        if isinstance(head, dict) and tuple(head) == _HEAD:
+            return head, at
+        return None, at
+    return None, at
+
+
+def forward_parts(
+    hop: Hop, tensors: tuple[Tensor, ...], entry: dict[str, Any]
+) -> list[bytes | bytearray | memoryview]:
+    """The next stage's activation: ``hop``'s, at the next stage, carrying ``tensors``,
+    with ``entry`` (:func:`trace_entry`) added to its trace; as :func:`encode_parts`
+    would encode it."""
+    message = {
+        **hop.head,
+        "v": Activation.VERSION,
+        "stage": hop.stage + 1,
+        "tensors": [tensor_to_wire(t) for t in tensors],
+        "trace": [*hop.trace, entry],
+        "client_id": hop.client_id,
+    }
+    if hop.source is not None:
+        message["source"] = hop.source
+    return dumps_parts(message)
+
+
+def result_parts(
+    hop: Hop, tensors: tuple[Tensor, ...], entry: dict[str, Any], agent_id: str
+) -> list[bytes | bytearray | memoryview]:
+    """The :class:`Result` of ``hop``'s request (its last stage's outputs), as
+    :func:`encode_parts` would encode it."""
+    return dumps_parts(
+        {
+            "kind": Result.KIND,
+            "v": Result.VERSION,
+            "request_id": hop.request_id,
+            "attempt": hop.attempt,
+            "deployment": hop.deployment,
+            "tensors": [tensor_to_wire(t) for t in tensors],
+            "trace": [*hop.trace, entry],
+            "agent_id": agent_id,
+        }
+    )

@@ -1,0 +1,180 @@
+"""The per-hop fast path (splitmq.wire.hop): it reads what the general decoder reads,
+returns None for any other layout, and forwards exactly the bytes ``encode_parts``
+gives for the same message."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import fields, replace
+
+import cbor2
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from splitmq.errors import DecodeError
+from splitmq.wire import Activation, Result, Tensor, TraceEntry, decode, encode, encode_parts, hop
+
+from .test_codec_properties import messages_of
+
+REQUEST_ID = bytes(range(16))
+
+
+def join(parts: list[bytes | bytearray | memoryview]) -> bytes:
+    return b"".join(bytes(part) for part in parts)
+
+
+def activation(**changes: object) -> Activation:
+    base = Activation(
+        request_id=REQUEST_ID,
+        attempt=2,
+        deployment="d-1",
+        stage=1,
+        route=(("a",), ("b", "b2"), ("c",)),
+        callback="splitmq/v1/clients/alice/result",
+        deadline_ms=1_800_000_000_000,
+        tensors=(Tensor("x:0", np.arange(600, dtype=np.float32).reshape(1, 600)),),
+        trace=(TraceEntry(0, "a", 1.5, 2.5, 4.25, 1000, 2, 2400, 0.125),),
+        client_id="alice",
+    )
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+OUTPUTS = (
+    Tensor("y:0", np.linspace(-1, 1, 70_000, dtype=np.float32)),  # a part of its own
+    Tensor("q:0", np.arange(-5, 5, dtype=np.int8), scale=0.5, zero_point=-3),
+    Tensor("m:0", np.array([True, False])),
+)
+ENTRY = hop.trace_entry(
+    stage=1,
+    agent_id="b",
+    received_ms=10.0,
+    started_ms=11.0,
+    finished_ms=15.5,
+    bytes_in=2400,
+    attempt=2,
+    bytes_out=5,
+    energy_j=0.5,
+)
+MESSAGES = {
+    "chain": activation(),
+    "no trace": activation(stage=0, trace=()),
+    "a stage graph's source": activation(source=0),
+    "large, quantized": activation(
+        tensors=(Tensor("x:0", np.ones((1, 300, 300, 3), np.int8), scale=0.1, zero_point=4),)
+    ),
+    "names holding the key's bytes": activation(deployment="gtensors", client_id="gtensors"),
+}
+
+
+@pytest.mark.parametrize("name", MESSAGES)
+def test_it_reads_what_the_general_decoder_reads(name: str) -> None:
+    message = MESSAGES[name]
+    payload = bytearray(encode(message))
+    read = hop.read(payload)
+    assert read is not None
+    assert read.activation() == decode(payload, expect=Activation) == message
+    assert read.head["v"] == Activation.VERSION
+
+
+@pytest.mark.parametrize("name", MESSAGES)
+def test_it_forwards_the_bytes_encode_parts_gives(name: str) -> None:
+    message = MESSAGES[name]
+    read = hop.read(encode(message))
+    assert read is not None
+    entry = TraceEntry(**ENTRY)
+    forward = replace(
+        message, stage=message.stage + 1, tensors=OUTPUTS, trace=(*message.trace, entry)
+    )
+    assert join(hop.forward_parts(read, OUTPUTS, ENTRY)) == join(encode_parts(forward))
+    assert join(hop.forward_parts(read, OUTPUTS, ENTRY)) == encode(forward)
+    result = Result(
+        request_id=message.request_id,
+        attempt=message.attempt,
+        deployment=message.deployment,
+        tensors=OUTPUTS,
+        trace=(*message.trace, entry),
+        agent_id="b",
+    )
+    assert join(hop.result_parts(read, OUTPUTS, ENTRY, "b")) == encode(result)
+    # the same through the general decoder's hop, and in-process to the next stage
+    general = hop.Hop.of(decode(encode(message), expect=Activation))
+    assert join(hop.forward_parts(general, OUTPUTS, ENTRY)) == encode(forward)
+    assert read.following(OUTPUTS, ENTRY).activation() == forward
+
+
+def test_the_trace_entry_map_is_the_codecs() -> None:
+    assert list(hop.trace_entry(**ENTRY)) == [f.name for f in fields(TraceEntry)]
+
+
+def reordered(message: Activation) -> bytes:
+    """The same message as another encoder may lay it out: keys in another order."""
+    raw = cbor2.loads(encode(message))
+    return cbor2.dumps(dict(reversed(list(raw.items()))))
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        reordered(activation()),
+        cbor2.dumps({**cbor2.loads(encode(activation())), "future": 1}),  # an unknown field
+        encode(Result(REQUEST_ID, 0, "d", OUTPUTS)),  # another kind
+        cbor2.dumps({**cbor2.loads(encode(activation())), "v": 99}),  # a newer version
+        b"\xa0",
+        b"",
+    ],
+    ids=["reordered", "unknown field", "result", "newer", "empty map", "empty"],
+)
+def test_another_layout_is_left_to_the_general_decoder(payload: bytes) -> None:
+    assert hop.read(payload) is None
+
+
+def test_a_wrong_field_in_our_layout_is_an_error() -> None:
+    raw = cbor2.loads(encode(activation()))
+    with pytest.raises(DecodeError):
+        hop.read(cbor2.dumps({**raw, "attempt": "two"}))
+    with pytest.raises(DecodeError):
+        hop.read(cbor2.dumps({**raw, "request_id": os.urandom(3)}))
+    with pytest.raises(DecodeError):
+        hop.read(cbor2.dumps({**raw, "trace": [{"stage": "x"}]}))
+    with pytest.raises(DecodeError):
+        hop.read(encode(activation()) + b"\x00")  # trailing bytes
+
+
+def _same_verdict(payload: bytes) -> None:
+    """What the fast path makes of ``payload`` agrees with the general decoder."""
+    try:
+        read = hop.read(payload)
+    except DecodeError:
+        with pytest.raises(DecodeError):
+            decode(payload, expect=Activation)
+        return
+    if read is not None:
+        general = decode(payload, expect=Activation)
+        assert read.activation() == general
+        entry = TraceEntry(**ENTRY)
+        forward = replace(general, stage=general.stage + 1, trace=(*general.trace, entry))
+        assert join(hop.forward_parts(read, general.tensors, ENTRY)) == encode(forward)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(message=messages_of(Activation))
+def test_random_activations_read_as_the_general_decoder_reads_them(message: Activation) -> None:
+    _same_verdict(encode(message))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    edits=st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), min_size=1, max_size=4),
+    cut=st.integers(0, 400),
+)
+def test_mutated_activations_get_the_general_decoders_verdict(
+    edits: list[tuple[int, int]], cut: int
+) -> None:
+    payload = bytearray(encode(activation()))
+    for position, value in edits:
+        payload[position % 400] = value  # the fields around the tensors' start
+    if cut % 3 == 0:
+        del payload[len(payload) - cut :]
+    _same_verdict(bytes(payload))
