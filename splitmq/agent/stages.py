@@ -8,7 +8,8 @@ from __future__ import annotations
 import logging
 import queue
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
@@ -43,6 +44,10 @@ if TYPE_CHECKING:
     from splitmq.agent.agent import Agent, _HostedStage
 
 log = logging.getLogger(__name__)
+
+A = TypeVar("A", Hop, Activation)
+"""A request on its way: a :class:`Hop` (a chain's fast path) or a whole
+:class:`Activation` (a stage of a stage graph)."""
 
 EWMA_WEIGHT = 0.2
 """Weight of the newest sample in the smoothed time a request holds a stage."""
@@ -163,25 +168,46 @@ class StageWorkers:
             except DecodeError as error:
                 self._refuse(job.message, ErrorCode.BAD_MESSAGE, str(error))
             return
-        if (activation.deployment, activation.stage) != (hosted.deployment, hosted.stage):
-            self._send_error(
-                activation,
-                ErrorCode.BAD_MESSAGE,
-                f"sent to stage {hosted.key} but addressed to "
-                f"{stage_key(activation.deployment, activation.stage)}",
-            )
+        if self._misaddressed(hosted, activation):
             return
-        current, received_ms, bytes_in = activation, job.received_ms, len(payload)
+        bytes_in = len(payload)
         self.agent.energy.spend_radio(bytes_in)
+        self._serve(
+            hosted, activation, job.received_ms, bytes_in, key=_hop_key, compute=self._compute
+        )
+
+    def _misaddressed(self, hosted: _HostedStage, activation: Hop | Activation) -> bool:
+        """Whether the request names another stage than the one whose topic it came on
+        (it is then answered with an error)."""
+        if (activation.deployment, activation.stage) == (hosted.deployment, hosted.stage):
+            return False
+        self._send_error(
+            activation,
+            ErrorCode.BAD_MESSAGE,
+            f"sent to stage {hosted.key} but addressed to "
+            f"{stage_key(activation.deployment, activation.stage)}",
+        )
+        return True
+
+    def _serve(
+        self,
+        hosted: _HostedStage,
+        current: A,
+        received_ms: float,
+        bytes_in: int,
+        *,
+        key: Callable[[A], tuple[bytes, int, int]],
+        compute: Callable[[_HostedStage, A, float, int], tuple[A, _HostedStage] | None],
+    ) -> None:
+        """Run a request through this stage, and on through the next ones hosted here;
+        each (request, stage, attempt) once."""
         while True:
-            if not self.agent._seen.first_time(
-                (current.request_id, current.stage, current.attempt)
-            ):
+            if not self.agent._seen.first_time(key(current)):
                 self.agent.counters.add("duplicates")
                 log.debug("duplicate of %s at stage %d", current.request_id.hex(), current.stage)
                 return
             try:
-                following = self._compute(hosted, current, received_ms, bytes_in)
+                following = compute(hosted, current, received_ms, bytes_in)
             except RequestFailed as failure:
                 self._send_error(current, failure.code, str(failure))
                 return
@@ -194,13 +220,7 @@ class StageWorkers:
         self, hosted: _HostedStage, activation: Hop, received_ms: float, bytes_in: int
     ) -> tuple[Hop, _HostedStage] | None:
         """Run one stage; forward, answer, or hand back the next stage hosted here."""
-        if activation.deadline_ms and now_ms() > activation.deadline_ms:
-            late = now_ms() - activation.deadline_ms
-            raise RequestFailed(
-                ErrorCode.DEADLINE_EXCEEDED,
-                f"arrived at stage {activation.stage} on {self.agent.agent_id} {late:.0f} ms "
-                "after its deadline",
-            )
+        self._check_deadline(activation)
         next_topic = self._next_hop(activation)  # nothing is computed for nowhere
         arrays = checked_inputs(hosted.inputs, activation.tensors)
         started = now_ms()
@@ -238,6 +258,16 @@ class StageWorkers:
         hosted.free_ms = now_ms()
         return None
 
+    def _check_deadline(self, activation: Hop | Activation) -> None:
+        """Nothing is computed for a request past its deadline."""
+        if activation.deadline_ms and now_ms() > activation.deadline_ms:
+            late = now_ms() - activation.deadline_ms
+            raise RequestFailed(
+                ErrorCode.DEADLINE_EXCEEDED,
+                f"arrived at stage {activation.stage} on {self.agent.agent_id} {late:.0f} ms "
+                "after its deadline",
+            )
+
     def _invoke(
         self, hosted: _HostedStage, arrays: dict[str, np.ndarray]
     ) -> tuple[tuple[Tensor, ...], float]:
@@ -260,15 +290,9 @@ class StageWorkers:
         except DecodeError as error:
             self._refuse(job.message, ErrorCode.BAD_MESSAGE, str(error))
             return
-        if (activation.deployment, activation.stage) != (hosted.deployment, hosted.stage):
-            self._send_error(
-                activation,
-                ErrorCode.BAD_MESSAGE,
-                f"sent to stage {hosted.key} but addressed to "
-                f"{stage_key(activation.deployment, activation.stage)}",
-            )
+        if self._misaddressed(hosted, activation):
             return
-        current, received_ms, bytes_in = activation, job.received_ms, len(job.message.payload)
+        current, bytes_in = activation, len(job.message.payload)
         self.agent.energy.spend_radio(bytes_in)
         sources = hosted.sources
         if sources is not None and is_join(sources):  # wait for every branch (agent.join)
@@ -280,33 +304,16 @@ class StageWorkers:
             if joined is None:
                 return
             current = joined
-        while True:
-            if not self.agent._seen.first_time(seen_key(current)):
-                self.agent.counters.add("duplicates")
-                log.debug("duplicate of %s at stage %d", current.request_id.hex(), current.stage)
-                return
-            try:
-                following = self._compute_graph(hosted, current, received_ms, bytes_in)
-            except RequestFailed as failure:
-                self._send_error(current, failure.code, str(failure))
-                return
-            if following is None:
-                return
-            current, hosted = following
-            received_ms, bytes_in = now_ms(), 0
+        self._serve(
+            hosted, current, job.received_ms, bytes_in, key=seen_key, compute=self._compute_graph
+        )
 
     def _compute_graph(
         self, hosted: _HostedStage, activation: Activation, received_ms: float, bytes_in: int
     ) -> tuple[Activation, _HostedStage] | None:
         """Run one stage of a stage graph; send each target its share, answer, or hand
         back the next stage hosted here."""
-        if activation.deadline_ms and now_ms() > activation.deadline_ms:
-            late = now_ms() - activation.deadline_ms
-            raise RequestFailed(
-                ErrorCode.DEADLINE_EXCEEDED,
-                f"arrived at stage {activation.stage} on {self.agent.agent_id} {late:.0f} ms "
-                "after its deadline",
-            )
+        self._check_deadline(activation)
         targets = hosted.targets
         # nothing is computed for nowhere
         next_topic = self._next_hop(activation) if targets is None else None
@@ -492,3 +499,8 @@ class StageWorkers:
             )
             return
         self._send_error(salvaged, code, reason)
+
+
+def _hop_key(activation: Hop) -> tuple[bytes, int, int]:
+    """What a chain's stage de-duplicates on: (request, stage, attempt)."""
+    return (activation.request_id, activation.stage, activation.attempt)
