@@ -100,8 +100,9 @@ def test_join_drops_a_duplicate_reports_a_missing_branch_then_completes_and_drop
     deploy(fleet, fork, [join], "j")  # stage 0 only loaded here: reuse its digest below
     coordinator = fleet.client("coordinator-j3")
     fleet.pool.add(fork.shards[3].data)  # type: ignore[attr-defined]
+    ready = events(fleet.client("ev"))  # listening before the load: its answer is not kept
     command(coordinator, "join", fork.load(3, "j", "j-3"))
-    events(fleet.client("ev")).wait_for(ShardReady, ready_for("j-3"), timeout_s=20)
+    ready.wait_for(ShardReady, ready_for("j-3"), timeout_s=30)
     results = Inbox(fleet.client("alice"), RESULTS.name(client=CLIENT))
     route = (("x",), ("left", "left-b"), ("right", "right-b"), ("join",))
     request_id = os.urandom(16)
@@ -148,8 +149,9 @@ def test_a_join_past_its_memory_bound_refuses_with_join_full(
     join = fleet.agent("join", join_max_bytes=64)
     coordinator = fleet.client("coordinator")
     fleet.pool.add(fork.shards[3].data)  # type: ignore[attr-defined]
+    ready = events(fleet.client("ev"))  # listening before the load: its answer is not kept
     command(coordinator, "join", fork.load(3, "j", "j-3"))
-    events(fleet.client("ev")).wait_for(ShardReady, ready_for("j-3"), timeout_s=20)
+    ready.wait_for(ShardReady, ready_for("j-3"), timeout_s=30)
     results = Inbox(fleet.client("alice"), RESULTS.name(client=CLIENT))
     route = (("x",), ("left",), ("right",), ("join",))
     left = activation(fork, route, stage=3, source=1, tensors=branch_output(fork, 1), dep="j")
