@@ -3,11 +3,13 @@
 The coordinator keeps every cut shard under ``POOL/NAME/VERSION/shards/VARIANT/cuts-
 .../`` with an index (``shards.json``, see :mod:`splitmq.coordinator.model_pool`) that
 lists each file and its sha256. :class:`ShardIndex` reads those indexes, and reads them
-again when asked for a digest it does not know (at most once a second: a shard cut
-after the server started is found, and a stream of unknown digests costs one scan a
-second). The bytes are hashed as they are served, so a file changed on disk is
-never served under a digest it no longer has. Content-addressed bytes never change:
-the response is cacheable forever (``ETag`` is the digest, ``immutable``).
+again when asked for a digest it does not know, at most once a second: a request that
+misses within a second of the last scan waits (without holding a thread) for the next
+one, so a shard cut after the server started is always found, even just after a scan,
+and a stream of unknown digests costs one scan a second. The bytes are hashed as they
+are served, so a file changed on disk is never served under a digest it no longer has.
+Content-addressed bytes never change: the response is cacheable forever (``ETag`` is
+the digest, ``immutable``).
 """
 
 from __future__ import annotations
@@ -68,6 +70,11 @@ class ShardIndex:
                 path = self._paths.get(digest)
         return path
 
+    def next_scan_in(self) -> float:
+        """Seconds until a miss may read the indexes again (0: at once)."""
+        with self._lock:
+            return max(0.0, self._scanned_at + RESCAN_INTERVAL_S - time.monotonic())
+
     def read(self, digest: str) -> bytes | None:
         """The bytes of the shard ``digest``, checked against it; None when no file has them."""
         path = self.path(digest)
@@ -99,7 +106,13 @@ class ShardRoute:
             )
         if request.headers.get("If-None-Match", "").strip('W/"') == digest:
             raise web.HTTPNotModified(headers={"ETag": f'"{digest}"', "Cache-Control": IMMUTABLE})
-        body = await asyncio.get_running_loop().run_in_executor(None, self.index.read, digest)
+        loop = asyncio.get_running_loop()
+        body = await loop.run_in_executor(None, self.index.read, digest)
+        if body is None and (wait_s := self.index.next_scan_in()) > 0:
+            # The indexes were read less than a second ago, perhaps just before the
+            # coordinator wrote this shard's: look again once they may be read again.
+            await asyncio.sleep(wait_s)
+            body = await loop.run_in_executor(None, self.index.read, digest)
         if body is None:
             where = self.index.pool_dir or "no model pool (start with --pool DIR)"
             raise web.HTTPNotFound(
