@@ -29,7 +29,7 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from splitmq.agent import device
 from splitmq.agent.cache import DigestMismatch, ShardCache
@@ -39,6 +39,7 @@ from splitmq.agent.fetch import FetchError, ShardFetcher
 from splitmq.agent.link import EmulatedLink
 from splitmq.agent.presence import Presence
 from splitmq.agent.requests import (
+    Counters,
     Job,
     SeenRequests,
     boundary,
@@ -117,16 +118,11 @@ class _HostedStage:
 
 
 @dataclass
-class _Counters:
+class _Counters(Counters):
     duplicates: int = 0
     unroutable: int = 0
     errors_sent: int = 0
     results_sent: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def add(self, name: str) -> None:
-        with self.lock:
-            setattr(self, name, getattr(self, name) + 1)
 
 
 class Agent:

@@ -32,9 +32,9 @@ import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
-from splitmq.agent.requests import RequestFailed, now_ms
+from splitmq.agent.requests import Counters, RequestFailed, now_ms
 from splitmq.wire import (
     REQUESTER,
     Activation,
@@ -98,16 +98,11 @@ class _Waiting:
 
 
 @dataclass
-class JoinStats:
+class JoinStats(Counters):
     duplicates: int = 0
     late: int = 0
     missing_reported: int = 0
     refused_full: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def add(self, name: str) -> None:
-        with self.lock:
-            setattr(self, name, getattr(self, name) + 1)
 
     def counts(self) -> dict[str, int] | None:
         """The counters as telemetry carries them (``Telemetry.joins``); None while all

@@ -9,7 +9,7 @@ import logging
 import queue
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -222,23 +222,8 @@ class StageWorkers:
         """Run one stage; forward, answer, or hand back the next stage hosted here."""
         self._check_deadline(activation)
         next_topic = self._next_hop(activation)  # nothing is computed for nowhere
-        arrays = checked_inputs(hosted.inputs, activation.tensors)
-        started = now_ms()
-        outputs, compute_s = self._invoke(hosted, arrays)
-        finished = now_ms()
-        self.agent.energy.spend_compute(compute_s)
-        bytes_out = sum(tensor.array.nbytes for tensor in outputs)
-        entry = hop.trace_entry(
-            stage=activation.stage,
-            agent_id=self.agent.agent_id,
-            received_ms=received_ms,
-            started_ms=started,
-            finished_ms=finished,
-            bytes_in=bytes_in,
-            attempt=activation.attempt,
-            bytes_out=bytes_out,
-            energy_j=self.agent.energy.stage_energy_j(compute_s, bytes_in + bytes_out),
-        )
+        outputs, fields = self._run_shard(hosted, activation, received_ms, bytes_in)
+        entry = hop.trace_entry(**fields)
         if next_topic is None:  # the last stage
             answer = hop.result_parts(activation, outputs, entry, self.agent.agent_id)
             self._held(hosted, received_ms)
@@ -267,6 +252,29 @@ class StageWorkers:
                 f"arrived at stage {activation.stage} on {self.agent.agent_id} {late:.0f} ms "
                 "after its deadline",
             )
+
+    def _run_shard(
+        self, hosted: _HostedStage, activation: Hop | Activation, received_ms: float, bytes_in: int
+    ) -> tuple[tuple[Tensor, ...], dict[str, Any]]:
+        """Check the inputs and run the shard: its outputs, and this stage's trace entry's
+        fields (as :class:`TraceEntry` and :func:`hop.trace_entry` take them)."""
+        arrays = checked_inputs(hosted.inputs, activation.tensors)
+        started = now_ms()
+        outputs, compute_s = self._invoke(hosted, arrays)
+        finished = now_ms()
+        self.agent.energy.spend_compute(compute_s)
+        bytes_out = sum(tensor.array.nbytes for tensor in outputs)
+        return outputs, {
+            "stage": activation.stage,
+            "agent_id": self.agent.agent_id,
+            "received_ms": received_ms,
+            "started_ms": started,
+            "finished_ms": finished,
+            "bytes_in": bytes_in,
+            "attempt": activation.attempt,
+            "bytes_out": bytes_out,
+            "energy_j": self.agent.energy.stage_energy_j(compute_s, bytes_in + bytes_out),
+        }
 
     def _invoke(
         self, hosted: _HostedStage, arrays: dict[str, np.ndarray]
@@ -318,26 +326,8 @@ class StageWorkers:
         # nothing is computed for nowhere
         next_topic = self._next_hop(activation) if targets is None else None
         topics = None if targets is None else self._fan_out_topics(activation, targets)
-        arrays = checked_inputs(hosted.inputs, activation.tensors)
-        started = now_ms()
-        outputs, compute_s = self._invoke(hosted, arrays)
-        finished = now_ms()
-        self.agent.energy.spend_compute(compute_s)
-        bytes_out = sum(tensor.array.nbytes for tensor in outputs)
-        trace = (
-            *activation.trace,
-            TraceEntry(
-                stage=activation.stage,
-                agent_id=self.agent.agent_id,
-                received_ms=received_ms,
-                started_ms=started,
-                finished_ms=finished,
-                bytes_in=bytes_in,
-                attempt=activation.attempt,
-                bytes_out=bytes_out,
-                energy_j=self.agent.energy.stage_energy_j(compute_s, bytes_in + bytes_out),
-            ),
-        )
+        outputs, fields = self._run_shard(hosted, activation, received_ms, bytes_in)
+        trace = (*activation.trace, TraceEntry(**fields))
         self._held(hosted, received_ms)
         if targets is not None and topics is not None:  # a stage graph: each target its share
             sent = fan_out(
