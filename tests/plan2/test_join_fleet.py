@@ -71,6 +71,9 @@ def client(fleet: Fleet, model: str = "fork") -> Client:
         plan_timeout_s=2.0,
         min_attempt_timeout_s=2.5,
         attempt_timeout_margin_s=2.0,
+        # One plan for the whole test: the agents it pauses and kills are the ones the
+        # first answer ran on (a fresh plan on a busy machine may place them elsewhere).
+        plan_ttl_s=600.0,
     )
     made = Client(fleet.url, f"p2-{uuid.uuid4().hex[:6]}", config=config)
     made.start()
