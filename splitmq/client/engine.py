@@ -193,6 +193,7 @@ class RequestEngine:
     def _plan_later(self, request: RequestState, refusal: PlanRefused, effects: Effects) -> None:
         """A stage has no replica online: passing (the coordinator heals the deployment),
         so ask again after ``replan_wait_s`` while the deadline allows."""
+        request.unavailable = refusal
         wait_s = self.config.replan_wait_s * self._random.uniform(0.5, 1.5)
         if time.monotonic() + wait_s >= request.deadline_s:
             self._give_up(
@@ -210,6 +211,7 @@ class RequestEngine:
 
     def _use_plan(self, request: RequestState, plan: Plan, effects: Effects) -> None:
         request.plan = plan
+        request.unavailable = None
         deployment = self._plans.deployment(plan.deployment)
         if deployment is None:  # its retained message is on its way: wait (up to the deadline)
             request.phase = Phase.DEPLOYMENT
@@ -427,6 +429,13 @@ class RequestEngine:
         def expire(effects: Effects) -> None:
             request = self._requests.get(request_id)
             if request is None:
+                return
+            refusal = request.unavailable
+            if request.phase in (Phase.PLANNING, Phase.UNAVAILABLE) and refusal is not None:
+                # asking again after "no replica online": that is what kept it waiting
+                self._give_up(
+                    request, errors.PLAN_REFUSED, refusal.message, effects, refusal.constraint
+                )
                 return
             if request.phase is Phase.PLANNING and request.plan is None and request.plan_asks:
                 self._give_up(request, errors.NO_PLAN, self._no_plan_reason(request), effects)

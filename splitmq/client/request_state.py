@@ -36,7 +36,7 @@ from splitmq.client.records import AttemptRecord, RequestRecord
 from splitmq.client.result import InferenceResult
 from splitmq.client.routes import Knowledge
 from splitmq.client.timers import Timer
-from splitmq.wire import Plan, Route, Tensor
+from splitmq.wire import Plan, PlanRefused, Route, Tensor
 
 
 def now_ms() -> float:
@@ -92,6 +92,9 @@ class RequestState:
     an agent in ``busy``."""
     plan_asks: int = 0
     """Plan requests of its own that no coordinator answered in time."""
+    unavailable: PlanRefused | None = None
+    """The coordinator's last answer that a stage has no replica online: what the
+    request reports if its deadline passes while it asks again."""
     probe: bool = False
     """Its first attempt measures replicas the client knows least of
     (:func:`splitmq.client.routes.by_speed`)."""

@@ -279,7 +279,7 @@ def test_an_unexplained_timeout_asks_for_a_plan_then_rotates_to_the_fallbacks(
     client = env.client()
     started = time.monotonic()
     result = client.infer(digits.image)
-    assert time.monotonic() - started < 2.0
+    assert time.monotonic() - started < 5.0  # one short attempt timeout, not the 10 s deadline
     attempts = [(a.attempt, a.route, a.outcome) for a in result.record.attempts]
     assert attempts == [(0, ("a", "b"), "timeout"), (1, ("a2", "b2"), "result")]
     assert env.coordinator.plans_asked() == 2
@@ -392,12 +392,16 @@ def test_a_stage_with_no_replica_online_is_waited_for_within_the_deadline(
     result = client.infer(digits.image)  # asked three times: the deployment healed
     np.testing.assert_array_equal(only_output(result), next(iter(digits.expected.values())))
     assert env.coordinator.plans_asked() == 3
-    env.answer(always(healing))  # never heals: a clear refusal at the deadline
+    env.answer(always(healing))  # never heals: a clear refusal by the deadline
     started = time.monotonic()
     with pytest.raises(PlanRefusedError) as failure:
-        client.infer(digits.image, model="other", deadline_s=0.5)
+        client.infer(digits.image, model="other", deadline_s=2.0)
     assert failure.value.constraint == "unavailable" and "no replica online" in str(failure.value)
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < 2.0 + 5.0  # not held past the deadline by the asking
+    env.answer(always(healing, None))  # refused, then asked again and never answered
+    with pytest.raises(PlanRefusedError) as failure:
+        client.infer(digits.image, model="third", deadline_s=1.0)
+    assert failure.value.constraint == "unavailable", "the refusal, not a bare deadline"
 
 
 def test_plans_from_the_real_planner(fleet_with_coordinator: ClientFleet, digits: CutModel) -> None:
@@ -443,8 +447,8 @@ def test_a_deadline_that_cannot_be_met_fails_fast(
     spy.subscribe(STAGE.filter(), sent)
     started = time.monotonic()
     with pytest.raises(DeadlineError) as failure:
-        env.client().infer(digits.image, deadline_s=3.0)
-    assert time.monotonic() - started < 1.0
+        env.client().infer(digits.image, deadline_s=30.0)
+    assert time.monotonic() - started < 10.0  # at once, not at the deadline
     assert "60000 ms" in str(failure.value) and failure.value.record.attempts == ()
     assert sent.messages == []
 
@@ -459,7 +463,7 @@ def test_no_coordinator_and_no_deployment_end_in_clear_errors(
     assert failure.value.code == "no_plan" and "coordinator" in str(failure.value)
     assert "plan requests (0.3 s each)" in str(failure.value)
     assert env.coordinator.plans_asked() >= 3  # asked again while the deadline allowed
-    assert time.monotonic() - started < 1.5
+    assert time.monotonic() - started < 1.0 + 4.0  # given up at the deadline
     env.answer(always(fixed_plan((("a",), ("a",)), deployment="never-published")))
     with pytest.raises(DeadlineError) as late:
         env.client("bob").infer(digits.image, deadline_s=0.5)

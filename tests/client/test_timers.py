@@ -45,8 +45,8 @@ def test_a_sooner_timer_wakes_a_thread_sleeping_for_a_later_one(timers: Timers) 
     time.sleep(0.05)  # the thread now sleeps for a minute
     started = time.monotonic()
     timers.call_at(started + 0.05, fired.set)
-    assert fired.wait(2.0)
-    assert time.monotonic() - started < 1.0
+    assert fired.wait(10.0)
+    assert time.monotonic() - started < 10.0  # not the minute it was sleeping for
 
 
 def test_a_cancelled_timer_is_never_called(timers: Timers) -> None:

@@ -52,11 +52,11 @@ def test_a_latency_no_route_can_meet_is_refused_at_once(
     with Client(fleet.url, namespace=fleet.namespace, config=ClientConfig(model=MODEL)) as client:
         started = time.monotonic()
         with pytest.raises(PlanRefusedError) as refused:
-            client.infer(test_images[0], max_latency_ms=0.01, deadline_s=5.0)
+            client.infer(test_images[0], max_latency_ms=0.01, deadline_s=60.0)
         elapsed = time.monotonic() - started
     assert refused.value.code == PLAN_REFUSED and refused.value.constraint == "max_latency_ms"
     assert refused.value.record.attempts == ()  # nothing was sent to an agent
-    assert elapsed < 1.0, f"took {elapsed:.2f} s"
+    assert elapsed < 15.0, f"took {elapsed:.2f} s: refused at once, not at the 60 s deadline"
 
 
 def test_a_deadline_below_the_predicted_latency_fails_before_sending(
