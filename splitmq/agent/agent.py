@@ -275,7 +275,7 @@ class Agent:
             log.warning("ignored a bad command: %s", error)
             return
         if isinstance(command, Ping) and command.issuer == self.agent_id:
-            self.presence.on_echo(command)
+            self.presence.on_echo(command, message.received_s)
             return
         if command.issuer != self.config.coordinator_id:
             log.warning("refused %s from %r: not the coordinator", command.KIND, command.issuer)

@@ -171,8 +171,13 @@ class Presence:
         )
         COMMANDS.publish(agent.transport, probe, agent.config.namespace, agent=agent.agent_id)
 
-    def on_echo(self, ping: Ping) -> None:
-        """One of our probes came back."""
-        self._rtts.append(time.monotonic() * 1000.0 - ping.sent_ms)
+    def on_echo(self, ping: Ping, received_s: float) -> None:
+        """One of our probes came back: it arrived at ``received_s`` (``time.monotonic()``,
+        on the network thread). The round trip ends there, not when the command worker
+        got round to it: a hop's cost to the planner is the broker's, and the time an
+        agent spends handling a request it received is in its stage's compute time
+        already (counted twice, it made the planner predict a hop at three times what
+        the traces measure)."""
+        self._rtts.append(received_s * 1000.0 - ping.sent_ms)
         if len(self._rtts) >= RTT_MIN_PROBES:
             self.rtt_ms = min(self._rtts)

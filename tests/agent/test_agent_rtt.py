@@ -9,12 +9,17 @@ from splitmq.transport import InboundMessage
 from splitmq.wire import Ping, encode
 from splitmq.wire.topics import COMMANDS
 from tests.agent.conftest import MemoryFleet
+from tests.helpers import wait_until
 
 
-def probe_back(agent: object, agent_id: str, rtt_ms: float) -> None:
-    """The agent's own ping, arriving ``rtt_ms`` after it was sent."""
-    ping = Ping(command_id="rtt-x", issuer=agent_id, sent_ms=time.monotonic() * 1000.0 - rtt_ms)
-    message = InboundMessage(COMMANDS.name(agent=agent_id), encode(ping))
+def probe_back(agent: object, agent_id: str, rtt_ms: float, handled_after_ms: float = 0) -> None:
+    """The agent's own ping, arriving ``rtt_ms`` after it was sent, and handled
+    ``handled_after_ms`` after it arrived."""
+    now_ms = time.monotonic() * 1000.0
+    ping = Ping(command_id="rtt-x", issuer=agent_id, sent_ms=now_ms - handled_after_ms - rtt_ms)
+    message = InboundMessage(
+        COMMANDS.name(agent=agent_id), encode(ping), received_s=(now_ms - handled_after_ms) / 1000
+    )
     agent._on_command(message)  # type: ignore[attr-defined]
 
 
@@ -34,3 +39,17 @@ def test_a_slow_first_probe_does_not_linger_and_old_ones_are_forgotten(
         probe_back(agent, "pi-1", 40.0)
     rtt = agent.telemetry().broker_rtt_ms
     assert rtt is not None and 40.0 <= rtt < 80.0, "the old probes forgotten"
+
+
+def test_the_round_trip_ends_when_the_echo_arrives_not_when_it_is_handled(
+    fleet: MemoryFleet,
+) -> None:
+    """A hop's cost is the broker's: the agent's wait before its command worker got to
+    the echo is its own time, already in its stages' compute times."""
+    agent = fleet.agent("pi-1", telemetry_period_s=60.0)
+    # its own probe at start, through the in-memory broker, first; the window forgets it
+    wait_until(lambda: len(agent.presence._rtts) == 1, what="the agent's own probe")
+    for _ in range(RTT_WINDOW):
+        probe_back(agent, "pi-1", 2.0, handled_after_ms=30.0)
+    rtt = agent.telemetry().broker_rtt_ms
+    assert rtt is not None and 2.0 <= rtt < 20.0, rtt
