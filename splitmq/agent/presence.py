@@ -30,6 +30,21 @@ agent was busy calibrating or loading a shard: one slow first probe, smoothed, m
 partition optimizer shun an agent for a dozen periods."""
 RTT_MIN_PROBES = 3
 """Round trips needed before one is reported: the first ones meet a fleet still starting."""
+PROBE_BYTES = 64 * 1024
+"""A throughput probe's padding: about an activation of a small model's middle."""
+THROUGHPUT_EVERY = 5
+"""One probe in this many carries :data:`PROBE_BYTES` (the first early: the second
+probe), so the broker carries a few kB a second per agent for it at most."""
+THROUGHPUT_WINDOW = 4
+"""Throughput probes remembered; the fastest is taken, as for the round trip."""
+MAX_HOP_MBPS = 100_000.0
+"""The most :attr:`Presence.hop_mbps` reports: a large probe no slower than a small one
+(loopback, within the noise) means more than any link, not infinity."""
+ECHO_WAIT_S = 0.5
+"""How long the telemetry thread waits for its probe's echo before it builds the
+period's telemetry. Building it (psutil's readings) holds the interpreter: an echo
+arriving meanwhile waited for it, and the probes read a hop at 1 to 2 ms where the
+requests' traces measure 0.35 ms."""
 
 
 class Presence:
@@ -41,9 +56,12 @@ class Presence:
         """The lowest of the last :data:`RTT_WINDOW` round trips (None before
         :data:`RTT_MIN_PROBES` came back)."""
         self._rtts: deque[float] = deque(maxlen=RTT_WINDOW)
+        self._large: deque[float] = deque(maxlen=THROUGHPUT_WINDOW)
+        """Round trips of the throughput probes (:data:`PROBE_BYTES` of padding)."""
         self._sequence = 0
         self._advised_s = 0.0  # the leading coordinator's advice (0: none)
         self._advice_changed = threading.Event()
+        self._echoed = threading.Event()
 
     @property
     def period_s(self) -> float:
@@ -118,6 +136,7 @@ class Presence:
             bytes_in=stats.bytes_in,
             bytes_out=stats.bytes_out,
             broker_rtt_ms=self.rtt_ms,
+            hop_mbps=self.hop_mbps,
             energy_j=agent.energy.energy_j,
             link=profile.link if agent.config.emulate else None,
             duplicates=agent.counters.duplicates,
@@ -150,6 +169,7 @@ class Presence:
             self._advice_changed.clear()
             try:
                 self.probe_broker()
+                self._echoed.wait(ECHO_WAIT_S)  # nothing of ours in its way
                 TELEMETRY.publish(
                     agent.transport, self.telemetry(), agent.config.namespace, agent=agent.agent_id
                 )
@@ -164,10 +184,13 @@ class Presence:
         """Send ourselves a ping through the broker; its return gives the round trip."""
         agent = self.agent
         self._sequence += 1
+        self._echoed.clear()
+        large = self._sequence % THROUGHPUT_EVERY == 2
         probe = Ping(
             command_id=f"rtt-{self._sequence}",
             issuer=agent.agent_id,
             sent_ms=time.monotonic() * 1000.0,
+            padding=bytes(PROBE_BYTES) if large else None,
         )
         COMMANDS.publish(agent.transport, probe, agent.config.namespace, agent=agent.agent_id)
 
@@ -178,6 +201,22 @@ class Presence:
         agent spends handling a request it received is in its stage's compute time
         already (counted twice, it made the planner predict a hop at three times what
         the traces measure)."""
-        self._rtts.append(received_s * 1000.0 - ping.sent_ms)
+        rtt_ms = received_s * 1000.0 - ping.sent_ms
+        if ping.padding:
+            self._large.append(rtt_ms)
+        else:
+            self._rtts.append(rtt_ms)
+        self._echoed.set()
         if len(self._rtts) >= RTT_MIN_PROBES:
             self.rtt_ms = min(self._rtts)
+
+    @property
+    def hop_mbps(self) -> float | None:
+        """What a hop through the broker carries per second (Mbit/s): the padding of a
+        throughput probe over its round trip beyond a small probe's (the fastest of
+        each); None until both were measured."""
+        if self.rtt_ms is None or not self._large:
+            return None
+        extra_ms = min(self._large) - self.rtt_ms
+        bits = PROBE_BYTES * 8
+        return min(MAX_HOP_MBPS, bits / (extra_ms * 1e3)) if extra_ms > 0 else MAX_HOP_MBPS

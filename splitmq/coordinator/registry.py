@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from splitmq.coordinator.planner import AgentView
-from splitmq.wire import AgentState, AgentStatus, ShardReady, Telemetry
+from splitmq.wire import AgentState, AgentStatus, Link, ShardReady, Telemetry
 
 DEFAULT_STALE_PERIODS = 3.0
 DEFAULT_SPEED_GFLOPS = 1.0
@@ -244,7 +244,7 @@ class Registry:
                 if status and status.radio_j_per_mb
                 else defaults.radio_j_per_mb
             ),
-            bandwidth_mbps=link.bandwidth_mbps if link is not None else defaults.bandwidth_mbps,
+            bandwidth_mbps=_bandwidth_mbps(link, telemetry, defaults),
             link_latency_ms=link.latency_ms if link is not None else defaults.link_latency_ms,
             speed_gflops=_speed(record),
             mem_free_bytes=telemetry.mem_free_bytes if telemetry is not None else None,
@@ -254,6 +254,16 @@ class Registry:
             tensor_dtypes=status.tensor_dtypes if status is not None else None,
             site=(status.site or "") if status is not None else "",
         )
+
+
+def _bandwidth_mbps(link: Link | None, telemetry: Telemetry | None, defaults: AgentView) -> float:
+    """An agent's hop bandwidth: its emulated link's, else what its probes measured
+    (``Telemetry.hop_mbps``), else the planner's default."""
+    if link is not None:
+        return link.bandwidth_mbps
+    if telemetry is not None and telemetry.hop_mbps:
+        return telemetry.hop_mbps
+    return defaults.bandwidth_mbps
 
 
 def _speed(record: AgentRecord) -> float:

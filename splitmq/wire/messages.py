@@ -290,6 +290,10 @@ class Telemetry(Message):
     """Its join stages' counters since start (``duplicates``, ``late``, ``missing``,
     ``refused_full``: branches dropped as duplicates, after their join ran, reported
     missing, refused for want of memory); None until a join dropped or missed one."""
+    hop_mbps: float | None = None
+    """What a hop through the broker carries per second, as the agent measured it with
+    a large probe of itself against a small one (Mbit/s; None until measured). The
+    planner's bandwidth for an agent whose profile emulates no link."""
 
 
 # --- commands (coordinator -> agent) and events (agent -> coordinator) -------------
@@ -340,6 +344,10 @@ class Ping(Message):
     command_id: str
     issuer: str
     sent_ms: float
+    padding: bytes | None = None
+    """Bytes that make an agent's probe of itself as large as an activation: its round
+    trip, less a small probe's, is what moving that many bytes through the broker
+    costs (``Telemetry.hop_mbps``)."""
 
 
 @dataclass(frozen=True)

@@ -4,19 +4,33 @@ from __future__ import annotations
 
 import time
 
-from splitmq.agent.presence import RTT_MIN_PROBES, RTT_WINDOW
+from splitmq.agent.presence import (
+    MAX_HOP_MBPS,
+    PROBE_BYTES,
+    RTT_MIN_PROBES,
+    RTT_WINDOW,
+    THROUGHPUT_EVERY,
+    THROUGHPUT_WINDOW,
+)
 from splitmq.transport import InboundMessage
-from splitmq.wire import Ping, encode
+from splitmq.wire import Ping, decode, encode
 from splitmq.wire.topics import COMMANDS
 from tests.agent.conftest import MemoryFleet
 from tests.helpers import wait_until
 
 
-def probe_back(agent: object, agent_id: str, rtt_ms: float, handled_after_ms: float = 0) -> None:
+def probe_back(
+    agent: object,
+    agent_id: str,
+    rtt_ms: float,
+    handled_after_ms: float = 0,
+    padding: bytes | None = None,
+) -> None:
     """The agent's own ping, arriving ``rtt_ms`` after it was sent, and handled
     ``handled_after_ms`` after it arrived."""
     now_ms = time.monotonic() * 1000.0
-    ping = Ping(command_id="rtt-x", issuer=agent_id, sent_ms=now_ms - handled_after_ms - rtt_ms)
+    sent_ms = now_ms - handled_after_ms - rtt_ms
+    ping = Ping(command_id="rtt-x", issuer=agent_id, sent_ms=sent_ms, padding=padding)
     message = InboundMessage(
         COMMANDS.name(agent=agent_id), encode(ping), received_s=(now_ms - handled_after_ms) / 1000
     )
@@ -53,3 +67,35 @@ def test_the_round_trip_ends_when_the_echo_arrives_not_when_it_is_handled(
         probe_back(agent, "pi-1", 2.0, handled_after_ms=30.0)
     rtt = agent.telemetry().broker_rtt_ms
     assert rtt is not None and 2.0 <= rtt < 20.0, rtt
+
+
+def test_one_probe_in_a_few_is_large_and_gives_the_hops_throughput(fleet: MemoryFleet) -> None:
+    agent = fleet.agent("pi-1", telemetry_period_s=60.0)
+    wait_until(lambda: len(agent.presence._rtts) == 1, what="the agent's own probe")
+    sent: list[Ping] = []
+    spy = fleet.broker.transport("spy")
+    spy.start()
+    spy.subscribe(
+        COMMANDS.name(agent="pi-1"), lambda m: sent.append(decode(m.payload, expect=Ping))
+    )
+    for _ in range(2 * THROUGHPUT_EVERY):
+        agent.presence.probe_broker()
+    wait_until(lambda: len(sent) == 2 * THROUGHPUT_EVERY, what="the probes")
+    sizes = [len(p.padding or b"") for p in sent]
+    assert sizes.count(PROBE_BYTES) == 2 and sizes.count(0) == 2 * THROUGHPUT_EVERY - 2
+    assert sizes[0] == PROBE_BYTES, "the second probe of the agent's life is a large one"
+    presence = agent.presence
+    wait_until(  # their echoes are in: the windows below push them out
+        lambda: (len(presence._rtts), len(presence._large)) == (1 + sizes.count(0), 2),
+        what="the probes' echoes",
+    )
+
+    for _ in range(RTT_WINDOW):  # the small probes: 0.3 ms
+        probe_back(agent, "pi-1", 0.3)
+    for extra_ms in [2.0] + [9.0] * (THROUGHPUT_WINDOW - 1):  # 64 KiB in 2.0 ms more, at best
+        probe_back(agent, "pi-1", 0.3 + extra_ms, padding=bytes(PROBE_BYTES))
+    mbps = agent.telemetry().hop_mbps
+    assert mbps is not None and abs(mbps - PROBE_BYTES * 8 / 2.0e3) < 40, mbps  # ~262 Mbit/s
+    for _ in range(THROUGHPUT_WINDOW):  # as fast as a small one: more than any link
+        probe_back(agent, "pi-1", 0.3, padding=bytes(PROBE_BYTES))
+    assert agent.telemetry().hop_mbps == MAX_HOP_MBPS

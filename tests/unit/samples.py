@@ -185,12 +185,14 @@ def sample_messages() -> list[Message]:
             broker_rtt_ms=0.4,
             energy_j=3.25,
             link=Link(bandwidth_mbps=100.0, latency_ms=1.0),
+            hop_mbps=2400.5,
         ),
         LoadShard(
             "c1", "coordinator", "d1", 0, "ab" * 32, 123456, (SPEC_IN,), (SPEC_Q,), threads=2
         ),
         UnloadShard("c2", "coordinator", "d1", 0),
         Ping("c3", "coordinator", 1700000000000.25),
+        Ping("rtt-2", "rpi-1", 12.5, padding=bytes(range(256)) * 4),
         CommandReply("c1", "rpi-1", ok=False, message="shard digest mismatch"),
         ShardReady("c1", "rpi-1", "d1", 0, "ab" * 32, "ai-edge-litert", 11.75),
         Pong("c3", "rpi-1", 1700000000000.25, 1700000000000.75),

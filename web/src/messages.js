@@ -167,6 +167,7 @@ export const MESSAGES = {
     ['duplicates', 'int', 0],
     ['unroutable', 'int', 0],
     ['joins', optional(map('int')), null],
+    ['hop_mbps', optional('float'), null],
   ]],
   'cmd.load': [1, [
     ['command_id', 'str', REQUIRED],
@@ -192,6 +193,7 @@ export const MESSAGES = {
     ['command_id', 'str', REQUIRED],
     ['issuer', 'str', REQUIRED],
     ['sent_ms', 'float', REQUIRED],
+    ['padding', optional('bytes'), null],
   ]],
   'event.reply': [1, [
     ['command_id', 'str', REQUIRED],
