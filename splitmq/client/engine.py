@@ -35,6 +35,7 @@ from splitmq.client.branches import (
 from splitmq.client.config import ClientConfig
 from splitmq.client.errors import DeadlineError, InferenceError, InputError, PlanRefusedError
 from splitmq.client.inputs import fit_inputs, read_outputs, top_classes
+from splitmq.client.own_work import OwnWork
 from splitmq.client.plans import PendingPlan, PendingPlans, PlanCache
 from splitmq.client.records import RequestRecord
 from splitmq.client.request_state import Phase, RequestState, now_ms
@@ -99,6 +100,7 @@ class RequestEngine:
         self._hops = routes.HopTimes()  # smoothed hop time per deployment, stage and agent
         self._fanin: dict[bytes, Fanin] = {}  # stage graphs: branch retries, results to join
         self._spread = spread.Spread()  # requests in flight and service time per replica
+        self._own = OwnWork()  # the client's own work per request, told to the planner
         self._made = 0  # requests made: every PROBE_EVERY-th is a probe
         self._plans = PlanCache(self.config.plan_ttl_s)
         self._pending = PendingPlans(self.client_id)
@@ -125,13 +127,14 @@ class RequestEngine:
             self._use_plan(request, plan, effects)
             return
         request.phase = Phase.PLANNING
+        request.waited = True
         # the first to wait for this key asks; the others join
         self._ask_for_plan(self._pending.join(request.key, request.request_id, now), now, effects)
 
     def _ask_for_plan(self, pending: PendingPlan | None, now: float, effects: Effects) -> None:
         if pending is None:  # already asked
             return
-        message = pending.key.request(pending.plan_request_id, self.client_id)
+        message = pending.key.request(pending.plan_request_id, self.client_id, self._own.ms)
         effects.append(partial(self._publish_plan_request, message))
         expire = partial(self._locked, partial(self._answer, pending.plan_request_id, None))
         pending.timer = self._timers.call_at(now + self.config.plan_timeout_s, expire)
@@ -215,6 +218,7 @@ class RequestEngine:
         deployment = self._plans.deployment(plan.deployment)
         if deployment is None:  # its retained message is on its way: wait (up to the deadline)
             request.phase = Phase.DEPLOYMENT
+            request.waited = True
             self._awaiting.setdefault(plan.deployment, []).append(request.request_id)
             return
         if graph_of(deployment) is not None:  # Plan 2: the branches on distinct agents
@@ -417,6 +421,9 @@ class RequestEngine:
             with self._lock:  # counted first: the answer may come before publish returns
                 request.bytes_sent += payload_size(payload)
             t.STAGE.publish_payload(self.transport, topic, payload, expiry_s=remaining_s)
+            if activation.attempt == 0 and not request.waited:
+                with self._lock:
+                    self._own.sent((time.monotonic() - request.began_s) * 1000.0)
         except (TransportError, base_errors.EncodeError) as error:
             # too large for the broker, or not encodable: no other route does better
             final = isinstance(error, base_errors.PayloadTooLarge | base_errors.EncodeError)
@@ -555,9 +562,12 @@ class RequestEngine:
     def _on_answer(self, message: InboundMessage) -> None:
         answer = _decoded(message, t.RESULTS)
         if answer is not None:
-            self._locked(partial(self._answered, answer, len(message.payload)))
+            received = partial(self._answered, answer, len(message.payload), message.received_s)
+            self._locked(received)
 
-    def _answered(self, answer: Result | ErrorMessage, size: int, effects: Effects) -> None:
+    def _answered(
+        self, answer: Result | ErrorMessage, size: int, received_s: float, effects: Effects
+    ) -> None:
         request = self._requests.get(answer.request_id)
         if request is None:
             if isinstance(answer, Result) and answer.request_id in self._finished:
@@ -568,6 +578,7 @@ class RequestEngine:
             joined = self._join(request, answer)
             if joined is not None:
                 self._succeed(request, joined, size, effects)
+                self._own.answered((time.monotonic() - received_s) * 1000.0)
         else:
             where = f"stage {answer.stage} on {answer.agent_id}: {answer.message}"
             failure = Failure(str(answer.code), where, answer.stage, answer.agent_id)

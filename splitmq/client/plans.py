@@ -37,8 +37,11 @@ class PlanKey:
     client_battery: Battery | None = None
     """The client's battery as it asked: a different charge is another key (and plan)."""
 
-    def request(self, request_id: str, client_id: str) -> PlanRequest:
-        """The :class:`PlanRequest` asking for a plan with these constraints."""
+    def request(
+        self, request_id: str, client_id: str, client_ms: float | None = None
+    ) -> PlanRequest:
+        """The :class:`PlanRequest` asking for a plan with these constraints (and the
+        client's own work per request, ``client_ms``, as it measured it)."""
         return PlanRequest(
             request_id=request_id,
             client_id=client_id,
@@ -51,6 +54,7 @@ class PlanKey:
             client_battery=self.client_battery,
             task=self.task,
             min_accuracy=self.min_accuracy,
+            client_ms=client_ms,
         )
 
 

@@ -13,8 +13,12 @@ The cost model (docs/architecture.md, "Energy model"), for a route ``a_0 .. a_{S
   the first stage the input never crosses the client's link) + for every stage its
   queueing and compute time on its agent + the agent's send of the stage's output
   (link latency + bytes / bandwidth, plus one broker hop: what the agent measured it to
-  cost, its broker round trip, else ``hop_ms``), except when the next stage runs on the
+  cost, its broker round trip, else ``hop_ms``; the bandwidth its emulated link's, else
+  what its probes measured, ``Telemetry.hop_mbps``), except when the next stage runs on the
   same agent (in-process: neither a send nor a queue);
+- + the client's own work, as it measured it and says it in its plan request
+  (``PlanRequest.client_ms``: building and sending the input, reading the result):
+  the same for every route, so it moves budgets and the prediction, not the choice;
 - queueing = the requests waiting for the stage on the agent when its telemetry was
   taken (``queue_depth``) x the time each holds the stage's worker: its compute, then
   its send (a worker sends its output before it takes the next request, and an agent's
@@ -49,7 +53,7 @@ brute force on random fleets.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
 from splitmq.wire import (
@@ -62,6 +66,9 @@ from splitmq.wire import (
 )
 
 MB = 1_000_000
+MAX_CLIENT_MS = 60_000.0
+"""The most a client's own work per request is taken to be (a larger figure is not a
+measurement: it is ignored)."""
 
 
 @dataclass(frozen=True)
@@ -486,6 +493,23 @@ def objective(
     return (latency_part + energy_part, cost.latency_ms)
 
 
+def client_work_ms(request: PlanRequest) -> float:
+    """The client's own work per request, as it said it (0 when it did not, or said
+    something that is not a time)."""
+    own = request.client_ms
+    return own if own is not None and 0.0 <= own < MAX_CLIENT_MS else 0.0
+
+
+def with_client_work(routes: Sequence[Candidate], request: PlanRequest) -> list[Candidate]:
+    """``routes`` with the client's own work in their latency: every figure a request is
+    planned, refused or told by is then what the client will measure."""
+    own = client_work_ms(request)
+    if not own:
+        return list(routes)
+    extra = Cost(own, 0.0, 0.0)
+    return [replace(r, cost=r.cost + extra) for r in routes]
+
+
 def within_budgets(cost: Cost, request: PlanRequest) -> bool:
     return (request.max_latency_ms is None or cost.latency_ms <= request.max_latency_ms) and (
         request.energy_j is None or cost.energy_j <= request.energy_j
@@ -534,7 +558,9 @@ def plan(
                 f"faithful variant (`splitmq deploy {request.model} --variant float32`)",
             )
         of_model = good
-    routes = [r for d in of_model for r in pareto_routes(d, fleet, config, client)]
+    routes = with_client_work(
+        [r for d in of_model for r in pareto_routes(d, fleet, config, client)], request
+    )
     if not routes:
         return refuse(*_no_route(of_model, fleet, config))
     feasible = [r for r in routes if within_budgets(r.cost, request)]
@@ -554,6 +580,7 @@ def plan(
         predicted_energy_j=best.cost.energy_j,
         predicted_stages=parts,
         predicted_final_hop_ms=final_hop_ms,
+        predicted_client_ms=client_work_ms(request) if request.client_ms is not None else None,
     )
 
 

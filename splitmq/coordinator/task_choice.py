@@ -46,6 +46,7 @@ from splitmq.coordinator.planner import (
     figure,
     pareto_routes,
     plan,
+    with_client_work,
     within_budgets,
 )
 from splitmq.errors import ConfigError
@@ -221,7 +222,10 @@ def plan_task(
             )
         members = good
     accuracy_known = all(d.accuracy is not None for d in members)
-    routes_of = {d.deployment: pareto_routes(d, fleet, config, client) for d in weighed}
+    routes_of = {
+        d.deployment: with_client_work(pareto_routes(d, fleet, config, client), request)
+        for d in weighed
+    }
     routes = [r for d in members for r in routes_of[d.deployment]]
     if not routes:  # no replica to run some stage: the planner says which and why
         unavailable = plan(

@@ -519,6 +519,10 @@ class PlanRequest(Message):
     member and variant that meet the budgets and ``min_accuracy``."""
     min_accuracy: float | None = None
     """For a task: the least measured accuracy the chosen member's variant must reach."""
+    client_ms: float | None = None
+    """The client's own work per request, as it measured it (ms): from its call to its
+    input's send, and from its result's arrival to its answer. The planner adds it to
+    every route's latency (budgets and prediction); None: not measured yet."""
 
 
 @dataclass(frozen=True)
@@ -547,6 +551,9 @@ class Plan(Message):
     """The chosen variant's measured accuracy (None: unknown, or not a task request)."""
     candidates: tuple[TaskCandidate, ...] | None = None
     """For a task: every deployed member and variant weighed, the chosen one among them."""
+    predicted_client_ms: float | None = None
+    """The client's own work (``PlanRequest.client_ms``), in ``predicted_latency_ms``
+    beside the stages and the final hop; None when the request did not say it."""
 
 
 PLAN_UNAVAILABLE = "unavailable"

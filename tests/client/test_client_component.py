@@ -902,3 +902,21 @@ def test_attempts_timing_out_while_the_link_is_down_wait_for_it_instead_of_pilin
     for future in futures:
         result = future.result(timeout=5.0)
         assert [a.outcome for a in result.record.attempts] == ["result"]
+
+
+def test_plan_requests_tell_the_planner_the_clients_own_work(
+    fleet_with_coordinator: ClientFleet, digits: CutModel
+) -> None:
+    env = fleet_with_coordinator
+    env.fleet.agent("a")
+    env.deploy(digits, [["a"], ["a"]])
+    env.answer(always(fixed_plan((("a",), ("a",)))))
+    client = env.client(plan_ttl_s=600.0)
+    client.infer(digits.image)  # it waited for its plan: its send is not the client's work
+    (first,) = env.coordinator.requests
+    assert first.client_ms is None, "nothing measured before the first request"
+    for _ in range(3):  # with the plan at hand: call to send, arrival to answer
+        client.infer(digits.image)
+    client.infer(digits.image, model="other")  # another model: a new plan request
+    told = env.coordinator.requests[-1].client_ms
+    assert told is not None and 0.0 < told < 1000.0, told

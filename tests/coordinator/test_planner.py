@@ -373,3 +373,33 @@ def test_the_planner_finds_the_brute_force_optimum(seed: int) -> None:
     ours = objective(req.energy_level, cost, best_latency, best_energy)
     theirs = objective(req.energy_level, expected.cost, best_latency, best_energy)
     assert ours[0] == pytest.approx(theirs[0])
+
+
+def test_the_clients_own_work_is_in_the_prediction_and_the_budget() -> None:
+    d = deployment([{"pi": 20.0}])
+    without = plan(request(), [d], fleet(PI))
+    assert isinstance(without, Plan) and without.predicted_client_ms is None
+    told = plan(request(client_ms=1.5), [d], fleet(PI))
+    assert isinstance(told, Plan) and told.predicted_client_ms == 1.5
+    assert told.predicted_latency_ms == pytest.approx(without.predicted_latency_ms + 1.5)
+    assert told.route == without.route  # the same for every route: not the choice
+    stages = sum(p.transfer_ms + p.queueing_ms + p.compute_ms for p in told.predicted_stages or ())
+    assert told.predicted_latency_ms == pytest.approx(
+        stages + (told.predicted_final_hop_ms or 0.0) + 1.5
+    ), "the parts add up to the prediction"
+    # a budget the route meets, but not with the client's work in it
+    budget = without.predicted_latency_ms + 1.0
+    assert isinstance(plan(request(max_latency_ms=budget), [d], fleet(PI)), Plan)
+    refused = plan(request(max_latency_ms=budget, client_ms=1.5), [d], fleet(PI))
+    assert isinstance(refused, PlanRefused) and refused.constraint == "max_latency_ms"
+    assert f"takes {told.predicted_latency_ms:.3g} ms" in refused.message
+
+
+@pytest.mark.parametrize("said", [-1.0, float("nan"), float("inf"), 1e9])
+def test_a_client_work_figure_that_is_not_a_time_is_ignored(said: float) -> None:
+    d = deployment([{"pi": 20.0}])
+    without = plan(request(), [d], fleet(PI))
+    told = plan(request(client_ms=said), [d], fleet(PI))
+    assert isinstance(without, Plan) and isinstance(told, Plan)
+    assert told.predicted_latency_ms == without.predicted_latency_ms
+    assert told.predicted_client_ms == 0.0

@@ -226,6 +226,7 @@ def sample_messages() -> list[Message]:
             energy_j=2.5,
             energy_level=EnergyLevel.SAVER,
             client_battery=Battery(20.0, plugged=False),
+            client_ms=1.25,
         ),
         Plan("p1", "d1", 3, "mobilenet_v3_large", "v1a2b", "int8", (("a",), ("b", "c")), 42.0, 1.5),
         Plan(
@@ -243,6 +244,7 @@ def sample_messages() -> list[Message]:
                 StagePrediction(1, "b", 20.5, 3.25, 5.0),
             ),
             predicted_final_hop_ms=0.75,
+            predicted_client_ms=1.25,
         ),
         Plan(  # a task's plan: the member chosen, and every member and variant weighed
             "p3",

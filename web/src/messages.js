@@ -277,6 +277,7 @@ export const MESSAGES = {
     ['client_battery', optional(struct('Battery')), null],
     ['task', optional('str'), null],
     ['min_accuracy', optional('float'), null],
+    ['client_ms', optional('float'), null],
   ]],
   plan: [1, [
     ['request_id', 'str', REQUIRED],
@@ -293,6 +294,7 @@ export const MESSAGES = {
     ['task', optional('str'), null],
     ['accuracy', optional('float'), null],
     ['candidates', optional(seq(struct('TaskCandidate'))), null],
+    ['predicted_client_ms', optional('float'), null],
   ]],
   'plan.refused': [1, [
     ['request_id', 'str', REQUIRED],
