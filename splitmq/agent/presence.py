@@ -33,8 +33,9 @@ RTT_MIN_PROBES = 3
 PROBE_BYTES = 64 * 1024
 """A throughput probe's padding: about an activation of a small model's middle."""
 THROUGHPUT_EVERY = 5
-"""One probe in this many carries :data:`PROBE_BYTES` (the first early: the second
-probe), so the broker carries a few kB a second per agent for it at most."""
+"""One probe in this many carries :data:`PROBE_BYTES`, so the broker carries a few kB a
+second per agent for it at most; until :data:`THROUGHPUT_WINDOW` have, every other one
+does (the first measurements meet a fleet still starting)."""
 THROUGHPUT_WINDOW = 4
 """Throughput probes remembered; the fastest is taken, as for the round trip."""
 MAX_HOP_MBPS = 100_000.0
@@ -185,7 +186,8 @@ class Presence:
         agent = self.agent
         self._sequence += 1
         self._echoed.clear()
-        large = self._sequence % THROUGHPUT_EVERY == 2
+        early = self._sequence <= 2 * THROUGHPUT_WINDOW
+        large = self._sequence % (2 if early else THROUGHPUT_EVERY) == 0
         probe = Ping(
             command_id=f"rtt-{self._sequence}",
             issuer=agent.agent_id,

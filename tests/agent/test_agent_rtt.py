@@ -82,11 +82,12 @@ def test_one_probe_in_a_few_is_large_and_gives_the_hops_throughput(fleet: Memory
         agent.presence.probe_broker()
     wait_until(lambda: len(sent) == 2 * THROUGHPUT_EVERY, what="the probes")
     sizes = [len(p.padding or b"") for p in sent]
-    assert sizes.count(PROBE_BYTES) == 2 and sizes.count(0) == 2 * THROUGHPUT_EVERY - 2
-    assert sizes[0] == PROBE_BYTES, "the second probe of the agent's life is a large one"
+    # probes 2 to 11 of its life: every other one large until THROUGHPUT_WINDOW were,
+    # then one in THROUGHPUT_EVERY
+    assert sizes == [PROBE_BYTES, 0] * THROUGHPUT_WINDOW + [PROBE_BYTES, 0]
     presence = agent.presence
     wait_until(  # their echoes are in: the windows below push them out
-        lambda: (len(presence._rtts), len(presence._large)) == (1 + sizes.count(0), 2),
+        lambda: (len(presence._rtts), len(presence._large)) == (1 + 5, THROUGHPUT_WINDOW),
         what="the probes' echoes",
     )
 
