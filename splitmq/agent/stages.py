@@ -70,6 +70,9 @@ class StageWorkers:
         )
         self._topics: dict[str, tuple[str, int] | None] = {}
         """Stage topics already parsed, by name (:data:`TOPICS_REMEMBERED` at most)."""
+        self._hops: dict[tuple[str, str, int, str | None, int], str | None] = {}
+        """Next hops already checked and rendered (:meth:`_next_hop`), for ``_hops_sites``."""
+        self._hops_sites: dict[str, str] = agent.sites.sites
 
     def _hosted_for(self, message: InboundMessage) -> _HostedStage | None:
         topic = message.topic
@@ -413,7 +416,28 @@ class StageWorkers:
         )
 
     def _next_hop(self, activation: Hop | Activation) -> str | None:
-        """The next stage's topic (None after the last stage), checked before computing."""
+        """The next stage's topic (None after the last stage), checked before computing.
+
+        Remembered by what it depends on (a client's requests repeat their callback and
+        route): a request then costs one lookup here instead of parsing its callback and
+        rendering a topic. What fails is not remembered: it raises each time."""
+        route, next_stage = activation.route, activation.stage + 1
+        first = route[next_stage][0] if next_stage < len(route) and route[next_stage] else None
+        key = (activation.callback, activation.deployment, next_stage, first, len(route))
+        sites = self.agent.sites.sites  # replaced whole when a deployment moves an agent
+        if sites is not self._hops_sites:
+            self._hops_sites, self._hops = sites, {}
+        try:
+            return self._hops[key]
+        except KeyError:
+            pass
+        topic = self._checked_next_hop(activation)
+        if len(self._hops) >= TOPICS_REMEMBERED:
+            self._hops = {}
+        self._hops[key] = topic
+        return topic
+
+    def _checked_next_hop(self, activation: Hop | Activation) -> str | None:
         if not is_callback(activation.callback, self.agent._ns):
             raise RequestFailed(
                 ErrorCode.BAD_MESSAGE, f"the callback {activation.callback!r} is not a result topic"
