@@ -161,6 +161,14 @@ class ClientFleet:
         finally:
             operator.close()
 
+    def on_one_agent(self, model: CutModel) -> Deployment:
+        """Agent ``a`` hosts both stages of ``model``; every plan request is answered with
+        that route."""
+        self.fleet.agent("a")
+        deployment = self.deploy(model, [["a"], ["a"]])
+        self.answer(always(fixed_plan((("a",), ("a",)))))
+        return deployment
+
     def client(
         self, client_id: str = "alice", *, records: Records | None = None, **overrides: Any
     ) -> Client:

@@ -102,9 +102,7 @@ def test_a_new_epoch_or_a_retired_deployment_drops_the_cached_plan(
     fleet_with_coordinator: ClientFleet, digits: CutModel
 ) -> None:
     env = fleet_with_coordinator
-    env.fleet.agent("a")
-    env.deploy(digits, [["a"], ["a"]])
-    env.answer(always(fixed_plan((("a",), ("a",)))))
+    env.on_one_agent(digits)
     client = env.client()
     client.infer(digits.image)
     client.infer(digits.image)
@@ -487,9 +485,7 @@ def test_an_input_that_does_not_fit_fails_before_sending(
     fleet_with_coordinator: ClientFleet, digits: CutModel
 ) -> None:
     env = fleet_with_coordinator
-    env.fleet.agent("a")
-    env.deploy(digits, [["a"], ["a"]])
-    env.answer(always(fixed_plan((("a",), ("a",)))))
+    env.on_one_agent(digits)
     with pytest.raises(InferenceError) as failure:
         env.client().infer(np.zeros(5, np.float32))
     assert failure.value.code == "bad_input" and failure.value.record.attempts == ()
@@ -500,9 +496,7 @@ def test_duplicate_results_are_counted_and_ignored(
     fleet_with_coordinator: ClientFleet, digits: CutModel
 ) -> None:
     env = fleet_with_coordinator
-    env.fleet.agent("a")
-    env.deploy(digits, [["a"], ["a"]])
-    env.answer(always(fixed_plan((("a",), ("a",)))))
+    env.on_one_agent(digits)
     records = Records()
     client = env.client(records=records)
     answers = Collector()
@@ -802,9 +796,7 @@ def test_the_infer_table_shows_results_and_failures(
     from splitmq.client.inputs import load_inputs
 
     env = fleet_with_coordinator
-    env.fleet.agent("a")
-    env.deploy(digits, [["a"], ["a"]])
-    env.answer(always(fixed_plan((("a",), ("a",)))))
+    env.on_one_agent(digits)
     np.save(tmp_path / "a-good.npy", digits.image)
     np.save(tmp_path / "b-wrong.npy", np.zeros((3, 3), np.float32))  # not a grey image
     Image.fromarray(np.zeros((16, 16), np.uint8), mode="L").save(tmp_path / "c-big.png")
@@ -908,9 +900,7 @@ def test_plan_requests_tell_the_planner_the_clients_own_work(
     fleet_with_coordinator: ClientFleet, digits: CutModel
 ) -> None:
     env = fleet_with_coordinator
-    env.fleet.agent("a")
-    env.deploy(digits, [["a"], ["a"]])
-    env.answer(always(fixed_plan((("a",), ("a",)))))
+    env.on_one_agent(digits)
     client = env.client(plan_ttl_s=600.0)
     client.infer(digits.image)  # it waited for its plan: its send is not the client's work
     (first,) = env.coordinator.requests

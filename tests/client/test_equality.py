@@ -15,7 +15,7 @@ from splitmq.client.inputs import load_inputs
 from splitmq.wire import AgentState, AgentStatus
 
 from ..agent.conftest import CutModel
-from .conftest import ClientFleet, always, fixed_plan
+from .conftest import ClientFleet
 
 X86 = eq.ComputeKind("x86_64", "litert", "2.3.0", "builtin")
 
@@ -116,9 +116,7 @@ def test_infer_with_a_reference_says_the_rule_and_the_largest_difference(
     fleet_with_coordinator: ClientFleet, digits: CutModel, tmp_path: Path
 ) -> None:
     env = fleet_with_coordinator
-    env.fleet.agent("a")
-    env.deploy(digits, [["a"], ["a"]])
-    env.answer(always(fixed_plan((("a",), ("a",)))))
+    env.on_one_agent(digits)
     np.save(tmp_path / "one.npy", digits.image)
     (tmp_path / "model.tflite").write_bytes(digits.model)
     out = StringIO()
