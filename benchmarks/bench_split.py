@@ -58,7 +58,7 @@ from splitmq.client import Client, ClientConfig
 from splitmq.converter import cut
 from splitmq.mosquitto import free_port
 from splitmq.transport import InboundMessage, MqttTransport, parse_broker_url
-from splitmq.wire import Deployment
+from splitmq.wire import Deployment, Plan, TraceEntry
 
 NO_BUDGET_MS = 1e9
 """A latency budget no route exceeds."""
@@ -131,6 +131,34 @@ def count_messages(
         "background_per_second": (sum(counts.values()) - data_plane) / elapsed,
         **{f"count_{k}": float(v) for k, v in counts.items()},
     }
+
+
+def parts_text(plan: Plan, traces: list[tuple[TraceEntry, ...]], p50: dict[str, float]) -> str:
+    """The plan's latency in parts beside the same parts of the requests' traces (p50s):
+    each stage's time on its agent, the hops between agents, and the rest (the client's
+    own work and its two hops, to the first agent and from the last)."""
+    stages = plan.predicted_stages or ()
+    held = [
+        statistics.median(t[i].finished_ms - t[i].received_ms for t in traces)
+        for i in range(len(stages))
+    ]
+    hops = [
+        statistics.median(t[i].received_ms - t[i - 1].finished_ms for t in traces)
+        for i in range(1, len(stages))
+    ]
+    rest = p50["splitmq"] - sum(held) - sum(hops)
+    predicted_rest = plan.predicted_latency_ms - sum(s.queueing_ms + s.compute_ms for s in stages)
+    predicted_rest -= sum(s.transfer_ms for s in stages[1:])
+
+    def join(values: list[float]) -> str:
+        return "/".join(f"{v:.2f}" for v in values)
+
+    return (
+        f"stages {join([s.queueing_ms + s.compute_ms for s in stages])} / {join(held)}; "
+        f"hops {join([s.transfer_ms for s in stages[1:]])} / {join(hops)}; "
+        f"client and its hops {predicted_rest:.2f} (its own {getattr(plan, 'predicted_client_ms', None) or 0:.2f})"
+        f" / {rest:.2f} ms"
+    )
 
 
 def timed(call: Callable[[], object]) -> float:
@@ -206,9 +234,12 @@ def main() -> None:
         try:
             config = ClientConfig(model=MODEL, deadline_s=30.0)
             with Client(running.url, config=config) as client:
+                traces: list[tuple[TraceEntry, ...]] = []
 
                 def via_splitmq() -> np.ndarray:
-                    return np.asarray(client.infer(x).outputs[output_spec.name])
+                    result = client.infer(x)
+                    traces.append(result.trace)
+                    return np.asarray(result.outputs[output_spec.name])
 
                 sides = {
                     "local": local,
@@ -246,6 +277,7 @@ def main() -> None:
                 # another plan key: a fresh plan, on the same route)
                 fresh = client.infer(x, max_latency_ms=NO_BUDGET_MS).plan
                 prediction = fresh.predicted_latency_ms
+                del traces[:]  # the rounds' own
                 samples: dict[str, list[list[float]]] = {name: [] for name in sides}
                 order = list(sides)
                 for index in range(rounds):
@@ -368,6 +400,7 @@ def main() -> None:
             vs_grpc <= GOAL_GRPC,
             vs_grpc,
         ),
+        Row("planner", "its parts, predicted / measured p50", parts_text(fresh, traces, p50)),
         Row(
             "planner",
             "predicted vs measured p50",
