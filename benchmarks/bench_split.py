@@ -150,13 +150,15 @@ def parts_text(plan: Plan, traces: list[tuple[TraceEntry, ...]], p50: dict[str, 
     predicted_rest = plan.predicted_latency_ms - sum(s.queueing_ms + s.compute_ms for s in stages)
     predicted_rest -= sum(s.transfer_ms for s in stages[1:])
 
+    own = getattr(plan, "predicted_client_ms", None) or 0.0  # None from older code
+
     def join(values: list[float]) -> str:
         return "/".join(f"{v:.2f}" for v in values)
 
     return (
         f"stages {join([s.queueing_ms + s.compute_ms for s in stages])} / {join(held)}; "
         f"hops {join([s.transfer_ms for s in stages[1:]])} / {join(hops)}; "
-        f"client and its hops {predicted_rest:.2f} (its own {getattr(plan, 'predicted_client_ms', None) or 0:.2f})"
+        f"client and its hops {predicted_rest:.2f} (its own {own:.2f})"
         f" / {rest:.2f} ms"
     )
 
