@@ -23,10 +23,11 @@ Warm-up requests are excluded from every side. Each round gives each side's p50 
 p95; the table quotes the median over rounds of each ratio. In the same run the outputs
 are checked: splitmq's and gRPC's are bit-identical to the same shards chained in this
 process, and match the unsplit model (top-1 and values within float tolerance). The
-planner's predicted latency (a plan the benchmarked client asks for after the warm-up, so
-that the agents' telemetry carries their measured compute times, broker round trips and
-hop throughput, and the plan request the client's own work) is set against the measured
-p50.
+planner's predicted latency (a plan the benchmarked client asks for after the rounds, so
+that the agents' telemetry carries their compute times, broker round trips and hop
+throughput as the rounds measured them, and the plan request the client's own work) is
+set against the measured p50, and its parts against the same parts of the rounds'
+traces.
 
 Also (goal 5): broker messages per request, and each agent's resident memory.
 
@@ -273,12 +274,6 @@ def main() -> None:
                         np.allclose(expected_chain, expected_full, rtol=1e-4, atol=1e-6)
                     ),
                 }
-                time.sleep(1.5)  # a telemetry period: the warm-up's compute times are in
-                # asked by the measured client itself, so that its plan request carries
-                # the client's own work as it measured it (a budget no route exceeds is
-                # another plan key: a fresh plan, on the same route)
-                fresh = client.infer(x, max_latency_ms=NO_BUDGET_MS).plan
-                prediction = fresh.predicted_latency_ms
                 del traces[:]  # the rounds' own
                 samples: dict[str, list[list[float]]] = {name: [] for name in sides}
                 order = list(sides)
@@ -286,6 +281,15 @@ def main() -> None:
                     turn = index % len(order)  # rotate who goes first
                     for name in order[turn:] + order[:turn]:
                         samples[name].append([timed(sides[name]) for _ in range(requests)])
+                time.sleep(1.5)  # a telemetry period: the rounds' compute times are in
+                # The planner's figures as the rounds left them (the warm-up interleaves
+                # the sides request by request: colder, slower than the rounds' batches),
+                # asked by the measured client itself, so that its plan request carries
+                # the client's own work as it measured it (a budget no route exceeds is
+                # another plan key: a fresh plan, on the same route).
+                fresh = client.infer(x, max_latency_ms=NO_BUDGET_MS).plan
+                prediction = fresh.predicted_latency_ms
+                traces.pop()
                 messages = count_messages(running, client, x, 10 if args.quick else 50)
                 memory = {
                     agent_id: psutil.Process(pid).memory_info().rss

@@ -54,6 +54,7 @@ from splitmq.agent.runtime import (
     find_runtime,
 )
 from splitmq.agent.sites import SiteBook
+from splitmq.agent.stage_queue import StageQueue
 from splitmq.agent.stages import StageWorkers
 from splitmq.errors import DecodeError, TransportError
 from splitmq.transport import InboundMessage, Transport, Will
@@ -101,7 +102,7 @@ class _HostedStage:
     digest: str
     shard: LoadedShard
     inputs: tuple[TensorSpec, ...]
-    queue: queue.Queue[Job | None]
+    queue: StageQueue[Job | None]
     shared_filter: str | None = None
     compute_ms: float | None = None
     """The smoothed time one request holds the stage (telemetry's ``compute_ms``):
@@ -388,7 +389,7 @@ class Agent:
             digest=command.digest,
             shard=shard,
             inputs=shard.inputs,
-            queue=queue.Queue(maxsize=self.config.queue_size),
+            queue=StageQueue(self.config.queue_size),
             sources=command.sources,
             targets=command.targets,
         )
