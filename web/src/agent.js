@@ -45,6 +45,13 @@ export const RUNTIME_KIND = 'litert.js';
 const EWMA_WEIGHT = 0.2;
 const RTT_WINDOW = 10;
 const RTT_MIN_PROBES = 3;
+// What a hop carries per second, as the Python agent measures it (splitmq/agent/presence.py):
+// one probe in THROUGHPUT_EVERY (every other one until THROUGHPUT_WINDOW were) carries
+// PROBE_BYTES of padding; its round trip beyond a small probe's gives hop_mbps.
+export const PROBE_BYTES = 64 * 1024;
+export const THROUGHPUT_EVERY = 5;
+export const THROUGHPUT_WINDOW = 4;
+export const MAX_HOP_MBPS = 100_000;
 
 /** The agent's settings (what config.json and the page's query give). */
 export function agentConfig(options) {
@@ -119,6 +126,7 @@ export class BrowserAgent {
     this.connected = false;
     this.speedGflops = 0;
     this.rtts = [];
+    this.largeRtts = []; // round trips of the probes that carried PROBE_BYTES
     this.rttMs = null;
     this.rttSequence = 0;
     this.busyMs = 0;
@@ -276,7 +284,16 @@ export class BrowserAgent {
       link: null,
       duplicates: c.duplicates,
       unroutable: c.unroutable,
+      hop_mbps: this.hopMbps(),
     };
+  }
+
+  /** What a hop through the broker carries per second (Mbit/s): a large probe's padding
+   * over its round trip beyond a small probe's, the fastest of each; null until both. */
+  hopMbps() {
+    if (this.rttMs === null || this.largeRtts.length === 0) return null;
+    const extraMs = Math.min(...this.largeRtts) - this.rttMs;
+    return extraMs > 0 ? Math.min(MAX_HOP_MBPS, (PROBE_BYTES * 8) / (extraMs * 1e3)) : MAX_HOP_MBPS;
   }
 
   /** The share of the last period the page spent computing shards (a page has no CPU meter). */
@@ -314,7 +331,10 @@ export class BrowserAgent {
   /** A ping to ourselves through the broker; its return gives the round trip. */
   probeBroker() {
     this.rttSequence += 1;
+    const early = this.rttSequence <= 2 * THROUGHPUT_WINDOW;
+    const large = this.rttSequence % (early ? 2 : THROUGHPUT_EVERY) === 0;
     const probe = { kind: 'cmd.ping', command_id: `rtt-${this.rttSequence}`, issuer: this.agentId, sent_ms: this.monotonic() };
+    if (large) probe.padding = new Uint8Array(PROBE_BYTES);
     return this.publish(topicName(COMMANDS, this.ns, { agent: this.agentId }), encode(probe), COMMANDS);
   }
 
@@ -341,8 +361,10 @@ export class BrowserAgent {
       return undefined;
     }
     if (command.kind === 'cmd.ping' && command.issuer === this.agentId) {
-      this.rtts.push(this.monotonic() - command.sent_ms);
-      if (this.rtts.length > RTT_WINDOW) this.rtts.shift();
+      const rtt = this.monotonic() - command.sent_ms;
+      const [window, size] = command.padding ? [this.largeRtts, THROUGHPUT_WINDOW] : [this.rtts, RTT_WINDOW];
+      window.push(rtt);
+      if (window.length > size) window.shift();
       if (this.rtts.length >= RTT_MIN_PROBES) this.rttMs = Math.min(...this.rtts);
       return undefined;
     }

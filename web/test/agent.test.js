@@ -3,9 +3,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { BrowserAgent, agentConfig } from '../src/agent.js';
+import { BrowserAgent, MAX_HOP_MBPS, PROBE_BYTES, THROUGHPUT_WINDOW, agentConfig } from '../src/agent.js';
 import { Writer } from '../src/cbor.js';
-import { encode } from '../src/messages.js';
+import { decode, encode } from '../src/messages.js';
 import { FakeRuntime, FakeTransport, activation } from './fakes.js';
 
 const NS = 'splitmq/v1';
@@ -325,4 +325,28 @@ test('stop publishes a retained offline status', async () => {
   await agent.stop();
   const statuses = transport.on(`${NS}/agents/web/status`);
   assert.equal(statuses.at(-1).state, 'offline');
+});
+
+test('one probe in a few carries 64 KiB: its extra round trip gives hop_mbps', async () => {
+  let now = 0;
+  const transport = new FakeTransport();
+  const agent = new BrowserAgent(agentConfig({ agentId: 'web', telemetryPeriodS: 3600 }), {
+    transport, runtime: new FakeRuntime(), monotonic: () => now, log: QUIET, fetchShard: async () => new Uint8Array(),
+  });
+  const sizes = [];
+  for (let i = 0; i < 10; i += 1) {
+    await agent.probeBroker();
+    const probe = transport.published.at(-1);
+    const ping = decode(probe.payload);
+    sizes.push(ping.padding ? ping.padding.length : 0);
+    now += ping.padding ? 2.3 : 0.3; // 64 KiB take 2 ms more than a small probe
+    await agent.onMessage(probe.topic, probe.payload);
+  }
+  // every other one until THROUGHPUT_WINDOW were large, then one in five
+  assert.deepEqual(sizes, [0, PROBE_BYTES, 0, PROBE_BYTES, 0, PROBE_BYTES, 0, PROBE_BYTES, 0, PROBE_BYTES]);
+  assert.equal(THROUGHPUT_WINDOW, 4);
+  const mbps = agent.telemetry().hop_mbps;
+  assert.ok(Math.abs(mbps - (PROBE_BYTES * 8) / 2e3) < 1, `${mbps}`);
+  agent.largeRtts = [0.2]; // no slower than a small probe: more than any link
+  assert.equal(agent.telemetry().hop_mbps, MAX_HOP_MBPS);
 });
