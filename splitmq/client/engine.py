@@ -423,7 +423,7 @@ class RequestEngine:
             t.STAGE.publish_payload(self.transport, topic, payload, expiry_s=remaining_s)
             if activation.attempt == 0 and not request.waited:
                 with self._lock:
-                    self._own.sent((time.monotonic() - request.began_s) * 1000.0)
+                    self._own.sent(now_ms() - request.sent_ms)
         except (TransportError, base_errors.EncodeError) as error:
             # too large for the broker, or not encodable: no other route does better
             final = isinstance(error, base_errors.PayloadTooLarge | base_errors.EncodeError)

@@ -92,7 +92,6 @@ class RequestState:
     an agent in ``busy``."""
     plan_asks: int = 0
     """Plan requests of its own that no coordinator answered in time."""
-    began_s: float = field(default_factory=time.monotonic)
     waited: bool = False
     """It waited for a plan: its first send measures more than the client's own work."""
     unavailable: PlanRefused | None = None

@@ -4,9 +4,11 @@ published retained as a coordinator would, and clients that record what they fin
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -268,3 +270,21 @@ def expected_outputs(digits: CutModel, test_images: np.ndarray) -> Callable[[int
         return cache[index]
 
     return expected
+
+
+def slow_profile(tmp_path: Path, factor: float) -> Path:
+    """The ``host`` profile computing ``factor`` times slower (the agent sleeps)."""
+    path = tmp_path / f"slow-{factor:g}.json"
+    path.write_text(
+        json.dumps(
+            {
+                "name": f"slow-{factor:g}",
+                "active_power_w": 1,
+                "idle_power_w": 1,
+                "radio_j_per_mb": 1,
+                "battery_wh": 1,
+                "compute_factor": factor,
+            }
+        )
+    )
+    return path

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import json
 import re
 import threading
 import time
@@ -45,7 +44,7 @@ from splitmq.wire.topics import DEPLOYMENTS, RESULTS, STAGE, STATUS
 
 from ..agent.conftest import CutModel
 from ..helpers import Collector, needs, wait_until
-from .conftest import ClientFleet, Records, always, fixed_plan
+from .conftest import ClientFleet, Records, always, fixed_plan, slow_profile
 
 Expected = Callable[[int], np.ndarray]
 
@@ -53,23 +52,6 @@ Expected = Callable[[int], np.ndarray]
 def only_output(result: InferenceResult) -> np.ndarray:
     (output,) = result.outputs.values()
     return output
-
-
-def slow_profile(tmp_path: Path, factor: float) -> Path:
-    path = tmp_path / f"slow-{factor}.json"
-    path.write_text(
-        json.dumps(
-            {
-                "name": "slow",
-                "active_power_w": 1,
-                "idle_power_w": 1,
-                "radio_j_per_mb": 1,
-                "battery_wh": 1,
-                "compute_factor": factor,
-            }
-        )
-    )
-    return path
 
 
 def test_infer_gives_the_unsplit_models_output_with_its_trace(

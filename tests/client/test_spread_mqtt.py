@@ -3,7 +3,6 @@ Mosquitto: two replicas of stage 0, one three times slower than the other."""
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -17,7 +16,7 @@ from splitmq.mosquitto import Mosquitto
 from splitmq.transport import MqttTransport, Transport, parse_broker_url
 
 from ..agent.conftest import CutModel
-from .conftest import FakeCoordinator, always, deploy, fixed_plan
+from .conftest import FakeCoordinator, always, deploy, fixed_plan, slow_profile
 
 pytestmark = pytest.mark.integration
 
@@ -25,24 +24,6 @@ pytestmark = pytest.mark.integration
 def connect(url: str, client_id: str, agent: AgentConfig | None = None) -> Transport:
     will = agent_will(agent) if agent is not None else None
     return MqttTransport(parse_broker_url(url, client_id=client_id), will=will)
-
-
-def slowed(tmp_path: Path, factor: float) -> Path:
-    """The ``host`` profile computing ``factor`` times slower (the agent sleeps)."""
-    path = tmp_path / f"slow-{factor:g}.json"
-    path.write_text(
-        json.dumps(
-            {
-                "name": f"slow-{factor:g}",
-                "active_power_w": 1,
-                "idle_power_w": 1,
-                "radio_j_per_mb": 1,
-                "battery_wh": 1,
-                "compute_factor": factor,
-            }
-        )
-    )
-    return path
 
 
 def test_a_stream_goes_to_each_replica_by_its_speed(
@@ -55,7 +36,10 @@ def test_a_stream_goes_to_each_replica_by_its_speed(
     pool.start()
     agents: list[Agent] = []
     # the digits model's stage 0 takes about 0.05 ms: x100 and x300 make it about 5 and 15 ms
-    for name, profile in (("fast", slowed(tmp_path, 100)), ("slow", slowed(tmp_path, 300))):
+    for name, profile in (
+        ("fast", slow_profile(tmp_path, 100)),
+        ("slow", slow_profile(tmp_path, 300)),
+    ):
         config = AgentConfig(
             agent_id=f"{name}-{tag}",
             profile=load_profile(profile),
