@@ -181,6 +181,9 @@ class _Field:
     from_wire: FromWire
     required: bool
     optional_default: bool  # default is None: omitted on the wire when None
+    as_is: frozenset[type[Any]] = frozenset()
+    """Wire types ``from_wire`` returns unchanged (a scalar field's own type, and
+    ``NoneType`` when it is optional): such a value is taken without calling it."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -209,9 +212,12 @@ class _Schema:
         if not isinstance(raw, dict):
             raise DecodeError(f"expected a map, got {_wire_type(raw)}", field=path or None)
         kwargs: dict[str, Any] = {}
+        get = raw.get
         for f in self.fields:
-            value = raw.get(f.name, _ABSENT)
-            if value is not _ABSENT:
+            value = get(f.name, _ABSENT)
+            if type(value) in f.as_is:  # a scalar of its own type: nothing to convert
+                kwargs[f.name] = value
+            elif value is not _ABSENT:
                 kwargs[f.name] = f.from_wire(value, limits, f"{path}.{f.name}" if path else f.name)
             elif f.required:
                 where = f"{path}.{f.name}" if path else f.name
@@ -228,6 +234,8 @@ class _Schema:
 
 _ABSENT = object()
 _SCHEMAS: dict[type[Any], _Schema] = {}
+_AS_IS: dict[FromWire, frozenset[type[Any]]] = {}
+"""The wire types each scalar converter returns unchanged (see :attr:`_Field.as_is`)."""
 
 
 def _schema(cls: type[Any]) -> _Schema:
@@ -247,6 +255,7 @@ def _schema(cls: type[Any]) -> _Schema:
                     from_wire=from_wire,
                     required=not has_default,
                     optional_default=has_default and f.default is None,
+                    as_is=_AS_IS.get(from_wire, frozenset()),
                 )
             )
         plain = (
@@ -322,7 +331,9 @@ def _scalar(kind: type[Any]) -> FromWire:
         raise wrong(value, path)
 
     checks: dict[type[Any], FromWire] = {float: check_float, int: check_int, bytes: check_bytes}
-    return checks.get(kind, check)
+    converter = checks.get(kind, check)
+    _AS_IS[converter] = frozenset({kind})
+    return converter
 
 
 def _optional(to_wire: ToWire, from_wire: FromWire) -> tuple[ToWire, FromWire]:
@@ -332,6 +343,8 @@ def _optional(to_wire: ToWire, from_wire: FromWire) -> tuple[ToWire, FromWire]:
     def back(value: Any, limits: Limits, path: str) -> Any:
         return None if value is None else from_wire(value, limits, path)
 
+    if from_wire in _AS_IS:
+        _AS_IS[back] = _AS_IS[from_wire] | {type(None)}
     return out, back
 
 

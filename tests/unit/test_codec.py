@@ -390,3 +390,22 @@ def test_bool_tensor_with_other_values_is_refused() -> None:
     payload["tensors"][0]["data"] = cbor2.CBORTag(40, [[2], cbor2.CBORTag(64, b"\x01\x07")])
     with pytest.raises(DecodeError, match="other than 0 and 1"):
         decode(cbor2.dumps(payload))
+
+
+def test_scalars_taken_as_they_are_still_convert_and_check() -> None:
+    """A field whose wire value is of its own type is taken without its converter
+    (``_Field.as_is``); anything else still goes through it: an integer for a float
+    is read as a float, null for an optional field as None, a boolean is no number."""
+    read = decode(_map(kind="cmd.ping", v=1, command_id="c", issuer="i", sent_ms=7))
+    assert isinstance(read, Ping)
+    assert type(read.sent_ms) is float
+    assert read.sent_ms == 7.0
+    assert read.padding is None
+    padded = decode(
+        _map(kind="cmd.ping", v=1, command_id="c", issuer="i", sent_ms=1.5, padding=None)
+    )
+    assert padded == Ping("c", "i", 1.5)
+    with pytest.raises(DecodeError, match="expected float, got a boolean"):
+        decode(_map(kind="cmd.ping", v=1, command_id="c", issuer="i", sent_ms=True))
+    with pytest.raises(DecodeError, match="expected bytes, got text"):
+        decode(_map(kind="cmd.ping", v=1, command_id="c", issuer="i", sent_ms=1.0, padding="x"))
