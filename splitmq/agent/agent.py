@@ -29,13 +29,14 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from splitmq.agent import device
 from splitmq.agent.cache import DigestMismatch, ShardCache
 from splitmq.agent.config import AgentConfig
 from splitmq.agent.energy import EnergyMeter
 from splitmq.agent.fetch import FetchError, ShardFetcher
+from splitmq.agent.held import HeldTime
 from splitmq.agent.link import EmulatedLink
 from splitmq.agent.presence import Presence
 from splitmq.agent.requests import (
@@ -104,8 +105,8 @@ class _HostedStage:
     inputs: tuple[TensorSpec, ...]
     queue: StageQueue[Job | None]
     shared_filter: str | None = None
-    compute_ms: float | None = None
-    """The smoothed time one request holds the stage (telemetry's ``compute_ms``):
+    held: HeldTime = field(default_factory=HeldTime)
+    """The time requests hold the stage (telemetry's ``compute_ms``):
     :meth:`~splitmq.agent.stages.StageWorkers` measures it."""
     free_ms: float = 0.0
     """When the stage's worker finished its last request (epoch ms)."""
@@ -116,6 +117,11 @@ class _HostedStage:
     @property
     def key(self) -> str:
         return stage_key(self.deployment, self.stage)
+
+    @property
+    def compute_ms(self) -> float | None:
+        """The typical time a request holds the stage (see :mod:`splitmq.agent.held`)."""
+        return self.held.ms
 
 
 @dataclass
@@ -336,7 +342,7 @@ class Agent:
         bench_s = hosted.shard.benchmark(runs)
         cpu_s = (time.thread_time() - cpu_s) / (runs + 1)  # the warm-up run included
         bench_ms = self.link.device_s(bench_s, cpu_s, hosted.shard.threads) * 1000.0
-        hosted.compute_ms = bench_ms
+        hosted.held.reset(bench_ms)
         self._serve(hosted)
         if command.shared:
             group = f"splitmq-{command.deployment}-{command.stage}"

@@ -131,7 +131,7 @@ class Presence:
             profile=profile.name,
             temperature_c=probes.temperature_c(),
             queue_depth={s.key: s.queue.qsize() for s in hosted},
-            compute_ms={s.key: s.compute_ms for s in hosted if s.compute_ms is not None},
+            compute_ms={s.key: ms for s in hosted if (ms := s.compute_ms) is not None},
             msgs_in=stats.msgs_in,
             msgs_out=stats.msgs_out,
             bytes_in=stats.bytes_in,

@@ -49,8 +49,6 @@ A = TypeVar("A", Hop, Activation)
 """A request on its way: a :class:`Hop` (a chain's fast path) or a whole
 :class:`Activation` (a stage of a stage graph)."""
 
-EWMA_WEIGHT = 0.2
-"""Weight of the newest sample in the smoothed time a request holds a stage."""
 TOPICS_REMEMBERED = 1024
 """Stage topics whose parse is remembered (a request's topic is parsed once per topic,
 not once per request, on the network thread)."""
@@ -398,7 +396,7 @@ class StageWorkers:
 
     @staticmethod
     def _held(hosted: _HostedStage, received_ms: float) -> None:
-        """A request is ready to leave the stage: smooth the time it held the stage into
+        """A request is ready to leave the stage: count the time it held the stage in
         ``compute_ms`` (what the planner counts per stage and per queued request).
 
         From its arrival, or the worker's previous request's end when it had to queue
@@ -407,13 +405,8 @@ class StageWorkers:
         out (the planner counts it from the queue depth) and so is its send (the
         planner counts the link and the broker hop)."""
         now = now_ms()
-        sample = now - max(received_ms, hosted.free_ms)
+        hosted.held.add(now - max(received_ms, hosted.free_ms))
         hosted.free_ms = now  # the send, if any, moves it on
-        hosted.compute_ms = (
-            sample
-            if hosted.compute_ms is None
-            else hosted.compute_ms + EWMA_WEIGHT * (sample - hosted.compute_ms)
-        )
 
     def _next_hop(self, activation: Hop | Activation) -> str | None:
         """The next stage's topic (None after the last stage), checked before computing.

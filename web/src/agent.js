@@ -40,9 +40,9 @@ import {
   topicName,
 } from './topics.js';
 import { TENSOR_DTYPES } from './dtypes.js';
+import { HeldTime } from './held.js';
 
 export const RUNTIME_KIND = 'litert.js';
-const EWMA_WEIGHT = 0.2;
 const RTT_WINDOW = 10;
 const RTT_MIN_PROBES = 3;
 // What a hop carries per second, as the Python agent measures it (splitmq/agent/presence.py):
@@ -260,7 +260,8 @@ export class BrowserAgent {
     const computeMs = {};
     for (const hosted of this.stages.values()) {
       queueDepth[hosted.key] = hosted.queue.length; // waiting, as the Python agent counts
-      if (hosted.computeMs !== null) computeMs[hosted.key] = hosted.computeMs;
+      const held = hosted.held.ms;
+      if (held !== null) computeMs[hosted.key] = held;
     }
     const c = this.counters;
     return {
@@ -419,7 +420,7 @@ export class BrowserAgent {
       return;
     }
     const benchMs = await hosted.shard.benchmark(this.config.benchRuns);
-    hosted.computeMs = benchMs;
+    hosted.held.reset(benchMs);
     if (command.shared) {
       hosted.sharedFilter = sharedFilter(STAGE, `splitmq-${command.deployment}-${command.stage}`, this.ns, {
         deployment: command.deployment, stage: command.stage, agent: ANY_AGENT,
@@ -465,7 +466,7 @@ export class BrowserAgent {
         busy: false,
         retired: false,
         sharedFilter: null,
-        computeMs: null,
+        held: new HeldTime(),
       };
     } catch (error) {
       shard.delete();
@@ -611,7 +612,7 @@ export class BrowserAgent {
     const finished = this.clock();
     const computeS = run.invokeMs / 1000;
     this.energy.spendCompute(computeS);
-    hosted.computeMs = hosted.computeMs === null ? run.invokeMs : hosted.computeMs + EWMA_WEIGHT * (run.invokeMs - hosted.computeMs);
+    hosted.held.add(run.invokeMs);
     const outputs = run.outputs.map((tensor, i) => ({
       name: hosted.outputs[i].name,
       dtype: tensor.dtype,
@@ -779,7 +780,7 @@ export class BrowserAgent {
       brokerRttMs: this.rttMs,
       fetch: this.fetchProgress ? Object.freeze({ ...this.fetchProgress }) : null,
       queueDepth: Object.freeze(Object.fromEntries([...this.stages.values()].map((s) => [s.key, s.queue.length]))),
-      computeMs: Object.freeze(Object.fromEntries([...this.stages.values()].map((s) => [s.key, s.computeMs]))),
+      computeMs: Object.freeze(Object.fromEntries([...this.stages.values()].map((s) => [s.key, s.held.ms]))),
     });
   }
 }
