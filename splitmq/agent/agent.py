@@ -36,7 +36,7 @@ from splitmq.agent.cache import DigestMismatch, ShardCache
 from splitmq.agent.config import AgentConfig
 from splitmq.agent.energy import EnergyMeter
 from splitmq.agent.fetch import FetchError, ShardFetcher
-from splitmq.agent.held import HeldTime
+from splitmq.agent.held import held_time
 from splitmq.agent.link import EmulatedLink
 from splitmq.agent.presence import Presence
 from splitmq.agent.requests import (
@@ -58,6 +58,7 @@ from splitmq.agent.sites import SiteBook
 from splitmq.agent.stage_queue import StageQueue
 from splitmq.agent.stages import StageWorkers
 from splitmq.errors import DecodeError, TransportError
+from splitmq.recent import RecentMedian
 from splitmq.transport import InboundMessage, Transport, Will
 from splitmq.wire import (
     AgentState,
@@ -105,7 +106,7 @@ class _HostedStage:
     inputs: tuple[TensorSpec, ...]
     queue: StageQueue[Job | None]
     shared_filter: str | None = None
-    held: HeldTime = field(default_factory=HeldTime)
+    held: RecentMedian = field(default_factory=held_time)
     """The time requests hold the stage (telemetry's ``compute_ms``):
     :meth:`~splitmq.agent.stages.StageWorkers` measures it."""
     free_ms: float = 0.0

@@ -11,38 +11,12 @@ plan 15-20% above the requests' median, and the planner's prediction with it.
 
 from __future__ import annotations
 
-from collections import deque
+from splitmq.recent import RecentMedian
 
 WINDOW = 15
 """Requests whose time the median is taken over: a change of speed shows after eight."""
 
 
-class HeldTime:
-    """The last :data:`WINDOW` times a request held a stage (ms) and their median.
-
-    ``add`` runs on the stage's worker and ``ms`` on the telemetry thread: the samples
-    are read through ``deque.copy``, which no append interrupts.
-    """
-
-    __slots__ = ("_samples",)
-
-    def __init__(self) -> None:
-        self._samples: deque[float] = deque(maxlen=WINDOW)
-
-    def add(self, sample_ms: float) -> None:
-        self._samples.append(sample_ms)
-
-    def reset(self, first_ms: float) -> None:
-        """Start over from one figure (the shard's benchmark when it is loaded)."""
-        self._samples.clear()
-        self._samples.append(first_ms)
-
-    @property
-    def ms(self) -> float | None:
-        """The median of the samples kept, None before the first."""
-        ordered = sorted(self._samples.copy())
-        count = len(ordered)
-        if not count:
-            return None
-        middle = count // 2
-        return ordered[middle] if count % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+def held_time() -> RecentMedian:
+    """A stage's held time, empty."""
+    return RecentMedian(WINDOW)

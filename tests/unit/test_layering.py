@@ -51,6 +51,7 @@ ALLOWED: dict[str, set[str]] = {
     "tables": set(),
     "topic_syntax": {"errors"},
     "orphans": set(),
+    "recent": set(),
     "wire": {"errors", "topic_syntax"},
     "mqtt": {"errors"},
     # the MQTT engines and the brokers
@@ -63,9 +64,9 @@ ALLOWED: dict[str, set[str]] = {
     "watch": {"errors", "transport", "wire"},
     # the parts
     "converter": {"errors", "wire"},
-    "agent": {"errors", "transport", "wire"},
+    "agent": {"errors", "recent", "transport", "wire"},
     "coordinator": {"broker_options", "converter", "errors", "tables", "transport", "web", "wire"},
-    "client": {"agent", "broker_options", "errors", "tables", "transport", "wire"},
+    "client": {"agent", "broker_options", "errors", "recent", "tables", "transport", "wire"},
     # the page server for browser agents and the fleet page
     "web": {"agent", "mosquitto", "broker_options", "coordinator", "errors", "transport", "wire"},
     # what puts the parts together
