@@ -204,12 +204,21 @@ class ConnectionEvents:
                     log.exception("connection listener failed")
 
 
+_EVENTS = threading.Lock()
+"""Makes the one event a message gets when somebody waits for its acknowledgement."""
+
+
 class _Outgoing:
-    """A message on its way out; also the :class:`Receipt` ``publish`` returns."""
+    """A message on its way out; also the :class:`Receipt` ``publish`` returns.
+
+    Most receipts are never waited for (a hop's activation, a result): the event a
+    waiter needs is made when one waits, not for every message.
+    """
 
     __slots__ = (
         "_done",
         "_error",
+        "_event",
         "expires_at",
         "length",
         "packet_id",
@@ -241,16 +250,25 @@ class _Outgoing:
         self.packet_id = 0
         self.sent = False  # transmitted at least once: a re-send carries DUP
         self.released = False  # QoS 2: PUBREC came, only PUBREL may be sent again
-        self._done = threading.Event()
+        self._done = False
+        self._event: threading.Event | None = None
         self._error: TransportError | None = None
 
     def finish(self, error: TransportError | None = None) -> None:
         self._error = error
-        self._done.set()
+        self._done = True
+        event = self._event  # read after _done is set: a waiter that made it after sees _done
+        if event is not None:
+            event.set()
 
     def wait(self, timeout_s: float | None = 10.0) -> None:
-        if not self._done.wait(timeout_s):
-            raise TransportError(f"publish on {self.topic!r} not acknowledged in {timeout_s} s")
+        if not self._done:
+            with _EVENTS:
+                if self._event is None:
+                    self._event = threading.Event()
+                event = self._event
+            if not self._done and not event.wait(timeout_s):
+                raise TransportError(f"publish on {self.topic!r} not acknowledged in {timeout_s} s")
         if self._error is not None:
             raise self._error
 
