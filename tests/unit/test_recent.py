@@ -5,9 +5,12 @@ from __future__ import annotations
 from splitmq.recent import RecentMedian
 
 
-def test_median_of_odd_and_even_counts_and_none_before_any() -> None:
+def test_nothing_before_the_first_sample() -> None:
+    assert RecentMedian(5).ms is None
+
+
+def test_median_of_odd_and_even_counts() -> None:
     recent = RecentMedian(5)
-    assert recent.ms is None
     recent.add(3.0)
     assert recent.ms == 3.0
     recent.add(1.0)
