@@ -13,14 +13,13 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
-import threading
 import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from splitmq.errors import ConfigError, SplitMQError
+from splitmq.stop_signals import StopSignals
 
 log = logging.getLogger(__name__)
 
@@ -225,19 +224,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"splitmq agent: {error}", flush=True)
         return 2
 
-    stopping = threading.Event()
-
-    def on_signal(signum: int, _frame: Any) -> None:
-        log.info("signal %d: stopping", signum)
-        stopping.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    try:
-        agent.start()
-    except SplitMQError as error:
-        log.error("cannot start: %s", error)
-        return 1
-    stopping.wait()
-    agent.stop()
+    with StopSignals() as signals:
+        try:
+            agent.start()
+        except SplitMQError as error:
+            log.error("cannot start: %s", error)
+            return 1
+        log.info("%s: stopping", signals.wait().name)
+        agent.stop()  # a second signal meanwhile does not cut it short
     return 0

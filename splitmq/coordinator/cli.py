@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
 import threading
 import time
@@ -14,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from splitmq.broker_options import add_broker_options, namespace, transport_config
 from splitmq.errors import ConfigError, SplitMQError
+from splitmq.stop_signals import StopSignals
 
 log = logging.getLogger(__name__)
 
@@ -93,32 +93,30 @@ def run_coordinator(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    # Handlers first: a SIGTERM right after start still stops cleanly.
-    stopping = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
-    signal.signal(signal.SIGINT, lambda *_: stopping.set())
-    try:
-        config = coordinator_config(args)
-        client_id = f"splitmq-coordinator-{args.id}-{uuid.uuid4().hex[:6]}"
-        transport = MqttTransport(
-            transport_config(args, client_id),
-            will=lease_will(client_id, config.lease, config.namespace),
-        )
-        coordinator = Coordinator(transport, args.pool, config)
-        coordinator.start()
-        web = None
-        if args.web is not None:
-            from splitmq.web.cli import start_server, web_config
+    # Signals first: a SIGTERM right after start still stops cleanly.
+    with StopSignals() as signals:
+        try:
+            config = coordinator_config(args)
+            client_id = f"splitmq-coordinator-{args.id}-{uuid.uuid4().hex[:6]}"
+            transport = MqttTransport(
+                transport_config(args, client_id),
+                will=lease_will(client_id, config.lease, config.namespace),
+            )
+            coordinator = Coordinator(transport, args.pool, config)
+            coordinator.start()
+            web = None
+            if args.web is not None:
+                from splitmq.web.cli import start_server, web_config
 
-            web_settings = web_config(args, args.web, f"splitmq-web-{args.id}", args.id)
-            web = start_server(web_settings, qr=not args.no_qr)
-    except SplitMQError as error:
-        print(f"splitmq coordinator: error: {error}", file=sys.stderr, flush=True)
-        return 2
-    stopping.wait()
-    if web is not None:
-        web.stop()
-    coordinator.stop()
+                web_settings = web_config(args, args.web, f"splitmq-web-{args.id}", args.id)
+                web = start_server(web_settings, qr=not args.no_qr)
+        except SplitMQError as error:
+            print(f"splitmq coordinator: error: {error}", file=sys.stderr, flush=True)
+            return 2
+        signals.wait()
+        if web is not None:  # a second signal meanwhile does not cut the stop short
+            web.stop()
+        coordinator.stop()
     return 0
 
 

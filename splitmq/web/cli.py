@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
-import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from splitmq.broker_options import add_broker_options, namespace, transport_config
 from splitmq.errors import SplitMQError
+from splitmq.stop_signals import StopSignals
 from splitmq.web.config import DEFAULT_PORT, WebConfig
 
 if TYPE_CHECKING:
@@ -116,15 +115,13 @@ def start_server(config: WebConfig, *, qr: bool, out: TextIO = sys.stdout) -> We
 
 
 def run_web(args: argparse.Namespace) -> int:
-    # Handlers first: a SIGTERM right after the URL is printed still stops cleanly.
-    stopping = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
-    signal.signal(signal.SIGINT, lambda *_: stopping.set())
-    try:
-        server = start_server(web_config(args, args.port, "splitmq-web"), qr=not args.no_qr)
-    except SplitMQError as error:
-        print(f"splitmq web: {error}", file=sys.stderr)
-        return 2
-    stopping.wait()
-    server.stop()
+    # Signals first: a SIGTERM right after the URL is printed still stops cleanly.
+    with StopSignals() as signals:
+        try:
+            server = start_server(web_config(args, args.port, "splitmq-web"), qr=not args.no_qr)
+        except SplitMQError as error:
+            print(f"splitmq web: {error}", file=sys.stderr)
+            return 2
+        signals.wait()
+        server.stop()  # a second signal meanwhile does not cut it short
     return 0

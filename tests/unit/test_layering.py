@@ -52,6 +52,7 @@ ALLOWED: dict[str, set[str]] = {
     "topic_syntax": {"errors"},
     "orphans": set(),
     "recent": set(),
+    "stop_signals": set(),
     "wire": {"errors", "topic_syntax"},
     "mqtt": {"errors"},
     # the MQTT engines and the brokers
@@ -64,11 +65,29 @@ ALLOWED: dict[str, set[str]] = {
     "watch": {"errors", "transport", "wire"},
     # the parts
     "converter": {"errors", "wire"},
-    "agent": {"errors", "recent", "transport", "wire"},
-    "coordinator": {"broker_options", "converter", "errors", "tables", "transport", "web", "wire"},
+    "agent": {"errors", "recent", "stop_signals", "transport", "wire"},
+    "coordinator": {
+        "broker_options",
+        "converter",
+        "errors",
+        "stop_signals",
+        "tables",
+        "transport",
+        "web",
+        "wire",
+    },
     "client": {"agent", "broker_options", "errors", "recent", "tables", "transport", "wire"},
     # the page server for browser agents and the fleet page
-    "web": {"agent", "mosquitto", "broker_options", "coordinator", "errors", "transport", "wire"},
+    "web": {
+        "agent",
+        "mosquitto",
+        "broker_options",
+        "coordinator",
+        "errors",
+        "stop_signals",
+        "transport",
+        "wire",
+    },
     # what puts the parts together
     "demo": {
         "mosquitto",
