@@ -9,6 +9,7 @@ seen it.
 
 from __future__ import annotations
 
+import statistics
 from collections import deque
 
 
@@ -35,9 +36,5 @@ class RecentMedian:
     @property
     def ms(self) -> float | None:
         """The median of the samples kept, None before the first."""
-        ordered = sorted(self._samples.copy())
-        count = len(ordered)
-        if not count:
-            return None
-        middle = count // 2
-        return ordered[middle] if count % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+        samples = self._samples.copy()
+        return statistics.median(samples) if samples else None
