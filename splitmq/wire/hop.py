@@ -22,11 +22,15 @@ those :func:`splitmq.wire.encode_parts` gives for the same :class:`Activation` o
 
 from __future__ import annotations
 
+import typing
+from dataclasses import fields
 from typing import Any
 
 from splitmq.errors import DecodeError
 from splitmq.wire.cbor import _Reader, dumps_parts, loads_cbor2
 from splitmq.wire.codec import _schema
+from splitmq.wire.hop_layouts import TENSORS_KEY as _TENSORS_KEY
+from splitmq.wire.hop_layouts import Layouts
 from splitmq.wire.limits import DEFAULT_LIMITS, Limits
 from splitmq.wire.messages import Activation, Result, Route, TraceEntry, _check_request_id
 from splitmq.wire.tensors import Tensor, tensor_to_wire
@@ -36,16 +40,20 @@ __all__ = ["Hop", "forward_parts", "read", "result_parts", "trace_entry"]
 _ACTIVATION = _schema(Activation)
 _FIELDS = {f.name: f for f in _ACTIVATION.fields}
 _TRACE = _schema(TraceEntry)
+_TRACE_NAMES = tuple(f.name for f in fields(TraceEntry))
+_TRACE_TYPES = tuple(typing.get_type_hints(TraceEntry)[name] for name in _TRACE_NAMES)
+"""A trace entry's fields as :func:`trace_entry` writes them, and their types."""
 _HEAD: tuple[str, ...] = ("kind", "v", "request_id", "attempt", "deployment", "stage", "route")
 _HEAD += ("callback", "deadline_ms")
 """The fields before ``tensors``, in the order the encoder writes them."""
 _TAILS = {2: ("trace", "client_id"), 3: ("trace", "client_id", "source")}
 """The fields after ``tensors``, by how many there are."""
-_TENSORS_KEY = b"\x67tensors"  # a 7-byte text string: "tensors"
 _MAP = 0xA0
 """A CBOR map's initial byte, less its count (below 24)."""
 _TRIES = 4
 """Places tried for the ``tensors`` key before leaving a payload to the general decoder."""
+_LAYOUTS = Layouts()
+"""The layouts this process's stages have read (what their activations repeat)."""
 
 
 class Hop:
@@ -174,6 +182,58 @@ def read(payload: bytes | bytearray | memoryview, limits: Limits = DEFAULT_LIMIT
     if tail_names is None:
         return None
     view = memoryview(payload)
+    known = _LAYOUTS.read(payload, view) if limits is DEFAULT_LIMITS else None
+    if known is not None:
+        head, route, tensors, tail_at = known
+    else:
+        read = _read_head_and_tensors(payload, view, limits)
+        if read is None:
+            return None
+        head, route, tensors, tail_at = read
+    tail = loads_cbor2(
+        bytes((_MAP + len(tail_names),)) + view[tail_at:], max_depth=limits.max_depth
+    )
+    if not isinstance(tail, dict) or tuple(tail) != tail_names:
+        return None
+    trace = tail["trace"]
+    if not _as_written(trace, limits):
+        checked = _FIELDS["trace"].from_wire(trace, limits, "trace")
+        trace = [_TRACE.to_wire(entry) for entry in checked]
+    client_id = _FIELDS["client_id"].from_wire(tail["client_id"], limits, "client_id")
+    source = tail.get("source")
+    if source is not None:
+        source = _FIELDS["source"].from_wire(source, limits, "source")
+    return Hop(
+        head,
+        route,
+        tensors,
+        trace=trace,
+        client_id=client_id,
+        source=source,
+    )
+
+
+def _as_written(trace: Any, limits: Limits) -> bool:
+    """Whether ``trace`` is a list of maps exactly as :func:`trace_entry` writes them:
+    every field, in order, each of its own type. Such a trace is what checking and
+    converting it would give back, so it is kept as it is (no entry object per hop)."""
+    if type(trace) is not list or len(trace) > limits.max_items:
+        return False
+    for entry in trace:
+        if type(entry) is not dict or tuple(entry) != _TRACE_NAMES:
+            return False
+        if tuple(map(type, entry.values())) != _TRACE_TYPES:
+            return False
+    return True
+
+
+def _read_head_and_tensors(
+    payload: bytes | bytearray, view: memoryview, limits: Limits
+) -> tuple[dict[str, Any], Route, tuple[Tensor, ...], int] | None:
+    """The head's fields (the request id checked), the route, the tensors, and where
+    the fields after the tensors start, decoded and checked the general way; None when
+    ``payload`` is not laid out as splitmq's encoder lays it out. Its layout is
+    remembered (:class:`Layouts`) for the payloads after it."""
     head, at = _head(payload, view, limits)
     if head is None:
         return None
@@ -192,25 +252,12 @@ def read(payload: bytes | bytearray | memoryview, limits: Limits = DEFAULT_LIMIT
     reader = _Reader(view, limits.max_depth)
     reader.pos = at + len(_TENSORS_KEY)
     tensors = _FIELDS["tensors"].from_wire(reader.item(1), limits, "tensors")
-    tail = loads_cbor2(
-        bytes((_MAP + len(tail_names),)) + view[reader.pos :], max_depth=limits.max_depth
-    )
-    if not isinstance(tail, dict) or tuple(tail) != tail_names:
-        return None
-    trace = _FIELDS["trace"].from_wire(tail["trace"], limits, "trace")
-    client_id = _FIELDS["client_id"].from_wire(tail["client_id"], limits, "client_id")
-    source = tail.get("source")
-    if source is not None:
-        source = _FIELDS["source"].from_wire(source, limits, "source")
     head["request_id"] = values["request_id"]
-    return Hop(
-        head,
-        values["route"],
-        tensors,
-        trace=[_TRACE.to_wire(entry) for entry in trace],
-        client_id=client_id,
-        source=source,
-    )
+    if limits is DEFAULT_LIMITS:
+        _LAYOUTS.remember(
+            payload, view, at, head=head, route=values["route"], tensors=tensors, tail_at=reader.pos
+        )
+    return head, values["route"], tensors, reader.pos
 
 
 def _head(

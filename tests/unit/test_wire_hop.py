@@ -178,3 +178,103 @@ def test_mutated_activations_get_the_general_decoders_verdict(
     if cut % 3 == 0:
         del payload[len(payload) - cut :]
     _same_verdict(bytes(payload))
+
+
+# -- the layouts a stream repeats (splitmq.wire.hop_layouts) ---------------------------
+
+
+def _remembered(message: Activation) -> bytes:
+    """``message`` encoded, after a message of the same layout was read once."""
+    hop.read(encode(replace(message, request_id=os.urandom(16))))
+    return encode(message)
+
+
+LAYOUT_CHANGES: dict[str, dict[str, object]] = {
+    "another request": {"request_id": os.urandom(16), "deadline_ms": 1_900_000_000_123},
+    "no deadline": {"deadline_ms": 0},
+    "other tensor values": {
+        "tensors": (Tensor("x:0", np.linspace(0, 1, 600, dtype=np.float32).reshape(1, 600)),)
+    },
+    "a longer trace": {
+        "trace": (
+            TraceEntry(0, "a", 1.5, 2.5, 4.25, 1000, 2, 2400, 0.125),
+            TraceEntry(1, "b", 5.0, 6.0, 7.5, 2400, 2, 80, 0.25),
+        )
+    },
+    "quantized and bool tensors": {
+        "tensors": (
+            Tensor("q:0", np.arange(-50, 50, dtype=np.int8), scale=0.5, zero_point=-3),
+            Tensor("m:0", np.array([[True, False], [False, True]])),
+            Tensor("big:0", np.ones((1, 64, 64, 3), np.float32)),
+        )
+    },
+}
+
+
+@pytest.mark.parametrize("name", LAYOUT_CHANGES)
+def test_a_remembered_layout_reads_what_the_general_decoder_reads(name: str) -> None:
+    message = activation(**LAYOUT_CHANGES[name])
+    payload = _remembered(message)
+    view = memoryview(payload)
+    assert hop._LAYOUTS.read(payload, view) is not None  # the layout's path, not the general
+    read = hop.read(payload)
+    assert read is not None
+    assert read.activation() == decode(payload, expect=Activation) == message
+    trace = (*message.trace, TraceEntry(**ENTRY))
+    forward = replace(message, stage=2, tensors=OUTPUTS, trace=trace)
+    assert join(hop.forward_parts(read, OUTPUTS, ENTRY)) == encode(forward)
+
+
+def test_a_layout_is_remembered_only_for_the_default_limits() -> None:
+    from splitmq.wire.limits import DEFAULT_LIMITS
+
+    message = activation(deployment="limits-only")
+    payload = encode(message)
+    hop.read(payload, replace(DEFAULT_LIMITS, max_items=100))
+    assert hop._LAYOUTS.read(payload, memoryview(payload)) is None
+
+
+def test_a_bool_tensor_is_checked_on_a_remembered_layout() -> None:
+    message = activation(tensors=(Tensor("m:0", np.array([True, False, True])),))
+    payload = bytearray(_remembered(message))
+    flag = payload.index(bytes([1, 0, 1]))
+    payload[flag + 1] = 2  # not a bool
+    assert hop._LAYOUTS.read(bytes(payload), memoryview(bytes(payload))) is None
+    with pytest.raises(DecodeError, match="bool"):
+        decode(bytes(payload), expect=Activation)
+    _same_verdict(bytes(payload))
+
+
+def test_a_trace_written_otherwise_is_converted_as_the_codec_converts_it() -> None:
+    raw = cbor2.loads(encode(activation()))
+    entry = dict(raw["trace"][0])
+    entry["received_ms"] = 2  # an integer for a float
+    reordered_entry = dict(reversed(list(entry.items())))
+    for trace in ([entry], [reordered_entry], [{**entry, "extra": 1}]):
+        payload = cbor2.dumps({**raw, "trace": trace})
+        read = hop.read(payload)
+        assert read is not None
+        assert read.activation() == decode(payload, expect=Activation)
+        assert read.trace[0]["received_ms"] == 2.0 and type(read.trace[0]["received_ms"]) is float
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    edits=st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), min_size=1, max_size=3),
+    cut=st.integers(0, 3000),
+)
+def test_mutations_of_a_remembered_layout_get_the_general_decoders_verdict(
+    edits: list[tuple[int, int]], cut: int
+) -> None:
+    message = activation(
+        tensors=(
+            Tensor("q:0", np.arange(-50, 50, dtype=np.int8), scale=0.5, zero_point=-3),
+            Tensor("m:0", np.array([True, False, False, True])),
+        )
+    )
+    payload = bytearray(_remembered(message))
+    for position, value in edits:
+        payload[position % len(payload)] = value
+    if cut % 4 == 0:
+        del payload[len(payload) - cut % len(payload) :]
+    _same_verdict(bytes(payload))
