@@ -35,7 +35,7 @@ from splitmq.wire.limits import DEFAULT_LIMITS, Limits
 from splitmq.wire.messages import Activation, Result, Route, TraceEntry, _check_request_id
 from splitmq.wire.tensors import Tensor, tensor_to_wire
 
-__all__ = ["Hop", "forward_parts", "read", "result_parts", "trace_entry"]
+__all__ = ["Hop", "forward_parts", "read", "read_result", "result_parts", "trace_entry"]
 
 _ACTIVATION = _schema(Activation)
 _FIELDS = {f.name: f for f in _ACTIVATION.fields}
@@ -53,6 +53,11 @@ _MAP = 0xA0
 _TRIES = 4
 """Places tried for the ``tensors`` key before leaving a payload to the general decoder."""
 _LAYOUTS = Layouts()
+_RESULTS = Layouts(Result)
+"""The layouts of the results this process has read (a client's)."""
+_RESULT_FIELDS = {f.name: f for f in _schema(Result).fields}
+_RESULT_HEAD = ("kind", "v", "request_id", "attempt", "deployment")
+_RESULT_TAILS = {2: ("trace", "agent_id"), 3: ("trace", "agent_id", "stage")}
 """The layouts this process's stages have read (what their activations repeat)."""
 
 
@@ -261,7 +266,7 @@ def _read_head_and_tensors(
 
 
 def _head(
-    payload: bytes | bytearray, view: memoryview, limits: Limits
+    payload: bytes | bytearray, view: memoryview, limits: Limits, names: tuple[str, ...] = _HEAD
 ) -> tuple[dict[str, Any] | None, int]:
     """The fields before ``tensors``, and where the ``tensors`` key starts.
 
@@ -273,14 +278,84 @@ def _head(
         if at < 0:
             return None, at
         try:
-            head = loads_cbor2(bytes((_MAP + len(_HEAD),)) + view[1:at], max_depth=limits.max_depth)
+            head = loads_cbor2(bytes((_MAP + len(names),)) + view[1:at], max_depth=limits.max_depth)
         except DecodeError:
             at = payload.find(_TENSORS_KEY, at + 1)
             continue
-        if isinstance(head, dict) and tuple(head) == _HEAD:
+        if isinstance(head, dict) and tuple(head) == names:
             return head, at
         return None, at
     return None, at
+
+
+def read_result(payload: bytes | bytearray | memoryview) -> Result | None:
+    """The :class:`Result` in ``payload`` if splitmq's encoder laid it out, else None
+    (it may still be a result, or an error message: the general decoder says).
+
+    A client's stream of results repeats its head and its tensors' maps as a stage's
+    activations do: they are read through the layouts remembered (:class:`Layouts`).
+
+    Raises:
+        DecodeError: it is laid out so, and a field is wrong (the message says which).
+    """
+    if not isinstance(payload, bytes | bytearray):
+        return None
+    size = len(payload)
+    if size > DEFAULT_LIMITS.max_message_bytes or size < 2:
+        return None
+    tail_names = _RESULT_TAILS.get(payload[0] - _MAP - len(_RESULT_HEAD) - 1)
+    if tail_names is None:
+        return None
+    view = memoryview(payload)
+    known = _RESULTS.read(payload, view)
+    if known is not None:
+        head, _, tensors, tail_at = known
+    else:
+        general = _result_head_and_tensors(payload, view)
+        if general is None:
+            return None
+        head, tensors, tail_at = general
+    limits = DEFAULT_LIMITS
+    tail = loads_cbor2(
+        bytes((_MAP + len(tail_names),)) + view[tail_at:], max_depth=limits.max_depth
+    )
+    if not isinstance(tail, dict) or tuple(tail) != tail_names:
+        return None
+    stage = tail.get("stage")
+    return Result(
+        request_id=head["request_id"],
+        attempt=head["attempt"],
+        deployment=head["deployment"],
+        tensors=tensors,
+        trace=_RESULT_FIELDS["trace"].from_wire(tail["trace"], limits, "trace"),
+        agent_id=_RESULT_FIELDS["agent_id"].from_wire(tail["agent_id"], limits, "agent_id"),
+        stage=None if stage is None else _RESULT_FIELDS["stage"].from_wire(stage, limits, "stage"),
+    )
+
+
+def _result_head_and_tensors(
+    payload: bytes | bytearray, view: memoryview
+) -> tuple[dict[str, Any], tuple[Tensor, ...], int] | None:
+    """A result's head fields (checked), tensors, and where the fields after them start,
+    decoded the general way (its layout remembered); None if it is not laid out so."""
+    limits = DEFAULT_LIMITS
+    head, at = _head(payload, view, limits, _RESULT_HEAD)
+    if head is None or head["kind"] != Result.KIND:
+        return None
+    version = head["v"]
+    if type(version) is not int or not 1 <= version <= Result.VERSION:
+        return None
+    for name in _RESULT_HEAD[2:]:
+        head[name] = _RESULT_FIELDS[name].from_wire(head[name], limits, name)
+    try:
+        _check_request_id(head["request_id"])
+    except ValueError as error:
+        raise DecodeError(str(error)) from None
+    reader = _Reader(view, limits.max_depth)
+    reader.pos = at + len(_TENSORS_KEY)
+    tensors = _RESULT_FIELDS["tensors"].from_wire(reader.item(1), limits, "tensors")
+    _RESULTS.remember(payload, view, at, head=head, route=(), tensors=tensors, tail_at=reader.pos)
+    return head, tensors, reader.pos
 
 
 def forward_parts(

@@ -30,19 +30,21 @@ from typing import Any
 import numpy as np
 
 from splitmq.wire.cbor import _head
-from splitmq.wire.messages import REQUEST_ID_BYTES, Activation, Route
+from splitmq.wire.messages import REQUEST_ID_BYTES, Activation, Result, Route
 from splitmq.wire.tensors import Tensor
 
 __all__ = ["TENSORS_KEY", "Layout", "Layouts"]
 
 TENSORS_KEY = b"\x67tensors"  # a 7-byte text string: "tensors"
-_PREFIX = b"\x64kind" + _head(3, len(Activation.KIND)) + Activation.KIND.encode()
-_PREFIX += b"\x61v" + _head(0, Activation.VERSION)
-_PREFIX += b"\x6arequest_id" + _head(2, REQUEST_ID_BYTES)
-"""The head's bytes after the map's initial byte, up to the request id's bytes."""
-_REQUEST_ID_AT = 1 + len(_PREFIX)
-_MIDDLE_AT = _REQUEST_ID_AT + REQUEST_ID_BYTES
-"""Where the fields from ``attempt`` to ``callback`` start (the layout's key)."""
+
+
+def _prefix(kind: type[Activation | Result]) -> bytes:
+    """A message's bytes after the map's initial byte, up to the request id's bytes."""
+    prefix = b"\x64kind" + _head(3, len(kind.KIND)) + kind.KIND.encode()
+    prefix += b"\x61v" + _head(0, kind.VERSION)
+    return prefix + b"\x6arequest_id" + _head(2, REQUEST_ID_BYTES)
+
+
 _DEADLINE_KEY = b"\x6bdeadline_ms"
 _LONG_DEADLINE = 0x1B
 """An unsigned integer's initial byte with an 8-byte argument."""
@@ -77,45 +79,62 @@ class Layout:
     tensors: tuple[_TensorLayout, ...]
 
 
-def _deadline(payload: bytes | bytearray, view: memoryview, at: int) -> tuple[int, int] | None:
-    """Where the deadline's key starts, and the deadline, when the head ends with it
-    before ``at`` as splitmq writes it; else None."""
+def _deadline(
+    payload: bytes | bytearray, view: memoryview, at: int, middle_at: int
+) -> tuple[int, int] | None:
+    """Where the deadline's key starts, and the deadline, when an activation's head ends
+    with it before ``at`` as splitmq writes it, after ``middle_at``; else None."""
     long_at = at - 9 - len(_DEADLINE_KEY)
     if (
-        long_at >= _MIDDLE_AT
+        long_at >= middle_at
         and payload[at - 9] == _LONG_DEADLINE
         and view[long_at : at - 9] == _DEADLINE_KEY
     ):
         return long_at, int.from_bytes(view[at - 8 : at], "big")
     short_at = at - 1 - len(_DEADLINE_KEY)
-    if short_at >= _MIDDLE_AT and payload[at - 1] < 24 and view[short_at : at - 1] == _DEADLINE_KEY:
+    if short_at >= middle_at and payload[at - 1] < 24 and view[short_at : at - 1] == _DEADLINE_KEY:
         return short_at, payload[at - 1]
     return None
 
 
-class Layouts:
-    """The layouts remembered (see the module docstring); shared by a process's stages.
+def _no_deadline(
+    _payload: bytes | bytearray, _view: memoryview, at: int, _middle_at: int
+) -> tuple[int, int]:
+    """A result's head ends at its tensors' key: it has no deadline."""
+    return at, 0
 
-    A dict read and a dict store are each atomic, so stage workers share it unlocked.
+
+class Layouts:
+    """The layouts of one kind of message remembered (see the module docstring):
+    activations (shared by a process's stages) or results (a client's).
+
+    A dict read and a dict store are each atomic, so threads share it unlocked.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, kind: type[Activation | Result] = Activation) -> None:
         self._known: dict[bytes, Layout] = {}
+        self._prefix = _prefix(kind)
+        self._request_id_at = 1 + len(self._prefix)
+        self._middle_at = self._request_id_at + REQUEST_ID_BYTES
+        """Where the fields after the request id start (the layout's key): from
+        ``attempt`` to ``callback`` in an activation, ``attempt`` and ``deployment`` in a
+        result."""
+        self._head_end = _deadline if kind is Activation else _no_deadline
 
     def read(
         self, payload: bytes | bytearray, view: memoryview
     ) -> tuple[dict[str, Any], Route, tuple[Tensor, ...], int] | None:
         """The head's fields, the route, the tensors, and where the fields after the
         tensors start, when ``payload`` has a remembered layout; else None."""
-        if view[1:_REQUEST_ID_AT] != _PREFIX:
+        if view[1 : self._request_id_at] != self._prefix:
             return None
-        at = payload.find(TENSORS_KEY, _MIDDLE_AT)
+        at = payload.find(TENSORS_KEY, self._middle_at)
         for _ in range(_TRIES):
             if at < 0:
                 return None
-            cut = _deadline(payload, view, at)
+            cut = self._head_end(payload, view, at, self._middle_at)
             if cut is not None:
-                layout = self._known.get(bytes(view[_MIDDLE_AT : cut[0]]))
+                layout = self._known.get(bytes(view[self._middle_at : cut[0]]))
                 if layout is not None:
                     break
             at = payload.find(TENSORS_KEY, at + 1)
@@ -138,8 +157,9 @@ class Layouts:
         last = layout.gaps[-1]
         if view[pos : pos + len(last)] != last:
             return None
-        request_id = bytes(view[_REQUEST_ID_AT:_MIDDLE_AT])
-        head = {**layout.head, "request_id": request_id, "deadline_ms": cut[1]}
+        head = {**layout.head, "request_id": bytes(view[self._request_id_at : self._middle_at])}
+        if self._head_end is _deadline:
+            head["deadline_ms"] = cut[1]
         return head, layout.route, tuple(tensors), pos + len(last)
 
     def remember(
@@ -156,9 +176,9 @@ class Layouts:
         """Remember the layout of ``payload``, which the general path has read and
         checked: ``at`` is where its ``tensors`` key starts, ``tail_at`` where the fields
         after the tensors do. A layout this module cannot reuse is not remembered."""
-        if view[1:_REQUEST_ID_AT] != _PREFIX or sys.byteorder != "little":
+        if view[1 : self._request_id_at] != self._prefix or sys.byteorder != "little":
             return
-        cut = _deadline(payload, view, at)
+        cut = self._head_end(payload, view, at, self._middle_at)
         if cut is None:
             return
         origin = np.frombuffer(view, np.uint8).__array_interface__["data"][0]
@@ -191,4 +211,4 @@ class Layouts:
         layout = Layout(dict(head), route, tuple(gaps), tuple(layouts))
         if len(self._known) >= REMEMBERED:
             self._known = {}
-        self._known[bytes(view[_MIDDLE_AT : cut[0]])] = layout
+        self._known[bytes(view[self._middle_at : cut[0]])] = layout
