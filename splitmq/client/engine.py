@@ -97,6 +97,9 @@ class RequestEngine:
         self._requests: dict[bytes, RequestState] = {}
         self._finished: OrderedDict[bytes, None] = OrderedDict()
         self._awaiting: dict[str, list[bytes]] = {}
+        self._hop_topics: dict[tuple[str, int, str], tuple[Deployment | None, str]] = {}
+        """First hops' topics by deployment, stage and agent, with the deployment message
+        they were rendered for (its sites place the agent)."""
         self._observed_ms: dict[str, float] = {}  # smoothed latency per deployment
         self._hops = routes.HopTimes()  # smoothed hop time per deployment, stage and agent
         self._fanin: dict[bytes, Fanin] = {}  # stage graphs: branch retries, results to join
@@ -408,15 +411,7 @@ class RequestEngine:
     def _publish_activation(
         self, request: RequestState, activation: Activation, remaining_s: float
     ) -> None:
-        agent_id = routes.firsts(activation.route)[activation.stage]
-        deployment = self._plans.deployment(activation.deployment)
-        topic = t.hop_topic(
-            self.namespace,
-            deployment=activation.deployment,
-            stage=activation.stage,
-            agent=agent_id,
-            sites=deployment.sites if deployment is not None else {},
-        )
+        topic = self._hop_topic(activation)
         try:
             payload = encode_parts(activation)  # the input's buffer is sent, not copied
             with self._lock:  # counted first: the answer may come before publish returns
@@ -432,6 +427,27 @@ class RequestEngine:
                 errors.SEND_FAILED, f"cannot publish on {topic}: {error}", final=final
             )
             self._locked(partial(self._failed, request.request_id, activation.attempt, failure))
+
+    def _hop_topic(self, activation: Activation) -> str:
+        """The topic of the activation's first agent, rendered once per deployment
+        message, stage and agent (a stream's requests repeat it)."""
+        agent_id = routes.firsts(activation.route)[activation.stage]
+        deployment = self._plans.deployment(activation.deployment)
+        key = (activation.deployment, activation.stage, agent_id)
+        known = self._hop_topics.get(key)
+        if known is not None and known[0] is deployment:
+            return known[1]
+        topic = t.hop_topic(
+            self.namespace,
+            deployment=activation.deployment,
+            stage=activation.stage,
+            agent=agent_id,
+            sites=deployment.sites if deployment is not None else {},
+        )
+        if len(self._hop_topics) >= HOP_TOPICS_REMEMBERED:
+            self._hop_topics.clear()
+        self._hop_topics[key] = (deployment, topic)
+        return topic
 
     def _on_deadline(self, request_id: bytes) -> None:
         def expire(effects: Effects) -> None:
@@ -727,6 +743,8 @@ class RequestEngine:
 
 
 M = TypeVar("M", bound=Message)
+HOP_TOPICS_REMEMBERED = 256
+"""First hops' topics kept (all are forgotten when one more comes)."""
 
 
 def _answer(message: InboundMessage) -> Result | ErrorMessage | None:

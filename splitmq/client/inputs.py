@@ -263,7 +263,7 @@ def top_classes(
     """The ``k`` best ``(class, score)`` of a ``(1, classes)`` output, best first."""
     scores = dequantize(values, scale, zero_point).reshape(-1)
     best = np.argsort(-scores, kind="stable")[:k]
-    return tuple((int(i), float(scores[i])) for i in best)
+    return tuple(zip(best.tolist(), scores[best].tolist(), strict=True))  # two calls, not 2k
 
 
 # -- files -------------------------------------------------------------------------------
