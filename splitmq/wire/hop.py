@@ -1,4 +1,5 @@
-"""An activation as a stage reads and forwards it: the per-hop fast path.
+"""An activation as a stage reads and forwards it, and a result as a client reads it:
+the per-hop fast path.
 
 A stage needs little of an activation: where it goes (route, callback, deadline), who
 it is (request id, attempt), and its tensors. The rest, and most of what it reads, it
@@ -9,7 +10,13 @@ splitmq's own encoder puts them:
   one call, kept as the decoded map, so the next hop's map is that map with its stage
   changed (:func:`forward_parts`), encoded by cbor2 in one call again;
 - the tensors, through the zero-copy reader (their bytes stay views of the payload);
-- the fields after them (trace, client_id, source), through cbor2's C decoder.
+- the fields after them (trace, client_id, source), through cbor2's C decoder; a
+  trace written as :func:`trace_entry` writes it is kept as decoded.
+
+Once a stream's first activation is read so, the head and the tensors' maps of the
+ones after it are not decoded again: their layout is remembered
+(:mod:`splitmq.wire.hop_layouts`), and only their request id, deadline and tensors'
+bytes are read. :func:`read_result` does the same for a client's results.
 
 Every field goes through the codec's own converter, so :func:`read` accepts exactly
 what :func:`splitmq.wire.decode` accepts as an :class:`Activation`; a payload not laid
@@ -177,15 +184,10 @@ def read(payload: bytes | bytearray | memoryview, limits: Limits = DEFAULT_LIMIT
     Raises:
         DecodeError: it is laid out so, and a field is wrong (the message says which).
     """
-    if not isinstance(payload, bytes | bytearray):
-        return None
-    size = len(payload)
-    if size > limits.max_message_bytes or size < 2:
-        return None
-    pairs = payload[0] - _MAP
-    tail_names = _TAILS.get(pairs - len(_HEAD) - 1)
+    tail_names = _tail_names(payload, limits, len(_HEAD), _TAILS)
     if tail_names is None:
         return None
+    assert isinstance(payload, bytes | bytearray)  # as _tail_names found
     view = memoryview(payload)
     known = _LAYOUTS.read(payload, view) if limits is DEFAULT_LIMITS else None
     if known is not None:
@@ -216,6 +218,23 @@ def read(payload: bytes | bytearray | memoryview, limits: Limits = DEFAULT_LIMIT
         client_id=client_id,
         source=source,
     )
+
+
+def _tail_names(
+    payload: bytes | bytearray | memoryview,
+    limits: Limits,
+    head: int,
+    tails: dict[int, tuple[str, ...]],
+) -> tuple[str, ...] | None:
+    """The names of the fields after the tensors, by how many fields the map of
+    ``payload`` has (``head`` of them before the tensors); None when ``payload`` is not
+    bytes within the limits, or its map has no count ``tails`` knows."""
+    if not isinstance(payload, bytes | bytearray):
+        return None
+    size = len(payload)
+    if size > limits.max_message_bytes or size < 2:
+        return None
+    return tails.get(payload[0] - _MAP - head - 1)
 
 
 def _as_written(trace: Any, limits: Limits) -> bool:
@@ -298,14 +317,10 @@ def read_result(payload: bytes | bytearray | memoryview) -> Result | None:
     Raises:
         DecodeError: it is laid out so, and a field is wrong (the message says which).
     """
-    if not isinstance(payload, bytes | bytearray):
-        return None
-    size = len(payload)
-    if size > DEFAULT_LIMITS.max_message_bytes or size < 2:
-        return None
-    tail_names = _RESULT_TAILS.get(payload[0] - _MAP - len(_RESULT_HEAD) - 1)
+    tail_names = _tail_names(payload, DEFAULT_LIMITS, len(_RESULT_HEAD), _RESULT_TAILS)
     if tail_names is None:
         return None
+    assert isinstance(payload, bytes | bytearray)  # as _tail_names found
     view = memoryview(payload)
     known = _RESULTS.read(payload, view)
     if known is not None:

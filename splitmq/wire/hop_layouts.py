@@ -1,24 +1,26 @@
-"""What a stream's activations repeat at a stage, remembered for the per-hop fast path.
+"""What a stream of messages repeats, remembered for the fast paths of
+:func:`splitmq.wire.hop.read` (a stage's activations) and
+:func:`splitmq.wire.hop.read_result` (a client's results).
 
 The activations a stage reads one after another differ in their request id, their
 deadline, their trace and their tensors' bytes. The rest repeats byte for byte: the
 head's other fields (attempt, deployment, stage, route, callback) and each tensor's map
-up to its bytes (name, shape, typed array, length, quantization). Decoding and checking
-that again per hop costs about half of :func:`splitmq.wire.hop.read` run cold, after
-an invoke: 60-75 us of 130-150 on this machine.
+up to its bytes (name, shape, typed array, length, quantization). A client's results
+repeat the same way (attempt, deployment, the tensors' maps). Decoding and checking
+that again per message cost about 40 us of a 95 us ``hop.read`` run cold, after an
+invoke, on the machine of ``docs/performance.md``.
 
-So :func:`splitmq.wire.hop.read` decodes a payload the general way once and gives its
-layout to :meth:`Layouts.remember`. A later payload whose head (request id and
-deadline aside) and the bytes around its tensors' bytes equal a remembered layout's
-reads through :meth:`Layouts.read`: the same bytes decode to the same fields and pass
-the same checks, so only the request id, the deadline and the tensors' bytes are read.
-A bool tensor's values are still checked (0 or 1). Anything else (another layout, a
-byte that differs, a payload too short) is left to the general path, which says what
-is wrong.
+So the fast paths decode a payload the general way once and give its layout to
+:meth:`Layouts.remember`. A later payload whose head (request id and deadline aside)
+and the bytes around its tensors' bytes equal a remembered layout's reads through
+:meth:`Layouts.read`: the same bytes decode to the same fields and pass the same
+checks, so only the request id, the deadline and the tensors' bytes are read. A bool
+tensor's values are still checked (0 or 1). Anything else (another layout, a byte that
+differs, a payload too short) is left to the general path, which says what is wrong.
 
 The head's layout is splitmq's encoder's: the fields in order, the request id a 16-byte
-string right after ``kind`` and ``v``, and the deadline, last, either below 24 or an
-8-byte integer (milliseconds since the epoch).
+string right after ``kind`` and ``v``, and in an activation the deadline, last, either
+below 24 or an 8-byte integer (milliseconds since the epoch).
 """
 
 from __future__ import annotations

@@ -183,6 +183,27 @@ def test_mutated_activations_get_the_general_decoders_verdict(
 # -- the layouts a stream repeats (splitmq.wire.hop_layouts) ---------------------------
 
 
+MIXED = (
+    Tensor("q:0", np.arange(-50, 50, dtype=np.int8), scale=0.5, zero_point=-3),
+    Tensor("m:0", np.array([[True, False], [False, True]])),
+    Tensor("big:0", np.ones((1, 64, 64, 3), np.float32)),
+)
+"""Tensors of every kind a layout keeps: quantized, bool, large (a part of its own)."""
+SMALL_MIXED = MIXED[:2]
+EDITS = st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), min_size=1, max_size=3)
+CUTS = st.integers(0, 3000)
+
+
+def mutated(payload: bytes, edits: list[tuple[int, int]], cut: int) -> bytes:
+    """``payload`` with ``edits`` (position, byte) made, and cut short every fourth ``cut``."""
+    changed = bytearray(payload)
+    for position, value in edits:
+        changed[position % len(changed)] = value
+    if cut % 4 == 0:
+        del changed[len(changed) - cut % len(changed) :]
+    return bytes(changed)
+
+
 def _remembered(message: Activation) -> bytes:
     """``message`` encoded, after a message of the same layout was read once."""
     hop.read(encode(replace(message, request_id=os.urandom(16))))
@@ -201,13 +222,7 @@ LAYOUT_CHANGES: dict[str, dict[str, object]] = {
             TraceEntry(1, "b", 5.0, 6.0, 7.5, 2400, 2, 80, 0.25),
         )
     },
-    "quantized and bool tensors": {
-        "tensors": (
-            Tensor("q:0", np.arange(-50, 50, dtype=np.int8), scale=0.5, zero_point=-3),
-            Tensor("m:0", np.array([[True, False], [False, True]])),
-            Tensor("big:0", np.ones((1, 64, 64, 3), np.float32)),
-        )
-    },
+    "quantized and bool tensors": {"tensors": MIXED},
 }
 
 
@@ -259,22 +274,9 @@ def test_a_trace_written_otherwise_is_converted_as_the_codec_converts_it() -> No
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    edits=st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), min_size=1, max_size=3),
-    cut=st.integers(0, 3000),
-)
+@given(edits=EDITS, cut=CUTS)
 def test_mutations_of_a_remembered_layout_get_the_general_decoders_verdict(
     edits: list[tuple[int, int]], cut: int
 ) -> None:
-    message = activation(
-        tensors=(
-            Tensor("q:0", np.arange(-50, 50, dtype=np.int8), scale=0.5, zero_point=-3),
-            Tensor("m:0", np.array([True, False, False, True])),
-        )
-    )
-    payload = bytearray(_remembered(message))
-    for position, value in edits:
-        payload[position % len(payload)] = value
-    if cut % 4 == 0:
-        del payload[len(payload) - cut % len(payload) :]
-    _same_verdict(bytes(payload))
+    payload = _remembered(activation(tensors=SMALL_MIXED))
+    _same_verdict(mutated(payload, edits, cut))

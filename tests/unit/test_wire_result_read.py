@@ -11,12 +11,12 @@ import cbor2
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from splitmq.errors import DecodeError
 from splitmq.wire import ErrorCode, ErrorMessage, Result, Tensor, TraceEntry, decode, encode, hop
 
 from .test_codec_properties import messages_of
+from .test_wire_hop import CUTS, EDITS, MIXED, SMALL_MIXED, mutated
 
 TRACE = (
     TraceEntry(0, "a", 1.5, 2.5, 4.25, 1000, 0, 2400, 0.125),
@@ -59,13 +59,7 @@ VARIANTS: dict[str, dict[str, object]] = {
     "a retry": {"attempt": 3},
     "a stage graph's share": {"stage": 4},
     "no trace": {"trace": ()},
-    "several tensors": {
-        "tensors": (
-            Tensor("q:0", np.arange(-50, 50, dtype=np.int8), scale=0.5, zero_point=-3),
-            Tensor("m:0", np.array([[True, False], [False, True]])),
-            Tensor("big:0", np.ones((1, 64, 64, 3), np.float32)),
-        )
-    },
+    "several tensors": {"tensors": MIXED},
 }
 
 
@@ -112,23 +106,9 @@ def test_random_results_read_as_the_general_decoder_reads_them(message: Result) 
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    edits=st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), min_size=1, max_size=3),
-    cut=st.integers(0, 3000),
-)
+@given(edits=EDITS, cut=CUTS)
 def test_mutations_of_a_remembered_layout_get_the_general_decoders_verdict(
     edits: list[tuple[int, int]], cut: int
 ) -> None:
-    message = result(
-        tensors=(
-            Tensor("q:0", np.arange(-50, 50, dtype=np.int8), scale=0.5, zero_point=-3),
-            Tensor("m:0", np.array([True, False, False, True])),
-        ),
-        stage=2,
-    )
-    payload = bytearray(_remembered(message))
-    for position, value in edits:
-        payload[position % len(payload)] = value
-    if cut % 4 == 0:
-        del payload[len(payload) - cut % len(payload) :]
-    _same_verdict(bytes(payload))
+    payload = _remembered(result(tensors=SMALL_MIXED, stage=2))
+    _same_verdict(mutated(payload, edits, cut))
