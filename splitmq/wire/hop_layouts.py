@@ -53,8 +53,11 @@ _LONG_DEADLINE = 0x1B
 _TRIES = 4
 """Places tried for the ``tensors`` key (a name before it may hold its bytes)."""
 REMEMBERED = 64
-"""Layouts kept (all are forgotten when one more comes): a stage sees one per
+"""Heads kept (all are forgotten when one more comes): a stage sees one per
 deployment, stage, route and callback, so one per client and plan."""
+TENSOR_LAYOUTS = 4
+"""Layouts of the tensors kept per head: a client's results from the final stages of a
+stage graph share their head and carry different tensors, one layout per stage."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +109,30 @@ def _no_deadline(
     return at, 0
 
 
+def _tensors(
+    payload: bytes | bytearray, view: memoryview, pos: int, layout: Layout
+) -> tuple[tuple[Tensor, ...], int] | None:
+    """The tensors from ``pos`` on, and where the fields after them start, when the
+    bytes around their bytes are ``layout``'s; else None."""
+    tensors = []
+    for gap, tensor in zip(layout.gaps, layout.tensors, strict=False):
+        start = pos + len(gap)
+        pos = start + tensor.nbytes
+        if view[start - len(gap) : start] != gap or pos > len(payload):
+            return None
+        array = np.frombuffer(view, tensor.dtype, tensor.nbytes // tensor.dtype.itemsize, start)
+        array = array.reshape(tensor.shape)
+        if tensor.is_bool:
+            if array.size and int(array.max()) > 1:
+                return None  # the general path says so
+            array = array.view(np.bool_)
+        tensors.append(Tensor(tensor.name, array, tensor.scale, tensor.zero_point))
+    last = layout.gaps[-1]
+    if view[pos : pos + len(last)] != last:
+        return None
+    return tuple(tensors), pos + len(last)
+
+
 class Layouts:
     """The layouts of one kind of message remembered (see the module docstring):
     activations (shared by a process's stages) or results (a client's).
@@ -114,7 +141,9 @@ class Layouts:
     """
 
     def __init__(self, kind: type[Activation | Result] = Activation) -> None:
-        self._known: dict[bytes, Layout] = {}
+        self._known: dict[bytes, tuple[Layout, ...]] = {}
+        """By the head's bytes from the request id to the deadline: the layouts of the
+        tensors that came with it, the latest first."""
         self._prefix = _prefix(kind)
         self._request_id_at = 1 + len(self._prefix)
         self._middle_at = self._request_id_at + REQUEST_ID_BYTES
@@ -136,33 +165,23 @@ class Layouts:
                 return None
             cut = self._head_end(payload, view, at, self._middle_at)
             if cut is not None:
-                layout = self._known.get(bytes(view[self._middle_at : cut[0]]))
-                if layout is not None:
+                layouts = self._known.get(bytes(view[self._middle_at : cut[0]]))
+                if layouts is not None:
                     break
             at = payload.find(TENSORS_KEY, at + 1)
         else:
             return None
-        pos = at + len(TENSORS_KEY)
-        tensors = []
-        for gap, tensor in zip(layout.gaps, layout.tensors, strict=False):
-            start = pos + len(gap)
-            pos = start + tensor.nbytes
-            if view[start - len(gap) : start] != gap or pos > len(payload):
-                return None
-            array = np.frombuffer(view, tensor.dtype, tensor.nbytes // tensor.dtype.itemsize, start)
-            array = array.reshape(tensor.shape)
-            if tensor.is_bool:
-                if array.size and int(array.max()) > 1:
-                    return None  # the general path says so
-                array = array.view(np.bool_)
-            tensors.append(Tensor(tensor.name, array, tensor.scale, tensor.zero_point))
-        last = layout.gaps[-1]
-        if view[pos : pos + len(last)] != last:
+        for layout in layouts:  # the latest first
+            read = _tensors(payload, view, at + len(TENSORS_KEY), layout)
+            if read is not None:
+                break
+        else:
             return None
+        tensors, tail_at = read
         head = {**layout.head, "request_id": bytes(view[self._request_id_at : self._middle_at])}
         if self._head_end is _deadline:
             head["deadline_ms"] = cut[1]
-        return head, layout.route, tuple(tensors), pos + len(last)
+        return head, layout.route, tensors, tail_at
 
     def remember(
         self,
@@ -211,6 +230,8 @@ class Layouts:
             pos = start + array.nbytes
         gaps.append(bytes(view[pos:tail_at]))
         layout = Layout(dict(head), route, tuple(gaps), tuple(layouts))
-        if len(self._known) >= REMEMBERED:
+        key = bytes(view[self._middle_at : cut[0]])
+        known = tuple(other for other in self._known.get(key, ()) if other != layout)
+        if len(self._known) >= REMEMBERED and key not in self._known:
             self._known = {}
-        self._known[bytes(view[self._middle_at : cut[0]])] = layout
+        self._known[key] = (layout, *known[: TENSOR_LAYOUTS - 1])

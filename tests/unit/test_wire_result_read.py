@@ -74,6 +74,20 @@ def test_a_result_reads_as_the_general_decoder_reads_it(name: str) -> None:
     assert hop.read_result(payload) == decode(payload, expect=Result) == again
 
 
+def test_results_that_share_a_head_and_not_their_tensors_each_keep_their_layout() -> None:
+    """A stage graph's final stages answer the same request with different tensors."""
+    left = result(stage=3, tensors=(Tensor("left:0", np.ones((1, 10), np.float32)),))
+    right = result(stage=4, tensors=(Tensor("right:0", np.zeros((1, 4), np.int8)),))
+    for message in (left, right):
+        hop.read_result(encode(message))
+    for _ in range(2):
+        for message in (left, right):
+            again = replace(message, request_id=os.urandom(16))
+            payload = encode(again)
+            assert hop._RESULTS.read(payload, memoryview(payload)) is not None
+            assert hop.read_result(payload) == again
+
+
 @pytest.mark.parametrize(
     "payload",
     [
