@@ -170,8 +170,7 @@ class FrontEndProcess:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-            if process.stdout is not None:
-                process.stdout.close()
+            _close_pipes(process)
         if self._stderr is not None:
             self._stderr.close()
             self._stderr = None
@@ -236,10 +235,19 @@ class FrontEndProcess:
                 raise _rebuild(message["error"])
         returncode = process.wait()
         self._process = None
+        _close_pipes(process)  # the next request starts a new child
         raise ConverterCrashError(
             f"TensorFlow's converter died ({describe_exit(returncode)}) during {what}",
             crashes={what: returncode},
         )
+
+
+def _close_pipes(process: subprocess.Popen[str]) -> None:
+    """Close the pipes of a child that has ended."""
+    for pipe in (process.stdin, process.stdout):
+        if pipe is not None:
+            with contextlib.suppress(BrokenPipeError):
+                pipe.close()
 
 
 def _rebuild(error: dict[str, Any]) -> ConversionError:

@@ -194,12 +194,18 @@ class PahoTransport(MqttEngine):
         timeout_s: float = 10.0,
         fast_path: FastPath | None = None,
     ) -> None:
-        self._inbox.route(topic_filter, handler, fast_path)
+        self._inbox.route(topic_filter, handler, fast_path)  # before a retained message comes
         with self._lock:
             self._subscriptions[topic_filter] = qos
+        try:  # paho checks the filter first, connected or not
+            result, mid = self._client.subscribe(topic_filter, qos=qos)
+        except ValueError:  # refused at the call: not kept, so no reconnect sends it again
+            self._inbox.unroute(topic_filter)
+            with self._lock:
+                self._subscriptions.pop(topic_filter, None)
+            raise
         if not self.connected:
             return  # subscribed on (re)connect
-        result, mid = self._client.subscribe(topic_filter, qos=qos)
         if result != MQTTErrorCode.MQTT_ERR_SUCCESS or mid is None:
             return  # the connection dropped meanwhile: the reconnect re-subscribes
         self._await_suback(topic_filter, mid, timeout_s)
@@ -304,7 +310,11 @@ class PahoTransport(MqttEngine):
             subscriptions = list(self._subscriptions.items())
         self._resubscribed.clear()
         for topic_filter, qos in subscriptions:
-            result, mid = client.subscribe(topic_filter, qos=qos)
+            try:
+                result, mid = client.subscribe(topic_filter, qos=qos)
+            except ValueError as error:  # never kept (subscribe checks first): never kill the loop
+                log.error("not subscribing again to %r: %s", topic_filter, error)
+                continue
             if result == MQTTErrorCode.MQTT_ERR_SUCCESS and mid is not None:
                 self._resubscribed.add(mid)
         self._connected.set()

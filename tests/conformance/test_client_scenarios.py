@@ -203,7 +203,9 @@ def test_mqtt5_3_1_2_2_against_a_311_broker(connect: ClientFactory, prefix: str)
 def test_mqtt_4_1_broker_restart_then_resubscribed(
     case: Case, tmp_path_factory: pytest.TempPathFactory, prefix: str
 ) -> None:
-    """4.1: with a clean session the client subscribes again after the broker restarts."""
+    """4.1: with a clean session the client subscribes again after the broker restarts;
+    4.7.1: a filter refused at the call is not among them (the engine's network thread
+    survives the reconnect)."""
     from splitmq.transport import TransportConfig
     from splitmq.transport.paho_transport import PahoTransport
 
@@ -226,6 +228,8 @@ def test_mqtt_4_1_broker_restart_then_resubscribed(
 
         subscriber.add_connection_listener(on_connection)
         subscriber.subscribe(f"{prefix}/t", got, qos=1)
+        with pytest.raises(ValueError):
+            subscriber.subscribe(f"{prefix}/#/bad", got, qos=1)
         own.stop()
         wait_until(lambda: not subscriber.connected, 10.0, "the loss seen")
         up.clear()

@@ -92,6 +92,8 @@ def test_recurrent_manifest_counts_the_loops(recurrent_entry: PoolEntry) -> None
         assert last.cumulative_flops >= sum(op.flops for op in loops)
 
 
+# a crashed child's pipes are closed, not left to the garbage collector
+@pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
 def test_an_int8_crash_names_the_variant_and_keeps_the_others(
     recurrent_model_path: Path, tmp_path: Path
 ) -> None:
