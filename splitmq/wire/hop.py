@@ -60,12 +60,14 @@ _MAP = 0xA0
 _TRIES = 4
 """Places tried for the ``tensors`` key before leaving a payload to the general decoder."""
 _LAYOUTS = Layouts()
+"""The layouts this process's stages have read (what their activations repeat)."""
 _RESULTS = Layouts(Result)
 """The layouts of the results this process has read (a client's)."""
 _RESULT_FIELDS = {f.name: f for f in _schema(Result).fields}
 _RESULT_HEAD = ("kind", "v", "request_id", "attempt", "deployment")
+"""A result's fields before ``tensors``, in the order the encoder writes them."""
 _RESULT_TAILS = {2: ("trace", "agent_id"), 3: ("trace", "agent_id", "stage")}
-"""The layouts this process's stages have read (what their activations repeat)."""
+"""A result's fields after ``tensors``, by how many there are."""
 
 
 class Hop:
