@@ -29,8 +29,6 @@ those :func:`splitmq.wire.encode_parts` gives for the same :class:`Activation` o
 
 from __future__ import annotations
 
-import typing
-from dataclasses import fields
 from typing import Any
 
 from splitmq.errors import DecodeError
@@ -47,9 +45,10 @@ __all__ = ["Hop", "forward_parts", "read", "read_result", "result_parts", "trace
 _ACTIVATION = _schema(Activation)
 _FIELDS = {f.name: f for f in _ACTIVATION.fields}
 _TRACE = _schema(TraceEntry)
-_TRACE_NAMES = tuple(f.name for f in fields(TraceEntry))
-_TRACE_TYPES = tuple(typing.get_type_hints(TraceEntry)[name] for name in _TRACE_NAMES)
-"""A trace entry's fields as :func:`trace_entry` writes them, and their types."""
+_TRACE_NAMES = tuple(f.name for f in _TRACE.fields)
+_TRACE_TYPES = tuple(type_ for f in _TRACE.fields for type_ in f.as_is)
+"""A trace entry's fields as :func:`trace_entry` writes them, and the one type each
+takes as it is (:attr:`splitmq.wire.codec._Field.as_is`: every field a scalar)."""
 _HEAD: tuple[str, ...] = ("kind", "v", "request_id", "attempt", "deployment", "stage", "route")
 _HEAD += ("callback", "deadline_ms")
 """The fields before ``tensors``, in the order the encoder writes them."""
@@ -256,34 +255,49 @@ def _as_written(trace: Any, limits: Limits) -> bool:
 def _read_head_and_tensors(
     payload: bytes | bytearray, view: memoryview, limits: Limits
 ) -> tuple[dict[str, Any], Route, tuple[Tensor, ...], int] | None:
-    """The head's fields (the request id checked), the route, the tensors, and where
-    the fields after the tensors start, decoded and checked the general way; None when
-    ``payload`` is not laid out as splitmq's encoder lays it out. Its layout is
+    """An activation's head fields, route, tensors, and where the fields after the
+    tensors start, read the general way (:func:`_general_read`); its layout is
     remembered (:class:`Layouts`) for the payloads after it."""
-    head, at = _head(payload, view, limits)
-    if head is None:
+    read = _general_read(payload, view, limits, Activation, names=_HEAD, fields=_FIELDS)
+    if read is None:
         return None
-    version = head["v"]
-    if (
-        head["kind"] != Activation.KIND
-        or type(version) is not int
-        or not 1 <= version <= Activation.VERSION
-    ):
-        return None
-    values = {name: _FIELDS[name].from_wire(head[name], limits, name) for name in _HEAD[2:]}
-    try:
-        _check_request_id(values["request_id"])
-    except ValueError as error:
-        raise DecodeError(str(error)) from None
-    reader = _Reader(view, limits.max_depth)
-    reader.pos = at + len(_TENSORS_KEY)
-    tensors = _FIELDS["tensors"].from_wire(reader.item(1), limits, "tensors")
-    head["request_id"] = values["request_id"]
+    head, tensors, at, tail_at = read
     if limits is DEFAULT_LIMITS:
         _LAYOUTS.remember(
-            payload, view, at, head=head, route=values["route"], tensors=tensors, tail_at=reader.pos
+            payload, view, at, head=head, route=head["route"], tensors=tensors, tail_at=tail_at
         )
-    return head, values["route"], tensors, reader.pos
+    return head, head["route"], tensors, tail_at
+
+
+def _general_read(
+    payload: bytes | bytearray,
+    view: memoryview,
+    limits: Limits,
+    kind: type[Activation | Result],
+    *,
+    names: tuple[str, ...],
+    fields: dict[str, Any],
+) -> tuple[dict[str, Any], tuple[Tensor, ...], int, int] | None:
+    """The fields before the tensors (``names``, each through the codec's converter,
+    the request id checked), the tensors, where their key starts and where the fields
+    after them start; None when ``payload`` is not a ``kind`` laid out as splitmq's
+    encoder lays it out."""
+    head, at = _head(payload, view, limits, names)
+    if head is None or head["kind"] != kind.KIND:
+        return None
+    version = head["v"]
+    if type(version) is not int or not 1 <= version <= kind.VERSION:
+        return None
+    converted = {name: fields[name].from_wire(head[name], limits, name) for name in names[2:]}
+    try:
+        _check_request_id(converted["request_id"])
+    except ValueError as error:
+        raise DecodeError(str(error)) from None
+    head.update(converted)
+    reader = _Reader(view, limits.max_depth)
+    reader.pos = at + len(_TENSORS_KEY)
+    tensors = fields["tensors"].from_wire(reader.item(1), limits, "tensors")
+    return head, tensors, at, reader.pos
 
 
 def _head(
@@ -353,26 +367,16 @@ def read_result(payload: bytes | bytearray | memoryview) -> Result | None:
 def _result_head_and_tensors(
     payload: bytes | bytearray, view: memoryview
 ) -> tuple[dict[str, Any], tuple[Tensor, ...], int] | None:
-    """A result's head fields (checked), tensors, and where the fields after them start,
-    decoded the general way (its layout remembered); None if it is not laid out so."""
-    limits = DEFAULT_LIMITS
-    head, at = _head(payload, view, limits, _RESULT_HEAD)
-    if head is None or head["kind"] != Result.KIND:
+    """A result's head fields, tensors, and where the fields after them start, read the
+    general way (:func:`_general_read`); its layout is remembered."""
+    read = _general_read(
+        payload, view, DEFAULT_LIMITS, Result, names=_RESULT_HEAD, fields=_RESULT_FIELDS
+    )
+    if read is None:
         return None
-    version = head["v"]
-    if type(version) is not int or not 1 <= version <= Result.VERSION:
-        return None
-    for name in _RESULT_HEAD[2:]:
-        head[name] = _RESULT_FIELDS[name].from_wire(head[name], limits, name)
-    try:
-        _check_request_id(head["request_id"])
-    except ValueError as error:
-        raise DecodeError(str(error)) from None
-    reader = _Reader(view, limits.max_depth)
-    reader.pos = at + len(_TENSORS_KEY)
-    tensors = _RESULT_FIELDS["tensors"].from_wire(reader.item(1), limits, "tensors")
-    _RESULTS.remember(payload, view, at, head=head, route=(), tensors=tensors, tail_at=reader.pos)
-    return head, tensors, reader.pos
+    head, tensors, at, tail_at = read
+    _RESULTS.remember(payload, view, at, head=head, route=(), tensors=tensors, tail_at=tail_at)
+    return head, tensors, tail_at
 
 
 def forward_parts(
