@@ -161,14 +161,14 @@ class StageWorkers:
         payload = job.message.payload
         try:  # the fast path; a payload another encoder laid out is decoded the general way
             activation = hop.read(payload)
-            if activation is None:
-                activation = Hop.of(STAGE.decode(payload, topic=job.message.topic))
         except DecodeError:
-            try:  # the general decoder says what is wrong, with the topic
-                STAGE.decode(payload, topic=job.message.topic)
+            activation = None  # the general decoder decides, and says what is wrong
+        if activation is None:
+            try:
+                activation = Hop.of(STAGE.decode(payload, topic=job.message.topic))
             except DecodeError as error:
                 self._refuse(job.message, ErrorCode.BAD_MESSAGE, str(error))
-            return
+                return
         if self._misaddressed(hosted, activation):
             return
         bytes_in = len(payload)

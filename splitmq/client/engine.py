@@ -750,12 +750,11 @@ HOP_TOPICS_REMEMBERED = 256
 def _answer(message: InboundMessage) -> Result | ErrorMessage | None:
     """A result or error on the callback topic: a result through the fast path
     (:func:`splitmq.wire.hop.read_result`: what a stream of results repeats is read once),
-    else the general decoder."""
+    else, and for anything it refuses, the general decoder, which decides."""
     try:
         result = hop.read_result(message.payload)
-    except base_errors.DecodeError as error:
-        log.warning("ignored a bad message on %s: %s", message.topic, error)
-        return None
+    except base_errors.DecodeError:
+        result = None
     return result if result is not None else _decoded(message, t.RESULTS)
 
 

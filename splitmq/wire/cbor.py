@@ -8,9 +8,11 @@ place, and :func:`dumps_parts` cuts the marker out and puts the byte string's he
 the buffer itself in its place. The bytes are plain RFC 8949 CBOR, the same as if cbor2
 had written the buffer; a message costs no copy of its tensors until the socket's.
 
-Decoding has two paths that accept exactly the same language (definite lengths, text
-map keys, no duplicate keys, no trailing bytes, a depth limit, no semantic tags but the
-ones the schema checks; map keys are text or byte strings):
+Decoding has two paths that accept exactly the same language and read it the same way
+(definite lengths, text map keys, no duplicate keys, no trailing bytes, a depth limit,
+no semantic tags but the ones the schema checks; map keys are text or byte strings;
+simple values splitmq never writes come back as cbor2's objects, which the schema
+refuses wherever a field holds one):
 
 - small messages (telemetry, commands, plans) go through cbor2's C decoder, with
   cbor2's built-in semantic tags refused before they run (shared references can build
@@ -343,9 +345,24 @@ class _Reader:
             raise DecodeError(f"malformed CBOR: reserved additional information {info}")
         float_format = _FLOATS.get(info)
         if float_format is None:
-            raise DecodeError(f"CBOR simple value {info} is not part of the splitmq wire format")
+            return self._unassigned(info)
         unpack, size = float_format
         self._need(size)
         value = unpack(self.buf, self.pos)[0]
         self.pos += size
         return value
+
+    def _unassigned(self, info: int) -> Any:
+        """A simple value splitmq never writes, as cbor2's decoder returns it (so both
+        paths read the same message the same way; the schema refuses it wherever a
+        field holds it): ``undefined``, or a :class:`cbor2.CBORSimpleValue`."""
+        if info == 23:
+            return cbor2.undefined
+        if info == 24:
+            self._need(1)
+            value = self.buf[self.pos]
+            self.pos += 1
+            if value < 32:  # RFC 8949 3.3: these have a one-byte form only
+                raise DecodeError(f"malformed CBOR: simple value {value} in two bytes")
+            return cbor2.CBORSimpleValue(value)
+        return cbor2.CBORSimpleValue(info)

@@ -17,6 +17,7 @@ from splitmq.wire import (
     Limits,
     Message,
     Ping,
+    Result,
     Telemetry,
     Tensor,
     decode,
@@ -409,3 +410,24 @@ def test_scalars_taken_as_they_are_still_convert_and_check() -> None:
         decode(_map(kind="cmd.ping", v=1, command_id="c", issuer="i", sent_ms=True))
     with pytest.raises(DecodeError, match="expected bytes, got text"):
         decode(_map(kind="cmd.ping", v=1, command_id="c", issuer="i", sent_ms=1.0, padding="x"))
+
+
+SIMPLE_VALUES = [bytes([0xE0 + n]) for n in range(20)] + [b"\xf7", b"\xf8\x20", b"\xf8\xff"]
+"""RFC 8949 3.3: the simple values splitmq never writes (unassigned, and undefined)."""
+
+
+@pytest.mark.parametrize("simple", SIMPLE_VALUES, ids=lambda b: b.hex())
+def test_a_simple_value_is_read_alike_on_both_paths_and_refused_in_a_field(
+    simple: bytes, decoder_path: str
+) -> None:
+    """Where the schema ignores it (an unknown key) the message decodes on both paths,
+    where a field holds it the field is refused on both; a two-byte form below 32 is
+    malformed (RFC 8949 3.3)."""
+    plain = encode(Result(REQUEST_ID, 0, "d", ()))
+    extra = bytes([plain[0] + 1]) + plain[1:] + b"\x65extra" + simple
+    assert decode(extra) == decode(plain)
+    held = plain.replace(b"\x67attempt\x00", b"\x67attempt" + simple)
+    with pytest.raises(DecodeError, match="attempt"):
+        decode(held)
+    with pytest.raises(DecodeError, match="malformed"):
+        decode(bytes([plain[0] + 1]) + plain[1:] + b"\x65extra\xf8\x10")
