@@ -58,8 +58,29 @@ class StageGraph:
         return [entry for entry in self.entries if entry in path]
 
 
+GRAPHS_REMEMBERED = 64
+"""Deployment messages whose graph :func:`graph_of` keeps (all are forgotten when one
+more comes)."""
+_graphs: dict[int, tuple[Deployment, StageGraph | None]] = {}
+
+
 def graph_of(deployment: Deployment) -> StageGraph | None:
-    """The stage graph of ``deployment``; ``None`` for a chain."""
+    """The stage graph of ``deployment``; ``None`` for a chain.
+
+    Worked out once per deployment message (a message is immutable; every request
+    asks): a stored message is kept with its graph, so its id is not reused meanwhile.
+    """
+    known = _graphs.get(id(deployment))
+    if known is not None and known[0] is deployment:
+        return known[1]
+    graph = _graph_of(deployment)
+    if len(_graphs) >= GRAPHS_REMEMBERED:
+        _graphs.clear()
+    _graphs[id(deployment)] = (deployment, graph)
+    return graph
+
+
+def _graph_of(deployment: Deployment) -> StageGraph | None:
     stages = deployment.stages
     if not stages or all(s.sources is None and s.targets is None for s in stages):
         return None
