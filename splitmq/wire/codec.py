@@ -208,6 +208,12 @@ class _Schema:
             out[f.name] = f.to_wire(value)
         return out
 
+    def filled(self, values: dict[str, Any]) -> Any:
+        """An instance of a :attr:`plain` class with ``values`` as its fields, as they are."""
+        made = object.__new__(self.cls)
+        made.__dict__.update(values)
+        return made
+
     def from_wire(self, raw: Any, limits: Limits, path: str) -> Any:
         if not isinstance(raw, dict):
             raise DecodeError(f"expected a map, got {_wire_type(raw)}", field=path or None)
@@ -223,9 +229,7 @@ class _Schema:
                 where = f"{path}.{f.name}" if path else f.name
                 raise DecodeError(f"missing required field {f.name!r}", field=where)
         if self.plain:
-            made = object.__new__(self.cls)
-            made.__dict__.update(kwargs)
-            return made
+            return self.filled(kwargs)
         try:
             return self.cls(**kwargs)
         except (ValueError, TypeError) as error:

@@ -252,6 +252,16 @@ def _as_written(trace: Any, limits: Limits) -> bool:
     return True
 
 
+def _trace_entries(trace: Any, limits: Limits) -> tuple[TraceEntry, ...]:
+    """A result's trace as :class:`TraceEntry` objects. One written as :func:`trace_entry`
+    writes it (:func:`_as_written`) is what the codec would make of it field by field,
+    so its entries are made from the decoded maps as they are."""
+    if _TRACE.plain and _as_written(trace, limits):
+        return tuple(map(_TRACE.filled, trace))
+    entries: tuple[TraceEntry, ...] = _RESULT_FIELDS["trace"].from_wire(trace, limits, "trace")
+    return entries
+
+
 def _read_head_and_tensors(
     payload: bytes | bytearray, view: memoryview, limits: Limits
 ) -> tuple[dict[str, Any], Route, tuple[Tensor, ...], int] | None:
@@ -358,7 +368,7 @@ def read_result(payload: bytes | bytearray | memoryview) -> Result | None:
         attempt=head["attempt"],
         deployment=head["deployment"],
         tensors=tensors,
-        trace=_RESULT_FIELDS["trace"].from_wire(tail["trace"], limits, "trace"),
+        trace=_trace_entries(tail["trace"], limits),
         agent_id=_RESULT_FIELDS["agent_id"].from_wire(tail["agent_id"], limits, "agent_id"),
         stage=None if stage is None else _RESULT_FIELDS["stage"].from_wire(stage, limits, "stage"),
     )
