@@ -111,7 +111,7 @@ from splitmq.transport.mqtt_errors import (
     NotMqtt5,
     PublishRefused,
 )
-from splitmq.transport.mqtt_reader import LARGE_PACKET, PacketReader, payload_view
+from splitmq.transport.mqtt_reader import LARGE_PACKET, LargePublish, PacketReader, payload_view
 
 log = logging.getLogger(__name__)
 
@@ -739,8 +739,10 @@ class MqttTransport(MqttEngine):
                     )
                 ]
             )
-            reader = PacketReader(channel)
+            reader = PacketReader(channel, functools.partial(publish_payload_start, self._version))
             first, body = reader.next_packet()
+            if isinstance(body, LargePublish):
+                raise ProtocolViolation(Reason.PROTOCOL_ERROR, "the first packet is not CONNACK")
             packet = decode_server_packet(first, bytes(body), self._version)
             if not isinstance(packet, ConnAck):
                 raise ProtocolViolation(Reason.PROTOCOL_ERROR, "the first packet is not CONNACK")
@@ -867,10 +869,13 @@ class MqttTransport(MqttEngine):
             if first >> 4 == PacketType.PUBLISH:
                 self._on_publish(channel, first, body)
             else:
+                assert not isinstance(body, LargePublish)  # only a PUBLISH is read so
                 self._on_control(channel, decode_server_packet(first, bytes(body), self._version))
 
-    def _on_publish(self, channel: Channel, first: int, packet: memoryview | bytearray) -> None:
-        body = memoryview(packet)
+    def _on_publish(
+        self, channel: Channel, first: int, packet: memoryview | bytearray | LargePublish
+    ) -> None:
+        body = memoryview(packet.head if isinstance(packet, LargePublish) else packet)
         qos = (first >> 1) & 0x03
         (length,) = struct.unpack_from("!H", body, 0)
         position = 2 + length
@@ -892,7 +897,10 @@ class MqttTransport(MqttEngine):
                 if not byte & 0x80:
                     break
             position += size
-        payload = payload_view(packet, body, position)
+        if isinstance(packet, LargePublish):
+            payload: bytes | bytearray = packet.payload
+        else:
+            payload = payload_view(packet, body, position)
         if qos == 2:
             fresh = packet_id not in self._qos2_in
             self._qos2_in.add(packet_id)
@@ -985,6 +993,31 @@ class MqttTransport(MqttEngine):
                     channel.shutdown()
                 finally:
                     channel.send_lock.release()
+
+
+def publish_payload_start(version: Version, first: int, body: memoryview) -> int | None:
+    """Where the payload of a PUBLISH starts in its body (after the topic, the packet id
+    at QoS 1 and 2, and MQTT 5's properties), or None when ``body``, a prefix of it, is
+    too short to tell or the packet is not a PUBLISH."""
+    if first >> 4 != PacketType.PUBLISH or len(body) < 2:
+        return None
+    position = 2 + ((body[0] << 8) | body[1])
+    if first & 0x06:  # QoS 1 or 2: a packet identifier
+        position += 2
+    if version is Version.V5:
+        size = 0
+        for shift in (0, 7, 14, 21):
+            if position >= len(body):
+                return None
+            byte = body[position]
+            position += 1
+            size |= (byte & 0x7F) << shift
+            if not byte & 0x80:
+                break
+        else:
+            return None  # malformed: the general path says so
+        position += size
+    return position if position <= len(body) else None
 
 
 @functools.lru_cache(maxsize=4096)
