@@ -60,7 +60,6 @@ from splitmq.wire import (
     Result,
     Route,
     Telemetry,
-    encode_parts,
     hop,
 )
 from splitmq.wire import topics as t
@@ -413,7 +412,7 @@ class RequestEngine:
     ) -> None:
         topic = self._hop_topic(activation)
         try:
-            payload = encode_parts(activation)  # the input's buffer is sent, not copied
+            payload = hop.request_parts(activation)  # the input's buffer is sent, not copied
             with self._lock:  # counted first: the answer may come before publish returns
                 request.bytes_sent += payload_size(payload)
             t.STAGE.publish_payload(self.transport, topic, payload, expiry_s=remaining_s)

@@ -33,14 +33,22 @@ from typing import Any
 
 from splitmq.errors import DecodeError
 from splitmq.wire.cbor import _Reader, dumps_parts, loads_cbor2
-from splitmq.wire.codec import _schema
+from splitmq.wire.codec import _schema, encode_parts
 from splitmq.wire.hop_layouts import TENSORS_KEY as _TENSORS_KEY
 from splitmq.wire.hop_layouts import Layouts
 from splitmq.wire.limits import DEFAULT_LIMITS, Limits
 from splitmq.wire.messages import Activation, Result, Route, TraceEntry, _check_request_id
 from splitmq.wire.tensors import Tensor, tensor_to_wire
 
-__all__ = ["Hop", "forward_parts", "read", "read_result", "result_parts", "trace_entry"]
+__all__ = [
+    "Hop",
+    "forward_parts",
+    "read",
+    "read_result",
+    "request_parts",
+    "result_parts",
+    "trace_entry",
+]
 
 _ACTIVATION = _schema(Activation)
 _FIELDS = {f.name: f for f in _ACTIVATION.fields}
@@ -387,6 +395,35 @@ def _result_head_and_tensors(
     head, tensors, at, tail_at = read
     _RESULTS.remember(payload, view, at, head=head, route=(), tensors=tensors, tail_at=tail_at)
     return head, tensors, tail_at
+
+
+def request_parts(activation: Activation) -> list[bytes | bytearray | memoryview]:
+    """A request's first activation on a chain (no trace yet, no stage graph's fields),
+    as :func:`splitmq.wire.encode_parts` would encode it, without the schema's walk
+    over every field; any other activation is encoded the general way."""
+    if (
+        activation.trace
+        or activation.source is not None
+        or activation.branch is not None
+        or activation.retry is not None
+    ):
+        return encode_parts(activation)
+    return dumps_parts(
+        {
+            "kind": Activation.KIND,
+            "v": Activation.VERSION,
+            "request_id": activation.request_id,
+            "attempt": activation.attempt,
+            "deployment": activation.deployment,
+            "stage": activation.stage,
+            "route": [list(agents) for agents in activation.route],
+            "callback": activation.callback,
+            "deadline_ms": activation.deadline_ms,
+            "tensors": [tensor_to_wire(t) for t in activation.tensors],
+            "trace": [],
+            "client_id": activation.client_id,
+        }
+    )
 
 
 def forward_parts(

@@ -160,6 +160,16 @@ def _same_verdict(payload: bytes) -> None:
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(message=messages_of(Activation))
+def test_a_request_is_written_as_encode_parts_writes_it(message: Activation) -> None:
+    """The client's first activation, with no trace and no stage graph's fields (what
+    request_parts writes itself) and as generated (what it leaves to the codec)."""
+    first = replace(message, trace=(), source=None, branch=None, retry=None)
+    for each in (first, message):
+        assert join(hop.request_parts(each)) == join(encode_parts(each))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(message=messages_of(Activation))
 def test_random_activations_read_as_the_general_decoder_reads_them(message: Activation) -> None:
     _same_verdict(encode(message))
 
