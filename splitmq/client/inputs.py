@@ -260,34 +260,10 @@ def read_outputs(
 def top_classes(
     values: Array, k: int = 5, scale: float | None = None, zero_point: int | None = None
 ) -> tuple[tuple[int, float], ...]:
-    """The ``k`` best ``(class, score)`` of a ``(1, classes)`` output, best first (of equal
-    scores, the lower class first)."""
+    """The ``k`` best ``(class, score)`` of a ``(1, classes)`` output, best first."""
     scores = dequantize(values, scale, zero_point).reshape(-1)
-    best = _best_by_argmax(scores, k)
-    if best is None:
-        best = np.argsort(-scores, kind="stable")[:k].tolist()
-    return tuple(zip(best, scores[best].tolist(), strict=True))  # two calls, not 2k
-
-
-ARGMAX_TOP = 16
-"""Up to this many classes, :func:`top_classes` picks them one ``argmax`` at a time."""
-
-
-def _best_by_argmax(scores: Array, k: int) -> list[int] | None:
-    """The ``k`` best indices by repeated ``argmax`` (the first of equal maxima, as a
-    stable sort orders them): half a sort's time for a few of a thousand classes. None
-    where a NaN or an infinitely low score would make it differ from the sort."""
-    if not 0 < k <= ARGMAX_TOP or k >= scores.size or np.isnan(scores).any():
-        return None
-    work = scores.copy()
-    best: list[int] = []
-    for _ in range(k):
-        index = int(work.argmax())
-        if work[index] == -np.inf:
-            return None
-        best.append(index)
-        work[index] = -np.inf
-    return best
+    best = np.argsort(-scores, kind="stable")[:k]
+    return tuple(zip(best.tolist(), scores[best].tolist(), strict=True))  # two calls, not 2k
 
 
 # -- files -------------------------------------------------------------------------------
