@@ -168,6 +168,8 @@ class Transport(Protocol):
 
 
 OverflowHandler = Callable[[InboundMessage], None]
+FAST_TOPICS_REMEMBERED = 1024
+"""Topics whose fast path :class:`Inbox` remembers (all are forgotten when one more comes)."""
 
 
 class Inbox:
@@ -190,6 +192,9 @@ class Inbox:
         self._queue: queue.Queue[InboundMessage | None] = queue.Queue(maxsize=size)
         self._routes: list[tuple[str, Handler]] = []
         self._fast_paths: list[tuple[str, FastPath]] = []
+        self._fast_by_topic: dict[str, FastPath | None] = {}
+        """Each topic's fast path (None: none), found once per topic (a stream's messages
+        repeat their topic); replaced whole when the routes change."""
         self._lock = threading.Lock()
         self._stats = stats
         self._on_overflow = on_overflow
@@ -222,25 +227,26 @@ class Inbox:
             self._fast_paths = [r for r in self._fast_paths if r[0] != topic_filter]
             if fast_path is not None:
                 self._fast_paths.append((topic_filter, fast_path))
+            self._fast_by_topic = {}
 
     def unroute(self, topic_filter: str) -> None:
         with self._lock:
             self._routes = [r for r in self._routes if r[0] != topic_filter]
             self._fast_paths = [r for r in self._fast_paths if r[0] != topic_filter]
+            self._fast_by_topic = {}
 
     @property
     def depth(self) -> int:
         return self._queue.qsize()
 
     def put(self, message: InboundMessage) -> None:
-        for topic_filter, fast_path in self._fast_paths:  # replaced, never mutated
-            if matches(topic_filter, message.topic):
-                try:
-                    if fast_path(message):
-                        return
-                except Exception:
-                    log.exception("fast path for %s failed on %s", topic_filter, message.topic)
-                break
+        fast_path = self._fast_path_for(message.topic)
+        if fast_path is not None:
+            try:
+                if fast_path(message):
+                    return
+            except Exception:
+                log.exception("fast path failed on %s", message.topic)
         try:
             self._queue.put_nowait(message)
         except queue.Full:
@@ -251,6 +257,19 @@ class Inbox:
                     self._on_overflow(message)
                 except Exception:
                     log.exception("overflow handler failed for %s", message.topic)
+
+    def _fast_path_for(self, topic: str) -> FastPath | None:
+        """The fast path of the first route whose filter ``topic`` matches, if it has one."""
+        known = self._fast_by_topic  # replaced, never mutated but for one store: unlocked
+        try:
+            return known[topic]
+        except KeyError:
+            pass
+        found = next((path for f, path in self._fast_paths if matches(f, topic)), None)
+        if len(known) >= FAST_TOPICS_REMEMBERED:
+            known.clear()
+        known[topic] = found
+        return found
 
     def _run(self) -> None:
         while True:

@@ -122,6 +122,32 @@ def test_a_fast_path_takes_what_it_can_and_leaves_the_rest_to_the_worker() -> No
     assert got.threads == {"agent-inbox-0"}
 
 
+def test_a_topics_fast_path_follows_the_subscriptions_as_they_change() -> None:
+    """Each topic's fast path is found once; a new, replaced or dropped subscription
+    applies to the next message on a topic already seen."""
+    broker = MemoryBroker()
+    transport = broker.transport("agent")
+    transport.start()
+    taken: list[str] = []
+    got = Collector()
+    sender = broker.transport("sender")
+    sender.start()
+
+    transport.subscribe("stage/#", got, fast_path=lambda m: taken.append("first") or True)
+    sender.publish("stage/a", b"")
+    transport.subscribe("stage/#", got, fast_path=lambda m: taken.append("second") or True)
+    sender.publish("stage/a", b"")
+    transport.subscribe("stage/#", got)  # no fast path any more: the inbox worker
+    sender.publish("stage/a", b"")
+    assert [m.topic for m in got.wait_for(1)] == ["stage/a"]
+    assert taken == ["first", "second"]
+    transport.unsubscribe("stage/#")
+    transport.subscribe("stage/+", got, fast_path=lambda m: taken.append("third") or True)
+    sender.publish("stage/a", b"")
+    sender.publish("stage/a/b", b"")  # matches no filter now
+    assert taken == ["first", "second", "third"]
+
+
 def test_an_interrupted_link_loses_what_comes_in_and_holds_what_goes_out() -> None:
     broker = MemoryBroker()
     a, b = broker.transport("a"), broker.transport("b")
