@@ -15,6 +15,10 @@ INITIAL_BUFFER = 1 << 20
 LARGE_PACKET = 64 * 1024
 """A packet from this size on is read into a buffer of its own, which becomes the
 message's payload: its bytes are not copied once more out of the shared buffer."""
+FILL_BYTES = LARGE_PACKET
+"""The most one read into the shared buffer takes: a large packet's header arrives
+there and its body goes to a buffer of its own. Reading as much as the socket had would
+bring a whole large packet into the shared buffer, to be copied out again."""
 
 
 RECYCLED_BUFFERS = 3
@@ -174,7 +178,7 @@ class PacketReader:
     def _fill(self) -> None:
         if self._start == self._end:
             self._start = self._end = 0
-        count = self._channel.recv_into(self._view[self._end :])
+        count = self._channel.recv_into(self._view[self._end : self._end + FILL_BYTES])
         if count == 0:
             raise BrokerClosed("it closed the socket")
         self._end += count

@@ -68,12 +68,17 @@ def test_a_large_payload_is_read_into_its_own_buffer_and_the_stream_goes_on(chun
     assert payload_of(packet, "d") == after
 
 
-def test_a_large_packet_already_buffered_is_a_view_of_the_shared_buffer() -> None:
-    large = os.urandom(2 * LARGE_PACKET)
-    reader = PacketReader(Trickle(publish("t", large, 1), 1 << 30))  # type: ignore[arg-type]
+def test_a_large_packet_is_read_into_its_own_buffer_even_when_the_socket_has_it_all() -> None:
+    """Reads into the shared buffer stop at FILL_BYTES: a large packet is never there
+    whole, to be copied out again; the small ones after it are."""
+    large, after = os.urandom(2 * LARGE_PACKET), os.urandom(10)
+    channel = Trickle(publish("t", large, 1) + publish("u", after, 2), 1 << 30)
+    reader = PacketReader(channel)  # type: ignore[arg-type]
     _, packet = reader.next_packet()
-    assert isinstance(packet, memoryview)
-    assert payload_of(packet, "t") == large
+    assert isinstance(packet, bytearray) and payload_of(packet, "t") == large
+    assert channel.reads == 2  # its header and a first part, then the rest
+    _, packet = reader.next_packet()
+    assert isinstance(packet, memoryview) and payload_of(packet, "u") == after
 
 
 def split_reader(stream: bytes, chunk: int) -> PacketReader:
