@@ -32,13 +32,14 @@ from __future__ import annotations
 from typing import Any
 
 from splitmq.errors import DecodeError
-from splitmq.wire.cbor import _Reader, dumps_parts, loads_cbor2
+from splitmq.wire.cbor import _Reader, loads_cbor2
 from splitmq.wire.codec import _schema, encode_parts
 from splitmq.wire.hop_layouts import TENSORS_KEY as _TENSORS_KEY
 from splitmq.wire.hop_layouts import Layouts
+from splitmq.wire.hop_writer import message_parts
 from splitmq.wire.limits import DEFAULT_LIMITS, Limits
 from splitmq.wire.messages import Activation, Result, Route, TraceEntry, _check_request_id
-from splitmq.wire.tensors import Tensor, tensor_to_wire
+from splitmq.wire.tensors import Tensor
 
 __all__ = [
     "Hop",
@@ -408,22 +409,19 @@ def request_parts(activation: Activation) -> list[bytes | bytearray | memoryview
         or activation.retry is not None
     ):
         return encode_parts(activation)
-    return dumps_parts(
-        {
-            "kind": Activation.KIND,
-            "v": Activation.VERSION,
-            "request_id": activation.request_id,
-            "attempt": activation.attempt,
-            "deployment": activation.deployment,
-            "stage": activation.stage,
-            "route": [list(agents) for agents in activation.route],
-            "callback": activation.callback,
-            "deadline_ms": activation.deadline_ms,
-            "tensors": [tensor_to_wire(t) for t in activation.tensors],
-            "trace": [],
-            "client_id": activation.client_id,
-        }
-    )
+    head = {
+        "kind": Activation.KIND,
+        "v": Activation.VERSION,
+        "request_id": activation.request_id,
+        "attempt": activation.attempt,
+        "deployment": activation.deployment,
+        "stage": activation.stage,
+        "route": [list(agents) for agents in activation.route],
+        "callback": activation.callback,
+        "deadline_ms": activation.deadline_ms,
+    }
+    tail = {"trace": [], "client_id": activation.client_id}
+    return message_parts(head, activation.tensors, tail)
 
 
 def forward_parts(
@@ -432,17 +430,11 @@ def forward_parts(
     """The next stage's activation: ``hop``'s, at the next stage, carrying ``tensors``,
     with ``entry`` (:func:`trace_entry`) added to its trace; as :func:`encode_parts`
     would encode it."""
-    message = {
-        **hop.head,
-        "v": Activation.VERSION,
-        "stage": hop.stage + 1,
-        "tensors": [tensor_to_wire(t) for t in tensors],
-        "trace": [*hop.trace, entry],
-        "client_id": hop.client_id,
-    }
+    head = {**hop.head, "v": Activation.VERSION, "stage": hop.stage + 1}
+    tail: dict[str, Any] = {"trace": [*hop.trace, entry], "client_id": hop.client_id}
     if hop.source is not None:
-        message["source"] = hop.source
-    return dumps_parts(message)
+        tail["source"] = hop.source
+    return message_parts(head, tensors, tail)
 
 
 def result_parts(
@@ -450,15 +442,11 @@ def result_parts(
 ) -> list[bytes | bytearray | memoryview]:
     """The :class:`Result` of ``hop``'s request (its last stage's outputs), as
     :func:`encode_parts` would encode it."""
-    return dumps_parts(
-        {
-            "kind": Result.KIND,
-            "v": Result.VERSION,
-            "request_id": hop.request_id,
-            "attempt": hop.attempt,
-            "deployment": hop.deployment,
-            "tensors": [tensor_to_wire(t) for t in tensors],
-            "trace": [*hop.trace, entry],
-            "agent_id": agent_id,
-        }
-    )
+    head = {
+        "kind": Result.KIND,
+        "v": Result.VERSION,
+        "request_id": hop.request_id,
+        "attempt": hop.attempt,
+        "deployment": hop.deployment,
+    }
+    return message_parts(head, tensors, {"trace": [*hop.trace, entry], "agent_id": agent_id})
