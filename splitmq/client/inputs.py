@@ -23,6 +23,7 @@ digits example's; ``(0, 255)`` or ``(-1, 1)`` suit other models).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,6 +76,8 @@ def _value(given: object) -> Value:
 def named_inputs(inputs: Inputs, specs: Sequence[TensorSpec]) -> dict[str, Value]:
     """``inputs`` by tensor name, checked against the names ``specs`` hold."""
     names = [spec.name for spec in specs]
+    if isinstance(inputs, np.ndarray) and len(names) == 1:  # the common case, first
+        return {names[0]: _value(inputs)}
     if isinstance(inputs, Mapping):
         missing = [n for n in names if n not in inputs]
         unknown = [str(n) for n in inputs if n not in names]
@@ -206,7 +209,7 @@ def _resize(batch: Array, height: int, width: int) -> Array:
 
 
 def _cast(values: Array, spec: TensorSpec) -> Array:
-    dtype = np.dtype(spec.dtype)
+    dtype = _dtype(spec.dtype)
     if values.dtype == dtype:
         return values
     if dtype.kind in "fb":
@@ -226,6 +229,12 @@ def _cast(values: Array, spec: TensorSpec) -> Array:
         "scale: convert them first",
         source=spec.name,
     )
+
+
+@functools.lru_cache(maxsize=64)
+def _dtype(name: str) -> np.dtype[Any]:
+    """``np.dtype(name)``, parsed once per name (each request fits its input to one)."""
+    return np.dtype(name)
 
 
 def quantize(values: Array, scale: float, zero_point: int, dtype: np.dtype[Any]) -> Array:

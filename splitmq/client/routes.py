@@ -125,6 +125,12 @@ def choose_route(
     ``hops``: the client's observations of the plan's deployment (:meth:`HopTimes.of`);
     ``probe``: the attempt is a probe (:func:`by_speed`).
     """
+    if not knowledge.failed and not knowledge.suspects and not dead:  # a first attempt
+        orders = [
+            by_speed(stage, agents, hops or {}, probe=probe) for stage, agents in enumerate(route)
+        ]
+        spent_now = tuple(stage for stage, order in enumerate(orders) if not order)
+        return tuple(tuple(dict.fromkeys(order)) for order in orders), spent_now
     chosen: list[tuple[str, ...]] = []
     spent: list[int] = []
     for stage, agents in enumerate(route):
@@ -435,6 +441,8 @@ def by_speed(stage: int, agents: Sequence[str], hops: Hops, *, probe: bool = Fal
     seen = {a: hops[(stage, a)] for a in agents if (stage, a) in hops}
     best_ms = min((hop.ms for hop in seen.values()), default=0.0)
     slow = {a for a, hop in seen.items() if slower(hop.ms, best_ms)}
+    if not slow and not probe:  # the plan's order as it is
+        return list(agents)
     order = [*(a for a in agents if a not in slow), *(a for a in agents if a in slow)]
     unsure = [a for a in agents if a not in seen or a in slow]
     if probe and unsure:
