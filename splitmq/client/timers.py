@@ -59,7 +59,8 @@ class Timers:
 
     def __init__(self, name: str):
         self._heap: list[tuple[float, int, Timer]] = []
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()  # taken as it is: a Condition's own enter is Python
+        self._cond = threading.Condition(self._lock)
         self._sequence = itertools.count()
         self._stopped = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -69,7 +70,7 @@ class Timers:
 
     def call_at(self, when_s: float, function: Effect) -> Timer:
         timer = Timer(function)
-        with self._cond:
+        with self._lock:
             heapq.heappush(self._heap, (when_s, next(self._sequence), timer))
             if self._heap[0][2] is timer:  # due before what the thread sleeps for
                 self._cond.notify()
@@ -77,11 +78,11 @@ class Timers:
 
     def pending(self) -> int:
         """Timers not yet called nor cancelled."""
-        with self._cond:
+        with self._lock:
             return sum(1 for _, _, timer in self._heap if not timer.cancelled)
 
     def stop(self) -> None:
-        with self._cond:
+        with self._lock:
             self._stopped = True
             self._cond.notify()
         if self._thread.is_alive() and self._thread is not threading.current_thread():
@@ -90,7 +91,7 @@ class Timers:
     def _run(self) -> None:
         heap = self._heap
         while True:
-            with self._cond:
+            with self._lock:
                 while True:
                     while heap and heap[0][2].cancelled:
                         heapq.heappop(heap)
