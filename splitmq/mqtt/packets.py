@@ -441,6 +441,9 @@ def _decode_disconnect(body: bytes, v5: bool) -> Disconnect:
 def decode_server_packet(first_byte: int, body: bytes, version: Version) -> ServerPacket:
     """Any packet a broker sends to a client."""
     kind = first_byte >> 4
+    if kind == PacketType.PUBACK and len(body) == 2 and (body[0] or body[1]):
+        # the ack of every QoS 1 publish: a packet identifier alone (3.4.2, 3.4.2.1)
+        return Ack(PacketType.PUBACK, (body[0] << 8) | body[1])
     v5 = version is Version.V5
     match kind:
         case PacketType.CONNACK:
