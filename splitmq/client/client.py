@@ -297,7 +297,8 @@ class Client(RequestEngine):
         while True:
             while len(window) < limit and (item := next(source, None)) is not None:
                 future = self.infer_async(item[1], **options)
-                future.add_done_callback(completed.put)
+                if not ordered:  # in order, the window's first is waited for: no queue
+                    future.add_done_callback(completed.put)
                 window.append((item[0], future))
             if not window:
                 return
