@@ -271,7 +271,7 @@ def top_classes(
 ) -> tuple[tuple[int, float], ...]:
     """The ``k`` best ``(class, score)`` of a ``(1, classes)`` output, best first."""
     scores = dequantize(values, scale, zero_point).reshape(-1)
-    best = np.argsort(-scores, kind="stable")[:k]
+    best = (-scores).argsort(kind="stable")[:k]  # the method: np.argsort wraps it in Python
     return tuple(zip(best.tolist(), scores[best].tolist(), strict=True))  # two calls, not 2k
 
 

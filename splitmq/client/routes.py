@@ -86,7 +86,7 @@ def retryable(code: str, stage: int | None) -> bool:
 
 def firsts(route: Route) -> tuple[str, ...]:
     """Per stage, the agent an attempt on ``route`` is sent to."""
-    return tuple(agents[0] if agents else "" for agents in route)
+    return tuple([agents[0] if agents else "" for agents in route])  # a list: one call
 
 
 @dataclass(frozen=True)
@@ -129,8 +129,8 @@ def choose_route(
         orders = [
             by_speed(stage, agents, hops or {}, probe=probe) for stage, agents in enumerate(route)
         ]
-        spent_now = tuple(stage for stage, order in enumerate(orders) if not order)
-        return tuple(tuple(dict.fromkeys(order)) for order in orders), spent_now
+        spent_now = tuple([stage for stage, order in enumerate(orders) if not order])
+        return tuple([tuple(dict.fromkeys(order)) for order in orders]), spent_now
     chosen: list[tuple[str, ...]] = []
     spent: list[int] = []
     for stage, agents in enumerate(route):

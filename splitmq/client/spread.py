@@ -62,7 +62,7 @@ class Spread:
     def sent(self, deployment: str, route: Route) -> tuple[Where, ...]:
         """An attempt on ``route`` went out: count it at each stage's first agent. The
         returned key must be given back to :meth:`ended` when the attempt ends."""
-        counted = tuple((deployment, s, agents[0]) for s, agents in enumerate(route) if agents)
+        counted = tuple([(deployment, s, agents[0]) for s, agents in enumerate(route) if agents])
         for where in counted:
             self._in_flight[where] = self._in_flight.get(where, 0) + 1
         return counted
