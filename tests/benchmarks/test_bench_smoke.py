@@ -17,7 +17,7 @@ RUNNER = ROOT / "benchmarks" / "run_all.py"
 
 CHEAP = ("bench_codec", "bench_planner", "bench_partition", "bench_hops")
 """No model: pure functions, and three hops through a Mosquitto."""
-FLEET = ("bench_split", "bench_pipeline", "bench_links", "bench_fleet")
+FLEET = ("bench_split", "bench_pipeline", "bench_links", "bench_fleet", "bench_steps")
 """MobileNetV3Large over real agent processes (converted once, then cached)."""
 
 
@@ -61,3 +61,6 @@ def test_the_fleet_scenarios_run_and_check_their_outputs(tmp_path: Path) -> None
     assert {"1", "2", "3", "4", "5"} <= scenarios
     checked = [r for r in rows if r["figure"] == "outputs checked in the run"]
     assert len(checked) >= 3 and all(r["met"] for r in checked), checked
+    steps = {r["figure"]: r for r in rows if r["scenario"] == "steps"}
+    assert "agents: decode (stages in turn)" in steps, "every probe of a request was found"
+    assert steps["agents: decode (stages in turn)"]["measured"].count("/") == 2  # 3 stages

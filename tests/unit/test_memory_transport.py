@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -133,16 +134,23 @@ def test_a_topics_fast_path_follows_the_subscriptions_as_they_change() -> None:
     sender = broker.transport("sender")
     sender.start()
 
-    transport.subscribe("stage/#", got, fast_path=lambda m: taken.append("first") or True)
+    def taking(label: str) -> Callable[[InboundMessage], bool]:
+        def fast(message: InboundMessage) -> bool:
+            taken.append(label)
+            return True
+
+        return fast
+
+    transport.subscribe("stage/#", got, fast_path=taking("first"))
     sender.publish("stage/a", b"")
-    transport.subscribe("stage/#", got, fast_path=lambda m: taken.append("second") or True)
+    transport.subscribe("stage/#", got, fast_path=taking("second"))
     sender.publish("stage/a", b"")
     transport.subscribe("stage/#", got)  # no fast path any more: the inbox worker
     sender.publish("stage/a", b"")
     assert [m.topic for m in got.wait_for(1)] == ["stage/a"]
     assert taken == ["first", "second"]
     transport.unsubscribe("stage/#")
-    transport.subscribe("stage/+", got, fast_path=lambda m: taken.append("third") or True)
+    transport.subscribe("stage/+", got, fast_path=taking("third"))
     sender.publish("stage/a", b"")
     sender.publish("stage/a/b", b"")  # matches no filter now
     assert taken == ["first", "second", "third"]
