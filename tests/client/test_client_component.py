@@ -230,9 +230,12 @@ def test_a_slow_replica_that_still_answers_is_routed_around(
     fleet_with_coordinator: ClientFleet, digits: CutModel
 ) -> None:
     env = fleet_with_coordinator
-    slow_link = replace(load_profile("host"), link=Link(bandwidth_mbps=100.0, latency_ms=40.0))
+    # b's sends wait 100 ms: slower than b2 by far more than a busy machine's stalls
+    # (b2's measured time, four requests deep, stays far below b's), so only the
+    # probes go back to b
+    slow_link = replace(load_profile("host"), link=Link(bandwidth_mbps=100.0, latency_ms=100.0))
     env.fleet.agent("a"), env.fleet.agent("b2")
-    env.fleet.agent("b", profile=slow_link)  # each send waits 40 ms: its answers come late
+    env.fleet.agent("b", profile=slow_link)
     env.deploy(digits, [["a"], ["b", "b2"]])
     env.answer(always(fixed_plan((("a",), ("b", "b2")))))
     client = env.client(min_attempt_timeout_s=2.0)  # slow, but never too slow
@@ -242,8 +245,11 @@ def test_a_slow_replica_that_still_answers_is_routed_around(
     lasts = [result.trace[1].agent_id for result in results]
     assert lasts[:2] == ["b", "b2"]  # nothing known: the stream is spread over both...
     later = lasts[PROBE_EVERY + 10 :]
-    assert later.count("b2") >= len(later) - 3, lasts  # ...then b's answers came late, but for...
-    assert "b" in later  # ...one request in PROBE_EVERY, still measuring b
+    # ...then b's answers came late: b gets the probes (one request in PROBE_EVERY, 3 of
+    # these 50), and on a busy machine a spread pick or two (b2 four deep, stalled a
+    # moment, looks slower than an idle b); routing by speed broken, b gets a dozen
+    assert later.count("b2") >= len(later) - 5, lasts
+    assert "b" in later  # ...still measuring b
 
 
 def test_an_unexplained_timeout_asks_for_a_plan_then_rotates_to_the_fallbacks(
