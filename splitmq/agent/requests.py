@@ -5,6 +5,7 @@ to answer it."""
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections import OrderedDict
@@ -85,20 +86,11 @@ def is_callback(topic: str, namespace: str) -> bool:
     )
 
 
-_DTYPE_NAMES: dict[np.dtype[Any], str] = {}
-DTYPE_NAMES_REMEMBERED = 64
-
-
+@functools.lru_cache(maxsize=64)
 def dtype_name(dtype: np.dtype[Any]) -> str:
     """``dtype.name``, remembered: numpy works it out in Python on each call (several
     calls, string handling), which run cold costs a request tens of microseconds."""
-    try:
-        return _DTYPE_NAMES[dtype]
-    except KeyError:
-        name = dtype.name
-        if len(_DTYPE_NAMES) < DTYPE_NAMES_REMEMBERED:
-            _DTYPE_NAMES[dtype] = name
-        return name
+    return dtype.name
 
 
 def checked_inputs(

@@ -879,26 +879,15 @@ class MqttTransport(MqttEngine):
     ) -> None:
         body = memoryview(packet.head if isinstance(packet, LargePublish) else packet)
         qos = (first >> 1) & 0x03
+        position = publish_payload_start(self._version, first, body)
+        if position is None:
+            raise ProtocolViolation(Reason.MALFORMED_PACKET, "a PUBLISH cut short in its header")
         (length,) = struct.unpack_from("!H", body, 0)
-        position = 2 + length
         try:
-            topic = str(body[2:position], "utf-8")
+            topic = str(body[2 : 2 + length], "utf-8")
         except UnicodeDecodeError:
             raise ProtocolViolation(Reason.MALFORMED_PACKET, "a topic is not UTF-8") from None
-        packet_id = 0
-        if qos:
-            (packet_id,) = struct.unpack_from("!H", body, position)
-            position += 2
-        if self._version is Version.V5:  # skip the properties: nothing here needs them
-            size, shift = 0, 0
-            while True:
-                byte = body[position]
-                position += 1
-                size |= (byte & 0x7F) << shift
-                shift += 7
-                if not byte & 0x80:
-                    break
-            position += size
+        packet_id = struct.unpack_from("!H", body, 2 + length)[0] if qos else 0
         if isinstance(packet, LargePublish):
             payload: bytes | bytearray = packet.payload
         else:
