@@ -46,9 +46,17 @@ class EmulatedLink:
         work_s = cpu_s if threads == 1 and 0 < cpu_s <= invoke_s else invoke_s
         return max(invoke_s, factor * work_s)
 
-    def send(self, row: Topic[Any], topic: str, payload: Payload, *, deadline_ms: int = 0) -> None:
-        """Publish on ``topic`` (of the table's ``row``) over the emulated link: wait
-        latency + bytes / bandwidth, then send.
+    def send(
+        self,
+        row: Topic[Any],
+        topic: str,
+        payload: Payload,
+        *,
+        deadline_ms: int = 0,
+        qos: int | None = None,
+    ) -> None:
+        """Publish on ``topic`` (of the table's ``row``, at its QoS or ``qos``) over the
+        emulated link: wait latency + bytes / bandwidth, then send.
 
         Raises:
             RequestFailed: the transport could not send it (``internal``).
@@ -63,7 +71,7 @@ class EmulatedLink:
         if deadline_ms:
             expiry_s = max(1.0, (deadline_ms - now_ms()) / 1000.0)
         try:
-            row.publish_payload(self.transport, topic, payload, expiry_s=expiry_s)
+            row.publish_payload(self.transport, topic, payload, expiry_s=expiry_s, qos=qos)
         except TransportError as error:
             raise RequestFailed(ErrorCode.INTERNAL, f"cannot send to {topic}: {error}") from None
         self.energy.spend_radio(size)

@@ -47,6 +47,16 @@ class Job(NamedTuple):
     received_ms: float
 
 
+class Arrival(NamedTuple):
+    """How a request reached a stage: when, its size (0 from a stage in this process),
+    and the MQTT QoS it came at, which its next hop and its result keep (the client
+    chose it: ``ClientConfig.hop_qos``)."""
+
+    received_ms: float
+    bytes_in: int
+    qos: int
+
+
 class RequestFailed(SplitMQError):
     """A request cannot go on at this stage (becomes an ErrorMessage on its callback)."""
 

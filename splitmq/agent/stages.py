@@ -15,6 +15,7 @@ import numpy as np
 
 from splitmq.agent.join import Joins, fan_out, fan_out_topics, is_join, seen_key
 from splitmq.agent.requests import (
+    Arrival,
     Job,
     RequestFailed,
     checked_inputs,
@@ -174,7 +175,11 @@ class StageWorkers:
         bytes_in = len(payload)
         self.agent.energy.spend_radio(bytes_in)
         self._serve(
-            hosted, activation, job.received_ms, bytes_in, key=_hop_key, compute=self._compute
+            hosted,
+            activation,
+            Arrival(job.received_ms, bytes_in, job.message.qos),
+            key=_hop_key,
+            compute=self._compute,
         )
 
     def _misaddressed(self, hosted: _HostedStage, activation: Hop | Activation) -> bool:
@@ -194,11 +199,10 @@ class StageWorkers:
         self,
         hosted: _HostedStage,
         current: A,
-        received_ms: float,
-        bytes_in: int,
+        arrival: Arrival,
         *,
         key: Callable[[A], tuple[bytes, int, int]],
-        compute: Callable[[_HostedStage, A, float, int], tuple[A, _HostedStage] | None],
+        compute: Callable[[_HostedStage, A, Arrival], tuple[A, _HostedStage] | None],
     ) -> None:
         """Run a request through this stage, and on through the next ones hosted here;
         each (request, stage, attempt) once."""
@@ -208,27 +212,28 @@ class StageWorkers:
                 log.debug("duplicate of %s at stage %d", current.request_id.hex(), current.stage)
                 return
             try:
-                following = compute(hosted, current, received_ms, bytes_in)
+                following = compute(hosted, current, arrival)
             except RequestFailed as failure:
                 self._send_error(current, failure.code, str(failure))
                 return
             if following is None:
                 return
             current, hosted = following
-            received_ms, bytes_in = now_ms(), 0
+            arrival = Arrival(now_ms(), 0, arrival.qos)
 
     def _compute(
-        self, hosted: _HostedStage, activation: Hop, received_ms: float, bytes_in: int
+        self, hosted: _HostedStage, activation: Hop, arrival: Arrival
     ) -> tuple[Hop, _HostedStage] | None:
         """Run one stage; forward, answer, or hand back the next stage hosted here."""
         self._check_deadline(activation)
         next_topic = self._next_hop(activation)  # nothing is computed for nowhere
-        outputs, fields = self._run_shard(hosted, activation, received_ms, bytes_in)
+        received_ms = arrival.received_ms
+        outputs, fields = self._run_shard(hosted, activation, received_ms, arrival.bytes_in)
         entry = hop.trace_entry(**fields)
         if next_topic is None:  # the last stage
             answer = hop.result_parts(activation, outputs, entry, self.agent.agent_id)
             self._held(hosted, received_ms)
-            self._send_to_callback(activation, answer, ok=True)
+            self._send_to_callback(activation, answer, ok=True, qos=arrival.qos)
             hosted.free_ms = now_ms()
             return None
         next_stage = activation.stage + 1
@@ -240,7 +245,8 @@ class StageWorkers:
                 return activation.following(outputs, entry), local
         forward = hop.forward_parts(activation, outputs, entry)
         self._held(hosted, received_ms)
-        self.agent.link.send(STAGE, next_topic, forward, deadline_ms=activation.deadline_ms)
+        deadline_ms = activation.deadline_ms
+        self.agent.link.send(STAGE, next_topic, forward, deadline_ms=deadline_ms, qos=arrival.qos)
         hosted.free_ms = now_ms()
         return None
 
@@ -313,12 +319,11 @@ class StageWorkers:
             if joined is None:
                 return
             current = joined
-        self._serve(
-            hosted, current, job.received_ms, bytes_in, key=seen_key, compute=self._compute_graph
-        )
+        arrival = Arrival(job.received_ms, bytes_in, job.message.qos)
+        self._serve(hosted, current, arrival, key=seen_key, compute=self._compute_graph)
 
     def _compute_graph(
-        self, hosted: _HostedStage, activation: Activation, received_ms: float, bytes_in: int
+        self, hosted: _HostedStage, activation: Activation, arrival: Arrival
     ) -> tuple[Activation, _HostedStage] | None:
         """Run one stage of a stage graph; send each target its share, answer, or hand
         back the next stage hosted here."""
@@ -327,7 +332,8 @@ class StageWorkers:
         # nothing is computed for nowhere
         next_topic = self._next_hop(activation) if targets is None else None
         topics = None if targets is None else self._fan_out_topics(activation, targets)
-        outputs, fields = self._run_shard(hosted, activation, received_ms, bytes_in)
+        received_ms, qos = arrival.received_ms, arrival.qos
+        outputs, fields = self._run_shard(hosted, activation, received_ms, arrival.bytes_in)
         trace = (*activation.trace, TraceEntry(**fields))
         self._held(hosted, received_ms)
         if targets is not None and topics is not None:  # a stage graph: each target its share
@@ -335,12 +341,12 @@ class StageWorkers:
                 activation, targets, topics, outputs, trace=trace, agent_id=self.agent.agent_id
             )
             for out in sent:
+                payload = encode_parts(out.message)
                 if isinstance(out.message, Result):
-                    self._send_to_callback(activation, encode_parts(out.message), ok=True)
+                    self._send_to_callback(activation, payload, ok=True, qos=qos)
                 else:
-                    payload = encode_parts(out.message)
                     deadline = activation.deadline_ms
-                    self.agent.link.send(STAGE, out.topic, payload, deadline_ms=deadline)
+                    self.agent.link.send(STAGE, out.topic, payload, deadline_ms=deadline, qos=qos)
             hosted.free_ms = now_ms()
             return None
         next_stage = activation.stage + 1
@@ -353,7 +359,7 @@ class StageWorkers:
                 trace=trace,
                 agent_id=self.agent.agent_id,
             )
-            self._send_to_callback(activation, encode_parts(result), ok=True)
+            self._send_to_callback(activation, encode_parts(result), ok=True, qos=qos)
             hosted.free_ms = now_ms()
             return None
         forward = Activation(
@@ -374,7 +380,7 @@ class StageWorkers:
             if local is not None:
                 return forward, local  # in-process: no broker hop
         self.agent.link.send(
-            STAGE, next_topic, encode_parts(forward), deadline_ms=activation.deadline_ms
+            STAGE, next_topic, encode_parts(forward), deadline_ms=activation.deadline_ms, qos=qos
         )
         hosted.free_ms = now_ms()
         return None
@@ -461,8 +467,10 @@ class StageWorkers:
         message: ErrorMessage | list[bytes | bytearray | memoryview],
         *,
         ok: bool = False,
+        qos: int | None = None,
     ) -> None:
-        """Send an error, or (``ok``) a result's encoded parts, on the request's callback."""
+        """Send an error, or (``ok``) a result's encoded parts, on the request's callback:
+        a result at ``qos`` (the QoS its hops came at), an error at the topic's own."""
         kind = "result" if ok else "error"
         if not is_callback(activation.callback, self.agent._ns):
             self.agent.counters.add("unroutable")
@@ -475,7 +483,7 @@ class StageWorkers:
             return
         payload = message if isinstance(message, list) else encode_parts(message)
         try:
-            self.agent.link.send(RESULTS, activation.callback, payload, deadline_ms=0)
+            self.agent.link.send(RESULTS, activation.callback, payload, deadline_ms=0, qos=qos)
         except RequestFailed as failure:
             if not ok:
                 self.agent.counters.add("unroutable")

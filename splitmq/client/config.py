@@ -43,6 +43,15 @@ class ClientConfig:
             of its periods (at least ``min_stale_s``) counts as dead.
         top_k: classes kept in each record's ``top``.
         remember_finished: finished request ids kept to recognise late duplicates.
+        hop_qos: the MQTT QoS of a request's activations and result, from the client
+            through every stage (an agent forwards at the QoS a request came at). 1,
+            the default: each hop at least once, the sender keeps a message until the
+            broker acknowledges it and sends it again after a reconnection. 0: each
+            hop at most once, with no acknowledgement to send, read or wait for; a
+            message lost with a connection is sent again by the request's attempt
+            timeout, on a fallback route. A pipelined stream gains 4 to 6 points of
+            the bare-MQTT floor's throughput (docs/performance.md); the deadline still
+            bounds every request, and each still ends exactly once.
     """
 
     model: str | None = None
@@ -62,8 +71,15 @@ class ClientConfig:
     min_stale_s: float = 1.0
     top_k: int = 5
     remember_finished: int = 10_000
+    hop_qos: int = 1
 
     def __post_init__(self) -> None:
+        if isinstance(self.hop_qos, bool) or self.hop_qos not in (0, 1):
+            raise ConfigError(
+                f"hop_qos must be 0 (at most once per hop) or 1 (at least once), not "
+                f"{self.hop_qos!r}: a request's end-to-end retries make QoS 2's exactly-once "
+                "hand-shake per hop cost without gain"
+            )
         if self.max_attempts < 1 or self.max_in_flight < 1:
             raise ConfigError("max_attempts and max_in_flight must be at least 1")
         if min(self.deadline_s, self.plan_timeout_s, self.plan_ttl_s) <= 0:

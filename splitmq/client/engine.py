@@ -415,7 +415,9 @@ class RequestEngine:
             payload = hop.request_parts(activation)  # the input's buffer is sent, not copied
             with self._lock:  # counted first: the answer may come before publish returns
                 request.bytes_sent += payload_size(payload)
-            t.STAGE.publish_payload(self.transport, topic, payload, expiry_s=remaining_s)
+            t.STAGE.publish_payload(
+                self.transport, topic, payload, expiry_s=remaining_s, qos=self.config.hop_qos
+            )
             if activation.attempt == 0 and not request.waited:
                 with self._lock:
                     self._own.sent(now_ms() - request.sent_ms)

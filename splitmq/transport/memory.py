@@ -38,6 +38,7 @@ class _Done:
 class _Member:
     transport: MemoryTransport
     topic_filter: str
+    qos: int = 1
 
 
 class MemoryBroker:
@@ -66,16 +67,18 @@ class MemoryBroker:
         with self._lock:
             return self._retained.get(topic)
 
-    def _subscribe(self, transport: MemoryTransport, topic_filter: str) -> list[InboundMessage]:
+    def _subscribe(
+        self, transport: MemoryTransport, topic_filter: str, qos: int = 1
+    ) -> list[InboundMessage]:
         with self._lock:
             self._members = [
                 m
                 for m in self._members
                 if not (m.transport is transport and m.topic_filter == topic_filter)
             ]
-            self._members.append(_Member(transport, topic_filter))
+            self._members.append(_Member(transport, topic_filter, qos))
             return [
-                InboundMessage(topic, payload, qos=1, retain=True)
+                InboundMessage(topic, payload, qos=min(qos, 1), retain=True)
                 for topic, payload in self._retained.items()
                 if matches(topic_filter, topic)
             ]
@@ -91,14 +94,16 @@ class MemoryBroker:
                 )
             ]
 
-    def _publish(self, topic: str, payload: bytes, retain: bool) -> None:
+    def _publish(self, topic: str, payload: bytes, retain: bool, qos: int = 1) -> None:
+        """Deliver to each subscriber at the lower of ``qos`` and its subscription's, as
+        MQTT does (3.1.1 and 5.0, section 3.8.4)."""
         with self._lock:
             if retain:
                 if payload:
                     self._retained[topic] = payload
                 else:
                     self._retained.pop(topic, None)
-            receivers: dict[int, MemoryTransport] = {}
+            receivers: dict[int, tuple[MemoryTransport, int]] = {}
             groups: dict[str, list[_Member]] = {}
             for member in self._members:
                 if not matches(member.topic_filter, topic):
@@ -107,13 +112,14 @@ class MemoryBroker:
                     group = member.topic_filter.split("/", 2)[1]
                     groups.setdefault(group, []).append(member)
                 else:
-                    receivers[id(member.transport)] = member.transport
+                    receivers[id(member.transport)] = (member.transport, member.qos)
             for group, members in groups.items():
                 counter = self._round_robin.setdefault(group, itertools.count())
-                chosen = members[next(counter) % len(members)].transport
-                receivers[id(chosen)] = chosen
-        for transport in receivers.values():
-            transport._deliver(InboundMessage(topic, payload, qos=1, retain=False))
+                chosen = members[next(counter) % len(members)]
+                receivers[id(chosen.transport)] = (chosen.transport, chosen.qos)
+        for transport, granted in receivers.values():
+            delivered = min(qos, granted)
+            transport._deliver(InboundMessage(topic, payload, qos=delivered, retain=False))
 
 
 class MemoryTransport:
@@ -135,7 +141,7 @@ class MemoryTransport:
         self._inbox = Inbox(client_id, self._stats, size=inbox_size, on_overflow=on_overflow)
         self._listeners: list[ConnectionListener] = []
         self._connected = False
-        self._held: list[tuple[str, bytes, bool]] | None = None  # publishes held in an outage
+        self._held: list[tuple[str, bytes, bool, int]] | None = None  # publishes held in an outage
 
     @property
     def client_id(self) -> str:
@@ -186,8 +192,8 @@ class MemoryTransport:
         held, self._held = self._held, None
         if held is None:
             return  # not interrupted
-        for topic, data, retain in held:
-            self._broker._publish(topic, data, retain)
+        for topic, data, retain, qos in held:
+            self._broker._publish(topic, data, retain, qos)
         for listener in self._listeners:
             listener(True)
 
@@ -221,9 +227,9 @@ class MemoryTransport:
         self._stats.msgs_out += 1
         self._stats.bytes_out += len(data)
         if self._held is not None:
-            self._held.append((topic, data, retain))
+            self._held.append((topic, data, retain, qos))
         else:
-            self._broker._publish(topic, data, retain)
+            self._broker._publish(topic, data, retain, qos)
         return _Done()
 
     def subscribe(
@@ -236,7 +242,7 @@ class MemoryTransport:
         fast_path: FastPath | None = None,
     ) -> None:
         self._inbox.route(topic_filter, handler, fast_path)
-        for message in self._broker._subscribe(self, topic_filter):
+        for message in self._broker._subscribe(self, topic_filter, qos):
             self._deliver(message)
 
     def unsubscribe(self, topic_filter: str) -> None:

@@ -177,11 +177,17 @@ class Topic(Generic[M]):
         payload: Payload,
         *,
         expiry_s: float | None = None,
+        qos: int | None = None,
     ) -> R_co:
         """Publish bytes already encoded (or the parts ``encode_parts`` gives) on ``topic``,
-        a concrete topic of this row, with this topic's QoS and retain flag."""
+        a concrete topic of this row, with this topic's retain flag and QoS (or ``qos``:
+        a request's hops go at the QoS its client chose, see ``ClientConfig.hop_qos``)."""
         return transport.publish(
-            topic, payload, qos=self.qos, retain=self.retain, expiry_s=expiry_s
+            topic,
+            payload,
+            qos=self.qos if qos is None else qos,
+            retain=self.retain,
+            expiry_s=expiry_s,
         )
 
     def decode(

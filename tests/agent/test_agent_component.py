@@ -6,6 +6,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +99,33 @@ def test_two_agents_chain_and_answer_bit_exact(fleet: MemoryFleet, digits: CutMo
     for entry in result.trace:
         assert entry.received_ms <= entry.started_ms <= entry.finished_ms
     assert result.trace[0].bytes_in > 0
+
+
+@pytest.mark.parametrize("qos", [0, 1])
+def test_the_next_hop_and_the_result_go_at_the_qos_the_request_came_at(
+    fleet: MemoryFleet, digits: CutModel, qos: int
+) -> None:
+    """The client chooses its requests' QoS (``ClientConfig.hop_qos``); each agent keeps
+    it for what it sends on: the next stage's activation and the result. An error goes
+    at its topic's QoS 1 whatever the request's."""
+    a, b = fleet.agent("a"), fleet.agent("b")
+    client = fleet.client("alice")
+    deploy(fleet, events(client), [(a, digits.shards[0]), (b, digits.shards[1])], "dq")
+    forwarded, answered = Collector(), Collector()
+    client.subscribe(STAGE.name(deployment="dq", stage=1, agent="b"), forwarded)
+    client.subscribe(CALLBACK, answered)
+    activation = request(digits, "dq", (("a",), ("b",)))
+    topic = STAGE.name(deployment="dq", stage=0, agent="a")
+    client.publish(topic, encode(activation), qos=qos)
+    (hop,) = forwarded.wait_for(1)
+    (result,) = answered.wait_for(1)
+    assert (hop.qos, result.qos) == (qos, qos)
+    assert decode(result.payload, expect=Result).request_id == activation.request_id
+    wrong = replace(activation, request_id=os.urandom(16), stage=1)  # stage 1 sent to a
+    client.publish(topic, encode(wrong), qos=qos)
+    error = answered.wait_for(2)[1]
+    assert decode(error.payload, expect=ErrorMessage).code == "bad_message"
+    assert error.qos == 1
 
 
 @pytest.mark.parametrize("model_name", ["digits3", "digits_int8"])

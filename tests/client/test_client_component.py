@@ -17,6 +17,7 @@ import pytest
 from splitmq.agent import Agent, AgentConfig, BatteryMode, load_profile
 from splitmq.client import (
     Client,
+    ClientConfig,
     DeadlineError,
     InferenceError,
     InferenceResult,
@@ -24,6 +25,7 @@ from splitmq.client import (
 )
 from splitmq.client.routes import PROBE_EVERY
 from splitmq.coordinator.planner import AgentView, DeploymentView, StageView, plan
+from splitmq.errors import ConfigError
 from splitmq.transport import InboundMessage, MemoryTransport, Transport
 from splitmq.wire import (
     Activation,
@@ -224,6 +226,12 @@ def test_a_stage_agent_crashing_mid_stream_loses_and_duplicates_nothing(
     ]
     # answers to attempts that lost the race were counted and dropped, never yielded
     assert client.duplicates <= sum(len(r.attempts) - 1 for r in done)
+
+
+@pytest.mark.parametrize("hop_qos", [2, -1, True])
+def test_a_hop_qos_other_than_0_or_1_is_refused_with_the_reason(hop_qos: int) -> None:
+    with pytest.raises(ConfigError, match=r"hop_qos must be 0 .* or 1"):
+        ClientConfig(hop_qos=hop_qos)
 
 
 def test_a_slow_replica_that_still_answers_is_routed_around(

@@ -3,6 +3,8 @@
 processes (rpi4, phone, laptop), the digits model deployed in 2 stages x 2 replicas.
 
 - a request whose deadline cannot be met fails at once with the right error;
+- a client's ``hop_qos`` holds on every hop: a spy on the broker (the paho engine, an
+  MQTT client splitmq did not write) sees each activation and result at that QoS;
 - requests stream through (300 on Mosquitto, 60 on the embedded broker) while the first
   agent of the route is killed with SIGKILL a third of the way: every request ends once,
   with the unsplit model's exact output or a clear error, and the coordinator heals the
@@ -11,6 +13,7 @@ processes (rpi4, phone, laptop), the digits model deployed in 2 stages x 2 repli
 
 from __future__ import annotations
 
+import threading
 import time
 
 import numpy as np
@@ -24,6 +27,8 @@ from splitmq.client import (
     PlanRefusedError,
 )
 from splitmq.client.errors import DEADLINE, PLAN_REFUSED
+from splitmq.transport import InboundMessage, parse_broker_url
+from splitmq.transport.paho_transport import PahoTransport
 
 from .conftest import MODEL, Fleet
 from .streaming import (
@@ -77,6 +82,55 @@ def test_a_deadline_below_the_predicted_latency_fails_before_sending(
     # Refused at once, not after waiting (a generous bound: a busy machine may be slow
     # to ask for a fresh plan, which the check above already proves was not sent).
     assert elapsed < 5.0, f"took {elapsed:.3f} s for a {deadline_s:.3f} s deadline"
+
+
+@pytest.mark.parametrize("hop_qos", [0, 1])
+def test_every_hop_of_a_request_goes_at_the_qos_its_client_chose(
+    fleet: Fleet, test_images: np.ndarray, reference: np.ndarray, hop_qos: int
+) -> None:
+    """MQTT 3.1.1 section 3.8.4 (5.0: 3.8.4 too): a subscriber receives a message at
+    the lower of its publication's QoS and the subscription's. The spy subscribes at
+    QoS 1 to every stage topic and to the client's callback, so what it receives is
+    at the QoS each hop was published at: the client's first hop, each agent's
+    forward and the last agent's result."""
+    requests, stages = 12, len(fleet.deployment.stages)
+    client_id = f"hop-qos-{hop_qos}-{time.monotonic_ns()}"
+    results: list[int] = []
+    activations: dict[int, list[int]] = {stage: [] for stage in range(stages)}
+    arrived = threading.Condition()
+
+    def spy(message: InboundMessage) -> None:
+        levels = message.topic.split("/")
+        with arrived:
+            if levels[-1] == "result":
+                results.append(message.qos)
+            else:  # {namespace}/v1/stage/{deployment}/{stage}/{agent}
+                activations[int(levels[-2])].append(message.qos)
+            arrived.notify_all()
+
+    def all_seen() -> bool:
+        return len(results) >= requests and len(activations[0]) >= requests
+
+    url = parse_broker_url(fleet.url, client_id=f"{client_id}-spy")
+    config = ClientConfig(model=MODEL, hop_qos=hop_qos)
+    with PahoTransport(url) as watcher:
+        watcher.subscribe(f"{fleet.namespace}/stage/#", spy, qos=1)
+        watcher.subscribe(f"{fleet.namespace}/clients/{client_id}/result", spy, qos=1)
+        with Client(fleet.url, namespace=fleet.namespace, client_id=client_id, config=config) as c:
+            items = list(c.stream(test_images[:requests], ordered=True))
+        with arrived:
+            assert arrived.wait_for(all_seen, timeout=30.0), (results, activations)
+    for item in items:
+        assert isinstance(item, InferenceResult), item
+        assert item.index is not None
+        (output,) = item.outputs.values()
+        assert np.array_equal(output, reference[item.index])
+    # one result and one first hop per request, and a second hop for each request
+    # whose stages ran on two agents (one agent hosting both hands it on in process)
+    assert len(results) == requests and len(activations[0]) == requests
+    later = {qos for stage in range(1, stages) for qos in activations[stage]}
+    assert set(results) == set(activations[0]) == {hop_qos}, (results, activations)
+    assert later <= {hop_qos}, activations  # the component tests check an agent's forward
 
 
 def test_requests_survive_a_killed_agent(

@@ -28,6 +28,7 @@ import {
   DEPLOYMENTS,
   EVENTS,
   LEASE,
+  RESULTS,
   STAGE,
   STATUS,
   TELEMETRY,
@@ -341,12 +342,13 @@ export class BrowserAgent {
 
   // -- inbound -----------------------------------------------------------------------------
 
-  /** Every message the transport delivers. */
-  onMessage(topic, payload) {
+  /** Every message the transport delivers, with the QoS it came at (a request's hops
+   * keep the QoS its client chose: its next hop and its result go at the same). */
+  onMessage(topic, payload, qos = STAGE.qos) {
     this.counters.msgsIn += 1;
     this.counters.bytesIn += payload.length;
     if (parseTopic(COMMANDS, this.ns, topic)) return this.onCommand(topic, payload);
-    if (parseTopic(STAGE, this.ns, topic)) return this.onStage(topic, payload);
+    if (parseTopic(STAGE, this.ns, topic)) return this.onStage(topic, payload, qos);
     if (parseTopic(DEPLOYMENTS, this.ns, topic)) return this.onDeployment(payload);
     if (parseTopic(LEASE, this.ns, topic)) return this.onLease(payload);
     this.log.warn(`ignored a message on ${topic}: no handler`);
@@ -499,7 +501,7 @@ export class BrowserAgent {
 
   // -- requests ----------------------------------------------------------------------------
 
-  onStage(topic, payload) {
+  onStage(topic, payload, qos = STAGE.qos) {
     const receivedMs = this.clock();
     const params = parseTopic(STAGE, this.ns, topic);
     const hosted = /^\d+$/.test(params.stage) ? this.stages.get(stageKey(params.deployment, Number(params.stage))) : undefined;
@@ -508,7 +510,7 @@ export class BrowserAgent {
         return this.refuse(payload, ErrorCode.OVERLOADED,
           `stage ${hosted.key} on ${this.agentId} has ${this.config.queueSize} requests waiting: try a fallback replica`);
       }
-      hosted.queue.push({ topic, payload, receivedMs });
+      hosted.queue.push({ topic, payload, receivedMs, qos });
       this.changed();
       if (!hosted.busy) return this.drain(hosted);
       return undefined;
@@ -569,6 +571,7 @@ export class BrowserAgent {
     let stage = hosted;
     let receivedMs = job.receivedMs;
     let bytesIn = job.payload.length;
+    const qos = job.qos ?? STAGE.qos;
     this.energy.spendRadio(bytesIn);
     for (;;) {
       if (!this.seen.firstTime(current.request_id, current.stage, current.attempt)) {
@@ -577,7 +580,7 @@ export class BrowserAgent {
       }
       let following;
       try {
-        following = await this.compute(stage, current, receivedMs, bytesIn);
+        following = await this.compute(stage, current, receivedMs, bytesIn, qos);
       } catch (error) {
         if (error instanceof RequestFailed) return this.sendError(current, error.code, error.message);
         throw error;
@@ -589,8 +592,9 @@ export class BrowserAgent {
     }
   }
 
-  /** Run one stage; forward, answer, or hand back the next stage hosted here. */
-  async compute(hosted, activation, receivedMs, bytesIn) {
+  /** Run one stage; forward, answer, or hand back the next stage hosted here; what it
+   * sends goes at ``qos``, the QoS the request came at. */
+  async compute(hosted, activation, receivedMs, bytesIn, qos = STAGE.qos) {
     const deadline = Number(activation.deadline_ms);
     if (deadline && this.clock() > deadline) {
       const late = this.clock() - deadline;
@@ -630,7 +634,7 @@ export class BrowserAgent {
     if (nextTopic === null) { // the last stage
       const result = { kind: 'result', request_id: activation.request_id, attempt: activation.attempt,
         deployment: activation.deployment, tensors: outputs, trace, agent_id: this.agentId };
-      await this.sendToCallback(activation, result);
+      await this.sendToCallback(activation, result, qos);
       return null;
     }
     const nextStage = activation.stage + 1;
@@ -639,7 +643,7 @@ export class BrowserAgent {
       const local = this.stages.get(stageKey(activation.deployment, nextStage));
       if (local) return [forward, local]; // in the page: no broker hop
     }
-    await this.send(nextTopic, encode(forward));
+    await this.send(nextTopic, encode(forward), qos);
     this.counters.served += 1; // a stage run and handed on counts as served, as an answer does
     return null;
   }
@@ -700,23 +704,24 @@ export class BrowserAgent {
 
   // -- sending -----------------------------------------------------------------------------
 
-  async send(topic, payload) {
+  async send(topic, payload, qos = STAGE.qos) {
     try {
-      await this.publish(topic, payload, STAGE);
+      await this.publish(topic, payload, { ...STAGE, qos });
     } catch (error) {
       throw new RequestFailed(ErrorCode.INTERNAL, `cannot send to ${topic}: ${error.message}`);
     }
     this.energy.spendRadio(payload.length);
   }
 
-  async sendToCallback(activation, message) {
+  /** A result at ``qos`` (the QoS its hops came at); an error at its topic's own. */
+  async sendToCallback(activation, message, qos = RESULTS.qos) {
     if (!isCallback(activation.callback, this.ns)) {
       this.counters.unroutable += 1;
       this.log.warn(`request ${hex(activation.request_id)}: callback '${activation.callback}' is not a result topic; dropped its ${message.kind}`);
       return;
     }
     try {
-      await this.send(activation.callback, encode(message));
+      await this.send(activation.callback, encode(message), message.kind === 'error' ? RESULTS.qos : qos);
     } catch (error) {
       if (message.kind === 'error') {
         this.counters.unroutable += 1;

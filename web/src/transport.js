@@ -49,8 +49,9 @@ export function mqttTransport({ url, clientId, username = null, password = null,
             reject(error);
           }
         });
-        client.on('message', (topic, payload) => {
-          agent.onMessage(topic, new Uint8Array(payload.buffer, payload.byteOffset, payload.byteLength));
+        client.on('message', (topic, payload, packet) => {
+          const bytes = new Uint8Array(payload.buffer, payload.byteOffset, payload.byteLength);
+          agent.onMessage(topic, bytes, packet.qos);
         });
       });
     },

@@ -124,6 +124,22 @@ test('the first stage forwards to the next stage\'s agent with its trace', async
   assert.equal(agent.snapshot().served, 1); // run and forwarded: served, like an answer
 });
 
+for (const qos of [0, 1]) {
+  test(`a request that came at QoS ${qos} is forwarded and answered at QoS ${qos}; an error at 1`, async () => {
+    const { agent, transport } = await started({ now: () => 1_000 });
+    await load(agent, { stage: 0 });
+    await load(agent, { stage: 1, commandId: 'c2' });
+    const stage = (n, agentId = 'web') => `${NS}/stage/d1/${n}/${agentId}`;
+    await agent.onMessage(stage(0), activation(), qos); // stage 1 on another agent
+    await agent.onMessage(stage(1), activation({ stage: 1, route: [['py'], ['web']] }), qos);
+    await agent.onMessage(stage(0), activation({ id: 2, deadline: 500 }), qos); // past it: an error
+    const sent = (topic) => transport.published.filter((p) => p.topic === topic);
+    assert.deepEqual(sent(stage(1, 'py')).map((p) => p.qos), [qos]);
+    const answers = sent(RESULT).map((p) => [decode(p.payload).kind, p.qos]);
+    assert.deepEqual(answers, [['result', qos], ['error', 1]]);
+  });
+}
+
 function deployment(sites) {
   return encode({ kind: 'deployment', deployment: 'd1', model: 'm', version: 'v', variant: 'float32', epoch: 1, stages: [], sites });
 }
