@@ -293,7 +293,7 @@ class Client(RequestEngine):
         limit = max_in_flight or self.config.max_in_flight
         source = iter(enumerate(inputs))
         window: deque[tuple[int, Future[InferenceResult]]] = deque()
-        completed: queue.Queue[Future[InferenceResult]] = queue.Queue()
+        completed: queue.SimpleQueue[Future[InferenceResult]] = queue.SimpleQueue()  # in C
         while True:
             while len(window) < limit and (item := next(source, None)) is not None:
                 future = self.infer_async(item[1], **options)

@@ -34,8 +34,13 @@ def fleet(digits_pool: object, tmp_path_factory: pytest.TempPathFactory) -> Iter
         fleet.close()
 
 
-def test_a_broker_crash_mid_stream_loses_no_request(fleet: Fleet, reference: Reference) -> None:
-    client = fleet.client(deadline_s=20.0)
+@pytest.mark.parametrize("hop_qos", [1, 0])
+def test_a_broker_crash_mid_stream_loses_no_request(
+    fleet: Fleet, reference: Reference, hop_qos: int
+) -> None:
+    """At either hop QoS: at QoS 0 nothing waits in an outbox for the broker to come
+    back, and the attempts lost with it are sent again by the client's timeouts."""
+    client = fleet.client(deadline_s=20.0, hop_qos=hop_qos)
     assert isinstance(client.infer(reference.images[0]), InferenceResult)  # plan cached
     before = fleet.deployment()
     assert before is not None
