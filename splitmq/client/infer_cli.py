@@ -73,6 +73,14 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     add("--attempts", type=int, default=3, help="sends per request, the first included (3)")
     add("--plan-timeout-s", type=float, default=5.0, help="wait for a plan this long (5)")
     add("--max-in-flight", type=int, default=8, help="requests pipelined at once (8)")
+    add(
+        "--hop-qos",
+        type=int,
+        choices=(0, 1),
+        default=1,
+        help="MQTT QoS of every hop: 1 at least once (the default), 0 at most once, lost "
+        "hops retried by the attempt's timeout",
+    )
     add("--top", type=int, default=3, help="classes shown per input (3)")
     add("--labels", type=Path, help="text file of class names, one a line")
     add("--pixel-range", default="0,1", help="image values LOW,HIGH after reading (0,1)")
@@ -126,6 +134,7 @@ def run(args: argparse.Namespace) -> int:
         plan_timeout_s=args.plan_timeout_s,
         max_in_flight=args.max_in_flight,
         top_k=max(args.top, 1),
+        hop_qos=args.hop_qos,
     )
     run_label = args.run_label or time.strftime("infer-%Y%m%d-%H%M%S")
     database = None if args.no_db else _open_database(args.db)
