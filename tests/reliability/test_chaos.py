@@ -12,7 +12,8 @@ on a loaded machine restarts take longer while kills keep their pace, and a stag
 with nobody tests the machine's speed, not failover. Every request must end exactly
 once, in the exact output of the unsplit model or in a clear error; after the chaos
 the fleet must be whole again (every stage with two replicas that serve it) without
-anyone's help, and answer everything.
+anyone's help, and answer everything. It runs twice: each hop at least once (QoS 1,
+the default), then at most once (``hop_qos=0``).
 """
 
 from __future__ import annotations
@@ -160,11 +161,14 @@ class Monkey:
                     self.fleet.start_agent(agent_id)
 
 
+@pytest.mark.parametrize("hop_qos", [1, 0])
 def test_2000_requests_through_random_agent_kills_end_once_and_the_fleet_heals(
-    fleet: Fleet, reference: Reference, tmp_path: Path
+    fleet: Fleet, reference: Reference, tmp_path: Path, hop_qos: int
 ) -> None:
+    """At either hop QoS (``ClientConfig.hop_qos``): at 0 no hop is acknowledged or sent
+    again by a transport, and the client's retries alone carry what a kill loses."""
     records: list[RequestRecord] = []
-    client = fleet.client(deadline_s=10.0, recorder=records.append)  # each request, once
+    client = fleet.client(deadline_s=10.0, recorder=records.append, hop_qos=hop_qos)
     outcomes: dict[int, InferenceResult | InferenceError] = {}
     with Monkey(fleet, seed=20261121) as monkey:
         for item in client.stream(
