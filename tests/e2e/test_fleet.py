@@ -13,7 +13,6 @@ processes (rpi4, phone, laptop), the digits model deployed in 2 stages x 2 repli
 
 from __future__ import annotations
 
-import threading
 import time
 
 import numpy as np
@@ -27,9 +26,10 @@ from splitmq.client import (
     PlanRefusedError,
 )
 from splitmq.client.errors import DEADLINE, PLAN_REFUSED
-from splitmq.transport import InboundMessage, parse_broker_url
+from splitmq.transport import parse_broker_url
 from splitmq.transport.paho_transport import PahoTransport
 
+from ..helpers import Collector
 from .conftest import MODEL, Fleet
 from .streaming import (
     check_every_request_ended_once,
@@ -95,31 +95,18 @@ def test_every_hop_of_a_request_goes_at_the_qos_its_client_chose(
     forward and the last agent's result."""
     requests, stages = 12, len(fleet.deployment.stages)
     client_id = f"hop-qos-{hop_qos}-{time.monotonic_ns()}"
-    results: list[int] = []
-    activations: dict[int, list[int]] = {stage: [] for stage in range(stages)}
-    arrived = threading.Condition()
-
-    def spy(message: InboundMessage) -> None:
-        levels = message.topic.split("/")
-        with arrived:
-            if levels[-1] == "result":
-                results.append(message.qos)
-            else:  # {namespace}/v1/stage/{deployment}/{stage}/{agent}
-                activations[int(levels[-2])].append(message.qos)
-            arrived.notify_all()
-
-    def all_seen() -> bool:
-        return len(results) >= requests and len(activations[0]) >= requests
-
+    answers, hops = Collector(), [Collector() for _ in range(stages)]
     url = parse_broker_url(fleet.url, client_id=f"{client_id}-spy")
     config = ClientConfig(model=MODEL, hop_qos=hop_qos)
     with PahoTransport(url) as watcher:
-        watcher.subscribe(f"{fleet.namespace}/stage/#", spy, qos=1)
-        watcher.subscribe(f"{fleet.namespace}/clients/{client_id}/result", spy, qos=1)
+        for stage, collector in enumerate(hops):
+            watcher.subscribe(f"{fleet.namespace}/stage/+/{stage}/+", collector, qos=1)
+        watcher.subscribe(f"{fleet.namespace}/clients/{client_id}/result", answers, qos=1)
         with Client(fleet.url, namespace=fleet.namespace, client_id=client_id, config=config) as c:
             items = list(c.stream(test_images[:requests], ordered=True))
-        with arrived:
-            assert arrived.wait_for(all_seen, timeout=30.0), (results, activations)
+        results = [m.qos for m in answers.wait_for(requests, timeout_s=30.0)]
+        hops[0].wait_for(requests, timeout_s=30.0)
+    activations = {stage: [m.qos for m in seen.messages] for stage, seen in enumerate(hops)}
     for item in items:
         assert isinstance(item, InferenceResult), item
         assert item.index is not None

@@ -501,7 +501,7 @@ export class BrowserAgent {
 
   // -- requests ----------------------------------------------------------------------------
 
-  onStage(topic, payload, qos = STAGE.qos) {
+  onStage(topic, payload, qos) {
     const receivedMs = this.clock();
     const params = parseTopic(STAGE, this.ns, topic);
     const hosted = /^\d+$/.test(params.stage) ? this.stages.get(stageKey(params.deployment, Number(params.stage))) : undefined;
@@ -571,7 +571,7 @@ export class BrowserAgent {
     let stage = hosted;
     let receivedMs = job.receivedMs;
     let bytesIn = job.payload.length;
-    const qos = job.qos ?? STAGE.qos;
+    const { qos } = job;
     this.energy.spendRadio(bytesIn);
     for (;;) {
       if (!this.seen.firstTime(current.request_id, current.stage, current.attempt)) {
@@ -594,7 +594,7 @@ export class BrowserAgent {
 
   /** Run one stage; forward, answer, or hand back the next stage hosted here; what it
    * sends goes at ``qos``, the QoS the request came at. */
-  async compute(hosted, activation, receivedMs, bytesIn, qos = STAGE.qos) {
+  async compute(hosted, activation, receivedMs, bytesIn, qos) {
     const deadline = Number(activation.deadline_ms);
     if (deadline && this.clock() > deadline) {
       const late = this.clock() - deadline;
@@ -704,7 +704,7 @@ export class BrowserAgent {
 
   // -- sending -----------------------------------------------------------------------------
 
-  async send(topic, payload, qos = STAGE.qos) {
+  async send(topic, payload, qos) {
     try {
       await this.publish(topic, payload, { ...STAGE, qos });
     } catch (error) {
@@ -713,7 +713,7 @@ export class BrowserAgent {
     this.energy.spendRadio(payload.length);
   }
 
-  /** A result at ``qos`` (the QoS its hops came at); an error at its topic's own. */
+  /** A result at ``qos`` (the QoS its hops came at); an error, sent without one, at its topic's own. */
   async sendToCallback(activation, message, qos = RESULTS.qos) {
     if (!isCallback(activation.callback, this.ns)) {
       this.counters.unroutable += 1;
@@ -721,7 +721,7 @@ export class BrowserAgent {
       return;
     }
     try {
-      await this.send(activation.callback, encode(message), message.kind === 'error' ? RESULTS.qos : qos);
+      await this.send(activation.callback, encode(message), qos);
     } catch (error) {
       if (message.kind === 'error') {
         this.counters.unroutable += 1;
