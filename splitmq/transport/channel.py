@@ -8,14 +8,24 @@ without a lock, and only the short encrypt and decrypt steps share one.
 
 Whoever takes encrypted bytes out of the outgoing buffer sends them while holding the
 send lock, so TLS records reach the broker in the order they were made.
+
+Acknowledgements can be held (:meth:`Channel.hold`) to go out with the next packet
+written, in the same ``sendmsg``, instead of each in a write of its own: an agent's
+PUBACK for an activation then rides with the activation it forwards a stage-time
+later, and the broker reads both at once. They leave in the order they were held (MQTT
+3.1.1 and 5.0 section 4.6), and never later than their deadline: a reader about to
+wait for the socket past it writes them first (:meth:`Channel.recv_into`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
+import select
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Sequence
 
 Buffer = bytes | bytearray | memoryview
@@ -29,13 +39,42 @@ class Channel:
     def __init__(self, sock: socket.socket):
         self.sock = sock
         self.send_lock = threading.Lock()
+        self._held: list[bytes] = []
+        self._held_until = 0.0
+        self._poll = select.poll()
+        self._poll.register(sock, select.POLLIN)
+
+    def hold(self, packet: bytes, hold_s: float, most: int) -> None:
+        """Send ``packet`` with the next write, or alone once ``hold_s`` has passed or
+        ``most`` packets are held (the caller holds ``send_lock``)."""
+        if not self._held:
+            self._held_until = time.monotonic() + hold_s
+        self._held.append(packet)
+        if len(self._held) >= most:
+            self.send([])
 
     def recv_into(self, view: memoryview) -> int:
         """Read what is there into ``view`` (blocking); 0 at end of stream."""
+        self._flush_held_before_waiting()
         return self.sock.recv_into(view)
 
+    def _flush_held_before_waiting(self) -> None:
+        """Wait for the socket until the held packets are due, then send them."""
+        if not self._held:
+            return
+        left_ms = math.ceil((self._held_until - time.monotonic()) * 1000)
+        if left_ms > 0 and self._poll.poll(left_ms):
+            return  # something to read first; the next read looks again
+        with self.send_lock:
+            if self._held:
+                self.send([])
+
     def send(self, parts: Sequence[Buffer]) -> None:
-        """Write ``parts`` as one packet; the caller holds ``send_lock``."""
+        """Write ``parts`` as one packet, after the held ones; the caller holds
+        ``send_lock``."""
+        if self._held:
+            parts = [*self._held, *parts]
+            self._held.clear()
         total = sum(memoryview(part).nbytes for part in parts)
         sent = self.sock.sendmsg(parts)
         if sent < total:  # rare: a signal or a full buffer cut the write short
@@ -94,6 +133,7 @@ class TlsChannel(Channel):
                 self._flush()
             if count >= 0:
                 return count
+            self._flush_held_before_waiting()
             data = self.sock.recv(RECV_CHUNK)
             if not data:
                 return 0
@@ -101,6 +141,9 @@ class TlsChannel(Channel):
                 self._incoming.write(data)
 
     def send(self, parts: Sequence[Buffer]) -> None:
+        if self._held:
+            parts = [*self._held, *parts]
+            self._held.clear()
         with self._tls_lock:
             for part in parts:
                 self._tls.write(part)

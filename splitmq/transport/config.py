@@ -14,6 +14,11 @@ DEFAULT_PORT = 1883
 DEFAULT_TLS_PORT = 8883
 DEFAULT_MAX_PACKET_BYTES = 8 * 1024 * 1024
 """Matches ``max_packet_size`` in broker-config/dev.conf and secure.conf."""
+MAX_ACK_HOLD_S = 1.0
+ACK_HOLD_MOST = 8
+"""PUBACKs held at most before they go out alone: far inside a broker's window of
+unacknowledged messages per client (Mosquitto's ``max_inflight_messages``, 20 by
+default, 100 in broker-config)."""
 
 
 class MqttVersion(StrEnum):
@@ -49,6 +54,10 @@ class TransportConfig:
         reconnect_max_s: largest reconnect delay.
         tcp_nodelay: disable Nagle's algorithm on the socket. Leave it on: off only
             exists to measure what Nagle costs (benchmarks/bench_hops.py).
+        ack_hold_s: how long a QoS 1 message's PUBACK may wait to go out with the next
+            packet this client writes (an agent's forward, a client's next request)
+            rather than alone; 0 sends each at once. Held ones leave in the order the
+            messages came (MQTT section 4.6), :data:`ACK_HOLD_MOST` at most at a time.
     """
 
     host: str = "127.0.0.1"
@@ -71,6 +80,7 @@ class TransportConfig:
     reconnect_min_s: float = 0.1
     reconnect_max_s: float = 30.0
     tcp_nodelay: bool = True
+    ack_hold_s: float = 0.005
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
@@ -85,6 +95,11 @@ class TransportConfig:
                 raise ConfigError(f"{name} {path} does not exist or is not a file")
         if (self.certfile is None) != (self.keyfile is None):
             raise ConfigError("give both certfile and keyfile, or neither")
+        if not 0 <= self.ack_hold_s <= MAX_ACK_HOLD_S:
+            raise ConfigError(
+                f"ack_hold_s {self.ack_hold_s} is outside 0 to {MAX_ACK_HOLD_S} s: a broker "
+                "keeps an unacknowledged message in flight, its window full for that long"
+            )
         if self.inbox_size < 1 or self.inbox_workers < 1:
             raise ConfigError("inbox_size and inbox_workers must be at least 1")
 

@@ -103,7 +103,7 @@ from splitmq.transport.base import (
     payload_size,
 )
 from splitmq.transport.channel import Channel, TlsChannel
-from splitmq.transport.config import MqttVersion, TransportConfig
+from splitmq.transport.config import ACK_HOLD_MOST, MqttVersion, TransportConfig
 from splitmq.transport.mqtt_connack import BrokerFeatures, answered_as_311, broker_reason
 from splitmq.transport.mqtt_errors import (
     BrokerClosed,
@@ -900,8 +900,14 @@ class MqttTransport(MqttEngine):
                 return  # a re-sent QoS 2 message we already delivered
         self._stats.msgs_in += 1
         self._stats.bytes_in += len(payload)
+        hold_s = self.config.ack_hold_s if qos == 1 else 0.0
+        if hold_s:  # held before delivery: a packet the handler sends carries it
+            with channel.send_lock:
+                channel.hold(
+                    encode_ack(PacketType.PUBACK, packet_id, self._version), hold_s, ACK_HOLD_MOST
+                )
         self._inbox.put(InboundMessage(topic, payload, qos, bool(first & 0x01)))
-        if qos == 1:
+        if qos == 1 and not hold_s:
             self._write(channel, [encode_ack(PacketType.PUBACK, packet_id, self._version)])
 
     def _on_control(self, channel: Channel, packet: object) -> None:

@@ -16,10 +16,11 @@ import pytest
 
 from splitmq.errors import TransportError
 from splitmq.mqtt.codes import Prop, PropertyValue
-from splitmq.transport import MqttTransport, MqttVersion, TransportConfig
+from splitmq.transport import InboundMessage, MqttTransport, MqttVersion, TransportConfig
 from splitmq.transport.mqtt import PublishRefused
 from splitmq.transport.paho_transport import PahoTransport
 
+from ..helpers import wait_until
 from .scripted import Link, ScriptedBroker, ack, packet_id
 
 CONNECT, PUBLISH, PUBACK, PUBREC, PUBREL, PUBCOMP, SUBSCRIBE, PINGREQ = 1, 3, 4, 5, 6, 7, 8, 12
@@ -482,3 +483,83 @@ def test_client_back_off_is_not_reset_by_connections_that_die_at_once(
         time.sleep(3.0)  # measuring a rate: count connections in a fixed window
         # Reset every time: ~60 connections in 3 s at 0.05 s; growing: about 7.
         assert broker.connections <= 12
+
+
+def suback(pid: int, v5: bool) -> bytes:
+    """SUBACK granting QoS 1 to one filter."""
+    body = pid.to_bytes(2, "big") + (b"\x00" if v5 else b"") + b"\x01"
+    return bytes((0x90, len(body))) + body
+
+
+def qos1_publish(topic: str, pid: int, payload: bytes, v5: bool) -> bytes:
+    name = topic.encode()
+    body = len(name).to_bytes(2, "big") + name + pid.to_bytes(2, "big")
+    body += (b"\x00" if v5 else b"") + payload
+    return bytes((0x32, len(body))) + body
+
+
+def serve_subscription(link: Link, v5: bool) -> None:
+    """CONNACK, then SUBACK to the client's SUBSCRIBE."""
+    serve_connack(link, v5=v5)
+    _, body = link.read_until(SUBSCRIBE)
+    link.send(suback(int.from_bytes(body[:2], "big"), v5))
+
+
+@engines("splitmq", "paho", versions=("5", "3.1.1"))
+def test_mqtt_4_6_pubacks_leave_in_the_order_the_publishes_came(
+    client: ClientMaker, engine: str, version: str
+) -> None:
+    """4.6: PUBACKs for QoS 1 PUBLISHes go in the order the PUBLISHes were received
+    (MQTT-4.6.0-2). Our client holds each to ride the next packet it writes: here the
+    PUBLISH its handler makes when the third arrives comes after all three."""
+    v5 = version == "5"
+    seen: list[tuple[int, int]] = []  # (packet type, packet id or 0)
+
+    def script(link: Link) -> None:
+        serve_subscription(link, v5)
+        link.send(b"".join(qos1_publish("a/b", pid, b"x", v5) for pid in (7, 3, 9)))
+        while len(seen) < 4:
+            first, body = link.read(timeout_s=10.0)
+            if first >> 4 == PUBACK:
+                seen.append((PUBACK, int.from_bytes(body[:2], "big")))
+            elif first >> 4 == PUBLISH:
+                seen.append((PUBLISH, 0))
+        hold(link)
+
+    with ScriptedBroker(script) as broker:
+        transport = client(engine, version, broker.port)
+        arrived: list[bytes] = []
+
+        def handler(message: InboundMessage) -> None:
+            arrived.append(bytes(message.payload))
+            if len(arrived) == 3:
+                transport.publish("c/d", b"answer", qos=0)
+
+        transport.subscribe("a/#", handler, qos=1, timeout_s=10.0)
+        wait_until(lambda: len(seen) == 4, what="three PUBACKs and the handler's PUBLISH")
+        assert [pid for kind, pid in seen if kind == PUBACK] == [7, 3, 9]
+        if engine == "splitmq":
+            assert seen[-1] == (PUBLISH, 0)
+
+
+@engines("splitmq", versions=("5", "3.1.1"))
+def test_a_held_puback_goes_alone_once_due(client: ClientMaker, engine: str, version: str) -> None:
+    """Not a normative statement (MQTT sets no time for a PUBACK): a client that writes
+    nothing after a QoS 1 message still acknowledges it, ``ack_hold_s`` after it came."""
+    v5 = version == "5"
+    waited: list[float] = []
+
+    def script(link: Link) -> None:
+        serve_subscription(link, v5)
+        sent_at = time.monotonic()
+        link.send(qos1_publish("a/b", 11, b"x", v5))
+        _, body = link.read_until(PUBACK, timeout_s=10.0)
+        waited.append(time.monotonic() - sent_at)
+        assert int.from_bytes(body[:2], "big") == 11
+        hold(link)
+
+    with ScriptedBroker(script) as broker:
+        transport = client(engine, version, broker.port, ack_hold_s=0.3)
+        transport.subscribe("a/#", lambda message: None, qos=1, timeout_s=10.0)
+        wait_until(lambda: bool(waited), what="the PUBACK")
+        assert waited[0] >= 0.29

@@ -98,6 +98,28 @@ def test_sockets_have_tcp_nodelay(engine: Engine, mosquitto: Mosquitto) -> None:
         transport.close()
 
 
+@pytest.mark.parametrize("version", [MqttVersion.V5, MqttVersion.V311])
+def test_a_subscriber_that_writes_nothing_acknowledges_every_message(
+    engine: Engine, mosquitto: Mosquitto, version: MqttVersion
+) -> None:
+    """MQTT 4.3.2 and 4.9: the broker sends a client no more unacknowledged QoS 1
+    messages than its window (``max_inflight_messages`` 100 in dev.conf). Our client
+    holds a PUBACK to ride the next packet it writes (``ack_hold_s``); one that writes
+    nothing still acknowledges all 300, and in time."""
+    sender = connect(engine, mosquitto, version=version)
+    receiver = connect(engine, mosquitto, version=version)
+    try:
+        got = Collector()
+        receiver.subscribe("quiet/#", got, qos=1)
+        receipts = [sender.publish("quiet/x", b"%d" % i, qos=1) for i in range(300)]
+        for receipt in receipts:
+            receipt.wait()
+        assert [m.payload for m in got.wait_for(300)] == [b"%d" % i for i in range(300)]
+    finally:
+        sender.close()
+        receiver.close()
+
+
 def test_oversized_payload_is_refused_before_sending(engine: Engine, mosquitto: Mosquitto) -> None:
     transport = connect(engine, mosquitto)
     try:

@@ -102,3 +102,22 @@ def test_a_client_cannot_speak_as_an_agent(secure_mosquitto: SecureBroker) -> No
             bob.publish(STATUS.name(agent="rpi-1"), b"x").wait()
     finally:
         bob.close()
+
+
+def test_over_tls_a_subscriber_that_writes_nothing_acknowledges_every_message(
+    secure_mosquitto: SecureBroker,
+) -> None:
+    """Held PUBACKs over TLS (``ack_hold_s``): the coordinator here writes nothing
+    while 300 QoS 1 statuses come, past the broker's window of 100 unacknowledged."""
+    coordinator = connect(secure_mosquitto, "coordinator")
+    agent = connect(secure_mosquitto, "rpi-1")
+    try:
+        got = Collector()
+        coordinator.subscribe(STATUS.filter(agent="rpi-1"), got, qos=1)
+        statuses = [encode(AgentStatus("rpi-1", AgentState.ONLINE, ts_ms=i)) for i in range(300)]
+        for receipt in [agent.publish(STATUS.name(agent="rpi-1"), s) for s in statuses]:
+            receipt.wait()
+        assert [m.payload for m in got.wait_for(300)] == statuses
+    finally:
+        agent.close()
+        coordinator.close()
