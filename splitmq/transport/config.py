@@ -97,8 +97,8 @@ class TransportConfig:
             raise ConfigError("give both certfile and keyfile, or neither")
         if not 0 <= self.ack_hold_s <= MAX_ACK_HOLD_S:
             raise ConfigError(
-                f"ack_hold_s {self.ack_hold_s} is outside 0 to {MAX_ACK_HOLD_S} s: a broker "
-                "keeps an unacknowledged message in flight, its window full for that long"
+                f"ack_hold_s {self.ack_hold_s} is outside 0 to {MAX_ACK_HOLD_S} s: a held "
+                "PUBACK keeps its message in the broker's window of unacknowledged ones"
             )
         if self.inbox_size < 1 or self.inbox_workers < 1:
             raise ConfigError("inbox_size and inbox_workers must be at least 1")

@@ -10,7 +10,7 @@ import pytest
 
 from splitmq.errors import ConfigError
 from splitmq.mosquitto import config_dir, render_config
-from splitmq.transport import MqttVersion, parse_broker_url
+from splitmq.transport import MqttVersion, TransportConfig, parse_broker_url
 from splitmq.transport.mqtt import backoff_delay, packet_size
 
 
@@ -43,6 +43,13 @@ def test_bad_urls_say_what_is_wrong(url: str, reason: str) -> None:
 def test_missing_certificate_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"ca_certs .* does not exist"):
         parse_broker_url("mqtts://h", ca_certs=tmp_path / "nope.crt")
+
+
+@pytest.mark.parametrize("hold_s", [-0.001, 1.5, float("nan")])
+def test_a_puback_is_held_for_at_most_a_second(hold_s: float) -> None:
+    with pytest.raises(ConfigError, match=r"ack_hold_s .* outside 0 to 1.0 s"):
+        TransportConfig(ack_hold_s=hold_s)
+    assert TransportConfig(ack_hold_s=0).ack_hold_s == 0  # each PUBACK at once
 
 
 def test_packet_size_matches_the_mqtt_encoding() -> None:
