@@ -75,6 +75,9 @@ class Channel:
         if self._held:
             parts = [*self._held, *parts]
             self._held.clear()
+        self._write(parts)
+
+    def _write(self, parts: Sequence[Buffer]) -> None:
         total = sum(memoryview(part).nbytes for part in parts)
         sent = self.sock.sendmsg(parts)
         if sent < total:  # rare: a signal or a full buffer cut the write short
@@ -140,10 +143,7 @@ class TlsChannel(Channel):
             with self._tls_lock:
                 self._incoming.write(data)
 
-    def send(self, parts: Sequence[Buffer]) -> None:
-        if self._held:
-            parts = [*self._held, *parts]
-            self._held.clear()
+    def _write(self, parts: Sequence[Buffer]) -> None:
         with self._tls_lock:
             for part in parts:
                 self._tls.write(part)

@@ -900,15 +900,15 @@ class MqttTransport(MqttEngine):
                 return  # a re-sent QoS 2 message we already delivered
         self._stats.msgs_in += 1
         self._stats.bytes_in += len(payload)
-        hold_s = self.config.ack_hold_s if qos == 1 else 0.0
-        if hold_s:  # held before delivery: a packet the handler sends carries it
+        puback = encode_ack(PacketType.PUBACK, packet_id, self._version) if qos == 1 else None
+        hold_s = self.config.ack_hold_s
+        if puback is not None and hold_s:  # held before delivery: the handler's packet carries it
             with channel.send_lock:
-                channel.hold(
-                    encode_ack(PacketType.PUBACK, packet_id, self._version), hold_s, ACK_HOLD_MOST
-                )
+                channel.hold(puback, hold_s, ACK_HOLD_MOST)
+                puback = None
         self._inbox.put(InboundMessage(topic, payload, qos, bool(first & 0x01)))
-        if qos == 1 and not hold_s:
-            self._write(channel, [encode_ack(PacketType.PUBACK, packet_id, self._version)])
+        if puback is not None:
+            self._write(channel, [puback])
 
     def _on_control(self, channel: Channel, packet: object) -> None:
         if isinstance(packet, Ack):

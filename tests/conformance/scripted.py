@@ -97,6 +97,20 @@ def ack(kind: int, pid: int) -> bytes:
     return bytes(((kind << 4) | (0x02 if kind == 6 else 0), 2)) + struct.pack("!H", pid)
 
 
+def suback(pid: int, v5: bool) -> bytes:
+    """SUBACK granting QoS 1 to one filter."""
+    body = pid.to_bytes(2, "big") + (b"\x00" if v5 else b"") + b"\x01"
+    return bytes((0x90, len(body))) + body
+
+
+def qos1_publish(topic: str, pid: int, payload: bytes, v5: bool) -> bytes:
+    """A QoS 1 PUBLISH (MQTT 5: with an empty property block)."""
+    name = topic.encode()
+    body = len(name).to_bytes(2, "big") + name + pid.to_bytes(2, "big")
+    body += (b"\x00" if v5 else b"") + payload
+    return bytes((0x32, len(body))) + body
+
+
 class ScriptedBroker:
     """Listens on a free port; runs ``script`` for every connection."""
 

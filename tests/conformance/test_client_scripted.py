@@ -21,7 +21,7 @@ from splitmq.transport.mqtt import PublishRefused
 from splitmq.transport.paho_transport import PahoTransport
 
 from ..helpers import wait_until
-from .scripted import Link, ScriptedBroker, ack, packet_id
+from .scripted import Link, ScriptedBroker, ack, packet_id, qos1_publish, suback
 
 CONNECT, PUBLISH, PUBACK, PUBREC, PUBREL, PUBCOMP, SUBSCRIBE, PINGREQ = 1, 3, 4, 5, 6, 7, 8, 12
 V5, V311 = MqttVersion.V5, MqttVersion.V311
@@ -483,19 +483,6 @@ def test_client_back_off_is_not_reset_by_connections_that_die_at_once(
         time.sleep(3.0)  # measuring a rate: count connections in a fixed window
         # Reset every time: ~60 connections in 3 s at 0.05 s; growing: about 7.
         assert broker.connections <= 12
-
-
-def suback(pid: int, v5: bool) -> bytes:
-    """SUBACK granting QoS 1 to one filter."""
-    body = pid.to_bytes(2, "big") + (b"\x00" if v5 else b"") + b"\x01"
-    return bytes((0x90, len(body))) + body
-
-
-def qos1_publish(topic: str, pid: int, payload: bytes, v5: bool) -> bytes:
-    name = topic.encode()
-    body = len(name).to_bytes(2, "big") + name + pid.to_bytes(2, "big")
-    body += (b"\x00" if v5 else b"") + payload
-    return bytes((0x32, len(body))) + body
 
 
 def serve_subscription(link: Link, v5: bool) -> None:
