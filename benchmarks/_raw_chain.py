@@ -227,6 +227,12 @@ class RawChain:
         results.close()
         self._link = TcpLink(_connect(next_address), answers)
 
+    @property
+    def pids(self) -> list[int]:
+        """The stage processes' ids, first stage first."""
+        pids = [process.pid for process in self._processes]
+        return pids if isinstance(self._link, MqttLink) else pids[::-1]  # last started first
+
     def _start(self, command: list[str], threads: int) -> None:
         process = subprocess.Popen(
             [*command, "--threads", str(threads)],

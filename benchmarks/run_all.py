@@ -40,6 +40,7 @@ SCRIPTS = (
     "bench_partition",  # goal 5: partition time
     "bench_agent",  # what one agent adds to its shard
     "bench_steps",  # where a split request's time goes, step by step (no goal)
+    "bench_cpu",  # where the pipeline's CPU goes, process by process (no goal)
     "bench_codec",
     "bench_transport",  # our MQTT client vs paho-mqtt on the activation path
     "bench_hops",
@@ -51,7 +52,7 @@ SCRIPTS = (
 TIMEOUT_S = 900
 NEEDS_MODEL = {"bench_split", "bench_pipeline", "bench_links", "bench_fleet", "bench_agent"}
 NEEDS_MODEL |= {"bench_replicas"}
-NEEDS_MODEL |= {"bench_cut", "bench_web", "bench_steps"}
+NEEDS_MODEL |= {"bench_cut", "bench_web", "bench_steps", "bench_cpu"}
 
 
 def run(script: str, quick: bool, timeout_s: float) -> tuple[list[Row], float, str | None]:

@@ -17,7 +17,7 @@ RUNNER = ROOT / "benchmarks" / "run_all.py"
 
 CHEAP = ("bench_codec", "bench_planner", "bench_partition", "bench_hops")
 """No model: pure functions, and three hops through a Mosquitto."""
-FLEET = ("bench_split", "bench_pipeline", "bench_links", "bench_fleet", "bench_steps")
+FLEET = ("bench_split", "bench_pipeline", "bench_links", "bench_fleet", "bench_steps", "bench_cpu")
 """MobileNetV3Large over real agent processes (converted once, then cached)."""
 
 
@@ -64,3 +64,6 @@ def test_the_fleet_scenarios_run_and_check_their_outputs(tmp_path: Path) -> None
     steps = {r["figure"]: r for r in rows if r["scenario"] == "steps"}
     assert "agents: decode (stages in turn)" in steps, "every probe of a request was found"
     assert steps["agents: decode (stages in turn)"]["measured"].count("/") == 2  # 3 stages
+    cpu = {r["figure"] for r in rows if r["scenario"] == "cpu"}
+    sides = ("splitmq", "splitmq, hop_qos=0", "floor")
+    assert {f"{side}: CPU per request" for side in sides} <= cpu, cpu

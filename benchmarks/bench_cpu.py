@@ -1,0 +1,211 @@
+"""Where the pipeline's CPU goes: each process's CPU time per request, splitmq against the floor.
+
+The pipeline of ``bench_pipeline`` (MobileNetV3Large float32 224x224 in 2 stages on 2
+agent processes, ``host`` profile, one interpreter thread each, a real Mosquitto, 8
+requests in flight) is bound by CPU on a 2-core machine: both stages, the broker and
+the client share the cores, so each millisecond of CPU per request that a framework
+adds is throughput lost. This script streams long runs of requests (``--requests``,
+1500 by default, against 120 per round in ``bench_pipeline``) through splitmq at each
+hop QoS and through the floor (the same shards as bare MQTT clients at QoS 0 through
+the same broker, ``_raw_chain.py``), rounds alternating, and reads the CPU time
+(user + system) of every process before and after each stream:
+
+- each stage's process: the agent (its network thread, its stage's worker, the rest),
+  or the floor's bare client;
+- Mosquitto;
+- the client: this process while it streams (for splitmq, its caller's thread and its
+  network thread apart).
+
+Each figure is the median over the rounds, in ms of CPU per request; throughputs are
+quoted beside them. No goal is asserted: the goal is ``bench_pipeline``'s; this says
+where the difference goes.
+
+    .venv/bin/python benchmarks/bench_cpu.py [--quick] [--rounds 2] [--requests 1500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import replace
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import psutil
+from _fleet import MODEL, AgentSpec, fleet, image, mobilenet
+from _raw_chain import RawChain, write_shards
+from _report import Row, report
+
+from splitmq.client import Client, ClientConfig, InferenceResult
+from splitmq.converter import cut
+
+AGENTS = ("agent-1", "agent-2")
+IN_FLIGHT = 8
+DISTINCT_INPUTS = 4
+
+
+def cpu_s(pid: int) -> float:
+    """A process's CPU time so far (user and system, all its threads)."""
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
+
+
+def threads_s(names: dict[int, str]) -> dict[str, float]:
+    """CPU time so far of this process's threads named in ``names`` (by native id)."""
+    found = {
+        thread.id: thread.user_time + thread.system_time for thread in psutil.Process().threads()
+    }
+    return {name: found.get(native, 0.0) for native, name in names.items()}
+
+
+class Measured:
+    """CPU per request by process (ms) and throughput, over the rounds of one side."""
+
+    def __init__(self) -> None:
+        self.ms: dict[str, list[float]] = defaultdict(list)
+        self.rates: list[float] = []
+
+    def add(self, before: dict[str, float], after: dict[str, float], count: int, s: float) -> None:
+        for name, value in after.items():
+            self.ms[name].append((value - before[name]) * 1000.0 / count)
+        self.rates.append(count / s)
+
+    def p50(self, name: str) -> float:
+        return statistics.median(self.ms[name])
+
+
+def measure(
+    side: Measured, pids: dict[str, int], client_threads: dict[int, str], run: Callable[[], int]
+) -> None:
+    """Run one stream (``run`` returns its request count) between two readings."""
+
+    def read() -> dict[str, float]:
+        found = {name: cpu_s(pid) for name, pid in pids.items()}
+        found.update({f"client: {k}": v for k, v in threads_s(client_threads).items()})
+        return found
+
+    before, start = read(), time.perf_counter()
+    count = run()
+    elapsed, after = time.perf_counter() - start, read()
+    side.add(before, after, count, elapsed)
+
+
+def named_threads(client: Client) -> dict[int, str]:
+    """The native ids of a client's network thread and of this (the caller's) thread."""
+    names = {threading.get_native_id(): "caller"}
+    for thread in threading.enumerate():
+        if thread.native_id is not None and thread.name.endswith(f"{client.client_id}-mqtt"):
+            names[thread.native_id] = "network thread"
+    return names
+
+
+def streamed(client: Client, inputs: list[np.ndarray], count: int) -> int:
+    frames: Iterable[np.ndarray] = (inputs[i % len(inputs)] for i in range(count))
+    failed = sum(not isinstance(item, InferenceResult) for item in client.stream(frames))
+    if failed:
+        raise SystemExit(f"{failed} of {count} streamed requests failed")
+    return count
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="a smoke run: short streams")
+    parser.add_argument("--rounds", type=int)
+    parser.add_argument("--requests", type=int, help="requests per stream")
+    args = parser.parse_args()
+    rounds = args.rounds or (1 if args.quick else 2)
+    count = args.requests or (100 if args.quick else 1500)
+
+    entry = mobilenet()
+    inputs = [image(entry, seed) for seed in range(DISTINCT_INPUTS)]
+    model = entry.variant_path("float32").read_bytes()
+    specs = [AgentSpec(agent_id, "host", 1) for agent_id in AGENTS]
+    sides = {"splitmq": Measured(), "splitmq, hop_qos=0": Measured(), "floor": Measured()}
+    with fleet(specs) as running, tempfile.TemporaryDirectory() as tmp:
+        deployment = running.deploy(stages=2, objective="throughput", expect_agents=AGENTS)
+        stage_of = {s.replicas[0]: s.stage for s in deployment.stages}
+        shards = cut(model, [stage.start_op for stage in deployment.stages[1:]])
+        output = deployment.stages[-1].outputs[0]
+        input_name = deployment.stages[0].inputs[0].name
+        out_specs = {output.name: (tuple(output.shape), np.dtype(output.dtype))}
+        paths = write_shards(Path(tmp), [s.data for s in shards])
+        chain = RawChain(paths, out_specs, 1, broker=running.broker_address)
+        broker_pid = running.broker.pid
+        assert broker_pid is not None
+        shared = {"Mosquitto": broker_pid, "client": os.getpid()}
+        agent_pids = {f"stage {stage_of[a]}": pid for a, pid in running.pids().items()} | shared
+        floor_pids = {f"stage {i}": pid for i, pid in enumerate(chain.pids)} | shared
+        config = ClientConfig(model=MODEL, deadline_s=60.0, max_in_flight=IN_FLIGHT)
+        feeds = [{input_name: inputs[i % len(inputs)]} for i in range(count)]
+        with (
+            Client(running.url, config=config) as client,
+            Client(running.url, config=replace(config, hop_qos=0)) as client_q0,
+        ):
+            streamed(client, inputs, 50)  # warm-up: plans, layouts, templates
+            streamed(client_q0, inputs, 50)
+            chain.stream(feeds[:50], IN_FLIGHT)
+            for round_number in range(rounds):
+                print(f"round {round_number + 1} of {rounds}", flush=True)
+                for name, streaming in (("splitmq", client), ("splitmq, hop_qos=0", client_q0)):
+                    threads = named_threads(streaming)
+                    run = partial(streamed, streaming, inputs, count)
+                    measure(sides[name], agent_pids, threads, run)
+                measure(sides["floor"], floor_pids, {}, lambda: len(chain.stream(feeds, IN_FLIGHT)))
+        chain.close()
+    report("where the pipeline's CPU goes", rows(sides, count, rounds), figures(sides))
+
+
+def rows(sides: dict[str, Measured], count: int, rounds: int) -> list[Row]:
+    scenario = "cpu"
+    table = [
+        Row(
+            scenario,
+            "setup",
+            f"2 stages on 2 agents, {IN_FLIGHT} in flight, streams of {count} requests, "
+            f"{rounds} round(s); ms of CPU per request, median over the rounds",
+        )
+    ]
+    floor = sides["floor"]
+    parts = ("stage 0", "stage 1", "Mosquitto", "client")
+    floor_total = sum(floor.p50(p) for p in parts)
+    for name, side in sides.items():
+        total = sum(side.p50(p) for p in parts)
+        text = ", ".join(f"{p} {side.p50(p):.3f}" for p in parts)
+        if "client: network thread" in side.ms:
+            text += (
+                f" (its caller {side.p50('client: caller'):.3f}, its network thread "
+                f"{side.p50('client: network thread'):.3f})"
+            )
+        table.append(Row(scenario, f"{name}: CPU per request", f"{text}; total {total:.3f}"))
+        rate = statistics.median(side.rates)
+        if side is floor:
+            table.append(Row(scenario, f"{name}: throughput", f"{rate:.1f} req/s", value=rate))
+            continue
+        ratio = rate / statistics.median(floor.rates)
+        table.append(
+            Row(
+                scenario,
+                f"{name}: throughput / the floor's; CPU beyond the floor's",
+                f"{rate:.1f} req/s = {ratio:.1%}; {total - floor_total:+.3f} ms per request",
+                value=ratio,
+            )
+        )
+    return table
+
+
+def figures(sides: dict[str, Measured]) -> dict[str, object]:
+    return {
+        name: {"cpu_ms": dict(side.ms), "requests_per_s": side.rates}
+        for name, side in sides.items()
+    }
+
+
+if __name__ == "__main__":
+    main()
