@@ -88,6 +88,13 @@ def image(entry: PoolEntry, seed: int = 1) -> np.ndarray:
     return rng.uniform(0, 255, shape).astype(np.float32)
 
 
+def float32_and_images(count: int) -> tuple[bytes, list[np.ndarray]]:
+    """The model's float32 variant (converted once), and ``count`` distinct inputs."""
+    entry = mobilenet()
+    model = entry.variant_path("float32").read_bytes()
+    return model, [image(entry, seed) for seed in range(count)]
+
+
 @dataclass(frozen=True)
 class AgentSpec:
     """One agent process.

@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 import psutil
-from _fleet import MODEL, AgentSpec, fleet, image, mobilenet
+from _fleet import MODEL, AgentSpec, fleet, float32_and_images
 from _raw_chain import RawChain, write_shards
 from _report import Row, report
 
@@ -123,9 +123,7 @@ def main() -> None:
     rounds = args.rounds or (1 if args.quick else 2)
     count = args.requests or (100 if args.quick else 1500)
 
-    entry = mobilenet()
-    inputs = [image(entry, seed) for seed in range(DISTINCT_INPUTS)]
-    model = entry.variant_path("float32").read_bytes()
+    model, inputs = float32_and_images(DISTINCT_INPUTS)
     specs = [AgentSpec(agent_id, "host", 1) for agent_id in AGENTS]
     sides = {"splitmq": Measured(), "splitmq, hop_qos=0": Measured(), "floor": Measured()}
     with fleet(specs) as running, tempfile.TemporaryDirectory() as tmp:

@@ -42,7 +42,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 import numpy as np
-from _fleet import MODEL, AgentSpec, fleet, image, mobilenet
+from _fleet import MODEL, AgentSpec, fleet, float32_and_images
 from _raw_chain import RawChain, write_shards
 from _report import Row, report
 
@@ -112,9 +112,7 @@ def main() -> None:
     rounds = args.rounds or (2 if args.quick else 9)
     requests = args.requests or (30 if args.quick else 120)
 
-    entry = mobilenet()
-    inputs = [image(entry, seed) for seed in range(DISTINCT_INPUTS)]
-    model = entry.variant_path("float32").read_bytes()
+    model, inputs = float32_and_images(DISTINCT_INPUTS)
     runtime = find_runtime()
     full = runtime.load(model, threads=THREADS)
     (input_spec,) = full.inputs
