@@ -26,9 +26,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
+import psutil
 
 from splitmq import processes
-from splitmq.converter import PoolEntry, convert, open_entry
+from splitmq.converter import PoolEntry, Shard, convert, cut, open_entry
 from splitmq.errors import SplitMQError
 from splitmq.mosquitto import Mosquitto, config_dir
 from splitmq.transport import MqttTransport, parse_broker_url
@@ -86,6 +87,20 @@ def image(entry: PoolEntry, seed: int = 1) -> np.ndarray:
     shape = tuple(1 if d < 0 else d for d in spec.shape)
     rng = np.random.default_rng(seed)
     return rng.uniform(0, 255, shape).astype(np.float32)
+
+
+def deployed_shards(model: bytes, deployment: Deployment) -> list[Shard]:
+    """``model`` cut where ``deployment`` cuts it, checked against the deployed shards."""
+    shards = cut(model, [stage.start_op for stage in deployment.stages[1:]])
+    if [s.sha256 for s in shards] != [stage.digest for stage in deployment.stages]:
+        raise SystemExit("the shards cut here differ from the deployed ones")
+    return shards
+
+
+def cpu_s(pid: int) -> float:
+    """A process's CPU time so far (user and system, all its threads)."""
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
 
 
 def float32_and_images(count: int) -> tuple[bytes, list[np.ndarray]]:

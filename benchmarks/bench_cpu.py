@@ -39,22 +39,15 @@ from pathlib import Path
 
 import numpy as np
 import psutil
-from _fleet import MODEL, AgentSpec, fleet, float32_and_images
+from _fleet import MODEL, AgentSpec, cpu_s, deployed_shards, fleet, float32_and_images
 from _raw_chain import RawChain, write_shards
 from _report import Row, report
 
 from splitmq.client import Client, ClientConfig, InferenceResult
-from splitmq.converter import cut
 
 AGENTS = ("agent-1", "agent-2")
 IN_FLIGHT = 8
 DISTINCT_INPUTS = 4
-
-
-def cpu_s(pid: int) -> float:
-    """A process's CPU time so far (user and system, all its threads)."""
-    times = psutil.Process(pid).cpu_times()
-    return float(times.user + times.system)
 
 
 def threads_s(names: dict[int, str]) -> dict[str, float]:
@@ -129,7 +122,7 @@ def main() -> None:
     with fleet(specs) as running, tempfile.TemporaryDirectory() as tmp:
         deployment = running.deploy(stages=2, objective="throughput", expect_agents=AGENTS)
         stage_of = {s.replicas[0]: s.stage for s in deployment.stages}
-        shards = cut(model, [stage.start_op for stage in deployment.stages[1:]])
+        shards = deployed_shards(model, deployment)
         output = deployment.stages[-1].outputs[0]
         input_name = deployment.stages[0].inputs[0].name
         out_specs = {output.name: (tuple(output.shape), np.dtype(output.dtype))}

@@ -40,7 +40,7 @@ import uuid
 from dataclasses import replace
 
 import psutil
-from _fleet import MODEL, Fleet, fleet, mobilenet
+from _fleet import MODEL, Fleet, cpu_s, fleet, mobilenet
 from _report import Row, report
 from _simulated import simulated_agent
 
@@ -190,11 +190,6 @@ class Counter:
 
     def close(self) -> None:
         self.transport.close()
-
-
-def cpu_s(pid: int) -> float:
-    times = psutil.Process(pid).cpu_times()
-    return float(times.user + times.system)
 
 
 def advised_period_s(running: Fleet, size: int, timeout_s: float) -> float:

@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from _fleet import AgentSpec, Fleet, fleet, image, mobilenet
+from _fleet import AgentSpec, Fleet, deployed_shards, fleet, image, mobilenet
 from _report import Row, report
 
 from splitmq.agent import find_runtime
@@ -253,9 +253,7 @@ def chained(runtime: object, shards: list[Shard], x: np.ndarray, output: str) ->
 
 
 def from_deployment(deployment: Deployment, model: bytes, variant: str) -> Option:
-    shards = cut(model, [s.start_op for s in deployment.stages[1:]])
-    if [s.sha256 for s in shards] != [s.digest for s in deployment.stages]:
-        raise SystemExit("the shards cut here differ from the deployed ones")
+    shards = deployed_shards(model, deployment)
     cuts = ",".join(str(s.start_op) for s in deployment.stages[1:])
     agents = [s.replicas[0] for s in deployment.stages]
     name = f"chosen {variant}: " + (f"split at {cuts}" if cuts else f"whole on {agents[0]}")

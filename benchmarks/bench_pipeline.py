@@ -42,13 +42,12 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 import numpy as np
-from _fleet import MODEL, AgentSpec, fleet, float32_and_images
+from _fleet import MODEL, AgentSpec, deployed_shards, fleet, float32_and_images
 from _raw_chain import RawChain, write_shards
 from _report import Row, report
 
 from splitmq.agent import find_runtime
 from splitmq.client import Client, ClientConfig, InferenceResult
-from splitmq.converter import cut
 
 THREADS = 1
 AGENTS = ("agent-1", "agent-2")
@@ -127,9 +126,7 @@ def main() -> None:
     specs = [AgentSpec(agent_id, "host", THREADS) for agent_id in AGENTS]
     with fleet(specs) as running, tempfile.TemporaryDirectory() as tmp:
         deployment = running.deploy(stages=2, objective="throughput", expect_agents=AGENTS)
-        shards = cut(model, [stage.start_op for stage in deployment.stages[1:]])
-        if [s.sha256 for s in shards] != [stage.digest for stage in deployment.stages]:
-            raise SystemExit("the shards cut here differ from the deployed ones")
+        shards = deployed_shards(model, deployment)
         chained = [runtime.load(s.data, threads=THREADS) for s in shards]
         expected = []
         for x in inputs:

@@ -52,14 +52,13 @@ from pathlib import Path
 
 import numpy as np
 import psutil
-from _fleet import MODEL, AgentSpec, Fleet, fleet, image, mobilenet
+from _fleet import MODEL, AgentSpec, Fleet, deployed_shards, fleet, image, mobilenet
 from _grpc_chain import PATH, pack, unpack
 from _raw_chain import RawChain, write_shards
 from _report import Row, percentile, report
 
 from splitmq.agent import find_runtime
 from splitmq.client import Client, ClientConfig
-from splitmq.converter import cut
 from splitmq.mosquitto import free_port
 from splitmq.transport import InboundMessage, MqttTransport, parse_broker_url
 from splitmq.wire import Deployment, Plan, TraceEntry
@@ -201,9 +200,7 @@ def main() -> None:
         deployment: Deployment = running.deploy(
             stages=3, objective="throughput", expect_agents=AGENTS
         )
-        shards = cut(model, [stage.start_op for stage in deployment.stages[1:]])
-        if [s.sha256 for s in shards] != [stage.digest for stage in deployment.stages]:
-            raise SystemExit("the shards cut here differ from the deployed ones")
+        shards = deployed_shards(model, deployment)
         paths = write_shards(Path(tmp), [s.data for s in shards])
         servers, address = start_grpc_chain(paths)
         out_specs = {output_spec.name: (tuple(output_spec.shape), np.dtype(output_spec.dtype))}

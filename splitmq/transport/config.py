@@ -15,6 +15,7 @@ DEFAULT_TLS_PORT = 8883
 DEFAULT_MAX_PACKET_BYTES = 8 * 1024 * 1024
 """Matches ``max_packet_size`` in broker-config/dev.conf and secure.conf."""
 MAX_ACK_HOLD_S = 1.0
+"""The longest ``ack_hold_s`` accepted."""
 ACK_HOLD_MOST = 8
 """PUBACKs held at most before they go out alone: far inside a broker's window of
 unacknowledged messages per client (Mosquitto's ``max_inflight_messages``, 20 by
