@@ -10,18 +10,26 @@ cost once every feature of a framework is gone, on this machine.
 Two ways to link the stages:
 
 - ``direct``: TCP from each stage to the next (``[u32 byte count]`` before each frame);
-- through a broker: each stage a bare MQTT 3.1.1 client at QoS 0 (CONNECT, one
-  SUBSCRIBE, then PUBLISH packets written and read by hand) on topic ``raw/{stage}``,
-  the last stage publishing on ``raw/result``. Every frame crosses the broker, as in
-  splitmq: the floor of a split through Mosquitto.
+- through a broker: each stage a bare MQTT 3.1.1 client (CONNECT, one SUBSCRIBE, then
+  PUBLISH packets written and read by hand) on topic ``{chain}/{stage}``, the last stage
+  publishing on ``{chain}/result``. Every frame crosses the broker, as in splitmq: the
+  floor of a split through Mosquitto. At QoS 0 (at most once) or at QoS 1 (at least
+  once, as splitmq's hops by default): then what the protocol asks of a client and
+  nothing more, each PUBLISH with a packet id, each PUBLISH received acknowledged by a
+  PUBACK written with the client's next PUBLISH (section 4.6 lets a receiver send its
+  PUBACKs in order, at any time), and the broker's PUBACKs read and dropped (a bare
+  client that never reconnects has nothing to send again).
 
     python benchmarks/_raw_chain.py SHARD.tflite STAGE --listen PORT --next HOST:PORT
-    python benchmarks/_raw_chain.py SHARD.tflite STAGE --broker HOST:PORT --last
+    python benchmarks/_raw_chain.py SHARD.tflite STAGE --broker HOST:PORT --chain raw/1 \\
+        [--qos 1] [--last]
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
+import os
 import socket
 import struct
 import subprocess
@@ -39,7 +47,9 @@ from splitmq.mqtt.packets import encode_varint
 
 _NUMBER = struct.Struct("<I")
 _SIZE = struct.Struct("<I")
-RESULT_TOPIC = "raw/result"
+_PACKET_ID = struct.Struct("!H")
+_CHAINS = itertools.count()
+"""Numbers the chains of one process: each has topics and client ids of its own."""
 
 
 def _nodelay(sock: socket.socket) -> socket.socket:
@@ -95,6 +105,8 @@ class Link(Protocol):
 
     def receive(self) -> bytearray | None: ...
 
+    def flush(self) -> None: ...
+
     def close(self) -> None: ...
 
 
@@ -116,6 +128,9 @@ class TcpLink:
         (size,) = _SIZE.unpack(header)
         return _read_exactly(self._in, size)
 
+    def flush(self) -> None:
+        """Nothing is owed on a direct link."""
+
     def close(self) -> None:
         for sock in (self._out, self._in):
             if sock is not None:
@@ -128,22 +143,39 @@ def _utf8(text: str) -> bytes:
 
 
 class MqttLink:
-    """A bare MQTT 3.1.1 client at QoS 0: frames published on ``topic_out``, read from
-    the one subscription, ``topic_in``."""
+    """A bare MQTT 3.1.1 client at QoS 0 or 1: frames published on ``topic_out``, read
+    from the one subscription, ``topic_in``.
 
-    def __init__(self, broker: str, client_id: str, topic_in: str | None, topic_out: str | None):
+    At QoS 1 the PUBACKs owed for the frames received wait for the next frame sent and
+    go out in the same write (or in :meth:`flush`); the broker's PUBACKs are read and
+    dropped. Sending and receiving may be on two threads (:meth:`RawChain.stream`)."""
+
+    def __init__(
+        self,
+        broker: str,
+        client_id: str,
+        topic_in: str | None,
+        topic_out: str | None,
+        qos: int = 0,
+    ):
+        if qos not in (0, 1):
+            raise ValueError(f"a raw chain runs at QoS 0 or 1, not {qos}")
         self._sock = _connect(broker)
+        self._qos = qos
         self._topic_out = _utf8(topic_out) if topic_out else b""
+        self._packet_id = 0
+        self._acks_owed: Parts = []
+        self._write_lock = threading.Lock()
         body = _utf8("MQTT") + bytes([4, 0x02, 0, 0]) + _utf8(client_id)  # clean, no keep-alive
         _send_all(self._sock, [b"\x10", encode_varint(len(body)), body])
         connack = self._packet()
         if connack is None or connack[0] != 0x20 or bytes(connack[1]) != b"\x00\x00":
             raise ConnectionError("the broker refused the connection")
         if topic_in:
-            body = struct.pack("!H", 1) + _utf8(topic_in) + b"\x00"
+            body = struct.pack("!H", 1) + _utf8(topic_in) + bytes([qos])
             _send_all(self._sock, [b"\x82", encode_varint(len(body)), body])
             first, ack = self._packet() or (0, b"")
-            if first != 0x90 or ack[-1:] != b"\x00":
+            if first != 0x90 or ack[-1:] != bytes([qos]):
                 raise ConnectionError(f"the broker refused the subscription to {topic_in}")
 
     def _packet(self) -> tuple[int, bytearray] | None:
@@ -162,19 +194,39 @@ class MqttLink:
         return head[0], _read_exactly(self._sock, size) or bytearray()
 
     def send(self, frame: Parts) -> None:
-        length = encode_varint(len(self._topic_out) + sum(len(part) for part in frame))
-        _send_all(self._sock, [b"\x30", length, self._topic_out, *frame])
+        variable = self._topic_out
+        with self._write_lock:
+            if self._qos:
+                self._packet_id = self._packet_id % 0xFFFF + 1
+                variable += _PACKET_ID.pack(self._packet_id)
+            length = encode_varint(len(variable) + sum(len(part) for part in frame))
+            owed, self._acks_owed = self._acks_owed, []
+            _send_all(self._sock, [*owed, bytes([0x30 | self._qos << 1]), length, variable, *frame])
+
+    def flush(self) -> None:
+        """Write the PUBACKs still owed (nothing at QoS 0)."""
+        with self._write_lock:
+            owed, self._acks_owed = self._acks_owed, []
+            if owed:
+                _send_all(self._sock, owed)
 
     def receive(self) -> bytearray | None:
         while (packet := self._packet()) is not None:
             first, body = packet
-            if first >> 4 == 3:  # PUBLISH, QoS 0: topic, then the payload
+            if first >> 4 == 3:  # PUBLISH: topic, the packet id at QoS 1, then the payload
                 (topic_length,) = struct.unpack_from("!H", body)
-                del body[: 2 + topic_length]
+                start = 2 + topic_length
+                if first & 0x06:
+                    packet_id = body[start : start + 2]
+                    with self._write_lock:
+                        self._acks_owed.append(b"\x40\x02" + packet_id)
+                    start += 2
+                del body[:start]
                 return body
         return None
 
     def close(self) -> None:
+        self.flush()
         self._sock.sendall(b"\xe0\x00")  # DISCONNECT
         self._sock.close()
 
@@ -194,7 +246,7 @@ def serve(shard_path: str, link: Link, threads: int) -> None:
 class RawChain:
     """The caller's side: the stage processes started here, frames sent to the first
     stage and answers read from the last, directly or through the broker at ``broker``
-    (``host:port``)."""
+    (``host:port``), every hop at ``qos`` there."""
 
     def __init__(
         self,
@@ -202,6 +254,7 @@ class RawChain:
         output_specs: Mapping[str, tuple[tuple[int, ...], np.dtype[Any]]],
         threads: int = 1,
         broker: str | None = None,
+        qos: int = 0,
     ):
         self._specs = output_specs
         self._processes: list[subprocess.Popen[str]] = []
@@ -209,9 +262,13 @@ class RawChain:
         script = [sys.executable, str(Path(__file__))]
         last = len(shard_paths) - 1
         if broker is not None:
-            self._link: Link = MqttLink(broker, "raw-caller", RESULT_TOPIC, "raw/0")
+            chain = f"raw/{os.getpid()}-{next(_CHAINS)}"
+            self._link: Link = MqttLink(
+                broker, f"{chain}/caller", f"{chain}/result", f"{chain}/0", qos
+            )
             for stage, path in enumerate(shard_paths):
-                command = [*script, str(path), str(stage), "--broker", broker]
+                command = [*script, str(path), str(stage), "--broker", broker, "--chain", chain]
+                command += ["--qos", str(qos)]
                 self._start([*command, "--last"] if stage == last else command, threads)
             return
         results = socket.create_server(("127.0.0.1", 0))
@@ -280,6 +337,7 @@ class RawChain:
             out.append(self._answer(expected))
             window.release()
         sender.join()
+        self._link.flush()
         return out
 
     def close(self) -> None:
@@ -299,12 +357,16 @@ def main() -> None:
     parser.add_argument("--next", help="direct: host:port of the next stage (or the caller)")
     parser.add_argument("--broker", help="through a broker: its host:port")
     parser.add_argument("--last", action="store_true", help="through a broker: the last stage")
+    parser.add_argument("--chain", default="raw", help="through a broker: the topics' prefix")
+    parser.add_argument("--qos", type=int, default=0, choices=(0, 1), help="through a broker")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     link: Link
     if args.broker:
-        topic_out = RESULT_TOPIC if args.last else f"raw/{args.stage + 1}"
-        link = MqttLink(args.broker, f"raw-stage-{args.stage}", f"raw/{args.stage}", topic_out)
+        chain = args.chain
+        topic_out = f"{chain}/result" if args.last else f"{chain}/{args.stage + 1}"
+        client_id = f"{chain}/stage-{args.stage}"
+        link = MqttLink(args.broker, client_id, f"{chain}/{args.stage}", topic_out, args.qos)
     else:
         listener = socket.create_server(("127.0.0.1", args.listen))
         downstream = _connect(args.next)

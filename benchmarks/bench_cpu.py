@@ -6,7 +6,7 @@ requests in flight) is bound by CPU on a 2-core machine: both stages, the broker
 the client share the cores, so each millisecond of CPU per request that a framework
 adds is throughput lost. This script streams long runs of requests (``--requests``,
 1500 by default, against 120 per round in ``bench_pipeline``) through splitmq at each
-hop QoS and through the floor (the same shards as bare MQTT clients at QoS 0 through
+hop QoS and through the floor at each QoS (the same shards as bare MQTT clients through
 the same broker, ``_raw_chain.py``), rounds alternating, and reads the CPU time
 (user + system) of every process before and after each stream:
 
@@ -18,7 +18,8 @@ the same broker, ``_raw_chain.py``), rounds alternating, and reads the CPU time
 
 Each figure is the median over the rounds, in ms of CPU per request; throughputs are
 quoted beside them. No goal is asserted: the goal is ``bench_pipeline``'s; this says
-where the difference goes.
+where the difference goes. Each of splitmq's streams is set against the floor at its
+own hops' QoS.
 
     .venv/bin/python benchmarks/bench_cpu.py [--quick] [--rounds 2] [--requests 1500]
 """
@@ -46,6 +47,9 @@ from _report import Row, report
 from splitmq.client import Client, ClientConfig, InferenceResult
 
 AGENTS = ("agent-1", "agent-2")
+SPLITMQ = {"splitmq": "floor at QoS 1", "splitmq, hop_qos=0": "floor"}
+"""splitmq's two clients, each with the floor at its hops' QoS."""
+FLOORS = {"floor": 0, "floor at QoS 1": 1}
 IN_FLIGHT = 8
 DISTINCT_INPUTS = 4
 
@@ -107,6 +111,10 @@ def streamed(client: Client, inputs: list[np.ndarray], count: int) -> int:
     return count
 
 
+def floor_stream(chain: RawChain, feeds: list[dict[str, np.ndarray]]) -> int:
+    return len(chain.stream(feeds, IN_FLIGHT))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="a smoke run: short streams")
@@ -118,7 +126,7 @@ def main() -> None:
 
     model, inputs = float32_and_images(DISTINCT_INPUTS)
     specs = [AgentSpec(agent_id, "host", 1) for agent_id in AGENTS]
-    sides = {"splitmq": Measured(), "splitmq, hop_qos=0": Measured(), "floor": Measured()}
+    sides = {name: Measured() for name in (*SPLITMQ, *FLOORS)}
     with fleet(specs) as running, tempfile.TemporaryDirectory() as tmp:
         deployment = running.deploy(stages=2, objective="throughput", expect_agents=AGENTS)
         stage_of = {s.replicas[0]: s.stage for s in deployment.stages}
@@ -127,12 +135,18 @@ def main() -> None:
         input_name = deployment.stages[0].inputs[0].name
         out_specs = {output.name: (tuple(output.shape), np.dtype(output.dtype))}
         paths = write_shards(Path(tmp), [s.data for s in shards])
-        chain = RawChain(paths, out_specs, 1, broker=running.broker_address)
+        chains = {
+            name: RawChain(paths, out_specs, 1, broker=running.broker_address, qos=qos)
+            for name, qos in FLOORS.items()
+        }
         broker_pid = running.broker.pid
         assert broker_pid is not None
         shared = {"Mosquitto": broker_pid, "client": os.getpid()}
         agent_pids = {f"stage {stage_of[a]}": pid for a, pid in running.pids().items()} | shared
-        floor_pids = {f"stage {i}": pid for i, pid in enumerate(chain.pids)} | shared
+        floor_pids = {
+            name: {f"stage {i}": pid for i, pid in enumerate(chain.pids)} | shared
+            for name, chain in chains.items()
+        }
         config = ClientConfig(model=MODEL, deadline_s=60.0, max_in_flight=IN_FLIGHT)
         feeds = [{input_name: inputs[i % len(inputs)]} for i in range(count)]
         with (
@@ -141,15 +155,19 @@ def main() -> None:
         ):
             streamed(client, inputs, 50)  # warm-up: plans, layouts, templates
             streamed(client_q0, inputs, 50)
-            chain.stream(feeds[:50], IN_FLIGHT)
+            for chain in chains.values():
+                chain.stream(feeds[:50], IN_FLIGHT)
             for round_number in range(rounds):
                 print(f"round {round_number + 1} of {rounds}", flush=True)
                 for name, streaming in (("splitmq", client), ("splitmq, hop_qos=0", client_q0)):
                     threads = named_threads(streaming)
                     run = partial(streamed, streaming, inputs, count)
                     measure(sides[name], agent_pids, threads, run)
-                measure(sides["floor"], floor_pids, {}, lambda: len(chain.stream(feeds, IN_FLIGHT)))
-        chain.close()
+                for name, chain in chains.items():
+                    run = partial(floor_stream, chain, feeds)
+                    measure(sides[name], floor_pids[name], {}, run)
+        for chain in chains.values():
+            chain.close()
     report("where the pipeline's CPU goes", rows(sides, count, rounds), figures(sides))
 
 
@@ -163,9 +181,7 @@ def rows(sides: dict[str, Measured], count: int, rounds: int) -> list[Row]:
             f"{rounds} round(s); ms of CPU per request, median over the rounds",
         )
     ]
-    floor = sides["floor"]
     parts = ("stage 0", "stage 1", "Mosquitto", "client")
-    floor_total = sum(floor.p50(p) for p in parts)
     for name, side in sides.items():
         total = sum(side.p50(p) for p in parts)
         text = ", ".join(f"{p} {side.p50(p):.3f}" for p in parts)
@@ -176,15 +192,17 @@ def rows(sides: dict[str, Measured], count: int, rounds: int) -> list[Row]:
             )
         table.append(Row(scenario, f"{name}: CPU per request", f"{text}; total {total:.3f}"))
         rate = statistics.median(side.rates)
-        if side is floor:
+        if name in FLOORS:
             table.append(Row(scenario, f"{name}: throughput", f"{rate:.1f} req/s", value=rate))
             continue
+        floor = sides[SPLITMQ[name]]
         ratio = rate / statistics.median(floor.rates)
+        beyond = total - sum(floor.p50(p) for p in parts)
         table.append(
             Row(
                 scenario,
-                f"{name}: throughput / the floor's; CPU beyond the floor's",
-                f"{rate:.1f} req/s = {ratio:.1%}; {total - floor_total:+.3f} ms per request",
+                f"{name}: throughput / the {SPLITMQ[name]}'s; CPU beyond it",
+                f"{rate:.1f} req/s = {ratio:.1%}; {beyond:+.3f} ms per request",
                 value=ratio,
             )
         )
