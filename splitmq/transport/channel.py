@@ -15,6 +15,16 @@ PUBACK for an activation then rides with the activation it forwards a stage-time
 later, and the broker reads both at once. They leave in the order they were held (MQTT
 3.1.1 and 5.0 section 4.6), and never later than their deadline: a reader about to
 wait for the socket past it writes them first (:meth:`Channel.recv_into`).
+
+The broker's acknowledgements can be read late the same way
+(:meth:`Channel.read_lone_acks_late`): on a plain socket whose low-water mark is
+:data:`LONE_BYTES`, a lone acknowledgement (a PUBACK of four bytes, waiting with
+nothing after it) does not wake the reader; it is read with the next packet, or once
+the wait is over. A publisher's network thread is then woken once per activation that
+comes in, as a bare client that reads only when it is ready is, and not once more for
+the PUBACK of each it sent: at QoS 1 those wake-ups, and the preemptions of the
+stage's worker and of the broker they cause, cost more CPU than the acknowledgements'
+own handling (``docs/performance.md``).
 """
 
 from __future__ import annotations
@@ -26,11 +36,18 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 Buffer = bytes | bytearray | memoryview
 
 RECV_CHUNK = 256 * 1024
+LONE_BYTES = 5
+"""The low-water mark of a socket whose lone acknowledgements are read late: every
+PUBLISH, SUBACK, CONNACK of MQTT 5 and acknowledgement with a reason code is at least
+this long, so it wakes the reader at once; a PUBACK, PUBREC, PUBREL or PUBCOMP of MQTT
+3.1.1, or of MQTT 5 with success and no properties (four bytes), and a PINGRESP (two)
+wait."""
+_CAN_WAIT_FOR_BYTES = hasattr(socket, "SO_RCVLOWAT") and hasattr(socket, "MSG_DONTWAIT")
 
 
 class Channel:
@@ -43,6 +60,22 @@ class Channel:
         self._held_until = 0.0
         self._poll = select.poll()
         self._poll.register(sock, select.POLLIN)
+        self._late_ms = 0
+        self._eager: Callable[[], bool] = _never
+
+    def read_lone_acks_late(self, wait_s: float, unless: Callable[[], bool]) -> bool:
+        """From now on, let a lone acknowledgement wait up to ``wait_s`` to be read with
+        the next packet, except while ``unless()`` (someone waits for it). False, and
+        nothing changes, where the socket cannot wait for :data:`LONE_BYTES` bytes."""
+        if wait_s <= 0 or not _CAN_WAIT_FOR_BYTES:
+            return False
+        try:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, LONE_BYTES)
+        except OSError:
+            return False
+        self._late_ms = max(1, round(wait_s * 1000))
+        self._eager = unless
+        return True
 
     def hold(self, packet: bytes, hold_s: float, most: int) -> None:
         """Send ``packet`` with the next write, or alone once ``hold_s`` has passed or
@@ -53,10 +86,28 @@ class Channel:
         if len(self._held) >= most:
             self.send([])
 
-    def recv_into(self, view: memoryview) -> int:
-        """Read what is there into ``view`` (blocking); 0 at end of stream."""
+    def recv_into(self, view: memoryview, wanted: int = 0) -> int:
+        """Read what is there into ``view`` (blocking); 0 at end of stream.
+
+        ``wanted``: the bytes the reader knows are on their way, the rest of a packet
+        (0: not known). Fewer than :data:`LONE_BYTES` are read as soon as they come."""
         self._flush_held_before_waiting()
-        return self.sock.recv_into(view)
+        if not self._late_ms:
+            return self.sock.recv_into(view)
+        at_once = 0 < wanted < LONE_BYTES or self._eager()
+        if not at_once and self._poll.poll(self._late_ms):
+            return self.sock.recv_into(view)  # LONE_BYTES or more, or the end of the stream
+        try:  # what is there, however little: a lone acknowledgement once the wait is over
+            return self.sock.recv_into(view, 0, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            pass
+        # nothing at all: the first byte wakes the reader (an idle client is never woken
+        # by the clock, and an acknowledgement that then comes alone is read at once)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, 1)
+        try:
+            return self.sock.recv_into(view)
+        finally:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, LONE_BYTES)
 
     def _flush_held_before_waiting(self) -> None:
         """Wait for the socket until the held packets are due, then send them."""
@@ -94,6 +145,10 @@ class Channel:
             self.sock.close()
 
 
+def _never() -> bool:
+    return False
+
+
 class TlsChannel(Channel):
     """TLS over memory buffers; see the module docstring for why."""
 
@@ -105,6 +160,10 @@ class TlsChannel(Channel):
             self._incoming, self._outgoing, server_hostname=server_hostname
         )
         self._tls_lock = threading.Lock()
+
+    def read_lone_acks_late(self, wait_s: float, unless: Callable[[], bool]) -> bool:
+        """Never: a TLS record is longer than :data:`LONE_BYTES` whatever it carries."""
+        return False
 
     def handshake(self) -> None:
         """Complete the TLS handshake (before any other thread uses the channel)."""
@@ -122,7 +181,7 @@ class TlsChannel(Channel):
                 self._incoming.write(data)
         self._flush()
 
-    def recv_into(self, view: memoryview) -> int:
+    def recv_into(self, view: memoryview, wanted: int = 0) -> int:
         while True:
             with self._tls_lock:
                 try:

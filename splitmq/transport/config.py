@@ -15,7 +15,7 @@ DEFAULT_TLS_PORT = 8883
 DEFAULT_MAX_PACKET_BYTES = 8 * 1024 * 1024
 """Matches ``max_packet_size`` in broker-config/dev.conf and secure.conf."""
 MAX_ACK_HOLD_S = 1.0
-"""The longest ``ack_hold_s`` accepted."""
+"""The longest ``ack_hold_s`` and ``lone_ack_wait_s`` accepted."""
 ACK_HOLD_MOST = 8
 """PUBACKs held at most before they go out alone: far inside a broker's window of
 unacknowledged messages per client (Mosquitto's ``max_inflight_messages``, 20 by
@@ -59,6 +59,12 @@ class TransportConfig:
             packet this client writes (an agent's forward, a client's next request)
             rather than alone; 0 sends each at once. Held ones leave in the order the
             messages came (MQTT section 4.6), :data:`ACK_HOLD_MOST` at most at a time.
+        lone_ack_wait_s: how long an acknowledgement from the broker that comes alone
+            (a PUBACK with nothing after it) may wait to be read with the next packet
+            before the network thread is woken for it, on a plain TCP connection
+            (:meth:`splitmq.transport.channel.Channel.read_lone_acks_late`); 0 reads
+            each at once. Anything else is read as soon as it comes. A
+            ``publish(...).wait()`` may return this much later.
     """
 
     host: str = "127.0.0.1"
@@ -82,6 +88,7 @@ class TransportConfig:
     reconnect_max_s: float = 30.0
     tcp_nodelay: bool = True
     ack_hold_s: float = 0.005
+    lone_ack_wait_s: float = 0.005
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
@@ -100,6 +107,10 @@ class TransportConfig:
             raise ConfigError(
                 f"ack_hold_s {self.ack_hold_s} is outside 0 to {MAX_ACK_HOLD_S} s: a held "
                 "PUBACK keeps its message in the broker's window of unacknowledged ones"
+            )
+        if not 0 <= self.lone_ack_wait_s <= MAX_ACK_HOLD_S:
+            raise ConfigError(
+                f"lone_ack_wait_s {self.lone_ack_wait_s} is outside 0 to {MAX_ACK_HOLD_S} s"
             )
         if self.inbox_size < 1 or self.inbox_workers < 1:
             raise ConfigError("inbox_size and inbox_workers must be at least 1")

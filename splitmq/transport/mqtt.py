@@ -651,6 +651,11 @@ class MqttTransport(MqttEngine):
         )
         self._write(channel, [header, *message.parts])
 
+    def _acks_awaited(self) -> bool:
+        """Whether messages wait for a free in-flight slot: then the broker's PUBACKs
+        are read at once, alone or not (:meth:`Channel.read_lone_acks_late`)."""
+        return bool(self._pending)
+
     def _window(self) -> int:
         """QoS 1/2 messages allowed in flight: one at a time while re-sending those the
         broker had in flight when it closed the connection (to find a culprit)."""
@@ -761,6 +766,7 @@ class MqttTransport(MqttEngine):
             sock.settimeout(None)
             self._reader = reader
             self._apply_connack(packet)
+            channel.read_lone_acks_late(config.lone_ack_wait_s, self._acks_awaited)
             return channel
         except BaseException:
             with contextlib.suppress(OSError):

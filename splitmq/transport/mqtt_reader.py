@@ -111,6 +111,7 @@ class PacketReader:
         large PUBLISH's head and payload apart (:class:`LargePublish`)."""
         while True:
             header = parse_fixed_header(self._view[self._start : min(self._end, self._start + 5)])
+            wanted = 0
             if header is not None:
                 first, remaining, header_length = header
                 total = header_length + remaining
@@ -124,9 +125,10 @@ class PacketReader:
                         return first, split
                     return first, self._read_own(header_length, remaining)
                 self._make_room(total)
+                wanted = total - (self._end - self._start)
             else:
                 self._make_room(5)
-            self._fill()
+            self._fill(wanted)
 
     def _read_split(self, first: int, header_length: int, remaining: int) -> LargePublish | None:
         """A large PUBLISH whose variable header is buffered, its payload read into a
@@ -149,7 +151,7 @@ class PacketReader:
         view[:have] = self._view[at : self._end]
         self._start = self._end = 0
         while have < len(target):
-            count = self._channel.recv_into(view[have:])
+            count = self._channel.recv_into(view[have:], len(target) - have)
             if count == 0:
                 raise BrokerClosed("it closed the socket")
             have += count
@@ -175,10 +177,12 @@ class PacketReader:
             self._buffer[:held] = bytes(self._view[self._start : self._end])
         self._start, self._end = 0, held
 
-    def _fill(self) -> None:
+    def _fill(self, wanted: int) -> None:
+        """Read what comes into the buffer; ``wanted``: the rest of the packet begun in
+        it (0 when its length is not known yet)."""
         if self._start == self._end:
             self._start = self._end = 0
-        count = self._channel.recv_into(self._view[self._end : self._end + FILL_BYTES])
+        count = self._channel.recv_into(self._view[self._end : self._end + FILL_BYTES], wanted)
         if count == 0:
             raise BrokerClosed("it closed the socket")
         self._end += count

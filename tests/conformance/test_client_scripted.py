@@ -16,7 +16,7 @@ import pytest
 
 from splitmq.errors import TransportError
 from splitmq.mqtt.codes import Prop, PropertyValue
-from splitmq.transport import InboundMessage, MqttTransport, MqttVersion, TransportConfig
+from splitmq.transport import InboundMessage, MqttTransport, MqttVersion, Receipt, TransportConfig
 from splitmq.transport.mqtt import PublishRefused
 from splitmq.transport.paho_transport import PahoTransport
 
@@ -527,6 +527,67 @@ def test_mqtt_4_6_pubacks_leave_in_the_order_the_publishes_came(
         assert [pid for kind, pid in seen if kind == PUBACK] == [7, 3, 9]
         if engine == "splitmq":
             assert seen[-1] == (PUBLISH, 0)
+
+
+@engines("splitmq", versions=("5", "3.1.1"))
+def test_a_lone_puback_is_read_with_the_next_packet_or_once_its_wait_is_over(
+    client: ClientMaker, engine: str, version: str
+) -> None:
+    """Not a normative statement (MQTT sets no time within which a client reads an
+    acknowledgement): a PUBACK that comes alone waits, unread, up to
+    ``lone_ack_wait_s`` for the next packet, and is read with it, before it (section
+    4.6: in the order they were sent); one that nothing follows is read once the wait
+    is over."""
+    v5 = version == "5"
+    follow = threading.Event()
+
+    def script(link: Link) -> None:
+        serve_subscription(link, v5)
+        _, body = link.read_until(PUBLISH, timeout_s=10.0)
+        link.send(ack(PUBACK, packet_id(body)))
+        follow.wait(10.0)
+        publish = b"\x00\x03a/b" + (b"\x00" if v5 else b"")  # QoS 0, no payload
+        link.send(bytes((0x30, len(publish))) + publish)
+        _, body = link.read_until(PUBLISH, timeout_s=10.0)
+        link.send(ack(PUBACK, packet_id(body)))  # alone, and nothing after it
+        hold(link)
+
+    with ScriptedBroker(script) as broker:
+        transport = client(engine, version, broker.port, lone_ack_wait_s=1.0)
+        assert isinstance(transport, MqttTransport)
+        done_at_publish: list[bool] = []
+        receipts: list[Receipt] = []
+        transport.subscribe(
+            "a/#", lambda m: done_at_publish.append(is_done(receipts[0])), qos=1, timeout_s=10.0
+        )
+        receipts.append(transport.publish("first", b"1", qos=1))
+        wait_until(
+            lambda: not is_done(receipts[0]) and unread(transport) == 4,
+            what="the PUBACK waiting, unread, at the client's socket",
+        )
+        follow.set()
+        wait_until(lambda: bool(done_at_publish), what="the PUBLISH after the PUBACK")
+        assert done_at_publish == [True]  # the PUBACK was read first, with the PUBLISH
+        transport.publish("second", b"2", qos=1).wait(10.0)  # alone: once the wait is over
+
+
+def unread(transport: MqttTransport) -> int:
+    """Bytes waiting at the transport's socket, unread."""
+    channel = transport._channel
+    assert channel is not None
+    try:
+        return len(channel.sock.recv(64, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+    except BlockingIOError:
+        return 0
+
+
+def is_done(receipt: Receipt) -> bool:
+    """Whether a receipt's message is acknowledged, without waiting."""
+    try:
+        receipt.wait(0)
+    except TransportError:
+        return False
+    return True
 
 
 @engines("splitmq", versions=("5", "3.1.1"))

@@ -28,8 +28,14 @@ class Trickle:
     def __init__(self, data: bytes, chunk: int):
         self.data, self.chunk, self.pos = data, chunk, 0
         self.reads = 0
+        self.wanted: list[int] = []
+        """What the reader said it still needed of a packet, read by read."""
+        self.at: list[int] = []
+        """Where in the stream each read started."""
 
-    def recv_into(self, view: memoryview) -> int:
+    def recv_into(self, view: memoryview, wanted: int = 0) -> int:
+        self.wanted.append(wanted)
+        self.at.append(self.pos)
         count = min(self.chunk, len(view), len(self.data) - self.pos)
         view[:count] = self.data[self.pos : self.pos + count]
         self.pos += count
@@ -79,6 +85,28 @@ def test_a_large_packet_is_read_into_its_own_buffer_even_when_the_socket_has_it_
     assert channel.reads == 2  # its header and a first part, then the rest
     _, packet = reader.next_packet()
     assert isinstance(packet, memoryview) and payload_of(packet, "u") == after
+
+
+def test_the_reader_says_how_much_of_a_packet_is_still_to_come() -> None:
+    """What the channel is told it still waits for (``Channel.recv_into``'s ``wanted``):
+    the rest of the packet begun, once its fixed header is read, 0 before. A channel
+    that reads lone acknowledgements late reads such a rest at once."""
+    first, second = publish("a", os.urandom(20), 1), publish("b", os.urandom(LARGE_PACKET), 2)
+    channel = Trickle(first + second, 5)
+    reader = PacketReader(channel)  # type: ignore[arg-type]
+    reader.next_packet()
+    _, packet = reader.next_packet()
+    assert isinstance(packet, bytearray), "the large one read into a buffer of its own too"
+    ends = [len(first), len(first) + len(second)]
+    rests = []
+    for wanted, at in zip(channel.wanted, channel.at, strict=True):
+        rest = next(end for end in ends if end > at) - at
+        assert wanted in (0, rest)
+        rests.append(rest)
+    assert channel.wanted[0] == 0  # nothing known before the first byte
+    for end in ends:  # each packet's last bytes were announced as its last
+        last = max(i for i, at in enumerate(channel.at) if at < end)
+        assert channel.wanted[last] == rests[last] == end - channel.at[last] <= 5
 
 
 def split_reader(stream: bytes, chunk: int) -> PacketReader:

@@ -52,6 +52,13 @@ def test_a_puback_is_held_for_at_most_a_second(hold_s: float) -> None:
     assert TransportConfig(ack_hold_s=0).ack_hold_s == 0  # each PUBACK at once
 
 
+@pytest.mark.parametrize("wait_s", [-0.001, 1.5, float("nan")])
+def test_a_lone_ack_waits_to_be_read_for_at_most_a_second(wait_s: float) -> None:
+    with pytest.raises(ConfigError, match=r"lone_ack_wait_s .* outside 0 to 1.0 s"):
+        TransportConfig(lone_ack_wait_s=wait_s)
+    assert TransportConfig(lone_ack_wait_s=0).lone_ack_wait_s == 0  # each read at once
+
+
 def test_packet_size_matches_the_mqtt_encoding() -> None:
     # 3.1.1 QoS 0: 1 fixed byte + 1 length byte + 2 + len(topic) + payload.
     assert packet_size("ab", 10, 0, MqttVersion.V311) == 1 + 1 + 2 + 2 + 10

@@ -1,0 +1,188 @@
+"""A lone acknowledgement read late (``Channel.read_lone_acks_late``): on a TCP socket
+whose low-water mark is ``LONE_BYTES``, four bytes waiting alone (a PUBACK) do not wake
+the reader; they come with the next packet, or alone once the wait is over. Anything of
+``LONE_BYTES`` or more, the rest of a packet begun, the end of the stream, or an
+acknowledgement someone waits for is read at once. MQTT sets no time within which a
+client must read an acknowledgement; the order of what is read is the order it came."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from splitmq.transport.channel import LONE_BYTES, Channel, TlsChannel
+
+from ..helpers import wait_until
+
+LONG_S = 30.0
+"""A wait no test sits out: a reader that waited it would fail its test on time."""
+
+PUBACK = bytes((0x40, 2, 0, 7))
+PUBLISH = bytes((0x30, 8, 0, 3)) + b"a/bxyz"  # QoS 0, topic "a/b", payload "xyz"
+
+Pair = tuple[Channel, socket.socket]
+
+pytestmark = pytest.mark.skipif(
+    not hasattr(socket, "SO_RCVLOWAT") or not hasattr(socket, "MSG_DONTWAIT"),
+    reason="the platform's sockets cannot wait for a number of bytes",
+)
+
+
+@pytest.fixture
+def pair() -> Iterator[Pair]:
+    """A channel on a loopback TCP connection, and the broker's end of it."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    ours = socket.create_connection(listener.getsockname())
+    theirs, _ = listener.accept()
+    listener.close()
+    for sock in (ours, theirs):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    theirs.settimeout(10.0)
+    channel = Channel(ours)
+    yield channel, theirs
+    channel.close()
+    theirs.close()
+
+
+class Reader:
+    """One ``recv_into`` on a thread of its own: what it read, and how long it took."""
+
+    def __init__(self, channel: Channel, wanted: int = 0):
+        self.data: bytes | None = None
+        self.seconds = 0.0
+        self._channel, self._wanted = channel, wanted
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        buffer = bytearray(64)
+        start = time.monotonic()
+        count = self._channel.recv_into(memoryview(buffer), self._wanted)
+        self.seconds = time.monotonic() - start
+        self.data = bytes(buffer[:count])
+
+    def result(self) -> bytes:
+        self._thread.join(LONG_S + 10.0)
+        assert self.data is not None, "the reader is still waiting"
+        return self.data
+
+
+def queued(sock: socket.socket) -> int:
+    """Bytes the kernel holds for ``sock`` to read."""
+    return len(sock.recv(64, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+
+
+def arrived(sock: socket.socket, count: int) -> None:
+    def there() -> bool:
+        try:
+            return queued(sock) >= count
+        except BlockingIOError:
+            return False
+
+    wait_until(there, what=f"{count} bytes at the channel's socket")
+
+
+def lowat(channel: Channel) -> int:
+    return channel.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT)
+
+
+def test_a_lone_ack_comes_with_the_next_packet(pair: Pair) -> None:
+    channel, broker = pair
+    assert channel.read_lone_acks_late(LONG_S, lambda: False)
+    reader = Reader(channel)
+    broker.sendall(PUBACK)
+    arrived(channel.sock, len(PUBACK))  # there, and not read: it did not wake the reader
+    broker.sendall(PUBLISH)
+    assert reader.result() == PUBACK + PUBLISH  # one read, in the order they came
+    assert reader.seconds < LONG_S
+
+
+def test_once_the_wait_is_over_a_lone_ack_is_read_alone(pair: Pair) -> None:
+    channel, broker = pair
+    wait_s = 0.05
+    assert channel.read_lone_acks_late(wait_s, lambda: False)
+    broker.sendall(PUBACK)
+    arrived(channel.sock, len(PUBACK))
+    reader = Reader(channel)
+    assert reader.result() == PUBACK
+    assert reader.seconds >= wait_s - 0.001
+
+
+@pytest.mark.parametrize(
+    "packet",
+    [PUBLISH, bytes((0x90, 3, 0, 1, 1)), bytes((0x40, 3, 0, 7, 0x80))],
+    ids=["publish", "suback", "puback-with-a-reason"],
+)
+def test_anything_of_lone_bytes_or_more_is_read_at_once(pair: Pair, packet: bytes) -> None:
+    channel, broker = pair
+    assert len(packet) >= LONE_BYTES
+    assert channel.read_lone_acks_late(LONG_S, lambda: False)
+    reader = Reader(channel)
+    broker.sendall(packet)
+    assert reader.result() == packet
+    assert reader.seconds < LONG_S / 2
+
+
+def test_after_a_wait_with_nothing_a_lone_ack_wakes_the_reader(pair: Pair) -> None:
+    """An idle connection is not polled by the clock: past the wait, the reader sleeps
+    until the first byte (the low-water mark 1), then sets the mark back."""
+    channel, broker = pair
+    assert channel.read_lone_acks_late(0.01, lambda: False)
+    assert lowat(channel) == LONE_BYTES
+    reader = Reader(channel)
+    wait_until(lambda: lowat(channel) == 1, what="the reader past its wait")
+    broker.sendall(PUBACK)
+    assert reader.result() == PUBACK
+    assert lowat(channel) == LONE_BYTES
+
+
+def test_an_awaited_ack_is_read_at_once(pair: Pair) -> None:
+    channel, broker = pair
+    assert channel.read_lone_acks_late(LONG_S, lambda: True)
+    reader = Reader(channel)
+    broker.sendall(PUBACK)
+    assert reader.result() == PUBACK
+    assert reader.seconds < LONG_S / 2
+
+
+def test_the_rest_of_a_packet_begun_is_read_as_soon_as_it_comes(pair: Pair) -> None:
+    channel, broker = pair
+    assert channel.read_lone_acks_late(LONG_S, lambda: False)
+    reader = Reader(channel, wanted=3)  # a packet's last three bytes
+    broker.sendall(b"xyz")
+    assert reader.result() == b"xyz"
+    assert reader.seconds < LONG_S / 2
+
+
+def test_the_end_of_the_stream_wakes_the_reader(pair: Pair) -> None:
+    channel, broker = pair
+    assert channel.read_lone_acks_late(LONG_S, lambda: False)
+    reader = Reader(channel)
+    broker.close()
+    assert reader.result() == b""
+    assert reader.seconds < LONG_S / 2
+
+
+def test_nothing_changes_when_not_asked(pair: Pair) -> None:
+    channel, broker = pair
+    assert not channel.read_lone_acks_late(0, lambda: False)
+    assert lowat(channel) == 1
+    reader = Reader(channel)
+    broker.sendall(PUBACK)
+    assert reader.result() == PUBACK
+
+
+def test_a_tls_channel_reads_every_record_at_once() -> None:
+    """A TLS record is longer than ``LONE_BYTES`` whatever it carries: no mark helps."""
+    ours, theirs = socket.socketpair()
+    try:
+        channel = TlsChannel(ours, ssl.create_default_context(), "localhost")
+        assert not channel.read_lone_acks_late(LONG_S, lambda: False)
+    finally:
+        ours.close()
+        theirs.close()
