@@ -17,7 +17,9 @@ the same broker, ``_raw_chain.py``), rounds alternating, and reads the CPU time
   network thread apart).
 
 Each figure is the median over the rounds, in ms of CPU per request; throughputs are
-quoted beside them. No goal is asserted: the goal is ``bench_pipeline``'s; this says
+quoted beside them, and each process's wake-ups per request (voluntary context
+switches: each time one of its threads slept and was woken, at a cost in CPU to it and
+to whatever its waking preempted). No goal is asserted: the goal is ``bench_pipeline``'s; this says
 where the difference goes. Each of splitmq's streams is set against the floor at its
 own hops' QoS.
 
@@ -34,7 +36,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
@@ -67,15 +69,29 @@ class Measured:
 
     def __init__(self) -> None:
         self.ms: dict[str, list[float]] = defaultdict(list)
+        self.wakes: dict[str, list[float]] = defaultdict(list)
         self.rates: list[float] = []
 
-    def add(self, before: dict[str, float], after: dict[str, float], count: int, s: float) -> None:
-        for name, value in after.items():
-            self.ms[name].append((value - before[name]) * 1000.0 / count)
+    def add(self, before: Reading, after: Reading, count: int, s: float) -> None:
+        for name, value in after.cpu_s.items():
+            self.ms[name].append((value - before.cpu_s[name]) * 1000.0 / count)
+        for name, value in after.wakes.items():
+            self.wakes[name].append((value - before.wakes[name]) / count)
         self.rates.append(count / s)
 
     def p50(self, name: str) -> float:
         return statistics.median(self.ms[name])
+
+    def wakes_p50(self, name: str) -> float:
+        return statistics.median(self.wakes[name])
+
+
+@dataclass(frozen=True)
+class Reading:
+    """CPU seconds by process (and the client's threads), wake-ups by process."""
+
+    cpu_s: dict[str, float]
+    wakes: dict[str, int]
 
 
 def measure(
@@ -83,10 +99,13 @@ def measure(
 ) -> None:
     """Run one stream (``run`` returns its request count) between two readings."""
 
-    def read() -> dict[str, float]:
+    def read() -> Reading:
         found = {name: cpu_s(pid) for name, pid in pids.items()}
         found.update({f"client: {k}": v for k, v in threads_s(client_threads).items()})
-        return found
+        wakes = {
+            name: psutil.Process(pid).num_ctx_switches().voluntary for name, pid in pids.items()
+        }
+        return Reading(found, wakes)
 
     before, start = read(), time.perf_counter()
     count = run()
@@ -191,6 +210,8 @@ def rows(sides: dict[str, Measured], count: int, rounds: int) -> list[Row]:
                 f"{side.p50('client: network thread'):.3f})"
             )
         table.append(Row(scenario, f"{name}: CPU per request", f"{text}; total {total:.3f}"))
+        wakes = ", ".join(f"{p} {side.wakes_p50(p):.2f}" for p in parts)
+        table.append(Row(scenario, f"{name}: wake-ups per request", wakes))
         rate = statistics.median(side.rates)
         if name in FLOORS:
             table.append(Row(scenario, f"{name}: throughput", f"{rate:.1f} req/s", value=rate))
@@ -211,7 +232,7 @@ def rows(sides: dict[str, Measured], count: int, rounds: int) -> list[Row]:
 
 def figures(sides: dict[str, Measured]) -> dict[str, object]:
     return {
-        name: {"cpu_ms": dict(side.ms), "requests_per_s": side.rates}
+        name: {"cpu_ms": dict(side.ms), "wakes": dict(side.wakes), "requests_per_s": side.rates}
         for name, side in sides.items()
     }
 

@@ -47,6 +47,10 @@ PUBLISH, SUBACK, CONNACK of MQTT 5 and acknowledgement with a reason code is at 
 this long, so it wakes the reader at once; a PUBACK, PUBREC, PUBREL or PUBCOMP of MQTT
 3.1.1, or of MQTT 5 with success and no properties (four bytes), and a PINGRESP (two)
 wait."""
+WHOLE_BYTES = 16 * 1024
+"""The rest of a packet from this size on is read once it is all there (up to
+:data:`WHOLE_MOST` at a time)."""
+WHOLE_MOST = 256 * 1024
 _CAN_WAIT_FOR_BYTES = hasattr(socket, "SO_RCVLOWAT") and hasattr(socket, "MSG_DONTWAIT")
 
 
@@ -62,6 +66,10 @@ class Channel:
         self._poll.register(sock, select.POLLIN)
         self._late_ms = 0
         self._eager: Callable[[], bool] = _never
+        self._late = False
+        """Lone acknowledgements wait to be read (else: each is read as it comes)."""
+        self._lone_at = -math.inf
+        """When a lone acknowledgement was last read as it came."""
 
     def read_lone_acks_late(self, wait_s: float, unless: Callable[[], bool]) -> bool:
         """From now on, let a lone acknowledgement wait up to ``wait_s`` to be read with
@@ -75,6 +83,7 @@ class Channel:
             return False
         self._late_ms = max(1, round(wait_s * 1000))
         self._eager = unless
+        self._late = True
         return True
 
     def hold(self, packet: bytes, hold_s: float, most: int) -> None:
@@ -94,20 +103,54 @@ class Channel:
         self._flush_held_before_waiting()
         if not self._late_ms:
             return self.sock.recv_into(view)
-        at_once = 0 < wanted < LONE_BYTES or self._eager()
-        if not at_once and self._poll.poll(self._late_ms):
-            return self.sock.recv_into(view)  # LONE_BYTES or more, or the end of the stream
-        try:  # what is there, however little: a lone acknowledgement once the wait is over
+        if wanted >= WHOLE_BYTES:
+            return self._recv_whole(view, min(wanted, WHOLE_MOST))
+        if self._late:
+            if 0 < wanted < LONE_BYTES or self._eager():
+                return self._recv_now(view)
+            if self._poll.poll(self._late_ms):
+                return self.sock.recv_into(view)  # LONE_BYTES or more, or the end of the stream
+            self._set_late(False)  # the wait ended with nothing after the acknowledgement
+        count = self.sock.recv_into(view)
+        now = time.monotonic()
+        if 0 < count < LONE_BYTES:
+            self._lone_at = now
+        elif now - self._lone_at <= self._late_ms / 1000:
+            self._set_late(True)  # the packet after a lone acknowledgement came within the wait
+        return count
+
+    def _set_late(self, late: bool) -> None:
+        """Read lone acknowledgements late, or each as it comes: a connection where the
+        next packet seldom follows within the wait (one request at a time) has nothing
+        to read them with, and a reader woken once the wait is over would wake in the
+        middle of the next stage's work rather than at the end of its own."""
+        self._late = late
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, LONE_BYTES if late else 1)
+
+    def _recv_now(self, view: memoryview) -> int:
+        """What is there, however little, or the first byte to come."""
+        try:
             return self.sock.recv_into(view, 0, socket.MSG_DONTWAIT)
         except BlockingIOError:
             pass
-        # nothing at all: the first byte wakes the reader (an idle client is never woken
-        # by the clock, and an acknowledgement that then comes alone is read at once)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, 1)
         try:
             return self.sock.recv_into(view)
         finally:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, LONE_BYTES)
+
+    def _recv_whole(self, view: memoryview, size: int) -> int:
+        """The rest of a large packet, once ``size`` bytes of it are there: one wake-up,
+        not one for each piece of it the network brings (a 600 kB activation comes in a
+        dozen). The mark is at most the rest of the packet: those bytes are on their way."""
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, size)
+        try:
+            while not self._poll.poll(self._late_ms):
+                self._flush_held_before_waiting()  # a slow link: what is held goes when due
+            return self.sock.recv_into(view)
+        finally:
+            mark = LONE_BYTES if self._late else 1
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, mark)
 
     def _flush_held_before_waiting(self) -> None:
         """Wait for the socket until the held packets are due, then send them."""

@@ -65,5 +65,11 @@ def test_the_fleet_scenarios_run_and_check_their_outputs(tmp_path: Path) -> None
     assert "agents: decode (stages in turn)" in steps, "every probe of a request was found"
     assert steps["agents: decode (stages in turn)"]["measured"].count("/") == 2  # 3 stages
     cpu = {r["figure"] for r in rows if r["scenario"] == "cpu"}
-    sides = ("splitmq", "splitmq, hop_qos=0", "floor")
+    sides = ("splitmq", "splitmq, hop_qos=0", "floor", "floor at QoS 1")
     assert {f"{side}: CPU per request" for side in sides} <= cpu, cpu
+    assert {f"{side}: wake-ups per request" for side in sides} <= cpu, cpu
+    floors = {r["figure"] for r in rows if r["scenario"] in ("1 split latency", "3 pipeline")}
+    assert {
+        "p50 splitmq / the floor at QoS 1 (both at least once)",
+        "splitmq / the floor at QoS 1 (both at least once)",
+    } <= floors, floors

@@ -7,6 +7,7 @@ client must read an acknowledgement; the order of what is read is the order it c
 
 from __future__ import annotations
 
+import os
 import socket
 import ssl
 import threading
@@ -15,7 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from splitmq.transport.channel import LONE_BYTES, Channel, TlsChannel
+from splitmq.transport.channel import LONE_BYTES, WHOLE_BYTES, Channel, TlsChannel
 
 from ..helpers import wait_until
 
@@ -52,15 +53,16 @@ def pair() -> Iterator[Pair]:
 class Reader:
     """One ``recv_into`` on a thread of its own: what it read, and how long it took."""
 
-    def __init__(self, channel: Channel, wanted: int = 0):
+    def __init__(self, channel: Channel, wanted: int = 0, size: int = 64):
         self.data: bytes | None = None
+        self._size = size
         self.seconds = 0.0
         self._channel, self._wanted = channel, wanted
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
 
     def _read(self) -> None:
-        buffer = bytearray(64)
+        buffer = bytearray(self._size)
         start = time.monotonic()
         count = self._channel.recv_into(memoryview(buffer), self._wanted)
         self.seconds = time.monotonic() - start
@@ -74,7 +76,7 @@ class Reader:
 
 def queued(sock: socket.socket) -> int:
     """Bytes the kernel holds for ``sock`` to read."""
-    return len(sock.recv(64, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+    return len(sock.recv(1 << 20, socket.MSG_PEEK | socket.MSG_DONTWAIT))
 
 
 def arrived(sock: socket.socket, count: int) -> None:
@@ -128,17 +130,29 @@ def test_anything_of_lone_bytes_or_more_is_read_at_once(pair: Pair, packet: byte
     assert reader.seconds < LONG_S / 2
 
 
-def test_after_a_wait_with_nothing_a_lone_ack_wakes_the_reader(pair: Pair) -> None:
-    """An idle connection is not polled by the clock: past the wait, the reader sleeps
-    until the first byte (the low-water mark 1), then sets the mark back."""
+def test_after_a_wait_with_nothing_acks_are_read_as_they_come_until_one_is_followed(
+    pair: Pair,
+) -> None:
+    """A wait that ends with nothing after the acknowledgement (one request at a time:
+    the next packet is a stage-time away) switches to reading each as it comes (the
+    low-water mark 1: an idle connection is not polled by the clock); a packet that
+    comes within the wait after a lone acknowledgement switches back."""
     channel, broker = pair
-    assert channel.read_lone_acks_late(0.01, lambda: False)
+    wait_s = 1.0
+    assert channel.read_lone_acks_late(wait_s, lambda: False)
     assert lowat(channel) == LONE_BYTES
-    reader = Reader(channel)
-    wait_until(lambda: lowat(channel) == 1, what="the reader past its wait")
+    first = Reader(channel)
+    wait_until(lambda: lowat(channel) == 1, what="the reader's wait over, with nothing")
     broker.sendall(PUBACK)
-    assert reader.result() == PUBACK
-    assert lowat(channel) == LONE_BYTES
+    assert first.result() == PUBACK  # read as it came
+    broker.sendall(PUBLISH)
+    assert Reader(channel).result() == PUBLISH
+    assert lowat(channel) == LONE_BYTES  # it came within the wait: late again
+    late = Reader(channel)
+    broker.sendall(PUBACK)
+    arrived(channel.sock, len(PUBACK))
+    broker.sendall(PUBLISH)
+    assert late.result() == PUBACK + PUBLISH
 
 
 def test_an_awaited_ack_is_read_at_once(pair: Pair) -> None:
@@ -186,3 +200,27 @@ def test_a_tls_channel_reads_every_record_at_once() -> None:
     finally:
         ours.close()
         theirs.close()
+
+
+def test_the_rest_of_a_large_packet_is_read_once_it_is_all_there(pair: Pair) -> None:
+    """One wake-up for the rest of a large packet, not one per piece of it."""
+    channel, broker = pair
+    assert channel.read_lone_acks_late(LONG_S, lambda: False)
+    rest = os.urandom(2 * WHOLE_BYTES)
+    reader = Reader(channel, wanted=len(rest), size=len(rest))
+    broker.sendall(rest[:WHOLE_BYTES])
+    arrived(channel.sock, WHOLE_BYTES)  # half of it there, and not read
+    broker.sendall(rest[WHOLE_BYTES:])
+    assert reader.result() == rest  # in one read
+    assert lowat(channel) == LONE_BYTES
+
+
+def test_held_acks_go_out_when_due_while_the_rest_of_a_packet_is_awaited(pair: Pair) -> None:
+    channel, broker = pair
+    assert channel.read_lone_acks_late(0.01, lambda: False)
+    with channel.send_lock:
+        channel.hold(PUBACK, hold_s=0.05, most=8)
+    reader = Reader(channel, wanted=WHOLE_BYTES, size=WHOLE_BYTES)
+    assert broker.recv(16) == PUBACK  # alone, the rest of the packet not come yet
+    broker.sendall(bytes(WHOLE_BYTES))
+    assert reader.result() == bytes(WHOLE_BYTES)
