@@ -47,10 +47,6 @@ PUBLISH, SUBACK, CONNACK of MQTT 5 and acknowledgement with a reason code is at 
 this long, so it wakes the reader at once; a PUBACK, PUBREC, PUBREL or PUBCOMP of MQTT
 3.1.1, or of MQTT 5 with success and no properties (four bytes), and a PINGRESP (two)
 wait."""
-WHOLE_BYTES = 16 * 1024
-"""The rest of a packet from this size on is read once it is all there (up to
-:data:`WHOLE_MOST` at a time)."""
-WHOLE_MOST = 256 * 1024
 _CAN_WAIT_FOR_BYTES = hasattr(socket, "SO_RCVLOWAT") and hasattr(socket, "MSG_DONTWAIT")
 
 
@@ -103,8 +99,6 @@ class Channel:
         self._flush_held_before_waiting()
         if not self._late_ms:
             return self.sock.recv_into(view)
-        if wanted >= WHOLE_BYTES:
-            return self._recv_whole(view, min(wanted, WHOLE_MOST))
         if self._late:
             if 0 < wanted < LONE_BYTES or self._eager():
                 return self._recv_now(view)
@@ -138,19 +132,6 @@ class Channel:
             return self.sock.recv_into(view)
         finally:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, LONE_BYTES)
-
-    def _recv_whole(self, view: memoryview, size: int) -> int:
-        """The rest of a large packet, once ``size`` bytes of it are there: one wake-up,
-        not one for each piece of it the network brings (a 600 kB activation comes in a
-        dozen). The mark is at most the rest of the packet: those bytes are on their way."""
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, size)
-        try:
-            while not self._poll.poll(self._late_ms):
-                self._flush_held_before_waiting()  # a slow link: what is held goes when due
-            return self.sock.recv_into(view)
-        finally:
-            mark = LONE_BYTES if self._late else 1
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, mark)
 
     def _flush_held_before_waiting(self) -> None:
         """Wait for the socket until the held packets are due, then send them."""

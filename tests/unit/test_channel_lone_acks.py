@@ -7,7 +7,6 @@ client must read an acknowledgement; the order of what is read is the order it c
 
 from __future__ import annotations
 
-import os
 import socket
 import ssl
 import threading
@@ -16,7 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from splitmq.transport.channel import LONE_BYTES, WHOLE_BYTES, Channel, TlsChannel
+from splitmq.transport.channel import LONE_BYTES, Channel, TlsChannel
 
 from ..helpers import wait_until
 
@@ -53,16 +52,15 @@ def pair() -> Iterator[Pair]:
 class Reader:
     """One ``recv_into`` on a thread of its own: what it read, and how long it took."""
 
-    def __init__(self, channel: Channel, wanted: int = 0, size: int = 64):
+    def __init__(self, channel: Channel, wanted: int = 0):
         self.data: bytes | None = None
-        self._size = size
         self.seconds = 0.0
         self._channel, self._wanted = channel, wanted
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
 
     def _read(self) -> None:
-        buffer = bytearray(self._size)
+        buffer = bytearray(64)
         start = time.monotonic()
         count = self._channel.recv_into(memoryview(buffer), self._wanted)
         self.seconds = time.monotonic() - start
@@ -200,27 +198,3 @@ def test_a_tls_channel_reads_every_record_at_once() -> None:
     finally:
         ours.close()
         theirs.close()
-
-
-def test_the_rest_of_a_large_packet_is_read_once_it_is_all_there(pair: Pair) -> None:
-    """One wake-up for the rest of a large packet, not one per piece of it."""
-    channel, broker = pair
-    assert channel.read_lone_acks_late(LONG_S, lambda: False)
-    rest = os.urandom(2 * WHOLE_BYTES)
-    reader = Reader(channel, wanted=len(rest), size=len(rest))
-    broker.sendall(rest[:WHOLE_BYTES])
-    arrived(channel.sock, WHOLE_BYTES)  # half of it there, and not read
-    broker.sendall(rest[WHOLE_BYTES:])
-    assert reader.result() == rest  # in one read
-    assert lowat(channel) == LONE_BYTES
-
-
-def test_held_acks_go_out_when_due_while_the_rest_of_a_packet_is_awaited(pair: Pair) -> None:
-    channel, broker = pair
-    assert channel.read_lone_acks_late(0.01, lambda: False)
-    with channel.send_lock:
-        channel.hold(PUBACK, hold_s=0.05, most=8)
-    reader = Reader(channel, wanted=WHOLE_BYTES, size=WHOLE_BYTES)
-    assert broker.recv(16) == PUBACK  # alone, the rest of the packet not come yet
-    broker.sendall(bytes(WHOLE_BYTES))
-    assert reader.result() == bytes(WHOLE_BYTES)
