@@ -103,6 +103,18 @@ def cpu_s(pid: int) -> float:
     return float(times.user + times.system)
 
 
+def wakes(pid: int) -> int:
+    """A process's voluntary context switches so far, all its threads: each time one of
+    them slept and was woken (Linux: ``/proc``; psutil counts the main thread's only)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(FileNotFoundError):  # a thread that ended meanwhile
+            for line in (task / "status").read_text().splitlines():
+                if line.startswith("voluntary_ctxt_switches:"):
+                    total += int(line.split()[1])
+    return total
+
+
 def float32_and_images(count: int) -> tuple[bytes, list[np.ndarray]]:
     """The model's float32 variant (converted once), and ``count`` distinct inputs."""
     entry = mobilenet()

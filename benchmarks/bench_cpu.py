@@ -42,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 import psutil
-from _fleet import MODEL, AgentSpec, cpu_s, deployed_shards, fleet, float32_and_images
+from _fleet import MODEL, AgentSpec, cpu_s, deployed_shards, fleet, float32_and_images, wakes
 from _raw_chain import RawChain, write_shards
 from _report import Row, report
 
@@ -102,10 +102,7 @@ def measure(
     def read() -> Reading:
         found = {name: cpu_s(pid) for name, pid in pids.items()}
         found.update({f"client: {k}": v for k, v in threads_s(client_threads).items()})
-        wakes = {
-            name: psutil.Process(pid).num_ctx_switches().voluntary for name, pid in pids.items()
-        }
-        return Reading(found, wakes)
+        return Reading(found, {name: wakes(pid) for name, pid in pids.items()})
 
     before, start = read(), time.perf_counter()
     count = run()
@@ -210,8 +207,8 @@ def rows(sides: dict[str, Measured], count: int, rounds: int) -> list[Row]:
                 f"{side.p50('client: network thread'):.3f})"
             )
         table.append(Row(scenario, f"{name}: CPU per request", f"{text}; total {total:.3f}"))
-        wakes = ", ".join(f"{p} {side.wakes_p50(p):.2f}" for p in parts)
-        table.append(Row(scenario, f"{name}: wake-ups per request", wakes))
+        woken = ", ".join(f"{p} {side.wakes_p50(p):.2f}" for p in parts)
+        table.append(Row(scenario, f"{name}: wake-ups per request", woken))
         rate = statistics.median(side.rates)
         if name in FLOORS:
             table.append(Row(scenario, f"{name}: throughput", f"{rate:.1f} req/s", value=rate))

@@ -109,13 +109,15 @@ class Channel:
         now = time.monotonic()
         if 0 < count < LONE_BYTES:
             self._lone_at = now
-        elif now - self._lone_at <= self._late_ms / 1000:
-            self._set_late(True)  # the packet after a lone acknowledgement came within the wait
+        elif now - self._lone_at <= self._late_ms / 2000:
+            self._set_late(True)  # a packet came within half the wait after a lone ack
         return count
 
     def _set_late(self, late: bool) -> None:
-        """Read lone acknowledgements late, or each as it comes: a connection where the
-        next packet seldom follows within the wait (one request at a time) has nothing
+        """Read lone acknowledgements late, or each as it comes. Late from the start and
+        while no wait ends with nothing after the acknowledgement; then each as it
+        comes, until a packet follows a lone one within half the wait. A connection
+        where the next packet is a stage-time away (one request at a time) has nothing
         to read them with, and a reader woken once the wait is over would wake in the
         middle of the next stage's work rather than at the end of its own."""
         self._late = late

@@ -134,7 +134,7 @@ def test_after_a_wait_with_nothing_acks_are_read_as_they_come_until_one_is_follo
     """A wait that ends with nothing after the acknowledgement (one request at a time:
     the next packet is a stage-time away) switches to reading each as it comes (the
     low-water mark 1: an idle connection is not polled by the clock); a packet that
-    comes within the wait after a lone acknowledgement switches back."""
+    comes within half the wait after a lone acknowledgement switches back."""
     channel, broker = pair
     wait_s = 1.0
     assert channel.read_lone_acks_late(wait_s, lambda: False)
@@ -145,7 +145,7 @@ def test_after_a_wait_with_nothing_acks_are_read_as_they_come_until_one_is_follo
     assert first.result() == PUBACK  # read as it came
     broker.sendall(PUBLISH)
     assert Reader(channel).result() == PUBLISH
-    assert lowat(channel) == LONE_BYTES  # it came within the wait: late again
+    assert lowat(channel) == LONE_BYTES  # it came within half the wait: late again
     late = Reader(channel)
     broker.sendall(PUBACK)
     arrived(channel.sock, len(PUBACK))
