@@ -24,7 +24,10 @@ the wait is over. A publisher's network thread is then woken once per activation
 comes in, as a bare client that reads only when it is ready is, and not once more for
 the PUBACK of each it sent: at QoS 1 those wake-ups, and the preemptions of the
 stage's worker and of the broker they cause, cost more CPU than the acknowledgements'
-own handling (``docs/performance.md``).
+own handling (``docs/performance.md``). Where the next packet is a stage-time away
+(one request at a time), a wait that ends with nothing after the acknowledgement
+switches the connection to reading each as it comes, until a packet follows a lone
+one within half the wait again (:meth:`Channel._set_late`).
 """
 
 from __future__ import annotations
