@@ -74,7 +74,7 @@ class Reader:
 
 def queued(sock: socket.socket) -> int:
     """Bytes the kernel holds for ``sock`` to read."""
-    return len(sock.recv(1 << 20, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+    return len(sock.recv(64, socket.MSG_PEEK | socket.MSG_DONTWAIT))
 
 
 def arrived(sock: socket.socket, count: int) -> None:
