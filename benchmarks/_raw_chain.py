@@ -349,6 +349,22 @@ class RawChain:
             process.wait(10)
 
 
+def floors(
+    shard_paths: list[Path],
+    output_specs: Mapping[str, tuple[tuple[int, ...], np.dtype[Any]]],
+    threads: int,
+    broker: str,
+) -> dict[str, RawChain]:
+    """The floors a scenario measures beside splitmq: the shards over bare sockets
+    (``raw``), and through ``broker`` as bare MQTT clients at QoS 0 (``raw_broker``) and
+    at QoS 1 (``raw_broker_q1``)."""
+    return {
+        "raw": RawChain(shard_paths, output_specs, threads),
+        "raw_broker": RawChain(shard_paths, output_specs, threads, broker=broker),
+        "raw_broker_q1": RawChain(shard_paths, output_specs, threads, broker=broker, qos=1),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("shard")

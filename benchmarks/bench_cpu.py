@@ -19,9 +19,9 @@ the same broker, ``_raw_chain.py``), rounds alternating, and reads the CPU time
 Each figure is the median over the rounds, in ms of CPU per request; throughputs are
 quoted beside them, and each process's wake-ups per request (voluntary context
 switches: each time one of its threads slept and was woken, at a cost in CPU to it and
-to whatever its waking preempted). No goal is asserted: the goal is ``bench_pipeline``'s; this says
-where the difference goes. Each of splitmq's streams is set against the floor at its
-own hops' QoS.
+to whatever its waking preempted). No goal is asserted: the goal is
+``bench_pipeline``'s; this says where the difference goes. Each of splitmq's streams is
+set against the floor at its own hops' QoS.
 
     .venv/bin/python benchmarks/bench_cpu.py [--quick] [--rounds 2] [--requests 1500]
 """

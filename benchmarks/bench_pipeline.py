@@ -46,7 +46,7 @@ from pathlib import Path
 
 import numpy as np
 from _fleet import MODEL, AgentSpec, deployed_shards, fleet, float32_and_images
-from _raw_chain import RawChain, write_shards
+from _raw_chain import RawChain, floors, write_shards
 from _report import Row, report
 
 from splitmq.agent import find_runtime
@@ -149,13 +149,7 @@ def main() -> None:
         ceiling = Ceiling([s.data for s in shards], THREADS)
         paths = write_shards(Path(tmp), [s.data for s in shards])
         out_specs = {output_spec.name: (tuple(output_spec.shape), np.dtype(output_spec.dtype))}
-        raw_chains = {
-            "raw": RawChain(paths, out_specs, THREADS),
-            "raw_broker": RawChain(paths, out_specs, THREADS, broker=running.broker_address),
-            "raw_broker_q1": RawChain(
-                paths, out_specs, THREADS, broker=running.broker_address, qos=1
-            ),
-        }
+        raw_chains = floors(paths, out_specs, THREADS, running.broker_address)
 
         config = ClientConfig(model=MODEL, deadline_s=60.0, max_in_flight=args.in_flight)
         wrong = 0

@@ -57,7 +57,7 @@ import numpy as np
 import psutil
 from _fleet import MODEL, AgentSpec, Fleet, deployed_shards, fleet, image, mobilenet
 from _grpc_chain import PATH, pack, unpack
-from _raw_chain import RawChain, write_shards
+from _raw_chain import RawChain, floors, write_shards
 from _report import Row, percentile, report
 
 from splitmq.agent import find_runtime
@@ -207,13 +207,7 @@ def main() -> None:
         paths = write_shards(Path(tmp), [s.data for s in shards])
         servers, address = start_grpc_chain(paths)
         out_specs = {output_spec.name: (tuple(output_spec.shape), np.dtype(output_spec.dtype))}
-        raw_chains = {
-            "raw": RawChain(paths, out_specs, THREADS),
-            "raw_broker": RawChain(paths, out_specs, THREADS, broker=running.broker_address),
-            "raw_broker_q1": RawChain(
-                paths, out_specs, THREADS, broker=running.broker_address, qos=1
-            ),
-        }
+        raw_chains = floors(paths, out_specs, THREADS, running.broker_address)
         options = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
         channel = grpc.insecure_channel(address, options=options)
         grpc_call = channel.unary_unary(PATH)
