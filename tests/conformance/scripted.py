@@ -132,7 +132,10 @@ class ScriptedBroker:
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self._stop.set()
+        with contextlib.suppress(OSError):
+            self._server.shutdown(socket.SHUT_RDWR)  # wakes the accept (close alone may not)
         self._server.close()
+        self._thread.join(5.0)  # a connection it accepted meanwhile is in _links: closed too
         for link in self._links:
             link.close()
 
