@@ -73,3 +73,6 @@ def test_the_fleet_scenarios_run_and_check_their_outputs(tmp_path: Path) -> None
         "p50 splitmq / the floor at QoS 1 (both at least once)",
         "splitmq / the floor at QoS 1 (both at least once)",
     } <= floors, floors
+    planner = {r["figure"]: r for r in rows if r["scenario"] == "planner"}
+    forecasts = planner["predicted / the next round's measured p50, median over rounds"]
+    assert "of 2 rounds within 10%" in forecasts["measured"], forecasts  # 3 rounds, 2 forecasts
