@@ -358,7 +358,7 @@ def main() -> None:
     # for the requests that followed it (the median over rounds, as every ratio here).
     forecast_errors = [
         plan.predicted_latency_ms / measured - 1.0
-        for plan, measured in zip(forecasts, round_figures("splitmq", 50)[1:], strict=False)
+        for plan, measured in zip(forecasts[:-1], round_figures("splitmq", 50)[1:], strict=True)
     ]
     prediction_error = statistics.median(forecast_errors)
     prediction = fresh.predicted_latency_ms
