@@ -43,6 +43,7 @@ from splitmq.wire import (
     Message,
     Plan,
     PlanRequest,
+    Telemetry,
     encode,
 )
 from splitmq.wire.topics import (
@@ -52,6 +53,7 @@ from splitmq.wire.topics import (
     PLAN_REQUESTS,
     PLANS,
     STATUS,
+    TELEMETRY,
 )
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -155,6 +157,11 @@ def online(agent_id: str) -> Callable[[AgentStatus], bool]:
     return lambda status: status.agent_id == agent_id and status.state is AgentState.ONLINE
 
 
+def built_after(agent_id: str, after_ms: float) -> Callable[[Telemetry], bool]:
+    """A predicate: ``agent_id``'s telemetry, built after ``after_ms`` (epoch ms)."""
+    return lambda telemetry: telemetry.agent_id == agent_id and telemetry.ts_ms > after_ms
+
+
 @dataclass
 class Fleet:
     """A broker, a coordinator and agents, started by :func:`fleet`."""
@@ -166,6 +173,7 @@ class Fleet:
     agents: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     coordinator: subprocess.Popen[bytes] | None = None
     last_reply: DeployReply | None = None
+    _telemetry: Watcher | None = field(default=None, repr=False)
 
     @property
     def url(self) -> str:
@@ -229,6 +237,16 @@ class Fleet:
         if not isinstance(answer, Plan):
             raise SystemExit(f"no plan: {answer}")
         return answer
+
+    def telemetry_since(self, after_ms: float, timeout_s: float = 10.0) -> None:
+        """Until every agent's telemetry built after ``after_ms`` (epoch ms) is in: the
+        coordinator's figures then carry what the agents did before it. Telemetry is
+        watched from the first call on (retained copies older than ``after_ms`` do not
+        count)."""
+        if self._telemetry is None:
+            self._telemetry = Watcher(self.operator).watch(TELEMETRY)
+        for agent_id in self.agents:
+            self._telemetry.wait_for(Telemetry, built_after(agent_id, after_ms), timeout_s)
 
     def pids(self) -> dict[str, int]:
         return {name: process.pid for name, process in self.agents.items()}

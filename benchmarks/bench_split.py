@@ -52,7 +52,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -66,9 +65,7 @@ from splitmq.agent import find_runtime
 from splitmq.client import Client, ClientConfig
 from splitmq.mosquitto import free_port
 from splitmq.transport import InboundMessage, MqttTransport, parse_broker_url
-from splitmq.watch import Watcher
-from splitmq.wire import Deployment, Plan, Telemetry, TraceEntry
-from splitmq.wire.topics import TELEMETRY
+from splitmq.wire import Deployment, Plan, TraceEntry
 
 NO_BUDGET_MS = 1e9
 """A latency budget no route exceeds."""
@@ -173,11 +170,6 @@ def parts_text(plan: Plan, traces: list[tuple[TraceEntry, ...]], p50: dict[str, 
     )
 
 
-def since(agent_id: str, ended_ms: float, telemetry: Telemetry) -> bool:
-    """Whether ``telemetry`` is ``agent_id``'s, built after ``ended_ms``."""
-    return telemetry.agent_id == agent_id and telemetry.ts_ms > ended_ms
-
-
 def timed(call: Callable[[], object]) -> float:
     start = time.perf_counter()
     call()
@@ -251,7 +243,6 @@ def main() -> None:
                 Client(running.url, config=at_most_once) as client_q0,
             ):
                 traces: list[tuple[TraceEntry, ...]] = []
-                telemetry = Watcher(running.operator).watch(TELEMETRY)
 
                 def via_splitmq() -> np.ndarray:
                     result = client.infer(x)
@@ -267,9 +258,7 @@ def main() -> None:
                     itself, so that its plan request carries the client's own work as
                     it measured it (a budget no route exceeds, another per round, is
                     another plan key: a fresh plan, on the same route)."""
-                    ended_ms = time.time() * 1000.0
-                    for agent_id in AGENTS:
-                        telemetry.wait_for(Telemetry, partial(since, agent_id, ended_ms), 10.0)
+                    running.telemetry_since(time.time() * 1000.0)
                     plan = client.infer(x, max_latency_ms=NO_BUDGET_MS + index).plan
                     traces.pop()  # not one of the rounds' requests
                     return plan
