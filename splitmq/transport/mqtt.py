@@ -141,6 +141,8 @@ DEFAULT_INFLIGHT_311 = 20
 QoS 2 messages from a 3.1.1 client."""
 STABLE_CONNECTION_S = 10.0
 """A connection that lived shorter than this does not reset the reconnect back-off."""
+_PUBACK_BYTE = PacketType.PUBACK << 4
+"""A PUBACK's first byte (its flags are 0: 3.4.1)."""
 
 
 def packet_size(topic: str, payload_bytes: int, qos: int, version: MqttVersion) -> int:
@@ -876,6 +878,8 @@ class MqttTransport(MqttEngine):
             self._last_read = time.monotonic()
             if first >> 4 == PacketType.PUBLISH:
                 self._on_publish(channel, first, body)
+            elif first == _PUBACK_BYTE and len(body) == 2 and (body[0] or body[1]):
+                self._on_puback(channel, (body[0] << 8) | body[1])
             else:
                 assert not isinstance(body, LargePublish)  # only a PUBLISH is read so
                 self._on_control(channel, decode_server_packet(first, bytes(body), self._version))
@@ -940,6 +944,18 @@ class MqttTransport(MqttEngine):
             raise BrokerClosed(why, packet.reason)
         elif isinstance(packet, ConnAck):
             raise ProtocolViolation(Reason.PROTOCOL_ERROR, "an unexpected CONNACK")
+
+    def _on_puback(self, channel: Channel, packet_id: int) -> None:
+        """A PUBACK of Remaining Length 2: a packet identifier alone, success (3.4.2.1 in
+        MQTT 5; all of it in 3.1.1), the ack of each QoS 1 message: what :meth:`_on_ack`
+        does for it, without decoding it into an :class:`Ack` first."""
+        with self._lock:
+            message = self._inflight.pop(packet_id, None)
+            self._suspects.discard(packet_id)
+        if message is not None:
+            message.finish()
+            if self._pending:  # read without the lock: _release_pending looks again under it
+                self._release_pending(channel)
 
     def _on_ack(self, channel: Channel, ack: Ack) -> None:
         if ack.kind == PacketType.PUBREL:  # the end of an inbound QoS 2 exchange

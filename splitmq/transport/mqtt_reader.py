@@ -110,6 +110,12 @@ class PacketReader:
         for a large packet not yet read, a buffer of its own (:data:`LARGE_PACKET`), or a
         large PUBLISH's head and payload apart (:class:`LargePublish`)."""
         while True:
+            start, buffer = self._start, self._buffer
+            if self._end - start >= 2 and buffer[start + 1] < 0x80:  # a one-byte length (2.2.3)
+                total = 2 + buffer[start + 1]  # an acknowledgement, mostly: read without a call
+                if self._end - start >= total:
+                    self._start = start + total
+                    return buffer[start], self._view[start + 2 : start + total]
             header = parse_fixed_header(self._view[self._start : min(self._end, self._start + 5)])
             wanted = 0
             if header is not None:
