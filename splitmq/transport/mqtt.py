@@ -878,10 +878,11 @@ class MqttTransport(MqttEngine):
             self._last_read = time.monotonic()
             if first >> 4 == PacketType.PUBLISH:
                 self._on_publish(channel, first, body)
-            elif first == _PUBACK_BYTE and len(body) == 2 and (body[0] or body[1]):
+                continue
+            assert not isinstance(body, LargePublish)  # only a PUBLISH is read so
+            if first == _PUBACK_BYTE and len(body) == 2 and (body[0] or body[1]):
                 self._on_puback(channel, (body[0] << 8) | body[1])
             else:
-                assert not isinstance(body, LargePublish)  # only a PUBLISH is read so
                 self._on_control(channel, decode_server_packet(first, bytes(body), self._version))
 
     def _on_publish(
