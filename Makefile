@@ -15,9 +15,9 @@ VENV_TFLITE := .venv-tflite214
 STAMP := $(VENV)/.installed
 STAMP_TFLITE := $(VENV_TFLITE)/.installed
 
-.PHONY: demo demo-secure test test-fast lint bench bench-quick venv mosquitto chromium web clean pi-root
+.PHONY: demo demo-secure test test-fast lint bench bench-quick venv compiled mosquitto chromium web clean pi-root
 
-venv: $(STAMP) $(STAMP_TFLITE)
+venv: $(STAMP) $(STAMP_TFLITE) compiled
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,19 @@ $(STAMP_TFLITE): pyproject.toml
 	$(VENV_TFLITE)/bin/python -m pip install --quiet "numpy<2" "tflite-runtime==2.14.0" "psutil>=5.9"
 	$(VENV_TFLITE)/bin/python -m pip install --quiet -e .
 	touch $@
+
+# The hot modules compiled with mypyc (splitmq/compiled.py, about a minute), again only
+# when one of their sources changed. gcc and Python's headers from Debian's packages
+# when missing (as root); without them the same modules run as pure Python, unless
+# SPLITMQ_REQUIRE_ALL is set (CI), which makes that a failure.
+compiled: $(STAMP)
+	@if ! command -v gcc >/dev/null 2>&1 || ! $(PY) scripts/compile.py --headers; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "installing gcc and Python's headers from Debian's packages"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc python3-dev; \
+		fi; \
+	fi
+	$(PY) scripts/compile.py --if-stale
 
 # Mosquitto from Debian's packages when it is missing (CI runs as root).
 mosquitto:
@@ -94,7 +107,7 @@ demo-secure: $(STAMP) mosquitto
 PYTEST_WORKERS ?= 2
 PYTEST_PARALLEL := -n $(PYTEST_WORKERS) --dist loadfile
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) compiled
 	$(PY) -m pytest $(PYTEST_PARALLEL) -m "not integration and not slow"
 
 test: venv mosquitto chromium web pi-root
@@ -112,4 +125,5 @@ bench-quick: venv mosquitto chromium web
 	$(PY) benchmarks/run_all.py --quick
 
 clean:
+	if [ -x $(PY) ]; then $(PY) scripts/compile.py --clean; fi
 	rm -rf $(VENV) $(VENV_TFLITE) .pytest_cache .mypy_cache .ruff_cache

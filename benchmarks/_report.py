@@ -21,6 +21,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from splitmq import compiled
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -95,6 +97,7 @@ def machine() -> dict[str, Any]:
         "memory_gb": memory_gb,
         "system": f"{platform.system()} {platform.release()}",
         "python": platform.python_version(),
+        "splitmq": compiled.describe(),
     }
 
 
@@ -102,7 +105,7 @@ def describe_machine(info: dict[str, Any] | None = None) -> str:
     info = info or machine()
     return (
         f"{info['cpu']}, {info['cores']} cores, {info['memory_gb']} GiB, "
-        f"{info['system']}, Python {info['python']}"
+        f"{info['system']}, Python {info['python']}, splitmq {info.get('splitmq', 'pure Python')}"
     )
 
 

@@ -13,7 +13,9 @@ the wake of ``infer``'s caller.
 
 The probes cost about a microsecond each, run cold: the steps show where the time goes
 (splitmq's own work is what is not invoke, publish or transfer), the end-to-end figures
-of ``bench_split`` are measured without them. No goal is asserted here.
+of ``bench_split`` are measured without them. No goal is asserted here. The probed run
+is pure Python (``SPLITMQ_PURE=1``): a probe wraps a Python function, and a compiled
+module's functions call each other without looking them up (``splitmq/compiled.py``).
 
     .venv/bin/python benchmarks/bench_steps.py [--quick] [--requests 400]
 """
@@ -39,7 +41,7 @@ Events = list[tuple[int, str]]
 
 def run_probed(requests: int, directory: Path) -> None:
     """This script again, as the probed child that runs the fleet and the requests."""
-    environment = dict(os.environ, SPLITMQ_STEPS=str(directory))
+    environment = dict(os.environ, SPLITMQ_STEPS=str(directory), SPLITMQ_PURE="1")
     paths = [str(HERE / "_steps"), environment.get("PYTHONPATH", "")]
     environment["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
     command = [sys.executable, __file__, "--child", "--requests", str(requests)]
@@ -217,7 +219,7 @@ def main() -> None:
         run_probed(requests, Path(tmp))
         found = steps(*read_steps(Path(tmp)))
     report(
-        "where a split request's time goes: 3 stages, 3 agents, one request in flight",
+        "where a split request's time goes: 3 stages, 3 agents, one request in flight, pure Python",
         rows(found),
         {step: sorted(durations) for step, durations in found.items()},
     )

@@ -329,7 +329,8 @@ def build() -> PiRoot:
     shutil.rmtree(source, ignore_errors=True)
     for part in ("pyproject.toml", "README.md", "splitmq", "broker-config"):
         if (PROJECT / part).is_dir():
-            ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+            # as a Pi gets it: pure Python (this machine's compiled modules stay here)
+            ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.so", "compiled.json")
             shutil.copytree(PROJECT / part, source / part, ignore=ignore)
         else:
             source.mkdir(parents=True, exist_ok=True)

@@ -178,21 +178,21 @@ class ConnectionEvents:
     def __init__(self, name: str):
         self._listeners: list[ConnectionListener] = []
         self._queue: queue.Queue[bool | None] = queue.Queue()
-        self._thread = threading.Thread(target=self._run, name=f"{name}-events", daemon=True)
+        self._events_thread = threading.Thread(target=self._run, name=f"{name}-events", daemon=True)
 
     def add(self, listener: ConnectionListener) -> None:
         self._listeners.append(listener)
 
     def start(self) -> None:
-        self._thread.start()
+        self._events_thread.start()
 
     def put(self, up: bool) -> None:
         self._queue.put(up)
 
     def stop(self, timeout_s: float = 5.0) -> None:
-        if self._thread.is_alive():
+        if self._events_thread.is_alive():
             self._queue.put(None)
-            self._thread.join(timeout_s)
+            self._events_thread.join(timeout_s)
 
     def _run(self) -> None:
         while True:

@@ -6,9 +6,9 @@ import contextlib
 import sys
 from collections import deque
 from collections.abc import Callable
+from typing import Protocol
 
 from splitmq.mqtt.packets import parse_fixed_header
-from splitmq.transport.channel import Channel
 from splitmq.transport.mqtt_errors import BrokerClosed
 
 INITIAL_BUFFER = 1 << 20
@@ -25,6 +25,12 @@ RECYCLED_BUFFERS = 3
 """Large payload buffers kept to be read into again once no one holds them."""
 RECYCLED_MAX_BYTES = 16 << 20
 """Larger payloads get a fresh buffer each time (and none is kept)."""
+
+
+class Source(Protocol):
+    """What the reader reads from: a :class:`~splitmq.transport.channel.Channel`."""
+
+    def recv_into(self, view: memoryview, wanted: int = 0) -> int: ...
 
 
 class LargePublish:
@@ -91,7 +97,7 @@ class PacketReader:
 
     def __init__(
         self,
-        channel: Channel,
+        channel: Source,
         payload_start: Callable[[int, memoryview], int | None] | None = None,
     ):
         """``payload_start(first_byte, body_prefix)``: where a packet's payload starts in

@@ -49,6 +49,7 @@ ALLOWED: dict[str, set[str]] = {
     # the contracts, at the bottom
     "errors": set(),
     "tables": set(),
+    "compiled": set(),
     "topic_syntax": {"errors"},
     "orphans": set(),
     "recent": set(),

@@ -59,7 +59,7 @@ def payload_of(packet: memoryview | bytearray, topic: str) -> bytes | bytearray:
 def test_a_large_payload_is_read_into_its_own_buffer_and_the_stream_goes_on(chunk: int) -> None:
     small, large, after = os.urandom(100), os.urandom(3 * LARGE_PACKET), os.urandom(50)
     stream = publish("a", small, 1) + publish("b/c", large, 2) + publish("d", after, 3)
-    reader = PacketReader(Trickle(stream, chunk))  # type: ignore[arg-type]
+    reader = PacketReader(Trickle(stream, chunk))
 
     first, packet = reader.next_packet()
     assert first >> 4 == 3 and isinstance(packet, memoryview)
@@ -79,7 +79,7 @@ def test_a_large_packet_is_read_into_its_own_buffer_even_when_the_socket_has_it_
     whole, to be copied out again; the small ones after it are."""
     large, after = os.urandom(2 * LARGE_PACKET), os.urandom(10)
     channel = Trickle(publish("t", large, 1) + publish("u", after, 2), 1 << 30)
-    reader = PacketReader(channel)  # type: ignore[arg-type]
+    reader = PacketReader(channel)
     _, packet = reader.next_packet()
     assert isinstance(packet, bytearray) and payload_of(packet, "t") == large
     assert channel.reads == 2  # its header and a first part, then the rest
@@ -93,7 +93,7 @@ def test_the_reader_says_how_much_of_a_packet_is_still_to_come() -> None:
     that reads lone acknowledgements late reads such a rest at once."""
     first, second = publish("a", os.urandom(20), 1), publish("b", os.urandom(LARGE_PACKET), 2)
     channel = Trickle(first + second, 5)
-    reader = PacketReader(channel)  # type: ignore[arg-type]
+    reader = PacketReader(channel)
     reader.next_packet()
     _, packet = reader.next_packet()
     assert isinstance(packet, bytearray), "the large one read into a buffer of its own too"
@@ -111,7 +111,7 @@ def test_the_reader_says_how_much_of_a_packet_is_still_to_come() -> None:
 
 def split_reader(stream: bytes, chunk: int) -> PacketReader:
     start = functools.partial(publish_payload_start, Version.V5)
-    return PacketReader(Trickle(stream, chunk), start)  # type: ignore[arg-type]
+    return PacketReader(Trickle(stream, chunk), start)
 
 
 @pytest.mark.parametrize("chunk", [7, 1000, 65_000])

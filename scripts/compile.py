@@ -1,0 +1,182 @@
+"""Compile splitmq's hot modules (``splitmq.compiled.HOT_MODULES``) with mypyc, in place.
+
+    python scripts/compile.py            # build them (about a minute on two cores)
+    python scripts/compile.py --clean    # remove them: pure Python again
+    python scripts/compile.py --check    # say whether they are built and current
+    python scripts/compile.py --if-stale # build unless they are current (make compiled)
+
+The extensions are written beside their sources (git-ignored), with the record of the
+sources they were built from (``splitmq/compiled.json``): ``import splitmq`` uses them
+only while every source is unchanged (``splitmq/compiled.py``). The compiler's own
+output goes to ``.cache/compile.log``; what is printed is one line per module. Without
+a C compiler or Python's headers, it says so and builds nothing (exit 0: pure Python
+runs the same), unless ``--require``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ["SPLITMQ_PURE"] = "1"  # this process reads the sources, whatever is built
+
+from splitmq import compiled  # noqa: E402 (after the path and the switch)
+from splitmq.tables import format_table  # noqa: E402
+
+LOG = ROOT / ".cache" / "compile.log"
+GROUP = "splitmq"
+"""mypyc's shared library: ``splitmq__mypyc.*.so`` beside the package."""
+
+
+def extensions() -> list[Path]:
+    """Every extension a build writes (the modules' and the group's shared library)."""
+    found = [
+        path
+        for name in compiled.HOT_MODULES
+        for path in compiled.PACKAGE.glob(f"{'/'.join(name.split('.')[1:])}.*.so")
+    ]
+    return found + list(ROOT.glob(f"{GROUP}__mypyc.*.so"))
+
+
+def clean() -> None:
+    for path in [*extensions(), compiled.MANIFEST]:
+        path.unlink(missing_ok=True)
+
+
+def headers() -> Path:
+    return Path(sysconfig.get_paths()["include"]) / "Python.h"
+
+
+def missing_tools() -> str:
+    """Why nothing can be compiled here ("" when it can)."""
+    compiler = sysconfig.get_config_var("CC") or "cc"
+    if shutil.which(compiler.split()[0]) is None:
+        return f"no C compiler ({compiler.split()[0]})"
+    if not headers().exists():
+        return f"no Python headers ({headers()})"
+    for package in ("mypyc", "setuptools"):
+        if importlib.util.find_spec(package) is None:
+            return f"no {package} (pip install -e '.[dev]')"
+    return ""
+
+
+def build() -> None:
+    sources = [
+        str(compiled.PACKAGE.joinpath(*n.split(".")[1:]).with_suffix(".py"))
+        for n in compiled.HOT_MODULES
+    ]
+    clean()
+    LOG.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="splitmq-mypyc-") as work:
+        setup = Path(work) / "setup.py"
+        setup.write_text(
+            "import sys\n"
+            "from setuptools import setup\n"
+            "from mypyc.build import mypycify\n"
+            f"setup(name='splitmq-compiled', packages=[], ext_modules=mypycify({sources!r}, "
+            f"opt_level='3', group_name={GROUP!r}, target_dir={str(Path(work) / 'c')!r}))\n"
+        )
+        command = [
+            sys.executable,
+            str(setup),
+            "build_ext",
+            "--inplace",
+            "--build-temp",
+            str(Path(work) / "temp"),
+        ]
+        environment = dict(os.environ, SPLITMQ_PURE="1")
+        environment.pop("PYTHONPATH", None)
+        with LOG.open("w") as log:
+            done = subprocess.run(
+                command,
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=environment,
+                check=False,
+            )
+    if done.returncode:
+        tail = LOG.read_text(errors="replace").splitlines()[-25:]
+        raise SystemExit("mypyc failed; the end of .cache/compile.log:\n" + "\n".join(tail))
+    compiled.MANIFEST.write_text(json.dumps(compiled.source_digests(), indent=1) + "\n")
+
+
+def report() -> int:
+    """One line per hot module: built or not, current or not; 0 when all are both."""
+    built = {path.name.split(".")[0]: path for path in extensions()}
+    try:
+        record = json.loads(compiled.MANIFEST.read_text())
+    except (OSError, ValueError):
+        record = {}
+    digests = compiled.source_digests()
+    rows, ready = [], True
+    for name in compiled.HOT_MODULES:
+        path = built.get(name.rsplit(".", 1)[1])
+        current = record.get(name) == digests[name]
+        ready = ready and path is not None and current
+        state = "compiled" if path is not None else "pure Python"
+        note = "" if path is None or current else "stale: its source changed since"
+        rows.append([name, state, note])
+    print(format_table(["module", "runs", ""], rows, left=(0, 1, 2)))
+    return 0 if ready else 1
+
+
+def current() -> bool:
+    """Whether every hot module is built from its source as it is now."""
+    try:
+        record = json.loads(compiled.MANIFEST.read_text())
+    except (OSError, ValueError):
+        return False
+    names = {path.name.split(".")[0] for path in extensions()}
+    built = all(name.rsplit(".", 1)[1] in names for name in compiled.HOT_MODULES)
+    return built and record == compiled.source_digests()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    what = parser.add_mutually_exclusive_group()
+    what.add_argument("--clean", action="store_true", help="remove the extensions")
+    what.add_argument("--check", action="store_true", help="exit 1 unless all are current")
+    what.add_argument("--headers", action="store_true", help="exit 1 without Python's headers")
+    what.add_argument("--if-stale", action="store_true", help="build only if not current")
+    parser.add_argument(
+        "--require",
+        action="store_true",
+        help="fail without a compiler (also when SPLITMQ_REQUIRE_ALL is set)",
+    )
+    args = parser.parse_args()
+    if args.headers:
+        raise SystemExit(0 if headers().exists() else 1)
+    if args.clean:
+        clean()
+        print("removed splitmq's compiled modules: pure Python")
+        return
+    if args.check:
+        raise SystemExit(report())
+    if args.if_stale and current():
+        print(f"splitmq's {len(compiled.HOT_MODULES)} hot modules are compiled and current")
+        return
+    missing = missing_tools()
+    if missing:
+        message = f"splitmq's hot modules stay pure Python: {missing}"
+        if args.require or os.environ.get("SPLITMQ_REQUIRE_ALL"):
+            raise SystemExit(message)
+        print(message)
+        return
+    print(f"compiling {len(compiled.HOT_MODULES)} modules with mypyc (log: .cache/compile.log)")
+    build()
+    report()
+
+
+if __name__ == "__main__":
+    main()
