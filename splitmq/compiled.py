@@ -44,6 +44,8 @@ HOT_MODULES: tuple[str, ...] = (
     "splitmq.wire.hop_writer",
     "splitmq.agent.stages",
     "splitmq.agent.stage_queue",
+    "splitmq.client.engine",
+    "splitmq.client.client",
     "splitmq.client.inputs",
     "splitmq.client.request_state",
     "splitmq.client.routes",
