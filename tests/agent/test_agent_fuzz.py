@@ -185,6 +185,7 @@ def valid_sample(digits: CutModel) -> bytes:
     return encode(request(digits, DEPLOYMENT, ((AGENT,), (AGENT,)), callback=CALLBACK))
 
 
+@pytest.mark.slow  # seconds of work: the full tier runs it (make test)
 @settings(
     max_examples=2000,
     deadline=None,

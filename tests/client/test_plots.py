@@ -47,6 +47,7 @@ def assert_drawn(path: Path) -> None:
     assert (pixels[..., :3] < 0.5).mean() > 0.005  # text, axes and marks, not just white
 
 
+@pytest.mark.slow  # seconds of work: the full tier runs it (make test)
 @needs("matplotlib", "client")
 def test_every_plot_of_a_full_run(tmp_path: Path) -> None:
     records = sample_records()

@@ -149,6 +149,7 @@ def test_a_report_without_task_requests_has_no_member_table() -> None:
     assert not any(line.startswith("task  ") for line in text.splitlines())
 
 
+@pytest.mark.slow  # seconds of work: the full tier runs it (make test)
 @needs("matplotlib", "client")
 def test_the_tradeoff_plot_draws_every_member_weighed(tmp_path: Path) -> None:
     from matplotlib.image import imread

@@ -156,6 +156,7 @@ def lying_tensor_payloads(draw: st.DrawFn) -> bytes:
     )
 
 
+@pytest.mark.slow  # seconds of work: the full tier runs it (make test)
 @settings(max_examples=1500, deadline=None)
 @given(payload=lying_tensor_payloads(), threshold=decoder_paths)
 def test_lying_tensor_headers_never_crash_the_decoder(payload: bytes, threshold: int) -> None:
