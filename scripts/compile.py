@@ -43,7 +43,7 @@ def extensions() -> list[Path]:
     found = [
         path
         for name in compiled.HOT_MODULES
-        for path in compiled.PACKAGE.glob(f"{'/'.join(name.split('.')[1:])}.*.so")
+        for path in compiled.source(name).parent.glob(f"{compiled.source(name).stem}.*.so")
     ]
     return found + list(ROOT.glob(f"{GROUP}__mypyc.*.so"))
 
@@ -71,10 +71,7 @@ def missing_tools() -> str:
 
 
 def build() -> None:
-    sources = [
-        str(compiled.PACKAGE.joinpath(*n.split(".")[1:]).with_suffix(".py"))
-        for n in compiled.HOT_MODULES
-    ]
+    sources = [str(compiled.source(name)) for name in compiled.HOT_MODULES]
     clean()
     LOG.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="splitmq-mypyc-") as work:
@@ -113,33 +110,22 @@ def build() -> None:
 
 def report() -> int:
     """One line per hot module: built or not, current or not; 0 when all are both."""
-    built = {path.name.split(".")[0]: path for path in extensions()}
-    try:
-        record = json.loads(compiled.MANIFEST.read_text())
-    except (OSError, ValueError):
-        record = {}
-    digests = compiled.source_digests()
-    rows, ready = [], True
-    for name in compiled.HOT_MODULES:
-        path = built.get(name.rsplit(".", 1)[1])
-        current = record.get(name) == digests[name]
-        ready = ready and path is not None and current
-        state = "compiled" if path is not None else "pure Python"
-        note = "" if path is None or current else "stale: its source changed since"
-        rows.append([name, state, note])
+    changed = set(compiled.stale())
+    rows = [
+        [
+            name,
+            "compiled" if compiled.built(name) else "pure Python",
+            "stale: its source changed since" if compiled.built(name) and name in changed else "",
+        ]
+        for name in compiled.HOT_MODULES
+    ]
     print(format_table(["module", "runs", ""], rows, left=(0, 1, 2)))
-    return 0 if ready else 1
+    return 0 if current() else 1
 
 
 def current() -> bool:
     """Whether every hot module is built from its source as it is now."""
-    try:
-        record = json.loads(compiled.MANIFEST.read_text())
-    except (OSError, ValueError):
-        return False
-    names = {path.name.split(".")[0] for path in extensions()}
-    built = all(name.rsplit(".", 1)[1] in names for name in compiled.HOT_MODULES)
-    return built and record == compiled.source_digests()
+    return all(compiled.built(name) for name in compiled.HOT_MODULES) and not compiled.stale()
 
 
 def main() -> None:

@@ -29,7 +29,16 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-__all__ = ["HOT_MODULES", "MANIFEST", "compiled_modules", "describe", "source_digests"]
+__all__ = [
+    "HOT_MODULES",
+    "MANIFEST",
+    "built",
+    "compiled_modules",
+    "describe",
+    "source",
+    "source_digests",
+    "stale",
+]
 
 HOT_MODULES: tuple[str, ...] = (
     "splitmq.mqtt.packets",
@@ -58,11 +67,17 @@ PACKAGE = Path(__file__).resolve().parent
 MANIFEST = PACKAGE / "compiled.json"
 """Written by the build: each hot module's source digest when it was compiled."""
 PURE_VARIABLE = "SPLITMQ_PURE"
+_SUFFIXES = tuple(importlib.machinery.EXTENSION_SUFFIXES)
 
 
 def source_digests() -> dict[str, str]:
     """Each hot module's source, by name: its SHA-256."""
-    return {name: hashlib.sha256(_source(name).read_bytes()).hexdigest() for name in HOT_MODULES}
+    return {name: hashlib.sha256(source(name).read_bytes()).hexdigest() for name in HOT_MODULES}
+
+
+def built(name: str) -> bool:
+    """Whether hot module ``name`` has an extension here (current or not)."""
+    return _origin(name).endswith(_SUFFIXES)
 
 
 def compiled_modules() -> tuple[str, ...]:
@@ -75,7 +90,7 @@ def compiled_modules() -> tuple[str, ...]:
             origin = getattr(module, "__file__", None)
         else:
             origin = "" if pure else _origin(name)
-        if origin and origin.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES)):
+        if origin and origin.endswith(_SUFFIXES):
             found.append(name)
     return tuple(found)
 
@@ -97,12 +112,12 @@ def choose() -> None:
     if os.environ.get(PURE_VARIABLE):
         _prefer_sources()
         return
-    if not any(_origin(name).endswith(_SUFFIXES) for name in HOT_MODULES):
+    if not any(built(name) for name in HOT_MODULES):
         return  # nothing compiled here
-    stale = _stale()
-    if stale:
+    changed = stale()
+    if changed:
         warnings.warn(
-            f"splitmq's compiled modules are older than their sources ({', '.join(stale)}): "
+            f"splitmq's compiled modules are older than their sources ({', '.join(changed)}): "
             "running pure Python; `make compiled` rebuilds them",
             RuntimeWarning,
             stacklevel=3,
@@ -110,17 +125,15 @@ def choose() -> None:
         _prefer_sources()
 
 
-_SUFFIXES = tuple(importlib.machinery.EXTENSION_SUFFIXES)
-
-
-def _source(name: str) -> Path:
+def source(name: str) -> Path:
+    """Hot module ``name``'s source file."""
     return PACKAGE.joinpath(*name.split(".")[1:]).with_suffix(".py")
 
 
 def _origin(name: str) -> str:
     """Where ``name`` would be imported from (found without importing it)."""
     finder = importlib.machinery.FileFinder(
-        str(_source(name).parent),
+        str(source(name).parent),
         (importlib.machinery.ExtensionFileLoader, importlib.machinery.EXTENSION_SUFFIXES),
         (importlib.machinery.SourceFileLoader, importlib.machinery.SOURCE_SUFFIXES),
     )
@@ -128,7 +141,7 @@ def _origin(name: str) -> str:
     return (spec.origin or "") if spec is not None else ""
 
 
-def _stale() -> list[str]:
+def stale() -> list[str]:
     """The hot modules whose source differs from the one compiled (all, without a record)."""
     try:
         built = json.loads(MANIFEST.read_text())
@@ -146,7 +159,7 @@ class _SourcesFirst:
     ) -> Any:
         if fullname not in HOT_MODULES:
             return None
-        location = str(_source(fullname))
+        location = str(source(fullname))
         return importlib.util.spec_from_file_location(fullname, location)
 
 

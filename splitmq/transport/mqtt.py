@@ -670,6 +670,8 @@ class MqttTransport(MqttEngine):
 
     def _release_pending(self, channel: Channel) -> None:
         """Move waiting messages into free in-flight slots and send them (any thread)."""
+        if not self._pending:  # read without the lock, to spare taking it: looked at again
+            return
         while True:
             with self._lock:
                 if not self._pending or len(self._inflight) >= self._window():
@@ -950,13 +952,16 @@ class MqttTransport(MqttEngine):
         """A PUBACK of Remaining Length 2: a packet identifier alone, success (3.4.2.1 in
         MQTT 5; all of it in 3.1.1), the ack of each QoS 1 message: what :meth:`_on_ack`
         does for it, without decoding it into an :class:`Ack` first."""
-        with self._lock:
-            message = self._inflight.pop(packet_id, None)
-            self._suspects.discard(packet_id)
+        message = self._acknowledged(packet_id)
         if message is not None:
             message.finish()
-            if self._pending:  # read without the lock: _release_pending looks again under it
-                self._release_pending(channel)
+            self._release_pending(channel)
+
+    def _acknowledged(self, packet_id: int) -> _Outgoing | None:
+        """The in-flight message ``packet_id`` acknowledged for good, out of the window."""
+        with self._lock:
+            self._suspects.discard(packet_id)
+            return self._inflight.pop(packet_id, None)
 
     def _on_ack(self, channel: Channel, ack: Ack) -> None:
         if ack.kind == PacketType.PUBREL:  # the end of an inbound QoS 2 exchange
@@ -971,9 +976,7 @@ class MqttTransport(MqttEngine):
                     self._suspects.discard(ack.packet_id)
             self._write(channel, [encode_ack(PacketType.PUBREL, ack.packet_id, self._version)])
             return
-        with self._lock:
-            message = self._inflight.pop(ack.packet_id, None)
-            self._suspects.discard(ack.packet_id)
+        message = self._acknowledged(ack.packet_id)
         if message is None:
             return
         error = None
