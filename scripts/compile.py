@@ -10,7 +10,8 @@ sources they were built from (``splitmq/compiled.json``): ``import splitmq`` use
 only while every source is unchanged (``splitmq/compiled.py``). The compiler's own
 output goes to ``.cache/compile.log``; what is printed is one line per module. Without
 a C compiler or Python's headers, it says so and builds nothing (exit 0: pure Python
-runs the same), unless ``--require``.
+runs the same), unless ``--require``. A wheel's build (``hatch_build.py``) compiles the
+same modules into the wheel with :func:`build`.
 """
 
 from __future__ import annotations
@@ -57,22 +58,35 @@ def headers() -> Path:
     return Path(sysconfig.get_paths()["include"]) / "Python.h"
 
 
-def missing_tools() -> str:
-    """Why nothing can be compiled here ("" when it can)."""
-    compiler = sysconfig.get_config_var("CC") or "cc"
-    if shutil.which(compiler.split()[0]) is None:
-        return f"no C compiler ({compiler.split()[0]})"
+def missing_compiler() -> str:
+    """Why no C extension can be built here ("" when one can): the compiler setuptools
+    would run (``CC``, else the one Python was built with) and Python's headers."""
+    compiler = (os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc").split()[0]
+    if shutil.which(compiler) is None:
+        return f"no C compiler ({compiler})"
     if not headers().exists():
         return f"no Python headers ({headers()})"
+    return ""
+
+
+def missing_tools() -> str:
+    """Why nothing can be compiled here ("" when it can)."""
+    missing = missing_compiler()
+    if missing:
+        return missing
     for package in ("mypyc", "setuptools"):
         if importlib.util.find_spec(package) is None:
             return f"no {package} (pip install -e '.[dev]')"
     return ""
 
 
-def build() -> None:
+def build(into: Path | None = None) -> list[Path]:
+    """Compile the hot modules beside their sources, or with ``into``, into that folder
+    laid out as site-packages (a wheel's contents), with the record of their sources in
+    ``splitmq/compiled.json`` there too. Returns the files written."""
     sources = [str(compiled.source(name)) for name in compiled.HOT_MODULES]
-    clean()
+    if into is None:
+        clean()
     LOG.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="splitmq-mypyc-") as work:
         setup = Path(work) / "setup.py"
@@ -87,7 +101,7 @@ def build() -> None:
             sys.executable,
             str(setup),
             "build_ext",
-            "--inplace",
+            *(["--inplace"] if into is None else ["--build-lib", str(into)]),
             "--build-temp",
             str(Path(work) / "temp"),
         ]
@@ -104,8 +118,15 @@ def build() -> None:
             )
     if done.returncode:
         tail = LOG.read_text(errors="replace").splitlines()[-25:]
-        raise SystemExit("mypyc failed; the end of .cache/compile.log:\n" + "\n".join(tail))
-    compiled.MANIFEST.write_text(json.dumps(compiled.source_digests(), indent=1) + "\n")
+        raise SystemExit(f"mypyc failed; the end of {LOG}:\n" + "\n".join(tail))
+    manifest = compiled.MANIFEST
+    if into is not None:
+        manifest = into / compiled.MANIFEST.relative_to(ROOT)
+        manifest.parent.mkdir(parents=True, exist_ok=True)
+    manifest.write_text(json.dumps(compiled.source_digests(), indent=1) + "\n")
+    if into is None:
+        return [*extensions(), manifest]
+    return [*sorted(into.rglob("*.so")), manifest]
 
 
 def report() -> int:

@@ -53,7 +53,7 @@ ARCH = "arm64"
 DEBIAN_PACKAGES = ("python3", "python3-venv", "ca-certificates")
 VENV = "/opt/splitmq"
 PYTHON = f"{VENV}/bin/python"
-BUILDER_VERSION = 1
+BUILDER_VERSION = 2
 """Raise when the way the root is made changes: it is part of the cache key."""
 BINFMT = Path("/proc/sys/fs/binfmt_misc")
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
@@ -327,13 +327,15 @@ def build() -> PiRoot:
 
     source = root / "tmp/splitmq-src"
     shutil.rmtree(source, ignore_errors=True)
-    for part in ("pyproject.toml", "README.md", "splitmq", "broker-config"):
+    parts = ("pyproject.toml", "README.md", "hatch_build.py", "scripts/__init__.py",
+             "scripts/compile.py", "splitmq", "broker-config")  # fmt: skip
+    for part in parts:
         if (PROJECT / part).is_dir():
             # as a Pi gets it: pure Python (this machine's compiled modules stay here)
             ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.so", "compiled.json")
             shutil.copytree(PROJECT / part, source / part, ignore=ignore)
         else:
-            source.mkdir(parents=True, exist_ok=True)
+            (source / part).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(PROJECT / part, source / part)
 
     def inside(argv: list[str], binds: tuple[pi_chroot.Bind, ...] = ()) -> str:
