@@ -108,13 +108,23 @@ def cpu_s(pid: int) -> float:
 def wakes(pid: int) -> int:
     """A process's voluntary context switches so far, all its threads: each time one of
     them slept and was woken (Linux: ``/proc``; psutil counts the main thread's only)."""
-    total = 0
+    return sum(thread_wakes(pid).values())
+
+
+def thread_wakes(pid: int) -> dict[int, int]:
+    """Each thread's voluntary context switches so far, by native id."""
+    found = {}
     for task in Path(f"/proc/{pid}/task").iterdir():
         with contextlib.suppress(FileNotFoundError):  # a thread that ended meanwhile
             for line in (task / "status").read_text().splitlines():
                 if line.startswith("voluntary_ctxt_switches:"):
-                    total += int(line.split()[1])
-    return total
+                    found[int(task.name)] = int(line.split()[1])
+    return found
+
+
+def thread_cpu_s(pid: int) -> dict[int, float]:
+    """Each thread's CPU time so far (user and system), by native id."""
+    return {t.id: t.user_time + t.system_time for t in psutil.Process(pid).threads()}
 
 
 def float32_and_images(count: int) -> tuple[bytes, list[np.ndarray]]:

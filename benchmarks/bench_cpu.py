@@ -19,7 +19,8 @@ the same broker, ``_raw_chain.py``), rounds alternating, and reads the CPU time
 Each figure is the median over the rounds, in ms of CPU per request; throughputs are
 quoted beside them, and each process's wake-ups per request (voluntary context
 switches: each time one of its threads slept and was woken, at a cost in CPU to it and
-to whatever its waking preempted). No goal is asserted: the goal is
+to whatever its waking preempted), a stage's also by thread (its busiest by CPU, in an
+agent the stage's worker; the next, its network thread; the rest). No goal is asserted: the goal is
 ``bench_pipeline``'s; this says where the difference goes. Each of splitmq's streams is
 set against the floor at its own hops' QoS.
 
@@ -42,7 +43,17 @@ from pathlib import Path
 
 import numpy as np
 import psutil
-from _fleet import MODEL, AgentSpec, cpu_s, deployed_shards, fleet, float32_and_images, wakes
+from _fleet import (
+    MODEL,
+    AgentSpec,
+    cpu_s,
+    deployed_shards,
+    fleet,
+    float32_and_images,
+    thread_cpu_s,
+    thread_wakes,
+    wakes,
+)
 from _raw_chain import RawChain, write_shards
 from _report import Row, report
 
@@ -77,6 +88,9 @@ class Measured:
             self.ms[name].append((value - before.cpu_s[name]) * 1000.0 / count)
         for name, value in after.wakes.items():
             self.wakes[name].append((value - before.wakes[name]) / count)
+        for name, threads in after.threads.items():
+            for rank, woken in enumerate(by_cpu(before.threads[name], threads)):
+                self.wakes[f"{name}: {THREAD_RANKS[rank]}"].append(woken / count)
         self.rates.append(count / s)
 
     def p50(self, name: str) -> float:
@@ -86,12 +100,39 @@ class Measured:
         return statistics.median(self.wakes[name])
 
 
+THREAD_RANKS = ("busiest thread", "next", "the rest")
+"""A stage process's threads by their CPU in a stream: in an agent, the busiest is its
+stage's worker (the invokes), the next its network thread."""
+
+
 @dataclass(frozen=True)
 class Reading:
-    """CPU seconds by process (and the client's threads), wake-ups by process."""
+    """CPU seconds by process (and the client's threads), wake-ups by process, and each
+    stage process's threads' (wake-ups, CPU seconds) by native id."""
 
     cpu_s: dict[str, float]
     wakes: dict[str, int]
+    threads: dict[str, dict[int, tuple[int, float]]]
+
+
+def by_cpu(
+    before: dict[int, tuple[int, float]], after: dict[int, tuple[int, float]]
+) -> list[float]:
+    """Wake-ups between two readings: the busiest thread's, the next's, the rest's."""
+    changes = sorted(
+        (
+            (cpu - before.get(tid, (0, 0.0))[1], woken - before.get(tid, (0, 0.0))[0])
+            for tid, (woken, cpu) in after.items()
+        ),
+        reverse=True,
+    )
+    woken = [float(w) for _, w in changes] + [0.0, 0.0]
+    return [woken[0], woken[1], sum(woken[2:])]
+
+
+def threads_of(pid: int) -> dict[int, tuple[int, float]]:
+    cpu = thread_cpu_s(pid)
+    return {tid: (woken, cpu.get(tid, 0.0)) for tid, woken in thread_wakes(pid).items()}
 
 
 def measure(
@@ -102,7 +143,8 @@ def measure(
     def read() -> Reading:
         found = {name: cpu_s(pid) for name, pid in pids.items()}
         found.update({f"client: {k}": v for k, v in threads_s(client_threads).items()})
-        return Reading(found, {name: wakes(pid) for name, pid in pids.items()})
+        stages = {name: threads_of(pid) for name, pid in pids.items() if name.startswith("stage")}
+        return Reading(found, {name: wakes(pid) for name, pid in pids.items()}, stages)
 
     before, start = read(), time.perf_counter()
     count = run()
@@ -209,6 +251,11 @@ def rows(sides: dict[str, Measured], count: int, rounds: int) -> list[Row]:
         table.append(Row(scenario, f"{name}: CPU per request", f"{text}; total {total:.3f}"))
         woken = ", ".join(f"{p} {side.wakes_p50(p):.2f}" for p in parts)
         table.append(Row(scenario, f"{name}: wake-ups per request", woken))
+        by_thread = "; ".join(
+            f"{p}: " + ", ".join(f"{r} {side.wakes_p50(f'{p}: {r}'):.2f}" for r in THREAD_RANKS)
+            for p in parts[:2]
+        )
+        table.append(Row(scenario, f"{name}: the stages' wake-ups by thread", by_thread))
         rate = statistics.median(side.rates)
         if name in FLOORS:
             table.append(Row(scenario, f"{name}: throughput", f"{rate:.1f} req/s", value=rate))
