@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from splitmq import compiled
-from tests.unit.test_compiled import IMPORT_ALL
+from tests.unit.test_compiled import IMPORT_ALL, run
 
 pytestmark = pytest.mark.slow
 
@@ -54,21 +54,7 @@ def unpacked(wheel: Path, into: Path) -> Path:
 
 def run_from(site: Path, *args: str, pure: bool = False) -> str:
     """``python args`` importing splitmq from ``site`` (the tests from this checkout)."""
-    env = {k: v for k, v in os.environ.items() if k != compiled.PURE_VARIABLE}
-    env["PYTHONPATH"] = os.pathsep.join([str(site), str(ROOT)])
-    if pure:
-        env[compiled.PURE_VARIABLE] = "1"
-    done = subprocess.run(
-        [sys.executable, *args],
-        check=False,
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=site.parent,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout
+    return run(*args, pure=pure, cwd=site.parent, path=[site, ROOT])
 
 
 def wheel_tag(wheel: Path) -> str:

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -26,13 +27,14 @@ needs_compiled = pytest.mark.skipif(
 )
 
 
-def run(*args: str, pure: bool, cwd: Path = ROOT, path: Path | None = None) -> str:
+def run(*args: str, pure: bool, cwd: Path = ROOT, path: Sequence[Path] = ()) -> str:
+    """``python args``: its output and errors; ``path`` first on its module path."""
     environment = dict(os.environ)
     environment.pop(compiled.PURE_VARIABLE, None)
     if pure:
         environment[compiled.PURE_VARIABLE] = "1"
-    if path is not None:
-        environment["PYTHONPATH"] = str(path)
+    if path:
+        environment["PYTHONPATH"] = os.pathsep.join(map(str, path))
     done = subprocess.run(
         [sys.executable, *args],
         check=False,
@@ -79,11 +81,11 @@ def test_a_source_changed_since_the_build_runs_all_of_them_as_python(tmp_path: P
     )
     for library in ROOT.glob("splitmq__mypyc.*"):
         shutil.copyfile(library, tmp_path / library.name)
-    assert run("-c", IMPORT_ALL, pure=False, cwd=tmp_path, path=tmp_path).startswith(
+    assert run("-c", IMPORT_ALL, pure=False, cwd=tmp_path, path=[tmp_path]).startswith(
         f"{len(compiled.HOT_MODULES)} compiled"
     )
     edited = tmp_path / "splitmq" / "wire" / "hop.py"
     edited.write_text(edited.read_text() + "\n# edited after the build\n")
-    out = run("-c", IMPORT_ALL, pure=False, cwd=tmp_path, path=tmp_path)
+    out = run("-c", IMPORT_ALL, pure=False, cwd=tmp_path, path=[tmp_path])
     assert "older than their sources (splitmq.wire.hop): running pure Python" in out
     assert "0 pure Python" in out
