@@ -42,7 +42,6 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
-import psutil
 from _fleet import (
     MODEL,
     AgentSpec,
@@ -69,9 +68,7 @@ DISTINCT_INPUTS = 4
 
 def threads_s(names: dict[int, str]) -> dict[str, float]:
     """CPU time so far of this process's threads named in ``names`` (by native id)."""
-    found = {
-        thread.id: thread.user_time + thread.system_time for thread in psutil.Process().threads()
-    }
+    found = thread_cpu_s(os.getpid())
     return {name: found.get(native, 0.0) for native, name in names.items()}
 
 
@@ -144,7 +141,11 @@ def measure(
         found = {name: cpu_s(pid) for name, pid in pids.items()}
         found.update({f"client: {k}": v for k, v in threads_s(client_threads).items()})
         stages = {name: threads_of(pid) for name, pid in pids.items() if name.startswith("stage")}
-        return Reading(found, {name: wakes(pid) for name, pid in pids.items()}, stages)
+        woken = {
+            name: sum(w for w, _ in stages[name].values()) if name in stages else wakes(pid)
+            for name, pid in pids.items()
+        }
+        return Reading(found, woken, stages)
 
     before, start = read(), time.perf_counter()
     count = run()

@@ -132,16 +132,17 @@ def build(into: Path | None = None) -> list[Path]:
 def report() -> int:
     """One line per hot module: built or not, current or not; 0 when all are both."""
     changed = set(compiled.stale())
+    built = {name: compiled.built(name) for name in compiled.HOT_MODULES}
     rows = [
         [
             name,
-            "compiled" if compiled.built(name) else "pure Python",
-            "stale: its source changed since" if compiled.built(name) and name in changed else "",
+            "compiled" if here else "pure Python",
+            "stale: its source changed since" if here and name in changed else "",
         ]
-        for name in compiled.HOT_MODULES
+        for name, here in built.items()
     ]
     print(format_table(["module", "runs", ""], rows, left=(0, 1, 2)))
-    return 0 if current() else 1
+    return 0 if all(built.values()) and not changed else 1
 
 
 def current() -> bool:
