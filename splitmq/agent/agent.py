@@ -274,6 +274,14 @@ class Agent:
         with self._stages_lock:
             return list(self._stages.values())
 
+    def pace_acks(self) -> None:
+        """Tell the transport the longest time a request holds one of our stages (0
+        when we host none): a PUBACK held for its message then rides the forward it
+        becomes, and the broker's acknowledgement of that forward waits for the next
+        activation (:meth:`splitmq.transport.Transport.pace_acks`)."""
+        held_ms = [ms for s in self.hosted_stages() if (ms := s.compute_ms) is not None]
+        self.transport.pace_acks(max(held_ms, default=0.0) / 1000.0)
+
     # -- commands -------------------------------------------------------------------------
 
     def _on_command(self, message: InboundMessage) -> None:
@@ -345,6 +353,7 @@ class Agent:
         bench_ms = self.link.device_s(bench_s, cpu_s, hosted.shard.threads) * 1000.0
         hosted.held.reset(bench_ms)
         self._serve(hosted)
+        self.pace_acks()
         if command.shared:
             group = f"splitmq-{command.deployment}-{command.stage}"
             hosted.shared_filter = STAGE.shared_filter(
@@ -429,6 +438,7 @@ class Agent:
             )
             return
         self._retire(hosted)
+        self.pace_acks()
         log.info("unloaded %s", hosted.key)
         self._reply(command.command_id, ok=True)
 

@@ -176,6 +176,7 @@ class Presence:
                 )
             except TransportError as error:
                 log.debug("telemetry not sent: %s", error)
+            agent.pace_acks()  # from this period's stage-times
             deadline = time.monotonic() + self.period_s
             while not self._advice_changed.is_set() and (left := deadline - time.monotonic()) > 0:
                 if agent.stopping.wait(min(left, 0.25)):

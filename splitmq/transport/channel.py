@@ -81,10 +81,16 @@ class Channel:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, LONE_BYTES)
         except OSError:
             return False
-        self._late_ms = max(1, round(wait_s * 1000))
+        self._late_ms = _whole_ms(wait_s)
         self._eager = unless
         self._late = True
         return True
+
+    def wait_for_lone_acks(self, wait_s: float) -> None:
+        """Let a lone acknowledgement wait ``wait_s`` from now on, where they are read
+        late at all (:meth:`read_lone_acks_late`)."""
+        if self._late_ms:
+            self._late_ms = _whole_ms(wait_s)
 
     def hold(self, packet: bytes, hold_s: float, most: int) -> None:
         """Send ``packet`` with the next write, or alone once ``hold_s`` has passed or
@@ -177,6 +183,11 @@ class Channel:
 
 def _never() -> bool:
     return False
+
+
+def _whole_ms(wait_s: float) -> int:
+    """A wait as ``poll`` takes it: whole milliseconds, at least one."""
+    return max(1, round(wait_s * 1000))
 
 
 class TlsChannel(Channel):

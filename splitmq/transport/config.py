@@ -20,6 +20,12 @@ ACK_HOLD_MOST = 8
 """PUBACKs held at most before they go out alone: far inside a broker's window of
 unacknowledged messages per client (Mosquitto's ``max_inflight_messages``, 20 by
 default, 100 in broker-config)."""
+ACK_WAIT_STAGE_TIMES = 1.5
+"""How many of its stage-times a client that said its stage-time (an agent,
+:meth:`splitmq.transport.Transport.pace_acks`) lets a held PUBACK or a lone
+acknowledgement wait: a little over one, so the PUBACK rides the forward the stage
+writes next, and the broker's acknowledgement of that forward is read with the next
+activation when one comes a stage-time later (a stream), not a moment before it."""
 
 
 class MqttVersion(StrEnum):
@@ -65,6 +71,10 @@ class TransportConfig:
             (:meth:`splitmq.transport.channel.Channel.read_lone_acks_late`); 0 reads
             each at once. Anything else is read as soon as it comes. A
             ``publish(...).wait()`` may return this much later.
+
+        Both are the shortest deadlines: a client whose stage-time is longer (an agent
+        on a slow device, :meth:`splitmq.transport.Transport.pace_acks`) waits
+        :data:`ACK_WAIT_STAGE_TIMES` of its stage-times (:func:`paced_wait_s`).
     """
 
     host: str = "127.0.0.1"
@@ -122,6 +132,15 @@ class TransportConfig:
     def url(self) -> str:
         """The broker URL, without credentials."""
         return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
+
+
+def paced_wait_s(shortest_s: float, stage_s: float) -> float:
+    """An acknowledgement deadline for a client whose stage-time is ``stage_s``:
+    :data:`ACK_WAIT_STAGE_TIMES` of them, at least ``shortest_s`` (the configured one),
+    at most :data:`MAX_ACK_HOLD_S`; 0 (each at once) stays 0."""
+    if shortest_s <= 0:
+        return 0.0
+    return min(MAX_ACK_HOLD_S, max(shortest_s, ACK_WAIT_STAGE_TIMES * stage_s))
 
 
 def parse_broker_url(url: str, **overrides: object) -> TransportConfig:

@@ -249,6 +249,9 @@ class MemoryTransport:
         self._inbox.unroute(topic_filter)
         self._broker._unsubscribe(self, topic_filter)
 
+    def pace_acks(self, stage_s: float) -> None:
+        """Nothing to pace: no acknowledgement crosses the in-memory broker."""
+
     def _deliver(self, message: InboundMessage) -> None:
         if self._held is not None:  # the link is down: the broker keeps no session for us
             self._stats.dropped_in += 1

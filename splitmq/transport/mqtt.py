@@ -103,7 +103,12 @@ from splitmq.transport.base import (
     payload_size,
 )
 from splitmq.transport.channel import Channel, TlsChannel
-from splitmq.transport.config import ACK_HOLD_MOST, MqttVersion, TransportConfig
+from splitmq.transport.config import (
+    ACK_HOLD_MOST,
+    MqttVersion,
+    TransportConfig,
+    paced_wait_s,
+)
 from splitmq.transport.mqtt_connack import BrokerFeatures, answered_as_311, broker_reason
 from splitmq.transport.mqtt_errors import (
     BrokerClosed,
@@ -347,6 +352,10 @@ class MqttEngine:
     def add_connection_listener(self, listener: ConnectionListener) -> None:
         self._events.add(listener)
 
+    def pace_acks(self, stage_s: float) -> None:
+        """Nothing to pace here: paho acknowledges each message and reads each
+        acknowledgement as it comes (:class:`MqttTransport` paces its own)."""
+
 
 class MqttTransport(MqttEngine):
     """A broker connection; see the module docstring for what it guarantees."""
@@ -379,6 +388,8 @@ class MqttTransport(MqttEngine):
         self._last_write = 0.0
         self._ever_connected = False
         self._started = False
+        self._ack_hold_s = config.ack_hold_s
+        self._lone_ack_wait_s = config.lone_ack_wait_s
         self._threads = [
             threading.Thread(target=self._run, name=f"{self._client_id}-mqtt", daemon=True),
             threading.Thread(target=self._run_keepalive, name=f"{self._client_id}-ka", daemon=True),
@@ -607,6 +618,17 @@ class MqttTransport(MqttEngine):
             topic_filter, lambda pid: encode_unsubscribe(self._version, pid, topic_filter)
         )
 
+    def pace_acks(self, stage_s: float) -> None:
+        """Hold PUBACKs and read lone acknowledgements late for
+        :func:`~splitmq.transport.config.paced_wait_s` of ``stage_s``, from the next
+        message on (and on every later connection)."""
+        config = self.config
+        self._ack_hold_s = paced_wait_s(config.ack_hold_s, stage_s)
+        self._lone_ack_wait_s = paced_wait_s(config.lone_ack_wait_s, stage_s)
+        channel = self._channel
+        if channel is not None:
+            channel.wait_for_lone_acks(self._lone_ack_wait_s)
+
     # -- sending ------------------------------------------------------------------------
 
     def _allocate_id(self) -> int:
@@ -770,7 +792,7 @@ class MqttTransport(MqttEngine):
             sock.settimeout(None)
             self._reader = reader
             self._apply_connack(packet)
-            channel.read_lone_acks_late(config.lone_ack_wait_s, self._acks_awaited)
+            channel.read_lone_acks_late(self._lone_ack_wait_s, self._acks_awaited)
             return channel
         except BaseException:
             with contextlib.suppress(OSError):
@@ -914,7 +936,7 @@ class MqttTransport(MqttEngine):
         self._stats.msgs_in += 1
         self._stats.bytes_in += len(payload)
         puback = encode_ack(PacketType.PUBACK, packet_id, self._version) if qos == 1 else None
-        hold_s = self.config.ack_hold_s
+        hold_s = self._ack_hold_s
         if puback is not None and hold_s:  # held before delivery: the handler's packet carries it
             with channel.send_lock:
                 channel.hold(puback, hold_s, ACK_HOLD_MOST)

@@ -343,6 +343,32 @@ def test_unload_frees_the_stage(fleet: MemoryFleet, digits: CutModel) -> None:
     assert not ev.wait_for(CommandReply, lambda m: m.command_id == "u2").ok
 
 
+def test_the_agent_paces_its_acknowledgements_to_its_longest_stage(
+    fleet: MemoryFleet, digits: CutModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The transport hears the longest time a request holds one of the agent's stages
+    (its acknowledgement deadlines follow it), at load, every telemetry period, and 0
+    once it hosts nothing."""
+    a = fleet.agent("a")
+    paced: list[float] = []
+    monkeypatch.setattr(a.transport, "pace_acks", paced.append)
+    client = fleet.client("alice")
+    ev = events(client)
+    deploy(fleet, ev, [(a, digits.shards[0]), (a, digits.shards[1])], "d")
+    held_ms = [s.compute_ms for s in a.hosted_stages()]
+    assert all(ms is not None and ms > 0 for ms in held_ms)
+    longest_s = max(ms for ms in held_ms if ms is not None) / 1000.0
+    wait_until(lambda: paced[-1:] == [longest_s], what="the agent's longest stage-time paced")
+    for stage in (0, 1):
+        command_id = f"u{stage}"
+        unload = UnloadShard(
+            command_id=command_id, issuer="coordinator", deployment="d", stage=stage
+        )
+        command(client, "a", unload)
+        assert ev.wait_for(CommandReply, lambda m, c=command_id: m.command_id == c).ok
+    wait_until(lambda: paced[-1:] == [0.0], what="nothing hosted: the configured deadlines")
+
+
 def test_shared_any_topic_is_served_when_asked(fleet: MemoryFleet, digits: CutModel) -> None:
     fleet.agent("a")
     client = fleet.client("alice")

@@ -17,6 +17,7 @@ import pytest
 from splitmq.errors import TransportError
 from splitmq.mqtt.codes import Prop, PropertyValue
 from splitmq.transport import InboundMessage, MqttTransport, MqttVersion, Receipt, TransportConfig
+from splitmq.transport.config import paced_wait_s
 from splitmq.transport.mqtt import PublishRefused
 from splitmq.transport.paho_transport import PahoTransport
 
@@ -534,15 +535,35 @@ def test_mqtt_4_6_pubacks_leave_in_the_order_the_publishes_came(
             assert seen[-1] == (PUBLISH, 0)
 
 
+WAITS = ("configured", "paced")
+"""How a test's client gets its acknowledgement deadlines: from its config, or paced
+from the shipped ones by ``pace_acks`` (an agent's stage-time) once connected."""
+
+
+def waiting(
+    client: ClientMaker, engine: str, version: str, port: int, *, how: str, stage_s: float
+) -> MqttTransport:
+    """A client whose deadlines are :func:`paced_wait_s` of ``stage_s``, set as ``how``
+    says (one of :data:`WAITS`)."""
+    wait_s = paced_wait_s(1e-3, stage_s)
+    config = {"ack_hold_s": wait_s, "lone_ack_wait_s": wait_s} if how == "configured" else {}
+    transport = client(engine, version, port, **config)
+    assert isinstance(transport, MqttTransport)
+    if how == "paced":
+        transport.pace_acks(stage_s)
+    return transport
+
+
 @engines("splitmq", versions=("5", "3.1.1"))
+@pytest.mark.parametrize("how", WAITS)
 def test_a_lone_puback_is_read_with_the_next_packet_or_once_its_wait_is_over(
-    client: ClientMaker, engine: str, version: str
+    client: ClientMaker, engine: str, version: str, how: str
 ) -> None:
     """Not a normative statement (MQTT sets no time within which a client reads an
     acknowledgement): a PUBACK that comes alone waits, unread, up to
-    ``lone_ack_wait_s`` for the next packet, and is read with it, before it (section
-    4.6: in the order they were sent); one that nothing follows is read once the wait
-    is over."""
+    ``lone_ack_wait_s`` (or 1.5 paced stage-times) for the next packet, and is read
+    with it, before it (section 4.6: in the order they were sent); one that nothing
+    follows is read once the wait is over."""
     v5 = version == "5"
     follow = threading.Event()
 
@@ -558,8 +579,7 @@ def test_a_lone_puback_is_read_with_the_next_packet_or_once_its_wait_is_over(
         hold(link)
 
     with ScriptedBroker(script) as broker:
-        transport = client(engine, version, broker.port, lone_ack_wait_s=1.0)
-        assert isinstance(transport, MqttTransport)
+        transport = waiting(client, engine, version, broker.port, how=how, stage_s=0.7)
         done_at_publish: list[bool] = []
         receipts: list[Receipt] = []
         transport.subscribe(
@@ -596,9 +616,13 @@ def is_done(receipt: Receipt) -> bool:
 
 
 @engines("splitmq", versions=("5", "3.1.1"))
-def test_a_held_puback_goes_alone_once_due(client: ClientMaker, engine: str, version: str) -> None:
+@pytest.mark.parametrize("how", WAITS)
+def test_a_held_puback_goes_alone_once_due(
+    client: ClientMaker, engine: str, version: str, how: str
+) -> None:
     """Not a normative statement (MQTT sets no time for a PUBACK): a client that writes
-    nothing after a QoS 1 message still acknowledges it, ``ack_hold_s`` after it came."""
+    nothing after a QoS 1 message still acknowledges it, ``ack_hold_s`` (or 1.5 paced
+    stage-times) after it came."""
     v5 = version == "5"
     waited: list[float] = []
 
@@ -612,7 +636,7 @@ def test_a_held_puback_goes_alone_once_due(client: ClientMaker, engine: str, ver
         hold(link)
 
     with ScriptedBroker(script) as broker:
-        transport = client(engine, version, broker.port, ack_hold_s=0.3)
+        transport = waiting(client, engine, version, broker.port, how=how, stage_s=0.2)
         transport.subscribe("a/#", lambda message: None, qos=1, timeout_s=10.0)
         wait_until(lambda: bool(waited), what="the PUBACK")
         assert waited[0] >= 0.29

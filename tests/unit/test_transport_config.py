@@ -11,6 +11,7 @@ import pytest
 from splitmq.errors import ConfigError
 from splitmq.mosquitto import config_dir, render_config
 from splitmq.transport import MqttVersion, TransportConfig, parse_broker_url
+from splitmq.transport.config import ACK_WAIT_STAGE_TIMES, MAX_ACK_HOLD_S, paced_wait_s
 from splitmq.transport.mqtt import backoff_delay, packet_size
 
 
@@ -57,6 +58,24 @@ def test_a_lone_ack_waits_to_be_read_for_at_most_a_second(wait_s: float) -> None
     with pytest.raises(ConfigError, match=r"lone_ack_wait_s .* outside 0 to 1.0 s"):
         TransportConfig(lone_ack_wait_s=wait_s)
     assert TransportConfig(lone_ack_wait_s=0).lone_ack_wait_s == 0  # each read at once
+
+
+@pytest.mark.parametrize(
+    ("shortest_s", "stage_s", "wait_s"),
+    [
+        (0.005, 0.0, 0.005),  # no stage-time known: the configured deadline
+        (0.005, 0.002, 0.005),  # a quick stage: never shorter than configured
+        (0.005, 0.008, 0.012),  # a slow one: 1.5 stage-times
+        (0.005, 2.0, MAX_ACK_HOLD_S),  # never past the broker's patience
+        (0.0, 0.008, 0.0),  # configured off (each at once) stays off
+        (0.005, float("nan"), 0.005),  # nonsense in: the configured deadline
+    ],
+)
+def test_an_agent_s_acknowledgements_wait_a_little_over_its_stage_time(
+    shortest_s: float, stage_s: float, wait_s: float
+) -> None:
+    assert ACK_WAIT_STAGE_TIMES == 1.5
+    assert paced_wait_s(shortest_s, stage_s) == pytest.approx(wait_s)
 
 
 def test_packet_size_matches_the_mqtt_encoding() -> None:
