@@ -19,10 +19,11 @@ the same broker, ``_raw_chain.py``), rounds alternating, and reads the CPU time
 Each figure is the median over the rounds, in ms of CPU per request; throughputs are
 quoted beside them, and each process's wake-ups per request (voluntary context
 switches: each time one of its threads slept and was woken, at a cost in CPU to it and
-to whatever its waking preempted), a stage's also by thread (its busiest by CPU, in an
-agent the stage's worker; the next, its network thread; the rest). No goal is asserted: the goal is
-``bench_pipeline``'s; this says where the difference goes. Each of splitmq's streams is
-set against the floor at its own hops' QoS.
+to whatever its waking preempted); a stage's CPU and wake-ups also by thread (its
+busiest by CPU, in an agent the stage's worker; the next, its network thread; the
+rest). No goal is asserted: the goal is ``bench_pipeline``'s; this says where the
+difference goes. Each of splitmq's streams is set against the floor at its own hops'
+QoS.
 
     .venv/bin/python benchmarks/bench_cpu.py [--quick] [--rounds 2] [--requests 1500]
 """
@@ -86,7 +87,8 @@ class Measured:
         for name, value in after.wakes.items():
             self.wakes[name].append((value - before.wakes[name]) / count)
         for name, threads in after.threads.items():
-            for rank, woken in enumerate(by_cpu(before.threads[name], threads)):
+            for rank, (cpu, woken) in enumerate(by_cpu(before.threads[name], threads)):
+                self.ms[f"{name}: {THREAD_RANKS[rank]}"].append(cpu * 1000.0 / count)
                 self.wakes[f"{name}: {THREAD_RANKS[rank]}"].append(woken / count)
         self.rates.append(count / s)
 
@@ -114,17 +116,19 @@ class Reading:
 
 def by_cpu(
     before: dict[int, tuple[int, float]], after: dict[int, tuple[int, float]]
-) -> list[float]:
-    """Wake-ups between two readings: the busiest thread's, the next's, the rest's."""
+) -> list[tuple[float, float]]:
+    """CPU seconds and wake-ups between two readings: the busiest thread's, the
+    next's, the rest's."""
     changes = sorted(
         (
-            (cpu - before.get(tid, (0, 0.0))[1], woken - before.get(tid, (0, 0.0))[0])
+            (cpu - before.get(tid, (0, 0.0))[1], float(woken - before.get(tid, (0, 0.0))[0]))
             for tid, (woken, cpu) in after.items()
         ),
         reverse=True,
     )
-    woken = [float(w) for _, w in changes] + [0.0, 0.0]
-    return [woken[0], woken[1], sum(woken[2:])]
+    changes += [(0.0, 0.0), (0.0, 0.0)]
+    rest = changes[2:]
+    return [changes[0], changes[1], (sum(c for c, _ in rest), sum(w for _, w in rest))]
 
 
 def threads_of(pid: int) -> dict[int, tuple[int, float]]:
@@ -253,10 +257,14 @@ def rows(sides: dict[str, Measured], count: int, rounds: int) -> list[Row]:
         woken = ", ".join(f"{p} {side.wakes_p50(p):.2f}" for p in parts)
         table.append(Row(scenario, f"{name}: wake-ups per request", woken))
         by_thread = "; ".join(
-            f"{p}: " + ", ".join(f"{r} {side.wakes_p50(f'{p}: {r}'):.2f}" for r in THREAD_RANKS)
+            f"{p}: "
+            + ", ".join(
+                f"{r} {side.p50(f'{p}: {r}'):.3f} ms, {side.wakes_p50(f'{p}: {r}'):.2f}"
+                for r in THREAD_RANKS
+            )
             for p in parts[:2]
         )
-        table.append(Row(scenario, f"{name}: the stages' wake-ups by thread", by_thread))
+        table.append(Row(scenario, f"{name}: the stages' threads, CPU and wake-ups", by_thread))
         rate = statistics.median(side.rates)
         if name in FLOORS:
             table.append(Row(scenario, f"{name}: throughput", f"{rate:.1f} req/s", value=rate))
