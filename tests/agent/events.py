@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from splitmq.transport import Transport
 from splitmq.watch import Watcher
-from splitmq.wire import Message, ShardReady
+from splitmq.wire import CommandReply, Message, ShardReady
 from splitmq.wire.topics import COMMANDS, EVENTS
 
 
@@ -28,4 +28,9 @@ def events(transport: Transport) -> Inbox:
 
 def ready_for(command_id: str) -> Callable[[ShardReady], bool]:
     """A predicate: the ShardReady answering ``command_id``."""
+    return lambda message: message.command_id == command_id
+
+
+def reply_to(command_id: str) -> Callable[[CommandReply], bool]:
+    """A predicate: the CommandReply answering ``command_id``."""
     return lambda message: message.command_id == command_id

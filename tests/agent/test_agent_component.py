@@ -34,7 +34,7 @@ from splitmq.wire.topics import STAGE, STATUS, TELEMETRY
 
 from ..helpers import Collector, wait_until
 from .conftest import CALLBACK, CutModel, MemoryFleet, load_command, request
-from .events import Inbox, command, events, ready_for
+from .events import Inbox, command, events, ready_for, reply_to
 
 
 def deploy(
@@ -365,7 +365,7 @@ def test_the_agent_paces_its_acknowledgements_to_its_longest_stage(
             command_id=command_id, issuer="coordinator", deployment="d", stage=stage
         )
         command(client, "a", unload)
-        assert ev.wait_for(CommandReply, lambda m, c=command_id: m.command_id == c).ok
+        assert ev.wait_for(CommandReply, reply_to(command_id)).ok
     wait_until(lambda: paced[-1:] == [0.0], what="nothing hosted: the configured deadlines")
 
 
