@@ -15,10 +15,16 @@ the one with the least expected delay::
 
     (requests of this client in flight there + 1) x service time
 
-on ties the replica with fewer in flight, then the plan's order. Equal replicas then
-take turns; a replica three times slower gets about a third of the requests once the
-others have a queue (so a stream reaches the replicas' summed capacity); one request
-at a time always goes to the plan's choice. A replica never measured is taken to be as
+where delays within :data:`TIE` of the least count as equal, and among equals the
+replica with fewer in flight wins, then the one of less delay, then the plan's order.
+A service time is a smoothed measurement that moves by several percent, and a request
+sent to a replica with fewer of ours adds capacity, where one more behind a busy
+replica only waits: without the tolerance, a replica three times slower got no request
+of a stream with 3 in flight whenever it measured a hair slower than three requests
+queued at the faster one (three quarters of the replicas' summed capacity). Equal
+replicas take turns; a replica three times slower gets about a third of the requests
+once the others have a queue (so a stream reaches the replicas' summed capacity); one
+request at a time always goes to the plan's choice. A replica never measured is taken to be as
 fast as the fastest measured one (or as the speed its telemetry reports), so it is
 tried and measured early.
 
@@ -44,6 +50,10 @@ from splitmq.wire import Route, Telemetry, TraceEntry
 Where = tuple[str, int, str]
 """``(deployment, stage, agent_id)``."""
 
+TIE = 0.15
+"""Expected delays within this fraction of the least are taken as equal (see the
+module docstring): a request may then wait this much longer than at the replica of
+least delay, so that a replica with fewer of our requests is not left idle."""
 MIN_SERVICE_MS = 0.01
 """No replica is taken to serve faster than this, so queues still count when the
 measured times are all near zero."""
@@ -136,16 +146,23 @@ class Spread:
         return tuple(chosen)
 
     def best(self, deployment: str, stage: int, candidates: Sequence[str]) -> str:
-        """The candidate with the least ``(in flight + 1) x service time``; on ties the
-        one with fewer requests in flight, then the first."""
+        """Among the candidates whose ``(in flight + 1) x service time`` is within
+        :data:`TIE` of the least, the one with fewer requests in flight, then less
+        delay, then the first."""
         known = [self.service_ms(deployment, stage, a) for a in candidates]
         measured = [ms for ms in known if ms is not None]
         default_ms = min(measured) if measured else 1.0
-        best, best_key = candidates[0], (float("inf"), 0)
-        for agent_id, service_ms in zip(candidates, known, strict=True):
+        keyed: list[tuple[float, int, int]] = []
+        for order, (agent_id, service_ms) in enumerate(zip(candidates, known, strict=True)):
             waiting = self._in_flight.get((deployment, stage, agent_id), 0)
             each_ms = max(MIN_SERVICE_MS, default_ms if service_ms is None else service_ms)
-            key = ((waiting + 1) * each_ms, waiting)
-            if key < best_key:
-                best, best_key = agent_id, key
-        return best
+            keyed.append(((waiting + 1) * each_ms, waiting, order))
+        within_ms = min(delay_ms for delay_ms, _, _ in keyed) * (1.0 + TIE)
+        _, _, order = min(
+            (
+                (waiting, delay_ms, order)
+                for delay_ms, waiting, order in keyed
+                if delay_ms <= within_ms
+            )
+        )
+        return candidates[order]

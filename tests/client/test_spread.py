@@ -49,6 +49,10 @@ def test_the_service_time_leaves_out_the_queue_and_counts_the_way_in_and_out() -
         ({"a": 10.0, "a2": 30.0}, {"a": 3}, "a2"),  # 4 x 10 > 30
         ({"a": 10.0, "a2": 30.0}, {"a": 1}, "a"),  # 2 x 10 < 30
         ({"a": 10.0}, {"a": 1}, "a2"),  # never measured: as fast as the fastest
+        ({"a": 10.0, "a2": 31.0}, {"a": 2}, "a2"),  # 31 within 15% of 3 x 10: fewer in flight
+        ({"a": 10.0, "a2": 35.0}, {"a": 2}, "a"),  # 35 > 1.15 x 30
+        ({"a": 10.0, "a2": 21.0}, {"a": 1}, "a2"),  # 21 within 15% of 2 x 10
+        ({"a": 10.0, "a2": 11.0}, {"a": 1, "a2": 1}, "a"),  # equal in flight: less delay
     ],
 )
 def test_the_least_expected_delay_goes_first(
@@ -137,6 +141,9 @@ def simulate(stage_ms: dict[str, float], window: int, requests: int) -> tuple[fl
         ({"a": 10.0, "a2": 10.0, "a3": 10.0}, 6),
         ({"a": 10.0, "a2": 30.0}, 3),
         ({"a": 30.0, "a2": 10.0}, 3),  # the plan prefers the slower one
+        ({"a": 10.0, "a2": 31.0}, 3),  # a hair slower than three queued at the faster
+        ({"a": 10.0, "a2": 29.0}, 3),
+        ({"a": 10.0, "a2": 21.0}, 2),
     ],
 )
 def test_a_stream_reaches_the_replicas_summed_capacity(
