@@ -83,6 +83,12 @@ class Tensor:
 
     __hash__ = None  # type: ignore[assignment]
 
+    def __reduce__(self) -> tuple[type[Tensor], tuple[Any, ...]]:
+        """Pickled as its constructor's arguments: compiled, a frozen dataclass has no
+        ``__dict__`` for pickle to fill, and setting its fields one by one is refused
+        (a result pickled by one process, e.g. a worker pool, and read by another)."""
+        return (Tensor, (self.name, self.array, self.scale, self.zero_point))
+
     @property
     def nbytes(self) -> int:
         return int(self.array.nbytes)

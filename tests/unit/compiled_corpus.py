@@ -245,8 +245,8 @@ def main() -> None:
     path = Path(sys.argv[1])
     if path.exists():
         messages = pickle.loads(path.read_bytes())
-    else:
-        messages = draw()
+    else:  # the hop's messages too: some carry tensors, which the draw seldom does
+        messages = draw() + list(MESSAGES.values())
         path.write_bytes(pickle.dumps(messages))
     print(compiled.describe())
     for name, value in corpus(messages):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Iterator
 from dataclasses import replace
 
@@ -431,3 +432,12 @@ def test_a_simple_value_is_read_alike_on_both_paths_and_refused_in_a_field(
         decode(held)
     with pytest.raises(DecodeError, match="malformed"):
         decode(bytes([plain[0] + 1]) + plain[1:] + b"\x65extra\xf8\x10")
+
+
+@pytest.mark.parametrize("protocol", [2, pickle.HIGHEST_PROTOCOL])
+def test_a_tensor_pickles_whole_compiled_or_not(protocol: int) -> None:
+    """A result's tensors can cross a process boundary by pickle (a worker pool): the
+    compiled build's frozen dataclass has no ``__dict__`` to fill field by field."""
+    tensor = Tensor("q", np.arange(6, dtype=np.uint8).reshape(2, 3), scale=0.5, zero_point=3)
+    back = pickle.loads(pickle.dumps(tensor, protocol=protocol))
+    assert back == tensor and isinstance(back, Tensor)
