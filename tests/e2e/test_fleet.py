@@ -77,7 +77,12 @@ def test_a_deadline_below_the_predicted_latency_fails_before_sending(
         with pytest.raises(DeadlineError) as late:
             client.infer(test_images[1], deadline_s=deadline_s)
         elapsed = time.monotonic() - started
-    assert late.value.code == DEADLINE and "predicted latency" in late.value.reason
+    # Refused on the plan's prediction; or, where the cached plan had expired and a busy
+    # machine took longer than the deadline (a few ms) to send a fresh one, on the
+    # deadline itself: either way before anything was sent.
+    reason = late.value.reason
+    assert late.value.code == DEADLINE
+    assert "predicted latency" in reason or reason == "the deadline passed", reason
     assert late.value.record.attempts == ()  # nothing was sent
     # Refused at once, not after waiting (a generous bound: a busy machine may be slow
     # to ask for a fresh plan, which the check above already proves was not sent).

@@ -128,8 +128,10 @@ def test_a_flood_on_one_agent_is_refused_at_once_by_its_bounded_queue(
     )
     assert set(codes) <= {"result", ErrorCode.OVERLOADED}, codes  # no other way to end
     assert codes[ErrorCode.OVERLOADED] > count / 2 and codes["result"] >= QUEUE
-    # Refusals come back about as fast as the flood went out, not after queueing.
-    assert percentile_ms(refused, 50) < 1000 * flood_s + 200
+    # Refusals come back about as fast as the flood went out, not after queueing:
+    # queued behind the stage they would take about count / 2 x 20-40 ms (10 s and
+    # more); 2 s of slack for a busy machine (514 ms was seen in CI) keeps them apart.
+    assert percentile_ms(refused, 50) < 1000 * flood_s + 2000
     assert all(during[a] - before[a] < 30 * MiB for a in AGENTS if a in during), (before, during)
 
 
