@@ -152,17 +152,11 @@ class Spread:
         known = [self.service_ms(deployment, stage, a) for a in candidates]
         measured = [ms for ms in known if ms is not None]
         default_ms = min(measured) if measured else 1.0
-        keyed: list[tuple[float, int, int]] = []
+        keyed: list[tuple[int, float, int]] = []  # (in flight, delay, plan's order)
         for order, (agent_id, service_ms) in enumerate(zip(candidates, known, strict=True)):
             waiting = self._in_flight.get((deployment, stage, agent_id), 0)
             each_ms = max(MIN_SERVICE_MS, default_ms if service_ms is None else service_ms)
-            keyed.append(((waiting + 1) * each_ms, waiting, order))
-        within_ms = min(delay_ms for delay_ms, _, _ in keyed) * (1.0 + TIE)
-        _, _, order = min(
-            (
-                (waiting, delay_ms, order)
-                for delay_ms, waiting, order in keyed
-                if delay_ms <= within_ms
-            )
-        )
+            keyed.append((waiting, (waiting + 1) * each_ms, order))
+        within_ms = min(delay_ms for _, delay_ms, _ in keyed) * (1.0 + TIE)
+        _, _, order = min(key for key in keyed if key[1] <= within_ms)
         return candidates[order]
