@@ -41,6 +41,7 @@ from splitmq.client.records import RequestRecord
 from splitmq.client.request_state import Phase, RequestState, now_ms
 from splitmq.client.result import InferenceResult
 from splitmq.client.routes import Failure
+from splitmq.client.stream_pace import StreamPace
 from splitmq.client.timers import Effect, Effects, Timers, apply_effects
 from splitmq.errors import TransportError
 from splitmq.transport import InboundMessage, Transport
@@ -104,6 +105,7 @@ class RequestEngine:
         self._fanin: dict[bytes, Fanin] = {}  # stage graphs: branch retries, results to join
         self._spread = spread.Spread()  # requests in flight and service time per replica
         self._own = OwnWork()  # the client's own work per request, told to the planner
+        self._pace = StreamPace()  # a stream's period: the acknowledgements' deadlines
         self._made = 0  # requests made: every PROBE_EVERY-th is a probe
         self._plans = PlanCache(self.config.plan_ttl_s)
         self._pending = PendingPlans(self.client_id)
@@ -597,6 +599,9 @@ class RequestEngine:
             if joined is not None:
                 self._succeed(request, joined, size, effects)
                 self._own.answered((time.monotonic() - received_s) * 1000.0)
+                period_s = self._pace.result(received_s, len(self._requests))
+                if period_s is not None:
+                    effects.append(partial(self.transport.pace_acks, period_s))
         else:
             where = f"stage {answer.stage} on {answer.agent_id}: {answer.message}"
             failure = Failure(str(answer.code), where, answer.stage, answer.agent_id)

@@ -165,10 +165,10 @@ class Transport(Protocol):
     def unsubscribe(self, topic_filter: str) -> None: ...
 
     def pace_acks(self, stage_s: float) -> None:
-        """This client writes about once per ``stage_s`` (an agent's stage-time; 0:
-        unknown): where acknowledgements can wait to go out or be read with the next
-        packet, let them wait that long (``TransportConfig.ack_hold_s``); elsewhere
-        nothing changes."""
+        """This client writes about once per ``stage_s`` (an agent's stage-time, a
+        requester's period between the results of its stream; 0: unknown): where
+        acknowledgements can wait to go out or be read with the next packet, let them
+        wait that long (``TransportConfig.ack_hold_s``); elsewhere nothing changes."""
 
     def add_connection_listener(self, listener: ConnectionListener) -> None: ...
 

@@ -21,11 +21,12 @@ ACK_HOLD_MOST = 8
 unacknowledged messages per client (Mosquitto's ``max_inflight_messages``, 20 by
 default, 100 in broker-config)."""
 ACK_WAIT_STAGE_TIMES = 1.5
-"""How many of its stage-times a client that said its stage-time (an agent,
-:meth:`splitmq.transport.Transport.pace_acks`) lets a held PUBACK or a lone
-acknowledgement wait: a little over one, so the PUBACK rides the forward the stage
-writes next, and the broker's acknowledgement of that forward is read with the next
-activation when one comes a stage-time later (a stream), not a moment before it."""
+"""How many of its stage-times a client that said its stage-time (an agent, or a
+requester its stream's period: :meth:`splitmq.transport.Transport.pace_acks`) lets a
+held PUBACK or a lone acknowledgement wait: a little over one, so the PUBACK rides the
+forward the stage writes next (the requester's next request), and the broker's
+acknowledgement of that forward is read with the next activation (result) when one
+comes a stage-time later, not a moment before it."""
 
 
 class MqttVersion(StrEnum):
@@ -73,7 +74,8 @@ class TransportConfig:
             ``publish(...).wait()`` may return this much later.
 
         Both are the shortest deadlines: a client whose stage-time is longer (an agent
-        on a slow device, :meth:`splitmq.transport.Transport.pace_acks`) waits
+        on a slow device, a requester whose stream's results come further apart:
+        :meth:`splitmq.transport.Transport.pace_acks`) waits
         :data:`ACK_WAIT_STAGE_TIMES` of its stage-times (:func:`paced_wait_s`).
     """
 

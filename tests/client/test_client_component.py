@@ -159,6 +159,35 @@ def test_stream_keeps_many_in_flight_and_yields_every_result(
     assert client._timers.pending() == 0  # every deadline, timeout and plan wait cancelled
 
 
+def test_a_stream_paces_the_clients_acknowledgements_by_its_period(
+    fleet_with_coordinator: ClientFleet,
+    digits: CutModel,
+    test_images: np.ndarray,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One request at a time tells the transport nothing (the configured deadlines); a
+    stream tells it the period between its results, within the stream's span, and 0
+    once requests go one at a time again."""
+    env = fleet_with_coordinator
+    env.fleet.agent("a"), env.fleet.agent("b")
+    env.deploy(digits, [["a"], ["b"]])
+    env.answer(always(fixed_plan((("a",), ("b",)))))
+    client = env.client()
+    paced: list[float] = []
+    monkeypatch.setattr(client.transport, "pace_acks", paced.append)
+    for i in range(12):
+        client.infer(test_images[i])
+    assert paced == [], "one request at a time has no period"
+    began = time.monotonic()
+    items = list(client.stream(iter(test_images[:60]), max_in_flight=4))
+    span_s = time.monotonic() - began
+    assert all(isinstance(item, InferenceResult) for item in items)
+    assert paced and all(0.0 < period < span_s for period in paced), (paced, span_s)
+    for i in range(2):
+        client.infer(test_images[i])
+    assert paced[-1] == 0.0, "one at a time again: the configured deadlines"
+
+
 def test_a_stage_agent_crashing_mid_stream_loses_and_duplicates_nothing(
     fleet_with_coordinator: ClientFleet,
     digits: CutModel,
