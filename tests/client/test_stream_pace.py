@@ -30,9 +30,7 @@ def test_a_stream_is_told_its_period_once_measured_and_again_only_when_it_moves(
     assert told[-1] == pytest.approx(20.0), "a lasting change is told"
 
 
-def test_one_request_at_a_time_after_a_stream_tells_zero_and_the_next_is_measured_afresh() -> (
-    None
-):
+def test_one_request_at_a_time_after_a_stream_tells_zero_and_the_next_is_measured_afresh() -> None:
     pace = StreamPace()
     assert arrivals(pace, [8.0 * i for i in range(2 * WINDOW)], in_flight=2)[EVERY] == 8.0
     end = 8.0 * 2 * WINDOW
