@@ -59,6 +59,7 @@ HOT_MODULES: tuple[str, ...] = (
     "splitmq.client.request_state",
     "splitmq.client.routes",
     "splitmq.client.spread",
+    "splitmq.coordinator.planner",
 )
 """The modules compiled, by name (with the paho engine: it shares the MQTT engine's base
 class, which an interpreted class cannot extend once compiled)."""

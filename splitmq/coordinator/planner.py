@@ -401,16 +401,21 @@ def stage_predictions(
 Front = list[tuple[Cost, tuple[str, ...]]]
 
 
-def _pareto_insert(front: Front, cost: Cost, path: tuple[str, ...]) -> None:
-    # The hot loop of the search: dominance spelled out on tuple fields.
-    latency, weighted, energy = cost
+def _pareto_insert(
+    front: Front, latency: float, weighted: float, energy: float, path: tuple[str, ...]
+) -> None:
+    # The hot loop of the search: dominance spelled out on tuple fields, and nothing
+    # built (a Cost, a longer path) for a route that is dominated.
     for existing, _ in front:
         if existing[0] <= latency and existing[1] <= weighted and existing[2] <= energy:
             return
-    front[:] = [
-        (c, p) for c, p in front if not (latency <= c[0] and weighted <= c[1] and energy <= c[2])
-    ]
-    front.append((cost, path))
+    if any(latency <= c[0] and weighted <= c[1] and energy <= c[2] for c, _ in front):
+        front[:] = [
+            (c, p)
+            for c, p in front
+            if not (latency <= c[0] and weighted <= c[1] and energy <= c[2])
+        ]
+    front.append((Cost(latency, weighted, energy), path))
 
 
 def pareto_routes(
@@ -455,8 +460,15 @@ def pareto_routes(
                     step = in_process
                 else:
                     step = moved + sends[last] + _bridge(fleet[last].site, agent.site, config)
-                for cost, path in partials:
-                    _pareto_insert(front, cost + step, (*path, agent_id))
+                step_latency, step_weighted, step_energy = step
+                for (latency, weighted, energy), path in partials:
+                    _pareto_insert(
+                        front,
+                        latency + step_latency,
+                        weighted + step_weighted,
+                        energy + step_energy,
+                        (*path, agent_id),
+                    )
             new[agent_id] = front
         if not new:
             return []

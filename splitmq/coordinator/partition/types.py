@@ -16,6 +16,10 @@ from splitmq.coordinator.planner import (
 from splitmq.errors import ConfigError, SplitMQError
 from splitmq.wire import Objective
 
+PLANNER = PlannerConfig()
+"""The planner's defaults, which the optimizer's shared settings start from (an
+instance: in a compiled planner the class's attributes are its fields, not defaults)."""
+
 Constraint = Literal[
     "agents",
     "stages",
@@ -123,10 +127,10 @@ class PartitionConfig:
     """
 
     stage_overhead_ms: float = 1.0
-    hop_ms: float = PlannerConfig.hop_ms
+    hop_ms: float = PLANNER.hop_ms
     memory_headroom: float = 0.8
-    battery_floor_pct: float = PlannerConfig.battery_floor_pct
-    low_battery_weight: float = PlannerConfig.low_battery_weight
+    battery_floor_pct: float = PLANNER.battery_floor_pct
+    low_battery_weight: float = PLANNER.low_battery_weight
     join_ms: float = 0.2
 
     @property
