@@ -7,7 +7,7 @@ once as pure Python (``SPLITMQ_PURE=1``), the two lists must be equal
 Cases: every kind of wire message (a sample of each, and 300 Hypothesis draws with a
 fixed seed) encoded, decoded and encoded again; the per-hop fast paths on activations
 and results (read, forward, answer); MQTT packets encoded and decoded; the client's
-input fitting and top classes.
+input fitting and top classes; the planner's plans and refusals for random fleets.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import pickle
+import random
 import sys
 from collections.abc import Callable
 from dataclasses import astuple, replace
@@ -28,10 +29,22 @@ from hypothesis import strategies as st
 
 from splitmq import compiled
 from splitmq.client.inputs import fit_inputs, top_classes
+from splitmq.coordinator.planner import AgentView, DeploymentView, PlannerConfig, StageView, plan
 from splitmq.errors import SplitMQError
 from splitmq.mqtt import packets
 from splitmq.mqtt.codes import PacketType, Prop, Version
-from splitmq.wire import Activation, Message, Result, Tensor, decode, encode, encode_parts, hop
+from splitmq.wire import (
+    Activation,
+    EnergyLevel,
+    Message,
+    PlanRequest,
+    Result,
+    Tensor,
+    decode,
+    encode,
+    encode_parts,
+    hop,
+)
 from splitmq.wire.messages import MESSAGE_TYPES, TensorSpec
 
 from .samples import sample_messages
@@ -234,8 +247,63 @@ def client() -> list[tuple[str, str]]:
     return cases
 
 
+def fleet(size: int, rng: random.Random) -> tuple[dict[str, AgentView], list[DeploymentView]]:
+    """``size`` agents of random figures (some offline, low or behind a site broker)
+    and three deployments of model m, 3 or 4 stages with up to 3 replicas each."""
+    agents = {
+        f"a{i}": AgentView(
+            f"a{i}",
+            online=rng.random() > 0.1,
+            battery_pct=rng.uniform(5, 100),
+            plugged=rng.random() < 0.3,
+            active_w=rng.uniform(2, 20),
+            radio_j_per_mb=rng.uniform(0.05, 1.0),
+            bandwidth_mbps=rng.choice([10.0, 100.0, 1000.0]),
+            link_latency_ms=rng.uniform(0.1, 10),
+            hop_ms=rng.choice([None, rng.uniform(0.2, 3)]),
+            site=rng.choice(["", "", "s1", "s2"]),
+        )
+        for i in range(size)
+    }
+    deployments = []
+    for k, (variant, fidelity) in enumerate([("float32", 1.0), ("float16", 0.999), ("int8", 0.97)]):
+        stages = []
+        for s in range(rng.choice([3, 4])):
+            replicas = tuple(rng.sample(sorted(agents), min(3, size)))
+            queued = {a: rng.randrange(3) for a in replicas}
+            times = {a: rng.uniform(2, 30) for a in replicas}
+            sizes = (rng.randrange(1, 10**6), rng.randrange(1, 10**6))
+            stages.append(StageView(s, replicas, times, *sizes, queue_depth=queued))
+        deployments.append(DeploymentView(f"d{k}", 1, "m", "v1", variant, fidelity, tuple(stages)))
+    return agents, deployments
+
+
+def planner() -> list[tuple[str, str]]:
+    cases = []
+    rng = random.Random(11)
+    for size in (2, 5, 12, 40):
+        agents, deployments = fleet(size, rng)
+        for index in range(20):
+            request = PlanRequest(
+                f"r{index}",
+                "c",
+                "other" if index == 0 else "m",  # the first: a model not deployed
+                max_latency_ms=rng.choice([None, None, 40.0, 400.0]),
+                min_fidelity=rng.choice([None, None, 0.98, 0.9999]),
+                energy_j=rng.choice([None, None, 0.05, 1.0]),
+                energy_level=rng.choice(list(EnergyLevel)),
+                client_ms=rng.choice([None, 1.5]),
+            )
+            config = PlannerConfig(max_fallbacks=rng.choice([0, 2]))
+            client = rng.choice([None, agents["a0"]])
+            answer = attempt(partial(plan, request, deployments, agents, config, client=client))
+            kept = encode(answer) if isinstance(answer, Message) else answer
+            cases.append((f"plan, {size} agents, request {index}", digest(kept)))
+    return cases
+
+
 def corpus(messages: list[Message]) -> list[tuple[str, str]]:
-    return sampled() + drawn(messages) + hops() + mqtt() + client()
+    return sampled() + drawn(messages) + hops() + mqtt() + client() + planner()
 
 
 def main() -> None:
