@@ -29,15 +29,13 @@ from hypothesis import strategies as st
 
 from splitmq import compiled
 from splitmq.client.inputs import fit_inputs, top_classes
-from splitmq.coordinator.planner import AgentView, DeploymentView, PlannerConfig, StageView, plan
+from splitmq.coordinator.planner import PlannerConfig, plan
 from splitmq.errors import SplitMQError
 from splitmq.mqtt import packets
 from splitmq.mqtt.codes import PacketType, Prop, Version
 from splitmq.wire import (
     Activation,
-    EnergyLevel,
     Message,
-    PlanRequest,
     Result,
     Tensor,
     decode,
@@ -47,6 +45,7 @@ from splitmq.wire import (
 )
 from splitmq.wire.messages import MESSAGE_TYPES, TensorSpec
 
+from ..coordinator.test_planner import random_case
 from .samples import sample_messages
 from .test_codec_properties import messages_of
 from .test_wire_hop import ENTRY, MESSAGES, OUTPUTS
@@ -247,58 +246,23 @@ def client() -> list[tuple[str, str]]:
     return cases
 
 
-def fleet(size: int, rng: random.Random) -> tuple[dict[str, AgentView], list[DeploymentView]]:
-    """``size`` agents of random figures (some offline, low or behind a site broker)
-    and three deployments of model m, 3 or 4 stages with up to 3 replicas each."""
-    agents = {
-        f"a{i}": AgentView(
-            f"a{i}",
-            online=rng.random() > 0.1,
-            battery_pct=rng.uniform(5, 100),
-            plugged=rng.random() < 0.3,
-            active_w=rng.uniform(2, 20),
-            radio_j_per_mb=rng.uniform(0.05, 1.0),
-            bandwidth_mbps=rng.choice([10.0, 100.0, 1000.0]),
-            link_latency_ms=rng.uniform(0.1, 10),
-            hop_ms=rng.choice([None, rng.uniform(0.2, 3)]),
-            site=rng.choice(["", "", "s1", "s2"]),
-        )
-        for i in range(size)
-    }
-    deployments = []
-    for k, (variant, fidelity) in enumerate([("float32", 1.0), ("float16", 0.999), ("int8", 0.97)]):
-        stages = []
-        for s in range(rng.choice([3, 4])):
-            replicas = tuple(rng.sample(sorted(agents), min(3, size)))
-            queued = {a: rng.randrange(3) for a in replicas}
-            times = {a: rng.uniform(2, 30) for a in replicas}
-            sizes = (rng.randrange(1, 10**6), rng.randrange(1, 10**6))
-            stages.append(StageView(s, replicas, times, *sizes, queue_depth=queued))
-        deployments.append(DeploymentView(f"d{k}", 1, "m", "v1", variant, fidelity, tuple(stages)))
-    return agents, deployments
-
-
 def planner() -> list[tuple[str, str]]:
+    """The planner's brute-force test's random cases, some agents moved behind site
+    brokers with hop times of their own, some clients with their own work and agent."""
     cases = []
     rng = random.Random(11)
-    for size in (2, 5, 12, 40):
-        agents, deployments = fleet(size, rng)
-        for index in range(20):
-            request = PlanRequest(
-                f"r{index}",
-                "c",
-                "other" if index == 0 else "m",  # the first: a model not deployed
-                max_latency_ms=rng.choice([None, None, 40.0, 400.0]),
-                min_fidelity=rng.choice([None, None, 0.98, 0.9999]),
-                energy_j=rng.choice([None, None, 0.05, 1.0]),
-                energy_level=rng.choice(list(EnergyLevel)),
-                client_ms=rng.choice([None, 1.5]),
-            )
-            config = PlannerConfig(max_fallbacks=rng.choice([0, 2]))
-            client = rng.choice([None, agents["a0"]])
-            answer = attempt(partial(plan, request, deployments, agents, config, client=client))
-            kept = encode(answer) if isinstance(answer, Message) else answer
-            cases.append((f"plan, {size} agents, request {index}", digest(kept)))
+    for index in range(80):
+        deployments, agents, request = random_case(rng)
+        agents = {
+            name: replace(agent, site=rng.choice(["", "s1"]), hop_ms=rng.choice([None, 1.5]))
+            for name, agent in agents.items()
+        }
+        request = replace(request, client_ms=rng.choice([None, 1.5]))
+        client = rng.choice([None, next(iter(agents.values()))])
+        config = PlannerConfig(max_fallbacks=rng.choice([0, 2]))
+        answer = attempt(partial(plan, request, deployments, agents, config, client=client))
+        kept = encode(answer) if isinstance(answer, Message) else answer
+        cases.append((f"plan {index}", digest(kept)))
     return cases
 
 
