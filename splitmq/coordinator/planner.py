@@ -203,7 +203,7 @@ class Cost(NamedTuple):
     def __add__(self, other: tuple[object, ...]) -> Cost:
         if not isinstance(other, Cost):
             return NotImplemented
-        return Cost(
+        return make_cost(
             self.latency_ms + other.latency_ms,
             self.weighted_energy_j + other.weighted_energy_j,
             self.energy_j + other.energy_j,
@@ -215,6 +215,16 @@ class Cost(NamedTuple):
             and self.weighted_energy_j <= other.weighted_energy_j
             and self.energy_j <= other.energy_j
         )
+
+
+_TUPLE_NEW = tuple.__new__
+
+
+def make_cost(latency_ms: float, weighted_energy_j: float, energy_j: float) -> Cost:
+    """``Cost(latency_ms, weighted_energy_j, energy_j)`` made without the named tuple's
+    generated ``__new__``, which is a Python function even where the planner is
+    compiled: the search makes about a thousand costs per plan."""
+    return _TUPLE_NEW(Cost, (latency_ms, weighted_energy_j, energy_j))
 
 
 ZERO = Cost(0.0, 0.0, 0.0)
@@ -261,12 +271,12 @@ def _compute(
     compute_ms = stage.compute_ms[agent.agent_id]
     energy = agent.active_w * compute_ms / 1e3
     wait_ms = queueing_ms(stage, agent) if queued else 0.0
-    return Cost(wait_ms + compute_ms, energy * battery_weight(agent, config), energy)
+    return make_cost(wait_ms + compute_ms, energy * battery_weight(agent, config), energy)
 
 
 def _radio(agent: AgentView, size_bytes: int, latency_ms: float, config: PlannerConfig) -> Cost:
     energy = agent.radio_j_per_mb * size_bytes / MB
-    return Cost(latency_ms, energy * battery_weight(agent, config), energy)
+    return make_cost(latency_ms, energy * battery_weight(agent, config), energy)
 
 
 def hop_ms(agent: AgentView | None, config: PlannerConfig) -> float:
@@ -285,7 +295,7 @@ def bridge_ms(here: str, there: str, config: PlannerConfig) -> float:
 
 
 def _bridge(here: str, there: str, config: PlannerConfig) -> Cost:
-    return Cost(bridge_ms(here, there, config), 0.0, 0.0)
+    return make_cost(bridge_ms(here, there, config), 0.0, 0.0)
 
 
 def _send(agent: AgentView, size_bytes: int, config: PlannerConfig) -> Cost:
@@ -415,7 +425,7 @@ def _pareto_insert(
             for c, p in front
             if not (latency <= c[0] and weighted <= c[1] and energy <= c[2])
         ]
-    front.append((Cost(latency, weighted, energy), path))
+    front.append((make_cost(latency, weighted, energy), path))
 
 
 def pareto_routes(
