@@ -414,8 +414,8 @@ Front = list[tuple[Cost, tuple[str, ...]]]
 def _pareto_insert(
     front: Front, latency: float, weighted: float, energy: float, path: tuple[str, ...]
 ) -> None:
-    # The hot loop of the search: dominance spelled out on tuple fields, and nothing
-    # built (a Cost, a longer path) for a route that is dominated.
+    # The hot loop of the search: dominance spelled out on the fields, and no Cost
+    # built for a route that is dominated.
     for existing, _ in front:
         if existing[0] <= latency and existing[1] <= weighted and existing[2] <= energy:
             return
