@@ -49,7 +49,10 @@ class StreamPace:
                 return None  # a stream's first result, or its first since a lull
             if self._gapped:
                 self._gaps, self._since_reading, self._gapped = RecentMedian(WINDOW), 0, False
-            return self._tell(0.0)
+            if not self._told_s:
+                return None  # already told
+            self._told_s = 0.0
+            return 0.0
         self._gaps.add(max(0.0, arrived_s - last))
         self._gapped = True
         self._since_reading += 1
@@ -58,11 +61,6 @@ class StreamPace:
         self._since_reading = 0
         period = self._gaps.ms or 0.0
         if abs(period - self._told_s) <= CHANGE * self._told_s:
-            return None
-        return self._tell(period)
-
-    def _tell(self, period_s: float) -> float | None:
-        if period_s == self._told_s:
-            return None
-        self._told_s = period_s
-        return period_s
+            return None  # 0 told and 0 measured is no change either
+        self._told_s = period
+        return period
