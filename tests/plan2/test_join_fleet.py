@@ -67,10 +67,12 @@ def deploy(fleet: Fleet, model: str = "fork") -> Deployment:
 def client(fleet: Fleet, model: str = "fork") -> Client:
     config = ClientConfig(
         model=model,
-        deadline_s=8.0,
+        # An attempt outlasts the join's wait, the report and the branch's retry however
+        # busy the machine: a whole-request retry is not what the test checks.
+        deadline_s=20.0,
         plan_timeout_s=2.0,
-        min_attempt_timeout_s=2.5,
-        attempt_timeout_margin_s=2.0,
+        min_attempt_timeout_s=6.0,
+        attempt_timeout_margin_s=4.0,
         # One plan for the whole test: the agents it pauses and kills are the ones the
         # first answer ran on (a fresh plan on a busy machine may place them elsewhere).
         plan_ttl_s=600.0,
@@ -107,9 +109,10 @@ def test_branches_lost_duplicated_late_and_a_killed_join(fleet: Fleet, fork: Gra
     # The agents the next request goes to are the plan's first at each stage (the plan is
     # kept for the whole test), not those in the first answer's trace: on a busy machine
     # the join may have reported that request's branch missing and it ran on a fallback.
+    # Nor are they the deployment's as first published: on a busy machine the coordinator
+    # may have found an agent silent and healed the deployment before the plan was made.
     route = {stage: agents[0] for stage, agents in enumerate(answer.plan.route)}
     join, lost = route[3], route[2]
-    fallback = next(a for a in deployment.stages[2].replicas if a != lost)
     seen: list[InboundMessage] = []
     fleet.observer.subscribe(STAGE.filter(deployment=deployment.deployment, stage=3), seen.append)
     fleet.pause_agent(lost)
@@ -127,9 +130,10 @@ def test_branches_lost_duplicated_late_and_a_killed_join(fleet: Fleet, fork: Gra
     finally:
         fleet.resume_agent(lost)
     assert np.array_equal(next(iter(result.outputs.values())), expected)
-    retried = [e for e in result.trace if e.stage == 2]
-    assert [e.agent_id for e in retried] == [fallback]
     assert result.record.attempts[-1].outcome == "result" and len(result.record.attempts) == 1
+    assert result.plan is not None
+    (retried,) = (e.agent_id for e in result.trace if e.stage == 2)
+    assert retried != lost and retried in result.plan.route[2], (retried, result.plan.route)
     wait_log(fleet, join, "dropped a duplicate of branch 1")
     wait_log(fleet, join, "dropped a late branch 2")  # the paused agent woke up
 
@@ -137,8 +141,8 @@ def test_branches_lost_duplicated_late_and_a_killed_join(fleet: Fleet, fork: Gra
     fleet.kill_agent(join)
     answer = user.infer(x)
     assert np.array_equal(next(iter(answer.outputs.values())), expected)
-    spare = next(a for a in deployment.stages[3].replicas if a != join)
-    assert [e.agent_id for e in answer.trace if e.stage == 3] == [spare]
+    (spare,) = (e.agent_id for e in answer.trace if e.stage == 3)
+    assert spare != join and spare in answer.plan.route[3], (spare, answer.plan.route)
 
 
 def test_the_client_joins_heads_that_answer_it_each(fleet: Fleet, heads: GraphModel) -> None:
