@@ -244,7 +244,7 @@ class Client(RequestEngine):
                 "bound one model's variants with min_fidelity"
             )
         self.start()
-        level = EnergyLevel(energy_level)
+        level = energy_level if type(energy_level) is EnergyLevel else EnergyLevel(energy_level)
         key = PlanKey(
             name,
             version,
@@ -259,7 +259,12 @@ class Client(RequestEngine):
         wait_s = self.config.deadline_s if deadline_s is None else deadline_s
         deadline_ms = int(now_ms() + wait_s * 1000.0)
         request = RequestState(
-            os.urandom(16), key, inputs, time.monotonic() + wait_s, deadline_ms, run
+            os.urandom(16),
+            key,
+            inputs,
+            deadline_s=time.monotonic() + wait_s,
+            deadline_ms=deadline_ms,
+            run=run,
         )
         request.future.set_running_or_notify_cancel()
 

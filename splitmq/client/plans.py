@@ -16,14 +16,17 @@ import itertools
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from splitmq.client.timers import Timer
 from splitmq.wire import Battery, Deployment, DeploymentState, EnergyLevel, Plan, PlanRequest
 
 
-@dataclass(frozen=True)
-class PlanKey:
-    """The constraints a plan was asked for: requests with equal keys share plans."""
+class PlanKey(NamedTuple):
+    """The constraints a plan was asked for: requests with equal keys share plans.
+
+    A named tuple: every request makes one and looks its plan up by it (a dataclass's
+    ``__hash__`` and ``__eq__`` are Python functions)."""
 
     model: str
     version: str | None = None

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, fields
+from typing import Any
 
 from splitmq.wire import StagePrediction, TaskCandidate, Telemetry, TraceEntry
 
@@ -122,3 +123,18 @@ class TelemetrySample:
             energy_j=float(telemetry.energy_j),
             mem_free_bytes=int(telemetry.mem_free_bytes),
         )
+
+
+_RECORD_DEFAULTS = {f.name: f.default for f in fields(RequestRecord) if f.default is not MISSING}
+_RECORD_FIELDS = frozenset(f.name for f in fields(RequestRecord))
+
+
+def request_record(values: dict[str, Any]) -> RequestRecord:
+    """``RequestRecord(**values)``, its fields set in one go: every request makes one, and
+    a frozen dataclass's ``__init__`` sets its 24 fields one at a time through
+    ``object.__setattr__``. ``values`` holds every field without a default."""
+    assert values.keys() <= _RECORD_FIELDS, values.keys() - _RECORD_FIELDS
+    record = object.__new__(RequestRecord)
+    record.__dict__.update(_RECORD_DEFAULTS)
+    record.__dict__.update(values)
+    return record

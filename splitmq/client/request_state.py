@@ -25,16 +25,15 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import Future
-from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
 from splitmq.client import routes
 from splitmq.client.inputs import Inputs
 from splitmq.client.plans import PlanKey
-from splitmq.client.records import AttemptRecord, RequestRecord
+from splitmq.client.records import AttemptRecord, RequestRecord, request_record
 from splitmq.client.result import InferenceResult
-from splitmq.client.routes import Knowledge
+from splitmq.client.routes import NOTHING_KNOWN, Knowledge
 from splitmq.client.timers import Timer
 from splitmq.wire import Plan, PlanRefused, Route, Tensor
 
@@ -55,9 +54,13 @@ class Phase(Enum):
     DONE = "done"
 
 
-@dataclass(eq=False)
 class RequestState:
-    """One request's state; only touched under the client's lock."""
+    """One request's state; only touched under the client's lock.
+
+    A plain class with its ``__init__`` written out, not a dataclass: compiled, a
+    dataclass's generated ``__init__`` stays an interpreted function (28 fields, some
+    from factories), and every request makes one.
+    """
 
     request_id: bytes
     key: PlanKey
@@ -65,45 +68,86 @@ class RequestState:
     deadline_s: float
     deadline_ms: int
     run: str
-    future: Future[InferenceResult] = field(default_factory=Future)
-    sent_ms: float = field(default_factory=now_ms)
-    phase: Phase = Phase.PLANNING
-    plan: Plan | None = None
-    route: Route = ()
-    tensors: tuple[Tensor, ...] = ()
-    fitted_for: tuple[str, int] | None = None
-    outputs: tuple[str, ...] = ()
-    attempt: int = -1
-    attempt_sent_ms: float = 0.0
-    attempts: list[AttemptRecord] = field(default_factory=list)
-    knowledge: Knowledge = field(default_factory=Knowledge)
-    bytes_sent: int = 0
-    busy: set[tuple[int, str]] = field(default_factory=set)
+    future: Future[InferenceResult]
+    sent_ms: float
+    phase: Phase
+    plan: Plan | None
+    route: Route
+    tensors: tuple[Tensor, ...]
+    fitted_for: tuple[str, int] | None
+    outputs: tuple[str, ...]
+    attempt: int
+    attempt_sent_ms: float
+    attempts: list[AttemptRecord]
+    knowledge: Knowledge
+    bytes_sent: int
+    busy: set[tuple[int, str]]
     """``(stage, agent)`` pairs that refused an attempt of this request as ``overloaded``."""
-    busy_answers: int = 0
+    busy_answers: int
     """Attempts an agent refused with ``overloaded``."""
-    maybe_lost: bool = False
+    maybe_lost: bool
     """The current attempt may have been dropped by the broker, whoever is alive: the
     client's link went down since it was sent, or an agent of its route (re)subscribed."""
-    lost_to_outages: int = 0
+    lost_to_outages: int
     """Attempts that timed out while ``maybe_lost``: they count against no one."""
-    wait_if_busy: bool = False
+    wait_if_busy: bool
     """The last attempt was refused as ``overloaded``: the next waits if it goes back to
     an agent in ``busy``."""
-    plan_asks: int = 0
+    plan_asks: int
     """Plan requests of its own that no coordinator answered in time."""
-    waited: bool = False
+    waited: bool
     """It waited for a plan: its first send measures more than the client's own work."""
-    unavailable: PlanRefused | None = None
+    unavailable: PlanRefused | None
     """The coordinator's last answer that a stage has no replica online: what the
     request reports if its deadline passes while it asks again."""
-    probe: bool = False
+    probe: bool
     """Its first attempt measures replicas the client knows least of
     (:func:`splitmq.client.routes.by_speed`)."""
-    timers: list[Timer] = field(default_factory=list)
+    timers: list[Timer]
     """Its deadline, attempt timeouts and waits: cancelled when it ends."""
-    counted: tuple[tuple[str, int, str], ...] = ()
+    counted: tuple[tuple[str, int, str], ...]
     """Where its attempt in flight is counted (:meth:`splitmq.client.spread.Spread.sent`)."""
+
+    def __init__(
+        self,
+        request_id: bytes,
+        key: PlanKey,
+        inputs: Inputs,
+        *,
+        deadline_s: float,
+        deadline_ms: int,
+        run: str,
+    ) -> None:
+        self.request_id = request_id
+        self.key = key
+        self.inputs = inputs
+        self.deadline_s = deadline_s
+        self.deadline_ms = deadline_ms
+        self.run = run
+        self.future = Future()
+        self.sent_ms = now_ms()
+        self.phase = Phase.PLANNING
+        self.plan = None
+        self.route = ()
+        self.tensors = ()
+        self.fitted_for = None
+        self.outputs = ()
+        self.attempt = -1
+        self.attempt_sent_ms = 0.0
+        self.attempts = []
+        self.knowledge = NOTHING_KNOWN
+        self.bytes_sent = 0
+        self.busy = set()
+        self.busy_answers = 0
+        self.maybe_lost = False
+        self.lost_to_outages = 0
+        self.wait_if_busy = False
+        self.plan_asks = 0
+        self.waited = False
+        self.unavailable = None
+        self.probe = False
+        self.timers = []
+        self.counted = ()
 
     @property
     def attempts_spent(self) -> int:
@@ -121,25 +165,29 @@ class RequestState:
 
     def record(self, *, ok: bool, **fields: Any) -> RequestRecord:
         plan = self.plan
-        return RequestRecord(
-            request_id=self.request_id.hex(),
-            model=plan.model if plan is not None and self.key.task else self.key.model,
-            sent_ms=self.sent_ms,
-            finished_ms=now_ms(),
-            ok=ok,
-            attempts=tuple(self.attempts),
-            version=plan.version if plan else (self.key.version or ""),
-            variant=plan.variant if plan else "",
-            deployment=plan.deployment if plan else "",
-            epoch=plan.epoch if plan else 0,
-            bytes_sent=self.bytes_sent,
-            predicted_latency_ms=plan.predicted_latency_ms if plan else None,
-            predicted_energy_j=plan.predicted_energy_j if plan else None,
-            predicted_stages=(plan.predicted_stages or ()) if plan else (),
-            predicted_final_hop_ms=plan.predicted_final_hop_ms if plan else None,
-            run=self.run,
-            task=self.key.task or "",
-            accuracy=plan.accuracy if plan else None,
-            candidates=(plan.candidates or ()) if plan else (),
-            **fields,
-        )
+        values: dict[str, Any] = {
+            "request_id": self.request_id.hex(),
+            "model": plan.model if plan is not None and self.key.task else self.key.model,
+            "sent_ms": self.sent_ms,
+            "finished_ms": now_ms(),
+            "ok": ok,
+            "attempts": tuple(self.attempts),
+            "bytes_sent": self.bytes_sent,
+            "run": self.run,
+            "task": self.key.task or "",
+        }
+        if plan is None:
+            values["version"] = self.key.version or ""
+        else:
+            values["version"] = plan.version
+            values["variant"] = plan.variant
+            values["deployment"] = plan.deployment
+            values["epoch"] = plan.epoch
+            values["predicted_latency_ms"] = plan.predicted_latency_ms
+            values["predicted_energy_j"] = plan.predicted_energy_j
+            values["predicted_stages"] = plan.predicted_stages or ()
+            values["predicted_final_hop_ms"] = plan.predicted_final_hop_ms
+            values["accuracy"] = plan.accuracy
+            values["candidates"] = plan.candidates or ()
+        values.update(fields)
+        return request_record(values)

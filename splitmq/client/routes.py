@@ -112,6 +112,10 @@ class Knowledge:
         return Knowledge(self.failed, (*kept, *pairs))
 
 
+NOTHING_KNOWN = Knowledge()
+"""A new request's knowledge (immutable: shared, not made per request)."""
+
+
 def choose_route(
     route: Route,
     knowledge: Knowledge,
@@ -367,9 +371,11 @@ HALF_LIFE_S = 1.0
 """How fast an observation ages: a sample after this long without one weighs half."""
 
 
-@dataclass(frozen=True)
-class Hop:
-    """A smoothed time (ms) and when its latest sample came (``time.monotonic()``)."""
+class Hop(NamedTuple):
+    """A smoothed time (ms) and when its latest sample came (``time.monotonic()``).
+
+    A named tuple: every result makes one per stage, and every request's route one per
+    agent seen (:meth:`HopTimes.of`)."""
 
     ms: float
     at_s: float
@@ -379,8 +385,19 @@ class Hop:
         more the older this one is (an agent probed seldom is judged on its latest probe)."""
         age_s = max(0.0, now_s - self.at_s)
         weight = max(SMOOTHING, 1.0 - 0.5 ** (age_s / half_life_s))
-        return Hop(smoothed(self.ms, sample_ms, weight), now_s)
+        return make_hop(smoothed(self.ms, sample_ms, weight), now_s)
 
+
+_TUPLE_NEW = tuple.__new__
+
+
+def make_hop(ms: float, at_s: float) -> Hop:
+    """``Hop(ms, at_s)`` made without the named tuple's generated ``__new__``, which is a
+    Python function even where this module is compiled."""
+    return _TUPLE_NEW(Hop, (ms, at_s))
+
+
+NO_TRANSFER = Hop(0.0, 0.0)
 
 Hops = Mapping[tuple[int, str], Hop]
 """Hop times of one deployment by ``(stage, agent)`` (:meth:`HopTimes.of`)."""
@@ -487,13 +504,15 @@ class HopTimes:
 
     def of(self, deployment: str) -> Hops:
         """The hop times of ``deployment``'s agents, by ``(stage, agent)``."""
-        no_transfer = Hop(0.0, 0.0)
+        no_transfer = NO_TRANSFER
         return {
-            (stage, agent_id): Hop(hop.ms + self._transfer.get(agent_id, no_transfer).ms, hop.at_s)
+            (stage, agent_id): make_hop(
+                hop.ms + self._transfer.get(agent_id, no_transfer).ms, hop.at_s
+            )
             for (stage, agent_id), hop in self._work.get(deployment, {}).items()
         }
 
     def _updated(self, previous: Hop | None, sample_ms: float, now_s: float) -> Hop:
         if previous is None:
-            return Hop(sample_ms, now_s)
+            return make_hop(sample_ms, now_s)
         return previous.updated(sample_ms, now_s, self.half_life_s)

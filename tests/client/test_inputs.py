@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 pytest.importorskip("PIL", reason="needs pillow: pip install -e '.[client]'")
 from PIL import Image
@@ -142,6 +144,25 @@ def test_outputs_in_the_models_order_with_their_quantization() -> None:
     assert list(outputs) == ["scores", "extra"] and quantization == {"scores": (0.1, 0)}
     best = top_classes(outputs["scores"], 2, *quantization["scores"])
     assert [c for c, _ in best] == [1, 0] and best[0][1] == pytest.approx(4.0)
+
+
+SCORES = st.lists(
+    st.sampled_from([0.0, -0.0, 1.0, -1.0, 2.5, np.inf, -np.inf, np.nan]) | st.floats(-3, 3),
+    min_size=1,
+    max_size=40,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(SCORES, st.integers(-1, 45))
+def test_top_classes_are_a_stable_sorts_first_k(scores: list[float], k: int) -> None:
+    """The partition finds what a stable sort of the negated scores finds: equal scores
+    (0.0 and -0.0 among them) by class, NaNs after every number, all when k is larger."""
+    values = np.array([scores], np.float32)
+    order = (-values.reshape(-1)).argsort(kind="stable")[: max(k, 0)]
+    best = top_classes(values, k)
+    assert [c for c, _ in best] == order.tolist()
+    assert np.array_equal([s for _, s in best], values.reshape(-1)[order], equal_nan=True)
 
 
 def write_png(path: Path, pixels: Any, mode: str) -> Path:
