@@ -43,7 +43,6 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
-from dataclasses import replace
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -214,6 +213,7 @@ class Client(RequestEngine):
         task: str | None = None,
         min_accuracy: float | None = None,
         client_battery: Battery | None = None,
+        index: int | None = None,
     ) -> Future[InferenceResult]:
         """Start one inference; the future holds its result or its :class:`InferenceError`.
 
@@ -224,7 +224,9 @@ class Client(RequestEngine):
         member and variant (``result.plan.model``, ``.variant``, ``.accuracy``) within
         the budgets and ``min_accuracy``; ``client_battery`` tells it the client's
         charge (a low one moves the choice toward cheaper members). Plans are kept per
-        constraints, the battery among them: pass it rounded (to 5 %, say).
+        constraints, the battery among them: pass it rounded (to 5 %, say). ``index``
+        labels its result's (or error's) ``index``, as :meth:`stream` does each input's
+        position.
         """
         if self._closed:
             raise base_errors.NotConnected(f"client {self.client_id} is closed")
@@ -265,6 +267,7 @@ class Client(RequestEngine):
             deadline_s=time.monotonic() + wait_s,
             deadline_ms=deadline_ms,
             run=run,
+            index=index,
         )
         request.future.set_running_or_notify_cancel()
 
@@ -301,26 +304,26 @@ class Client(RequestEngine):
         completed: queue.SimpleQueue[Future[InferenceResult]] = queue.SimpleQueue()  # in C
         while True:
             while len(window) < limit and (item := next(source, None)) is not None:
-                future = self.infer_async(item[1], **options)
+                future = self.infer_async(item[1], index=item[0], **options)
                 if not ordered:  # in order, the window's first is waited for: no queue
                     future.add_done_callback(completed.put)
                 window.append((item[0], future))
             if not window:
                 return
             if ordered:
-                index, future = window.popleft()
+                future = window.popleft()[1]
             else:
                 done = completed.get()
                 index, future = next(entry for entry in window if entry[1] is done)
                 window.remove((index, future))
-            yield _outcome(index, future)
+            yield _outcome(future)
 
 
-def _outcome(index: int, future: Future[InferenceResult]) -> InferenceResult | InferenceError:
+def _outcome(future: Future[InferenceResult]) -> InferenceResult | InferenceError:
+    """A stream's item: its result, or the error it ended in (each with its ``index``)."""
     error = future.exception()
     if error is None:
-        return replace(future.result(), index=index)
+        return future.result()
     if isinstance(error, InferenceError):
-        error.index = index
         return error
     raise error

@@ -290,9 +290,8 @@ class RequestEngine:
         last = request.attempts_spent >= self.config.max_attempts
         timeout_s = self._attempt_timeout_s(plan, budget.remaining_s, last=last)
         activation = self._first_activation(request, plan.deployment, route)
-        timeout = Failure(routes.TIMEOUT, f"no answer within {timeout_s:.2f} s")
         self._fanin.pop(request.request_id, None)
-        expire = partial(self._timed_out, request.request_id, request.attempt, 0, timeout)
+        expire = partial(self._timed_out, request.request_id, request.attempt, 0, timeout_s)
         self._arm(request, now + timeout_s, expire)
         graph = self._graph(plan.deployment)
         sent = (
@@ -306,12 +305,16 @@ class RequestEngine:
         return None if deployment is None else graph_of(deployment)
 
     def _timed_out(
-        self, request_id: bytes, attempt: int, generation: int, failure: Failure, effects: Effects
+        self, request_id: bytes, attempt: int, generation: int, timeout_s: float, effects: Effects
     ) -> None:
-        """An attempt's timeout, unless a branch retry since gave it a later one."""
+        """An attempt's timeout of ``timeout_s`` from its send (``generation`` 0) or from
+        its latest branch retry, unless a branch retry since gave it a later one. Its
+        failure is made here, not with the timer: most attempts are answered first."""
         fanin = self._fanin.get(request_id)
         if fanin is not None and fanin.generation != generation:
             return
+        since = " of a branch retry" if generation else ""
+        failure = Failure(routes.TIMEOUT, f"no answer within {timeout_s:.2f} s{since}")
         self._failed(request_id, attempt, failure, effects)
 
     def _retry_branch(self, request: RequestState, failure: Failure, effects: Effects) -> bool:
@@ -344,9 +347,8 @@ class RequestEngine:
         now = time.monotonic()
         remaining_s = request.deadline_s - now
         timeout_s = self._attempt_timeout_s(plan, remaining_s, last=False)
-        timeout = Failure(routes.TIMEOUT, f"no answer within {timeout_s:.2f} s of a branch retry")
         expire = partial(
-            self._timed_out, request.request_id, request.attempt, fanin.generation, timeout
+            self._timed_out, request.request_id, request.attempt, fanin.generation, timeout_s
         )
         self._arm(request, now + timeout_s, expire)
         template = self._first_activation(request, plan.deployment, route)
@@ -648,7 +650,9 @@ class RequestEngine:
             )
         record = request.record(ok=True, trace=result.trace, bytes_received=size, top=top)
         assert request.plan is not None
-        answer = InferenceResult(outputs, result.trace, record, request.plan, quantization)
+        answer = InferenceResult(
+            outputs, result.trace, record, request.plan, quantization, request.index
+        )
         self._complete(request, record, effects, partial(request.future.set_result, answer))
 
     def _give_up(
@@ -664,6 +668,7 @@ class RequestEngine:
             error = DeadlineError(record, reason)
         else:
             error = InferenceError(record, code, reason)
+        error.index = request.index
         self._complete(request, record, effects, partial(request.future.set_exception, error))
 
     def _complete(

@@ -107,6 +107,8 @@ class RequestState:
     """Its deadline, attempt timeouts and waits: cancelled when it ends."""
     counted: tuple[tuple[str, int, str], ...]
     """Where its attempt in flight is counted (:meth:`splitmq.client.spread.Spread.sent`)."""
+    index: int | None
+    """Its input's position in a stream: its result's or error's ``index``."""
 
     def __init__(
         self,
@@ -117,6 +119,7 @@ class RequestState:
         deadline_s: float,
         deadline_ms: int,
         run: str,
+        index: int | None = None,
     ) -> None:
         self.request_id = request_id
         self.key = key
@@ -148,6 +151,7 @@ class RequestState:
         self.probe = False
         self.timers = []
         self.counted = ()
+        self.index = index
 
     @property
     def attempts_spent(self) -> int:

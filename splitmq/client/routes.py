@@ -155,9 +155,9 @@ def choose_route(
     return tuple(chosen), tuple(spent)
 
 
-@dataclass(frozen=True)
-class Failure:
-    """How one attempt failed.
+class Failure(NamedTuple):
+    """How one attempt failed (a named tuple, as :class:`RetryBudget`: every attempt
+    makes them).
 
     Attributes:
         outcome: an agent's error code, :data:`TIMEOUT`, :data:`OFFLINE`, or the
@@ -196,8 +196,7 @@ class GiveUp:
     reason: str
 
 
-@dataclass(frozen=True)
-class RetryBudget:
+class RetryBudget(NamedTuple):
     """How many attempts a request may still make, and the time it has left.
 
     Attributes:
