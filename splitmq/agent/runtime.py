@@ -145,7 +145,7 @@ class LoadedShard:
         """Run once on arrays by input name (already checked); outputs and invoke seconds."""
         with self._lock:
             for name, index in self._input_index.items():
-                self._interpreter.set_tensor(index, arrays[name])
+                self._set_input(index, arrays[name])
             start = time.perf_counter()
             self._interpreter.invoke()
             invoke_s = time.perf_counter() - start
@@ -154,6 +154,25 @@ class LoadedShard:
                 for spec, index in zip(self.outputs, self._output_index, strict=True)
             )
         return tensors, invoke_s
+
+    def _set_input(self, index: int, array: npt.NDArray[Any]) -> None:
+        """Copy ``array`` into input tensor ``index``, once.
+
+        ``set_tensor`` copies an array that is read-only or unaligned (a view of the
+        bytes received, as decoded) into a new array first, then into the tensor: two
+        copies of the activation per hop. Such an array of the tensor's shape and dtype
+        is written into the tensor's buffer directly; the view of the buffer is dropped
+        before the invoke (the interpreter refuses to run while one is held).
+        """
+        flags = array.flags
+        if not (flags.writeable and flags.aligned and flags.c_contiguous):
+            view = self._interpreter.tensor(index)()
+            if view.shape == array.shape and view.dtype == array.dtype:
+                view[...] = array
+                del view
+                return
+            del view
+        self._interpreter.set_tensor(index, array)  # it also says what does not fit
 
     def benchmark(self, runs: int) -> float:
         """Median invoke time in seconds over ``runs`` runs on zeros (after one warm-up)."""

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from splitmq.agent import (
@@ -115,6 +116,24 @@ def test_runtime_auto_prefers_litert_and_checks_boundaries(digits: CutModel) -> 
     outputs, invoke_s = shard.run({digits.input_name: digits.image})
     assert invoke_s > 0 and outputs[0].array.shape == (1, 8, 8, 16)
     assert shard.benchmark(3) > 0
+
+
+def test_a_received_read_only_or_unaligned_input_runs_the_same(digits: CutModel) -> None:
+    """Decoded inputs are views of the bytes received: read-only, maybe unaligned. They
+    are written into the input tensor directly (one copy, not set_tensor's two) and give
+    the same outputs; one that does not fit still fails as set_tensor says."""
+    shard = find_runtime().load(digits.shards[0].data, threads=1, xnnpack=False)  # type: ignore[attr-defined]
+    name, image = digits.input_name, np.ascontiguousarray(digits.image, np.float32)
+    expected = shard.run({name: image})[0][0].array
+    received = bytearray(1) + image.tobytes()
+    read_only = np.frombuffer(bytes(received), np.float32, offset=1).reshape(image.shape)
+    unaligned = np.frombuffer(received, np.float32, offset=1).reshape(image.shape)
+    assert not read_only.flags.writeable and not unaligned.flags.aligned
+    for given in (read_only, unaligned, image):
+        assert np.array_equal(shard.run({name: given})[0][0].array, expected)
+    narrow = np.frombuffer(bytes(received), np.float32, offset=1, count=image.size // 2)
+    with pytest.raises(ValueError, match="Dimension mismatch"):
+        shard.run({name: narrow})
 
 
 def test_settings_come_from_cli_then_environment_then_file(tmp_path: Path) -> None:
