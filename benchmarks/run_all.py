@@ -41,6 +41,7 @@ SCRIPTS = (
     "bench_agent",  # what one agent adds to its shard
     "bench_steps",  # where a split request's time goes, step by step (no goal)
     "bench_cpu",  # where the pipeline's CPU goes, process by process (no goal)
+    "bench_client",  # the client's own work per request, against an instant responder (no goal)
     "bench_codec",
     "bench_transport",  # our MQTT client vs paho-mqtt on the activation path
     "bench_hops",

@@ -15,8 +15,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 RUNNER = ROOT / "benchmarks" / "run_all.py"
 
-CHEAP = ("bench_codec", "bench_planner", "bench_partition", "bench_hops")
-"""No model: pure functions, and three hops through a Mosquitto."""
+CHEAP = ("bench_codec", "bench_planner", "bench_partition", "bench_hops", "bench_client")
+"""No model: pure functions, three hops through a Mosquitto, a client and a responder."""
 FLEET = ("bench_split", "bench_pipeline", "bench_links", "bench_fleet", "bench_steps", "bench_cpu")
 """MobileNetV3Large over real agent processes (converted once, then cached)."""
 
@@ -49,6 +49,10 @@ def test_the_cheap_benchmarks_run_and_report_their_goals(tmp_path: Path) -> None
     goals = [r for r in rows if r["goal"]]
     assert goals and all(isinstance(r["met"], bool) for r in goals)
     assert all(r["scenario"] and r["figure"] and r["measured"] for r in rows)
+    client = {
+        (r["scenario"], r["figure"]) for r in rows if r["scenario"] in ("stream", "one at a time")
+    }
+    assert ("stream", "the caller's thread / the network thread, user + system") in client
 
 
 @pytest.mark.integration
