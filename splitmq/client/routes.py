@@ -156,8 +156,7 @@ def choose_route(
 
 
 class Failure(NamedTuple):
-    """How one attempt failed (a named tuple, as :class:`RetryBudget`: every attempt
-    makes them).
+    """How one attempt failed (a named tuple, as :class:`RetryBudget`: made in C).
 
     Attributes:
         outcome: an agent's error code, :data:`TIMEOUT`, :data:`OFFLINE`, or the
@@ -397,6 +396,7 @@ def make_hop(ms: float, at_s: float) -> Hop:
 
 
 NO_TRANSFER = Hop(0.0, 0.0)
+"""An agent's transfer before any was seen."""
 
 Hops = Mapping[tuple[int, str], Hop]
 """Hop times of one deployment by ``(stage, agent)`` (:meth:`HopTimes.of`)."""
@@ -503,10 +503,9 @@ class HopTimes:
 
     def of(self, deployment: str) -> Hops:
         """The hop times of ``deployment``'s agents, by ``(stage, agent)``."""
-        no_transfer = NO_TRANSFER
         return {
             (stage, agent_id): make_hop(
-                hop.ms + self._transfer.get(agent_id, no_transfer).ms, hop.at_s
+                hop.ms + self._transfer.get(agent_id, NO_TRANSFER).ms, hop.at_s
             )
             for (stage, agent_id), hop in self._work.get(deployment, {}).items()
         }
