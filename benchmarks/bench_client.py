@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 from _report import Row, report
 
+from splitmq.client import Client, ClientConfig
 from splitmq.transport import InboundMessage, MqttTransport, parse_broker_url
 from splitmq.wire import (
     Deployment,
@@ -127,11 +128,7 @@ def thread_cpu_s() -> dict[str, tuple[float, float]]:
     return found
 
 
-def requests(client: object, image: np.ndarray, mode: str, count: int) -> Callable[[], None]:
-    from splitmq.client import Client
-
-    assert isinstance(client, Client)
-
+def requests(client: Client, image: np.ndarray, mode: str, count: int) -> Callable[[], None]:
     def run() -> None:
         if mode == "stream":
             for _ in client.stream([image] * count, max_in_flight=IN_FLIGHT):
@@ -164,8 +161,6 @@ def toggle_callgrind(on: bool) -> None:
 
 def run_client(url: str, rounds: int, count: int, counted: str | None) -> dict[str, list[Round]]:
     """Each mode's rounds; with ``counted`` (a mode), only that mode once, callgrind on."""
-    from splitmq.client import Client, ClientConfig
-
     image = np.random.default_rng(1).standard_normal(INPUT.shape).astype(np.float32)
     config = ClientConfig(model=MODEL, deadline_s=30.0, max_in_flight=IN_FLIGHT)
     measured: dict[str, list[Round]] = {mode: [] for mode in MODES}

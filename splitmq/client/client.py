@@ -300,22 +300,21 @@ class Client(RequestEngine):
         """
         limit = max_in_flight or self.config.max_in_flight
         source = iter(enumerate(inputs))
-        window: deque[tuple[int, Future[InferenceResult]]] = deque()
+        window: deque[Future[InferenceResult]] = deque()  # each result carries its index
         completed: queue.SimpleQueue[Future[InferenceResult]] = queue.SimpleQueue()  # in C
         while True:
             while len(window) < limit and (item := next(source, None)) is not None:
                 future = self.infer_async(item[1], index=item[0], **options)
                 if not ordered:  # in order, the window's first is waited for: no queue
                     future.add_done_callback(completed.put)
-                window.append((item[0], future))
+                window.append(future)
             if not window:
                 return
             if ordered:
-                future = window.popleft()[1]
+                future = window.popleft()
             else:
-                done = completed.get()
-                index, future = next(entry for entry in window if entry[1] is done)
-                window.remove((index, future))
+                future = completed.get()
+                window.remove(future)
             yield _outcome(future)
 
 
