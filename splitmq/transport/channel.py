@@ -70,6 +70,9 @@ class Channel:
         """Lone acknowledgements wait to be read (else: each is read as it comes)."""
         self._lone_at = -math.inf
         """When a lone acknowledgement was last read as it came."""
+        self._relearn = False
+        """The wait changed: read lone acknowledgements late again from the next read
+        (set on any thread, applied on the network thread)."""
 
     def read_lone_acks_late(self, wait_s: float, unless: Callable[[], bool]) -> bool:
         """From now on, let a lone acknowledgement wait up to ``wait_s`` to be read with
@@ -88,9 +91,14 @@ class Channel:
 
     def wait_for_lone_acks(self, wait_s: float) -> None:
         """Let a lone acknowledgement wait ``wait_s`` from now on, where they are read
-        late at all (:meth:`read_lone_acks_late`)."""
-        if self._late_ms:
-            self._late_ms = _whole_ms(wait_s)
+        late at all (:meth:`read_lone_acks_late`). A connection that went to reading
+        each as it comes did so under the old wait (one that ended with nothing after
+        the acknowledgement), so a changed wait reads them late again from the network
+        thread's next read, to learn anew under it."""
+        late_ms = _whole_ms(wait_s)
+        if self._late_ms and late_ms != self._late_ms:
+            self._late_ms = late_ms
+            self._relearn = True
 
     def hold(self, packet: bytes, hold_s: float, most: int) -> None:
         """Send ``packet`` with the next write, or alone once ``hold_s`` has passed or
@@ -109,6 +117,9 @@ class Channel:
         self._flush_held_before_waiting()
         if not self._late_ms:
             return self.sock.recv_into(view)
+        if self._relearn:
+            self._relearn = False
+            self._set_late(True)
         if self._late:
             if 0 < wanted < LONE_BYTES or self._eager():
                 return self._recv_now(view)

@@ -153,6 +153,27 @@ def test_after_a_wait_with_nothing_acks_are_read_as_they_come_until_one_is_follo
     assert late.result() == PUBACK + PUBLISH
 
 
+def test_a_new_wait_reads_lone_acks_late_again_from_the_next_read(pair: Pair) -> None:
+    """The switch to reading each as it comes was decided under the old wait (an agent
+    paced from the shipped 5 ms to its stage-time): a new wait re-arms reading late on
+    the network thread's next read, which learns anew under it."""
+    channel, broker = pair
+    assert channel.read_lone_acks_late(0.005, lambda: False)
+    idle = Reader(channel)
+    wait_until(lambda: lowat(channel) == 1, what="the short wait over, with nothing")
+    channel.wait_for_lone_acks(LONG_S)
+    assert lowat(channel) == 1  # not from this thread: the reader waits on its own mark
+    broker.sendall(PUBLISH)
+    assert idle.result() == PUBLISH
+    late = Reader(channel)
+    wait_until(lambda: lowat(channel) == LONE_BYTES, what="the next read, late again")
+    broker.sendall(PUBACK)
+    arrived(channel.sock, len(PUBACK))  # there, and not read
+    broker.sendall(PUBLISH)
+    assert late.result() == PUBACK + PUBLISH
+    assert late.seconds < LONG_S
+
+
 def test_an_awaited_ack_is_read_at_once(pair: Pair) -> None:
     channel, broker = pair
     assert channel.read_lone_acks_late(LONG_S, lambda: True)
