@@ -34,13 +34,13 @@ from dataclasses import dataclass, field
 from splitmq.agent import device
 from splitmq.agent.cache import DigestMismatch, ShardCache
 from splitmq.agent.config import AgentConfig
+from splitmq.agent.counters import Counters
 from splitmq.agent.energy import EnergyMeter
 from splitmq.agent.fetch import FetchError, ShardFetcher
 from splitmq.agent.held import held_time
 from splitmq.agent.link import EmulatedLink
 from splitmq.agent.presence import Presence
 from splitmq.agent.requests import (
-    Counters,
     Job,
     SeenRequests,
     boundary,
@@ -48,8 +48,8 @@ from splitmq.agent.requests import (
     stage_key,
 )
 from splitmq.agent.runtime import (
-    LoadedShard,
     Runtime,
+    Shard,
     ShardLoadError,
     calibrate,
     find_runtime,
@@ -102,7 +102,7 @@ class _HostedStage:
     deployment: str
     stage: int
     digest: str
-    shard: LoadedShard
+    shard: Shard
     inputs: tuple[TensorSpec, ...]
     queue: StageQueue[Job | None]
     shared_filter: str | None = None

@@ -113,3 +113,8 @@ class AgentConfig:
                 raise ConfigError(f"agent setting {name} must be above 0, got {value}")
         if self.battery_pct is not None and not 0 <= self.battery_pct <= 100:
             raise ConfigError(f"battery_pct must be in [0, 100], got {self.battery_pct}")
+        try:  # a config file or a caller may name it as text: "simulated"
+            object.__setattr__(self, "battery", BatteryMode(self.battery))
+        except ValueError:
+            modes = ", ".join(mode.value for mode in BatteryMode)
+            raise ConfigError(f"battery must be one of {modes}, got {self.battery!r}") from None

@@ -73,14 +73,14 @@ class EnergyMeter:
             from splitmq.errors import ConfigError
 
             raise ConfigError("battery=real but psutil finds no battery on this device")
-        self._real = real is not None
+        self._battery_real = real is not None
         start = profile.initial_battery_pct if initial_pct is None else initial_pct
         self._capacity_j = profile.battery_wh * JOULES_PER_WH
         self._remaining_j = self._capacity_j * start / 100.0
 
     @property
     def simulated(self) -> bool:
-        return not self._real
+        return not self._battery_real
 
     @property
     def energy_j(self) -> float:
@@ -106,7 +106,7 @@ class EnergyMeter:
 
     def battery(self) -> Battery:
         """The battery now: read with psutil, or the simulated one after what was spent."""
-        if self._real:
+        if self._battery_real:
             real = read_real_battery()
             if real is not None:
                 return real

@@ -34,7 +34,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
-from splitmq.agent.requests import Counters, RequestFailed, now_ms
+from splitmq.agent.counters import Counters
+from splitmq.agent.requests import RequestFailed, now_ms
 from splitmq.wire import (
     REQUESTER,
     Activation,

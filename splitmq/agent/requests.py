@@ -9,7 +9,6 @@ import functools
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -193,14 +192,3 @@ def salvage(payload: bytes | bytearray) -> Activation | None:
         deadline_ms=0,
         tensors=(),
     )
-
-
-@dataclass
-class Counters:
-    """Counters bumped from several threads (subclasses name them as int fields)."""
-
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
-
-    def add(self, name: str) -> None:
-        with self.lock:
-            setattr(self, name, getattr(self, name) + 1)

@@ -15,7 +15,7 @@ import threading
 import time
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -119,6 +119,17 @@ def _spec(detail: dict[str, Any]) -> TensorSpec:
         scale=float(scale) if quantized else None,
         zero_point=int(zero_point) if quantized else None,
     )
+
+
+class Shard(Protocol):
+    """What a hosted stage runs: a :class:`LoadedShard`, or a stand-in with its
+    ``run`` (tests put one in to gate or spy on a stage)."""
+
+    threads: int
+
+    def run(self, arrays: dict[str, npt.NDArray[Any]]) -> tuple[tuple[Tensor, ...], float]: ...
+
+    def benchmark(self, runs: int) -> float: ...
 
 
 class LoadedShard:

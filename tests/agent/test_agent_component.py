@@ -299,7 +299,7 @@ def test_a_full_queue_answers_overloaded(fleet: MemoryFleet, digits: CutModel) -
     stage0 = a._stages[("d", 0)]
     gate = threading.Event()
     gated = GatedShard(stage0.shard, gate)
-    stage0.shard = gated  # type: ignore[assignment]
+    stage0.shard = gated
     sent = [request(digits, "d", (("a",), ("a",))) for _ in range(6)]
     try:
         # The worker takes the first request and is busy with it; the second fills the

@@ -156,7 +156,7 @@ def target(digits: CutModel, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     spies = []
     for hosted in agent._stages.values():
         spy = SpyShard(hosted.shard)
-        hosted.shard = spy  # type: ignore[assignment]
+        hosted.shard = spy
         spies.append(spy)
     watcher = broker.transport("watcher")
     watcher.start()

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from splitmq.agent import (
+    AgentConfig,
     BatteryMode,
     DigestMismatch,
     EnergyMeter,
@@ -79,6 +80,13 @@ def test_simulated_battery_drains_by_the_energy_model() -> None:
     assert meter.battery().pct == pytest.approx(50.0 - 100 * 17.8 / capacity_j)
     assert meter.battery().simulated
     assert meter.stage_energy_j(2.0, 4_000_000) == pytest.approx(3.5 * 2 + 6.0)
+
+
+def test_the_battery_mode_may_be_named_as_text_and_a_wrong_one_is_refused() -> None:
+    config = AgentConfig("pi-1", battery="simulated")  # type: ignore[arg-type]
+    assert config.battery is BatteryMode.SIMULATED
+    with pytest.raises(ConfigError, match="auto, real, simulated, got 'solar'"):
+        AgentConfig("pi-1", battery="solar")  # type: ignore[arg-type]
 
 
 def test_a_plugged_device_does_not_drain(tmp_path: Path) -> None:
