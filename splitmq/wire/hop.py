@@ -31,14 +31,24 @@ from __future__ import annotations
 
 from typing import Any
 
+import cbor2
+
 from splitmq.errors import DecodeError
+from splitmq.wire.cbor import _head as _item_head
 from splitmq.wire.cbor import _Reader, loads_cbor2
 from splitmq.wire.codec import _schema, encode_parts
 from splitmq.wire.hop_layouts import TENSORS_KEY as _TENSORS_KEY
-from splitmq.wire.hop_layouts import Layouts
-from splitmq.wire.hop_writer import message_parts
+from splitmq.wire.hop_layouts import Layouts, _prefix
+from splitmq.wire.hop_writer import encoded_message_parts, message_parts
 from splitmq.wire.limits import DEFAULT_LIMITS, Limits
-from splitmq.wire.messages import Activation, Result, Route, TraceEntry, _check_request_id
+from splitmq.wire.messages import (
+    REQUEST_ID_BYTES,
+    Activation,
+    Result,
+    Route,
+    TraceEntry,
+    _check_request_id,
+)
 from splitmq.wire.tensors import Tensor
 
 __all__ = [
@@ -430,11 +440,14 @@ def forward_parts(
     """The next stage's activation: ``hop``'s, at the next stage, carrying ``tensors``,
     with ``entry`` (:func:`trace_entry`) added to its trace; as :func:`encode_parts`
     would encode it."""
-    head = {**hop.head, "v": Activation.VERSION, "stage": hop.stage + 1}
     tail: dict[str, Any] = {"trace": [*hop.trace, entry], "client_id": hop.client_id}
     if hop.source is not None:
         tail["source"] = hop.source
-    return message_parts(head, tensors, tail)
+    head = _forward_head(hop)
+    if head is None:
+        fields = {**hop.head, "v": Activation.VERSION, "stage": hop.stage + 1}
+        return message_parts(fields, tensors, tail)
+    return encoded_message_parts(len(_HEAD), head, tensors, tail)
 
 
 def result_parts(
@@ -442,11 +455,69 @@ def result_parts(
 ) -> list[bytes | bytearray | memoryview]:
     """The :class:`Result` of ``hop``'s request (its last stage's outputs), as
     :func:`encode_parts` would encode it."""
-    head = {
+    tail = {"trace": [*hop.trace, entry], "agent_id": agent_id}
+    attempt, deployment = hop.attempt, hop.deployment
+    if _plain_request(hop) and _plain(attempt) and deployment.isascii():
+        head = _RESULT_START + hop.request_id + _ATTEMPT + _item_head(0, attempt)
+        head += _DEPLOYMENT + _item_head(3, len(deployment)) + deployment.encode()
+        return encoded_message_parts(len(_RESULT_HEAD), head, tensors, tail)
+    fields = {
         "kind": Result.KIND,
         "v": Result.VERSION,
         "request_id": hop.request_id,
-        "attempt": hop.attempt,
-        "deployment": hop.deployment,
+        "attempt": attempt,
+        "deployment": deployment,
     }
-    return message_parts(head, tensors, {"trace": [*hop.trace, entry], "agent_id": agent_id})
+    return message_parts(fields, tensors, tail)
+
+
+# -- the heads of the messages a stage sends, from what a stream repeats ----------------
+
+_FORWARD_START = _prefix(Activation)
+_RESULT_START = _prefix(Result)
+"""A message's bytes after its map's head, up to its request id's bytes."""
+_ATTEMPT = b"\x67attempt"
+_DEPLOYMENT = b"\x6adeployment"
+_DEADLINE = b"\x6bdeadline_ms"
+_MIDDLES_REMEMBERED = 64
+_middles: dict[tuple[Any, ...], bytes] = {}
+"""By attempt, deployment, stage, route and callback (the fields between a forwarded
+activation's request id and its deadline, which a stream repeats): their bytes."""
+
+
+def _plain(value: object) -> bool:
+    """An int CBOR writes as an unsigned integer (not a bool, not a bignum)."""
+    return type(value) is int and 0 <= value < 1 << 64
+
+
+def _plain_request(hop: Hop) -> bool:
+    return type(hop.request_id) is bytes and len(hop.request_id) == REQUEST_ID_BYTES
+
+
+def _forward_head(hop: Hop) -> bytes | None:
+    """The fields before the tensors of ``hop``'s activation at the next stage, as
+    ``cbor2.dumps`` writes them in its map (without the map's head): the fields a stream
+    repeats are encoded once and remembered, and cbor2 does not ask each tuple of the
+    route whether it is a mapping per hop. None for what this path does not write
+    (the caller encodes the fields the general way)."""
+    deadline, attempt, stage = hop.deadline_ms, hop.attempt, hop.stage + 1
+    if not (_plain_request(hop) and _plain(deadline) and _plain(attempt) and _plain(stage)):
+        return None
+    key = (attempt, hop.deployment, stage, hop.route, hop.callback)
+    try:
+        middle = _middles.get(key)
+    except TypeError:  # a route of lists: not one this path remembers
+        return None
+    if middle is None:
+        fields = {
+            "attempt": attempt,
+            "deployment": hop.deployment,
+            "stage": stage,
+            "route": hop.head["route"],
+            "callback": hop.callback,
+        }
+        middle = bytes(memoryview(cbor2.dumps(fields))[1:])
+        if len(_middles) >= _MIDDLES_REMEMBERED:
+            _middles.clear()
+        _middles[key] = middle
+    return _FORWARD_START + hop.request_id + middle + _DEADLINE + _item_head(0, deadline)

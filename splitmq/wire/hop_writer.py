@@ -29,11 +29,11 @@ from splitmq.wire.tensors import (
     tensor_to_wire,
 )
 
-__all__ = ["message_parts"]
+__all__ = ["encoded_message_parts", "message_parts"]
 
 Parts = list[bytes | bytearray | memoryview]
 
-_MAJOR_BYTES, _MAJOR_ARRAY, _MAJOR_MAP, _MAJOR_TAG = 2, 4, 5, 6
+_MAJOR_BYTES, _MAJOR_TEXT, _MAJOR_ARRAY, _MAJOR_MAP, _MAJOR_TAG = 2, 3, 4, 5, 6
 _TENSORS_KEY = cbor2.dumps("tensors")
 TEMPLATES_REMEMBERED = 256
 """Tensor templates kept (all are forgotten when one more comes)."""
@@ -53,8 +53,23 @@ def message_parts(
     count = len(before) + 1 + len(after)
     if count >= 24:  # one byte of map head below: never so for our messages
         return dumps_parts({**before, "tensors": [tensor_to_wire(t) for t in tensors], **after})
+    # its own map head is one byte: < 24 fields
+    return encoded_message_parts(len(before), memoryview(cbor2.dumps(before))[1:], tensors, after)
+
+
+def encoded_message_parts(
+    fields: int,
+    before: bytes | bytearray | memoryview,
+    tensors: tuple[Tensor, ...],
+    after: dict[str, Any],
+) -> Parts:
+    """:func:`message_parts` of the ``fields`` fields before the tensors already encoded
+    (``before``: their keys and values, without a map head), fewer than 23 in all."""
+    count = fields + 1 + len(after)
+    if count >= 24:
+        raise EncodeError(f"a message of {count} fields is not written by this path")
     out = bytearray(_head(_MAJOR_MAP, count))
-    out += memoryview(cbor2.dumps(before))[1:]  # its own map head is one byte: < 24 fields
+    out += before
     out += _TENSORS_KEY
     out += _head(_MAJOR_ARRAY, len(tensors))
     parts: Parts = []
@@ -74,9 +89,45 @@ def message_parts(
         else:
             out += data
             out += suffix
-    out += memoryview(cbor2.dumps(after))[1:]
+    _write_fields(out, after)
     parts.append(out)
     return parts
+
+
+def _write_fields(out: bytearray, fields: dict[str, Any]) -> None:
+    """``fields``' keys and values as ``cbor2.dumps`` writes them in a map. A list is
+    written item by item: cbor2 asks each list and tuple whether it is a
+    ``collections.abc.Mapping`` first, an interpreted call per container, where a
+    message's trace is a list of maps."""
+    for key, value in fields.items():
+        out += _key(key)
+        if type(value) is list:
+            out += _head(_MAJOR_ARRAY, len(value))
+            for item in value:
+                out += cbor2.dumps(item)
+        elif type(value) is str and value.isascii():
+            out += _text(value)
+        else:
+            out += cbor2.dumps(value)
+
+
+def _text(value: str) -> bytes:
+    """A text string as CBOR writes it (definite length, UTF-8)."""
+    encoded = value.encode()
+    return _head(_MAJOR_TEXT, len(encoded)) + encoded
+
+
+_keys: dict[str, bytes] = {}
+
+
+def _key(name: str) -> bytes:
+    """A field's name, encoded (the few names of our messages, remembered)."""
+    known = _keys.get(name)
+    if known is None:
+        known = _text(name)
+        if len(_keys) < TEMPLATES_REMEMBERED:
+            _keys[name] = known
+    return known
 
 
 def _tensor_parts(tensor: Tensor) -> tuple[bytes, memoryview, bytes] | None:

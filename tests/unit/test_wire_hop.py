@@ -158,6 +158,15 @@ def _same_verdict(payload: bytes) -> None:
         entry = TraceEntry(**ENTRY)
         forward = replace(general, stage=general.stage + 1, trace=(*general.trace, entry))
         assert join(hop.forward_parts(read, general.tensors, ENTRY)) == encode(forward)
+        result = Result(
+            request_id=general.request_id,
+            attempt=general.attempt,
+            deployment=general.deployment,
+            tensors=general.tensors,
+            trace=(*general.trace, entry),
+            agent_id="b",
+        )
+        assert join(hop.result_parts(read, general.tensors, ENTRY, "b")) == encode(result)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
