@@ -43,6 +43,7 @@ __all__ = [
 HOT_MODULES: tuple[str, ...] = (
     "splitmq.mqtt.packets",
     "splitmq.transport.channel",
+    "splitmq.transport.payload",
     "splitmq.transport.mqtt_reader",
     "splitmq.transport.mqtt",
     "splitmq.transport.paho_transport",

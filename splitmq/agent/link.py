@@ -14,7 +14,7 @@ from splitmq.agent.energy import EnergyMeter
 from splitmq.agent.requests import RequestFailed, now_ms
 from splitmq.errors import TransportError
 from splitmq.transport import Payload, Transport
-from splitmq.transport.base import payload_size
+from splitmq.transport.payload import payload_size
 from splitmq.wire import ErrorCode
 from splitmq.wire.topics import Topic
 

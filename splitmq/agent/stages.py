@@ -72,6 +72,8 @@ class StageWorkers:
         self._hops: dict[tuple[str, str, int, str | None, int], str | None] = {}
         """Next hops already checked and rendered (:meth:`_next_hop`), for ``_hops_sites``."""
         self._hops_sites: dict[str, str] = agent.sites.sites
+        self._agent_id: str = agent.agent_id
+        """The agent's id (read per hop: the agent's property is interpreted code)."""
 
     def _hosted_for(self, message: InboundMessage) -> _HostedStage | None:
         topic = message.topic
@@ -231,13 +233,13 @@ class StageWorkers:
         outputs, fields = self._run_shard(hosted, activation, received_ms, arrival.bytes_in)
         entry = hop.trace_entry(**fields)
         if next_topic is None:  # the last stage
-            answer = hop.result_parts(activation, outputs, entry, self.agent.agent_id)
+            answer = hop.result_parts(activation, outputs, entry, self._agent_id)
             self._held(hosted, received_ms)
             self._send_to_callback(activation, answer, ok=True, qos=arrival.qos)
             hosted.free_ms = now_ms()
             return None
         next_stage = activation.stage + 1
-        if activation.route[next_stage][0] == self.agent.agent_id:
+        if activation.route[next_stage][0] == self._agent_id:
             with self.agent._stages_lock:
                 local = self.agent._stages.get((activation.deployment, next_stage))
             if local is not None:  # in-process: no broker hop
@@ -273,7 +275,7 @@ class StageWorkers:
         bytes_out = sum(tensor.array.nbytes for tensor in outputs)
         return outputs, {
             "stage": activation.stage,
-            "agent_id": self.agent.agent_id,
+            "agent_id": self._agent_id,
             "received_ms": received_ms,
             "started_ms": started,
             "finished_ms": finished,

@@ -45,7 +45,7 @@ from splitmq.client.stream_pace import StreamPace
 from splitmq.client.timers import Effect, Effects, Timers, apply_effects
 from splitmq.errors import TransportError
 from splitmq.transport import InboundMessage, Transport
-from splitmq.transport.base import payload_size
+from splitmq.transport.payload import payload_size
 from splitmq.wire import (
     PLAN_UNAVAILABLE,
     Activation,

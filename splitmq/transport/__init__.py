@@ -15,7 +15,6 @@ from splitmq.transport.base import (
     Handler,
     InboundMessage,
     Inbox,
-    Payload,
     Receipt,
     Transport,
     TransportStats,
@@ -24,6 +23,7 @@ from splitmq.transport.base import (
 from splitmq.transport.config import MqttVersion, TransportConfig, parse_broker_url
 from splitmq.transport.memory import MemoryBroker, MemoryTransport
 from splitmq.transport.mqtt import ConnectionRefused, MqttTransport, PublishRefused
+from splitmq.transport.payload import Payload
 
 __all__ = [
     "ConnectionListener",

@@ -18,26 +18,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from splitmq.transport.payload import Payload
 from splitmq.wire.topics import matches
 
 log = logging.getLogger(__name__)
-
-Buffer = bytes | bytearray | memoryview
-Payload = bytes | bytearray | list[Buffer]
-"""What ``publish`` sends: bytes, or the parts of one payload in order (a list), which
-a transport writes out without joining them first (``splitmq.wire.encode_parts``)."""
-
-
-def payload_size(payload: Payload) -> int:
-    """The number of bytes ``payload`` holds."""
-    if isinstance(payload, list):
-        return sum(memoryview(part).nbytes for part in payload)
-    return len(payload)
-
-
-def payload_bytes(payload: Payload) -> bytes:
-    """``payload`` as one bytes object (parts joined)."""
-    return b"".join(payload) if isinstance(payload, list) else bytes(payload)
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,12 +20,11 @@ from splitmq.transport.base import (
     InboundMessage,
     Inbox,
     OverflowHandler,
-    Payload,
     TransportStats,
     Will,
-    payload_bytes,
 )
 from splitmq.transport.config import DEFAULT_MAX_PACKET_BYTES
+from splitmq.transport.payload import Payload, payload_bytes
 from splitmq.wire.topics import matches
 
 

@@ -90,17 +90,14 @@ from splitmq.mqtt.packets import (
 )
 from splitmq.topic_syntax import check_topic_filter, check_topic_name
 from splitmq.transport.base import (
-    Buffer,
     ConnectionListener,
     FastPath,
     Handler,
     InboundMessage,
     Inbox,
     OverflowHandler,
-    Payload,
     TransportStats,
     Will,
-    payload_size,
 )
 from splitmq.transport.channel import Channel, TlsChannel
 from splitmq.transport.config import (
@@ -117,6 +114,7 @@ from splitmq.transport.mqtt_errors import (
     PublishRefused,
 )
 from splitmq.transport.mqtt_reader import LARGE_PACKET, LargePublish, PacketReader, payload_view
+from splitmq.transport.payload import Buffer, Payload, payload_size
 
 log = logging.getLogger(__name__)
 

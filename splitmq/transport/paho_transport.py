@@ -41,9 +41,7 @@ from splitmq.transport.base import (
     Handler,
     InboundMessage,
     OverflowHandler,
-    Payload,
     Will,
-    payload_bytes,
 )
 from splitmq.transport.config import MqttVersion, TransportConfig
 from splitmq.transport.mqtt import (
@@ -54,6 +52,7 @@ from splitmq.transport.mqtt import (
     backoff_delay,
     packet_size,
 )
+from splitmq.transport.payload import Payload, payload_bytes
 
 log = logging.getLogger(__name__)
 
