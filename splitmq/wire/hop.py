@@ -513,7 +513,7 @@ def _forward_head(hop: Hop) -> bytes | None:
             "attempt": attempt,
             "deployment": hop.deployment,
             "stage": stage,
-            "route": hop.head["route"],
+            "route": hop.route,
             "callback": hop.callback,
         }
         middle = bytes(memoryview(cbor2.dumps(fields))[1:])

@@ -13,9 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from splitmq.errors import EncodeError
 from splitmq.wire import Tensor
 from splitmq.wire.cbor import LARGE_PART, dumps_parts
-from splitmq.wire.hop_writer import _templates, message_parts
+from splitmq.wire.hop_writer import _templates, encoded_message_parts, message_parts
 from splitmq.wire.tensors import tensor_to_wire
 
 BEFORE = {"kind": "activation", "v": 1, "request_id": bytes(16), "stage": 2}
@@ -96,3 +97,35 @@ def test_a_negative_zero_scale_is_not_written_as_zero() -> None:
     for scale in (0.0, -0.0, 0.0):
         tensor = Tensor("q", np.arange(4, dtype=np.int8), scale, 0)
         assert join(message_parts(BEFORE, (tensor,), AFTER)) == general((tensor,))
+
+
+SCALARS = st.none() | st.booleans() | st.integers() | st.floats() | st.text() | st.binary()
+VALUES = st.recursive(
+    SCALARS,
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.tuples(inner, inner)
+        | st.dictionaries(st.text(max_size=4), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.dictionaries(
+        st.text(max_size=8).filter(lambda key: key not in {*BEFORE, "tensors"}), VALUES, max_size=4
+    )
+)
+def test_the_fields_after_the_tensors_are_written_as_cbor2_writes_them(
+    after: dict[str, Any],
+) -> None:
+    """Lists item by item, ASCII text directly, anything else by cbor2: the map's bytes
+    are cbor2's whatever the values (non-ASCII text, nested lists, big integers)."""
+    expected = dumps_parts({**BEFORE, "tensors": [], **after})
+    assert join(message_parts(BEFORE, (), after)) == join(expected)
+
+
+def test_a_message_of_24_fields_or_more_is_refused_by_the_encoded_path() -> None:
+    with pytest.raises(EncodeError, match="24 fields"):
+        encoded_message_parts(20, b"", (), {str(n): n for n in range(3)})
