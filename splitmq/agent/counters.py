@@ -1,4 +1,7 @@
-"""Counters an agent bumps from several threads."""
+"""Counters an agent bumps from several threads.
+
+Apart from :mod:`splitmq.agent.requests`, which is compiled: interpreted classes (the
+agent's counters, a join's) subclass these, and a compiled class cannot be."""
 
 from __future__ import annotations
 
