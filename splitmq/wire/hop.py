@@ -37,9 +37,9 @@ from splitmq.errors import DecodeError
 from splitmq.wire.cbor import _head as _item_head
 from splitmq.wire.cbor import _Reader, loads_cbor2
 from splitmq.wire.codec import _schema, encode_parts
+from splitmq.wire.hop_layouts import _DEADLINE_KEY, Layouts, _prefix
 from splitmq.wire.hop_layouts import TENSORS_KEY as _TENSORS_KEY
-from splitmq.wire.hop_layouts import Layouts, _prefix
-from splitmq.wire.hop_writer import encoded_message_parts, message_parts
+from splitmq.wire.hop_writer import encoded_message_parts, message_parts, text_item
 from splitmq.wire.limits import DEFAULT_LIMITS, Limits
 from splitmq.wire.messages import (
     REQUEST_ID_BYTES,
@@ -458,8 +458,8 @@ def result_parts(
     tail = {"trace": [*hop.trace, entry], "agent_id": agent_id}
     attempt, deployment = hop.attempt, hop.deployment
     if _plain_request(hop) and _plain(attempt) and deployment.isascii():
-        head = _RESULT_START + hop.request_id + _ATTEMPT + _item_head(0, attempt)
-        head += _DEPLOYMENT + _item_head(3, len(deployment)) + deployment.encode()
+        head = _RESULT_START + hop.request_id + text_item("attempt") + _item_head(0, attempt)
+        head += text_item("deployment") + text_item(deployment)
         return encoded_message_parts(len(_RESULT_HEAD), head, tensors, tail)
     fields = {
         "kind": Result.KIND,
@@ -476,9 +476,6 @@ def result_parts(
 _FORWARD_START = _prefix(Activation)
 _RESULT_START = _prefix(Result)
 """A message's bytes after its map's head, up to its request id's bytes."""
-_ATTEMPT = b"\x67attempt"
-_DEPLOYMENT = b"\x6adeployment"
-_DEADLINE = b"\x6bdeadline_ms"
 _MIDDLES_REMEMBERED = 64
 _middles: dict[tuple[Any, ...], bytes] = {}
 """By attempt, deployment, stage, route and callback (the fields between a forwarded
@@ -520,4 +517,4 @@ def _forward_head(hop: Hop) -> bytes | None:
         if len(_middles) >= _MIDDLES_REMEMBERED:
             _middles.clear()
         _middles[key] = middle
-    return _FORWARD_START + hop.request_id + middle + _DEADLINE + _item_head(0, deadline)
+    return _FORWARD_START + hop.request_id + middle + _DEADLINE_KEY + _item_head(0, deadline)

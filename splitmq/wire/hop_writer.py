@@ -29,7 +29,7 @@ from splitmq.wire.tensors import (
     tensor_to_wire,
 )
 
-__all__ = ["encoded_message_parts", "message_parts"]
+__all__ = ["encoded_message_parts", "message_parts", "text_item"]
 
 Parts = list[bytes | bytearray | memoryview]
 
@@ -106,12 +106,12 @@ def _write_fields(out: bytearray, fields: dict[str, Any]) -> None:
             for item in value:
                 out += cbor2.dumps(item)
         elif type(value) is str and value.isascii():
-            out += _text(value)
+            out += text_item(value)
         else:
             out += cbor2.dumps(value)
 
 
-def _text(value: str) -> bytes:
+def text_item(value: str) -> bytes:
     """A text string as CBOR writes it (definite length, UTF-8)."""
     encoded = value.encode()
     return _head(_MAJOR_TEXT, len(encoded)) + encoded
@@ -124,7 +124,7 @@ def _key(name: str) -> bytes:
     """A field's name, encoded (the few names of our messages, remembered)."""
     known = _keys.get(name)
     if known is None:
-        known = _text(name)
+        known = text_item(name)
         if len(_keys) < TEMPLATES_REMEMBERED:
             _keys[name] = known
     return known
