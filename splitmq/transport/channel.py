@@ -51,6 +51,11 @@ PUBLISH, SUBACK, CONNACK of MQTT 5 and acknowledgement with a reason code is at 
 this long, so it wakes the reader at once; a PUBACK, PUBREC, PUBREL or PUBCOMP of MQTT
 3.1.1, or of MQTT 5 with success and no properties (four bytes), and a PINGRESP (two)
 wait."""
+WHOLE_BYTES = 64 * 1024
+"""The rest of a packet at least this long is read in one go: the socket's low-water
+mark is set to it for that read, so a reader waiting for a large activation wakes once
+it is all there, not for each part the broker writes (each wake costs CPU that the
+stages of a pipeline on the same cores need)."""
 _CAN_WAIT_FOR_BYTES = hasattr(socket, "SO_RCVLOWAT") and hasattr(socket, "MSG_DONTWAIT")
 
 
@@ -73,6 +78,8 @@ class Channel:
         self._relearn = False
         """The wait changed: read lone acknowledgements late again from the next read
         (set on any thread, applied on the network thread)."""
+        self._low_water = 1
+        """The socket's low-water mark, as this channel last set it."""
 
     def read_lone_acks_late(self, wait_s: float, unless: Callable[[], bool]) -> bool:
         """From now on, let a lone acknowledgement wait up to ``wait_s`` to be read with
@@ -84,6 +91,7 @@ class Channel:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, LONE_BYTES)
         except OSError:
             return False
+        self._low_water = LONE_BYTES
         self._late_ms = _whole_ms(wait_s)
         self._eager = unless
         self._late = True
@@ -115,6 +123,8 @@ class Channel:
         ``wanted``: the bytes the reader knows are on their way, the rest of a packet
         (0: not known). Fewer than :data:`LONE_BYTES` are read as soon as they come."""
         self._flush_held_before_waiting()
+        if wanted >= WHOLE_BYTES and _CAN_WAIT_FOR_BYTES:
+            return self._recv_whole(view, wanted)
         if not self._late_ms:
             return self.sock.recv_into(view)
         if self._relearn:
@@ -142,7 +152,27 @@ class Channel:
         to read them with, and a reader woken once the wait is over would wake in the
         middle of the next stage's work rather than at the end of its own."""
         self._late = late
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, LONE_BYTES if late else 1)
+        self._low_water = LONE_BYTES if late else 1
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, self._low_water)
+
+    def _recv_whole(self, view: memoryview, wanted: int) -> int:
+        """The ``wanted`` bytes of a packet's rest (as many as ``view`` holds), waited
+        for whole (:data:`WHOLE_BYTES`); fewer at the end of the stream, or when the
+        kernel cannot buffer them all (it then reports the socket readable early).
+
+        The wait is a ``poll``, which compares the mark with all the bytes queued: a
+        blocking ``recv`` would take what is queued first and then wait for the whole
+        mark more."""
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, min(wanted, view.nbytes))
+        try:
+            while True:
+                self._poll.poll()
+                try:
+                    return self.sock.recv_into(view, 0, socket.MSG_DONTWAIT)
+                except BlockingIOError:
+                    continue  # woken with nothing to read: wait again
+        finally:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, self._low_water)
 
     def _recv_now(self, view: memoryview) -> int:
         """What is there, however little, or the first byte to come."""

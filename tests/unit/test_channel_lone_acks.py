@@ -11,13 +11,13 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 
 from splitmq.transport.channel import LONE_BYTES, Channel, TlsChannel
 
 from ..helpers import wait_until
+from .conftest import Pair
 
 LONG_S = 30.0
 """A wait no test sits out: a reader that waited it would fail its test on time."""
@@ -25,28 +25,10 @@ LONG_S = 30.0
 PUBACK = bytes((0x40, 2, 0, 7))
 PUBLISH = bytes((0x30, 8, 0, 3)) + b"a/bxyz"  # QoS 0, topic "a/b", payload "xyz"
 
-Pair = tuple[Channel, socket.socket]
-
 pytestmark = pytest.mark.skipif(
     not hasattr(socket, "SO_RCVLOWAT") or not hasattr(socket, "MSG_DONTWAIT"),
     reason="the platform's sockets cannot wait for a number of bytes",
 )
-
-
-@pytest.fixture
-def pair() -> Iterator[Pair]:
-    """A channel on a loopback TCP connection, and the broker's end of it."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    ours = socket.create_connection(listener.getsockname())
-    theirs, _ = listener.accept()
-    listener.close()
-    for sock in (ours, theirs):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    theirs.settimeout(10.0)
-    channel = Channel(ours)
-    yield channel, theirs
-    channel.close()
-    theirs.close()
 
 
 class Reader:
