@@ -35,6 +35,7 @@ Every streamed output is checked against the same two shards chained in this pro
 from __future__ import annotations
 
 import argparse
+import math
 import multiprocessing
 import statistics
 import tempfile
@@ -105,6 +106,12 @@ class Ceiling:
         for pipe, process in zip(self._pipes, self._processes, strict=True):
             pipe.send(None)
             process.join(10)
+
+
+def percent_down(share: float) -> str:
+    """``share`` as a percentage to a tenth of a point, rounded down: a share just below
+    its goal never prints as the goal (0.9195 is 91.9%, not 92%)."""
+    return f"{math.floor(share * 1000 + 1e-9) / 10:.1f}%"
 
 
 def main() -> None:
@@ -278,7 +285,7 @@ def main() -> None:
         Row(
             "3 pipeline",
             "splitmq / the floor at QoS 1 (both at least once)",
-            f"{floor_share_q1:.0%}",
+            percent_down(floor_share_q1),
             f">= {GOAL_FLOOR:.0%}",
             floor_share_q1 >= GOAL_FLOOR,
             floor_share_q1,
@@ -286,7 +293,7 @@ def main() -> None:
         Row(
             "3 pipeline",
             "splitmq, hop_qos=0 / the floor (both at most once)",
-            f"{floor_share_q0:.0%}",
+            percent_down(floor_share_q0),
             f">= {GOAL_FLOOR:.0%}",
             floor_share_q0 >= GOAL_FLOOR,
             floor_share_q0,
