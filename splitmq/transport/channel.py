@@ -122,9 +122,9 @@ class Channel:
 
         ``wanted``: the bytes the reader knows are on their way, the rest of a packet
         (0: not known). Fewer than :data:`LONE_BYTES` are read as soon as they come."""
-        self._flush_held_before_waiting()
         if wanted >= WHOLE_BYTES and _CAN_WAIT_FOR_BYTES:
             return self._recv_whole(view, wanted)
+        self._flush_held_before_waiting()
         if not self._late_ms:
             return self.sock.recv_into(view)
         if self._relearn:
@@ -162,10 +162,11 @@ class Channel:
 
         The wait is a ``poll``, which compares the mark with all the bytes queued: a
         blocking ``recv`` would take what is queued first and then wait for the whole
-        mark more."""
+        mark more. Held packets still leave by their deadline while it waits."""
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, min(wanted, view.nbytes))
         try:
             while True:
+                self._flush_held_before_waiting()  # under the mark: until all of it is there
                 self._poll.poll()
                 try:
                     return self.sock.recv_into(view, 0, socket.MSG_DONTWAIT)
