@@ -78,8 +78,6 @@ class Channel:
         self._relearn = False
         """The wait changed: read lone acknowledgements late again from the next read
         (set on any thread, applied on the network thread)."""
-        self._low_water = 1
-        """The socket's low-water mark, as this channel last set it."""
 
     def read_lone_acks_late(self, wait_s: float, unless: Callable[[], bool]) -> bool:
         """From now on, let a lone acknowledgement wait up to ``wait_s`` to be read with
@@ -91,7 +89,6 @@ class Channel:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, LONE_BYTES)
         except OSError:
             return False
-        self._low_water = LONE_BYTES
         self._late_ms = _whole_ms(wait_s)
         self._eager = unless
         self._late = True
@@ -152,8 +149,12 @@ class Channel:
         to read them with, and a reader woken once the wait is over would wake in the
         middle of the next stage's work rather than at the end of its own."""
         self._late = late
-        self._low_water = LONE_BYTES if late else 1
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, self._low_water)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, self._low_water())
+
+    def _low_water(self) -> int:
+        """The socket's low-water mark between reads: :data:`LONE_BYTES` while lone
+        acknowledgements are read late, else 1."""
+        return LONE_BYTES if self._late else 1
 
     def _recv_whole(self, view: memoryview, wanted: int) -> int:
         """The ``wanted`` bytes of a packet's rest (as many as ``view`` holds), waited
@@ -173,7 +174,7 @@ class Channel:
                 except BlockingIOError:
                     continue  # woken with nothing to read: wait again
         finally:
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, self._low_water)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, self._low_water())
 
     def _recv_now(self, view: memoryview) -> int:
         """What is there, however little, or the first byte to come."""

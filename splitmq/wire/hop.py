@@ -458,8 +458,8 @@ def result_parts(
     tail = {"trace": [*hop.trace, entry], "agent_id": agent_id}
     attempt, deployment = hop.attempt, hop.deployment
     if _plain_request(hop) and _plain(attempt) and deployment.isascii():
-        head = _RESULT_START + hop.request_id + text_item("attempt") + _item_head(0, attempt)
-        head += text_item("deployment") + text_item(deployment)
+        head = _RESULT_START + hop.request_id + _ATTEMPT_KEY + _item_head(0, attempt)
+        head += _DEPLOYMENT_KEY + text_item(deployment)
         return encoded_message_parts(len(_RESULT_HEAD), head, tensors, tail)
     fields = {
         "kind": Result.KIND,
@@ -476,6 +476,7 @@ def result_parts(
 _FORWARD_START = _prefix(Activation)
 _RESULT_START = _prefix(Result)
 """A message's bytes after its map's head, up to its request id's bytes."""
+_ATTEMPT_KEY, _DEPLOYMENT_KEY = text_item("attempt"), text_item("deployment")
 _MIDDLES_REMEMBERED = 64
 _middles: dict[tuple[Any, ...], bytes] = {}
 """By attempt, deployment, stage, route and callback (the fields between a forwarded

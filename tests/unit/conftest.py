@@ -26,3 +26,8 @@ def pair() -> Iterator[Pair]:
     yield channel, theirs
     channel.close()
     theirs.close()
+
+
+def lowat(channel: Channel) -> int:
+    """The low-water mark of ``channel``'s socket."""
+    return channel.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT)

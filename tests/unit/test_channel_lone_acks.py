@@ -17,7 +17,7 @@ import pytest
 from splitmq.transport.channel import LONE_BYTES, Channel, TlsChannel
 
 from ..helpers import wait_until
-from .conftest import Pair
+from .conftest import Pair, lowat
 
 LONG_S = 30.0
 """A wait no test sits out: a reader that waited it would fail its test on time."""
@@ -67,10 +67,6 @@ def arrived(sock: socket.socket, count: int) -> None:
             return False
 
     wait_until(there, what=f"{count} bytes at the channel's socket")
-
-
-def lowat(channel: Channel) -> int:
-    return channel.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT)
 
 
 def test_a_lone_ack_comes_with_the_next_packet(pair: Pair) -> None:

@@ -15,7 +15,7 @@ import pytest
 from splitmq.transport.channel import LONE_BYTES, WHOLE_BYTES, Channel
 
 from ..helpers import wait_until
-from .conftest import Pair
+from .conftest import Pair, lowat
 
 pytestmark = pytest.mark.skipif(
     not hasattr(socket, "SO_RCVLOWAT") or not hasattr(socket, "MSG_DONTWAIT"),
@@ -44,10 +44,6 @@ class RestReader:
         self._thread.join(30.0)
         assert self.count is not None, "the reader is still waiting"
         return bytes(self.buffer[: self.count])
-
-
-def lowat(channel: Channel) -> int:
-    return channel.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT)
 
 
 def test_the_rest_of_a_large_packet_comes_in_one_read(pair: Pair) -> None:
